@@ -1,0 +1,53 @@
+using System.CommandLine;
+using Vdisk.Cli.Common;
+using Vdisk.Options;
+using Vdisk.Permissions;
+
+namespace Vdisk.Cli.Info;
+
+/// <summary><c>vdisk info</c>: qemu-img info (human or JSON), opened with qemu-img's flags for info.</summary>
+internal static class InfoCommand
+{
+    public static Command Create()
+    {
+        var image = new ImageArguments();
+        var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
+        var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
+        var command = new Command("info", "Show an image's format and size like qemu-img info");
+        image.AddTo(command);
+        command.Options.Add(output);
+        command.Arguments.Add(file);
+        command.SetAction(result =>
+        {
+            string fmt = result.GetValue(output)!;
+            if (fmt is not ("human" or "json"))
+            {
+                Stdio.Error("--output must be used with human or json as argument.");
+                return 1;
+            }
+            string filename = result.GetValue(file)!;
+            var flags = AccessProfiles.ImgInfo;
+            if (result.GetValue(image.ForceShare)) flags |= OpenFlags.ForceShare;
+            try
+            {
+                var source = image.Source(result, filename);
+                if ((flags & OpenFlags.ForceShare) != 0 && source.Options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+                {
+                    Stdio.Error("--force-share/-U conflicts with image options");
+                    return 1;
+                }
+                using var disk = DiskImage.Open(source, flags);
+                var info = ImageInfo.Collect(disk.Root);
+                Stdio.Out.Write(fmt == "json" ? info.ToJson() + "\n" : info.ToHuman());
+                Stdio.Out.Flush();
+                return 0;
+            }
+            catch (Exception e) when (Stdio.Describe(e) is { } text)
+            {
+                Stdio.Error($"Could not open '{filename}': {text}");
+                return 1;
+            }
+        });
+        return command;
+    }
+}

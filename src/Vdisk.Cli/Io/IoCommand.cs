@@ -1,0 +1,85 @@
+using System.CommandLine;
+using Vdisk.Cli.Common;
+using Vdisk.Options;
+using Vdisk.Permissions;
+
+namespace Vdisk.Cli.Io;
+
+/// <summary><c>vdisk io</c>: qemu-io's command line (-f, -r, -U, --image-opts, -c CMD...).</summary>
+internal static class IoCommand
+{
+    public static Command Create()
+    {
+        var image = new ImageArguments();
+        var commands = new Option<string[]>("--cmd", "-c") { Description = "run a command (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var readOnly = new Option<bool>("--read-only", "-r") { Description = "open read-only" };
+        var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
+        var cache = new Option<string?>("--cache", "-t") { Description = "cache mode (accepted for compatibility)" };
+        var discard = new Option<string?>("--discard", "-d") { Description = "discard mode (ignore, unmap)" };
+        var file = new Argument<string?>("file") { Arity = ArgumentArity.ZeroOrOne, Description = "image file, json: filename, or option string with --image-opts" };
+
+        var command = new Command("io", "Exercise an image like qemu-io: read, write, discard, map...");
+        image.AddTo(command);
+        command.Options.Add(commands);
+        command.Options.Add(readOnly);
+        command.Options.Add(noCache);
+        command.Options.Add(cache);
+        command.Options.Add(discard);
+        command.Arguments.Add(file);
+        command.SetAction(async (result, _) =>
+        {
+            using var signals = new Signals();
+            await using var session = new IoSession(signals.Token);
+            string? filename = result.GetValue(file);
+            bool forceShare = result.GetValue(image.ForceShare);
+            if (filename is not null)
+            {
+                ImageSource source;
+                try
+                {
+                    source = image.Source(result, filename);
+                    if (forceShare && source.Options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+                    {
+                        Stdio.Error("-U conflicts with image options");
+                        return 1;
+                    }
+                }
+                catch (OptionException e)
+                {
+                    Stdio.Error(result.GetValue(image.ImageOpts) ? $"can't open: {e.Message}" : $"can't open device {filename}: {e.Message}");
+                    return 1;
+                }
+                var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;
+                if (forceShare) flags |= OpenFlags.ForceShare;
+                if (!session.OpenImage(source, flags)) return 1;
+            }
+
+            int lastError = 0;
+            string[] lines = result.GetValue(commands) ?? [];
+            if (lines.Length > 0)
+            {
+                foreach (var line in lines)
+                {
+                    if (session.QuitRequested || signals.Token.IsCancellationRequested) break;
+                    int ret = await session.RunAsync(line);
+                    if (ret < 0) lastError = ret;
+                }
+            }
+            else
+            {
+                while (!session.QuitRequested && !signals.Token.IsCancellationRequested)
+                {
+                    Stdio.Out.Write("qemu-io> ");
+                    Stdio.Out.Flush();
+                    string? line = await Console.In.ReadLineAsync(signals.Token).AsTask().ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : null);
+                    if (line is null) break;
+                    int ret = await session.RunAsync(line);
+                    if (ret < 0) lastError = ret;
+                }
+            }
+            Stdio.Out.Flush();
+            return signals.ExitCode(lastError < 0 ? 1 : 0);
+        });
+        return command;
+    }
+}

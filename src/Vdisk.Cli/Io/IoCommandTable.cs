@@ -1,0 +1,42 @@
+using Vdisk.Permissions;
+
+namespace Vdisk.Cli.Io;
+
+/// <summary>One qemu-io command: its names, argument counts, the permission it needs, and its help line.</summary>
+internal sealed record IoCommandInfo(
+    string Name,
+    string? AltName,
+    int ArgMin,
+    int ArgMax,
+    bool NoFileOk,
+    bool Global,
+    BlockPermission Permission,
+    string? Args,
+    string OneLine);
+
+/// <summary>The qemu-io commands vdisk io implements, with qemu-io 7.2's names and help text.</summary>
+internal static class IoCommandTable
+{
+    public static readonly IoCommandInfo[] Commands =
+    [
+        new("close", "c", 0, 0, false, false, BlockPermission.None, null, "close the current open file"),
+        new("discard", "d", 2, -1, false, false, BlockPermission.Write, "[-Cq] off len", "discards a number of bytes at a specified offset"),
+        new("flush", "f", 0, 0, false, false, BlockPermission.None, null, "flush all in-core file state to disk"),
+        new("help", "?", 0, 1, true, true, BlockPermission.None, "[command]", "help for one or all commands"),
+        new("info", "i", 0, 0, false, false, BlockPermission.None, null, "prints information about the current file"),
+        new("length", "l", 0, 0, false, false, BlockPermission.None, null, "gets the length of the current file"),
+        new("map", null, 0, 0, false, false, BlockPermission.None, "", "prints the allocated areas of a file"),
+        new("open", "o", 1, -1, true, false, BlockPermission.None, "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]", "open the file specified by path"),
+        new("quit", "q", 0, 0, true, true, BlockPermission.None, null, "exit the program"),
+        new("read", "r", 2, -1, false, false, BlockPermission.ConsistentRead, "[-abCqv] [-P pattern [-s off] [-l len]] off len", "reads a number of bytes at a specified offset"),
+        new("sleep", null, 1, 1, true, false, BlockPermission.None, null, "waits for the given value in milliseconds"),
+        new("truncate", "t", 1, 3, false, false, BlockPermission.Resize, "[-m prealloc_mode] off", "truncates the current file at the given offset"),
+        new("write", "w", 2, -1, false, false, BlockPermission.Write, "[-bcCfnquz] [-P pattern | -s source_file] off len", "writes a number of bytes at a specified offset"),
+    ];
+
+    public static IoCommandInfo? Find(string name) =>
+        Commands.FirstOrDefault(c => c.Name == name || c.AltName == name);
+
+    public static string HelpLine(IoCommandInfo c) =>
+        c.Args is null ? $"{c.Name} -- {c.OneLine}" : $"{c.Name} {c.Args} -- {c.OneLine}";
+}

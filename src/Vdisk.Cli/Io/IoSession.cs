@@ -1,0 +1,578 @@
+using System.Diagnostics;
+using System.Globalization;
+using Vdisk.Cli.Common;
+using Vdisk.Graph;
+using Vdisk.Native;
+using Vdisk.Options;
+using Vdisk.Permissions;
+
+namespace Vdisk.Cli.Io;
+
+/// <summary>
+/// The qemu-io command interpreter: one image at a time, commands as qemu-io 7.2 words and
+/// prints them. Each command returns 0 or a negative errno; any negative makes the exit status 1.
+/// </summary>
+internal sealed class IoSession : IAsyncDisposable
+{
+    private const long MaxRequestBytes = 2147483136; // BDRV_REQUEST_MAX_BYTES
+    private readonly TextWriter _out = Stdio.Out;
+    private readonly TextWriter _err;
+    private readonly CancellationToken _cancel;
+    private DiskImage? _image;
+
+    public IoSession(CancellationToken cancel)
+    {
+        _cancel = cancel;
+        _err = new ErrorWriter();
+    }
+
+    public bool QuitRequested { get; private set; }
+
+    public DiskImage? Image => _image;
+
+    /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
+    public bool OpenImage(ImageSource source, OpenFlags flags)
+    {
+        if (_image is not null)
+        {
+            Stdio.Error("file open already, try 'help close'");
+            return false;
+        }
+        try
+        {
+            _image = DiskImage.Open(source, flags);
+            return true;
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            Stdio.Error(source.DisplayName is { } name ? $"can't open device {name}: {text}" : $"can't open: {text}");
+            return false;
+        }
+    }
+
+    /// <summary>Runs one command line; returns 0 or a negative errno.</summary>
+    public async Task<int> RunAsync(string line)
+    {
+        var words = line.Split([' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        if (words.Length == 0) return 0;
+        var info = IoCommandTable.Find(words[0]);
+        if (info is null)
+        {
+            _err.Write($"command \"{words[0]}\" not found\n");
+            return -Errno.EINVAL;
+        }
+        if (!info.Global && !info.NoFileOk && _image is null)
+        {
+            _err.Write("no file open, try 'help open'\n");
+            return -Errno.EINVAL;
+        }
+        if (!CheckPermission(info)) return -Errno.EINVAL;
+        int argc = words.Length - 1;
+        if (argc < info.ArgMin || (info.ArgMax >= 0 && argc > info.ArgMax))
+        {
+            string expected = info.ArgMax == -1 ? $"at least {info.ArgMin} arguments"
+                : info.ArgMin == info.ArgMax ? $"{info.ArgMin} arguments"
+                : $"between {info.ArgMin} and {info.ArgMax} arguments";
+            _err.Write($"bad argument count {argc} to {info.Name}, expected {expected}\n");
+            return -Errno.EINVAL;
+        }
+        try
+        {
+            return info.Name switch
+            {
+                "read" => await ReadAsync(words),
+                "write" => await WriteAsync(words),
+                "discard" => await DiscardAsync(words),
+                "flush" => await FlushAsync(),
+                "length" => Length(),
+                "info" => Info(),
+                "map" => await MapAsync(),
+                "sleep" => await SleepAsync(words),
+                "open" => Open(words),
+                "close" => await CloseAsync(),
+                "quit" => Quit(),
+                "help" => Help(words),
+                "truncate" => await TruncateAsync(words),
+                _ => -Errno.EINVAL,
+            };
+        }
+        finally
+        {
+            _out.Flush();
+        }
+    }
+
+    /// <summary>init_check_command: take the permission a command needs if the image lacks it.</summary>
+    private bool CheckPermission(IoCommandInfo info)
+    {
+        if (_image is null || info.Permission == BlockPermission.None) return true;
+        var current = _image.Permissions;
+        if ((info.Permission & ~current.Perm) == 0) return true;
+        try
+        {
+            _image.SetPermissions(current with { Perm = current.Perm | info.Permission });
+            return true;
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            Stdio.Error(text);
+            return false;
+        }
+    }
+
+    private void Usage(string name) => _out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");
+
+    private bool TryNumber(string arg, out long value)
+    {
+        value = QemuIoFormat.ParseNumber(arg);
+        if (value >= 0) return true;
+        _out.Write(QemuIoFormat.NumberError(value, arg) + "\n");
+        return false;
+    }
+
+    private bool TryPattern(string arg, out byte pattern)
+    {
+        pattern = 0;
+        long v;
+        try
+        {
+            v = arg.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+                ? Convert.ToInt64(arg[2..], 16)
+                : arg.Length > 1 && arg[0] == '0' ? Convert.ToInt64(arg, 8) : long.Parse(arg, CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
+        {
+            v = -1;
+        }
+        if (v is < 0 or > 255)
+        {
+            _out.Write($"{arg} is not a valid pattern byte\n");
+            return false;
+        }
+        pattern = (byte)v;
+        return true;
+    }
+
+    private async Task<int> ReadAsync(string[] words)
+    {
+        var parsed = new GetOpt("read", "abCqvP:s:l:").Parse(words, _err);
+        if (parsed is null) { Usage("read"); return -Errno.EINVAL; }
+        bool machine = false, quiet = false, dump = false, verify = false;
+        byte pattern = 0;
+        long patternOffset = 0, patternCount = -1;
+        bool sFlag = false, lFlag = false;
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'C': machine = true; break;
+                case 'q': quiet = true; break;
+                case 'v': dump = true; break;
+                case 'P':
+                    verify = true;
+                    if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
+                    break;
+                case 's':
+                    sFlag = true;
+                    if (!TryNumber(value!, out patternOffset)) return -Errno.EINVAL;
+                    break;
+                case 'l':
+                    lFlag = true;
+                    if (!TryNumber(value!, out patternCount)) return -Errno.EINVAL;
+                    break;
+                default:
+                    _out.Write("vdisk io: -a and -b are not supported\n");
+                    return -Errno.ENOTSUP;
+            }
+        }
+        var operands = parsed.Value.Operands;
+        if (operands.Count != 2 || (!verify && (sFlag || lFlag))) { Usage("read"); return -Errno.EINVAL; }
+        if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
+        if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
+        if (count > MaxRequestBytes)
+        {
+            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            return -Errno.EINVAL;
+        }
+        if (!lFlag) patternCount = count - patternOffset;
+        if (verify && (patternOffset + patternCount > count || patternCount < 0))
+        {
+            _out.Write("pattern verification range exceeds end of read data\n");
+            return -Errno.EINVAL;
+        }
+
+        var buffer = GC.AllocateUninitializedArray<byte>((int)count);
+        var watch = Stopwatch.StartNew();
+        try
+        {
+            await _image!.ReadAsync(offset, buffer, _cancel);
+        }
+        catch (IOException e)
+        {
+            _out.Write($"read failed: {ErrorText(e)}\n");
+            return -ErrnoOf(e);
+        }
+        watch.Stop();
+        int ret = 0;
+        if (verify && buffer.AsSpan((int)patternOffset, (int)patternCount).IndexOfAnyExcept(pattern) >= 0)
+        {
+            _out.Write($"Pattern verification failed at offset {offset + patternOffset}, {patternCount} bytes\n");
+            ret = -Errno.EINVAL;
+        }
+        if (quiet) return ret;
+        if (dump) QemuIoFormat.Dump(_out, buffer, offset);
+        QemuIoFormat.Report(_out, "read", watch.Elapsed, offset, count, count, 1, machine);
+        return ret;
+    }
+
+    private async Task<int> WriteAsync(string[] words)
+    {
+        var parsed = new GetOpt("write", "bcCfnpP:quzs:").Parse(words, _err);
+        if (parsed is null) { Usage("write"); return -Errno.EINVAL; }
+        bool machine = false, quiet = false, zero = false, unmap = false, fua = false, hasPattern = false, compressed = false, noFallback = false;
+        string? source = null;
+        byte pattern = 0xcd;
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'C': machine = true; break;
+                case 'q': quiet = true; break;
+                case 'z': zero = true; break;
+                case 'u': unmap = true; break;
+                case 'f': fua = true; break;
+                case 'c': compressed = true; break;
+                case 'n': noFallback = true; break;
+                case 's': source = value; break;
+                case 'P':
+                    hasPattern = true;
+                    if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
+                    break;
+                default:
+                    _out.Write("vdisk io: -b and -p are not supported\n");
+                    return -Errno.ENOTSUP;
+            }
+        }
+        var operands = parsed.Value.Operands;
+        if (operands.Count != 2) { Usage("write"); return -Errno.EINVAL; }
+        if ((zero ? 1 : 0) + (hasPattern ? 1 : 0) + (source is not null ? 1 : 0) > 1)
+        {
+            _out.Write("Only one of -z, -P, and -s can be specified at the same time\n");
+            return -Errno.EINVAL;
+        }
+        if (!zero && (unmap || noFallback))
+        {
+            _out.Write(unmap ? "-u requires -z to be specified\n" : "-n requires -z to be specified\n");
+            return -Errno.EINVAL;
+        }
+        if (compressed && zero)
+        {
+            _out.Write("-c and -z cannot be specified at the same time\n");
+            return -Errno.EINVAL;
+        }
+        if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
+        if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
+        if (count > MaxRequestBytes && !zero)
+        {
+            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            return -Errno.EINVAL;
+        }
+        var watch = Stopwatch.StartNew();
+        try
+        {
+            if (zero)
+            {
+                var flags = (unmap ? ZeroFlags.MayUnmap : 0) | (noFallback ? ZeroFlags.NoFallback : 0) | (fua ? ZeroFlags.Fua : 0);
+                await _image!.WriteZeroesAsync(offset, count, flags, _cancel);
+            }
+            else
+            {
+                if (compressed)
+                {
+                    _out.Write($"write failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
+                    return -Errno.ENOTSUP;
+                }
+                byte[] data;
+                if (source is not null)
+                {
+                    data = await ReadSourceFileAsync(source, count);
+                }
+                else
+                {
+                    data = GC.AllocateUninitializedArray<byte>((int)count);
+                    data.AsSpan().Fill(pattern);
+                }
+                await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
+            }
+        }
+        catch (IOException e)
+        {
+            _out.Write($"write failed: {ErrorText(e)}\n");
+            return -ErrnoOf(e);
+        }
+        watch.Stop();
+        if (!quiet) QemuIoFormat.Report(_out, "wrote", watch.Elapsed, offset, count, count, 1, machine);
+        return 0;
+    }
+
+    private static async Task<byte[]> ReadSourceFileAsync(string path, long count)
+    {
+        // A pattern source, not an image: it is read through the same open(2) path all the same.
+        await using var source = DiskImage.Open(ImageSource.FromImageOptions($"driver=file,filename={path.Replace(",", ",,")},locking=off"), OpenFlags.None);
+        if (source.Length < count)
+            throw new NativeIOException(Errno.EIO, $"Could not read {count} bytes from '{path}'", path);
+        var data = new byte[count];
+        await source.ReadAsync(0, data);
+        return data;
+    }
+
+    private async Task<int> DiscardAsync(string[] words)
+    {
+        var parsed = new GetOpt("discard", "Cq").Parse(words, _err);
+        if (parsed is null) { Usage("discard"); return -Errno.EINVAL; }
+        bool machine = parsed.Value.Options.Any(o => o.Option == 'C');
+        bool quiet = parsed.Value.Options.Any(o => o.Option == 'q');
+        var operands = parsed.Value.Operands;
+        if (operands.Count != 2) { Usage("discard"); return -Errno.EINVAL; }
+        if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
+        if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
+        var watch = Stopwatch.StartNew();
+        try
+        {
+            await _image!.DiscardAsync(offset, count, _cancel);
+        }
+        catch (IOException e)
+        {
+            _out.Write($"discard failed: {ErrorText(e)}\n");
+            return -ErrnoOf(e);
+        }
+        watch.Stop();
+        if (!quiet) QemuIoFormat.Report(_out, "discard", watch.Elapsed, offset, count, count, 1, machine);
+        return 0;
+    }
+
+    private async Task<int> FlushAsync()
+    {
+        try
+        {
+            await _image!.FlushAsync(_cancel);
+            return 0;
+        }
+        catch (IOException e)
+        {
+            _out.Write($"flush failed: {ErrorText(e)}\n");
+            return -ErrnoOf(e);
+        }
+    }
+
+    private async Task<int> TruncateAsync(string[] words)
+    {
+        var parsed = new GetOpt("truncate", "m:").Parse(words, _err);
+        if (parsed is null || parsed.Value.Operands.Count != 1) { Usage("truncate"); return -Errno.EINVAL; }
+        if (!TryNumber(parsed.Value.Operands[0], out long size)) return -Errno.EINVAL;
+        try
+        {
+            await _image!.TruncateAsync(size, _cancel);
+            return 0;
+        }
+        catch (IOException e)
+        {
+            Stdio.Error(ErrorText(e));
+            return -ErrnoOf(e);
+        }
+    }
+
+    private int Length()
+    {
+        _out.Write(QemuIoFormat.Size(_image!.Length) + "\n");
+        return 0;
+    }
+
+    private int Info()
+    {
+        var info = ImageInfo.Collect(_image!.Root);
+        _out.Write($"format name: {info.Format}\n");
+        _out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
+        _out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
+        if (info.FormatSpecific.Count > 0)
+        {
+            _out.Write("Format specific information:\n");
+            foreach (var (key, value) in info.FormatSpecific) _out.Write($"    {key}: {value}\n");
+        }
+        return 0;
+    }
+
+    private async Task<int> MapAsync()
+    {
+        long offset = 0;
+        long remaining = _image!.Length;
+        try
+        {
+            while (remaining > 0)
+            {
+                var first = await _image.GetBlockStatusAsync(offset, remaining, _cancel);
+                bool allocated = (first.Flags & BlockStatusFlags.Allocated) != 0;
+                long run = first.Length;
+                while (run < remaining)
+                {
+                    var next = await _image.GetBlockStatusAsync(offset + run, remaining - run, _cancel);
+                    if (((next.Flags & BlockStatusFlags.Allocated) != 0) != allocated || next.Length == 0) break;
+                    run += next.Length;
+                }
+                if (run == 0)
+                {
+                    Stdio.Error("Unexpected end of image");
+                    return -Errno.EIO;
+                }
+                string state = allocated ? "    allocated" : "not allocated";
+                _out.Write(string.Create(CultureInfo.InvariantCulture,
+                    $"{QemuIoFormat.Size(run)} (0x{run:x}) bytes {state} at offset {QemuIoFormat.Size(offset)} (0x{offset:x})\n"));
+                offset += run;
+                remaining -= run;
+            }
+        }
+        catch (IOException e)
+        {
+            Stdio.Error($"Failed to get allocation status: {ErrorText(e)}");
+            return -ErrnoOf(e);
+        }
+        return 0;
+    }
+
+    private async Task<int> SleepAsync(string[] words)
+    {
+        string arg = words[1];
+        long ms;
+        bool ok = arg.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? long.TryParse(arg[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ms)
+            : long.TryParse(arg, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out ms);
+        if (!ok || ms < 0)
+        {
+            _out.Write($"{arg} is not a valid number\n");
+            return -Errno.EINVAL;
+        }
+        _out.Flush();
+        try
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(ms), _cancel);
+        }
+        catch (OperationCanceledException)
+        {
+            // A signal ends the sleep; the caller closes the image and exits.
+        }
+        return 0;
+    }
+
+    private int Open(string[] words)
+    {
+        var parsed = new GetOpt("open", "snCro:kt:d:U").Parse(words, _err);
+        if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
+        bool readOnly = false, forceShare = false;
+        var extra = new List<string>();
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'r': readOnly = true; break;
+                case 'U': forceShare = true; break;
+                case 'o': extra.Add(value!); break;
+                case 'd':
+                    if (value is not ("ignore" or "off" or "unmap" or "on"))
+                    {
+                        Stdio.Error("Invalid discard option: " + value);
+                        return -Errno.EINVAL;
+                    }
+                    break;
+            }
+        }
+        var operands = parsed.Value.Operands;
+        if (operands.Count > 1) { Usage("open"); return -Errno.EINVAL; }
+        ImageSource source;
+        try
+        {
+            var options = new OptionDict();
+            foreach (var o in extra)
+                foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
+            if (operands.Count == 1)
+            {
+                if (options.Count == 0) source = ImageSource.FromFile(operands[0]);
+                else
+                {
+                    string? driver = (options["driver"] as OptionScalar)?.Text;
+                    var merged = ImageSource.FromFile(operands[0], driver);
+                    options.Remove("driver");
+                    if (options.Count > 0)
+                    {
+                        Stdio.Error($"can't open device {operands[0]}: options other than driver are not supported with a filename");
+                        return -Errno.EINVAL;
+                    }
+                    source = merged;
+                }
+            }
+            else
+            {
+                source = ImageSource.FromOptions(options);
+            }
+        }
+        catch (OptionException e)
+        {
+            Stdio.Error(e.Message);
+            return -Errno.EINVAL;
+        }
+        var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
+        if (forceShare) flags |= OpenFlags.ForceShare;
+        return OpenImage(source, flags) ? 0 : -Errno.EINVAL;
+    }
+
+    private async Task<int> CloseAsync()
+    {
+        if (_image is not null) await _image.DisposeAsync();
+        _image = null;
+        return 0;
+    }
+
+    private int Quit()
+    {
+        QuitRequested = true;
+        return 0;
+    }
+
+    private int Help(string[] words)
+    {
+        if (words.Length == 2)
+        {
+            var info = IoCommandTable.Find(words[1]);
+            if (info is null)
+            {
+                _out.Write($"command {words[1]} not found\n");
+                return -Errno.EINVAL;
+            }
+            _out.Write(IoCommandTable.HelpLine(info) + "\n");
+            return 0;
+        }
+        foreach (var c in IoCommandTable.Commands) _out.Write(IoCommandTable.HelpLine(c) + "\n");
+        _out.Write("\nUse 'help commandname' for extended help.\n");
+        return 0;
+    }
+
+    private static string ErrorText(IOException e) => e is NativeIOException n ? NativeIOException.Describe(n.Errno) : e.Message;
+
+    private static int ErrnoOf(IOException e) => e is NativeIOException n ? n.Errno : Errno.EIO;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_image is not null) await _image.DisposeAsync();
+        _image = null;
+    }
+
+    /// <summary>stderr that first flushes stdout, so interleaving matches a terminal.</summary>
+    private sealed class ErrorWriter : TextWriter
+    {
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+        public override void Write(char value) => Stdio.ErrorRaw(value.ToString());
+        public override void Write(string? value)
+        {
+            if (value is not null) Stdio.ErrorRaw(value);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+using Vdisk.Graph;
+using Vdisk.Locking;
+using Vdisk.Options;
+
+namespace Vdisk.Drivers.File;
+
+/// <summary>Options of the <c>file</c> driver: filename, locking, aio.</summary>
+public sealed class FileDriver : IBlockDriver
+{
+    /// <inheritdoc />
+    public string Name => "file";
+
+    /// <inheritdoc />
+    public bool IsProtocol => true;
+
+    /// <inheritdoc />
+    public BlockNode Open(NodeOpenContext context)
+    {
+        var o = context.Options;
+        string? filename = o.TakeString("filename");
+        string? lockingText = o.TakeString("locking");
+        string? aio = o.TakeString("aio");
+        o.TakeString("drop-cache");
+        if (aio is not null && aio is not ("threads" or "native" or "io_uring"))
+            throw new OptionException($"Parameter 'aio' does not accept value '{aio}'");
+        var locking = LockingMode.Auto;
+        if (lockingText is not null)
+            locking = LockingModes.Parse(lockingText) ?? throw new OptionException($"invalid parameter value: {lockingText}");
+        if (string.IsNullOrEmpty(filename)) throw new OptionException("The 'file' block driver requires a file name");
+        o.EnsureAllUsed(Name, isProtocol: true);
+        if (filename.StartsWith("file:", StringComparison.Ordinal)) filename = filename["file:".Length..];
+        return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect);
+    }
+}

@@ -1,0 +1,327 @@
+using Microsoft.Win32.SafeHandles;
+using Vdisk.Graph;
+using Vdisk.Locking;
+using Vdisk.Native;
+using Vdisk.Permissions;
+
+namespace Vdisk.Drivers.File;
+
+/// <summary>
+/// The <c>file</c> protocol driver (QEMU's file-posix): owns the descriptor, does positional
+/// I/O with <see cref="RandomAccess"/>, and carries the image's lock bytes. The descriptor is
+/// opened with open(2), never FileStream, which would add a whole-file flock (see
+/// docs/compatibility.md).
+/// </summary>
+public sealed class FileNode : BlockNode
+{
+    private readonly SafeFileHandle _handle;
+    private readonly PermissionLockTransaction? _locks;
+    private readonly PosixLockPrimitive? _posixOwner;
+    private bool _closed;
+
+    private FileNode(string nodeName, NodeFlags flags, string filename, SafeFileHandle handle, FileIdentity identity,
+        LockKind lockKind, bool isRegularFile)
+        : base(nodeName, flags, filename)
+    {
+        _handle = handle;
+        Identity = identity;
+        LockKind = lockKind;
+        IsRegularFile = isRegularFile;
+        ILockPrimitive? primitive = lockKind switch
+        {
+            LockKind.Ofd => new OfdLockPrimitive(handle),
+            LockKind.Posix => _posixOwner = ProcessInodeTable.RegisterPosixOwner(identity, handle),
+            _ => null,
+        };
+        if (primitive is not null) _locks = new PermissionLockTransaction(primitive, filename, Diagnostics.Warn);
+    }
+
+    /// <inheritdoc />
+    public override string DriverName => "file";
+
+    /// <inheritdoc />
+    public override bool IsProtocol => true;
+
+    /// <inheritdoc />
+    public override IChildPermissionRule PermissionRule => LeafChildPermissionRule.Instance;
+
+    /// <summary>Device and inode of the open file.</summary>
+    public FileIdentity Identity { get; }
+
+    /// <summary>Which lock syscalls this node uses.</summary>
+    public LockKind LockKind { get; }
+
+    /// <summary>False for character and block devices.</summary>
+    public bool IsRegularFile { get; }
+
+    /// <summary>The descriptor (for drivers layered directly on it).</summary>
+    public SafeFileHandle Handle => _handle;
+
+    /// <summary>Bits whose "holds" byte (100+i) this node has locked.</summary>
+    public BlockPermission LockedPerm => _locks?.LockedPerm ?? BlockPermission.None;
+
+    /// <summary>Bits whose "does not share" byte (200+i) this node has locked.</summary>
+    public BlockPermission LockedUnshared => _locks?.LockedUnshared ?? BlockPermission.None;
+
+    /// <summary>
+    /// Opens <paramref name="path"/> like file-posix's raw_open_common. Takes no locks: they
+    /// come with the first permission update.
+    /// </summary>
+    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false)
+    {
+        int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
+        if (direct) oflags |= LibC.O_DIRECT;
+        int fd = LibC.Open(path, oflags, 0);
+        if (fd < 0)
+        {
+            int errno = LibC.LastErrno;
+            throw new NativeIOException(errno, $"Could not open '{path}': {LibC.StrError(errno)}", path);
+        }
+        var handle = new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+        FileIdentity identity;
+        bool regular;
+        try
+        {
+            var st = Stat(handle, path);
+            int type = st.Mode & LibC.S_IFMT;
+            if (type == LibC.S_IFDIR)
+                throw new NativeIOException(Errno.EISDIR, $"'file' driver requires '{path}' to be a regular file", path);
+            regular = type == LibC.S_IFREG;
+            identity = new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+        ProcessInodeTable.Opened(identity);
+        LockKind kind;
+        try
+        {
+            kind = LockingModes.Resolve(locking, Diagnostics.Warn);
+        }
+        catch
+        {
+            ProcessInodeTable.Close(identity, handle);
+            throw;
+        }
+        return new FileNode(nodeName, flags, path, handle, identity, kind, regular);
+    }
+
+    internal static unsafe StatXBuffer Stat(SafeFileHandle handle, string path)
+    {
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            StatXBuffer st;
+            if (LibC.StatX((int)handle.DangerousGetHandle(), "", LibC.AT_EMPTY_PATH, LibC.STATX_BASIC_STATS, &st) != 0)
+            {
+                int errno = LibC.LastErrno;
+                throw new NativeIOException(errno, $"Could not stat '{path}': {LibC.StrError(errno)}", path);
+            }
+            return st;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <inheritdoc />
+    protected internal override void PreparePermissions(PermissionPair cumulative)
+    {
+        if (_locks is null || IsInactive) return;
+        _locks.Prepare(cumulative);
+    }
+
+    /// <inheritdoc />
+    protected internal override void CommitPermissions(PermissionPair cumulative)
+    {
+        if (_locks is null) return;
+        if (IsInactive) _locks.RecordWithoutLocking(cumulative);
+        else _locks.Commit(cumulative);
+    }
+
+    /// <inheritdoc />
+    protected internal override void AbortPermissions()
+    {
+        if (_locks is null || IsInactive) return;
+        _locks.Abort();
+    }
+
+    /// <inheritdoc />
+    public override long Length
+    {
+        get
+        {
+            if (!IsRegularFile)
+            {
+                long end = WithFd(fd => LibC.LSeek(fd, 0, 2));
+                return end < 0 ? 0 : end;
+            }
+            // QEMU counts whole 512-byte sectors (bdrv_refresh_total_sectors rounds up).
+            long size = (long)Stat(_handle, Filename).Size;
+            return (size + 511) & ~511L;
+        }
+    }
+
+    /// <inheritdoc />
+    public override long? AllocatedSize => (long)Stat(_handle, Filename).Blocks * 512;
+
+    /// <inheritdoc />
+    public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int n = await RandomAccess.ReadAsync(_handle, buffer[done..], offset + done, cancellationToken).ConfigureAwait(false);
+            if (n == 0)
+            {
+                // Past the end of the file reads as zeroes, as in file-posix.
+                buffer.Span[done..].Clear();
+                return;
+            }
+            done += n;
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+    {
+        await RandomAccess.WriteAsync(_handle, data, offset, cancellationToken).ConfigureAwait(false);
+        if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
+    {
+        if (length <= 0) return;
+        if (IsRegularFile)
+        {
+            long fileLength = Length;
+            // Punching keeps the size; zero-range beyond EOF would not, so only unmap inside the file.
+            if ((flags & ZeroFlags.MayUnmap) != 0 && offset + length <= fileLength &&
+                FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
+            {
+                goto done;
+            }
+            if (FAllocate(LibC.FALLOC_FL_ZERO_RANGE, offset, length) == 0) goto done;
+        }
+        if ((flags & ZeroFlags.NoFallback) != 0)
+            throw new NativeIOException(Errno.ENOTSUP, LibC.StrError(Errno.ENOTSUP), Filename);
+        await WriteZeroBuffersAsync(offset, length, cancellationToken).ConfigureAwait(false);
+    done:
+        if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask WriteZeroBuffersAsync(long offset, long length, CancellationToken cancellationToken)
+    {
+        var zeroes = new byte[(int)Math.Min(length, 1 << 20)];
+        while (length > 0)
+        {
+            int n = (int)Math.Min(length, zeroes.Length);
+            await RandomAccess.WriteAsync(_handle, zeroes.AsMemory(0, n), offset, cancellationToken).ConfigureAwait(false);
+            offset += n;
+            length -= n;
+        }
+    }
+
+    /// <inheritdoc />
+    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        // Discard is advisory: filesystems without hole punching just keep the data.
+        if (IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        if (WithFd(LibC.FDataSync) != 0)
+        {
+            int errno = LibC.LastErrno;
+            if (errno != Errno.EINVAL) throw new NativeIOException(errno, LibC.StrError(errno), Filename);
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Changes the file size (qemu-img resize, create).</summary>
+    public void Truncate(long length)
+    {
+        if (WithFd(fd => LibC.FTruncate(fd, length)) != 0)
+        {
+            int errno = LibC.LastErrno;
+            throw new NativeIOException(errno, $"Failed to resize '{Filename}': {LibC.StrError(errno)}", Filename);
+        }
+    }
+
+    /// <inheritdoc />
+    public override ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default)
+    {
+        Truncate(length);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Allocates a range (preallocation=falloc); false when the filesystem cannot.</summary>
+    public bool Preallocate(long offset, long length) => FAllocate(0, offset, length) == 0;
+
+    /// <inheritdoc />
+    public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        long fileLength = Length;
+        if (offset >= fileLength || !IsRegularFile)
+            return ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+        long dataStart = WithFd(fd => LibC.LSeek(fd, offset, LibC.SEEK_DATA));
+        if (dataStart < 0)
+        {
+            // ENXIO: no data after offset, the rest is a hole. Other errors: report data.
+            bool hole = LibC.LastErrno == Errno.ENXIO;
+            var flags = hole ? BlockStatusFlags.Zero | BlockStatusFlags.Allocated : BlockStatusFlags.Data | BlockStatusFlags.Allocated;
+            return ValueTask.FromResult(new BlockStatus(Math.Min(length, fileLength - offset), flags, offset, this));
+        }
+        if (dataStart > offset)
+        {
+            return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataStart - offset),
+                BlockStatusFlags.Zero | BlockStatusFlags.Allocated, offset, this));
+        }
+        long holeStart = WithFd(fd => LibC.LSeek(fd, offset, LibC.SEEK_HOLE));
+        if (holeStart < 0) holeStart = fileLength;
+        return ValueTask.FromResult(new BlockStatus(Math.Min(length, holeStart - offset),
+            BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+    }
+
+    private int FAllocate(int mode, long offset, long length) => WithFd(fd => LibC.FAllocate(fd, mode, offset, length));
+
+    private T WithFd<T>(Func<int, T> call)
+    {
+        bool added = false;
+        _handle.DangerousAddRef(ref added);
+        try
+        {
+            return call((int)_handle.DangerousGetHandle());
+        }
+        finally
+        {
+            if (added) _handle.DangerousRelease();
+        }
+    }
+
+    /// <inheritdoc />
+    protected internal override ValueTask CloseAsync()
+    {
+        if (_closed) return ValueTask.CompletedTask;
+        _closed = true;
+        try
+        {
+            if (_locks is not null && (_locks.LockedPerm | _locks.LockedUnshared) != 0) _locks.ReleaseAll();
+        }
+        catch (LockConflictException e)
+        {
+            Diagnostics.Warn(e.Message);
+        }
+        if (_posixOwner is not null) ProcessInodeTable.UnregisterPosixOwner(_posixOwner);
+        ProcessInodeTable.Close(Identity, _handle);
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,205 @@
+using Vdisk.Permissions;
+
+namespace Vdisk.Graph;
+
+/// <summary>Flags of a write request.</summary>
+[Flags]
+public enum WriteFlags
+{
+    /// <summary>Plain write.</summary>
+    None = 0,
+    /// <summary>Force unit access: the data is on stable storage when the write completes.</summary>
+    Fua = 1,
+}
+
+/// <summary>Flags of a write-zeroes request.</summary>
+[Flags]
+public enum ZeroFlags
+{
+    /// <summary>Zeroes must read back; the range stays allocated.</summary>
+    None = 0,
+    /// <summary>The range may be deallocated (punched) if it then reads as zeroes.</summary>
+    MayUnmap = 1,
+    /// <summary>Fail with ENOTSUP rather than write zero buffers (NBD FAST_ZERO).</summary>
+    NoFallback = 2,
+    /// <summary>Force unit access.</summary>
+    Fua = 4,
+}
+
+/// <summary>What a range of a node holds (QEMU's BDRV_BLOCK_* bits).</summary>
+[Flags]
+public enum BlockStatusFlags
+{
+    /// <summary>Unallocated at this layer.</summary>
+    None = 0,
+    /// <summary>The range holds data.</summary>
+    Data = 1,
+    /// <summary>The range reads as zeroes.</summary>
+    Zero = 2,
+    /// <summary>The range is allocated at this layer (not inherited from a backing file).</summary>
+    Allocated = 4,
+}
+
+/// <summary>The status of the range starting at the queried offset.</summary>
+/// <param name="Length">How many bytes from the queried offset share this status.</param>
+/// <param name="Flags">Data, zero, allocated.</param>
+/// <param name="HostOffset">Where the data lives in <paramref name="HostNode"/>, when known.</param>
+/// <param name="HostNode">The protocol node holding the data, when known.</param>
+/// <param name="Depth">Backing-chain depth the status came from (0 = this node).</param>
+public readonly record struct BlockStatus(long Length, BlockStatusFlags Flags, long? HostOffset = null, BlockNode? HostNode = null, int Depth = 0);
+
+/// <summary>
+/// A node of the block graph: a driver instance (file protocol, raw or qcow2 format) with its
+/// children. Permissions flow from parents to children through each driver's rule; protocol
+/// nodes turn their cumulative request into lock bytes.
+/// </summary>
+public abstract class BlockNode
+{
+    private readonly List<BdrvChild> _children = new();
+    private readonly List<BdrvChild> _parents = new();
+
+    /// <summary>Creates a node.</summary>
+    protected BlockNode(string nodeName, NodeFlags flags, string filename)
+    {
+        NodeName = nodeName;
+        Flags = flags;
+        Filename = filename;
+    }
+
+    /// <summary>The node name (given with <c>node-name=</c>, or generated like QEMU's <c>#block123</c>).</summary>
+    public string NodeName { get; }
+
+    /// <summary>The driver's name: file, raw, qcow2.</summary>
+    public abstract string DriverName { get; }
+
+    /// <summary>True for protocol drivers (file), false for formats.</summary>
+    public abstract bool IsProtocol { get; }
+
+    /// <summary>The filename QEMU shows for this node (bs->filename).</summary>
+    public string Filename { get; protected set; }
+
+    /// <summary>The node's state flags.</summary>
+    public NodeFlags Flags { get; internal set; }
+
+    /// <summary>True unless opened read-write.</summary>
+    public bool IsReadOnly => (Flags & NodeFlags.ReadWrite) == 0;
+
+    /// <summary>True while handed over (migration): the node takes no locks.</summary>
+    public bool IsInactive => (Flags & NodeFlags.Inactive) != 0;
+
+    /// <summary>The edges to this node's children.</summary>
+    public IReadOnlyList<BdrvChild> Children => _children;
+
+    /// <summary>The edges from this node's users (parent nodes and images).</summary>
+    public IReadOnlyList<BdrvChild> Parents => _parents;
+
+    /// <summary>The committed cumulative request of all parents.</summary>
+    public PermissionPair CumulativePermissions { get; internal set; } = PermissionPair.Unused;
+
+    /// <summary>How this node's driver asks permissions of its children.</summary>
+    public abstract IChildPermissionRule PermissionRule { get; }
+
+    /// <summary>The child with the given name ("file", "backing"), or null.</summary>
+    public BdrvChild? Child(string name) => _children.FirstOrDefault(c => c.Name == name);
+
+    /// <summary>Adds an edge to a child node (its permissions start at 0/ALL until refreshed).</summary>
+    protected internal BdrvChild AttachChild(string name, BlockNode child, ChildRole role)
+    {
+        var edge = new BdrvChild(name, role, child, this);
+        _children.Add(edge);
+        child._parents.Add(edge);
+        return edge;
+    }
+
+    /// <summary>Removes an edge to a child.</summary>
+    protected internal void DetachChild(BdrvChild edge)
+    {
+        _children.Remove(edge);
+        edge.Node._parents.Remove(edge);
+    }
+
+    internal void AddParentEdge(BdrvChild edge) => _parents.Insert(0, edge);
+
+    internal void RemoveParentEdge(BdrvChild edge) => _parents.Remove(edge);
+
+    /// <summary>PREPARE of a permission change (file nodes lock and test here).</summary>
+    protected internal virtual void PreparePermissions(PermissionPair cumulative) { }
+
+    /// <summary>COMMIT of a permission change.</summary>
+    protected internal virtual void CommitPermissions(PermissionPair cumulative) { }
+
+    /// <summary>ABORT of a prepared permission change.</summary>
+    protected internal virtual void AbortPermissions() { }
+
+    /// <summary>The node's size in bytes.</summary>
+    public abstract long Length { get; }
+
+    /// <summary>Reads exactly <c>buffer.Length</c> bytes at <paramref name="offset"/>.</summary>
+    public abstract ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default);
+
+    /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/>.</summary>
+    public abstract ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default);
+
+    /// <summary>Makes a range read as zeroes.</summary>
+    public abstract ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default);
+
+    /// <summary>Discards a range (advisory: contents afterwards are unspecified).</summary>
+    public abstract ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default);
+
+    /// <summary>Writes everything cached to stable storage.</summary>
+    public abstract ValueTask FlushAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>The status of the range at <paramref name="offset"/>, at most <paramref name="length"/> bytes.</summary>
+    public abstract ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default);
+
+    /// <summary>Changes the size (needs the RESIZE permission).</summary>
+    public virtual ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
+        throw new Native.NativeIOException(Native.Errno.ENOTSUP, $"Driver '{DriverName}' does not support resizing");
+
+    /// <summary>Bytes the node occupies on the host (qemu-img's "disk size"), or null when unknown.</summary>
+    public virtual long? AllocatedSize => Children.Count > 0 ? Children[0].Node.AllocatedSize : null;
+
+    /// <summary>Releases the node's own resources (children are closed by the graph).</summary>
+    protected internal virtual ValueTask CloseAsync() => ValueTask.CompletedTask;
+
+    /// <inheritdoc />
+    public override string ToString() => $"{DriverName} node '{NodeName}' ({Filename})";
+}
+
+/// <summary>
+/// An edge of the graph (QEMU's BdrvChild): a parent (a node or an image's backend) uses a
+/// child node in a role, with the permissions it currently takes and shares.
+/// </summary>
+public sealed class BdrvChild
+{
+    internal BdrvChild(string name, ChildRole role, BlockNode node, object parent)
+    {
+        Name = name;
+        Role = role;
+        Node = node;
+        Parent = parent;
+    }
+
+    /// <summary>The child's name in its parent: "file", "backing", or "root" for an image's backend.</summary>
+    public string Name { get; }
+
+    /// <summary>The role bits.</summary>
+    public ChildRole Role { get; }
+
+    /// <summary>The child node.</summary>
+    public BlockNode Node { get; }
+
+    /// <summary>The parent: a <see cref="BlockNode"/> or a <see cref="DiskImage"/>.</summary>
+    public object Parent { get; }
+
+    /// <summary>What the parent takes and shares on this edge.</summary>
+    public PermissionPair Permissions { get; internal set; } = PermissionPair.Unused;
+
+    /// <summary>QEMU's bdrv_child_user_desc: "node 'x'" or "block device 'x'".</summary>
+    public string DescribeParent() => Parent switch
+    {
+        BlockNode n => $"node '{n.NodeName}'",
+        DiskImage img when img.Name is not null => $"block device '{img.Name}'",
+        _ => "a block device",
+    };
+}

@@ -1,0 +1,186 @@
+using Vdisk.Drivers.Raw;
+using Vdisk.Native;
+using Vdisk.Options;
+using Vdisk.Permissions;
+
+namespace Vdisk.Graph;
+
+/// <summary>
+/// Turns an option tree into nodes, bottom-up (protocol first, then formats), with QEMU's
+/// inheritance of read-only and force-share to children and its error wording. On failure every
+/// node opened so far is closed again.
+/// </summary>
+public sealed class GraphOpener
+{
+    private static readonly byte[] Qcow2Magic = "QFI\xfb"u8.ToArray();
+    private readonly BlockGraph _graph;
+    private readonly List<BlockNode> _opened = new();
+
+    /// <summary>Creates an opener adding nodes to <paramref name="graph"/>.</summary>
+    public GraphOpener(BlockGraph graph) => _graph = graph;
+
+    /// <summary>Nodes opened so far, children before parents.</summary>
+    public IReadOnlyList<BlockNode> OpenedNodes => _opened;
+
+    /// <summary>Opens the top node of an image and everything below it.</summary>
+    public BlockNode OpenTop(OptionDict options, OpenFlags flags)
+    {
+        try
+        {
+            var inherited = BackendPermissions.NodeFlagsFor(flags);
+            return OpenNode(options, inherited, flags, isTop: true);
+        }
+        catch
+        {
+            CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+    }
+
+    /// <summary>Closes what was opened, newest first (used when a later step fails).</summary>
+    public async ValueTask CloseOpenedAsync()
+    {
+        for (int i = _opened.Count - 1; i >= 0; i--)
+        {
+            var node = _opened[i];
+            foreach (var child in node.Children.ToArray()) node.DetachChild(child);
+            _graph.Remove(node);
+            await node.CloseAsync().ConfigureAwait(false);
+        }
+        _opened.Clear();
+    }
+
+    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required)
+    {
+        var value = parent.Options.Take(childName);
+        switch (value)
+        {
+            case null:
+            case OptionScalar { Kind: ScalarKind.Null }:
+                if (required) throw new OptionException($"A block device must be specified for \"{childName}\"");
+                return null;
+            case OptionScalar reference:
+                return _graph.Find(reference.Text)
+                    ?? throw new OptionException($"Cannot find device='' nor node-name='{reference.Text}'");
+            case OptionDict dict:
+                var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
+                return OpenNode(dict, inherited, parent.OpenFlags, isTop: false);
+            default:
+                throw new OptionException($"Invalid parameter type for '{childName}', expected: BlockdevRef");
+        }
+    }
+
+    /// <summary>Opens a backing child: always read-only, inheriting force-share.</summary>
+    public BlockNode OpenBacking(NodeOpenContext parent, OptionDict options)
+    {
+        var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
+        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: false);
+    }
+
+    private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop)
+    {
+        var o = new NodeOptions(dict);
+        string? driverName = o.TakeString("driver");
+        string? nodeName = o.TakeString("node-name");
+        if (nodeName is not null && !BlockGraph.IsValidNodeName(nodeName))
+            throw new OptionException($"Invalid node-name: '{nodeName}'");
+        if (nodeName is not null && _graph.Find(nodeName) is not null)
+            throw new OptionException($"Duplicate nodes with node-name='{nodeName}'");
+
+        bool readOnly = o.TakeBool("read-only") ?? (inherited & NodeFlags.ReadWrite) == 0;
+        bool forceShare = o.TakeBool("force-share") ?? (inherited & NodeFlags.ForceShare) != 0;
+        o.TakeBool("auto-read-only");
+        TakeChoice(o, "discard", "ignore", "off", "unmap", "on");
+        TakeChoice(o, "detect-zeroes", "off", "on", "unmap");
+        bool direct = false;
+        if (o.TakeDict("cache") is { } cache)
+        {
+            var c = new NodeOptions(cache);
+            direct = c.TakeBool("direct") ?? false;
+            c.TakeBool("no-flush");
+            foreach (var key in c.Unused) throw new OptionException($"Parameter 'cache.{key}' is unexpected");
+        }
+        if (forceShare && !readOnly)
+            throw new OptionException("force-share=on can only be used with read-only images");
+
+        var flags = inherited & (NodeFlags.NoIo | NodeFlags.Inactive);
+        if (!readOnly) flags |= NodeFlags.ReadWrite;
+        if (forceShare) flags |= NodeFlags.ForceShare;
+        string name = nodeName ?? BlockGraph.GenerateName();
+
+        bool probed = false;
+        if (driverName is null)
+        {
+            if (!isTop || !(dict.Contains("file") || dict.Contains("filename")))
+            {
+                if (!o.Has("filename")) throw new OptionException("Parameter 'driver' is missing");
+                driverName = "file";
+            }
+            else
+            {
+                // Top node without a format: open the protocol node first, then probe its content.
+                if (dict["file"] is null && o.Has("filename"))
+                {
+                    var fileDict = new OptionDict();
+                    fileDict.Set("filename", o.TakeString("filename")!);
+                    dict.Set("file", fileDict);
+                }
+                var fileContext = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+                var protocol = OpenChild(fileContext, "file", required: true)!;
+                driverName = ProbeFormat(protocol);
+                probed = driverName == "raw";
+                if (probed && !readOnly)
+                {
+                    Diagnostics.Warn($"\nWARNING: Image format was not specified for '{protocol.Filename}' and probing guessed raw.\n" +
+                        "         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n" +
+                        "         Specify the 'raw' format explicitly to remove the restrictions.");
+                }
+                dict.Set("file", protocol.NodeName);
+            }
+        }
+
+        var driver = BlockDrivers.Find(driverName) ?? throw new OptionException($"Unknown driver '{driverName}'");
+        if (!driver.IsProtocol && dict["file"] is null && o.Has("filename"))
+        {
+            // "driver=raw,filename=x": the filename belongs to an implicit file child.
+            var fileDict = new OptionDict();
+            fileDict.Set("filename", o.TakeString("filename")!);
+            dict.Set("file", fileDict);
+        }
+        var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+        var node = driver.Open(context);
+        if (node is RawNode raw) raw.ProbedFormat = probed;
+        _opened.Add(node);
+        _graph.Add(node);
+        return node;
+    }
+
+    private static void TakeChoice(NodeOptions o, string key, params string[] allowed)
+    {
+        var value = o.TakeString(key);
+        if (value is not null && !allowed.Contains(value))
+            throw new OptionException($"Parameter '{key}' does not accept value '{value}'");
+    }
+
+    private static string ProbeFormat(BlockNode protocol)
+    {
+        var head = new byte[512];
+        long length = protocol.Length;
+        if (length > 0)
+        {
+            try
+            {
+                protocol.ReadAsync(0, head.AsMemory(0, (int)Math.Min(512, length))).AsTask().GetAwaiter().GetResult();
+            }
+            catch (IOException e)
+            {
+                throw new NativeIOException(Errno.EIO, $"Could not read image for determining its format: {e.Message}", protocol.Filename);
+            }
+        }
+        return head.AsSpan(0, 4).SequenceEqual(Qcow2Magic) ? "qcow2" : "raw";
+    }
+
+    /// <summary>True when a first sector would make QEMU probe a format other than raw.</summary>
+    public static bool LooksLikeOtherFormat(ReadOnlySpan<byte> firstSector) =>
+        firstSector.Length >= 4 && firstSector[..4].SequenceEqual(Qcow2Magic);
+}

@@ -1,0 +1,114 @@
+using Vdisk.Options;
+
+namespace Vdisk;
+
+/// <summary>
+/// Which image to open, in one of QEMU's three spellings: a filename with an optional format
+/// (<c>-f raw disk.img</c>), a <c>json:{...}</c> filename, or an option string
+/// (<c>--image-opts driver=raw,file.filename=disk.img,file.locking=off</c>).
+/// </summary>
+public sealed class ImageSource
+{
+    private ImageSource(string? filename, string? format, OptionDict? options)
+    {
+        Filename = filename;
+        Format = format;
+        Options = options;
+    }
+
+    /// <summary>The filename as given (may be a <c>json:</c> filename), or null for option strings.</summary>
+    public string? Filename { get; }
+
+    /// <summary>The format given with <c>-f</c>, or null to probe.</summary>
+    public string? Format { get; }
+
+    /// <summary>The option tree, for option strings.</summary>
+    public OptionDict? Options { get; }
+
+    /// <summary>A filename, optionally with a format; <c>json:</c> filenames are accepted.</summary>
+    public static ImageSource FromFile(string filename, string? format = null) => new(filename, format, null);
+
+    /// <summary>An <c>--image-opts</c> string (QemuOpts rules: last value of a repeated key wins).</summary>
+    public static ImageSource FromImageOptions(string options, Action<string>? warn = null) =>
+        new(null, null, KeyValParser.Parse(options, KeyValDialect.QemuOpts, warn: warn));
+
+    /// <summary>An option tree (BlockdevOptions), as from JSON or QMP.</summary>
+    public static ImageSource FromOptions(OptionDict options) => new(null, null, options);
+
+    /// <summary>The name QEMU's tools show in "can't open device NAME".</summary>
+    public string? DisplayName => Filename;
+
+    /// <summary>Builds the option tree for the top node.</summary>
+    internal OptionDict BuildOptions()
+    {
+        if (Options is not null) return OptionTree.Crumple(Options.Clone());
+        var filename = Filename!;
+        OptionDict dict;
+        if (JsonOptions.IsJsonFilename(filename))
+        {
+            dict = OptionTree.Crumple(JsonOptions.ParseFilename(filename));
+        }
+        else
+        {
+            dict = new OptionDict();
+            var file = new OptionDict();
+            file.Set("filename", filename);
+            dict.Set("file", file);
+        }
+        if (Format is not null && !dict.Contains("driver")) dict.Set("driver", Format);
+        return dict;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => Filename ?? Options?.ToString() ?? "";
+}
+
+/// <summary>Helpers over option trees.</summary>
+public static class OptionTree
+{
+    /// <summary>
+    /// qdict_crumple: turns dotted keys (<c>"file.filename"</c>) into nested dictionaries, so JSON
+    /// options may use either spelling.
+    /// </summary>
+    public static OptionDict Crumple(OptionDict dict)
+    {
+        var result = new OptionDict();
+        foreach (var (key, value) in dict.Entries)
+        {
+            var v = value is OptionDict d ? Crumple(d) : value;
+            string[] parts = key.Split('.');
+            var current = result;
+            for (int i = 0; i < parts.Length - 1; i++)
+            {
+                if (current[parts[i]] is OptionDict next)
+                {
+                    current = next;
+                }
+                else if (current[parts[i]] is null)
+                {
+                    next = new OptionDict();
+                    current.Set(parts[i], next);
+                    current = next;
+                }
+                else
+                {
+                    throw new OptionException("Cannot reference an existing block device with additional options or a new filename");
+                }
+            }
+            string leaf = parts[^1];
+            if (current[leaf] is OptionDict existing && v is OptionDict incoming)
+            {
+                foreach (var (k, x) in incoming.Entries) existing.Set(k, x);
+            }
+            else if (current[leaf] is OptionDict && v is not OptionDict)
+            {
+                throw new OptionException("Cannot reference an existing block device with additional options or a new filename");
+            }
+            else
+            {
+                current.Set(leaf, v);
+            }
+        }
+        return result;
+    }
+}

@@ -1,0 +1,176 @@
+using Vdisk.Native;
+using Vdisk.Permissions;
+
+namespace Vdisk.Locking;
+
+/// <summary>
+/// QEMU's per-file lock bookkeeping and transaction (raw_handle_perm_lock, raw_apply_lock_bytes,
+/// raw_check_lock_bytes), independent of how bytes are locked. PREPARE locks the union of old
+/// and new requests and tests the new one; COMMIT applies the new set and unlocks the rest;
+/// ABORT restores the old set. Loosen-only requests skip PREPARE entirely.
+/// </summary>
+public sealed class PermissionLockTransaction
+{
+    private readonly ILockPrimitive _primitive;
+    private readonly string _filename;
+    private readonly Action<string>? _warn;
+
+    /// <summary>Creates the state of a node that holds nothing (perm 0, shared ALL).</summary>
+    public PermissionLockTransaction(ILockPrimitive primitive, string filename, Action<string>? warn = null)
+    {
+        _primitive = primitive;
+        _filename = filename;
+        _warn = warn;
+    }
+
+    /// <summary>The last committed request (s->perm, s->shared_perm).</summary>
+    public PermissionPair Committed { get; private set; } = PermissionPair.Unused;
+
+    /// <summary>Bits whose 100+i byte is locked now (s->locked_perm).</summary>
+    public BlockPermission LockedPerm { get; private set; }
+
+    /// <summary>Bits whose 200+i byte is locked now (s->locked_shared_perm).</summary>
+    public BlockPermission LockedUnshared { get; private set; }
+
+    /// <summary>
+    /// PREPARE. On conflict, restores the previous lock set (ABORT) and throws
+    /// <see cref="LockConflictException"/>.
+    /// </summary>
+    public void Prepare(PermissionPair next)
+    {
+        var current = Committed;
+        bool loosenOnly = (next.Perm & ~current.Perm) == 0 && (current.Shared & ~next.Shared) == 0;
+        if (loosenOnly) return;
+        try
+        {
+            ApplyLockBytes(current.Perm | next.Perm, current.Unshared | next.Unshared, unlock: false);
+            CheckLockBytes(next);
+        }
+        catch (LockConflictException)
+        {
+            Abort();
+            throw;
+        }
+    }
+
+    /// <summary>COMMIT: lock exactly the bytes of <paramref name="next"/>, unlock the rest. Failures only warn.</summary>
+    public void Commit(PermissionPair next)
+    {
+        try
+        {
+            ApplyLockBytes(next.Perm, next.Unshared, unlock: true);
+        }
+        catch (LockConflictException e)
+        {
+            _warn?.Invoke($"Failed to unlock old lock bytes: {e.Message}");
+        }
+        Committed = next;
+    }
+
+    /// <summary>
+    /// Records a request without touching locks: QEMU stores perms while a node is inactive.
+    /// </summary>
+    public void RecordWithoutLocking(PermissionPair next) => Committed = next;
+
+    /// <summary>ABORT: go back to the bytes of the committed request.</summary>
+    public void Abort()
+    {
+        try
+        {
+            ApplyLockBytes(Committed.Perm, Committed.Unshared, unlock: true);
+        }
+        catch (LockConflictException e)
+        {
+            _warn?.Invoke($"Failed to restore old lock bytes: {e.Message}");
+        }
+    }
+
+    /// <summary>Unlocks every byte this node holds (used before handing the descriptor back).</summary>
+    public void ReleaseAll()
+    {
+        ApplyLockBytes(BlockPermission.None, BlockPermission.None, unlock: true);
+        Committed = PermissionPair.Unused;
+    }
+
+    private void ApplyLockBytes(BlockPermission holds, BlockPermission unshared, bool unlock)
+    {
+        for (int i = 0; i < BlockPermissions.BitCount; i++)
+        {
+            var bit = BlockPermissions.FromBit(i);
+            int offset = LockBytes.PermBase + i;
+            if ((holds & bit) != 0 && (LockedPerm & bit) == 0)
+            {
+                Lock(offset);
+                LockedPerm |= bit;
+            }
+            else if (unlock && (LockedPerm & bit) != 0 && (holds & bit) == 0)
+            {
+                UnlockByte(offset);
+                LockedPerm &= ~bit;
+            }
+        }
+        for (int i = 0; i < BlockPermissions.BitCount; i++)
+        {
+            var bit = BlockPermissions.FromBit(i);
+            int offset = LockBytes.SharedBase + i;
+            if ((unshared & bit) != 0 && (LockedUnshared & bit) == 0)
+            {
+                Lock(offset);
+                LockedUnshared |= bit;
+            }
+            else if (unlock && (LockedUnshared & bit) != 0 && (unshared & bit) == 0)
+            {
+                UnlockByte(offset);
+                LockedUnshared &= ~bit;
+            }
+        }
+    }
+
+    private void Lock(int offset)
+    {
+        try
+        {
+            _primitive.LockShared(offset);
+        }
+        catch (NativeIOException e)
+        {
+            bool busy = e.Errno is Errno.EAGAIN or Errno.EACCES;
+            string message = busy ? $"Failed to lock byte {offset}" : $"Failed to lock byte {offset}: {NativeIOException.Describe(e.Errno)}";
+            throw new LockConflictException(message, _filename, offset, fromTest: false, e.Errno);
+        }
+    }
+
+    private void UnlockByte(int offset)
+    {
+        try
+        {
+            _primitive.Unlock(offset);
+        }
+        catch (NativeIOException e)
+        {
+            throw new LockConflictException($"Failed to unlock byte {offset}: {NativeIOException.Describe(e.Errno)}", _filename, offset, fromTest: false, e.Errno);
+        }
+    }
+
+    private void CheckLockBytes(PermissionPair request)
+    {
+        foreach (var bit in BlockPermissions.Bits(request.Perm))
+            Test(LockBytes.UnsharedByte(bit), $"Failed to get \"{BlockPermissions.Name(bit)}\" lock");
+        foreach (var bit in BlockPermissions.Bits(request.Unshared))
+            Test(LockBytes.HoldByte(bit), $"Failed to get shared \"{BlockPermissions.Name(bit)}\" lock");
+    }
+
+    private void Test(int offset, string message)
+    {
+        bool conflict;
+        try
+        {
+            conflict = _primitive.IsLockedByOthers(offset);
+        }
+        catch (NativeIOException e)
+        {
+            throw new LockConflictException($"{message}: {NativeIOException.Describe(e.Errno)}", _filename, offset, fromTest: true, e.Errno);
+        }
+        if (conflict) throw new LockConflictException(message, _filename, offset, fromTest: true);
+    }
+}

@@ -1,0 +1,60 @@
+namespace Vdisk.Native;
+
+/// <summary>Linux errno values the library reports.</summary>
+public static class Errno
+{
+    /// <summary>EPERM.</summary>
+    public const int EPERM = 1;
+    /// <summary>ENOENT.</summary>
+    public const int ENOENT = 2;
+    /// <summary>EINTR.</summary>
+    public const int EINTR = 4;
+    /// <summary>EIO.</summary>
+    public const int EIO = 5;
+    /// <summary>EAGAIN.</summary>
+    public const int EAGAIN = 11;
+    /// <summary>ENOMEM.</summary>
+    public const int ENOMEM = 12;
+    /// <summary>EACCES.</summary>
+    public const int EACCES = 13;
+    /// <summary>EEXIST.</summary>
+    public const int EEXIST = 17;
+    /// <summary>ENOTDIR.</summary>
+    public const int ENOTDIR = 20;
+    /// <summary>EISDIR.</summary>
+    public const int EISDIR = 21;
+    /// <summary>EINVAL.</summary>
+    public const int EINVAL = 22;
+    /// <summary>EFBIG.</summary>
+    public const int EFBIG = 27;
+    /// <summary>ENOSPC.</summary>
+    public const int ENOSPC = 28;
+    /// <summary>EROFS.</summary>
+    public const int EROFS = 30;
+    /// <summary>ENOTSUP.</summary>
+    public const int ENOTSUP = 95;
+    /// <summary>EOPNOTSUPP.</summary>
+    public const int EOPNOTSUPP = 95;
+    /// <summary>ENXIO.</summary>
+    public const int ENXIO = 6;
+}
+
+/// <summary>An I/O failure from the kernel, carrying errno and the file it concerns.</summary>
+public sealed class NativeIOException : IOException
+{
+    /// <summary>The errno value.</summary>
+    public int Errno { get; }
+
+    /// <summary>The file concerned, or null.</summary>
+    public string? Path { get; }
+
+    /// <summary>Creates the exception with QEMU-style wording: <c>MESSAGE</c>.</summary>
+    public NativeIOException(int errno, string message, string? path = null) : base(message, errno)
+    {
+        Errno = errno;
+        Path = path;
+    }
+
+    /// <summary>The kernel's text for <paramref name="errno"/> (strerror).</summary>
+    public static string Describe(int errno) => LibC.StrError(errno);
+}

@@ -1,0 +1,55 @@
+namespace Vdisk.Permissions;
+
+/// <summary>A driver's .bdrv_child_perm: how a node of that driver asks permissions of its children.</summary>
+public interface IChildPermissionRule
+{
+    /// <summary>The request the node makes of a child with <paramref name="role"/>.</summary>
+    PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative);
+}
+
+/// <summary>Formats that use bdrv_default_perms unchanged (qcow2: file = IMAGE, backing = COW).</summary>
+public sealed class DefaultChildPermissionRule : IChildPermissionRule
+{
+    /// <summary>The shared instance.</summary>
+    public static readonly DefaultChildPermissionRule Instance = new();
+
+    /// <inheritdoc />
+    public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative) =>
+        DefaultPermissions.ForChild(role, nodeFlags, cumulative);
+}
+
+/// <summary>
+/// raw_child_perm: the default rules, then WRITE and RESIZE replaced by exactly the parent's;
+/// the net effect is that raw passes its users' requests straight to the file node.
+/// </summary>
+public sealed class RawChildPermissionRule : IChildPermissionRule
+{
+    /// <summary>The shared instance.</summary>
+    public static readonly RawChildPermissionRule Instance = new();
+
+    /// <summary>
+    /// The role raw gives its file child: FILTERED|PRIMARY, or DATA|PRIMARY when an
+    /// <c>offset</c> or <c>size</c> window is set (then RESIZE is not shared).
+    /// </summary>
+    public static ChildRole FileRole(bool hasWindow) =>
+        hasWindow ? ChildRole.Data | ChildRole.Primary : ChildRole.Filtered | ChildRole.Primary;
+
+    /// <inheritdoc />
+    public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative)
+    {
+        var p = DefaultPermissions.ForChild(role, nodeFlags, cumulative);
+        const BlockPermission writeResize = BlockPermission.Write | BlockPermission.Resize;
+        return p with { Perm = (p.Perm & ~writeResize) | (cumulative.Perm & writeResize) };
+    }
+}
+
+/// <summary>Protocol drivers have no children.</summary>
+public sealed class LeafChildPermissionRule : IChildPermissionRule
+{
+    /// <summary>The shared instance.</summary>
+    public static readonly LeafChildPermissionRule Instance = new();
+
+    /// <inheritdoc />
+    public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative) =>
+        throw new InvalidOperationException("a protocol node has no children");
+}

@@ -1,0 +1,72 @@
+namespace Vdisk.Permissions;
+
+/// <summary>
+/// What a user of an image asks for when it opens it: the BDRV_O_* flags qemu-img, qemu-io and
+/// qemu-nbd pass to blk_new_open. <see cref="BackendPermissions"/> turns them into a request.
+/// </summary>
+[Flags]
+public enum OpenFlags
+{
+    /// <summary>Read-only, with consistent reads, sharing everything.</summary>
+    None = 0,
+    /// <summary>BDRV_O_RDWR.</summary>
+    ReadWrite = 0x2,
+    /// <summary>BDRV_O_RESIZE: the user may change the size.</summary>
+    Resize = 0x4,
+    /// <summary>BDRV_O_NO_IO: metadata only, no consistent-read permission (qemu-img info).</summary>
+    NoIo = 0x8,
+    /// <summary>BDRV_O_NO_SHARE: share only consistent-read and write-unchanged (qemu-img convert sources).</summary>
+    NoShare = 0x10,
+    /// <summary>BDRV_O_NO_BACKING: do not open the backing chain.</summary>
+    NoBacking = 0x20,
+    /// <summary>force-share=on (-U): share everything with everyone; read-only opens only.</summary>
+    ForceShare = 0x40,
+    /// <summary>BDRV_O_CHECK: opened by qemu-img check.</summary>
+    Check = 0x80,
+    /// <summary>BDRV_O_UNMAP: discards may unmap.</summary>
+    Unmap = 0x100,
+    /// <summary>BDRV_O_INACTIVE: open without taking locks (migration destination).</summary>
+    Inactive = 0x200,
+}
+
+/// <summary>The requests users make of the top node of an image.</summary>
+public static class BackendPermissions
+{
+    /// <summary>blk_new_open: CONSISTENT_READ (+WRITE, +RESIZE); NO_IO drops everything; NO_SHARE shares only CR and WU.</summary>
+    public static PermissionPair FromOpenFlags(OpenFlags flags)
+    {
+        var perm = BlockPermission.ConsistentRead;
+        if ((flags & OpenFlags.ReadWrite) != 0) perm |= BlockPermission.Write;
+        if ((flags & OpenFlags.Resize) != 0) perm |= BlockPermission.Resize;
+        if ((flags & OpenFlags.NoIo) != 0) perm = BlockPermission.None;
+        var shared = (flags & OpenFlags.NoShare) != 0
+            ? BlockPermission.ConsistentRead | BlockPermission.WriteUnchanged
+            : BlockPermission.All;
+        return new(perm, shared);
+    }
+
+    /// <summary>
+    /// A guest device (blkconf_apply_backend_options): virtio-blk, scsi-hd and ide-hd are
+    /// resizable; <c>share-rw=on</c> adds WRITE to what the device shares.
+    /// </summary>
+    public static PermissionPair GuestDevice(bool readOnly, bool resizable, bool shareRw)
+    {
+        var perm = BlockPermission.ConsistentRead;
+        if (!readOnly) perm |= BlockPermission.Write;
+        var shared = BlockPermission.ConsistentRead | BlockPermission.WriteUnchanged;
+        if (resizable) shared |= BlockPermission.Resize;
+        if (shareRw) shared |= BlockPermission.Write;
+        return new(perm, shared);
+    }
+
+    /// <summary>The node flags an image opened with <paramref name="flags"/> gets.</summary>
+    public static NodeFlags NodeFlagsFor(OpenFlags flags)
+    {
+        var node = NodeFlags.None;
+        if ((flags & OpenFlags.ReadWrite) != 0) node |= NodeFlags.ReadWrite;
+        if ((flags & OpenFlags.NoIo) != 0) node |= NodeFlags.NoIo;
+        if ((flags & OpenFlags.ForceShare) != 0) node |= NodeFlags.ForceShare;
+        if ((flags & OpenFlags.Inactive) != 0) node |= NodeFlags.Inactive;
+        return node;
+    }
+}
