@@ -1,0 +1,77 @@
+// A small program over the vdisk library, used by the interop tests as a lock holder and as a
+// racer. Modes:
+//   hold IMG PERM UNSHARED      open raw IMG taking PERM and refusing UNSHARED, print "held", wait
+//   worker IMG PERM UNSHARED    per stdin line: "go" -> try to open, print "admitted" or
+//                               "refused <message>"; "release" -> close, print "released"
+// PERM and UNSHARED are comma lists of: read, write, write-unchanged, resize (or "-" for none).
+using Vdisk;
+using Vdisk.Permissions;
+
+static BlockPermission ParsePerms(string text)
+{
+    var p = BlockPermission.None;
+    if (text == "-") return p;
+    foreach (var part in text.Split(','))
+    {
+        p |= part switch
+        {
+            "read" => BlockPermission.ConsistentRead,
+            "write" => BlockPermission.Write,
+            "write-unchanged" => BlockPermission.WriteUnchanged,
+            "resize" => BlockPermission.Resize,
+            _ => throw new ArgumentException($"unknown permission '{part}'"),
+        };
+    }
+    return p;
+}
+
+if (args.Length != 4)
+{
+    Console.Error.WriteLine("usage: LockProbe hold|worker IMG PERM UNSHARED");
+    return 2;
+}
+var source = ImageSource.FromFile(args[1], "raw");
+var request = new PermissionPair(ParsePerms(args[2]), BlockPermission.All & ~ParsePerms(args[3]));
+var flags = (request.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
+
+switch (args[0])
+{
+    case "hold":
+        using (DiskImage.Open(source, flags, request))
+        {
+            Console.WriteLine("held");
+            Console.Out.Flush();
+            Thread.Sleep(Timeout.Infinite);
+        }
+        return 0;
+    case "worker":
+        DiskImage? image = null;
+        Console.WriteLine("ready");
+        string? line;
+        while ((line = Console.ReadLine()) is not null)
+        {
+            if (line == "go")
+            {
+                try
+                {
+                    image = DiskImage.Open(source, flags, request);
+                    Console.WriteLine("admitted");
+                }
+                catch (IOException e)
+                {
+                    Console.WriteLine("refused " + e.Message);
+                }
+            }
+            else if (line == "release")
+            {
+                image?.Dispose();
+                image = null;
+                Console.WriteLine("released");
+            }
+            Console.Out.Flush();
+        }
+        return 0;
+    default:
+        Console.Error.WriteLine($"unknown mode '{args[0]}'");
+        return 2;
+}

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Vdisk.Interop.Support;
+
+/// <summary>The programs the interop tests run: vdisk itself, the LockProbe helper and QEMU's tools.</summary>
+public static class Programs
+{
+    private static readonly Lazy<string> s_repoRoot = new(() =>
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !System.IO.File.Exists(Path.Combine(dir.FullName, "VdiskSuite.slnx"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+    });
+
+    public static string RepoRoot => s_repoRoot.Value;
+
+    /// <summary>vdisk: $VDISK_BIN, else the NativeAOT build in bin/, else the Debug build.</summary>
+    public static string Vdisk
+    {
+        get
+        {
+            var env = Environment.GetEnvironmentVariable("VDISK_BIN");
+            if (!string.IsNullOrEmpty(env)) return env;
+            var aot = Path.Combine(RepoRoot, "bin", "vdisk");
+            if (System.IO.File.Exists(aot)) return aot;
+            foreach (var config in new[] { "Release", "Debug" })
+            {
+                var p = Path.Combine(RepoRoot, "src", "Vdisk.Cli", "bin", config, "net10.0", "linux-x64", "vdisk");
+                if (System.IO.File.Exists(p)) return p;
+            }
+            throw new InvalidOperationException("vdisk binary not found: run scripts/setup.sh or build src/Vdisk.Cli");
+        }
+    }
+
+    public static string LockProbe => Path.Combine(AppContext.BaseDirectory, "LockProbe");
+
+    public static RunResult Run(string file, params string[] args) => Run(file, args, null);
+
+    public static RunResult Run(string file, IEnumerable<string> args, IDictionary<string, string>? env, TimeSpan? timeout = null)
+    {
+        using var p = new Process { StartInfo = StartInfo(file, args, env) };
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.Append(e.Data).Append('\n'); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.Append(e.Data).Append('\n'); };
+        p.Start();
+        p.StandardInput.Close();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        if (!p.WaitForExit(timeout ?? TimeSpan.FromSeconds(120)))
+        {
+            p.Kill(true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish");
+        }
+        p.WaitForExit();
+        return new RunResult(p.ExitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    public static ProcessStartInfo StartInfo(string file, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        if (env is not null)
+            foreach (var (k, v) in env) psi.Environment[k] = v;
+        return psi;
+    }
+}
+
+public sealed record RunResult(int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
+}
