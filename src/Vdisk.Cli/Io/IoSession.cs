@@ -548,6 +548,7 @@ internal sealed class IoSession : IAsyncDisposable
                 return -Errno.EINVAL;
             }
             _out.Write(IoCommandTable.HelpLine(info) + "\n");
+            if (info.Details is not null) _out.Write("\n" + info.Details + "\n");
             return 0;
         }
         foreach (var c in IoCommandTable.Commands) _out.Write(IoCommandTable.HelpLine(c) + "\n");
