@@ -3,8 +3,21 @@ using Vdisk.Permissions;
 
 namespace Vdisk.Tests.Permissions;
 
+/// <summary>A node that does no I/O: only its place in the graph and its permissions matter.</summary>
+internal abstract class NoIoNode(string name, NodeFlags flags) : BlockNode(name, flags, name)
+{
+    public override long Length => 0;
+    public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data));
+}
+
 /// <summary>A protocol node without a file: records what the permission refresh asks of it.</summary>
-internal sealed class FakeProtocolNode(string name, NodeFlags flags) : BlockNode(name, flags, name)
+internal sealed class FakeProtocolNode(string name, NodeFlags flags) : NoIoNode(name, flags)
 {
     public readonly List<string> Events = new();
     public override string DriverName => "fake-file";
@@ -21,36 +34,20 @@ internal sealed class FakeProtocolNode(string name, NodeFlags flags) : BlockNode
     protected internal override void CommitPermissions(PermissionPair cumulative) => Events.Add($"commit {cumulative}");
     protected internal override void AbortPermissions() => Events.Add("abort");
 
-    public override long Length => 0;
-    public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data));
 }
 
 /// <summary>A format node with a chosen child-permission rule (raw, qcow2-like default rules).</summary>
-internal sealed class FakeFormatNode : BlockNode
+internal sealed class FakeFormatNode : NoIoNode
 {
     private readonly IChildPermissionRule _rule;
 
-    public FakeFormatNode(string name, NodeFlags flags, IChildPermissionRule rule) : base(name, flags, name) => _rule = rule;
+    public FakeFormatNode(string name, NodeFlags flags, IChildPermissionRule rule) : base(name, flags) => _rule = rule;
 
     public BdrvChild Attach(string childName, BlockNode child, ChildRole role) => AttachChild(childName, child, role);
 
     public override string DriverName => "fake-format";
     public override bool IsProtocol => false;
     public override IChildPermissionRule PermissionRule => _rule;
-    public override long Length => 0;
-    public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-    public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data));
 }
 
 /// <summary>Builds the graphs QEMU builds for raw, qcow2 and qcow2 overlays, and attaches a user.</summary>
