@@ -25,6 +25,7 @@ public static class Activation
     {
         if (node.IsInactive) return;
         if (node.Parents.Any(p => p.Parent is BlockNode parent && !parent.IsInactive)) return;
+        node.OnInactivating();
         foreach (var edge in node.Parents)
             if (edge.Parent is DiskImage user) user.Suspend();
         node.Flags |= Permissions.NodeFlags.Inactive;
@@ -58,6 +59,7 @@ public static class Activation
                 node.Flags |= Permissions.NodeFlags.Inactive;
                 throw;
             }
+            node.OnActivated();
         }
         try
         {

@@ -36,6 +36,18 @@ public sealed class BlockGraph
     {
         var opener = new GraphOpener(this);
         var top = opener.OpenTop(options, flags);
+        try
+        {
+            // As bdrv_open attaching children: a format node asks its children for what it needs
+            // even without users (a writable qcow2 locks its file at once), and a reference to an
+            // existing node (file=f0) may conflict with that node's other parents.
+            PermissionRefresh.Refresh([top]);
+        }
+        catch
+        {
+            opener.CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
         _implicitChildren[top] = opener.OpenedNodes.Where(n => n != top).ToList();
         return top;
     }

@@ -131,6 +131,20 @@ public abstract class BlockNode
     /// <summary>ABORT of a prepared permission change.</summary>
     protected internal virtual void AbortPermissions() { }
 
+    /// <summary>
+    /// The driver's step of inactivation (bdrv_inactivate's <c>.bdrv_inactivate</c>), called
+    /// before the node stops locking: drivers that cache metadata write it back and mark the
+    /// image clean here, because another process is about to take the image over.
+    /// </summary>
+    protected internal virtual void OnInactivating() { }
+
+    /// <summary>
+    /// The driver's step of activation (bdrv_co_invalidate_cache), called once the node holds
+    /// its locks again: drivers that cache metadata drop it and read it afresh, because another
+    /// process may have written the image meanwhile.
+    /// </summary>
+    protected internal virtual void OnActivated() { }
+
     /// <summary>The node's size in bytes.</summary>
     public abstract long Length { get; }
 

@@ -61,7 +61,7 @@ public sealed class GraphOpener
                 return null;
             case OptionScalar reference:
                 return _graph.Find(reference.Text)
-                    ?? throw new OptionException($"Cannot find device='' nor node-name='{reference.Text}'");
+                    ?? throw new OptionException($"Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
             case OptionDict dict:
                 var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
                 return OpenNode(dict, inherited, parent.OpenFlags, isTop: false);

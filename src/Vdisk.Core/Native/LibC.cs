@@ -61,6 +61,14 @@ internal static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "getpid")]
     public static partial int GetPid();
 
+    public const int RLIMIT_NOFILE = 7;
+
+    [LibraryImport(Lib, EntryPoint = "getrlimit", SetLastError = true)]
+    public static partial int GetRLimit(int resource, RLimit* limit);
+
+    [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)]
+    public static partial int SetRLimit(int resource, RLimit* limit);
+
     /// <summary>
     /// fcntl for lock commands, resolved through the process's global symbol scope rather than
     /// bound to libc.so.6 directly: that way an LD_PRELOAD shim interposes on it as it does for
@@ -91,6 +99,14 @@ internal static unsafe partial class LibC
 
     /// <summary>strerror(errno) text, e.g. "No such file or directory".</summary>
     public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+}
+
+/// <summary><c>struct rlimit</c>: soft and hard limit.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RLimit
+{
+    public ulong Current;
+    public ulong Maximum;
 }
 
 /// <summary><c>struct flock</c> on Linux x86_64 and arm64: 32 bytes, l_pid at 24.</summary>

@@ -1,0 +1,50 @@
+using Vdisk.Locking;
+
+namespace Vdisk.Native;
+
+/// <summary>What a path names, without following a final symbolic link (lstat).</summary>
+public enum FileSystemEntryKind
+{
+    /// <summary>Nothing there.</summary>
+    Missing,
+    /// <summary>A regular file.</summary>
+    RegularFile,
+    /// <summary>A directory.</summary>
+    Directory,
+    /// <summary>A unix domain socket.</summary>
+    Socket,
+    /// <summary>Anything else (device, fifo, link).</summary>
+    Other,
+}
+
+/// <summary>
+/// lstat of a path: used by the daemon to tell a stale unix socket it may replace from a file
+/// it must not touch, and to remove only the socket it created.
+/// </summary>
+public static class FileSystemEntry
+{
+    private const int AT_SYMLINK_NOFOLLOW = 0x100;
+    private const int S_IFSOCK = 0xC000;
+
+    /// <summary>The kind of entry at <paramref name="path"/>.</summary>
+    public static unsafe FileSystemEntryKind KindOf(string path)
+    {
+        StatXBuffer st;
+        if (LibC.StatX(LibC.AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, LibC.STATX_BASIC_STATS, &st) != 0) return FileSystemEntryKind.Missing;
+        return (st.Mode & LibC.S_IFMT) switch
+        {
+            LibC.S_IFREG => FileSystemEntryKind.RegularFile,
+            LibC.S_IFDIR => FileSystemEntryKind.Directory,
+            S_IFSOCK => FileSystemEntryKind.Socket,
+            _ => FileSystemEntryKind.Other,
+        };
+    }
+
+    /// <summary>Device and inode of the entry at <paramref name="path"/>, or null when missing.</summary>
+    public static unsafe FileIdentity? IdentityOf(string path)
+    {
+        StatXBuffer st;
+        if (LibC.StatX(LibC.AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, LibC.STATX_BASIC_STATS, &st) != 0) return null;
+        return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
+    }
+}

@@ -1,0 +1,164 @@
+using System.Net.Sockets;
+using Vdisk.Server.Daemon;
+
+namespace Vdisk.Server.Nbd;
+
+/// <summary>
+/// The NBD server of a daemon (nbd-server-start): one listening socket, the exports by name,
+/// and the connections. With <c>max-connections</c> set, it stops accepting while that many
+/// clients are connected, as QEMU does.
+/// </summary>
+public sealed class NbdServer : IAsyncDisposable
+{
+    private readonly SocketListener _listener;
+    private readonly Lock _lock = new();
+    private readonly List<NbdExport> _exports = new();
+    private readonly HashSet<NbdConnection> _connections = new();
+    private readonly HashSet<Task> _running = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim? _connectionSlots;
+    private Task? _acceptLoop;
+
+    /// <summary>Binds the socket (unix sockets with mode 0600) without accepting yet.</summary>
+    /// <exception cref="DaemonException">The address cannot be bound.</exception>
+    public NbdServer(ListenAddress address, uint maxConnections)
+    {
+        _listener = SocketListener.Listen(address);
+        MaxConnections = maxConnections;
+        if (maxConnections > 0) _connectionSlots = new SemaphoreSlim((int)Math.Min(maxConnections, int.MaxValue));
+    }
+
+    /// <summary>Where the server listens.</summary>
+    public ListenAddress Address => _listener.Address;
+
+    /// <summary>The connection limit; 0 means none.</summary>
+    public uint MaxConnections { get; }
+
+    /// <summary>
+    /// Whether exports advertise MULTI_CONN: only when several connections may exist (QEMU 7.1
+    /// does the same; max-connections=1 turns it off).
+    /// </summary>
+    public bool MultiConn => MaxConnections != 1;
+
+    /// <summary>The exports, oldest first (the order of NBD_OPT_LIST).</summary>
+    public IReadOnlyList<NbdExport> Exports
+    {
+        get
+        {
+            lock (_lock) return _exports.ToArray();
+        }
+    }
+
+    /// <summary>Connections open now.</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            lock (_lock) return _connections.Count;
+        }
+    }
+
+    /// <summary>Starts accepting clients.</summary>
+    public void Start() => _acceptLoop ??= Task.Run(AcceptLoopAsync);
+
+    /// <summary>The export called <paramref name="name"/>, unless it is being deleted.</summary>
+    public NbdExport? FindExport(string name)
+    {
+        lock (_lock) return _exports.FirstOrDefault(e => e.Name == name && !e.ShuttingDown);
+    }
+
+    /// <summary>Publishes an export under its name.</summary>
+    /// <exception cref="DaemonException"><c>NBD server already has export named 'X'</c>.</exception>
+    public void AddExport(NbdExport export)
+    {
+        lock (_lock)
+        {
+            if (_exports.Any(e => e.Name == export.Name))
+                throw new DaemonException($"NBD server already has export named '{export.Name}'");
+            _exports.Add(export);
+        }
+    }
+
+    /// <summary>Withdraws an export (its clients must be gone or going).</summary>
+    public void RemoveExport(NbdExport export)
+    {
+        lock (_lock) _exports.Remove(export);
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        var token = _stopping.Token;
+        while (!token.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                if (_connectionSlots is not null) await _connectionSlots.WaitAsync(token).ConfigureAwait(false);
+                client = await _listener.Socket.AcceptAsync(token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                if (token.IsCancellationRequested || e is ObjectDisposedException) return;
+                _connectionSlots?.Release();
+                continue;
+            }
+            if (client.AddressFamily != AddressFamily.Unix) client.NoDelay = true;
+            var connection = new NbdConnection(this, client, token);
+            lock (_lock) _connections.Add(connection);
+            var run = RunConnectionAsync(connection);
+            lock (_lock)
+            {
+                if (!run.IsCompleted) _running.Add(run);
+            }
+        }
+    }
+
+    private async Task RunConnectionAsync(NbdConnection connection)
+    {
+        try
+        {
+            await connection.RunAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _connections.Remove(connection);
+                _running.RemoveWhere(t => t.IsCompleted);
+            }
+            _connectionSlots?.Release();
+        }
+    }
+
+    /// <summary>
+    /// Stops accepting, removes the socket file, ends every connection (requests in flight
+    /// finish and answer first) and waits for them.
+    /// </summary>
+    public async Task StopAsync()
+    {
+        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
+        _listener.Dispose();
+        if (_acceptLoop is not null)
+        {
+            try
+            {
+                await _acceptLoop.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { }
+        }
+        NbdConnection[] connections;
+        lock (_lock) connections = _connections.ToArray();
+        foreach (var c in connections) c.Abort();
+        while (true)
+        {
+            Task[] running;
+            lock (_lock) running = _running.Where(t => !t.IsCompleted).ToArray();
+            if (running.Length == 0 && ConnectionCount == 0) break;
+            if (running.Length > 0) await Task.WhenAll(running).ConfigureAwait(false);
+            else await Task.Delay(10).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+}
