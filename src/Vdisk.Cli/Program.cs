@@ -2,6 +2,7 @@ using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Info;
 using Vdisk.Cli.Io;
+using Vdisk.Cli.Serve;
 
 namespace Vdisk.Cli;
 
@@ -10,9 +11,12 @@ internal static class Program
     public static async Task<int> Main(string[] args)
     {
         Stdio.InstallWarningSink();
+        // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
+        if (args.Length > 0 && args[0] == ServeCommand.Name) return await ServeCommand.RunAsync(args[1..]);
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
         root.Subcommands.Add(IoCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(ServeCommand.CreateForHelp());
 
         // No response files: qemu tools take '@' literally.
         var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });

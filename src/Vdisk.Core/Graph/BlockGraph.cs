@@ -21,7 +21,13 @@ public sealed class BlockGraph
     {
         if (!_nodes.TryAdd(node.NodeName, node))
             throw new Options.OptionException($"Duplicate nodes with node-name='{node.NodeName}'");
+        node.GraphSequence = ++_sequence;
     }
+
+    private long _sequence;
+
+    /// <summary>The nodes, newest first (the order of QMP query-named-block-nodes).</summary>
+    public IEnumerable<BlockNode> NodesNewestFirst => _nodes.Values.OrderByDescending(n => n.GraphSequence);
 
     /// <summary>Removes a node from the registry.</summary>
     public void Remove(BlockNode node) => _nodes.Remove(node.NodeName);

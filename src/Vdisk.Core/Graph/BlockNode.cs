@@ -78,6 +78,9 @@ public abstract class BlockNode
     /// <summary>The filename QEMU shows for this node (bs->filename).</summary>
     public string Filename { get; protected set; }
 
+    /// <summary>When the node joined its graph (larger is newer).</summary>
+    internal long GraphSequence { get; set; }
+
     /// <summary>The node's state flags.</summary>
     public NodeFlags Flags { get; internal set; }
 

@@ -59,6 +59,14 @@ public static class BackendPermissions
         return new(perm, shared);
     }
 
+    /// <summary>
+    /// A block export of qemu-storage-daemon 7.2 (blk_exp_add and the NBD export): consistent
+    /// read, plus write when writable; shares everything but resize (qsd locks 100[,101] and 203).
+    /// </summary>
+    public static PermissionPair StorageDaemonExport(bool writable) => new(
+        writable ? BlockPermission.ConsistentRead | BlockPermission.Write : BlockPermission.ConsistentRead,
+        BlockPermission.All & ~BlockPermission.Resize);
+
     /// <summary>The node flags an image opened with <paramref name="flags"/> gets.</summary>
     public static NodeFlags NodeFlagsFor(OpenFlags flags)
     {

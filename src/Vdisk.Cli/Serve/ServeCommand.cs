@@ -1,0 +1,251 @@
+using System.CommandLine;
+using Vdisk.Cli.Common;
+using Vdisk.Native;
+using Vdisk.Options;
+using Vdisk.Server.Daemon;
+using Vdisk.Server.Qmp;
+
+namespace Vdisk.Cli.Serve;
+
+/// <summary>
+/// <c>vdisk serve</c>: qemu-storage-daemon's command line. Its options repeat and act in the
+/// order given (a node must exist before the export that uses it, the NBD server before its
+/// exports), which a declarative parser cannot express, so this verb reads its arguments by
+/// hand, getopt-style, while every other verb uses System.CommandLine.
+/// </summary>
+internal static class ServeCommand
+{
+    public const string Name = "serve";
+
+    private const string Usage = """
+        Usage: vdisk serve [options]
+        Holds disk images like a running VM and exports them over NBD (qemu-storage-daemon's
+        command line; options act in the order given).
+
+          -h, --help                display this help and exit
+          -V, --version             output version information and exit
+          --blockdev [driver=]<driver>[,node-name=<N>][,read-only=on|off][,active=on|off]
+                                    [,force-share=on|off][,cache.direct=on|off][,driver options]
+                                    or a JSON object: add a node (no locks until it has users;
+                                    active=off: none until activated)
+          --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]
+          --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>[,max-connections=<n>]
+                                    start the NBD server (unix sockets are created mode 0600;
+                                    TCP only when asked, loopback unless a host is given)
+          --export [type=]nbd,id=<id>,node-name=<node>[,name=<export-name>][,writable=on|off]
+                   [,description=<text>][,share-rw=on|off]
+                                    export a node; on raw images an export refuses other
+                                    writers like a VM's disk unless share-rw=on
+          --chardev socket,id=<id>,path=<path>,server=on,wait=off
+          --chardev socket,id=<id>,host=<host>,port=<port>,server=on,wait=off
+                                    a listening socket for a monitor
+          --monitor [chardev=]<id>[,mode=control]
+                                    serve QMP on that socket
+          --pidfile <path>          write the process id to <path> (removed on exit)
+
+        SIGTERM, SIGINT and the QMP command 'quit' stop cleanly: requests in flight finish,
+        images are flushed, locks released, sockets and pid file removed.
+        """;
+
+    /// <summary>A placeholder so that <c>vdisk --help</c> lists the verb; parsing happens in <see cref="RunAsync"/>.</summary>
+    public static Command CreateForHelp() => new(Name, "hold images like a running VM: NBD exports, QMP control (qemu-storage-daemon's command line)");
+
+    private static readonly string[] s_withArgument = ["--blockdev", "--nbd-server", "--export", "--chardev", "--monitor", "--pidfile", "--object", "-T", "--trace"];
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var options = new List<(string Option, string Value)>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            if (arg is "-h" or "--help")
+            {
+                Stdio.Out.Write(Usage);
+                Stdio.Out.Flush();
+                return 0;
+            }
+            if (arg is "-V" or "--version")
+            {
+                Stdio.Out.Write($"vdisk serve {typeof(ServeCommand).Assembly.GetName().Version?.ToString(3)}\n");
+                Stdio.Out.Flush();
+                return 0;
+            }
+            if (arg.StartsWith("--", StringComparison.Ordinal) && arg.Contains('='))
+            {
+                int eq = arg.IndexOf('=');
+                string name = arg[..eq];
+                if (!s_withArgument.Contains(name)) return Fail($"unrecognized option '{arg}'");
+                options.Add((name, arg[(eq + 1)..]));
+                continue;
+            }
+            if (s_withArgument.Contains(arg))
+            {
+                if (i + 1 >= args.Length) return Fail(arg.StartsWith("--", StringComparison.Ordinal) ? $"option '{arg}' requires an argument" : $"option requires an argument -- '{arg[1..]}'");
+                options.Add((arg, args[++i]));
+                continue;
+            }
+            if (arg.StartsWith("--", StringComparison.Ordinal)) return Fail($"unrecognized option '{arg}'");
+            if (arg.StartsWith('-') && arg.Length > 1) return Fail($"invalid option -- '{arg[1]}'");
+            return Fail($"{arg}: Unexpected argument");
+        }
+
+        ProcessLimits.RaiseOpenFileLimit();
+        using var signals = new Signals();
+        var daemon = new StorageDaemon();
+        string? pidfile = null;
+        try
+        {
+            foreach (var (option, value) in options)
+            {
+                try
+                {
+                    if (option == "--pidfile") pidfile = value;
+                    else await ApplyAsync(daemon, option, value).ConfigureAwait(false);
+                }
+                catch (Exception e) when (Message(e) is { } message)
+                {
+                    Stdio.Error($"{option} {value}: {message}");
+                    return 1;
+                }
+            }
+            if (pidfile is not null && !WritePidFile(pidfile)) return 1;
+
+            try
+            {
+                await daemon.QuitRequested.WaitAsync(signals.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { }
+            return 0;
+        }
+        finally
+        {
+            await daemon.ShutdownAsync().ConfigureAwait(false);
+            if (pidfile is not null) RemovePidFile(pidfile);
+        }
+    }
+
+    private static int Fail(string message)
+    {
+        Stdio.Error(message);
+        return 1;
+    }
+
+    private static string? Message(Exception e) => e switch
+    {
+        QmpException q => q.Message,
+        _ => StorageDaemon.UserMessage(e),
+    };
+
+    /// <summary>One option, with the same checks as its QMP twin.</summary>
+    internal static async Task ApplyAsync(StorageDaemon daemon, string option, string value)
+    {
+        switch (option)
+        {
+            case "--blockdev":
+                daemon.AddBlockdev(ParseBlockdev(value));
+                break;
+            case "--nbd-server":
+                var server = (OptionDict)QapiVisitor.Keyval.Visit(QmpSchema.NbdServerOptions, KeyValParser.Parse(value), "");
+                daemon.StartNbdServer(NbdServerRequest.From(server, legacyAddress: false));
+                break;
+            case "--export":
+                var export = (OptionDict)QapiVisitor.Keyval.Visit(QmpSchema.BlockExportOptions, KeyValParser.Parse(value, impliedKey: "type"), "");
+                await daemon.AddExportAsync(ExportRequest.From(export)).ConfigureAwait(false);
+                break;
+            case "--chardev":
+                var (id, address) = ParseChardev(value);
+                daemon.AddChardev(id, address);
+                break;
+            case "--monitor":
+                daemon.AddMonitor(ParseMonitor(value));
+                break;
+            case "--object":
+                throw new DaemonException("--object is not supported by vdisk serve");
+            default:
+                throw new DaemonException($"{option} is not supported by vdisk serve");
+        }
+    }
+
+    /// <summary>A --blockdev argument: JSON when it starts with '{', else keyval with implied driver.</summary>
+    internal static OptionDict ParseBlockdev(string value)
+    {
+        if (value.StartsWith('{'))
+        {
+            var json = QmpJson.Parse(System.Text.Encoding.UTF8.GetBytes(value));
+            if (json is not OptionDict dict) throw QmpException.Generic("Invalid parameter type for 'null', expected: object");
+            return (OptionDict)QapiVisitor.Json.Visit(QmpSchema.BlockdevOptions, dict, "");
+        }
+        return (OptionDict)QapiVisitor.Keyval.Visit(QmpSchema.BlockdevOptions, KeyValParser.Parse(value, impliedKey: "driver"), "");
+    }
+
+    private static readonly string[] s_chardevKeys = ["backend", "id", "path", "server", "wait", "host", "port", "ipv4", "ipv6", "nodelay"];
+
+    /// <summary>--chardev (QemuOpts syntax, as QEMU parses it): listening sockets only.</summary>
+    internal static (string Id, ListenAddress Address) ParseChardev(string value)
+    {
+        var o = KeyValParser.Parse(value, KeyValDialect.QemuOpts, impliedKey: "backend", warn: Diagnostics.WarningSink);
+        foreach (var (key, _) in o.Entries)
+            if (!s_chardevKeys.Contains(key)) throw new DaemonException($"Invalid parameter '{key}'");
+        string? Get(string key) => o[key] is OptionScalar s ? s.Text : null;
+        string id = Get("id") ?? throw new DaemonException("chardev: no id specified");
+        string backend = Get("backend") ?? "";
+        if (backend != "socket") throw new DaemonException($"chardev backend '{backend}' is not supported by vdisk serve (only 'socket')");
+        if (NodeOptions.ParseBool(Get("server") ?? "off") != true)
+            throw new DaemonException("vdisk serve only listens: the socket chardev needs server=on");
+        if (NodeOptions.ParseBool(Get("wait") ?? "on") != false)
+            throw new DaemonException("vdisk serve does not wait for a monitor client: the socket chardev needs wait=off");
+        string? path = Get("path"), host = Get("host"), port = Get("port");
+        if (path is not null && (host is not null || port is not null))
+            throw new DaemonException("chardev: give either 'path', or 'host' and 'port'");
+        if (path is not null) return (id, new UnixListenAddress(path));
+        if (port is null) throw new DaemonException("chardev: socket needs 'path' (unix) or 'port' (TCP)");
+        return (id, new InetListenAddress(host ?? InetListenAddress.DefaultHost, port));
+    }
+
+    private static readonly Server.Qmp.QapiStruct s_monitorOptions = new("MonitorOptions",
+    [
+        new("id", Server.Qmp.QapiScalar.String, Optional: true),
+        new("mode", new Server.Qmp.QapiEnum("readline", "control"), Optional: true),
+        new("pretty", Server.Qmp.QapiScalar.Bool, Optional: true),
+        new("chardev", Server.Qmp.QapiScalar.String),
+    ]);
+
+    /// <summary>--monitor (keyval, implied key chardev): QMP only.</summary>
+    internal static string ParseMonitor(string value)
+    {
+        var o = (OptionDict)QapiVisitor.Keyval.Visit(s_monitorOptions, KeyValParser.Parse(value, impliedKey: "chardev"), "");
+        if (o["mode"] is OptionScalar { Text: "readline" }) throw new DaemonException("Only QMP monitors are supported by vdisk serve (mode=control)");
+        if (o["pretty"] is OptionScalar { Text: "true" }) throw new DaemonException("pretty=on is not supported by vdisk serve");
+        return ((OptionScalar)o["chardev"]!).Text;
+    }
+
+    private static bool WritePidFile(string path)
+    {
+        try
+        {
+            File.WriteAllText(path, $"{Environment.ProcessId}\n");
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            string reason = e switch
+            {
+                DirectoryNotFoundException or FileNotFoundException => "No such file or directory",
+                UnauthorizedAccessException => "Permission denied",
+                _ => e.Message,
+            };
+            Stdio.Error($"cannot create PID file: Could not create '{path}': {reason}");
+            return false;
+        }
+    }
+
+    private static void RemovePidFile(string path)
+    {
+        try
+        {
+            if (File.Exists(path) && File.ReadAllText(path).Trim() == Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                File.Delete(path);
+        }
+        catch (IOException) { }
+    }
+}

@@ -1,0 +1,71 @@
+using System.Globalization;
+using Vdisk.Options;
+using Vdisk.Server.Qmp;
+
+namespace Vdisk.Server.Daemon;
+
+/// <summary>What <c>--export</c> and block-export-add ask for, read from checked options.</summary>
+/// <param name="Id">The export id.</param>
+/// <param name="NodeName">The node to export.</param>
+/// <param name="Name">The NBD name (default: the node name).</param>
+/// <param name="Description">The NBD description, or null.</param>
+/// <param name="Writable">Clients may write.</param>
+/// <param name="ShareRw">vdisk's share-rw=on: admit other writers (raw images).</param>
+public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw)
+{
+    /// <summary>Reads options already checked against <see cref="QmpSchema.BlockExportOptions"/>.</summary>
+    public static ExportRequest From(OptionDict o)
+    {
+        string nodeName = Text(o, "node-name")!;
+        if (o["bitmaps"] is OptionList { Items.Count: > 0 })
+            throw new DaemonException("Parameter 'bitmaps' is not supported by vdisk serve");
+        if (Flag(o, "allocation-depth") == true)
+            throw new DaemonException("Parameter 'allocation-depth' is not supported by vdisk serve");
+        if (Text(o, "iothread") is not null)
+            throw new DaemonException("Parameter 'iothread' is not supported by vdisk serve");
+        return new ExportRequest(Text(o, "id")!, nodeName, Text(o, "name") ?? nodeName, Text(o, "description"),
+            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false);
+    }
+
+    internal static string? Text(OptionDict o, string key) => o[key] is OptionScalar { Kind: not ScalarKind.Null } s ? s.Text : null;
+
+    internal static bool? Flag(OptionDict o, string key) => o[key] is OptionScalar { Kind: ScalarKind.Bool } s ? s.Text == "true" : null;
+}
+
+/// <summary>What <c>--nbd-server</c> and nbd-server-start ask for.</summary>
+/// <param name="Address">Where to listen.</param>
+/// <param name="MaxConnections">Connection limit; 0 for none.</param>
+public sealed record NbdServerRequest(ListenAddress Address, uint MaxConnections)
+{
+    /// <summary>Reads options checked against <see cref="QmpSchema.NbdServerOptions"/> (flat) or <see cref="QmpSchema.NbdServerStart"/> (legacy).</summary>
+    public static NbdServerRequest From(OptionDict o, bool legacyAddress)
+    {
+        var addr = (OptionDict)o["addr"]!;
+        if (legacyAddress) addr = Merge(addr);
+        if (ExportRequest.Text(o, "tls-creds") is { } creds)
+            throw new DaemonException($"No TLS credentials with id '{creds}'");
+        uint max = ExportRequest.Text(o, "max-connections") is { } m ? uint.Parse(m, CultureInfo.InvariantCulture) : 0;
+        return new NbdServerRequest(ListenAddressOf(addr), max);
+    }
+
+    /// <summary>SocketAddressLegacy's <c>{"type": T, "data": {...}}</c> as the flat form.</summary>
+    private static OptionDict Merge(OptionDict legacy)
+    {
+        var flat = ((OptionDict)legacy["data"]!).Clone();
+        flat.Set("type", legacy["type"]!);
+        return flat;
+    }
+
+    /// <summary>A listening address from a checked SocketAddress.</summary>
+    public static ListenAddress ListenAddressOf(OptionDict addr)
+    {
+        string type = ExportRequest.Text(addr, "type")!;
+        return type switch
+        {
+            "unix" when ExportRequest.Flag(addr, "abstract") == true => throw new DaemonException("Abstract unix sockets are not supported by vdisk serve"),
+            "unix" => new UnixListenAddress(ExportRequest.Text(addr, "path")!),
+            "inet" => new InetListenAddress(ExportRequest.Text(addr, "host") ?? InetListenAddress.DefaultHost, ExportRequest.Text(addr, "port")!),
+            _ => throw new DaemonException($"Socket address type '{type}' is not supported by vdisk serve"),
+        };
+    }
+}

@@ -1,0 +1,359 @@
+using Vdisk.Drivers.Raw;
+using Vdisk.Graph;
+using Vdisk.Locking;
+using Vdisk.Native;
+using Vdisk.Options;
+using Vdisk.Permissions;
+using Vdisk.Server.Nbd;
+using Vdisk.Server.Qmp;
+using static Vdisk.Server.Qmp.QmpJson;
+
+namespace Vdisk.Server.Daemon;
+
+/// <summary>
+/// The state of <c>vdisk serve</c>: a long-lived block graph, the NBD server and its exports,
+/// and the QMP monitors. Every operation the command line and QMP offer is a method here, run
+/// one at a time (QEMU's main-loop lock), with QEMU's error messages as
+/// <see cref="DaemonException"/>.
+/// </summary>
+public sealed class StorageDaemon : IAsyncDisposable
+{
+    private readonly SemaphoreSlim _control = new(1, 1);
+    private readonly List<NbdExport> _exports = new();
+    private readonly Dictionary<string, SocketListener> _chardevs = new(StringComparer.Ordinal);
+    private readonly List<QmpServer> _monitors = new();
+    private readonly TaskCompletionSource _quit = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private NbdServer? _nbd;
+    private bool _shutDown;
+
+    /// <summary>The daemon's nodes.</summary>
+    public BlockGraph Graph { get; } = new();
+
+    /// <summary>The NBD server, once started.</summary>
+    public NbdServer? NbdServer => _nbd;
+
+    /// <summary>Completes when a client asked the daemon to quit.</summary>
+    public Task QuitRequested => _quit.Task;
+
+    /// <summary>Exports, oldest first.</summary>
+    public IReadOnlyList<NbdExport> Exports => _exports;
+
+    /// <summary>Runs <paramref name="operation"/> alone: operations never interleave.</summary>
+    public async Task<T> RunExclusiveAsync<T>(Func<Task<T>> operation)
+    {
+        await _control.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_shutDown) throw new DaemonException("The daemon is shutting down");
+            return await operation().ConfigureAwait(false);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    // ------------------------------------------------------------------ nodes
+
+    /// <summary>
+    /// blockdev-add and <c>--blockdev</c>: opens a node (and the children it defines) from
+    /// options already checked against <see cref="QmpSchema.BlockdevOptions"/>. The one place
+    /// where the daemon opens images, so that waiting for locks can be added around it.
+    /// A node created with <c>active=off</c> takes no locks until activated.
+    /// </summary>
+    public BlockNode AddBlockdev(OptionDict options)
+    {
+        if (ExportRequest.Text(options, "node-name") is null)
+            throw new DaemonException("'node-name' must be specified for the root node");
+        options = options.Clone();
+        bool active = ExportRequest.Flag(options, "active") ?? true;
+        options.Remove("active");
+        var flags = OpenFlags.ReadWrite | (active ? OpenFlags.None : OpenFlags.Inactive);
+        try
+        {
+            return Graph.AddNode(options, flags);
+        }
+        catch (Exception e) when (UserMessage(e) is { } message)
+        {
+            throw new DaemonException(message);
+        }
+    }
+
+    /// <summary>blockdev-del.</summary>
+    public async Task DeleteBlockdevAsync(string nodeName)
+    {
+        try
+        {
+            await Graph.DeleteNodeAsync(nodeName).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new DaemonException(e.Message);
+        }
+    }
+
+    /// <summary>
+    /// blockdev-set-active (QEMU 10.0): hands a node's locks over for migration. In-flight
+    /// export requests finish first and new ones wait (a drained section); the node is flushed
+    /// before it lets go of its locks.
+    /// </summary>
+    public async Task SetActiveAsync(string? nodeName, bool active)
+    {
+        BlockNode? node = null;
+        if (nodeName is not null)
+            node = Graph.Find(nodeName) ?? throw new DaemonException($"Failed to find node with node-name='{nodeName}'");
+        var gates = _exports.Select(e => e.Gate).ToArray();
+        await Task.WhenAll(gates.Select(g => g.CloseAsync())).ConfigureAwait(false);
+        try
+        {
+            if (active)
+            {
+                try
+                {
+                    if (node is null) Activation.ActivateAll(Graph);
+                    else Activation.Activate(node);
+                }
+                catch (Exception e) when (UserMessage(e) is { } message)
+                {
+                    throw new DaemonException(message);
+                }
+                return;
+            }
+            var roots = node is null ? Graph.Nodes.Values.Where(n => !n.Parents.Any(p => p.Parent is BlockNode)).ToArray() : [node];
+            foreach (var root in roots.Where(r => !r.IsInactive)) await FlushQuietlyAsync(root).ConfigureAwait(false);
+            try
+            {
+                if (node is null) Activation.InactivateAll(Graph);
+                else Activation.Inactivate(node);
+            }
+            catch (InvalidOperationException e)
+            {
+                throw new DaemonException(node is null ? "Failed to inactivate all nodes" : e.Message);
+            }
+        }
+        finally
+        {
+            foreach (var g in gates) g.Reopen();
+        }
+    }
+
+    private static async Task FlushQuietlyAsync(BlockNode node)
+    {
+        try
+        {
+            await node.FlushAsync().ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            Diagnostics.WarningSink?.Invoke($"Failed to flush node '{node.NodeName}': {e.Message}");
+        }
+    }
+
+    // ------------------------------------------------------------------ NBD server and exports
+
+    /// <summary>nbd-server-start and <c>--nbd-server</c>.</summary>
+    public void StartNbdServer(NbdServerRequest request)
+    {
+        if (_nbd is not null) throw new DaemonException("NBD server already running");
+        _nbd = new NbdServer(request.Address, request.MaxConnections);
+        _nbd.Start();
+    }
+
+    /// <summary>nbd-server-stop: deletes every export (disconnecting clients), then stops listening.</summary>
+    public async Task StopNbdServerAsync()
+    {
+        var server = _nbd ?? throw new DaemonException("NBD server not running");
+        foreach (var export in _exports.ToArray())
+            await FinishDeletionAsync(export, disconnectClients: true).ConfigureAwait(false);
+        _nbd = null;
+        await server.StopAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The permissions an export takes on its node. On raw (and a bare protocol node) an export
+    /// behaves like a VM's virtio-blk disk: it refuses other writers unless <c>share-rw=on</c>.
+    /// On formats such as qcow2 it takes exactly what qemu-storage-daemon's export takes (the
+    /// format refuses other writers on its file anyway).
+    /// </summary>
+    public static PermissionPair ExportPermissions(BlockNode node, bool writable, bool shareRw) =>
+        node is RawNode || node.IsProtocol
+            ? BackendPermissions.GuestDevice(readOnly: !writable, resizable: true, shareRw)
+            : BackendPermissions.StorageDaemonExport(writable);
+
+    /// <summary>block-export-add and <c>--export</c>, checked in QEMU's order.</summary>
+    public async Task AddExportAsync(ExportRequest request)
+    {
+        if (!BlockGraph.IsValidNodeName(request.Id)) throw new DaemonException("Invalid block export id");
+        if (_exports.Any(e => e.Id == request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
+        var node = Graph.Find(request.NodeName) ?? throw new DaemonException($"Cannot find device='' nor node-name='{request.NodeName}'");
+        DiskImage image;
+        try
+        {
+            image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph);
+        }
+        catch (Exception e) when (UserMessage(e) is { } message)
+        {
+            throw new DaemonException(message);
+        }
+        try
+        {
+            if (_nbd is null) throw new DaemonException("NBD server not running");
+            if (System.Text.Encoding.UTF8.GetByteCount(request.Name) > NbdLimits.MaxString)
+                throw new DaemonException($"export name '{request.Name}' too long");
+            if (request.Description is { } d && System.Text.Encoding.UTF8.GetByteCount(d) > NbdLimits.MaxString)
+                throw new DaemonException($"description '{d}' too long");
+            var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw);
+            _nbd.AddExport(export);
+            _exports.Add(export);
+        }
+        catch
+        {
+            await image.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// block-export-del. Without clients the export goes at once (and its BLOCK_EXPORT_DELETED
+    /// event comes before the reply, as in QEMU); <c>mode=safe</c> refuses while clients are
+    /// connected; <c>mode=hard</c> returns the rest of the work — disconnecting clients, then
+    /// the event — to be run after the reply.
+    /// </summary>
+    public async Task<Func<Task>?> DeleteExportAsync(string id, bool hard)
+    {
+        var export = _exports.FirstOrDefault(e => e.Id == id) ?? throw new DaemonException($"Export '{id}' is not found");
+        if (export.ShuttingDown) return null;
+        if (export.ClientCount > 0)
+        {
+            if (!hard) throw new DaemonException($"export '{id}' still in use");
+            _ = export.BeginShutdown(disconnectClients: false);
+            return () => RunExclusiveDeletionAsync(export);
+        }
+        await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
+        return null;
+    }
+
+    private async Task RunExclusiveDeletionAsync(NbdExport export)
+    {
+        await _control.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_exports.Contains(export)) await FinishDeletionAsync(export, disconnectClients: true).ConfigureAwait(false);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    private async Task FinishDeletionAsync(NbdExport export, bool disconnectClients)
+    {
+        await export.BeginShutdown(disconnectClients).ConfigureAwait(false);
+        _nbd?.RemoveExport(export);
+        _exports.Remove(export);
+        await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
+        await export.Image.DisposeAsync().ConfigureAwait(false);
+        Emit("BLOCK_EXPORT_DELETED", Dict(("id", Str(export.Id))));
+    }
+
+    // ------------------------------------------------------------------ monitors and events
+
+    /// <summary><c>--chardev socket,id=ID,path=P,server=on,wait=off</c>: a listening socket for a monitor.</summary>
+    public void AddChardev(string id, ListenAddress address)
+    {
+        if (_chardevs.ContainsKey(id)) throw new DaemonException($"attempt to add duplicate property '{id}' to object (type 'container')");
+        _chardevs[id] = SocketListener.Listen(address);
+    }
+
+    /// <summary><c>--monitor chardev=ID</c>: serves QMP on the chardev's socket.</summary>
+    public void AddMonitor(string chardevId)
+    {
+        if (!_chardevs.TryGetValue(chardevId, out var listener)) throw new DaemonException($"chardev \"{chardevId}\" not found");
+        if (_monitors.Any(m => m.Listener == listener)) throw new DaemonException($"Chardev '{chardevId}' is busy");
+        var monitor = new QmpServer(listener, this);
+        _monitors.Add(monitor);
+        monitor.Start();
+    }
+
+    /// <summary>Sends an event to every QMP client past capabilities negotiation.</summary>
+    public void Emit(string name, OptionDict data)
+    {
+        foreach (var m in _monitors) m.Broadcast(name, data);
+    }
+
+    /// <summary>The QMP <c>quit</c> command.</summary>
+    public void RequestQuit() => _quit.TrySetResult();
+
+    // ------------------------------------------------------------------ queries
+
+    /// <summary>query-block-exports: newest first, keys as QEMU inserts them.</summary>
+    public OptionList QueryBlockExports() => List(Enumerable.Reverse(_exports).Select(e => (OptionValue)Dict(
+        ("id", Str(e.Id)), ("type", Str("nbd")), ("node-name", Str(e.Node.NodeName)), ("shutting-down", Bool(e.ShuttingDown)))));
+
+    /// <summary>query-named-block-nodes: a BlockDeviceInfo per node, newest first.</summary>
+    public OptionList QueryNamedBlockNodes() => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n)));
+
+    private static OptionDict BlockDeviceInfo(BlockNode node)
+    {
+        var info = ImageInfo.Collect(node);
+        var image = Dict(("filename", Str(info.Filename)), ("format", Str(info.Format)), ("dirty-flag", Bool(info.DirtyFlag)));
+        if (info.ActualSize is { } actual) image.Set("actual-size", Int(actual));
+        image.Set("virtual-size", Int(info.VirtualSize));
+        if (info.ClusterSize is { } cluster) image.Set("cluster-size", Int(cluster));
+        var result = Dict(("file", Str(node.Filename)), ("node-name", Str(node.NodeName)), ("ro", Bool(node.IsReadOnly)),
+            ("active", Bool(!node.IsInactive)), ("drv", Str(node.DriverName)));
+        if (node.Child("backing") is { } backing) result.Set("backing_file", Str(backing.Node.Filename));
+        result.Set("backing_file_depth", Int(0));
+        result.Set("encrypted", Bool(false));
+        result.Set("detect_zeroes", Str("off"));
+        foreach (var key in new[] { "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr" }) result.Set(key, Int(0));
+        result.Set("image", image);
+        result.Set("cache", Dict(("writeback", Bool(true)), ("direct", Bool(false)), ("no-flush", Bool(false))));
+        result.Set("write_threshold", Int(0));
+        return result;
+    }
+
+    // ------------------------------------------------------------------ shutdown
+
+    /// <summary>
+    /// Stops cleanly (SIGTERM, SIGINT, quit): no new connections or commands, requests in
+    /// flight finish and answer, images are flushed, locks released, sockets removed.
+    /// </summary>
+    public async Task ShutdownAsync()
+    {
+        await _control.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_shutDown) return;
+            _shutDown = true;
+            if (_nbd is not null) await _nbd.StopAsync().ConfigureAwait(false);
+            foreach (var export in _exports)
+            {
+                await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
+                await export.Image.DisposeAsync().ConfigureAwait(false);
+            }
+            _exports.Clear();
+            foreach (var node in Graph.Nodes.Values.Where(n => !n.IsInactive && !n.IsReadOnly).ToArray())
+                await FlushQuietlyAsync(node).ConfigureAwait(false);
+            await Graph.CloseAllAsync().ConfigureAwait(false);
+            foreach (var m in _monitors) await m.StopAsync().ConfigureAwait(false);
+            foreach (var l in _chardevs.Values) l.Dispose();
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await ShutdownAsync().ConfigureAwait(false);
+
+    /// <summary>The user-facing text of an expected failure (QEMU's wording), or null for bugs.</summary>
+    public static string? UserMessage(Exception e) => e switch
+    {
+        DaemonException or OptionException or PermissionConflictException or LockConflictException or NativeIOException => e.Message,
+        IOException => e.Message,
+        UnauthorizedAccessException => e.Message,
+        _ => null,
+    };
+}

@@ -1,0 +1,197 @@
+using Vdisk.Graph;
+
+namespace Vdisk.Server.Qmp;
+
+/// <summary>
+/// The parts of QEMU's QAPI schema (qapi/block-core.json, block-export.json, sockets.json,
+/// control.json; 7.2 plus the 10.0 additions for node activity) that vdisk serve accepts, both
+/// for QMP arguments and for the command-line options that share their types.
+/// </summary>
+public static class QmpSchema
+{
+    private static QapiMember M(string name, QapiType type) => new(name, type);
+
+    private static QapiMember O(string name, QapiType type) => new(name, type, Optional: true);
+
+    private static readonly QapiScalar Str = QapiScalar.String, Bool = QapiScalar.Bool, Int = QapiScalar.Int;
+
+    /// <summary>BlockdevCacheOptions.</summary>
+    public static readonly QapiStruct BlockdevCacheOptions = new("BlockdevCacheOptions", [O("direct", Bool), O("no-flush", Bool)]);
+
+    /// <summary>Members every driver has (BlockdevOptions' base). <c>active</c> is QEMU 10.0's.</summary>
+    private static readonly QapiMember[] BlockdevBase =
+    [
+        M("driver", new QapiEnumOfDrivers()),
+        O("node-name", Str),
+        O("discard", new QapiEnum("ignore", "unmap")),
+        O("cache", BlockdevCacheOptions),
+        O("read-only", Bool),
+        O("auto-read-only", Bool),
+        O("force-share", Bool),
+        O("detect-zeroes", new QapiEnum("off", "on", "unmap")),
+        O("active", Bool),
+    ];
+
+    /// <summary>BlockdevOptions: a flat union on <c>driver</c>.</summary>
+    public static readonly QapiStruct BlockdevOptions = new("BlockdevOptions", BlockdevBase)
+    {
+        Discriminator = "driver",
+        Variants = DriverMembers,
+    };
+
+    /// <summary>BlockdevRef: options of a new node, or the name of an existing one.</summary>
+    public static readonly QapiAlternate BlockdevRef = new("BlockdevRef", BlockdevOptions, allowNull: false);
+
+    /// <summary>BlockdevRefOrNull: as BlockdevRef, or null for "no backing file".</summary>
+    public static readonly QapiAlternate BlockdevRefOrNull = new("BlockdevRefOrNull", BlockdevOptions, allowNull: true);
+
+    private static readonly QapiMember[] FileMembers =
+    [
+        M("filename", Str),
+        O("pr-manager", Str),
+        O("locking", new QapiEnum("off", "on", "auto")),
+        O("aio", new QapiEnum("threads", "native", "io_uring")),
+        O("aio-max-batch", Int),
+        O("drop-cache", Bool),
+        O("x-check-cache-dropped", Bool),
+    ];
+
+    private static readonly QapiMember[] RawMembers = [M("file", BlockdevRef), O("offset", Int), O("size", Int)];
+
+    private static readonly QapiMember[] Qcow2Members =
+    [
+        M("file", BlockdevRef),
+        O("backing", BlockdevRefOrNull),
+        O("lazy-refcounts", Bool),
+        O("pass-discard-request", Bool),
+        O("pass-discard-snapshot", Bool),
+        O("pass-discard-other", Bool),
+        O("overlap-check", QapiScalar.Any),
+        O("cache-size", Int),
+        O("l2-cache-size", Int),
+        O("l2-cache-entry-size", Int),
+        O("refcount-cache-size", Int),
+        O("cache-clean-interval", Int),
+        O("encrypt", QapiScalar.Any),
+        O("data-file", BlockdevRef),
+    ];
+
+    private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
+    {
+        "file" => FileMembers,
+        "raw" => RawMembers,
+        "qcow2" => Qcow2Members,
+        _ => null,
+    };
+
+    /// <summary>
+    /// The BlockdevDriver enum as far as vdisk goes: a driver is accepted when vdisk has its
+    /// schema and a registered implementation, so qcow2 appears once its driver is registered.
+    /// </summary>
+    private sealed class QapiEnumOfDrivers : QapiTypeProxy
+    {
+        protected override QapiType Resolve() =>
+            new QapiEnum(new[] { "file", "qcow2", "raw" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+    }
+
+    /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>
+    public static readonly QapiStruct SocketAddress = new("SocketAddress", [M("type", new QapiEnum("inet", "unix", "vsock", "fd"))])
+    {
+        Discriminator = "type",
+        Variants = type => type switch
+        {
+            "unix" => UnixSocketAddressMembers,
+            "inet" => InetSocketAddressMembers,
+            "vsock" => [M("cid", Str), M("port", Str)],
+            "fd" => [M("str", Str)],
+            _ => null,
+        },
+    };
+
+    private static readonly QapiMember[] UnixSocketAddressMembers = [M("path", Str), O("abstract", Bool), O("tight", Bool)];
+
+    private static readonly QapiMember[] InetSocketAddressMembers =
+    [
+        // vdisk lets the host default to loopback; QEMU requires it.
+        O("host", Str), M("port", Str), O("numeric", Bool), O("to", QapiScalar.UInt16),
+        O("ipv4", Bool), O("ipv6", Bool), O("keep-alive", Bool), O("mptcp", Bool),
+    ];
+
+    private static QapiStruct Wrapped(string name, IReadOnlyList<QapiMember> members) => new(name, [M("data", new QapiStruct(name, members))]);
+
+    /// <summary>SocketAddressLegacy (QMP nbd-server-start: <c>{"type": "unix", "data": {"path": P}}</c>).</summary>
+    public static readonly QapiStruct SocketAddressLegacy = new("SocketAddressLegacy", [M("type", new QapiEnum("inet", "unix", "vsock", "fd"))])
+    {
+        Discriminator = "type",
+        Variants = type => type switch
+        {
+            "unix" => Wrapped("UnixSocketAddress", UnixSocketAddressMembers).Members,
+            "inet" => Wrapped("InetSocketAddress", InetSocketAddressMembers).Members,
+            "vsock" => Wrapped("VsockSocketAddress", [M("cid", Str), M("port", Str)]).Members,
+            "fd" => Wrapped("String", [M("str", Str)]).Members,
+            _ => null,
+        },
+    };
+
+    /// <summary>NbdServerOptions of the command line (<c>--nbd-server</c>).</summary>
+    public static readonly QapiStruct NbdServerOptions = new("NbdServerOptions",
+        [M("addr", SocketAddress), O("tls-creds", Str), O("tls-authz", Str), O("max-connections", QapiScalar.UInt32)]);
+
+    /// <summary>Arguments of nbd-server-start.</summary>
+    public static readonly QapiStruct NbdServerStart = new("nbd-server-start",
+        [M("addr", SocketAddressLegacy), O("tls-creds", Str), O("tls-authz", Str), O("max-connections", QapiScalar.UInt32)]);
+
+    /// <summary>
+    /// BlockExportOptions (<c>--export</c> and block-export-add). vdisk adds <c>share-rw</c>; QEMU
+    /// 10.0's <c>allow-inactive</c> is accepted (vdisk exports always serve inactive nodes read-only).
+    /// </summary>
+    public static readonly QapiStruct BlockExportOptions = new("BlockExportOptions",
+    [
+        M("type", new QapiEnum("nbd")),
+        M("id", Str),
+        O("fixed-iothread", Bool),
+        O("iothread", Str),
+        M("node-name", Str),
+        O("writable", Bool),
+        O("writethrough", Bool),
+        O("allow-inactive", Bool),
+        O("share-rw", Bool),
+    ])
+    {
+        Discriminator = "type",
+        Variants = type => type == "nbd"
+            ? [O("name", Str), O("description", Str), O("bitmaps", new QapiList(Str)), O("allocation-depth", Bool)]
+            : null,
+    };
+
+    /// <summary>Arguments of block-export-del.</summary>
+    public static readonly QapiStruct BlockExportDel = new("block-export-del", [M("id", Str), O("mode", new QapiEnum("safe", "hard"))]);
+
+    /// <summary>Arguments of blockdev-del.</summary>
+    public static readonly QapiStruct BlockdevDel = new("blockdev-del", [M("node-name", Str)]);
+
+    /// <summary>Arguments of blockdev-set-active (QEMU 10.0).</summary>
+    public static readonly QapiStruct BlockdevSetActive = new("blockdev-set-active", [O("node-name", Str), M("active", Bool)]);
+
+    /// <summary>Arguments of query-named-block-nodes.</summary>
+    public static readonly QapiStruct QueryNamedBlockNodes = new("query-named-block-nodes", [O("flat", Bool)]);
+
+    /// <summary>Arguments of qmp_capabilities.</summary>
+    public static readonly QapiStruct QmpCapabilities = new("qmp_capabilities", [O("enable", new QapiList(new QapiEnum("oob")))]);
+
+    /// <summary>Commands without arguments.</summary>
+    public static readonly QapiStruct NoArguments = new("none", []);
+}
+
+/// <summary>A type decided when it is used (the set of drivers grows when drivers register).</summary>
+public abstract class QapiTypeProxy : QapiType
+{
+    /// <summary>The type to check against now.</summary>
+    protected abstract QapiType Resolve();
+
+    /// <summary>The current type.</summary>
+    public QapiType Current => Resolve();
+
+    /// <inheritdoc />
+    public override string ExpectedName => Current.ExpectedName;
+}
