@@ -189,7 +189,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         DiskImage image;
         try
         {
-            image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph);
+            image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
         }
         catch (Exception e) when (UserMessage(e) is { } message)
         {

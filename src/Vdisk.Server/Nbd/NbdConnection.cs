@@ -284,7 +284,7 @@ public sealed class NbdConnection
                 if (request.Length > NbdLimits.MaxPayload)
                 {
                     // The payload cannot be skipped safely: answer, then hang up.
-                    await ReplyErrorAsync(request, NbdError.Overflow, TooLarge(request.Length)).ConfigureAwait(false);
+                    await ReplyErrorAsync(request, NbdError.Invalid, TooLarge(request.Length)).ConfigureAwait(false);
                     return;
                 }
                 payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
@@ -342,7 +342,7 @@ public sealed class NbdConnection
         if ((request.Flags & ~valid) != 0)
             return new(NbdError.Invalid, $"unsupported flags for command {NbdRequest.Name(request.Command)} (got 0x{(ushort)request.Flags:x})");
         if (request.Command == NbdCommand.Read && request.Length > NbdLimits.MaxPayload)
-            return new(NbdError.Overflow, TooLarge(request.Length));
+            return new(NbdError.Invalid, TooLarge(request.Length));
         bool writes = request.Command is NbdCommand.Write or NbdCommand.Trim or NbdCommand.WriteZeroes;
         if (writes && !_export!.Writable) return new(NbdError.Perm, "Export is read-only");
         if (request.Command != NbdCommand.Flush &&
