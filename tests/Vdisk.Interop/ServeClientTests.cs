@@ -1,0 +1,165 @@
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// Real NBD clients (nbdinfo, nbdcopy, qemu-img, qemu-io) against vdisk serve, read-only and
+/// writable. Where the output depends only on the server, it must equal the output for
+/// qemu-storage-daemon serving the same image with the same arguments.
+/// </summary>
+public class ServeClientTests
+{
+    private static string Normalize(string output, string socket) => output.Replace(socket, "SOCKET");
+
+    private static (string Vdisk, string Qsd) BothDaemons(string image, string format, bool writable, Func<string, string> client)
+    {
+        using var dir = new TempDir();
+        string vsock = dir.File("v.sock"), qsock = dir.File("q.sock");
+        string vdisk, qsd;
+        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export")], vsock))
+            vdisk = Normalize(client(vsock), vsock);
+        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export")], qsock))
+            qsd = Normalize(client(qsock), qsock);
+        return (vdisk, qsd);
+    }
+
+    private static string Run(string program, params string[] args)
+    {
+        var r = Programs.Run(program, args);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return r.Stdout;
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Nbdinfo_PlainJsonMapAndList_MatchQsd(bool writable)
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedRaw(dir);
+        var (vdisk, qsd) = BothDaemons(image, "raw", writable, socket =>
+            Run("nbdinfo", Serve.Uri(socket)) + Run("nbdinfo", "--json", Serve.Uri(socket)) +
+            Run("nbdinfo", "--map", Serve.Uri(socket)) + Run("nbdinfo", "--list", Serve.Uri(socket, "")));
+        Assert.Equal(qsd, vdisk);
+        Assert.Contains($"is_read_only: {(writable ? "false" : "true")}", vdisk);
+        Assert.Contains("         0       65536    0  data\n     65536      983040    3  hole,zero\n", vdisk);
+    }
+
+    [Qcow2Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Nbdinfo_OnQcow2_MatchesQsd(bool writable)
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedQcow2(dir);
+        var (vdisk, qsd) = BothDaemons(image, "qcow2", writable, socket =>
+            Run("nbdinfo", "--json", Serve.Uri(socket)) + Run("nbdinfo", "--map", Serve.Uri(socket)));
+        Assert.Equal(qsd, vdisk);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Nbdcopy_OutOfARawExport_CopiesTheGuestView(bool writable) => CopyOut("raw", writable);
+
+    [Qcow2Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Nbdcopy_OutOfAQcow2Export_CopiesTheGuestView(bool writable) => CopyOut("qcow2", writable);
+
+    private static void CopyOut(string format, bool writable)
+    {
+        using var dir = new TempDir();
+        var image = format == "raw" ? Serve.PatternedRaw(dir) : Serve.PatternedQcow2(dir);
+        var socket = dir.File("v.sock");
+        var copy = dir.File("copy.raw");
+        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: writable)], socket))
+        {
+            Run("nbdcopy", Serve.Uri(socket), copy);
+            Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-U", "-f", format, "-F", "raw", image, copy));
+            Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-f", "raw", "-F", "raw", Serve.Uri(socket), copy));
+        }
+    }
+
+    [Fact]
+    public void Nbdcopy_IntoAWritableRawExport_WritesTheImage() => CopyIn("raw");
+
+    [Qcow2Fact]
+    public void Nbdcopy_IntoAWritableQcow2Export_WritesTheImage() => CopyIn("qcow2");
+
+    private static void CopyIn(string format)
+    {
+        using var dir = new TempDir();
+        var source = Serve.PatternedRaw(dir, "source.raw");
+        Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0x5a 2M 100k"));
+        var target = format == "raw" ? dir.RawImage("target.raw", 4 << 20) : Serve.PatternedQcow2(dir, "target.qcow2");
+        var socket = dir.File("v.sock");
+        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(target, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket))
+        {
+            Run("nbdcopy", source, Serve.Uri(socket));
+            Assert.Equal(0, d.Signal());
+        }
+        Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-f", "raw", "-F", format, source, target));
+    }
+
+    [Fact]
+    public void QemuImg_InfoCompareAndConvert_OverNbd()
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedRaw(dir);
+        var socket = dir.File("v.sock");
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export()], socket);
+        var uri = Serve.Uri(socket);
+        Assert.Contains("virtual size: 4 MiB (4194304 bytes)", Run("qemu-img", "info", uri));
+        Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", uri, image));
+        var converted = dir.File("converted.qcow2");
+        Run("qemu-img", "convert", "-O", "qcow2", uri, converted);
+        Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-f", "qcow2", "-F", "raw", converted, image));
+        Assert.Contains("\"data\": false", Run("qemu-img", "map", "--output=json", "-f", "raw", uri));
+    }
+
+    [Fact]
+    public void QemuImg_ConvertIntoAWritableExport()
+    {
+        using var dir = new TempDir();
+        var source = Serve.PatternedRaw(dir, "source.raw");
+        var target = dir.RawImage("target.raw", 4 << 20);
+        var socket = dir.File("v.sock");
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(target, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket);
+        Run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", source, Serve.Uri(socket));
+        Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-f", "raw", "-F", "raw", source, Serve.Uri(socket)));
+    }
+
+    [Fact]
+    public void QemuIo_ReadsPatterns_AndWritesThroughAWritableExport()
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedRaw(dir);
+        var socket = dir.File("v.sock");
+        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket))
+        {
+            var uri = Serve.Uri(socket);
+            var r = Programs.Run("qemu-io", "-f", "raw", uri, "-c", "read -P 0xab 0 64k", "-c", "read -P 0 64k 960k", "-c", "read -P 0xcd 1M 64k",
+                "-c", "write -P 0x77 3M 8k", "-c", "read -P 0x77 3M 8k", "-c", "write -z 1M 4k", "-c", "read -P 0 1M 4k", "-c", "discard 2M 64k", "-c", "flush");
+            Assert.True(r.ExitCode == 0 && !r.Stdout.Contains("Pattern verification failed"), r.ToString());
+            Assert.Equal(0, d.Signal());
+        }
+        var check = Programs.Run("qemu-io", "-r", "-f", "raw", image, "-c", "read -P 0x77 3M 8k", "-c", "read -P 0 1M 4k", "-c", "read -P 0xcd 1052672 60k");
+        Assert.True(check.ExitCode == 0 && !check.Stdout.Contains("Pattern verification failed"), check.ToString());
+    }
+
+    [Fact]
+    public void QemuIo_WritingToAReadOnlyExport_IsRefused()
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedRaw(dir);
+        var socket = dir.File("v.sock");
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: false)], socket);
+        // qemu-io opens read-write by default, which the read-only export refuses up front.
+        var r = Programs.Run("qemu-io", "-f", "raw", Serve.Uri(socket), "-c", "write 0 4k");
+        Assert.NotEqual(0, r.ExitCode);
+        var ro = Programs.Run("qemu-io", "-r", "-f", "raw", Serve.Uri(socket), "-c", "read -P 0xab 0 4k");
+        Assert.True(ro.ExitCode == 0 && !ro.Stdout.Contains("Pattern verification failed"), ro.ToString());
+    }
+}
