@@ -88,6 +88,26 @@ public static class Activation
             Activate(node);
     }
 
+    /// <summary>
+    /// vdisk's extension for a hand-over without a gap. Between a source's inactivation and a
+    /// destination's activation nobody holds a raw image (QEMU's inactivation keeps nothing),
+    /// so a third program could open it for writing. Reserving on the inactive destination locks,
+    /// on its own descriptors and without testing, the "does not share" bytes its users will
+    /// take once active: new writers are refused from then on, while the destination's own
+    /// activation does not see those bytes and succeeds as soon as the source has let go. It
+    /// locks no "holds" byte, so the two sides never both hold write.
+    /// </summary>
+    public static void Reserve(BlockNode node)
+    {
+        foreach (var (n, planned) in PermissionRefresh.PlanActive(node)) n.ReserveUnshared(planned.Unshared);
+    }
+
+    /// <summary>Drops a reservation (after activation, or to let the source take its locks back).</summary>
+    public static void ReleaseReservation(BlockNode node)
+    {
+        foreach (var n in PermissionRefresh.TopologicalOrder([node])) n.ReleaseReservation();
+    }
+
     /// <summary>errno QEMU reports when inactivation is refused.</summary>
     public const int RefusedErrno = Errno.EPERM;
 }

@@ -148,6 +148,16 @@ public abstract class BlockNode
     /// </summary>
     protected internal virtual void OnActivated() { }
 
+    /// <summary>
+    /// Locks the "does not share" bytes of <paramref name="unshared"/> without testing and keeps
+    /// them until <see cref="ReleaseReservation"/> (protocol nodes only; see
+    /// <see cref="Activation.Reserve"/>).
+    /// </summary>
+    protected internal virtual void ReserveUnshared(Permissions.BlockPermission unshared) { }
+
+    /// <summary>Drops what <see cref="ReserveUnshared"/> locked.</summary>
+    protected internal virtual void ReleaseReservation() { }
+
     /// <summary>The node's size in bytes.</summary>
     public abstract long Length { get; }
 

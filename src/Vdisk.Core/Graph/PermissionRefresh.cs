@@ -63,6 +63,35 @@ public static class PermissionRefresh
         }
     }
 
+    /// <summary>
+    /// What <paramref name="top"/> and the nodes below it would be asked for once active, with
+    /// suspended users back at their requests (pure: nothing changes). Used to reserve a
+    /// destination's locks before it activates.
+    /// </summary>
+    public static Dictionary<BlockNode, PermissionPair> PlanActive(BlockNode top)
+    {
+        var planned = new Dictionary<BdrvChild, PermissionPair>();
+        var result = new Dictionary<BlockNode, PermissionPair>();
+        foreach (var node in TopologicalOrder([top]))
+        {
+            var perm = BlockPermission.None;
+            var shared = BlockPermission.All;
+            foreach (var edge in node.Parents)
+            {
+                var p = edge.Parent is DiskImage { IsSuspended: true } user ? user.RequestedPermissions
+                    : planned.TryGetValue(edge, out var plan) ? plan : edge.Permissions;
+                perm |= p.Perm;
+                shared &= p.Shared;
+            }
+            var cumulative = new PermissionPair(perm, shared);
+            result[node] = cumulative;
+            var flags = node.Flags & ~NodeFlags.Inactive;
+            foreach (var child in node.Children)
+                planned[child] = DefaultPermissions.ApplyForceShare(node.PermissionRule.ChildPermissions(child.Role, flags, cumulative), child.Node.Flags);
+        }
+        return result;
+    }
+
     /// <summary>bdrv_get_cumulative_perm: OR of parents' perms, AND of their shared masks.</summary>
     public static PermissionPair Cumulative(BlockNode node)
     {

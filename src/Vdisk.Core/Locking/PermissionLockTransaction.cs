@@ -33,6 +33,42 @@ public sealed class PermissionLockTransaction
     public BlockPermission LockedUnshared { get; private set; }
 
     /// <summary>
+    /// "Does not share" bytes kept locked on top of the committed request (a vdisk extension for
+    /// migration hand-over, see <see cref="Reserve"/>); QEMU never has any.
+    /// </summary>
+    public BlockPermission Reserved { get; private set; }
+
+    private BlockPermission _reservedNewly;
+
+    /// <summary>
+    /// Locks the "does not share" bytes of <paramref name="unshared"/> without testing anything,
+    /// and keeps them through later transactions until <see cref="ReleaseReservation"/>. New
+    /// openers that want those permissions are refused from now on; this node's own tests do
+    /// not see the bytes (they are on its own descriptor), so its later activation is unaffected.
+    /// </summary>
+    public void Reserve(BlockPermission unshared)
+    {
+        unshared &= BlockPermission.All;
+        _reservedNewly |= unshared & ~LockedUnshared & ~Reserved;
+        Reserved |= unshared;
+        ApplyLockBytes(LockedPerm, LockedUnshared | Reserved, unlock: false);
+    }
+
+    /// <summary>
+    /// Drops the reservation. An active node goes back to exactly its committed request; an
+    /// inactive one (whose locks QEMU leaves alone) unlocks only what the reservation added.
+    /// </summary>
+    public void ReleaseReservation(bool active)
+    {
+        if (Reserved == BlockPermission.None) return;
+        var added = _reservedNewly;
+        Reserved = BlockPermission.None;
+        _reservedNewly = BlockPermission.None;
+        if (active) ApplyLockBytes(Committed.Perm, Committed.Unshared, unlock: true);
+        else ApplyLockBytes(LockedPerm, LockedUnshared & ~added, unlock: true);
+    }
+
+    /// <summary>
     /// PREPARE. On conflict, restores the previous lock set (ABORT) and throws
     /// <see cref="LockConflictException"/>.
     /// </summary>
@@ -58,7 +94,7 @@ public sealed class PermissionLockTransaction
     {
         try
         {
-            ApplyLockBytes(next.Perm, next.Unshared, unlock: true);
+            ApplyLockBytes(next.Perm, next.Unshared | Reserved, unlock: true);
         }
         catch (LockConflictException e)
         {
@@ -77,7 +113,7 @@ public sealed class PermissionLockTransaction
     {
         try
         {
-            ApplyLockBytes(Committed.Perm, Committed.Unshared, unlock: true);
+            ApplyLockBytes(Committed.Perm, Committed.Unshared | Reserved, unlock: true);
         }
         catch (LockConflictException e)
         {
@@ -88,6 +124,7 @@ public sealed class PermissionLockTransaction
     /// <summary>Unlocks every byte this node holds (used before handing the descriptor back).</summary>
     public void ReleaseAll()
     {
+        Reserved = _reservedNewly = BlockPermission.None;
         ApplyLockBytes(BlockPermission.None, BlockPermission.None, unlock: true);
         Committed = PermissionPair.Unused;
     }

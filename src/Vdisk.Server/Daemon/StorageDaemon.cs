@@ -106,6 +106,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         await Task.WhenAll(gates.Select(g => g.CloseAsync())).ConfigureAwait(false);
         try
         {
+            var targets = node is null ? Roots() : [node];
             if (active)
             {
                 try
@@ -117,10 +118,13 @@ public sealed class StorageDaemon : IAsyncDisposable
                 {
                     throw new DaemonException(message);
                 }
+                // The node's own locks now cover what a reservation held.
+                foreach (var t in targets) Activation.ReleaseReservation(t);
                 return;
             }
-            var roots = node is null ? Graph.Nodes.Values.Where(n => !n.Parents.Any(p => p.Parent is BlockNode)).ToArray() : [node];
-            foreach (var root in roots.Where(r => !r.IsInactive)) await FlushQuietlyAsync(root).ConfigureAwait(false);
+            // Inactivating an inactive node also withdraws its reservation (a cancelled hand-over).
+            foreach (var t in targets.Where(t => t.IsInactive)) Activation.ReleaseReservation(t);
+            foreach (var root in targets.Where(r => !r.IsInactive)) await FlushQuietlyAsync(root).ConfigureAwait(false);
             try
             {
                 if (node is null) Activation.InactivateAll(Graph);
@@ -134,6 +138,36 @@ public sealed class StorageDaemon : IAsyncDisposable
         finally
         {
             foreach (var g in gates) g.Reopen();
+        }
+    }
+
+    private BlockNode[] Roots() => Graph.Nodes.Values.Where(n => !n.Parents.Any(p => p.Parent is BlockNode)).ToArray();
+
+    /// <summary>
+    /// x-vdisk-blockdev-reserve (vdisk's extension, see <see cref="Activation.Reserve"/>): on an
+    /// inactive destination, refuse new writers before the source lets go, so that a hand-over
+    /// leaves no moment in which a third program could start writing.
+    /// </summary>
+    public void Reserve(string? nodeName, bool reserve)
+    {
+        BlockNode[] targets = nodeName is null ? Roots()
+            : [Graph.Find(nodeName) ?? throw new DaemonException($"Failed to find node with node-name='{nodeName}'")];
+        foreach (var t in targets)
+        {
+            if (!reserve)
+            {
+                Activation.ReleaseReservation(t);
+                continue;
+            }
+            if (!t.IsInactive) throw new DaemonException($"Node '{t.NodeName}' is active: its own locks already refuse what it does not share");
+            try
+            {
+                Activation.Reserve(t);
+            }
+            catch (Exception e) when (UserMessage(e) is { } message)
+            {
+                throw new DaemonException(message);
+            }
         }
     }
 

@@ -52,6 +52,11 @@ public static class QmpCommands
             await d.SetActiveAsync(ExportRequest.Text(a, "node-name"), ExportRequest.Flag(a, "active")!.Value).ConfigureAwait(false);
             return new QmpResult(Empty);
         }),
+        new("x-vdisk-blockdev-reserve", QmpSchema.BlockdevReserve, (d, a) =>
+        {
+            d.Reserve(ExportRequest.Text(a, "node-name"), ExportRequest.Flag(a, "reserve")!.Value);
+            return Done(Empty);
+        }),
         new("nbd-server-start", QmpSchema.NbdServerStart, (d, a) =>
         {
             d.StartNbdServer(NbdServerRequest.From(a, legacyAddress: true));

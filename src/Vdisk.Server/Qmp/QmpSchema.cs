@@ -173,6 +173,9 @@ public static class QmpSchema
     /// <summary>Arguments of blockdev-set-active (QEMU 10.0).</summary>
     public static readonly QapiStruct BlockdevSetActive = new("blockdev-set-active", [O("node-name", Str), M("active", Bool)]);
 
+    /// <summary>Arguments of x-vdisk-blockdev-reserve (vdisk's extension for gapless hand-over).</summary>
+    public static readonly QapiStruct BlockdevReserve = new("x-vdisk-blockdev-reserve", [O("node-name", Str), M("reserve", Bool)]);
+
     /// <summary>Arguments of query-named-block-nodes.</summary>
     public static readonly QapiStruct QueryNamedBlockNodes = new("query-named-block-nodes", [O("flat", Bool)]);
 

@@ -144,6 +144,15 @@ public sealed class FileNode : BlockNode
     }
 
     /// <inheritdoc />
+    protected internal override void ReserveUnshared(BlockPermission unshared) => _locks?.Reserve(unshared);
+
+    /// <inheritdoc />
+    protected internal override void ReleaseReservation() => _locks?.ReleaseReservation(active: !IsInactive);
+
+    /// <summary>Bits whose "does not share" byte is reserved (see <see cref="Activation.Reserve"/>).</summary>
+    public BlockPermission ReservedUnshared => _locks?.Reserved ?? BlockPermission.None;
+
+    /// <inheritdoc />
     protected internal override void AbortPermissions()
     {
         if (_locks is null || IsInactive) return;
