@@ -17,9 +17,9 @@ public class ServeClientTests
         using var dir = new TempDir();
         string vsock = dir.File("v.sock"), qsock = dir.File("q.sock");
         string vdisk, qsd;
-        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export")], vsock))
+        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export"), .. Serve.Monitor(dir.File("vm.sock"))], dir.File("vm.sock")))
             vdisk = Normalize(client(vsock), vsock);
-        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export")], qsock))
+        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export"), .. Serve.Monitor(dir.File("qm.sock"))], dir.File("qm.sock")))
             qsd = Normalize(client(qsock), qsock);
         return (vdisk, qsd);
     }
@@ -74,7 +74,7 @@ public class ServeClientTests
         var image = format == "raw" ? Serve.PatternedRaw(dir) : Serve.PatternedQcow2(dir);
         var socket = dir.File("v.sock");
         var copy = dir.File("copy.raw");
-        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: writable)], socket))
+        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: writable), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock")))
         {
             Run("nbdcopy", Serve.Uri(socket), copy);
             Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-U", "-f", format, "-F", "raw", image, copy));
@@ -95,7 +95,7 @@ public class ServeClientTests
         Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0x5a 2M 100k"));
         var target = format == "raw" ? dir.RawImage("target.raw", 4 << 20) : Serve.PatternedQcow2(dir, "target.qcow2");
         var socket = dir.File("v.sock");
-        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(target, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket))
+        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(target, format), .. Serve.NbdServer(socket), .. Serve.Export(writable: true), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock")))
         {
             Run("nbdcopy", source, Serve.Uri(socket));
             Assert.Equal(0, d.Signal());
@@ -109,7 +109,7 @@ public class ServeClientTests
         using var dir = new TempDir();
         var image = Serve.PatternedRaw(dir);
         var socket = dir.File("v.sock");
-        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export()], socket);
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock"));
         var uri = Serve.Uri(socket);
         Assert.Contains("virtual size: 4 MiB (4194304 bytes)", Run("qemu-img", "info", uri));
         Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", uri, image));
@@ -126,7 +126,7 @@ public class ServeClientTests
         var source = Serve.PatternedRaw(dir, "source.raw");
         var target = dir.RawImage("target.raw", 4 << 20);
         var socket = dir.File("v.sock");
-        using var d = Daemon.Vdisk([.. Serve.Blockdevs(target, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket);
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(target, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock"));
         Run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", source, Serve.Uri(socket));
         Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-f", "raw", "-F", "raw", source, Serve.Uri(socket)));
     }
@@ -137,7 +137,7 @@ public class ServeClientTests
         using var dir = new TempDir();
         var image = Serve.PatternedRaw(dir);
         var socket = dir.File("v.sock");
-        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket))
+        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock")))
         {
             var uri = Serve.Uri(socket);
             var r = Programs.Run("qemu-io", "-f", "raw", uri, "-c", "read -P 0xab 0 64k", "-c", "read -P 0 64k 960k", "-c", "read -P 0xcd 1M 64k",
@@ -155,7 +155,7 @@ public class ServeClientTests
         using var dir = new TempDir();
         var image = Serve.PatternedRaw(dir);
         var socket = dir.File("v.sock");
-        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: false)], socket);
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: false), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock"));
         // qemu-io opens read-write by default, which the read-only export refuses up front.
         var r = Programs.Run("qemu-io", "-f", "raw", Serve.Uri(socket), "-c", "write 0 4k");
         Assert.NotEqual(0, r.ExitCode);

@@ -202,7 +202,7 @@ public class ServeLockTests
         using var dir = new TempDir();
         var image = Serve.PatternedQcow2(dir);
         string nbd = dir.File("n.sock");
-        string[] args = [.. Serve.Blockdevs(image, "qcow2"), .. Serve.NbdServer(nbd), .. Serve.Export(writable: true)];
+        string[] args = [.. Serve.Blockdevs(image, "qcow2"), .. Serve.NbdServer(nbd), .. Serve.Export(writable: true), .. Serve.Monitor(dir.File("m.sock"))];
         (string, string[])[] partners =
         [
             ("qemu-io", ["-f", "qcow2", image, "-c", "write 0 4k"]),
@@ -214,8 +214,8 @@ public class ServeLockTests
         ];
         List<string> Outcomes() => partners.Select(p => Outcome.Of(Programs.Run(p.Item1, p.Item2))).ToList();
         List<string> qsd, vdisk;
-        using (Daemon.Qsd(args, nbd)) qsd = Outcomes();
-        using (Daemon.Vdisk(args, nbd)) vdisk = Outcomes();
+        using (Daemon.Qsd(args, dir.File("m.sock"))) qsd = Outcomes();
+        using (Daemon.Vdisk(args, dir.File("m.sock"))) vdisk = Outcomes();
         Assert.Equal(qsd, vdisk);
     }
 }

@@ -60,7 +60,11 @@ public sealed class QmpSession
                     if (input.Error is { } error)
                     {
                         await WriteAsync(ErrorReply(error, null)).ConfigureAwait(false);
-                        if (input.Fatal) return;
+                        if (input.Fatal)
+                        {
+                            await HangUpGracefullyAsync(buffer).ConfigureAwait(false);
+                            return;
+                        }
                         continue;
                     }
                     var (reply, after) = await HandleAsync(input.Json!).ConfigureAwait(false);
@@ -77,6 +81,24 @@ public sealed class QmpSession
         {
             State = QmpSessionState.Closed;
             _socket.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Ends a session whose input can no longer be trusted, so that the client still reads the
+    /// error: stop sending, then swallow what it is still sending (closing a unix socket with
+    /// unread input would reset the connection and lose the reply), within bounds.
+    /// </summary>
+    private async Task HangUpGracefullyAsync(byte[] buffer)
+    {
+        _socket.Shutdown(SocketShutdown.Send);
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        long swallowed = 0;
+        while (swallowed < 64L * 1024 * 1024)
+        {
+            int n = await _socket.ReceiveAsync(buffer, SocketFlags.None, limit.Token).ConfigureAwait(false);
+            if (n == 0) return;
+            swallowed += n;
         }
     }
 
