@@ -52,7 +52,10 @@ public sealed class SocketListener : IDisposable
         catch (Exception e) when (e is SocketException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             socket.Dispose();
-            throw new DaemonException($"Failed to bind socket to {path}: {Describe(e)}");
+            // .NET reports a missing directory as "address not available"; say what bind(2) said.
+            string parent = Path.GetDirectoryName(Path.GetFullPath(path)) ?? "/";
+            string reason = Directory.Exists(parent) ? Describe(e) : "No such file or directory";
+            throw new DaemonException($"Failed to bind socket to {path}: {reason}");
         }
         return new SocketListener(socket, address, FileSystemEntry.IdentityOf(path));
     }
@@ -103,7 +106,6 @@ public sealed class SocketListener : IDisposable
         SocketException s when s.SocketErrorCode == SocketError.AddressAlreadyInUse => "Address already in use",
         SocketException s when s.SocketErrorCode == SocketError.AccessDenied => "Permission denied",
         SocketException s when s.SocketErrorCode == SocketError.AddressNotAvailable => "Cannot assign requested address",
-        SocketException s when s.NativeErrorCode == Errno.ENOENT || s.Message.Contains("No such file", StringComparison.Ordinal) => "No such file or directory",
         _ => e.Message,
     };
 
