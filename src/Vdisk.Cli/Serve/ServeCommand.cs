@@ -101,6 +101,7 @@ internal static class ServeCommand
                 {
                     if (option == "--pidfile") pidfile = value;
                     else await ApplyAsync(daemon, option, value).ConfigureAwait(false);
+                    daemon.CollectControlGarbage();
                 }
                 catch (Exception e) when (Message(e) is { } message)
                 {

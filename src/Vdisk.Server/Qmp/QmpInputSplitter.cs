@@ -101,20 +101,20 @@ public sealed class QmpInputSplitter
             case (byte)'{' or (byte)'[':
                 _state = State.Structured;
                 _depth = 1;
-                _current.Write([b]);
+                Put(b);
                 return;
             case (byte)'"':
                 _state = State.Structured;
                 _depth = 0;
                 _inString = true;
-                _current.Write([b]);
+                Put(b);
                 return;
             case (byte)'}' or (byte)']' or (byte)',' or (byte)':':
                 output.Add(new QmpInput(null, QmpException.Generic("JSON parse error, expecting value"), false));
                 return;
             default:
                 _state = State.Bare;
-                _current.Write([b]);
+                Put(b);
                 return;
         }
     }
@@ -129,7 +129,13 @@ public sealed class QmpInputSplitter
             Fail(output, "JSON token size limit exceeded");
             return;
         }
-        _current.Write([b]);
+        Put(b);
+    }
+
+    private void Put(byte b)
+    {
+        _current.GetSpan(1)[0] = b;
+        _current.Advance(1);
     }
 
     private void Emit(List<QmpInput> output)
