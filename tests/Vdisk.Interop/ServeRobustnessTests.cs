@@ -20,7 +20,7 @@ public class ServeRobustnessTests : IDisposable
 
     public ServeRobustnessTests()
     {
-        _image = Serve.PatternedRaw(_dir);
+        _image = Serve.PatternedRaw(_dir, size: 64 << 20);
         _nbd = _dir.File("n.sock");
         _qmp = _dir.File("m.sock");
         _daemon = Daemon.Vdisk(
@@ -121,7 +121,7 @@ public class ServeRobustnessTests : IDisposable
             c.Handshake(clientFlags: 1);
             c.SendOption((uint)NbdOption.ExportName, "disk"u8);
             var reply = c.ReadExactly(10 + 124);
-            Assert.Equal((ulong)(4 << 20), BinaryPrimitives.ReadUInt64BigEndian(reply));
+            Assert.Equal((ulong)(64 << 20), BinaryPrimitives.ReadUInt64BigEndian(reply));
             // qemu-nbd's flags for a writable export, without DF since structured replies are off.
             Assert.Equal(0x0d6d, BinaryPrimitives.ReadUInt16BigEndian(reply.AsSpan(8)));
             // No structured replies were negotiated: a READ gets a simple reply followed by data.
@@ -231,6 +231,27 @@ public class ServeRobustnessTests : IDisposable
         }
         for (ulong i = 0; i < 200; i += 2)
             Assert.All(c.Read((2 << 20) + i * 4096, 4096), b => Assert.Equal((byte)i, b));
+    }
+
+    [Fact]
+    public void ManyLargeRequestsInFlight_AreAllAnswered()
+    {
+        using var c = new NbdClient(_nbd);
+        c.Open("disk");
+        const uint Max = 32 * 1024 * 1024;
+        // 2 GiB asked for at once: the connection takes them a few at a time.
+        for (ulong i = 0; i < 32; i++) c.SendRequest(NbdCommand.Read, i, i % 2 * Max, Max, NbdCommandFlags.DontFragment);
+        var pending = Enumerable.Range(0, 32).Select(i => (ulong)i).ToHashSet();
+        while (pending.Count > 0)
+        {
+            var r = c.ReadReply();
+            Assert.Equal(NbdError.None, r.ErrorNumber);
+            Assert.Equal(NbdChunkType.OffsetData, r.Type);
+            Assert.Equal(8 + (int)Max, r.Payload.Length);
+            if (r.Cookie % 2 == 0) Assert.Equal(0xab, r.Payload[8]);
+            if (r.Done) Assert.True(pending.Remove(r.Cookie));
+        }
+        AssertStillServing();
     }
 
     [Fact]

@@ -31,6 +31,13 @@ public sealed class NbdConnection
     /// <summary>Requests a connection serves at once; more wait in the socket.</summary>
     public const int MaxInFlight = 64;
 
+    /// <summary>
+    /// Payload bytes (write data read, read data to send) a connection may have in flight: a
+    /// client cannot make the daemon hold 64 × 32 MiB. A request larger than what is free waits
+    /// in the socket until earlier ones finish (one always fits when nothing else is in flight).
+    /// </summary>
+    public const long MaxInFlightBytes = 64L * 1024 * 1024;
+
     private static readonly TimeSpan s_shutdownGrace = TimeSpan.FromSeconds(30);
 
     private readonly NbdServer _server;
@@ -41,6 +48,9 @@ public sealed class NbdConnection
     private readonly SemaphoreSlim _slots = new(MaxInFlight, MaxInFlight);
     private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _inFlight = 1; // the receive loop itself, so that idle means "loop ended and nothing pending"
+    private readonly Lock _budgetLock = new();
+    private long _budgetUsed;
+    private TaskCompletionSource? _budgetWaiter;
 
     private bool _structuredReplies;
     private bool _noZeroes;
@@ -279,6 +289,7 @@ public sealed class NbdConnection
             if (request.Command == NbdCommand.Disconnect) return;
 
             byte[]? payload = null;
+            long charge = 0;
             if (request.Command == NbdCommand.Write)
             {
                 if (request.Length > NbdLimits.MaxPayload)
@@ -287,6 +298,8 @@ public sealed class NbdConnection
                     await ReplyErrorAsync(request, NbdError.Invalid, TooLarge(request.Length)).ConfigureAwait(false);
                     return;
                 }
+                charge = request.Length;
+                await AcquireBudgetAsync(charge, token).ConfigureAwait(false);
                 payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
                 try
                 {
@@ -295,6 +308,7 @@ public sealed class NbdConnection
                 catch
                 {
                     ArrayPool<byte>.Shared.Return(payload);
+                    ReleaseBudget(charge);
                     throw;
                 }
             }
@@ -302,13 +316,19 @@ public sealed class NbdConnection
             if (Validate(request) is { } invalid)
             {
                 if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
+                ReleaseBudget(charge);
                 await ReplyErrorAsync(request, invalid.Error, invalid.Message).ConfigureAwait(false);
                 continue;
             }
 
+            if (request.Command == NbdCommand.Read)
+            {
+                charge = request.Length;
+                await AcquireBudgetAsync(charge, token).ConfigureAwait(false);
+            }
             await _slots.WaitAsync(token).ConfigureAwait(false);
             Interlocked.Increment(ref _inFlight);
-            _ = ServeAsync(request, payload);
+            _ = ServeAsync(request, payload, charge);
         }
     }
 
@@ -359,7 +379,39 @@ public sealed class NbdConnection
         return null;
     }
 
-    private async Task ServeAsync(NbdRequest request, byte[]? payload)
+    private async ValueTask AcquireBudgetAsync(long bytes, CancellationToken token)
+    {
+        while (true)
+        {
+            TaskCompletionSource waiter;
+            lock (_budgetLock)
+            {
+                if (_budgetUsed == 0 || _budgetUsed + bytes <= MaxInFlightBytes)
+                {
+                    _budgetUsed += bytes;
+                    return;
+                }
+                // Only the receive loop acquires, so there is at most one waiter.
+                waiter = _budgetWaiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+            await waiter.Task.WaitAsync(token).ConfigureAwait(false);
+        }
+    }
+
+    private void ReleaseBudget(long bytes)
+    {
+        if (bytes == 0) return;
+        TaskCompletionSource? waiter;
+        lock (_budgetLock)
+        {
+            _budgetUsed -= bytes;
+            waiter = _budgetWaiter;
+            _budgetWaiter = null;
+        }
+        waiter?.TrySetResult();
+    }
+
+    private async Task ServeAsync(NbdRequest request, byte[]? payload, long charge)
     {
         try
         {
@@ -374,6 +426,7 @@ public sealed class NbdConnection
         finally
         {
             if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
+            ReleaseBudget(charge);
             _slots.Release();
             if (Interlocked.Decrement(ref _inFlight) == 0) _idle.TrySetResult();
         }
