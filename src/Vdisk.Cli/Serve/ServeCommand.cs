@@ -131,10 +131,12 @@ internal static class ServeCommand
         return 1;
     }
 
+    /// <summary>Every failure of an option is reported on one line: the option is what the user can fix.</summary>
     private static string? Message(Exception e) => e switch
     {
         QmpException q => q.Message,
-        _ => StorageDaemon.UserMessage(e),
+        OperationCanceledException => null,
+        _ => StorageDaemon.UserMessage(e) ?? e.Message,
     };
 
     /// <summary>One option, with the same checks as its QMP twin.</summary>

@@ -130,6 +130,12 @@ public sealed class QmpSession
         {
             return (ErrorReply(QmpException.Generic(e.Message), id), null);
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A failure nobody foresaw still gets an answer; the daemon and the session go on.
+            Diagnostics.WarningSink?.Invoke($"QMP command failed unexpectedly: {e}");
+            return (ErrorReply(QmpException.Generic(e.Message), id), null);
+        }
     }
 
     /// <summary>qmp_dispatch_check_obj: the request's keys, in QDict order.</summary>
