@@ -2,6 +2,7 @@ using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Info;
 using Vdisk.Cli.Io;
+using Vdisk.Cli.Locks;
 
 namespace Vdisk.Cli;
 
@@ -13,13 +14,15 @@ internal static class Program
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
         root.Subcommands.Add(IoCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(LocksCommand.Create());
 
         // No response files: qemu tools take '@' literally.
-        var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+        var parse = root.Parse(LockWaitOption.Normalize(args), new ParserConfiguration { ResponseFileTokenReplacer = null });
         if (parse.Errors.Count > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
         {
             Stdio.Error(parse.Errors[0].Message);
-            return 1;
+            // qemu tools exit 1 on usage errors; vdisk locks keeps 1 for "blocked".
+            return parse.CommandResult.Command.Name == "locks" ? LocksCommand.ExitError : 1;
         }
         try
         {

@@ -11,10 +11,12 @@ internal static class InfoCommand
     public static Command Create()
     {
         var image = new ImageArguments();
+        var wait = new LockWaitOption();
         var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
         var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
         var command = new Command("info", "Show an image's format and size like qemu-img info");
         image.AddTo(command);
+        wait.AddTo(command);
         command.Options.Add(output);
         command.Arguments.Add(file);
         command.SetAction(result =>
@@ -27,6 +29,8 @@ internal static class InfoCommand
             }
             string filename = result.GetValue(file)!;
             var flags = AccessProfiles.ImgInfo;
+            // Only a waiting info catches Ctrl-C/SIGTERM (to end the wait cleanly); otherwise signals act as before.
+            using var signals = wait.Options(result) is null ? null : new Signals();
             if (result.GetValue(image.ForceShare)) flags |= OpenFlags.ForceShare;
             try
             {
@@ -36,11 +40,15 @@ internal static class InfoCommand
                     Stdio.Error("--force-share/-U conflicts with image options");
                     return 1;
                 }
-                using var disk = DiskImage.Open(source, flags);
+                using var disk = wait.Open(result, () => DiskImage.Open(source, flags), signals?.Token ?? CancellationToken.None);
                 var info = ImageInfo.Collect(disk.Root);
                 Stdio.Out.Write(fmt == "json" ? info.ToJson() + "\n" : info.ToHuman());
                 Stdio.Out.Flush();
                 return 0;
+            }
+            catch (OperationCanceledException)
+            {
+                return signals?.ExitCode(1) ?? 1; // a signal ended --wait
             }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
             {

@@ -30,6 +30,9 @@ internal sealed class IoSession : IAsyncDisposable
 
     public DiskImage? Image => _image;
 
+    /// <summary>Wraps every open (the <c>--wait</c> option queues on lock conflicts); null opens directly.</summary>
+    public Func<Func<DiskImage>, DiskImage>? OpenWrapper { get; init; }
+
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
     public bool OpenImage(ImageSource source, OpenFlags flags)
     {
@@ -40,8 +43,12 @@ internal sealed class IoSession : IAsyncDisposable
         }
         try
         {
-            _image = DiskImage.Open(source, flags);
+            _image = OpenWrapper is null ? DiskImage.Open(source, flags) : OpenWrapper(() => DiskImage.Open(source, flags));
             return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false; // a signal ended --wait; the exit status says which
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {

@@ -70,3 +70,34 @@ public static class BackendPermissions
         return node;
     }
 }
+
+/// <summary>
+/// What an image's file (protocol) node is asked for, which is what decides its lock bytes:
+/// the user's request passed through the format's child rule (qemu-locking-spec §4.2, §4.5).
+/// Pure; the same rules the graph applies when an image is really opened.
+/// </summary>
+public static class FileNodeRequests
+{
+    /// <summary>The formats whose rules are known here.</summary>
+    public static IReadOnlyList<string> Formats { get; } = ["raw", "qcow2"];
+
+    /// <summary>
+    /// The request on the file node of a <paramref name="format"/> image opened with
+    /// <paramref name="flags"/>: raw passes the user's request through; qcow2 adds write and
+    /// resize for read-write opens and refuses to share them.
+    /// </summary>
+    /// <exception cref="ArgumentException">A format other than raw or qcow2.</exception>
+    public static PermissionPair For(OpenFlags flags, string format)
+    {
+        var top = BackendPermissions.FromOpenFlags(flags);
+        var nodeFlags = BackendPermissions.NodeFlagsFor(flags);
+        var request = format switch
+        {
+            "raw" => RawChildPermissionRule.Instance.ChildPermissions(RawChildPermissionRule.FileRole(hasWindow: false), nodeFlags, top),
+            "qcow2" => DefaultChildPermissionRule.Instance.ChildPermissions(ChildRole.Image, nodeFlags, top),
+            _ => throw new ArgumentException($"no permission rules for format '{format}'", nameof(format)),
+        };
+        // The file node inherits force-share from the format node's options.
+        return DefaultPermissions.ApplyForceShare(request, nodeFlags);
+    }
+}
