@@ -90,7 +90,7 @@ public sealed class LockInspector
         {
             try
             {
-                var id = FileIdentity.OfPath(path).Identity;
+                var id = FileIdentity.OfPath(path);
                 identities.Add((path, id, null));
                 if (byInode.ContainsKey(id)) wanted.Add(id);
             }
@@ -180,7 +180,7 @@ public sealed class LockInspector
                     FileIdentity id;
                     try
                     {
-                        id = FileIdentity.OfPath(fdPath).Identity;
+                        id = FileIdentity.OfPath(fdPath);
                     }
                     catch (NativeIOException e) when (e.Errno is Errno.EACCES or Errno.EPERM)
                     {

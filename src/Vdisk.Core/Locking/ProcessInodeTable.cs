@@ -8,9 +8,9 @@ public readonly record struct FileIdentity(uint DevMajor, uint DevMinor, ulong I
     /// <summary>The form /proc/locks uses: <c>fe:00:11657375</c> (hex device numbers).</summary>
     public override string ToString() => $"{DevMajor:x2}:{DevMinor:x2}:{Inode}";
 
-    /// <summary>The device and inode <paramref name="path"/> refers to (following symbolic links), and its file type bits (S_IFMT).</summary>
+    /// <summary>The device and inode <paramref name="path"/> refers to, following symbolic links (stat, not lstat).</summary>
     /// <exception cref="Native.NativeIOException">stat failed; the message is strerror's text.</exception>
-    internal static unsafe (FileIdentity Identity, int FileType) OfPath(string path)
+    public static unsafe FileIdentity OfPath(string path)
     {
         Native.StatXBuffer st;
         if (Native.LibC.StatX(Native.LibC.AT_FDCWD, path, 0, Native.LibC.STATX_BASIC_STATS, &st) != 0)
@@ -18,7 +18,7 @@ public readonly record struct FileIdentity(uint DevMajor, uint DevMinor, ulong I
             int errno = Native.LibC.LastErrno;
             throw new Native.NativeIOException(errno, Native.LibC.StrError(errno), path);
         }
-        return (new FileIdentity(st.DevMajor, st.DevMinor, st.Inode), st.Mode & Native.LibC.S_IFMT);
+        return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
     }
 }
 
