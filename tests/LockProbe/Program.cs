@@ -3,6 +3,10 @@
 //   hold IMG PERM UNSHARED      open raw IMG taking PERM and refusing UNSHARED, print "held", wait
 //   worker IMG PERM UNSHARED    per stdin line: "go" -> try to open, print "admitted" or
 //                               "refused <message>"; "release" -> close, print "released"
+//   hold-many DIR COUNT PERM UNSHARED
+//                               open the first COUNT files of DIR (by name) the same way, print
+//                               "held COUNT", wait (one cheap process holding many images; raise
+//                               `ulimit -n` for large counts)
 // PERM and UNSHARED are comma lists of: read, write, write-unchanged, resize (or "-" for none).
 using Vdisk;
 using Vdisk.Permissions;
@@ -25,9 +29,21 @@ static BlockPermission ParsePerms(string text)
     return p;
 }
 
+if (args.Length == 5 && args[0] == "hold-many")
+{
+    var many = new PermissionPair(ParsePerms(args[3]), BlockPermission.All & ~ParsePerms(args[4]));
+    var manyFlags = (many.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
+    var files = Directory.GetFiles(args[1]).Order(StringComparer.Ordinal).Take(int.Parse(args[2])).ToList();
+    var held = files.Select(f => DiskImage.Open(ImageSource.FromFile(f, "raw"), manyFlags, many)).ToList();
+    Console.WriteLine($"held {held.Count}");
+    Console.Out.Flush();
+    Thread.Sleep(Timeout.Infinite);
+    GC.KeepAlive(held);
+    return 0;
+}
 if (args.Length != 4)
 {
-    Console.Error.WriteLine("usage: LockProbe hold|worker IMG PERM UNSHARED");
+    Console.Error.WriteLine("usage: LockProbe hold|worker IMG PERM UNSHARED | hold-many DIR COUNT PERM UNSHARED");
     return 2;
 }
 var source = ImageSource.FromFile(args[1], "raw");
