@@ -112,7 +112,8 @@ internal static class LocksCommand
             try
             {
                 var enumerable = new FileSystemEnumerable<(string, bool, bool)>(dir,
-                    (ref FileSystemEntry e) => (e.ToSpecifiedFullPath(), e.IsDirectory, (e.Attributes & FileAttributes.ReparsePoint) != 0), options);
+                    // Attributes costs an lstat per entry, so ask only directories whether they are links.
+                    (ref FileSystemEntry e) => (e.ToSpecifiedFullPath(), e.IsDirectory, e.IsDirectory && (e.Attributes & FileAttributes.ReparsePoint) != 0), options);
                 entries.AddRange(enumerable);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -11,15 +11,16 @@ namespace Vdisk.Inspection;
 /// names are QAPI's (<c>consistent-read</c>, <c>write</c>, <c>write-unchanged</c>, <c>resize</c>).
 /// </summary>
 /// <remarks>
-/// Shape: <c>{"format": "raw", "images": [IMAGE...]}</c>. An IMAGE is
+/// Shape: <c>{"format": "raw", "modes": [MODE...], "images": [IMAGE...]}</c>. A MODE is
+/// <c>{"mode", "tool", "perm": [...], "shared": [...]}</c>: the request judged, on the image file. An IMAGE is
 /// <c>{"path", "error": null|text, "device": "fe:00", "inode", "unreadable-processes",
 /// "holders": [HOLDER...], "verdicts": [VERDICT...]}</c> (only path and error when error is set).
 /// A HOLDER is <c>{"kind": "ofd"|"posix"|"flock"|"unknown", "pid", "fd", "command",
 /// "command-line", "shared-with": [{"pid", "fd", "command"}], "locks": [{"type": "ofd"|"posix"|"flock",
 /// "mode": "read"|"write", "start", "end" (null = EOF)}], "holds": [...], "refuses": [...],
 /// "other-locks": bool, "unknown-reason"}</c> (null where not known). A VERDICT is
-/// <c>{"mode", "tool", "perm": [...], "shared": [...], "admitted", "error", "byte",
-/// "blockers": [{"holder": index, "pid"}], "reason"}</c>.
+/// <c>{"mode", "admitted", "error", "byte", "blockers": [{"holder": index, "pid"}], "reason"}</c>
+/// (error, byte and reason null when admitted).
 /// </remarks>
 public static class LockReportJson
 {
@@ -39,6 +40,18 @@ public static class LockReportJson
     {
         w.WriteStartObject();
         w.WriteString("format", format);
+        w.WriteStartArray("modes");
+        foreach (var mode in modes)
+        {
+            var request = AccessModes.FileRequest(mode, format);
+            w.WriteStartObject();
+            w.WriteString("mode", AccessModes.Name(mode));
+            w.WriteString("tool", AccessModes.Tool(mode));
+            WritePermissions(w, "perm", request.Perm);
+            WritePermissions(w, "shared", request.Shared);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
         w.WriteStartArray("images");
         foreach (var image in images) WriteImage(w, image, modes, format);
         w.WriteEndArray();
@@ -115,9 +128,6 @@ public static class LockReportJson
     {
         w.WriteStartObject();
         w.WriteString("mode", AccessModes.Name(mode));
-        w.WriteString("tool", AccessModes.Tool(mode));
-        WritePermissions(w, "perm", v.Request.Perm);
-        WritePermissions(w, "shared", v.Request.Shared);
         w.WriteBoolean("admitted", v.Admitted);
         w.WriteString("error", v.Error);
         WriteNullableNumber(w, "byte", v.Offset);
@@ -130,7 +140,7 @@ public static class LockReportJson
             w.WriteEndObject();
         }
         w.WriteEndArray();
-        w.WriteString("reason", v.Reason);
+        w.WriteString("reason", v.Admitted ? null : v.Reason);
         w.WriteEndObject();
     }
 
