@@ -145,7 +145,8 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         using var dir = new TempDir();
         string image = dir.RawImage();
         using var holder = ProbeRefusingWriters(image);
-        using var waiter = new Watched(Programs.Vdisk, "io", "--wait", "-f", "raw", image, "-c", "write 0 512");
+        // A bare --wait right before the image name must not swallow it.
+        using var waiter = new Watched(Programs.Vdisk, "io", "-f", "raw", "--wait", image, "-c", "write 0 512");
         waiter.WaitForStderr("waiting for ");
         var kill = Programs.Run("kill", "-TERM", waiter.Process.Id.ToString());
         Assert.Equal(0, kill.ExitCode);
