@@ -493,30 +493,11 @@ internal sealed class IoSession : IAsyncDisposable
             var options = new OptionDict();
             foreach (var o in extra)
                 foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
-            if (operands.Count == 1)
-            {
-                if (options.Count == 0) source = ImageSource.FromFile(operands[0]);
-                else
-                {
-                    string? driver = (options["driver"] as OptionScalar)?.Text;
-                    var merged = ImageSource.FromFile(operands[0], driver);
-                    options.Remove("driver");
-                    if (options.Count > 0)
-                    {
-                        Stdio.Error($"can't open device {operands[0]}: options other than driver are not supported with a filename");
-                        return -Errno.EINVAL;
-                    }
-                    source = merged;
-                }
-            }
-            else
-            {
-                source = ImageSource.FromOptions(options);
-            }
+            source = operands.Count == 1 ? ImageSource.FromFile(operands[0], options) : ImageSource.FromOptions(options);
         }
         catch (OptionException e)
         {
-            Stdio.Error(e.Message);
+            Stdio.Error(operands.Count == 1 ? $"can't open device {operands[0]}: {e.Message}" : $"can't open: {e.Message}");
             return -Errno.EINVAL;
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
