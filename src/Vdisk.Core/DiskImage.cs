@@ -20,11 +20,12 @@ namespace Vdisk;
 public sealed class DiskImage : IAsyncDisposable, IDisposable
 {
     private readonly BlockGraph _graph;
-    private readonly GraphOpener _opener;
+    private readonly GraphOpener? _opener;
     private readonly BdrvChild _root;
+    private PermissionPair _requested;
     private bool _disposed;
 
-    private DiskImage(BlockGraph graph, GraphOpener opener, BlockNode top, OpenFlags flags, string? name)
+    private DiskImage(BlockGraph graph, GraphOpener? opener, BlockNode top, OpenFlags flags, string? name)
     {
         _graph = graph;
         _opener = opener;
@@ -45,8 +46,17 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     /// <summary>The graph the image's nodes live in.</summary>
     public BlockGraph Graph => _graph;
 
-    /// <summary>What this image takes and shares on its top node.</summary>
+    /// <summary>What this image takes and shares on its top node now (0/ALL while its node is inactive).</summary>
     public PermissionPair Permissions => _root.Permissions;
+
+    /// <summary>What this image asks for when its node is active.</summary>
+    public PermissionPair RequestedPermissions => _requested;
+
+    /// <summary>
+    /// True while the node is inactive (handed over for migration): the image then takes no
+    /// permissions and refuses writes, as QEMU's disable_perm does.
+    /// </summary>
+    public bool IsSuspended { get; private set; }
 
     /// <summary>True when the image was opened for writing.</summary>
     public bool IsWritable => (Permissions.Perm & BlockPermission.Write) != 0;
@@ -91,13 +101,28 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return image;
     }
 
+    /// <summary>
+    /// Attaches a new user to an existing node of a long-lived graph (an export of a daemon, say).
+    /// Disposing the user detaches it and leaves the nodes open. On an inactive node the user
+    /// starts suspended: it holds nothing until the node is activated.
+    /// </summary>
+    public static DiskImage Attach(BlockNode node, PermissionPair request, BlockGraph graph, string? name = null)
+    {
+        var flags = (request.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
+        var image = new DiskImage(graph, null, node, flags, name);
+        image.Attach(request);
+        return image;
+    }
+
     /// <summary>Opens asynchronously (the syscalls run on the thread pool).</summary>
     public static Task<DiskImage> OpenAsync(ImageSource source, OpenFlags flags, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(source, flags), cancellationToken);
 
     private void Attach(PermissionPair request)
     {
-        _root.Permissions = request;
+        _requested = request;
+        IsSuspended = Root.IsInactive;
+        _root.Permissions = IsSuspended ? PermissionPair.Unused : request;
         Root.AddParentEdge(_root);
         try
         {
@@ -117,6 +142,17 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     public void SetPermissions(PermissionPair request)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (IsSuspended)
+        {
+            _requested = request;
+            return;
+        }
+        Apply(request);
+        _requested = request;
+    }
+
+    private void Apply(PermissionPair request)
+    {
         var old = _root.Permissions;
         _root.Permissions = request;
         try
@@ -128,6 +164,34 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
             _root.Permissions = old;
             throw;
         }
+    }
+
+    /// <summary>QEMU's blk_root_inactivate: hold nothing, share everything, refuse writes.</summary>
+    internal void Suspend()
+    {
+        if (IsSuspended) return;
+        IsSuspended = true;
+        _root.Permissions = PermissionPair.Unused;
+    }
+
+    /// <summary>
+    /// QEMU's blk_root_activate: take the permissions again, first sharing everything, then
+    /// narrowing to what was requested. On failure the user stays suspended.
+    /// </summary>
+    internal void Resume()
+    {
+        if (!IsSuspended) return;
+        Apply(_requested with { Shared = BlockPermission.All });
+        try
+        {
+            Apply(_requested);
+        }
+        catch
+        {
+            Apply(PermissionPair.Unused);
+            throw;
+        }
+        IsSuspended = false;
     }
 
     /// <summary>Reads <c>buffer.Length</c> bytes at <paramref name="offset"/>.</summary>
@@ -188,7 +252,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (offset < 0 || length < 0 || offset > Length || Length - offset < length)
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
-        if ((needed & ~Permissions.Perm) != 0)
+        if ((needed & ~Permissions.Perm) != 0 || (IsSuspended && needed != BlockPermission.None))
             throw new NativeIOException(Errno.EPERM, NativeIOException.Describe(Errno.EPERM));
     }
 
@@ -206,7 +270,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         {
             Diagnostics.Warn(e.Message);
         }
-        await _opener.CloseOpenedAsync().ConfigureAwait(false);
+        if (_opener is not null) await _opener.CloseOpenedAsync().ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -3,10 +3,14 @@
 //   hold IMG PERM UNSHARED      open raw IMG taking PERM and refusing UNSHARED, print "held", wait
 //   worker IMG PERM UNSHARED    per stdin line: "go" -> try to open, print "admitted" or
 //                               "refused <message>"; "release" -> close, print "released"
+//   twonodes IMG PERM UNSHARED  open IMG as the first node, then a second read-only node on the
+//                               same file, close the second, print "held", wait (the first
+//                               node's locks must survive, also with POSIX locks)
 //   hold-many DIR COUNT PERM UNSHARED
 //                               open the first COUNT files of DIR (by name) the same way, print
 //                               "held COUNT", wait (one cheap process holding many images; raise
 //                               `ulimit -n` for large counts)
+// IMG is a path (raw) or "opts:" followed by an --image-opts string.
 // PERM and UNSHARED are comma lists of: read, write, write-unchanged, resize (or "-" for none).
 using Vdisk;
 using Vdisk.Permissions;
@@ -43,10 +47,13 @@ if (args.Length == 5 && args[0] == "hold-many")
 }
 if (args.Length != 4)
 {
-    Console.Error.WriteLine("usage: LockProbe hold|worker IMG PERM UNSHARED | hold-many DIR COUNT PERM UNSHARED");
+    Console.Error.WriteLine("usage: LockProbe hold|worker|twonodes IMG PERM UNSHARED | hold-many DIR COUNT PERM UNSHARED");
     return 2;
 }
-var source = ImageSource.FromFile(args[1], "raw");
+var source = args[1].StartsWith("opts:", StringComparison.Ordinal)
+    ? ImageSource.FromImageOptions(args[1]["opts:".Length..])
+    : ImageSource.FromFile(args[1], "raw");
+Diagnostics.WarningSink = message => Console.Error.WriteLine(message.TrimStart('\n'));
 var request = new PermissionPair(ParsePerms(args[2]), BlockPermission.All & ~ParsePerms(args[3]));
 var flags = (request.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
 
@@ -55,6 +62,17 @@ switch (args[0])
     case "hold":
         using (DiskImage.Open(source, flags, request))
         {
+            Console.WriteLine("held");
+            Console.Out.Flush();
+            Thread.Sleep(Timeout.Infinite);
+        }
+        return 0;
+    case "twonodes":
+        using (DiskImage.Open(source, flags, request))
+        {
+            using (DiskImage.Open(source, OpenFlags.None, new PermissionPair(BlockPermission.ConsistentRead, BlockPermission.All)))
+            {
+            }
             Console.WriteLine("held");
             Console.Out.Flush();
             Thread.Sleep(Timeout.Infinite);

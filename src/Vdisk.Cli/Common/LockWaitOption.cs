@@ -22,7 +22,7 @@ internal sealed class LockWaitOption
         {
             Arity = ArgumentArity.ZeroOrOne,
             HelpName = "SECONDS",
-            Description = "on a lock conflict, wait up to SECONDS (forever without a value) for the holder to release the image instead of failing",
+            Description = "on a lock conflict, wait for the holder to release the image instead of failing: --wait waits until it does, --wait=SECONDS at most SECONDS",
         };
         Option.Validators.Add(r =>
         {

@@ -30,6 +30,8 @@ internal static class IoCommand
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
         {
+            if (result.GetValue(noCache) || result.GetValue(cache) is "none" or "directsync")
+                Stdio.Error("warning: O_DIRECT (-n, -t none) is not supported yet; using the host page cache");
             using var signals = new Signals();
             await using var session = new IoSession(signals.Token)
             {

@@ -500,30 +500,11 @@ internal sealed class IoSession : IAsyncDisposable
             var options = new OptionDict();
             foreach (var o in extra)
                 foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
-            if (operands.Count == 1)
-            {
-                if (options.Count == 0) source = ImageSource.FromFile(operands[0]);
-                else
-                {
-                    string? driver = (options["driver"] as OptionScalar)?.Text;
-                    var merged = ImageSource.FromFile(operands[0], driver);
-                    options.Remove("driver");
-                    if (options.Count > 0)
-                    {
-                        Stdio.Error($"can't open device {operands[0]}: options other than driver are not supported with a filename");
-                        return -Errno.EINVAL;
-                    }
-                    source = merged;
-                }
-            }
-            else
-            {
-                source = ImageSource.FromOptions(options);
-            }
+            source = operands.Count == 1 ? ImageSource.FromFile(operands[0], options) : ImageSource.FromOptions(options);
         }
         catch (OptionException e)
         {
-            Stdio.Error(e.Message);
+            Stdio.Error(operands.Count == 1 ? $"can't open device {operands[0]}: {e.Message}" : $"can't open: {e.Message}");
             return -Errno.EINVAL;
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
@@ -555,6 +536,7 @@ internal sealed class IoSession : IAsyncDisposable
                 return -Errno.EINVAL;
             }
             _out.Write(IoCommandTable.HelpLine(info) + "\n");
+            if (info.Details is not null) _out.Write("\n" + info.Details + "\n");
             return 0;
         }
         foreach (var c in IoCommandTable.Commands) _out.Write(IoCommandTable.HelpLine(c) + "\n");

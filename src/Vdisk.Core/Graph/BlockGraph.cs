@@ -26,6 +26,65 @@ public sealed class BlockGraph
     /// <summary>Removes a node from the registry.</summary>
     public void Remove(BlockNode node) => _nodes.Remove(node.NodeName);
 
+    private readonly Dictionary<BlockNode, List<BlockNode>> _implicitChildren = new();
+
+    /// <summary>
+    /// Opens a node and its implicitly created children into this graph (QMP blockdev-add,
+    /// --blockdev). The node stays open, without users, until <see cref="DeleteNodeAsync"/>.
+    /// </summary>
+    public BlockNode AddNode(Options.OptionDict options, Permissions.OpenFlags flags)
+    {
+        var opener = new GraphOpener(this);
+        var top = opener.OpenTop(options, flags);
+        _implicitChildren[top] = opener.OpenedNodes.Where(n => n != top).ToList();
+        return top;
+    }
+
+    /// <summary>
+    /// Closes a node added with <see cref="AddNode"/> (QMP blockdev-del), with the children that
+    /// were created with it and that nothing else uses.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">QEMU's messages: node not found, or in use.</exception>
+    public async ValueTask DeleteNodeAsync(string nodeName)
+    {
+        var node = Find(nodeName) ?? throw new InvalidOperationException($"Failed to find node with node-name='{nodeName}'");
+        if (node.Parents.Count > 0) throw new InvalidOperationException($"Node {nodeName} is in use");
+        if (!_implicitChildren.Remove(node, out var implicitChildren))
+            throw new InvalidOperationException($"Node {nodeName} is not owned by the monitor");
+        await CloseSubtreeAsync(node, implicitChildren).ConfigureAwait(false);
+    }
+
+    private async ValueTask CloseSubtreeAsync(BlockNode node, List<BlockNode> implicitChildren)
+    {
+        var children = node.Children.ToArray();
+        foreach (var edge in children) node.DetachChild(edge);
+        // Detaching loosens the children's requests: let their locks follow.
+        PermissionRefresh.Refresh(children.Select(c => c.Node).Distinct());
+        Remove(node);
+        await node.CloseAsync().ConfigureAwait(false);
+        foreach (var child in children.Select(c => c.Node).Distinct())
+            if (implicitChildren.Contains(child) && child.Parents.Count == 0)
+                await CloseSubtreeAsync(child, implicitChildren).ConfigureAwait(false);
+    }
+
+    /// <summary>Closes every node (daemon shutdown): users must have been detached first.</summary>
+    public async ValueTask CloseAllAsync()
+    {
+        // Parents first: a node referenced by another (file=f0) becomes closable once its parent is gone.
+        bool progress = true;
+        while (progress)
+        {
+            progress = false;
+            foreach (var (node, implicitChildren) in _implicitChildren.ToArray())
+            {
+                if (node.Parents.Count > 0) continue;
+                _implicitChildren.Remove(node);
+                await CloseSubtreeAsync(node, implicitChildren).ConfigureAwait(false);
+                progress = true;
+            }
+        }
+    }
+
     /// <summary>A fresh automatic node name, like QEMU's <c>#block123</c>.</summary>
     public static string GenerateName() => "#block" + Interlocked.Increment(ref s_nextGeneratedName).ToString(System.Globalization.CultureInfo.InvariantCulture);
 

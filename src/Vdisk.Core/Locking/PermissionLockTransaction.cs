@@ -94,36 +94,42 @@ public sealed class PermissionLockTransaction
 
     private void ApplyLockBytes(BlockPermission holds, BlockPermission unshared, bool unlock)
     {
+        LockedPerm = ApplyRange(LockBytes.PermBase, holds, LockedPerm, unlock);
+        LockedUnshared = ApplyRange(LockBytes.SharedBase, unshared, LockedUnshared, unlock);
+    }
+
+    /// <summary>
+    /// One pass of raw_apply_lock_bytes over bytes base+i: lock wanted bits not yet locked, and
+    /// (when unlocking) unlock locked bits no longer wanted. Returns the new locked mask; on
+    /// failure the mask already reflects the bytes that changed, as QEMU's bookkeeping does.
+    /// </summary>
+    private BlockPermission ApplyRange(int baseOffset, BlockPermission wanted, BlockPermission locked, bool unlock)
+    {
         for (int i = 0; i < BlockPermissions.BitCount; i++)
         {
             var bit = BlockPermissions.FromBit(i);
-            int offset = LockBytes.PermBase + i;
-            if ((holds & bit) != 0 && (LockedPerm & bit) == 0)
+            bool want = (wanted & bit) != 0, has = (locked & bit) != 0;
+            try
             {
-                Lock(offset);
-                LockedPerm |= bit;
+                if (want && !has)
+                {
+                    Lock(baseOffset + i);
+                    locked |= bit;
+                }
+                else if (unlock && has && !want)
+                {
+                    UnlockByte(baseOffset + i);
+                    locked &= ~bit;
+                }
             }
-            else if (unlock && (LockedPerm & bit) != 0 && (holds & bit) == 0)
+            catch
             {
-                UnlockByte(offset);
-                LockedPerm &= ~bit;
-            }
-        }
-        for (int i = 0; i < BlockPermissions.BitCount; i++)
-        {
-            var bit = BlockPermissions.FromBit(i);
-            int offset = LockBytes.SharedBase + i;
-            if ((unshared & bit) != 0 && (LockedUnshared & bit) == 0)
-            {
-                Lock(offset);
-                LockedUnshared |= bit;
-            }
-            else if (unlock && (LockedUnshared & bit) != 0 && (unshared & bit) == 0)
-            {
-                UnlockByte(offset);
-                LockedUnshared &= ~bit;
+                if (baseOffset == LockBytes.PermBase) LockedPerm = locked;
+                else LockedUnshared = locked;
+                throw;
             }
         }
+        return locked;
     }
 
     private void Lock(int offset)

@@ -35,6 +35,9 @@ public static class Errno
     public const int ENOTSUP = 95;
     /// <summary>EOPNOTSUPP.</summary>
     public const int EOPNOTSUPP = 95;
+    /// <summary>ENOLCK.</summary>
+    public const int ENOLCK = 37;
+
     /// <summary>ENXIO.</summary>
     public const int ENXIO = 6;
 }

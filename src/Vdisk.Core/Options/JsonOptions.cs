@@ -66,11 +66,25 @@ public static class JsonOptions
         }
     }
 
+    /// <summary>True when the text is a valid JSON prefix that simply ends too early.</summary>
+    private static bool IsTruncated(string json)
+    {
+        var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(json), isFinalBlock: false, state: default);
+        try
+        {
+            while (reader.Read()) { }
+            return reader.CurrentDepth > 0 || reader.TokenType is JsonTokenType.None or JsonTokenType.PropertyName;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
     private static string Describe(JsonException e, string json)
     {
         // QEMU's parser reports truncated input as "premature EOI"; keep that wording.
-        if (e.BytePositionInLine is long pos && pos >= System.Text.Encoding.UTF8.GetByteCount(json.TrimEnd()))
-            return "JSON parse error, premature EOI";
+        if (IsTruncated(json)) return "JSON parse error, premature EOI";
         if (json.Trim().Length == 0) return "JSON parse error, premature EOI";
         return "JSON parse error, " + (e.Message.Split(" Path:", 2)[0].Split(" LineNumber:", 2)[0].TrimEnd('.', ' '));
     }

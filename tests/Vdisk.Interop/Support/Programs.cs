@@ -15,21 +15,22 @@ public static class Programs
 
     public static string RepoRoot => s_repoRoot.Value;
 
-    /// <summary>vdisk: $VDISK_BIN, else the NativeAOT build in bin/, else the Debug build.</summary>
+    /// <summary>vdisk: $VDISK_BIN, else the newest of the NativeAOT build in bin/ and the Release/Debug builds.</summary>
     public static string Vdisk
     {
         get
         {
             var env = Environment.GetEnvironmentVariable("VDISK_BIN");
             if (!string.IsNullOrEmpty(env)) return env;
-            var aot = Path.Combine(RepoRoot, "bin", "vdisk");
-            if (System.IO.File.Exists(aot)) return aot;
-            foreach (var config in new[] { "Release", "Debug" })
+            // The newest build wins, so a stale NativeAOT binary never hides a fresh change.
+            var candidates = new[]
             {
-                var p = Path.Combine(RepoRoot, "src", "Vdisk.Cli", "bin", config, "net10.0", "linux-x64", "vdisk");
-                if (System.IO.File.Exists(p)) return p;
-            }
-            throw new InvalidOperationException("vdisk binary not found: run scripts/setup.sh or build src/Vdisk.Cli");
+                Path.Combine(RepoRoot, "bin", "vdisk"),
+                Path.Combine(RepoRoot, "src", "Vdisk.Cli", "bin", "Release", "net10.0", "linux-x64", "vdisk"),
+                Path.Combine(RepoRoot, "src", "Vdisk.Cli", "bin", "Debug", "net10.0", "linux-x64", "vdisk"),
+            };
+            return candidates.Where(System.IO.File.Exists).OrderByDescending(System.IO.File.GetLastWriteTimeUtc).FirstOrDefault()
+                ?? throw new InvalidOperationException("vdisk binary not found: run scripts/setup.sh or build src/Vdisk.Cli");
         }
     }
 

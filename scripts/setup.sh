@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian 12 machine with the .NET 10 SDK:
+# installs QEMU 7.2, libnbd and the tools the tests use, builds bin/vdisk (NativeAOT),
+# and runs a short demo of QEMU-compatible image locking on a sample image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-utils qemu-system-x86 libnbd-bin hyperfine gcc libc6-dev clang zlib1g-dev util-linux python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "Installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "Building bin/vdisk (NativeAOT)..."
+dotnet publish src/Vdisk.Cli -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish --nologo -v quiet
+mkdir -p bin
+cp artifacts/publish/vdisk bin/vdisk
+
+if [[ "${1:-}" != "--no-demo" ]]; then
+  scripts/demo.sh
+fi

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests, and interop tests against real QEMU 7.2.
+# Installs what is missing and builds bin/vdisk first (scripts/setup.sh --no-demo).
+# Ends with one line "N passed, N failed[, N skipped]" summed over all test projects.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --no-demo || { echo "0 passed, 1 failed"; exit 1; }
+
+results=artifacts/test-results
+rm -rf "$results"
+mkdir -p "$results"
+
+if ! dotnet build VdiskSuite.slnx -c Release --nologo -v quiet; then
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+status=0
+for project in tests/Vdisk.Tests tests/Vdisk.Interop; do
+  name=$(basename "$project")
+  echo "== $name"
+  dotnet test "$project" -c Release --no-build --nologo \
+    --logger "trx;LogFileName=$name.trx" --logger "console;verbosity=minimal" \
+    --results-directory "$results" || status=1
+done
+
+passed=0; failed=0; skipped=0
+for trx in "$results"/*.trx; do
+  [[ -f "$trx" ]] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
+  get() { echo "$counters" | sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p"; }
+  p=$(get passed); f=$(get failed); n=$(get notExecuted); e=$(get error)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0})); skipped=$((skipped + ${n:-0}))
+done
+if [[ $status -ne 0 && $failed -eq 0 ]]; then failed=1; fi
+summary="$passed passed, $failed failed"
+((skipped > 0)) && summary+=", $skipped skipped"
+echo "$summary"
+[[ $failed -eq 0 && $status -eq 0 ]]

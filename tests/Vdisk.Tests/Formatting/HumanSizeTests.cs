@@ -1,0 +1,33 @@
+using Xunit;
+
+namespace Vdisk.Tests.Formatting;
+
+public class HumanSizeTests
+{
+    // Values checked against qemu-img 7.2 info output.
+    [Theory]
+    [InlineData(0L, "0 B")]
+    [InlineData(69632L, "68 KiB")]
+    [InlineData(1048576L, "1 MiB")]
+    [InlineData(1000448L, "977 KiB")]
+    [InlineData(1100288L, "1.05 MiB")]
+    [InlineData(200704L, "196 KiB")]
+    [InlineData(67108864L, "64 MiB")]
+    [InlineData(401408L, "392 KiB")]
+    public void SizeToStrMatchesQemuImg(long bytes, string expected) => Assert.Equal(expected, ImageInfo.HumanSize(bytes));
+
+    [Fact]
+    public void RawInfoJson_HasQemuImgKeysInOrder()
+    {
+        var info = new ImageInfo { Filename = "m.raw", Format = "raw", VirtualSize = 1048576, ActualSize = 69632 };
+        Assert.Equal("{\n    \"virtual-size\": 1048576,\n    \"filename\": \"m.raw\",\n    \"format\": \"raw\",\n    \"actual-size\": 69632,\n    \"dirty-flag\": false\n}",
+            info.ToJson().Replace("\r\n", "\n"));
+    }
+
+    [Fact]
+    public void RawInfoHuman_MatchesQemuImg()
+    {
+        var info = new ImageInfo { Filename = "m.raw", Format = "raw", VirtualSize = 1048576, ActualSize = 69632 };
+        Assert.Equal("image: m.raw\nfile format: raw\nvirtual size: 1 MiB (1048576 bytes)\ndisk size: 68 KiB\n", info.ToHuman());
+    }
+}
