@@ -71,31 +71,8 @@ public static class LockWait
     /// without waiting.
     /// </summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled while waiting.</exception>
-    public static T Run<T>(Func<T> open, LockWaitOptions options, CancellationToken cancellationToken = default)
-    {
-        var clock = Stopwatch.StartNew();
-        var delay = options.InitialDelay;
-        bool announced = false;
-        while (true)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            try
-            {
-                return open();
-            }
-            catch (LockConflictException e) when (IsWaitable(e))
-            {
-                var pause = NextPause(options, clock.Elapsed, ref delay);
-                if (pause is null) throw;
-                if (!announced)
-                {
-                    announced = true;
-                    Announce(e, options);
-                }
-                if (cancellationToken.WaitHandle.WaitOne(pause.Value)) cancellationToken.ThrowIfCancellationRequested();
-            }
-        }
-    }
+    public static T Run<T>(Func<T> open, LockWaitOptions options, CancellationToken cancellationToken = default) =>
+        RunAsync(_ => Task.FromResult(open()), options, cancellationToken).GetAwaiter().GetResult();
 
     /// <summary>The asynchronous form of <see cref="Run{T}"/>: the pauses do not hold a thread.</summary>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled while waiting.</exception>

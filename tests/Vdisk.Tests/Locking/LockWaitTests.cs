@@ -70,7 +70,7 @@ public class LockWaitTests
     {
         using var cts = new CancellationTokenSource();
         int attempts = 0;
-        Assert.Throws<OperationCanceledException>(() => LockWait.Run<int>(() =>
+        Assert.ThrowsAny<OperationCanceledException>(() => LockWait.Run<int>(() =>
         {
             if (++attempts == 3) cts.Cancel();
             throw Conflict();
