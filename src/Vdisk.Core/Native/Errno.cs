@@ -35,6 +35,8 @@ public static class Errno
     public const int ENOTSUP = 95;
     /// <summary>EOPNOTSUPP.</summary>
     public const int EOPNOTSUPP = 95;
+    /// <summary>ELOOP.</summary>
+    public const int ELOOP = 40;
     /// <summary>ENXIO.</summary>
     public const int ENXIO = 6;
 }
