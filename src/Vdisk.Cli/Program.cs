@@ -13,6 +13,7 @@ internal static class Program
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
         root.Subcommands.Add(IoCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
+        foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
 
         // No response files: qemu tools take '@' literally.
         var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });

@@ -12,7 +12,7 @@ namespace Vdisk.Graph;
 /// </summary>
 public sealed class GraphOpener
 {
-    private static readonly byte[] Qcow2Magic = "QFI\xfb"u8.ToArray();
+    private static readonly byte[] Qcow2Magic = [0x51, 0x46, 0x49, 0xfb];
     private readonly BlockGraph _graph;
     private readonly List<BlockNode> _opened = new();
 

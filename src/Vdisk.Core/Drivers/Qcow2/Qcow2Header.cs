@@ -285,7 +285,8 @@ public sealed class Qcow2Header
         foreach (var e in Extensions.Where(e => e.Type == ExtensionBackingFormat)) AddExtension(e.Type, e.Data);
         foreach (var e in Extensions.Where(e => e.Type == ExtensionDataFile)) AddExtension(e.Type, e.Data);
         foreach (var e in Extensions.Where(e => e.Type == ExtensionCrypto)) AddExtension(e.Type, e.Data);
-        if (Version >= 3)
+        // qemu-img 7.2 leaves the table out of images with clusters of 4 KiB or less.
+        if (Version >= 3 && clusterSize > 4096)
         {
             var table = new byte[Qcow2Features.NameTable.Length * 48];
             for (int i = 0; i < Qcow2Features.NameTable.Length; i++)
