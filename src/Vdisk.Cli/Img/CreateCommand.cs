@@ -98,7 +98,7 @@ internal static class CreateCommand
         return command;
     }
 
-    private static bool Apply(CreateOptions o, string key, string value, out string? error)
+    internal static bool Apply(CreateOptions o, string key, string value, out string? error)
     {
         error = null;
         bool? flag = ImgOptions.ParseBool(value);

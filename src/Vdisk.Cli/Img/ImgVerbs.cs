@@ -8,5 +8,7 @@ internal static class ImgVerbs
     public static IEnumerable<Command> All() =>
     [
         CreateCommand.Create(),
+        CheckCommand.Create(),
+        ConvertCommand.Create(),
     ];
 }
