@@ -10,5 +10,8 @@ internal static class ImgVerbs
         CreateCommand.Create(),
         CheckCommand.Create(),
         ConvertCommand.Create(),
+        MapCommand.Create(),
+        CompareCommand.Create(),
+        ResizeCommand.Create(),
     ];
 }
