@@ -13,5 +13,10 @@ internal static class ImgVerbs
         MapCommand.Create(),
         CompareCommand.Create(),
         ResizeCommand.Create(),
+        CommitCommand.Create(),
+        RebaseCommand.Create(),
+        MeasureCommand.Create(),
+        SnapshotCommand.Create(),
+        AmendCommand.Create(),
     ];
 }

@@ -209,3 +209,125 @@ public sealed partial class Qcow2Node
         }
     }
 }
+
+public sealed partial class Qcow2Node
+{
+    /// <summary>
+    /// Rewrites the backing file name and format in cluster 0 (qemu-img rebase, amend). A null
+    /// name removes both.
+    /// </summary>
+    public async ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken ct = default)
+    {
+        EnsureWritable();
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await FlushLockedAsync(ct).ConfigureAwait(false);
+            string? oldName = _header.BackingFile, oldFormat = _header.BackingFormat;
+            _header.BackingFile = name;
+            _header.BackingFormat = name is null ? null : format;
+            byte[] cluster0;
+            try
+            {
+                cluster0 = _header.Serialize();
+            }
+            catch
+            {
+                _header.BackingFile = oldName;
+                _header.BackingFormat = oldFormat;
+                throw;
+            }
+            await File.WriteAsync(0, cluster0, WriteFlags.None, ct).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>Changes lazy_refcounts (v3 only): the header is rewritten after a full flush.</summary>
+    public async ValueTask SetLazyRefcountsAsync(bool enabled, CancellationToken ct = default)
+    {
+        EnsureWritable();
+        if (_header.Version < 3) throw new NativeIOException(Errno.EINVAL, "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await FlushLockedAsync(ct).ConfigureAwait(false);
+            if (!enabled && _markedDirty)
+            {
+                await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures & ~Qcow2Features.IncompatDirty).ConfigureAwait(false);
+                _markedDirty = false;
+            }
+            if (enabled) _header.CompatibleFeatures |= Qcow2Features.CompatLazyRefcounts;
+            else _header.CompatibleFeatures &= ~Qcow2Features.CompatLazyRefcounts;
+            var buf = new byte[8];
+            BinaryPrimitives.WriteUInt64BigEndian(buf, _header.CompatibleFeatures);
+            await File.WriteAsync(80, buf, WriteFlags.None, ct).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Changes the header version (amend compat=): upgrading writes a v3 header; downgrading
+    /// needs a v2-compatible image (16-bit refcounts, deflate, no lazy refcounts, no zero clusters).
+    /// </summary>
+    public async ValueTask SetVersionAsync(int version, CancellationToken ct = default)
+    {
+        EnsureWritable();
+        if (version == _header.Version) return;
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await FlushLockedAsync(ct).ConfigureAwait(false);
+            if (version == 2)
+            {
+                if (_g.RefcountOrder != 4) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with refcount_bits != 16");
+                if (_header.CompressionType != Qcow2CompressionType.Zlib) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with a compression type other than zlib");
+                if (_header.LazyRefcounts) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with lazy refcounts enabled (use lazy_refcounts=off)");
+                for (long i = 0; i < _l1.Length; i++)
+                {
+                    long l2 = L2TableOffset(i);
+                    if (l2 == 0) continue;
+                    var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
+                    for (int j = 0; j < _g.L2Entries; j++)
+                        if (EntryAt(table, j).Kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated)
+                            throw new NativeIOException(Errno.ENOTSUP, "vdisk cannot downgrade an image that has zero clusters");
+                }
+                _header.IncompatibleFeatures = 0;
+                _header.CompatibleFeatures = 0;
+                _header.AutoclearFeatures = 0;
+                _header.UnknownHeaderFields = [];
+            }
+            _header.Version = (uint)version;
+            var cluster0 = _header.Serialize();
+            await File.WriteAsync(0, cluster0, WriteFlags.None, ct).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>Drops every cluster of the active layer (qemu-img commit empties the top): all ranges fall through to the backing file again.</summary>
+    public async ValueTask MakeEmptyAsync(CancellationToken ct = default)
+    {
+        EnsureWritable();
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await DiscardClustersLockedAsync(0, Length, fullDiscard: true).ConfigureAwait(false);
+            await FlushLockedAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+}
