@@ -486,6 +486,8 @@ public sealed partial class Qcow2Node
     public override async ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         EnsureWritable();
+        // Without zero clusters (v2), a discard would expose the backing file's stale data.
+        if (_header.Version < 3 && Backing is not null) return;
         long end = offset + length;
         long start = _g.ClusterStart(offset + _g.ClusterSize - 1);
         long alignedEnd = _g.ClusterStart(end);
