@@ -294,7 +294,7 @@ internal sealed class IoSession : IAsyncDisposable
             }
             else
             {
-                if (compressed)
+                if (compressed && _image!.Root is not Drivers.Qcow2.Qcow2Node)
                 {
                     _out.Write($"write failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
                     return -Errno.ENOTSUP;
@@ -309,7 +309,8 @@ internal sealed class IoSession : IAsyncDisposable
                     data = GC.AllocateUninitializedArray<byte>((int)count);
                     data.AsSpan().Fill(pattern);
                 }
-                await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
+                if (compressed) await WriteCompressedAsync((Drivers.Qcow2.Qcow2Node)_image!.Root, offset, data);
+                else await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
             }
         }
         catch (IOException e)
@@ -320,6 +321,17 @@ internal sealed class IoSession : IAsyncDisposable
         watch.Stop();
         if (!quiet) QemuIoFormat.Report(_out, "wrote", watch.Elapsed, offset, count, count, 1, machine);
         return 0;
+    }
+
+    /// <summary>write -c: whole clusters only (blk_pwrite_compressed), one compressed cluster at a time.</summary>
+    private async Task WriteCompressedAsync(Drivers.Qcow2.Qcow2Node node, long offset, byte[] data)
+    {
+        int cluster = node.Geometry.ClusterSize;
+        if (offset % cluster != 0 || (data.Length % cluster != 0 && offset + data.Length != node.Length))
+            throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL));
+        if (offset < 0 || offset + data.Length > node.Length) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
+        for (int pos = 0; pos < data.Length; pos += cluster)
+            await node.WriteCompressedAsync(offset + pos, data.AsMemory(pos, Math.Min(cluster, data.Length - pos)), _cancel);
     }
 
     private static async Task<byte[]> ReadSourceFileAsync(string path, long count)

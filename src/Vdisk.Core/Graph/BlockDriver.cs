@@ -66,9 +66,10 @@ public static class BlockDrivers
     {
         Register(new Drivers.File.FileDriver());
         Register(new Drivers.Raw.RawDriver());
+        Register(new Drivers.Qcow2.Qcow2Driver());
     }
 
-    /// <summary>Adds a driver (later issues add qcow2 here).</summary>
+    /// <summary>Adds a driver.</summary>
     public static void Register(IBlockDriver driver) => s_drivers[driver.Name] = driver;
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>

@@ -50,6 +50,9 @@ public sealed class GraphOpener
         _opened.Clear();
     }
 
+    /// <summary>The node named <paramref name="name"/> in this graph, or null.</summary>
+    public BlockNode? FindNode(string name) => _graph.Find(name);
+
     internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required)
     {
         var value = parent.Options.Take(childName);
@@ -70,11 +73,14 @@ public sealed class GraphOpener
         }
     }
 
-    /// <summary>Opens a backing child: always read-only, inheriting force-share.</summary>
+    /// <summary>
+    /// Opens a backing child: always read-only, inheriting force-share. Without a <c>driver</c>
+    /// the format is probed, as QEMU does for backing files whose format the overlay does not name.
+    /// </summary>
     public BlockNode OpenBacking(NodeOpenContext parent, OptionDict options)
     {
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
-        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: false);
+        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"));
     }
 
     private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop)

@@ -64,14 +64,15 @@ public sealed class FileNode : BlockNode
     public BlockPermission LockedUnshared => _locks?.LockedUnshared ?? BlockPermission.None;
 
     /// <summary>
-    /// Opens <paramref name="path"/> like file-posix's raw_open_common. Takes no locks: they
-    /// come with the first permission update.
+    /// Opens <paramref name="path"/> like file-posix's raw_open_common (creating it, mode 0644,
+    /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
     /// </summary>
-    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false)
+    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
-        int fd = LibC.Open(path, oflags, 0);
+        if (create) oflags |= LibC.O_CREAT;
+        int fd = LibC.Open(path, oflags, create ? 0x1a4 : 0);
         if (fd < 0)
         {
             int errno = LibC.LastErrno;
@@ -292,6 +293,17 @@ public sealed class FileNode : BlockNode
     {
         Truncate(length);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Takes the lock file-posix takes while creating an image (raw_co_create): holds WRITE and
+    /// RESIZE, refuses RESIZE to others, and fails like any open if another user conflicts.
+    /// </summary>
+    public void LockForCreate()
+    {
+        var request = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All & ~BlockPermission.Resize);
+        PreparePermissions(request);
+        CommitPermissions(request);
     }
 
     /// <summary>Allocates a range (preallocation=falloc); false when the filesystem cannot.</summary>
