@@ -72,7 +72,8 @@ public static class ImageCreator
             file.Set("driver", "file");
             file.Set("filename", full);
             options.Set("file", file);
-            backing = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ForceShare | OpenFlags.NoBacking);
+            // As bdrv_img_create: metadata only and sharing everything, so it takes no lock at all.
+            backing = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ForceShare | OpenFlags.NoBacking | OpenFlags.NoIo);
         }
         catch (IOException e)
         {
@@ -111,7 +112,13 @@ public static class ImageCreator
         if ((o.Size.Value & 511) != 0) throw new CreateException("Image size must be a multiple of 512 bytes");
     }
 
-    /// <summary>Creates the image (validating first).</summary>
+    /// <summary>
+    /// Creates the image (validating first), in the steps QEMU takes so that other processes see
+    /// the same locks: file-posix's create lock around creating and truncating the file; for
+    /// qcow2 then the file opened as a protocol user (write and resize, sharing everything) to
+    /// write the header, the new image opened read-write to set its size, and a last metadata-only
+    /// open as bdrv_img_create does.
+    /// </summary>
     public static async Task CreateAsync(CreateOptions o, CancellationToken ct = default)
     {
         Validate(o);
@@ -121,27 +128,36 @@ public static class ImageCreator
         {
             file.LockForCreate();
             file.Truncate(0);
-            if (o.Format == "raw")
-            {
-                await CreateRawAsync(file, size, o.Preallocation, ct).ConfigureAwait(false);
-                return;
-            }
-            await WriteEmptyQcow2Async(file, o).ConfigureAwait(false);
+            if (o.Format == "raw") await CreateRawAsync(file, size, o.Preallocation, ct).ConfigureAwait(false);
+            file.UnlockAfterCreate();
         }
         finally
         {
             await file.CloseAsync().ConfigureAwait(false);
         }
-        var options = new OptionDict();
-        options.Set("driver", "qcow2");
+        if (o.Format == "raw") return;
+
         var fileOptions = new OptionDict();
         fileOptions.Set("driver", "file");
         fileOptions.Set("filename", o.Filename);
         fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
+        await using (var protocol = DiskImage.Open(ImageSource.FromOptions(fileOptions.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize))
+        {
+            await WriteEmptyQcow2Async((FileNode)protocol.Root, o).ConfigureAwait(false);
+        }
+
+        var options = new OptionDict();
+        options.Set("driver", "qcow2");
         options.Set("file", fileOptions);
-        await using var image = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.Resize | OpenFlags.NoBacking);
-        await ((Qcow2Node)image.Root).ResizeAsync(size, o.Preallocation, ct).ConfigureAwait(false);
-        await image.FlushAsync(ct).ConfigureAwait(false);
+        await using (var image = DiskImage.Open(ImageSource.FromOptions(options.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize | OpenFlags.NoBacking))
+        {
+            await ((Qcow2Node)image.Root).ResizeAsync(size, o.Preallocation, ct).ConfigureAwait(false);
+            await image.FlushAsync(ct).ConfigureAwait(false);
+        }
+        await using (DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.NoIo | OpenFlags.NoBacking))
+        {
+        }
     }
 
     private static async Task CreateRawAsync(FileNode file, long size, Preallocation preallocation, CancellationToken ct)

@@ -46,10 +46,7 @@ internal static class CommitCommand
                     dict.Set("file", f);
                     if (result.GetValue(format) is { } fmt) dict.Set("driver", fmt);
                 }
-                var backing = new OptionDict();
-                backing.Set("read-only", "off");
-                dict.Set("backing", backing);
-                disk = DiskImage.Open(ImageSource.FromOptions(dict), AccessProfiles.ImgCommit);
+                disk = ImgOpen.Run(() => DiskImage.Open(ImageSource.FromOptions(dict), AccessProfiles.ImgCommit));
             }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
             {
@@ -67,6 +64,17 @@ internal static class CommitCommand
                 if (result.GetValue(baseName) is { } b && b != top.Header.BackingFile && b != top.FullBackingFilename && Path.GetFullPath(b) != Path.GetFullPath(baseNode.Filename))
                 {
                     Stdio.Error($"Did not find '{b}' in the backing chain of '{filename}'");
+                    return 1;
+                }
+                try
+                {
+                    // As qemu-img commit: the base was opened read-only as a backing file and is
+                    // now reopened read-write (a new descriptor, locked after the test).
+                    Reopen.SetReadOnly(baseNode, readOnly: false);
+                }
+                catch (Exception e) when (Stdio.Describe(e) is { } text)
+                {
+                    Stdio.Error(text);
                     return 1;
                 }
                 try

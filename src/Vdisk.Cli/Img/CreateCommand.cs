@@ -80,7 +80,7 @@ internal static class CreateCommand
                     Stdio.Out.Write(FormattingLine(o, explicitKeys) + "\n");
                     Stdio.Out.Flush();
                 }
-                await ImageCreator.CreateAsync(o, ct);
+                await ImgOpen.RunAsync(token => ImageCreator.CreateAsync(o, token), ct);
                 return 0;
             }
             catch (CreateException e)

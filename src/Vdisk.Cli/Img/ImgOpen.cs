@@ -7,6 +7,28 @@ namespace Vdisk.Cli.Img;
 /// <summary>img_open: opens an image with a verb's flags, printing qemu-img's one-line error on failure.</summary>
 internal static class ImgOpen
 {
+    /// <summary>The <c>--wait</c> of the running verb (one verb per process), or null.</summary>
+    public static Vdisk.Locking.LockWaitOptions? Wait { get; set; }
+
+    /// <summary>Ends a <c>--wait</c> (Ctrl-C, SIGTERM).</summary>
+    public static CancellationToken WaitCancellation { get; set; }
+
+    /// <summary>Runs an open (or a create) under the verb's <c>--wait</c>, if any.</summary>
+    public static T Run<T>(Func<T> open) =>
+        Wait is null ? open() : Vdisk.Locking.LockWait.Run(open, Wait, WaitCancellation);
+
+    /// <summary>The asynchronous form of <see cref="Run{T}"/>.</summary>
+    public static async Task RunAsync(Func<CancellationToken, Task> open, CancellationToken cancellationToken)
+    {
+        if (Wait is null)
+        {
+            await open(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, WaitCancellation);
+        await Vdisk.Locking.LockWait.RunAsync(async ct => { await open(ct).ConfigureAwait(false); return 0; }, Wait, linked.Token).ConfigureAwait(false);
+    }
+
     public static DiskImage? Open(string filename, string? format, bool imageOpts, OpenFlags flags, bool quietErrors = false)
     {
         try
@@ -30,7 +52,7 @@ internal static class ImgOpen
             {
                 source = ImageSource.FromFile(filename, format);
             }
-            return DiskImage.Open(source, flags);
+            return Run(() => DiskImage.Open(source, flags));
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {

@@ -14,16 +14,21 @@ namespace Vdisk.Drivers.File;
 /// </summary>
 public sealed class FileNode : BlockNode
 {
-    private readonly SafeFileHandle _handle;
+    private SafeFileHandle _handle;
+    private bool _handleWritable;
+    private SafeFileHandle? _pendingHandle;
+    private readonly bool _direct;
     private readonly PermissionLockTransaction? _locks;
     private readonly PosixLockPrimitive? _posixOwner;
     private bool _closed;
 
     private FileNode(string nodeName, NodeFlags flags, string filename, SafeFileHandle handle, FileIdentity identity,
-        LockKind lockKind, bool isRegularFile)
+        LockKind lockKind, bool isRegularFile, bool direct)
         : base(nodeName, flags, filename)
     {
+        _direct = direct;
         _handle = handle;
+        _handleWritable = (flags & NodeFlags.ReadWrite) != 0;
         Identity = identity;
         LockKind = lockKind;
         IsRegularFile = isRegularFile;
@@ -106,7 +111,7 @@ public sealed class FileNode : BlockNode
             ProcessInodeTable.Close(identity, handle);
             throw;
         }
-        return new FileNode(nodeName, flags, path, handle, identity, kind, regular);
+        return new FileNode(nodeName, flags, path, handle, identity, kind, regular, direct);
     }
 
     internal static unsafe StatXBuffer Stat(SafeFileHandle handle, string path)
@@ -132,13 +137,66 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     protected internal override void PreparePermissions(PermissionPair cumulative)
     {
-        if (_locks is null || IsInactive) return;
-        _locks.Prepare(cumulative);
+        // A node reopened read-write (qemu-img commit's base, say) needs a read-write descriptor:
+        // like file-posix's raw_check_perm, open it now and lock it only after the test passed
+        // on the old one, so that its locks never show in the test.
+        bool needWritable = (Flags & NodeFlags.ReadWrite) != 0 && !_handleWritable;
+        if (needWritable) _pendingHandle = OpenDescriptor(Filename, LibC.O_RDWR, _direct);
+        try
+        {
+            if (_locks is null || IsInactive) return;
+            _locks.Prepare(cumulative);
+            if (_pendingHandle is not null && LockKind == LockKind.Ofd)
+            {
+                try
+                {
+                    _locks.CopyTo(new OfdLockPrimitive(_pendingHandle), cumulative);
+                }
+                catch
+                {
+                    _locks.Abort();
+                    throw;
+                }
+            }
+        }
+        catch
+        {
+            _pendingHandle?.Dispose();
+            _pendingHandle = null;
+            throw;
+        }
+    }
+
+    private static SafeFileHandle OpenDescriptor(string path, int access, bool direct)
+    {
+        int oflags = LibC.O_CLOEXEC | access | (direct ? LibC.O_DIRECT : 0);
+        int fd = LibC.Open(path, oflags, 0);
+        if (fd < 0)
+        {
+            int errno = LibC.LastErrno;
+            throw new NativeIOException(errno, $"Could not reopen file: {LibC.StrError(errno)}", path);
+        }
+        return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+    }
+
+    /// <summary>raw_set_perm's switch: the old descriptor is closed (its OFD locks go with it).</summary>
+    private void SwitchToPendingHandle()
+    {
+        if (_pendingHandle is null) return;
+        var old = _handle;
+        _handle = _pendingHandle;
+        _handleWritable = true;
+        _pendingHandle = null;
+        ProcessInodeTable.Opened(Identity);
+        if (LockKind == LockKind.Ofd) _locks!.UsePrimitive(new OfdLockPrimitive(_handle));
+        // POSIX locks belong to the process: the table keeps the old descriptor open while they are held.
+        ProcessInodeTable.Close(Identity, old);
     }
 
     /// <inheritdoc />
     protected internal override void CommitPermissions(PermissionPair cumulative)
     {
+        SwitchToPendingHandle();
         if (_locks is null) return;
         if (IsInactive) _locks.RecordWithoutLocking(cumulative);
         else _locks.Commit(cumulative);
@@ -147,6 +205,8 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     protected internal override void AbortPermissions()
     {
+        _pendingHandle?.Dispose();
+        _pendingHandle = null;
         if (_locks is null || IsInactive) return;
         _locks.Abort();
     }
@@ -305,6 +365,9 @@ public sealed class FileNode : BlockNode
         PreparePermissions(request);
         CommitPermissions(request);
     }
+
+    /// <summary>Ends the create-time lock the way raw_co_create does: an unlock of every lock byte.</summary>
+    public void UnlockAfterCreate() => _locks?.UnlockEveryByte();
 
     /// <summary>Allocates a range (preallocation=falloc); false when the filesystem cannot.</summary>
     public bool Preallocate(long offset, long length) => FAllocate(0, offset, length) == 0;

@@ -86,7 +86,7 @@ public sealed class Qcow2Driver : IBlockDriver
                     options.Set("filename", full);
                 }
                 if (!options.Contains("driver") && node.Header.BackingFormat is { } fmt) options.Set("driver", fmt);
-                node.AttachBacking(OpenWrapped(context, options), full);
+                Wrapped(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
                 string path = CombineBackingPath(node.Filename, backingName);
@@ -96,28 +96,34 @@ public sealed class Qcow2Driver : IBlockDriver
                 fileOpts.Set("driver", "file");
                 fileOpts.Set("filename", path);
                 opts.Set("file", fileOpts);
-                node.AttachBacking(OpenWrapped(context, opts), path);
+                Wrapped(() => node.AttachBacking(context.Opener.OpenBacking(context, opts), path));
                 return;
         }
     }
 
-    private static BlockNode OpenWrapped(NodeOpenContext context, OptionDict options)
+    /// <summary>Opens and attaches a backing file, prefixing failures as bdrv_open_backing_file does.</summary>
+    private static void Wrapped(Action open)
     {
+        const string prefix = "Could not open backing file: ";
         try
         {
-            return context.Opener.OpenBacking(context, options);
+            open();
         }
         catch (NativeIOException e)
         {
-            throw new NativeIOException(e.Errno, "Could not open backing file: " + e.Message, e.Path);
+            throw new NativeIOException(e.Errno, prefix + e.Message, e.Path);
+        }
+        catch (LockConflictException e)
+        {
+            throw new LockConflictException(prefix + e.Message, e.Filename, e.Offset, e.FromTest, e.Errno);
         }
         catch (Qcow2FormatException e)
         {
-            throw new Qcow2FormatException("Could not open backing file: " + e.Message);
+            throw new Qcow2FormatException(prefix + e.Message);
         }
         catch (OptionException e)
         {
-            throw new OptionException("Could not open backing file: " + e.Message);
+            throw new OptionException(prefix + e.Message);
         }
     }
 
