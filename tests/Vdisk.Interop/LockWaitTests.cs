@@ -178,4 +178,47 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         Assert.Equal(1, r.ExitCode);
         Assert.Equal("vdisk: --wait: invalid number of seconds 'soon'\n", r.Stderr);
     }
+
+    /// <summary>The qemu-img verbs wait too: each is queued behind a qcow2 writer, then runs.</summary>
+    [Theory]
+    [InlineData("check")]
+    [InlineData("info")]
+    [InlineData("resize")]
+    [InlineData("convert")]
+    [InlineData("create")]
+    [InlineData("commit")]
+    public void QemuImgVerbs_wait_behind_a_qcow2_writer(string verb)
+    {
+        using var dir = new TempDir();
+        string baseImage = dir.File("base.qcow2");
+        string image = dir.File("top.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", baseImage, "1M").ExitCode);
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", image).ExitCode);
+        // commit writes into the base: hold the base; every other verb: hold the image itself.
+        string held = verb == "commit" ? baseImage : image;
+        var holder = Holder.Start(held, "qemu-io", "-f", "qcow2", held, "-c", "sleep 60000");
+        string[] args = verb switch
+        {
+            "check" => ["check", "--wait=30", image],
+            "info" => ["info", "--wait=30", image],
+            "resize" => ["resize", "--wait=30", "-q", image, "+1M"],
+            "convert" => ["convert", "--wait=30", "-O", "raw", image, dir.File("out.raw")],
+            "create" => ["create", "--wait=30", "-q", "-f", "qcow2", image, "2M"],
+            _ => ["commit", "--wait=30", "-q", "-d", image],
+        };
+        using var waiter = new Watched(Programs.Vdisk, args);
+        try
+        {
+            waiter.WaitForStderr("waiting for ");
+            Assert.False(waiter.Process.HasExited, waiter.Stderr);
+        }
+        finally
+        {
+            holder.Dispose();
+        }
+        Assert.Equal(0, waiter.WaitForExit());
+        Assert.StartsWith($"vdisk: waiting for PID ", waiter.Stderr);
+        Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", image).ExitCode);
+    }
 }
