@@ -20,10 +20,11 @@ public sealed class FileNode : BlockNode
     private bool _closed;
 
     private FileNode(string nodeName, NodeFlags flags, string filename, SafeFileHandle handle, FileIdentity identity,
-        LockKind lockKind, bool isRegularFile)
+        LockKind lockKind, bool isRegularFile, bool noFlush)
         : base(nodeName, flags, filename)
     {
         _handle = handle;
+        NoFlush = noFlush;
         Identity = identity;
         LockKind = lockKind;
         IsRegularFile = isRegularFile;
@@ -54,6 +55,13 @@ public sealed class FileNode : BlockNode
     /// <summary>False for character and block devices.</summary>
     public bool IsRegularFile { get; }
 
+    /// <summary>
+    /// cache.no-flush (cache=unsafe, qemu-img convert's default for its target): flushes return
+    /// without fdatasync. Writes still reach the page cache in the order they were issued, so a
+    /// killed process leaves the same consistent image; only a host crash can lose them.
+    /// </summary>
+    public bool NoFlush { get; }
+
     /// <summary>The descriptor (for drivers layered directly on it).</summary>
     public SafeFileHandle Handle => _handle;
 
@@ -67,7 +75,8 @@ public sealed class FileNode : BlockNode
     /// Opens <paramref name="path"/> like file-posix's raw_open_common (creating it, mode 0644,
     /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
     /// </summary>
-    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false)
+    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false,
+        bool noFlush = false)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
@@ -106,7 +115,7 @@ public sealed class FileNode : BlockNode
             ProcessInodeTable.Close(identity, handle);
             throw;
         }
-        return new FileNode(nodeName, flags, path, handle, identity, kind, regular);
+        return new FileNode(nodeName, flags, path, handle, identity, kind, regular, noFlush);
     }
 
     internal static unsafe StatXBuffer Stat(SafeFileHandle handle, string path)
@@ -270,6 +279,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
+        if (NoFlush) return ValueTask.CompletedTask;
         if (WithFd(LibC.FDataSync) != 0)
         {
             int errno = LibC.LastErrno;

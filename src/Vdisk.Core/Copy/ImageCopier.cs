@@ -1,0 +1,215 @@
+using System.Runtime.ExceptionServices;
+using Vdisk.Drivers.Qcow2;
+using Vdisk.Graph;
+
+namespace Vdisk.Copy;
+
+/// <summary>How <see cref="ImageCopier"/> copies (qemu-img convert's options).</summary>
+public sealed record CopyOptions
+{
+    /// <summary>The target already reads as zeroes (freshly created, or --target-is-zero): zero ranges are skipped.</summary>
+    public bool TargetIsZero { get; init; }
+
+    /// <summary>-c: write data as compressed clusters (qcow2 targets).</summary>
+    public bool Compress { get; init; }
+
+    /// <summary>-S: aligned runs of this many zero bytes in data become holes; 0 writes data as read.</summary>
+    public long MinSparse { get; init; } = 4096;
+
+    /// <summary>-B: copy only what the sources' top layer allocates; the rest stays with the target's backing file.</summary>
+    public bool TopOnly { get; init; }
+
+    /// <summary>-m: requests in flight (each with its own buffer).</summary>
+    public int Parallel { get; init; } = 8;
+
+    /// <summary>-W: let requests write as soon as they are read instead of in guest order.</summary>
+    public bool OutOfOrder { get; init; }
+
+    /// <summary>Largest data request (qemu-img's 2 MiB I/O buffer).</summary>
+    public int ChunkSize { get; init; } = 2 << 20;
+}
+
+/// <summary>Where a copy failed: reading a source or writing the target, at a target offset.</summary>
+public sealed record CopyFailure(bool Reading, long Offset, IOException Error);
+
+/// <summary>
+/// qemu-img convert's copy loop: block status plans the requests (holes are never read),
+/// <see cref="CopyOptions.Parallel"/> workers each read into their own reused buffer while
+/// others write, and writes happen in guest order unless <see cref="CopyOptions.OutOfOrder"/>.
+/// Each data buffer is scanned for zeroes once.
+/// </summary>
+public sealed class ImageCopier
+{
+    private readonly IReadOnlyList<DiskImage> _sources;
+    private readonly DiskImage _target;
+    private readonly CopyOptions _options;
+    private readonly Lock _gate = new();
+    private readonly SemaphoreSlim _planning = new(1, 1);
+    private readonly WriteTurns _turns = new();
+    private readonly long _total;
+    private CopyFailure? _failure;
+    private long _done;
+    private double _reported;
+
+    /// <summary>A copier from <paramref name="sources"/> (laid end to end) into <paramref name="target"/>.</summary>
+    public ImageCopier(IReadOnlyList<DiskImage> sources, DiskImage target, CopyOptions options)
+    {
+        if (options.Compress && target.Root is not Qcow2Node)
+            throw new ArgumentException("Compression needs a qcow2 target", nameof(options));
+        _sources = sources;
+        _target = target;
+        _options = options;
+        _total = sources.Sum(s => s.Length);
+    }
+
+    /// <summary>
+    /// Copies everything, then flushes the target. Returns null on success, or the first
+    /// failure (lowest offset) after stopping the other requests.
+    /// </summary>
+    public async Task<CopyFailure?> RunAsync(Action<double>? progress = null, CancellationToken cancellationToken = default)
+    {
+        int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
+        var planner = new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        int workers = Math.Clamp(_options.Parallel, 1, 64);
+        var tasks = new Task[workers];
+        for (int i = 0; i < workers; i++) tasks[i] = Task.Run(() => WorkAsync(planner, progress, stop), CancellationToken.None);
+        try
+        {
+            await Task.WhenAll(tasks).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Sorted out below: a copy failure, a crash in one worker (the others were stopped), or cancellation.
+        }
+        if (_failure is not null) return _failure;
+        var crash = tasks.Where(t => t.IsFaulted).Select(t => t.Exception!.InnerException!).FirstOrDefault(e => e is not OperationCanceledException);
+        if (crash is not null) ExceptionDispatchInfo.Throw(crash);
+        cancellationToken.ThrowIfCancellationRequested();
+        await _target.FlushAsync(cancellationToken).ConfigureAwait(false);
+        return null;
+    }
+
+    private async Task WorkAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop)
+    {
+        try
+        {
+            await CopyLoopAsync(planner, progress, stop).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A worker that dies holds its write turn forever: stop the others instead of leaving them waiting.
+            stop.Cancel();
+            throw;
+        }
+    }
+
+    private async Task CopyLoopAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop)
+    {
+        var ct = stop.Token;
+        using var buffer = new NativeBuffer(_options.ChunkSize);
+        var memory = buffer.Memory;
+        while (true)
+        {
+            CopySegment? next;
+            await _planning.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                next = await planner.NextAsync(ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                _planning.Release();
+            }
+            if (next is not { } segment) return;
+            var data = memory[..(segment.Kind == CopySegmentKind.Data ? (int)segment.Length : 0)];
+            if (segment.Kind == CopySegmentKind.Data)
+            {
+                try
+                {
+                    await _sources[segment.Source].ReadAsync(segment.SourceOffset, data, ct).ConfigureAwait(false);
+                }
+                catch (IOException e)
+                {
+                    Fail(new CopyFailure(Reading: true, segment.TargetOffset, e), stop);
+                    return;
+                }
+            }
+            if (!_options.OutOfOrder) await _turns.WaitAsync(segment.Sequence, ct).ConfigureAwait(false);
+            try
+            {
+                await WriteAsync(segment, data, ct).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                Fail(new CopyFailure(Reading: false, segment.TargetOffset, e), stop);
+                return;
+            }
+            if (!_options.OutOfOrder) _turns.Complete(segment.Sequence);
+            Report(segment.Length, progress);
+        }
+    }
+
+    private void Fail(CopyFailure failure, CancellationTokenSource stop)
+    {
+        lock (_gate)
+        {
+            if (_failure is null || failure.Offset < _failure.Offset) _failure = failure;
+        }
+        stop.Cancel();
+    }
+
+    private void Report(long bytes, Action<double>? progress)
+    {
+        if (progress is null) return;
+        lock (_gate)
+        {
+            _done += bytes;
+            double fraction = _total == 0 ? 1 : (double)_done / _total;
+            if (fraction < _reported) return;
+            _reported = fraction;
+            progress(fraction);
+        }
+    }
+
+    private ValueTask WriteAsync(CopySegment segment, Memory<byte> data, CancellationToken ct) => segment.Kind switch
+    {
+        CopySegmentKind.Skip => ValueTask.CompletedTask,
+        CopySegmentKind.Zero => WriteZeroesAsync(segment.TargetOffset, segment.Length, ct),
+        _ => _options.Compress ? WriteCompressedAsync(segment.TargetOffset, data, ct) : WriteDataAsync(segment.TargetOffset, data, ct),
+    };
+
+    private ValueTask WriteZeroesAsync(long offset, long length, CancellationToken ct) =>
+        _options.TargetIsZero ? ValueTask.CompletedTask : _target.WriteZeroesAsync(offset, length, ZeroFlags.MayUnmap, ct);
+
+    private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CancellationToken ct)
+    {
+        var node = (Qcow2Node)_target.Root;
+        int cluster = node.Geometry.ClusterSize;
+        for (int pos = 0; pos < data.Length; pos += cluster)
+        {
+            var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
+            if (!piece.Span.ContainsAnyExcept((byte)0)) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
+            else await node.WriteCompressedAsync(offset + pos, piece, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask WriteDataAsync(long offset, Memory<byte> data, CancellationToken ct)
+    {
+        if (_options.MinSparse == 0)
+        {
+            await _target.WriteAsync(offset, data, WriteFlags.None, ct).ConfigureAwait(false);
+            return;
+        }
+        // Aligned runs of MinSparse zero bytes become holes (or zeroes on a target with data).
+        var scanner = new ZeroRunScanner((int)Math.Min(_options.MinSparse, int.MaxValue));
+        while (NextRun(ref scanner, data, out int start, out int length, out bool zero))
+        {
+            if (zero) await WriteZeroesAsync(offset + start, length, ct).ConfigureAwait(false);
+            else await _target.WriteAsync(offset + start, data.Slice(start, length), WriteFlags.None, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static bool NextRun(ref ZeroRunScanner scanner, Memory<byte> data, out int start, out int length, out bool zero) =>
+        scanner.Next(data.Span, out start, out length, out zero);
+}
