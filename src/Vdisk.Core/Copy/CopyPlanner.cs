@@ -38,6 +38,7 @@ public sealed class CopyPlanner
     private readonly int _chunkSize;
     private readonly int _alignment;
     private readonly bool _topOnly;
+    private readonly bool _chunkZeroes;
     private int _source;
     private long _position;
     private long _base;
@@ -48,9 +49,11 @@ public sealed class CopyPlanner
     /// <summary>
     /// A planner over <paramref name="sources"/> laid end to end. <paramref name="alignment"/>
     /// (the target cluster for compressed output, else 1) widens data and narrows zero ranges
-    /// to whole units; <paramref name="topOnly"/> skips what the top layer does not allocate.
+    /// to whole units; <paramref name="topOnly"/> skips what the top layer does not allocate;
+    /// <paramref name="chunkZeroes"/> cuts Zero requests at chunk boundaries like data (for
+    /// -S 0, where zeroes are written out as data).
     /// </summary>
-    public CopyPlanner(IReadOnlyList<BlockNode> sources, int chunkSize, int alignment = 1, bool topOnly = false)
+    public CopyPlanner(IReadOnlyList<BlockNode> sources, int chunkSize, int alignment = 1, bool topOnly = false, bool chunkZeroes = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkSize);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(alignment);
@@ -59,6 +62,7 @@ public sealed class CopyPlanner
         _chunkSize = chunkSize;
         _alignment = alignment;
         _topOnly = topOnly;
+        _chunkZeroes = chunkZeroes;
     }
 
     /// <summary>The next request in guest order, or null after the last.</summary>
@@ -86,7 +90,7 @@ public sealed class CopyPlanner
                 if (alignedEnd > _position) end = alignedEnd;
                 else kind = CopySegmentKind.Data;
             }
-            if (kind == CopySegmentKind.Data)
+            if (kind == CopySegmentKind.Data || (kind == CopySegmentKind.Zero && _chunkZeroes))
             {
                 long absolute = _base + _position;
                 if (_alignment > 1) end = Math.Max(end, RoundUp(_base + end, _alignment) - _base);

@@ -13,7 +13,10 @@ public sealed record CopyOptions
     /// <summary>-c: write data as compressed clusters (qcow2 targets).</summary>
     public bool Compress { get; init; }
 
-    /// <summary>-S: aligned runs of this many zero bytes in data become holes; 0 writes data as read.</summary>
+    /// <summary>
+    /// -S: aligned runs of this many zero bytes in data become holes. 0 writes every byte,
+    /// zero ranges included, so the target ends up fully allocated (as with qemu-img).
+    /// </summary>
     public long MinSparse { get; init; } = 4096;
 
     /// <summary>-B: copy only what the sources' top layer allocates; the rest stays with the target's backing file.</summary>
@@ -69,7 +72,8 @@ public sealed class ImageCopier
     public async Task<CopyFailure?> RunAsync(Action<double>? progress = null, CancellationToken cancellationToken = default)
     {
         int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
-        var planner = new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly);
+        var planner = new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
+            chunkZeroes: WriteOutZeroes);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         int workers = Math.Clamp(_options.Parallel, 1, 64);
         var tasks = new Task[workers];
@@ -122,8 +126,12 @@ public sealed class ImageCopier
                 _planning.Release();
             }
             if (next is not { } segment) return;
-            var data = memory[..(segment.Kind == CopySegmentKind.Data ? (int)segment.Length : 0)];
-            if (segment.Kind == CopySegmentKind.Data)
+            var data = memory[..(HasPayload(segment) ? (int)segment.Length : 0)];
+            if (segment.Kind == CopySegmentKind.Zero)
+            {
+                data.Span.Clear();
+            }
+            else if (segment.Kind == CopySegmentKind.Data)
             {
                 try
                 {
@@ -172,12 +180,19 @@ public sealed class ImageCopier
         }
     }
 
-    private ValueTask WriteAsync(CopySegment segment, Memory<byte> data, CancellationToken ct) => segment.Kind switch
+    /// <summary>-S 0: zero ranges are written as data rather than skipped or zeroed.</summary>
+    private bool WriteOutZeroes => _options.MinSparse == 0;
+
+    /// <summary>True when the request writes bytes from its buffer.</summary>
+    private bool HasPayload(CopySegment segment) =>
+        segment.Kind == CopySegmentKind.Data || (segment.Kind == CopySegmentKind.Zero && WriteOutZeroes);
+
+    private ValueTask WriteAsync(CopySegment segment, Memory<byte> data, CancellationToken ct)
     {
-        CopySegmentKind.Skip => ValueTask.CompletedTask,
-        CopySegmentKind.Zero => WriteZeroesAsync(segment.TargetOffset, segment.Length, ct),
-        _ => _options.Compress ? WriteCompressedAsync(segment.TargetOffset, data, ct) : WriteDataAsync(segment.TargetOffset, data, ct),
-    };
+        if (segment.Kind == CopySegmentKind.Skip) return ValueTask.CompletedTask;
+        if (!HasPayload(segment)) return WriteZeroesAsync(segment.TargetOffset, segment.Length, ct);
+        return _options.Compress ? WriteCompressedAsync(segment.TargetOffset, data, ct) : WriteDataAsync(segment.TargetOffset, data, ct);
+    }
 
     private ValueTask WriteZeroesAsync(long offset, long length, CancellationToken ct) =>
         _options.TargetIsZero ? ValueTask.CompletedTask : _target.WriteZeroesAsync(offset, length, ZeroFlags.MayUnmap, ct);
@@ -189,7 +204,7 @@ public sealed class ImageCopier
         for (int pos = 0; pos < data.Length; pos += cluster)
         {
             var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
-            if (!piece.Span.ContainsAnyExcept((byte)0)) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
+            if (!WriteOutZeroes && !piece.Span.ContainsAnyExcept((byte)0)) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
             else await node.WriteCompressedAsync(offset + pos, piece, ct).ConfigureAwait(false);
         }
     }
