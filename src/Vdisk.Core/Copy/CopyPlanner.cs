@@ -35,6 +35,7 @@ public sealed class CopyPlanner
     private const long StatusQueryLimit = 1L << 30;
 
     private readonly IReadOnlyList<BlockNode> _sources;
+    private readonly long[] _lengths; // read once: a file node's length is a statx call
     private readonly int _chunkSize;
     private readonly int _alignment;
     private readonly bool _topOnly;
@@ -59,6 +60,7 @@ public sealed class CopyPlanner
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(alignment);
         if (chunkSize % alignment != 0) throw new ArgumentException("The chunk size must be a multiple of the alignment", nameof(chunkSize));
         _sources = sources;
+        _lengths = sources.Select(s => s.Length).ToArray();
         _chunkSize = chunkSize;
         _alignment = alignment;
         _topOnly = topOnly;
@@ -71,7 +73,7 @@ public sealed class CopyPlanner
         while (_source < _sources.Count)
         {
             var source = _sources[_source];
-            long length = source.Length;
+            long length = _lengths[_source];
             if (_position >= length)
             {
                 _base += length;
