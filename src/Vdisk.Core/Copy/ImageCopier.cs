@@ -143,10 +143,13 @@ public sealed class ImageCopier
                     return;
                 }
             }
+            // Compression is the expensive part of -c: done here, before waiting for the write
+            // turn, it runs in parallel across workers.
+            var packed = _options.Compress && HasPayload(segment) ? CompressClusters(data.Span) : null;
             if (!_options.OutOfOrder) await _turns.WaitAsync(segment.Sequence, ct).ConfigureAwait(false);
             try
             {
-                await WriteAsync(segment, data, ct).ConfigureAwait(false);
+                await WriteAsync(segment, data, packed, ct).ConfigureAwait(false);
             }
             catch (IOException e)
             {
@@ -187,25 +190,43 @@ public sealed class ImageCopier
     private bool HasPayload(CopySegment segment) =>
         segment.Kind == CopySegmentKind.Data || (segment.Kind == CopySegmentKind.Zero && WriteOutZeroes);
 
-    private ValueTask WriteAsync(CopySegment segment, Memory<byte> data, CancellationToken ct)
+    private ValueTask WriteAsync(CopySegment segment, Memory<byte> data, CompressedCluster[]? packed, CancellationToken ct)
     {
         if (segment.Kind == CopySegmentKind.Skip) return ValueTask.CompletedTask;
         if (!HasPayload(segment)) return WriteZeroesAsync(segment.TargetOffset, segment.Length, ct);
-        return _options.Compress ? WriteCompressedAsync(segment.TargetOffset, data, ct) : WriteDataAsync(segment.TargetOffset, data, ct);
+        return packed is not null ? WriteCompressedAsync(segment.TargetOffset, data, packed, ct) : WriteDataAsync(segment.TargetOffset, data, ct);
+    }
+
+    /// <summary>One cluster of a -c request: all zeroes (left to WriteZeroes), or its compressed form (null: stored plain).</summary>
+    private readonly record struct CompressedCluster(bool Zero, byte[]? Compressed);
+
+    private CompressedCluster[] CompressClusters(ReadOnlySpan<byte> data)
+    {
+        var node = (Qcow2Node)_target.Root;
+        int cluster = node.Geometry.ClusterSize;
+        var packed = new CompressedCluster[(data.Length + cluster - 1) / cluster];
+        for (int i = 0; i < packed.Length; i++)
+        {
+            var piece = data.Slice(i * cluster, Math.Min(cluster, data.Length - i * cluster));
+            bool zero = !WriteOutZeroes && !piece.ContainsAnyExcept((byte)0);
+            packed[i] = new CompressedCluster(zero, zero ? null : node.CompressCluster(piece));
+        }
+        return packed;
     }
 
     private ValueTask WriteZeroesAsync(long offset, long length, CancellationToken ct) =>
         _options.TargetIsZero ? ValueTask.CompletedTask : _target.WriteZeroesAsync(offset, length, ZeroFlags.MayUnmap, ct);
 
-    private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CancellationToken ct)
+    private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CompressedCluster[] packed, CancellationToken ct)
     {
         var node = (Qcow2Node)_target.Root;
         int cluster = node.Geometry.ClusterSize;
-        for (int pos = 0; pos < data.Length; pos += cluster)
+        for (int i = 0; i < packed.Length; i++)
         {
+            int pos = i * cluster;
             var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
-            if (!WriteOutZeroes && !piece.Span.ContainsAnyExcept((byte)0)) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
-            else await node.WriteCompressedAsync(offset + pos, piece, ct).ConfigureAwait(false);
+            if (packed[i].Zero) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
+            else await node.WriteCompressedAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
         }
     }
 
