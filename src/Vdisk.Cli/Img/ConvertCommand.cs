@@ -77,11 +77,6 @@ internal static class ConvertCommand
                 return 1;
             }
             bool outOfOrderWrites = result.GetValue(outOfOrder);
-            if (outOfOrderWrites && compressed)
-            {
-                Stdio.Error("Out of order write and compress are mutually exclusive");
-                return 1;
-            }
             // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
             string cacheMode = result.GetValue(cache) ?? "unsafe";
             if (cacheMode is not ("none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe"))

@@ -58,6 +58,10 @@ public class ConvertInteropTests
         Qemu.AssertClean(packed);
         Qemu.AssertIdentical(src, packed);
         Assert.Contains("\"compressed-clusters\"", Qemu.Img("check", "--output=json", packed).Stdout);
+        string unordered = dir.File("unordered.qcow2"); // -W with -c is accepted, as by qemu-img 7.2
+        Qemu.Ok(Qemu.Vdisk("convert", "-c", "-W", "-m", "4", "-O", "qcow2", q, unordered));
+        Qemu.AssertClean(unordered);
+        Qemu.AssertIdentical(src, unordered);
     }
 
     [Fact]
