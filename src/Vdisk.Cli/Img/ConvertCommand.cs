@@ -149,7 +149,13 @@ internal static class ConvertCommand
                 var failure = await ProgressBar.RunAsync(result.GetValue(progress) && !result.GetValue(quiet), "Converting",
                     report => copier.RunAsync(report, ct));
                 if (failure is null) return 0;
-                Stdio.Error($"error while {(failure.Reading ? "reading" : "writing")} at byte {failure.Offset}: {Stdio.Describe(failure.Error)}");
+                string step = failure.Step switch
+                {
+                    CopyStep.BlockStatus => "error while reading block status at offset",
+                    CopyStep.Read => "error while reading at byte",
+                    _ => "error while writing at byte",
+                };
+                Stdio.Error($"{step} {failure.Offset}: {Stdio.Describe(failure.Error)}");
                 return 1;
             }
             finally

@@ -67,6 +67,9 @@ public sealed class CopyPlanner
         _chunkZeroes = chunkZeroes;
     }
 
+    /// <summary>Target offset where the next request starts.</summary>
+    public long Position => _base + _position;
+
     /// <summary>The next request in guest order, or null after the last.</summary>
     public async ValueTask<CopySegment?> NextAsync(CancellationToken cancellationToken = default)
     {

@@ -32,8 +32,19 @@ public sealed record CopyOptions
     public int ChunkSize { get; init; } = 2 << 20;
 }
 
-/// <summary>Where a copy failed: reading a source or writing the target, at a target offset.</summary>
-public sealed record CopyFailure(bool Reading, long Offset, IOException Error);
+/// <summary>What a failed copy was doing.</summary>
+public enum CopyStep
+{
+    /// <summary>Asking a source which ranges hold data.</summary>
+    BlockStatus,
+    /// <summary>Reading a source.</summary>
+    Read,
+    /// <summary>Writing the target.</summary>
+    Write,
+}
+
+/// <summary>Where a copy failed: the step and the target offset of the request.</summary>
+public sealed record CopyFailure(CopyStep Step, long Offset, IOException Error);
 
 /// <summary>
 /// qemu-img convert's copy loop: block status plans the requests (holes are never read),
@@ -121,6 +132,11 @@ public sealed class ImageCopier
             {
                 next = await planner.NextAsync(ct).ConfigureAwait(false);
             }
+            catch (IOException e)
+            {
+                Fail(new CopyFailure(CopyStep.BlockStatus, planner.Position, e), stop);
+                return;
+            }
             finally
             {
                 _planning.Release();
@@ -139,7 +155,7 @@ public sealed class ImageCopier
                 }
                 catch (IOException e)
                 {
-                    Fail(new CopyFailure(Reading: true, segment.TargetOffset, e), stop);
+                    Fail(new CopyFailure(CopyStep.Read, segment.TargetOffset, e), stop);
                     return;
                 }
             }
@@ -153,7 +169,7 @@ public sealed class ImageCopier
             }
             catch (IOException e)
             {
-                Fail(new CopyFailure(Reading: false, segment.TargetOffset, e), stop);
+                Fail(new CopyFailure(CopyStep.Write, segment.TargetOffset, e), stop);
                 return;
             }
             if (!_options.OutOfOrder) _turns.Complete(segment.Sequence);

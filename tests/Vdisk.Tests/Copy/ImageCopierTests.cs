@@ -111,7 +111,7 @@ public class ImageCopierTests
         source.FailReadAt = 5 * Chunk + 100;
         var (target, failure) = await CopyAsync(source, new CopyOptions { TargetIsZero = true });
         Assert.NotNull(failure);
-        Assert.True(failure.Reading);
+        Assert.Equal(CopyStep.Read, failure.Step);
         Assert.Equal(5 * Chunk, failure.Offset);
         Assert.Equal(0, target.Flushes);
     }
@@ -123,9 +123,21 @@ public class ImageCopierTests
         source.Fill(0, Enumerable.Repeat((byte)3, 2 * M).ToArray());
         var (target, failure) = await CopyAsync(source, new CopyOptions { TargetIsZero = true }, t => t.FailWriteAt = 7 * Chunk);
         Assert.NotNull(failure);
-        Assert.False(failure.Reading);
+        Assert.Equal(CopyStep.Write, failure.Step);
         Assert.Equal(7 * Chunk, failure.Offset);
         Assert.DoesNotContain(target.Log, e => e.Offset > 7 * Chunk); // in order: nothing after the failed write
+    }
+
+    [Fact]
+    public async Task A_block_status_error_stops_the_copy_and_names_where_planning_stood()
+    {
+        var source = new MemoryNode("src", 2 * M);
+        source.Fill(0, Enumerable.Repeat((byte)3, M).ToArray()); // data, then a hole: a second query at 1 MiB
+        source.FailStatusFrom = M;
+        var (_, failure) = await CopyAsync(source, new CopyOptions { TargetIsZero = true });
+        Assert.NotNull(failure);
+        Assert.Equal(CopyStep.BlockStatus, failure.Step);
+        Assert.Equal(M, failure.Offset);
     }
 
     [Fact]

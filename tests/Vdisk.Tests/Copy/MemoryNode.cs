@@ -27,6 +27,9 @@ internal sealed class MemoryNode : BlockNode
     /// <summary>Reads overlapping this offset fail with EIO.</summary>
     public long? FailReadAt { get; set; }
 
+    /// <summary>Block-status queries starting at or past this offset fail with EIO.</summary>
+    public long? FailStatusFrom { get; set; }
+
     /// <summary>Writes overlapping this offset fail with EIO.</summary>
     public long? FailWriteAt { get; set; }
 
@@ -93,6 +96,7 @@ internal sealed class MemoryNode : BlockNode
 
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        if (offset >= FailStatusFrom) throw new NativeIOException(Errno.EIO, "Input/output error");
         long sector = offset / Sector;
         bool allocated = _allocated[sector];
         long end = sector + 1;
