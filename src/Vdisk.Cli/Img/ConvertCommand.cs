@@ -135,7 +135,9 @@ internal static class ConvertCommand
                     Stdio.Error("Compression not supported for this file format");
                     return 1;
                 }
-                bool zeroed = fresh || result.GetValue(targetIsZero);
+                // A fresh target reads as zeroes only without a backing file (-B): with one, zero
+                // ranges of the source must be written as zeroes or the backing data shows through.
+                bool zeroed = (fresh && result.GetValue(backing) is null) || result.GetValue(targetIsZero);
                 bool topOnly = result.GetValue(backing) is not null;
                 var copier = new ImageCopier(sources, dest, new CopyOptions
                 {

@@ -89,4 +89,20 @@ public class ConvertInteropTests
         Qemu.AssertIdentical(src, target);
         if (format == "qcow2") Qemu.AssertClean(target);
     }
+
+    [Fact]
+    public void Zero_clusters_above_a_backing_file_stay_zero_with_B()
+    {
+        using var dir = new TempDir();
+        string baseImg = dir.File("base.qcow2"), top = dir.File("top.qcow2"), mine = dir.File("mine.qcow2"), theirs = dir.File("theirs.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", baseImg, "8M"));
+        Qemu.Ok(Qemu.Io("-c", "write -P 0xaa 0 8M", baseImg));
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-b", baseImg, "-F", "qcow2", top));
+        Qemu.Ok(Qemu.Io("-c", "write -z 1M 1M", "-c", "write -P 0x11 3M 64k", top));
+        Qemu.Ok(Qemu.Vdisk("convert", "-O", "qcow2", "-B", baseImg, "-F", "qcow2", top, mine));
+        Qemu.Ok(Qemu.Img("convert", "-O", "qcow2", "-B", baseImg, "-F", "qcow2", top, theirs));
+        Qemu.AssertClean(mine);
+        Qemu.AssertIdentical(top, mine);
+        Assert.True(File.ReadAllBytes(mine).AsSpan().SequenceEqual(File.ReadAllBytes(theirs)), "layout differs from qemu-img's");
+    }
 }
