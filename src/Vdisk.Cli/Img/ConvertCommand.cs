@@ -1,6 +1,6 @@
 using System.CommandLine;
-using System.Threading.Channels;
 using Vdisk.Cli.Common;
+using Vdisk.Copy;
 using Vdisk.Drivers.Qcow2;
 using Vdisk.Graph;
 using Vdisk.Native;
@@ -10,13 +10,15 @@ namespace Vdisk.Cli.Img;
 
 /// <summary>
 /// <c>vdisk convert</c>: qemu-img convert. Sources are opened like qemu-img's (refusing
-/// writers), the target is created (or, with -n, opened) and filled by a pipeline that reads the
-/// next chunk while the previous one is written; zero ranges are skipped on a fresh target and
-/// explicitly zeroed on an existing one; -c compresses whole clusters.
+/// writers), the target is created (or, with -n, opened) with cache=unsafe unless -t says
+/// otherwise, and filled by <see cref="ImageCopier"/>: -m requests in flight, writes in guest
+/// order unless -W; zero ranges are skipped on a fresh target and explicitly zeroed on an
+/// existing one; -c compresses whole clusters.
 /// </summary>
 internal static class ConvertCommand
 {
-    private const int ChunkSize = 2 << 20;
+    /// <summary>qemu-img's MAX_COROUTINES: the -m limit.</summary>
+    private const int MaxCoroutines = 16;
 
     public static Command Create()
     {
@@ -68,6 +70,20 @@ internal static class ConvertCommand
                 Stdio.Error("Compression not supported for this file format");
                 return 1;
             }
+            int parallel = result.GetValue(coroutines) ?? 8;
+            if (parallel is < 1 or > MaxCoroutines)
+            {
+                Stdio.Error($"Invalid number of coroutines. Allowed number of coroutines is between 1 and {MaxCoroutines}");
+                return 1;
+            }
+            bool outOfOrderWrites = result.GetValue(outOfOrder);
+            // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
+            string cacheMode = result.GetValue(cache) ?? "unsafe";
+            if (cacheMode is not ("none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe"))
+            {
+                Stdio.Error($"Invalid cache option: {cacheMode}");
+                return 1;
+            }
             var flags = ImgOpen.WithForceShare(AccessProfiles.ImgConvertSource, result.GetValue(forceShare));
             var sources = new List<DiskImage>();
             try
@@ -110,6 +126,7 @@ internal static class ConvertCommand
                     }
                 }
                 var targetFlags = OpenFlags.ReadWrite | OpenFlags.Unmap;
+                if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
                 if (result.GetValue(backing) is null) targetFlags |= OpenFlags.NoBacking;
                 using var dest = ImgOpen.Open(target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
                 if (dest is null) return 1;
@@ -118,12 +135,30 @@ internal static class ConvertCommand
                     Stdio.Error("Compression not supported for this file format");
                     return 1;
                 }
-                bool zeroed = fresh || result.GetValue(targetIsZero);
+                // A fresh target reads as zeroes only without a backing file (-B): with one, zero
+                // ranges of the source must be written as zeroes or the backing data shows through.
+                bool zeroed = (fresh && result.GetValue(backing) is null) || result.GetValue(targetIsZero);
                 bool topOnly = result.GetValue(backing) is not null;
-                var copier = new Copier(sources, dest, zeroed, compressed, minSparse, topOnly);
-                int rc = await ProgressBar.RunAsync(result.GetValue(progress) && !result.GetValue(quiet), "Converting",
+                var copier = new ImageCopier(sources, dest, new CopyOptions
+                {
+                    TargetIsZero = zeroed,
+                    Compress = compressed,
+                    MinSparse = minSparse,
+                    TopOnly = topOnly,
+                    Parallel = parallel,
+                    OutOfOrder = outOfOrderWrites,
+                });
+                var failure = await ProgressBar.RunAsync(result.GetValue(progress) && !result.GetValue(quiet), "Converting",
                     report => copier.RunAsync(report, ct));
-                return rc;
+                if (failure is null) return 0;
+                string step = failure.Step switch
+                {
+                    CopyStep.BlockStatus => "error while reading block status at offset",
+                    CopyStep.Read => "error while reading at byte",
+                    _ => "error while writing at byte",
+                };
+                Stdio.Error($"{step} {failure.Offset}: {Stdio.Describe(failure.Error)}");
+                return 1;
             }
             finally
             {
@@ -131,139 +166,5 @@ internal static class ConvertCommand
             }
         });
         return command;
-    }
-
-    private readonly record struct Chunk(long Offset, int Length, byte[]? Data, bool Zero, bool Skip);
-
-    /// <summary>The copy loop: a reader task classifies and reads chunks; the caller writes them in order.</summary>
-    private sealed class Copier(List<DiskImage> sources, DiskImage dest, bool targetZeroed, bool compressed, long minSparse, bool topOnly)
-    {
-        private readonly long _total = sources.Sum(s => s.Length);
-
-        public async Task<int> RunAsync(Action<double> report, CancellationToken ct)
-        {
-            int cluster = dest.Root is Qcow2Node q ? q.Geometry.ClusterSize : 4096;
-            var channel = Channel.CreateBounded<Chunk>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true });
-            long readFailedAt = -1;
-            Exception? readError = null;
-            var reader = Task.Run(async () =>
-            {
-                long baseOffset = 0;
-                try
-                {
-                    foreach (var src in sources)
-                    {
-                        long pos = 0;
-                        while (pos < src.Length)
-                        {
-                            int want = (int)Math.Min(ChunkSize - (baseOffset + pos) % ChunkSize, src.Length - pos);
-                            var status = await BlockChain.StatusAboveAsync(src.Root, pos, want, ct);
-                            int n = (int)Math.Clamp(status.Length, 1, want);
-                            bool allocatedAbove = status.Depth == 0 && (status.Flags & BlockStatusFlags.Allocated) != 0;
-                            if (topOnly && !allocatedAbove)
-                            {
-                                await channel.Writer.WriteAsync(new Chunk(baseOffset + pos, n, null, false, Skip: true), ct);
-                            }
-                            else if ((status.Flags & BlockStatusFlags.Zero) != 0)
-                            {
-                                await channel.Writer.WriteAsync(new Chunk(baseOffset + pos, n, null, true, false), ct);
-                            }
-                            else
-                            {
-                                var data = GC.AllocateUninitializedArray<byte>(n);
-                                try
-                                {
-                                    await src.ReadAsync(pos, data, ct);
-                                }
-                                catch (IOException e)
-                                {
-                                    readFailedAt = baseOffset + pos;
-                                    readError = e;
-                                    break;
-                                }
-                                await channel.Writer.WriteAsync(new Chunk(baseOffset + pos, n, data, false, false), ct);
-                            }
-                            pos += n;
-                        }
-                        if (readError is not null) break;
-                        baseOffset += src.Length;
-                    }
-                }
-                finally
-                {
-                    channel.Writer.Complete();
-                }
-            }, ct);
-
-            long done = 0;
-            try
-            {
-                await foreach (var chunk in channel.Reader.ReadAllAsync(ct))
-                {
-                    if (!chunk.Skip)
-                    {
-                        if (chunk.Zero) await WriteZeroAsync(chunk.Offset, chunk.Length, ct);
-                        else await WriteDataAsync(chunk.Offset, chunk.Data!, cluster, ct);
-                    }
-                    done += chunk.Length;
-                    report(_total == 0 ? 1 : (double)done / _total);
-                }
-            }
-            catch (IOException e)
-            {
-                Stdio.Error($"error while writing at byte {done}: {Stdio.Describe(e)}");
-                return 1;
-            }
-            await reader;
-            if (readError is not null)
-            {
-                Stdio.Error($"error while reading at byte {readFailedAt}: {Stdio.Describe(readError)}");
-                return 1;
-            }
-            await dest.FlushAsync(ct);
-            return 0;
-        }
-
-        private async ValueTask WriteZeroAsync(long offset, long length, CancellationToken ct)
-        {
-            if (targetZeroed) return;
-            await dest.WriteZeroesAsync(offset, length, ZeroFlags.MayUnmap, ct);
-        }
-
-        private async ValueTask WriteDataAsync(long offset, byte[] data, int cluster, CancellationToken ct)
-        {
-            if (compressed)
-            {
-                var node = (Qcow2Node)dest.Root;
-                for (int pos = 0; pos < data.Length; pos += cluster)
-                {
-                    int n = Math.Min(cluster, data.Length - pos);
-                    var piece = data.AsMemory(pos, n);
-                    if (piece.Span.IndexOfAnyExcept((byte)0) < 0) { await WriteZeroAsync(offset + pos, n, ct); continue; }
-                    await node.WriteCompressedAsync(offset + pos, piece, ct);
-                }
-                return;
-            }
-            if (minSparse == 0)
-            {
-                await dest.WriteAsync(offset, data, WriteFlags.None, ct);
-                return;
-            }
-            // Runs of at least minSparse zero bytes (in aligned blocks) become holes.
-            int block = (int)Math.Min(minSparse, int.MaxValue);
-            int i = 0;
-            while (i < data.Length)
-            {
-                int runStart = i;
-                bool zero = IsZeroBlock(data, i, block);
-                while (i < data.Length && IsZeroBlock(data, i, block) == zero) i = Math.Min(data.Length, i + block);
-                var run = data.AsMemory(runStart, i - runStart);
-                if (zero) await WriteZeroAsync(offset + runStart, run.Length, ct);
-                else await dest.WriteAsync(offset + runStart, run, WriteFlags.None, ct);
-            }
-        }
-
-        private static bool IsZeroBlock(byte[] data, int start, int block) =>
-            data.AsSpan(start, Math.Min(block, data.Length - start)).IndexOfAnyExcept((byte)0) < 0;
     }
 }

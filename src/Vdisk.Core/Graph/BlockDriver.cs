@@ -46,6 +46,9 @@ public sealed class NodeOpenContext
     /// <summary><c>cache.direct=on</c>: open with O_DIRECT.</summary>
     public bool CacheDirect { get; internal set; }
 
+    /// <summary><c>cache.no-flush=on</c> (or an open with <see cref="OpenFlags.NoFlush"/>): flushes are not passed to the disk.</summary>
+    public bool CacheNoFlush { get; internal set; }
+
     /// <summary>
     /// Opens the child named <paramref name="childName"/> (a nested option dictionary or a
     /// reference to an existing node by name), inheriting read-only and force-share.

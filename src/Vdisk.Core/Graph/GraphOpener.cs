@@ -99,11 +99,12 @@ public sealed class GraphOpener
         TakeChoice(o, "discard", "ignore", "off", "unmap", "on");
         TakeChoice(o, "detect-zeroes", "off", "on", "unmap");
         bool direct = false;
+        bool noFlush = (openFlags & OpenFlags.NoFlush) != 0;
         if (o.TakeDict("cache") is { } cache)
         {
             var c = new NodeOptions(cache);
             direct = c.TakeBool("direct") ?? false;
-            c.TakeBool("no-flush");
+            noFlush = c.TakeBool("no-flush") ?? noFlush;
             foreach (var key in c.Unused) throw new OptionException($"Parameter 'cache.{key}' is unexpected");
         }
         if (forceShare && !readOnly)
@@ -131,7 +132,7 @@ public sealed class GraphOpener
                     fileDict.Set("filename", o.TakeString("filename")!);
                     dict.Set("file", fileDict);
                 }
-                var fileContext = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+                var fileContext = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct, CacheNoFlush = noFlush };
                 var protocol = OpenChild(fileContext, "file", required: true)!;
                 driverName = ProbeFormat(protocol);
                 probed = driverName == "raw";
@@ -153,7 +154,7 @@ public sealed class GraphOpener
             fileDict.Set("filename", o.TakeString("filename")!);
             dict.Set("file", fileDict);
         }
-        var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+        var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct, CacheNoFlush = noFlush };
         var node = driver.Open(context);
         if (node is RawNode raw) raw.ProbedFormat = probed;
         _opened.Add(node);

@@ -27,6 +27,8 @@ public enum OpenFlags
     Unmap = 0x100,
     /// <summary>BDRV_O_INACTIVE: open without taking locks (migration destination).</summary>
     Inactive = 0x200,
+    /// <summary>BDRV_O_NO_FLUSH (cache=unsafe): flushes never reach the disk; writes keep their order.</summary>
+    NoFlush = 0x400,
 }
 
 /// <summary>The requests users make of the top node of an image.</summary>

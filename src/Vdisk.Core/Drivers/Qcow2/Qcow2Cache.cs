@@ -36,17 +36,23 @@ internal sealed class Qcow2Cache
     public bool HasDirty => _tables.Values.Any(t => t.Dirty);
 
     /// <summary>The table at <paramref name="offset"/>, read from disk on a miss.</summary>
-    public async ValueTask<CachedTable> GetAsync(long offset)
+    public ValueTask<CachedTable> GetAsync(long offset)
     {
+        // Hits (nearly every lookup) complete synchronously, without an async state machine.
         if (_tables.TryGetValue(offset, out var table))
         {
             table.LastUse = ++_clock;
-            return table;
+            return ValueTask.FromResult(table);
         }
+        return LoadAsync(offset);
+    }
+
+    private async ValueTask<CachedTable> LoadAsync(long offset)
+    {
         await MakeRoomAsync().ConfigureAwait(false);
         var data = new byte[_tableSize];
         await _read(offset, data).ConfigureAwait(false);
-        table = new CachedTable(offset, data) { LastUse = ++_clock };
+        var table = new CachedTable(offset, data) { LastUse = ++_clock };
         _tables[offset] = table;
         return table;
     }

@@ -174,13 +174,40 @@ public sealed partial class Qcow2Node
     /// </summary>
     public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> cluster, CancellationToken ct = default)
     {
+        CheckCompressedWrite(offset, cluster.Length);
+        await WriteCompressedAsync(offset, cluster, CompressCluster(cluster.Span), ct).ConfigureAwait(false);
+    }
+
+    private void CheckCompressedWrite(long offset, int length)
+    {
         EnsureWritable();
-        int cs = _g.ClusterSize;
-        if (_g.OffsetInCluster(offset) != 0 || (cluster.Length != cs && offset + cluster.Length != Length))
+        if (_g.OffsetInCluster(offset) != 0 || (length != _g.ClusterSize && offset + length != Length))
             throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
-        byte[] full = cluster.Length == cs ? cluster.ToArray() : new byte[cs];
-        if (cluster.Length != cs) cluster.Span.CopyTo(full);
-        var compressed = Qcow2Compression.Compress(_header.CompressionType, full);
+    }
+
+    /// <summary>
+    /// Compresses one guest cluster (a short last one is padded with zeroes) as
+    /// <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/> would;
+    /// null when it does not shrink. Thread-safe and lock-free, so a copier can compress
+    /// clusters in parallel and write them in order afterwards.
+    /// </summary>
+    public byte[]? CompressCluster(ReadOnlySpan<byte> cluster)
+    {
+        int cs = _g.ClusterSize;
+        if (cluster.Length > cs) throw new ArgumentException("More than one cluster", nameof(cluster));
+        if (cluster.Length == cs) return Qcow2Compression.Compress(_header.CompressionType, cluster);
+        var full = new byte[cs];
+        cluster.CopyTo(full);
+        return Qcow2Compression.Compress(_header.CompressionType, full);
+    }
+
+    /// <summary>
+    /// Writes a cluster that <see cref="CompressCluster"/> compressed to <paramref name="compressed"/>
+    /// (null: it is written uncompressed).
+    /// </summary>
+    public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken ct = default)
+    {
+        CheckCompressedWrite(offset, cluster.Length);
         if (compressed is null)
         {
             await WriteAsync(offset, cluster, WriteFlags.None, ct).ConfigureAwait(false);

@@ -60,15 +60,36 @@ internal sealed class Qcow2Refcounts
     public Func<long, int, ValueTask>? TableMoved { get; set; }
 
     /// <summary>The refcount of host cluster <paramref name="cluster"/>.</summary>
-    public async ValueTask<ulong> GetAsync(long cluster)
+    public ValueTask<ulong> GetAsync(long cluster)
     {
         long ti = _g.RefcountTableIndex(cluster);
-        if (ti >= Table.Length) return 0;
+        if (ti >= Table.Length) return ValueTask.FromResult(0UL);
         long blockOffset = BlockOffset(ti);
-        if (blockOffset == 0) return 0;
-        var block = await Blocks.GetAsync(blockOffset).ConfigureAwait(false);
+        if (blockOffset == 0) return ValueTask.FromResult(0UL);
+        var pending = Blocks.GetAsync(blockOffset);
+        if (pending.IsCompletedSuccessfully)
+            return ValueTask.FromResult(RefcountCodec.Get(pending.Result.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder));
+        return ReadAfterLoadAsync(pending, cluster);
+    }
+
+    private async ValueTask<ulong> ReadAfterLoadAsync(ValueTask<CachedTable> pending, long cluster)
+    {
+        var block = await pending.ConfigureAwait(false);
         return RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder);
     }
+
+    /// <summary>The refcount block covering <paramref name="cluster"/>, or null when it has none.</summary>
+    private async ValueTask<CachedTable?> BlockOfAsync(long cluster)
+    {
+        long ti = _g.RefcountTableIndex(cluster);
+        if (ti >= Table.Length) return null;
+        long blockOffset = BlockOffset(ti);
+        if (blockOffset == 0) return null;
+        return await Blocks.GetAsync(blockOffset).ConfigureAwait(false);
+    }
+
+    /// <summary>One past the last cluster described by the refcount block covering <paramref name="cluster"/>.</summary>
+    private long BlockEnd(long cluster) => (_g.RefcountTableIndex(cluster) + 1) << _g.RefcountBlockBits;
 
     private long BlockOffset(long tableIndex)
     {
@@ -85,7 +106,14 @@ internal sealed class Qcow2Refcounts
         {
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
             if (await EnsureBlocksAsync(start, start + count).ConfigureAwait(false)) continue;
-            for (long c = start; c < start + count; c++) await SetAsync(c, 1).ConfigureAwait(false);
+            // One block lookup per refcount block, not per cluster.
+            for (long c = start; c < start + count;)
+            {
+                var block = (await BlockOfAsync(c).ConfigureAwait(false))!;
+                for (long stop = Math.Min(start + count, BlockEnd(c)); c < stop; c++)
+                    RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
+                block.Dirty = true;
+            }
             if (start <= FreeHint) FreeHint = start + count;
             AllocatedEnd = Math.Max(AllocatedEnd, start + count);
             return start << _g.ClusterBits;
@@ -200,25 +228,28 @@ internal sealed class Qcow2Refcounts
                 if (run == 0) runStart = c;
                 return await FirstFreeFromAsync(runStart, count).ConfigureAwait(false);
             }
-            long ti = _g.RefcountTableIndex(c);
-            if (ti >= Table.Length || BlockOffset(ti) == 0)
+            var block = await BlockOfAsync(c).ConfigureAwait(false);
+            if (block is null)
             {
-                long blockEnd = (ti + 1) << _g.RefcountBlockBits;
+                long blockEnd = BlockEnd(c);
                 if (run == 0) runStart = c;
                 run += blockEnd - c;
                 c = blockEnd;
                 continue;
             }
-            if (await GetAsync(c).ConfigureAwait(false) == 0)
+            // Scan this block's entries directly, up to the allocated end (checked above).
+            for (long stop = Math.Min(BlockEnd(c), AllocatedEnd); c < stop && run < count; c++)
             {
-                if (run == 0) runStart = c;
-                run++;
+                if (RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder) == 0)
+                {
+                    if (run == 0) runStart = c;
+                    run++;
+                }
+                else
+                {
+                    run = 0;
+                }
             }
-            else
-            {
-                run = 0;
-            }
-            c++;
         }
         return runStart;
     }
@@ -229,15 +260,19 @@ internal sealed class Qcow2Refcounts
         long c = start, run = 0, runStart = start;
         while (run < count)
         {
-            if (await GetAsync(c).ConfigureAwait(false) == 0)
+            var block = await BlockOfAsync(c).ConfigureAwait(false);
+            for (long stop = BlockEnd(c); c < stop && run < count;)
             {
-                if (run == 0) runStart = c;
-                run++;
+                if (block is null || RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder) == 0)
+                {
+                    if (run == 0) runStart = c;
+                    run++;
+                }
+                else run = 0;
+                c++;
+                if (c - start > (1L << 24) && run == 0)
+                    throw new NativeIOException(Errno.ENOSPC, "qcow2: no free clusters found", _file.Filename);
             }
-            else run = 0;
-            c++;
-            if (c - start > (1L << 24) && run == 0)
-                throw new NativeIOException(Errno.ENOSPC, "qcow2: no free clusters found", _file.Filename);
         }
         return runStart;
     }
