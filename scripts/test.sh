@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh --no-demo || { echo "0 passed, 1 failed"; exit 1; }
 
+# The interop tests run the shipped NativeAOT binary that setup.sh just built.
+export VDISK_BIN="$PWD/bin/vdisk"
+
 results=artifacts/test-results
 rm -rf "$results"
 mkdir -p "$results"

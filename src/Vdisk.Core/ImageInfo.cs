@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using Vdisk.Graph;
 
 namespace Vdisk;
@@ -29,8 +28,39 @@ public sealed class ImageInfo
     /// <summary>The dirty flag (always false for raw).</summary>
     public bool DirtyFlag { get; init; }
 
-    /// <summary>Human lines under "Format specific information:".</summary>
-    public IReadOnlyList<KeyValuePair<string, string>> FormatSpecific { get; init; } = [];
+    /// <summary>The backing file name as stored in the image, or null.</summary>
+    public string? BackingFilename { get; init; }
+
+    /// <summary>The backing file name resolved against the image's directory.</summary>
+    public string? FullBackingFilename { get; init; }
+
+    /// <summary>The backing file format the image names, or null.</summary>
+    public string? BackingFormat { get; init; }
+
+    /// <summary>Internal snapshots (empty when there are none).</summary>
+    public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
+
+    /// <summary>The format-specific union's type ("qcow2"), or null when the format has none.</summary>
+    public string? FormatSpecificType { get; init; }
+
+    /// <summary>The format-specific data (QAPI names and values: string, bool, long), in QAPI order.</summary>
+    public IReadOnlyList<KeyValuePair<string, object>> FormatSpecificData { get; init; } = [];
+
+    /// <summary>Human lines under "Format specific information:", in QDict order with '-' shown as ' '.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> FormatSpecific => FormatSpecificObject()?.OrderedMembers
+        .Select(m => new KeyValuePair<string, string>(m.Key.Replace('-', ' '), m.Value switch
+        {
+            bool b => b ? "true" : "false",
+            _ => Convert.ToString(m.Value, CultureInfo.InvariantCulture) ?? "",
+        })).ToList() ?? [];
+
+    private Output.QemuJsonObject? FormatSpecificObject()
+    {
+        if (FormatSpecificType is null) return null;
+        var data = new Output.QemuJsonObject();
+        foreach (var (k, v) in FormatSpecificData) data.Add(k, v);
+        return data;
+    }
 
     /// <summary>Collects the information of the image whose top node is <paramref name="top"/>.</summary>
     public static ImageInfo Collect(BlockNode top) => top is IImageInfoSource source
@@ -80,7 +110,21 @@ public sealed class ImageInfo
         sb.Append(CultureInfo.InvariantCulture, $"virtual size: {HumanSize(VirtualSize)} ({VirtualSize} bytes)\n");
         sb.Append("disk size: ").Append(ActualSize is long a ? HumanSize(a) : "unavailable").Append('\n');
         if (ClusterSize is long cs) sb.Append(CultureInfo.InvariantCulture, $"cluster_size: {cs}\n");
-        if (FormatSpecific.Count > 0)
+        if (BackingFilename is not null)
+        {
+            sb.Append("backing file: ").Append(BackingFilename);
+            if (FullBackingFilename is null) sb.Append(" (cannot determine actual path)");
+            else if (FullBackingFilename != BackingFilename) sb.Append(" (actual path: ").Append(FullBackingFilename).Append(')');
+            sb.Append('\n');
+            if (BackingFormat is not null) sb.Append("backing file format: ").Append(BackingFormat).Append('\n');
+        }
+        if (Snapshots.Count > 0)
+        {
+            sb.Append("Snapshot list:\n");
+            sb.Append(SnapshotInfo.HeaderLine).Append('\n');
+            foreach (var sn in Snapshots) sb.Append(sn.ToLine()).Append('\n');
+        }
+        if (FormatSpecificType is not null)
         {
             sb.Append("Format specific information:\n");
             foreach (var (k, v) in FormatSpecific) sb.Append("    ").Append(k).Append(": ").Append(v).Append('\n');
@@ -89,27 +133,64 @@ public sealed class ImageInfo
     }
 
     /// <summary>The <c>--output=json</c> form, with qemu-img 7.2's keys and order.</summary>
-    public string ToJson()
+    public string ToJson() => ToJsonObject().ToPrettyJson();
+
+    /// <summary>The QAPI ImageInfo object (also used in arrays for --backing-chain).</summary>
+    public Output.QemuJsonObject ToJsonObject()
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, IndentSize = 4 }))
+        var o = new Output.QemuJsonObject();
+        o.Add("filename", Filename);
+        o.Add("format", Format);
+        o.Add("dirty-flag", DirtyFlag);
+        if (ActualSize is long a) o.Add("actual-size", a);
+        o.Add("virtual-size", VirtualSize);
+        if (ClusterSize is long cs) o.Add("cluster-size", cs);
+        if (BackingFilename is not null)
         {
-            WriteJson(w);
+            o.Add("backing-filename", BackingFilename);
+            if (FullBackingFilename is not null) o.Add("full-backing-filename", FullBackingFilename);
+            if (BackingFormat is not null) o.Add("backing-filename-format", BackingFormat);
         }
-        return Encoding.UTF8.GetString(stream.ToArray());
+        if (Snapshots.Count > 0) o.Add("snapshots", Snapshots.Select(s => s.ToJsonObject()).ToList());
+        if (FormatSpecificObject() is { } data)
+            o.Add("format-specific", new Output.QemuJsonObject().Add("type", FormatSpecificType).Add("data", data));
+        return o;
+    }
+}
+
+/// <summary>One internal snapshot as qemu-img lists it.</summary>
+/// <param name="Id">The id string.</param>
+/// <param name="Name">The tag.</param>
+/// <param name="VmStateSize">Saved VM state bytes.</param>
+/// <param name="DateSeconds">Creation time (seconds since the epoch).</param>
+/// <param name="DateNanoseconds">Creation time, nanoseconds part.</param>
+/// <param name="VmClockNanoseconds">Guest clock at creation.</param>
+/// <param name="Icount">Instruction count, when recorded.</param>
+public sealed record SnapshotInfo(string Id, string Name, long VmStateSize, long DateSeconds, long DateNanoseconds, long VmClockNanoseconds, long? Icount)
+{
+    /// <summary>bdrv_snapshot_dump's header line.</summary>
+    public static string HeaderLine => string.Format(CultureInfo.InvariantCulture, "{0,-10}{1,-17}{2,8}{3,20}{4,13}{5,11}", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+
+    /// <summary>bdrv_snapshot_dump's line for this snapshot (date in local time, like QEMU).</summary>
+    public string ToLine()
+    {
+        var date = DateTimeOffset.FromUnixTimeSeconds(DateSeconds).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+        long secs = VmClockNanoseconds / 1_000_000_000;
+        string clock = string.Format(CultureInfo.InvariantCulture, "{0:00}:{1:00}:{2:00}.{3:000}",
+            secs / 3600, secs / 60 % 60, secs % 60, VmClockNanoseconds / 1_000_000 % 1000);
+        return string.Format(CultureInfo.InvariantCulture, "{0,-9} {1,-16} {2,8}{3,20}{4,13}{5,11}",
+            Id, Name, ImageInfo.HumanSize(VmStateSize), date, clock, Icount?.ToString(CultureInfo.InvariantCulture) ?? "");
     }
 
-    /// <summary>Writes the JSON object (also used inside arrays for --backing-chain).</summary>
-    public void WriteJson(Utf8JsonWriter w)
+    /// <summary>QAPI SnapshotInfo.</summary>
+    public Output.QemuJsonObject ToJsonObject()
     {
-        w.WriteStartObject();
-        w.WriteNumber("virtual-size", VirtualSize);
-        w.WriteString("filename", Filename);
-        if (ClusterSize is long cs) w.WriteNumber("cluster-size", cs);
-        w.WriteString("format", Format);
-        if (ActualSize is long a) w.WriteNumber("actual-size", a);
-        w.WriteBoolean("dirty-flag", DirtyFlag);
-        w.WriteEndObject();
+        var o = new Output.QemuJsonObject()
+            .Add("id", Id).Add("name", Name).Add("vm-state-size", VmStateSize)
+            .Add("date-sec", DateSeconds).Add("date-nsec", DateNanoseconds)
+            .Add("vm-clock-sec", VmClockNanoseconds / 1_000_000_000).Add("vm-clock-nsec", VmClockNanoseconds % 1_000_000_000);
+        if (Icount is long ic) o.Add("icount", ic);
+        return o;
     }
 }
 

@@ -9,12 +9,16 @@ namespace Vdisk;
 /// </summary>
 public sealed class ImageSource
 {
-    private ImageSource(string? filename, string? format, OptionDict? options)
+    private ImageSource(string? filename, string? format, OptionDict? options, OptionDict? extra = null)
     {
         Filename = filename;
         Format = format;
         Options = options;
+        ExtraOptions = extra;
     }
+
+    /// <summary>Options given alongside a filename (qemu-io's <c>open -o</c>), merged over it.</summary>
+    public OptionDict? ExtraOptions { get; }
 
     /// <summary>The filename as given (may be a <c>json:</c> filename), or null for option strings.</summary>
     public string? Filename { get; }
@@ -27,6 +31,18 @@ public sealed class ImageSource
 
     /// <summary>A filename, optionally with a format; <c>json:</c> filenames are accepted.</summary>
     public static ImageSource FromFile(string filename, string? format = null) => new(filename, format, null);
+
+    /// <summary>
+    /// A filename plus options that refine it (<c>open -o driver=raw,file.locking=off disk.img</c>);
+    /// a <c>driver</c> option acts as the format.
+    /// </summary>
+    public static ImageSource FromFile(string filename, OptionDict extraOptions)
+    {
+        var extra = OptionTree.Crumple(extraOptions.Clone());
+        string? format = (extra["driver"] as OptionScalar)?.Text;
+        extra.Remove("driver");
+        return new(filename, format, null, extra);
+    }
 
     /// <summary>An <c>--image-opts</c> string (QemuOpts rules: last value of a repeated key wins).</summary>
     public static ImageSource FromImageOptions(string options, Action<string>? warn = null) =>
@@ -56,7 +72,17 @@ public sealed class ImageSource
             dict.Set("file", file);
         }
         if (Format is not null && !dict.Contains("driver")) dict.Set("driver", Format);
+        if (ExtraOptions is not null) Merge(dict, ExtraOptions);
         return dict;
+    }
+
+    private static void Merge(OptionDict into, OptionDict from)
+    {
+        foreach (var (key, value) in from.Entries)
+        {
+            if (value is OptionDict d && into[key] is OptionDict existing) Merge(existing, d);
+            else into.Set(key, value is OptionDict nested ? nested.Clone() : value);
+        }
     }
 
     /// <inheritdoc />

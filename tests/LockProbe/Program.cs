@@ -6,6 +6,10 @@
 //   twonodes IMG PERM UNSHARED  open IMG as the first node, then a second read-only node on the
 //                               same file, close the second, print "held", wait (the first
 //                               node's locks must survive, also with POSIX locks)
+//   hold-many DIR COUNT PERM UNSHARED
+//                               open the first COUNT files of DIR (by name) the same way, print
+//                               "held COUNT", wait (one cheap process holding many images; raise
+//                               `ulimit -n` for large counts)
 // IMG is a path (raw) or "opts:" followed by an --image-opts string.
 // PERM and UNSHARED are comma lists of: read, write, write-unchanged, resize (or "-" for none).
 using Vdisk;
@@ -29,9 +33,21 @@ static BlockPermission ParsePerms(string text)
     return p;
 }
 
+if (args.Length == 5 && args[0] == "hold-many")
+{
+    var many = new PermissionPair(ParsePerms(args[3]), BlockPermission.All & ~ParsePerms(args[4]));
+    var manyFlags = (many.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
+    var files = Directory.GetFiles(args[1]).Order(StringComparer.Ordinal).Take(int.Parse(args[2])).ToList();
+    var held = files.Select(f => DiskImage.Open(ImageSource.FromFile(f, "raw"), manyFlags, many)).ToList();
+    Console.WriteLine($"held {held.Count}");
+    Console.Out.Flush();
+    Thread.Sleep(Timeout.Infinite);
+    GC.KeepAlive(held);
+    return 0;
+}
 if (args.Length != 4)
 {
-    Console.Error.WriteLine("usage: LockProbe hold|worker IMG PERM UNSHARED");
+    Console.Error.WriteLine("usage: LockProbe hold|worker|twonodes IMG PERM UNSHARED | hold-many DIR COUNT PERM UNSHARED");
     return 2;
 }
 var source = args[1].StartsWith("opts:", StringComparison.Ordinal)

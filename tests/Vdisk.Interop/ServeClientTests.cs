@@ -58,6 +58,23 @@ public class ServeClientTests
         Assert.Equal(qsd, vdisk);
     }
 
+    [Qcow2Fact]
+    public void NbdinfoAndNbdcopy_OnAnOverlay_SeeTheWholeChain_LikeQsd()
+    {
+        using var dir = new TempDir();
+        var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
+        var overlay = Serve.Overlay(dir, baseImage);
+        Serve.Check(Programs.Run("qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 2M 64k", "-c", "write -z 1M 4k"));
+        var (vdisk, qsd) = BothDaemons(overlay, "qcow2", writable: false, socket =>
+            Run("nbdinfo", "--json", Serve.Uri(socket)) + Run("nbdinfo", "--map", Serve.Uri(socket)));
+        Assert.Equal(qsd, vdisk);
+        var copy = dir.File("copy.raw");
+        var socket = dir.File("v.sock");
+        using var d = Daemon.Vdisk([.. Serve.Blockdevs(overlay, "qcow2"), .. Serve.NbdServer(socket), .. Serve.Export(), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock"));
+        Run("nbdcopy", Serve.Uri(socket), copy);
+        Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", overlay, copy));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

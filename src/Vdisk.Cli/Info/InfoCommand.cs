@@ -11,11 +11,15 @@ internal static class InfoCommand
     public static Command Create()
     {
         var image = new ImageArguments();
+        var wait = new LockWaitOption();
         var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
+        var chain = new Option<bool>("--backing-chain") { Description = "show every image of the backing chain" };
         var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
         var command = new Command("info", "Show an image's format and size like qemu-img info");
         image.AddTo(command);
+        wait.AddTo(command);
         command.Options.Add(output);
+        command.Options.Add(chain);
         command.Arguments.Add(file);
         command.SetAction(result =>
         {
@@ -26,7 +30,10 @@ internal static class InfoCommand
                 return 1;
             }
             string filename = result.GetValue(file)!;
+            string current = filename;
             var flags = AccessProfiles.ImgInfo;
+            // Only a waiting info catches Ctrl-C/SIGTERM (to end the wait cleanly); otherwise signals act as before.
+            using var signals = wait.Options(result) is null ? null : new Signals();
             if (result.GetValue(image.ForceShare)) flags |= OpenFlags.ForceShare;
             try
             {
@@ -36,15 +43,46 @@ internal static class InfoCommand
                     Stdio.Error("--force-share/-U conflicts with image options");
                     return 1;
                 }
-                using var disk = DiskImage.Open(source, flags);
-                var info = ImageInfo.Collect(disk.Root);
-                Stdio.Out.Write(fmt == "json" ? info.ToJson() + "\n" : info.ToHuman());
+                var infos = new List<ImageInfo>();
+                var seen = new HashSet<string>();
+                while (true)
+                {
+                    using (var disk = wait.Open(result, () => DiskImage.Open(source, flags), signals?.Token ?? CancellationToken.None))
+                    {
+                        var info = ImageInfo.Collect(disk.Root);
+                        infos.Add(info);
+                        if (!result.GetValue(chain) || info.FullBackingFilename is null) break;
+                        seen.Add(Path.GetFullPath(disk.Root.Filename));
+                        if (!seen.Add(Path.GetFullPath(info.FullBackingFilename)))
+                        {
+                            Stdio.Out.Flush();
+                            Stdio.Error($"Backing file '{info.FullBackingFilename}' creates an infinite loop.");
+                            return 1;
+                        }
+                        current = info.FullBackingFilename;
+                        source = ImageSource.FromFile(current, info.BackingFormat);
+                    }
+                }
+                if (fmt == "json")
+                {
+                    Stdio.Out.Write(result.GetValue(chain)
+                        ? Vdisk.Output.QemuJsonObject.ToPrettyJson(infos.Select(i => i.ToJsonObject()).ToList()) + "\n"
+                        : infos[0].ToJson() + "\n");
+                }
+                else
+                {
+                    Stdio.Out.Write(string.Join("\n", infos.Select(i => i.ToHuman())));
+                }
                 Stdio.Out.Flush();
                 return 0;
             }
+            catch (OperationCanceledException)
+            {
+                return signals?.ExitCode(1) ?? 1; // a signal ended --wait
+            }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
             {
-                Stdio.Error($"Could not open '{filename}': {text}");
+                Stdio.Error($"Could not open '{current}': {text}");
                 return 1;
             }
         });

@@ -11,6 +11,7 @@ internal static class IoCommand
     public static Command Create()
     {
         var image = new ImageArguments();
+        var wait = new LockWaitOption();
         var commands = new Option<string[]>("--cmd", "-c") { Description = "run a command (repeatable)", AllowMultipleArgumentsPerToken = false };
         var readOnly = new Option<bool>("--read-only", "-r") { Description = "open read-only" };
         var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
@@ -20,6 +21,7 @@ internal static class IoCommand
 
         var command = new Command("io", "Exercise an image like qemu-io: read, write, discard, map...");
         image.AddTo(command);
+        wait.AddTo(command);
         command.Options.Add(commands);
         command.Options.Add(readOnly);
         command.Options.Add(noCache);
@@ -28,8 +30,13 @@ internal static class IoCommand
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
         {
+            if (result.GetValue(noCache) || result.GetValue(cache) is "none" or "directsync")
+                Stdio.Error("warning: O_DIRECT (-n, -t none) is not supported yet; using the host page cache");
             using var signals = new Signals();
-            await using var session = new IoSession(signals.Token);
+            await using var session = new IoSession(signals.Token)
+            {
+                OpenWrapper = wait.Options(result) is null ? null : open => wait.Open(result, open, signals.Token),
+            };
             string? filename = result.GetValue(file);
             bool forceShare = result.GetValue(image.ForceShare);
             if (filename is not null)
@@ -51,7 +58,7 @@ internal static class IoCommand
                 }
                 var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;
                 if (forceShare) flags |= OpenFlags.ForceShare;
-                if (!session.OpenImage(source, flags)) return 1;
+                if (!session.OpenImage(source, flags)) return signals.ExitCode(1);
             }
 
             int lastError = 0;

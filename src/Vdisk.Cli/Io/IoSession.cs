@@ -30,6 +30,9 @@ internal sealed class IoSession : IAsyncDisposable
 
     public DiskImage? Image => _image;
 
+    /// <summary>Wraps every open (the <c>--wait</c> option queues on lock conflicts); null opens directly.</summary>
+    public Func<Func<DiskImage>, DiskImage>? OpenWrapper { get; init; }
+
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
     public bool OpenImage(ImageSource source, OpenFlags flags)
     {
@@ -40,8 +43,12 @@ internal sealed class IoSession : IAsyncDisposable
         }
         try
         {
-            _image = DiskImage.Open(source, flags);
+            _image = OpenWrapper is null ? DiskImage.Open(source, flags) : OpenWrapper(() => DiskImage.Open(source, flags));
             return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false; // a signal ended --wait; the exit status says which
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {
@@ -287,7 +294,7 @@ internal sealed class IoSession : IAsyncDisposable
             }
             else
             {
-                if (compressed)
+                if (compressed && _image!.Root is not Drivers.Qcow2.Qcow2Node)
                 {
                     _out.Write($"write failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
                     return -Errno.ENOTSUP;
@@ -302,7 +309,8 @@ internal sealed class IoSession : IAsyncDisposable
                     data = GC.AllocateUninitializedArray<byte>((int)count);
                     data.AsSpan().Fill(pattern);
                 }
-                await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
+                if (compressed) await WriteCompressedAsync((Drivers.Qcow2.Qcow2Node)_image!.Root, offset, data);
+                else await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
             }
         }
         catch (IOException e)
@@ -313,6 +321,17 @@ internal sealed class IoSession : IAsyncDisposable
         watch.Stop();
         if (!quiet) QemuIoFormat.Report(_out, "wrote", watch.Elapsed, offset, count, count, 1, machine);
         return 0;
+    }
+
+    /// <summary>write -c: whole clusters only (blk_pwrite_compressed), one compressed cluster at a time.</summary>
+    private async Task WriteCompressedAsync(Drivers.Qcow2.Qcow2Node node, long offset, byte[] data)
+    {
+        int cluster = node.Geometry.ClusterSize;
+        if (offset % cluster != 0 || (data.Length % cluster != 0 && offset + data.Length != node.Length))
+            throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL));
+        if (offset < 0 || offset + data.Length > node.Length) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
+        for (int pos = 0; pos < data.Length; pos += cluster)
+            await node.WriteCompressedAsync(offset + pos, data.AsMemory(pos, Math.Min(cluster, data.Length - pos)), _cancel);
     }
 
     private static async Task<byte[]> ReadSourceFileAsync(string path, long count)
@@ -493,30 +512,11 @@ internal sealed class IoSession : IAsyncDisposable
             var options = new OptionDict();
             foreach (var o in extra)
                 foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
-            if (operands.Count == 1)
-            {
-                if (options.Count == 0) source = ImageSource.FromFile(operands[0]);
-                else
-                {
-                    string? driver = (options["driver"] as OptionScalar)?.Text;
-                    var merged = ImageSource.FromFile(operands[0], driver);
-                    options.Remove("driver");
-                    if (options.Count > 0)
-                    {
-                        Stdio.Error($"can't open device {operands[0]}: options other than driver are not supported with a filename");
-                        return -Errno.EINVAL;
-                    }
-                    source = merged;
-                }
-            }
-            else
-            {
-                source = ImageSource.FromOptions(options);
-            }
+            source = operands.Count == 1 ? ImageSource.FromFile(operands[0], options) : ImageSource.FromOptions(options);
         }
         catch (OptionException e)
         {
-            Stdio.Error(e.Message);
+            Stdio.Error(operands.Count == 1 ? $"can't open device {operands[0]}: {e.Message}" : $"can't open: {e.Message}");
             return -Errno.EINVAL;
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;

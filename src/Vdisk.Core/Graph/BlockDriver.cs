@@ -46,6 +46,9 @@ public sealed class NodeOpenContext
     /// <summary><c>cache.direct=on</c>: open with O_DIRECT.</summary>
     public bool CacheDirect { get; internal set; }
 
+    /// <summary><c>cache.no-flush=on</c> (or an open with <see cref="OpenFlags.NoFlush"/>): flushes are not passed to the disk.</summary>
+    public bool CacheNoFlush { get; internal set; }
+
     /// <summary>
     /// Opens the child named <paramref name="childName"/> (a nested option dictionary or a
     /// reference to an existing node by name), inheriting read-only and force-share.
@@ -66,9 +69,10 @@ public static class BlockDrivers
     {
         Register(new Drivers.File.FileDriver());
         Register(new Drivers.Raw.RawDriver());
+        Register(new Drivers.Qcow2.Qcow2Driver());
     }
 
-    /// <summary>Adds a driver (later issues add qcow2 here).</summary>
+    /// <summary>Adds a driver.</summary>
     public static void Register(IBlockDriver driver) => s_drivers[driver.Name] = driver;
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>

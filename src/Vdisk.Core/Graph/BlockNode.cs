@@ -105,12 +105,27 @@ public abstract class BlockNode
     /// <summary>The child with the given name ("file", "backing"), or null.</summary>
     public BdrvChild? Child(string name) => _children.FirstOrDefault(c => c.Name == name);
 
-    /// <summary>Adds an edge to a child node (its permissions start at 0/ALL until refreshed).</summary>
+    /// <summary>
+    /// Adds an edge to a child node and takes the permissions this node asks of it at once, as
+    /// QEMU's bdrv_attach_child does: a read-write qcow2 node locks its file while it is being
+    /// opened, before any user attaches. On a lock conflict the edge is removed again.
+    /// </summary>
     protected internal BdrvChild AttachChild(string name, BlockNode child, ChildRole role)
     {
         var edge = new BdrvChild(name, role, child, this);
         _children.Add(edge);
         child._parents.Add(edge);
+        try
+        {
+            var request = PermissionRule.ChildPermissions(role, Flags, PermissionRefresh.Cumulative(this));
+            edge.Permissions = DefaultPermissions.ApplyForceShare(request, child.Flags);
+            PermissionRefresh.Refresh([child]);
+        }
+        catch
+        {
+            DetachChild(edge);
+            throw;
+        }
         return edge;
     }
 

@@ -12,7 +12,7 @@ namespace Vdisk.Graph;
 /// </summary>
 public sealed class GraphOpener
 {
-    private static readonly byte[] Qcow2Magic = "QFI\xfb"u8.ToArray();
+    private static readonly byte[] Qcow2Magic = [0x51, 0x46, 0x49, 0xfb]; // "QFI\xfb"
     private readonly BlockGraph _graph;
     private readonly List<BlockNode> _opened = new();
 
@@ -50,6 +50,9 @@ public sealed class GraphOpener
         _opened.Clear();
     }
 
+    /// <summary>The node named <paramref name="name"/> in this graph, or null.</summary>
+    public BlockNode? FindNode(string name) => _graph.Find(name);
+
     internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required)
     {
         var value = parent.Options.Take(childName);
@@ -70,11 +73,14 @@ public sealed class GraphOpener
         }
     }
 
-    /// <summary>Opens a backing child: always read-only, inheriting force-share.</summary>
+    /// <summary>
+    /// Opens a backing child: always read-only, inheriting force-share. Without a <c>driver</c>
+    /// the format is probed, as QEMU does for backing files whose format the overlay does not name.
+    /// </summary>
     public BlockNode OpenBacking(NodeOpenContext parent, OptionDict options)
     {
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
-        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: false);
+        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"));
     }
 
     private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop)
@@ -93,11 +99,12 @@ public sealed class GraphOpener
         TakeChoice(o, "discard", "ignore", "off", "unmap", "on");
         TakeChoice(o, "detect-zeroes", "off", "on", "unmap");
         bool direct = false;
+        bool noFlush = (openFlags & OpenFlags.NoFlush) != 0;
         if (o.TakeDict("cache") is { } cache)
         {
             var c = new NodeOptions(cache);
             direct = c.TakeBool("direct") ?? false;
-            c.TakeBool("no-flush");
+            noFlush = c.TakeBool("no-flush") ?? noFlush;
             foreach (var key in c.Unused) throw new OptionException($"Parameter 'cache.{key}' is unexpected");
         }
         if (forceShare && !readOnly)
@@ -125,7 +132,7 @@ public sealed class GraphOpener
                     fileDict.Set("filename", o.TakeString("filename")!);
                     dict.Set("file", fileDict);
                 }
-                var fileContext = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+                var fileContext = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct, CacheNoFlush = noFlush };
                 var protocol = OpenChild(fileContext, "file", required: true)!;
                 driverName = ProbeFormat(protocol);
                 probed = driverName == "raw";
@@ -147,7 +154,7 @@ public sealed class GraphOpener
             fileDict.Set("filename", o.TakeString("filename")!);
             dict.Set("file", fileDict);
         }
-        var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct };
+        var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct, CacheNoFlush = noFlush };
         var node = driver.Open(context);
         if (node is RawNode raw) raw.ProbedFormat = probed;
         _opened.Add(node);

@@ -11,7 +11,7 @@ namespace Vdisk.Locking;
 /// </summary>
 public sealed class PermissionLockTransaction
 {
-    private readonly ILockPrimitive _primitive;
+    private ILockPrimitive _primitive;
     private readonly string _filename;
     private readonly Action<string>? _warn;
 
@@ -129,6 +129,36 @@ public sealed class PermissionLockTransaction
         Committed = PermissionPair.Unused;
     }
 
+    /// <summary>
+    /// Locks the bytes of <paramref name="request"/> on another descriptor without testing
+    /// (raw_apply_lock_bytes(NULL, newfd, ..., unlock=false)): the locks a reopened node copies to
+    /// its new descriptor after the test passed on the old one.
+    /// </summary>
+    public void CopyTo(ILockPrimitive other, PermissionPair request)
+    {
+        foreach (var bit in BlockPermissions.Bits(request.Perm)) Lock(other, LockBytes.HoldByte(bit));
+        foreach (var bit in BlockPermissions.Bits(request.Unshared)) Lock(other, LockBytes.UnsharedByte(bit));
+    }
+
+    /// <summary>
+    /// Continues on the descriptor the locks were copied to (the old one is being closed, and
+    /// its OFD locks with it). The bookkeeping then describes what <see cref="CopyTo"/> locked.
+    /// </summary>
+    public void UsePrimitive(ILockPrimitive primitive) => _primitive = primitive;
+
+    /// <summary>
+    /// file-posix's unlock with no saved state (raw_apply_lock_bytes(NULL, ..., unlock=true)), used
+    /// after creating an image: every byte 100-103 and 200-203 is unlocked, held or not.
+    /// </summary>
+    public void UnlockEveryByte()
+    {
+        foreach (int baseOffset in new[] { LockBytes.PermBase, LockBytes.SharedBase })
+            for (int i = 0; i < BlockPermissions.BitCount; i++) UnlockByte(baseOffset + i);
+        LockedPerm = BlockPermission.None;
+        LockedUnshared = BlockPermission.None;
+        Committed = PermissionPair.Unused;
+    }
+
     private void ApplyLockBytes(BlockPermission holds, BlockPermission unshared, bool unlock)
     {
         LockedPerm = ApplyRange(LockBytes.PermBase, holds, LockedPerm, unlock);
@@ -169,11 +199,13 @@ public sealed class PermissionLockTransaction
         return locked;
     }
 
-    private void Lock(int offset)
+    private void Lock(int offset) => Lock(_primitive, offset);
+
+    private void Lock(ILockPrimitive primitive, int offset)
     {
         try
         {
-            _primitive.LockShared(offset);
+            primitive.LockShared(offset);
         }
         catch (NativeIOException e)
         {

@@ -7,6 +7,19 @@ public readonly record struct FileIdentity(uint DevMajor, uint DevMinor, ulong I
 {
     /// <summary>The form /proc/locks uses: <c>fe:00:11657375</c> (hex device numbers).</summary>
     public override string ToString() => $"{DevMajor:x2}:{DevMinor:x2}:{Inode}";
+
+    /// <summary>The device and inode <paramref name="path"/> refers to, following symbolic links (stat, not lstat).</summary>
+    /// <exception cref="Native.NativeIOException">stat failed; the message is strerror's text.</exception>
+    public static unsafe FileIdentity OfPath(string path)
+    {
+        Native.StatXBuffer st;
+        if (Native.LibC.StatX(Native.LibC.AT_FDCWD, path, 0, Native.LibC.STATX_BASIC_STATS, &st) != 0)
+        {
+            int errno = Native.LibC.LastErrno;
+            throw new Native.NativeIOException(errno, Native.LibC.StrError(errno), path);
+        }
+        return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
+    }
 }
 
 /// <summary>

@@ -38,6 +38,9 @@ public static class Errno
     /// <summary>ENOLCK.</summary>
     public const int ENOLCK = 37;
 
+    /// <summary>ELOOP.</summary>
+    public const int ELOOP = 40;
+
     /// <summary>ENXIO.</summary>
     public const int ENXIO = 6;
 }

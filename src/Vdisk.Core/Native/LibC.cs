@@ -9,7 +9,9 @@ namespace Vdisk.Native;
 /// </summary>
 internal static unsafe partial class LibC
 {
-    private const string Lib = "libc";
+    // The exact soname: a bare "libc" makes the runtime probe ~40 paths (libc.so is a linker
+    // script) before it finds the library, on every start.
+    private const string Lib = "libc.so.6";
 
     public const int O_RDONLY = 0x0;
     public const int O_RDWR = 0x2;

@@ -27,6 +27,8 @@ public enum OpenFlags
     Unmap = 0x100,
     /// <summary>BDRV_O_INACTIVE: open without taking locks (migration destination).</summary>
     Inactive = 0x200,
+    /// <summary>BDRV_O_NO_FLUSH (cache=unsafe): flushes never reach the disk; writes keep their order.</summary>
+    NoFlush = 0x400,
 }
 
 /// <summary>The requests users make of the top node of an image.</summary>
@@ -76,5 +78,36 @@ public static class BackendPermissions
         if ((flags & OpenFlags.ForceShare) != 0) node |= NodeFlags.ForceShare;
         if ((flags & OpenFlags.Inactive) != 0) node |= NodeFlags.Inactive;
         return node;
+    }
+}
+
+/// <summary>
+/// What an image's file (protocol) node is asked for, which is what decides its lock bytes:
+/// the user's request passed through the format's child rule (qemu-locking-spec §4.2, §4.5).
+/// Pure; the same rules the graph applies when an image is really opened.
+/// </summary>
+public static class FileNodeRequests
+{
+    /// <summary>The formats whose rules are known here.</summary>
+    public static IReadOnlyList<string> Formats { get; } = ["raw", "qcow2"];
+
+    /// <summary>
+    /// The request on the file node of a <paramref name="format"/> image opened with
+    /// <paramref name="flags"/>: raw passes the user's request through; qcow2 adds write and
+    /// resize for read-write opens and refuses to share them.
+    /// </summary>
+    /// <exception cref="ArgumentException">A format other than raw or qcow2.</exception>
+    public static PermissionPair For(OpenFlags flags, string format)
+    {
+        var top = BackendPermissions.FromOpenFlags(flags);
+        var nodeFlags = BackendPermissions.NodeFlagsFor(flags);
+        var request = format switch
+        {
+            "raw" => RawChildPermissionRule.Instance.ChildPermissions(RawChildPermissionRule.FileRole(hasWindow: false), nodeFlags, top),
+            "qcow2" => DefaultChildPermissionRule.Instance.ChildPermissions(ChildRole.Image, nodeFlags, top),
+            _ => throw new ArgumentException($"no permission rules for format '{format}'", nameof(format)),
+        };
+        // The file node inherits force-share from the format node's options.
+        return DefaultPermissions.ApplyForceShare(request, nodeFlags);
     }
 }

@@ -563,14 +563,17 @@ public sealed class NbdConnection
 
     private readonly record struct ReadExtent(long Offset, int Length, bool IsHole);
 
-    /// <summary>Data and zero ranges of a read; null when it is all data (the common case, without allocation).</summary>
+    /// <summary>
+    /// Data and zero ranges of a read, through the backing chain as QEMU's sparse read sees them;
+    /// null when it is all data (the common case, without allocation).
+    /// </summary>
     private static async ValueTask<List<ReadExtent>?> MapReadAsync(DiskImage image, long offset, int length)
     {
         List<ReadExtent>? extents = null;
         long position = offset, end = offset + length;
         while (position < end)
         {
-            var status = await image.GetBlockStatusAsync(position, end - position).ConfigureAwait(false);
+            var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
             long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
             bool hole = (status.Flags & BlockStatusFlags.Zero) != 0;
             if (extents is null && !hole && position + n >= end && position == offset) return null;
@@ -602,7 +605,7 @@ public sealed class NbdConnection
             long position = (long)request.Offset, end = position + request.Length;
             while (position < end)
             {
-                var status = await image.GetBlockStatusAsync(position, end - position).ConfigureAwait(false);
+                var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
                 long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
                 var flags = ((status.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
                     | ((status.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);

@@ -29,6 +29,6 @@ public sealed class FileDriver : IBlockDriver
         if (string.IsNullOrEmpty(filename)) throw new OptionException("The 'file' block driver requires a file name");
         o.EnsureAllUsed(Name, isProtocol: true);
         if (filename.StartsWith("file:", StringComparison.Ordinal)) filename = filename["file:".Length..];
-        return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect);
+        return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect, noFlush: context.CacheNoFlush);
     }
 }

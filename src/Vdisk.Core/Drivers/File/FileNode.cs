@@ -14,16 +14,22 @@ namespace Vdisk.Drivers.File;
 /// </summary>
 public sealed class FileNode : BlockNode
 {
-    private readonly SafeFileHandle _handle;
+    private SafeFileHandle _handle;
+    private bool _handleWritable;
+    private SafeFileHandle? _pendingHandle;
+    private readonly bool _direct;
     private readonly PermissionLockTransaction? _locks;
     private readonly PosixLockPrimitive? _posixOwner;
     private bool _closed;
 
     private FileNode(string nodeName, NodeFlags flags, string filename, SafeFileHandle handle, FileIdentity identity,
-        LockKind lockKind, bool isRegularFile)
+        LockKind lockKind, bool isRegularFile, bool direct, bool noFlush)
         : base(nodeName, flags, filename)
     {
+        _direct = direct;
         _handle = handle;
+        _handleWritable = (flags & NodeFlags.ReadWrite) != 0;
+        NoFlush = noFlush;
         Identity = identity;
         LockKind = lockKind;
         IsRegularFile = isRegularFile;
@@ -54,6 +60,13 @@ public sealed class FileNode : BlockNode
     /// <summary>False for character and block devices.</summary>
     public bool IsRegularFile { get; }
 
+    /// <summary>
+    /// cache.no-flush (cache=unsafe, qemu-img convert's default for its target): flushes return
+    /// without fdatasync. Writes still reach the page cache in the order they were issued, so a
+    /// killed process leaves the same consistent image; only a host crash can lose them.
+    /// </summary>
+    public bool NoFlush { get; }
+
     /// <summary>The descriptor (for drivers layered directly on it).</summary>
     public SafeFileHandle Handle => _handle;
 
@@ -64,14 +77,16 @@ public sealed class FileNode : BlockNode
     public BlockPermission LockedUnshared => _locks?.LockedUnshared ?? BlockPermission.None;
 
     /// <summary>
-    /// Opens <paramref name="path"/> like file-posix's raw_open_common. Takes no locks: they
-    /// come with the first permission update.
+    /// Opens <paramref name="path"/> like file-posix's raw_open_common (creating it, mode 0644,
+    /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
     /// </summary>
-    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false)
+    public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false,
+        bool noFlush = false)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
-        int fd = LibC.Open(path, oflags, 0);
+        if (create) oflags |= LibC.O_CREAT;
+        int fd = LibC.Open(path, oflags, create ? 0x1a4 : 0);
         if (fd < 0)
         {
             int errno = LibC.LastErrno;
@@ -105,7 +120,7 @@ public sealed class FileNode : BlockNode
             ProcessInodeTable.Close(identity, handle);
             throw;
         }
-        return new FileNode(nodeName, flags, path, handle, identity, kind, regular);
+        return new FileNode(nodeName, flags, path, handle, identity, kind, regular, direct, noFlush);
     }
 
     internal static unsafe StatXBuffer Stat(SafeFileHandle handle, string path)
@@ -131,13 +146,66 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     protected internal override void PreparePermissions(PermissionPair cumulative)
     {
-        if (_locks is null || IsInactive) return;
-        _locks.Prepare(cumulative);
+        // A node reopened read-write (qemu-img commit's base, say) needs a read-write descriptor:
+        // like file-posix's raw_check_perm, open it now and lock it only after the test passed
+        // on the old one, so that its locks never show in the test.
+        bool needWritable = (Flags & NodeFlags.ReadWrite) != 0 && !_handleWritable;
+        if (needWritable) _pendingHandle = OpenDescriptor(Filename, LibC.O_RDWR, _direct);
+        try
+        {
+            if (_locks is null || IsInactive) return;
+            _locks.Prepare(cumulative);
+            if (_pendingHandle is not null && LockKind == LockKind.Ofd)
+            {
+                try
+                {
+                    _locks.CopyTo(new OfdLockPrimitive(_pendingHandle), cumulative);
+                }
+                catch
+                {
+                    _locks.Abort();
+                    throw;
+                }
+            }
+        }
+        catch
+        {
+            _pendingHandle?.Dispose();
+            _pendingHandle = null;
+            throw;
+        }
+    }
+
+    private static SafeFileHandle OpenDescriptor(string path, int access, bool direct)
+    {
+        int oflags = LibC.O_CLOEXEC | access | (direct ? LibC.O_DIRECT : 0);
+        int fd = LibC.Open(path, oflags, 0);
+        if (fd < 0)
+        {
+            int errno = LibC.LastErrno;
+            throw new NativeIOException(errno, $"Could not reopen file: {LibC.StrError(errno)}", path);
+        }
+        return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+    }
+
+    /// <summary>raw_set_perm's switch: the old descriptor is closed (its OFD locks go with it).</summary>
+    private void SwitchToPendingHandle()
+    {
+        if (_pendingHandle is null) return;
+        var old = _handle;
+        _handle = _pendingHandle;
+        _handleWritable = true;
+        _pendingHandle = null;
+        ProcessInodeTable.Opened(Identity);
+        if (LockKind == LockKind.Ofd) _locks!.UsePrimitive(new OfdLockPrimitive(_handle));
+        // POSIX locks belong to the process: the table keeps the old descriptor open while they are held.
+        ProcessInodeTable.Close(Identity, old);
     }
 
     /// <inheritdoc />
     protected internal override void CommitPermissions(PermissionPair cumulative)
     {
+        SwitchToPendingHandle();
         if (_locks is null) return;
         if (IsInactive) _locks.RecordWithoutLocking(cumulative);
         else _locks.Commit(cumulative);
@@ -155,6 +223,8 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     protected internal override void AbortPermissions()
     {
+        _pendingHandle?.Dispose();
+        _pendingHandle = null;
         if (_locks is null || IsInactive) return;
         _locks.Abort();
     }
@@ -202,6 +272,9 @@ public sealed class FileNode : BlockNode
     /// <summary>Requests up to this size are done inline rather than on the thread pool.</summary>
     private const int InlineIoLimit = 64 * 1024;
 
+    /// <summary>Writes from this size on allocate their range before writing.</summary>
+    private const int PreallocateWriteMin = 1 << 20;
+
     private async ValueTask ReadSlowAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         int done = 0;
@@ -228,6 +301,11 @@ public sealed class FileNode : BlockNode
         }
         else
         {
+            // Allocating the range first lets the filesystem map it in one extent operation
+            // instead of reserving space block by block during the copy (ext4's delayed
+            // allocation costs about a third of a large write into a hole). The bytes written
+            // are the same, so the file's allocation is too; a filesystem that cannot, just writes.
+            if (data.Length >= PreallocateWriteMin && IsRegularFile) FAllocate(0, offset, data.Length);
             await RandomAccess.WriteAsync(_handle, data, offset, cancellationToken).ConfigureAwait(false);
         }
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -278,6 +356,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
+        if (NoFlush) return ValueTask.CompletedTask;
         if (WithFd(LibC.FDataSync) != 0)
         {
             int errno = LibC.LastErrno;
@@ -302,6 +381,20 @@ public sealed class FileNode : BlockNode
         Truncate(length);
         return ValueTask.CompletedTask;
     }
+
+    /// <summary>
+    /// Takes the lock file-posix takes while creating an image (raw_co_create): holds WRITE and
+    /// RESIZE, refuses RESIZE to others, and fails like any open if another user conflicts.
+    /// </summary>
+    public void LockForCreate()
+    {
+        var request = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All & ~BlockPermission.Resize);
+        PreparePermissions(request);
+        CommitPermissions(request);
+    }
+
+    /// <summary>Ends the create-time lock the way raw_co_create does: an unlock of every lock byte.</summary>
+    public void UnlockAfterCreate() => _locks?.UnlockEveryByte();
 
     /// <summary>Allocates a range (preallocation=falloc); false when the filesystem cannot.</summary>
     public bool Preallocate(long offset, long length) => FAllocate(0, offset, length) == 0;

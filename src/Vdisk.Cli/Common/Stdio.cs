@@ -27,9 +27,16 @@ internal static class Stdio
         Console.Error.Write(text);
     }
 
+    private static readonly HashSet<string> s_warned = new(StringComparer.Ordinal);
+
     /// <summary>Routes library warnings to stderr as QEMU's warn_report does.</summary>
     public static void InstallWarningSink() => Diagnostics.WarningSink = message =>
     {
+        // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
+        lock (s_warned)
+        {
+            if (!s_warned.Add(message)) return;
+        }
         Out.Flush();
         if (message.StartsWith('\n')) Console.Error.Write(message[1..] + "\n");
         else Console.Error.Write($"{Program}: warning: {message}\n");

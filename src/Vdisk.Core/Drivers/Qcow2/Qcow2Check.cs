@@ -1,0 +1,450 @@
+using System.Buffers.Binary;
+using Vdisk.Native;
+
+namespace Vdisk.Drivers.Qcow2;
+
+/// <summary>What <c>check -r</c> may repair (BdrvCheckMode).</summary>
+[Flags]
+public enum Qcow2RepairMode
+{
+    /// <summary>Report only.</summary>
+    None = 0,
+    /// <summary>Fix leaked clusters.</summary>
+    Leaks = 1,
+    /// <summary>Fix errors (rebuilding the refcount structure if needed).</summary>
+    Errors = 2,
+    /// <summary>Both.</summary>
+    All = Leaks | Errors,
+}
+
+/// <summary>qcow2's consistency check and repair (qcow2_co_check_locked), run under the node's lock.</summary>
+public static class Qcow2Check
+{
+    /// <summary>
+    /// Checks (and with <paramref name="mode"/> repairs) the image; <paramref name="log"/> gets
+    /// the per-cluster lines QEMU prints on stderr. Throws <see cref="NativeIOException"/> when
+    /// the check cannot complete (qemu-img: "Check failed").
+    /// </summary>
+    public static async Task<ImageCheck> RunAsync(Qcow2Node node, Qcow2RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
+        => await node.CheckAsync(mode, log ?? (_ => { }), cancellationToken).ConfigureAwait(false);
+}
+
+public sealed partial class Qcow2Node
+{
+    /// <summary>Reference counts computed from the metadata: an array over the file, a dictionary past it.</summary>
+    private sealed class ReferenceMap(long clusters)
+    {
+        private readonly ulong[] _within = new ulong[Math.Max(clusters, 0)];
+        private readonly SortedDictionary<long, ulong> _beyond = new();
+
+        public long Count => Math.Max(_within.LongLength, _beyond.Count == 0 ? 0 : _beyond.Keys.Last() + 1);
+
+        public ulong this[long cluster]
+        {
+            get => cluster < _within.LongLength ? _within[cluster] : _beyond.GetValueOrDefault(cluster);
+            set
+            {
+                if (cluster < _within.LongLength) _within[cluster] = value;
+                else _beyond[cluster] = value;
+            }
+        }
+
+        /// <summary>Clusters to compare: all of the file, plus referenced ones past it.</summary>
+        public IEnumerable<long> Indexes()
+        {
+            for (long i = 0; i < _within.LongLength; i++) yield return i;
+            foreach (var k in _beyond.Keys) yield return k;
+        }
+
+        public long HighestReferenced()
+        {
+            if (_beyond.Count > 0) return _beyond.Keys.Last();
+            for (long i = _within.LongLength - 1; i >= 0; i--) if (_within[i] != 0) return i;
+            return -1;
+        }
+    }
+
+    internal async Task<ImageCheck> CheckAsync(Qcow2RepairMode fix, Action<string> log, CancellationToken ct)
+    {
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);
+            if (fix != Qcow2RepairMode.None && IsReadOnly)
+                throw new NativeIOException(Errno.EROFS, NativeIOException.Describe(Errno.EROFS), Filename);
+            var res = new ImageCheck();
+            if ((_openFlags & Permissions.OpenFlags.Check) != 0 && _header.SnapshotCount > 0 && _snapshots.Count == 0)
+            {
+                try
+                {
+                    ValidateTable(_g, _header.SnapshotsOffset, _header.SnapshotCount, 40, 40L * Qcow2Snapshot.MaxSnapshots, "Snapshot table");
+                    _snapshots = await ReadSnapshotsAsync(File, _header, ct).ConfigureAwait(false);
+                }
+                catch (IOException e)
+                {
+                    log($"ERROR failed to read the snapshot table: {e.Message}");
+                    res.Corruptions++;
+                }
+            }
+            res.TotalClusters = _g.SizeToClusters(Length);
+            long fileClusters = _g.SizeToClusters(File.Length);
+
+            var (refs, rebuild) = await CalculateReferencesAsync(res, log, ct).ConfigureAwait(false);
+            var pre = res.Clone();
+            long highest = await CompareRefcountsAsync(refs, res, Qcow2RepairMode.None, log, fileClusters).ConfigureAwait(false);
+            rebuild |= _rebuildNeeded;
+            _rebuildNeeded = false;
+            if (rebuild && (fix & Qcow2RepairMode.Errors) != 0)
+            {
+                var old = res.Clone();
+                log("Rebuilding refcount structure");
+                await RebuildRefcountsAsync(refs).ConfigureAwait(false);
+                res.Corruptions = 0;
+                res.Leaks = 0;
+                var fresh = new ImageCheck();
+                (refs, _) = await CalculateReferencesAsync(fresh, _ => { }, ct).ConfigureAwait(false);
+                long freshLeaks = 0;
+                if ((fix & Qcow2RepairMode.Leaks) != 0)
+                {
+                    var leakRes = new ImageCheck();
+                    highest = await CompareRefcountsAsync(refs, leakRes, Qcow2RepairMode.Leaks, log, _g.SizeToClusters(File.Length)).ConfigureAwait(false);
+                    if (_rebuildNeeded) log("ERROR rebuilt refcount structure is still broken");
+                    _rebuildNeeded = false;
+                    freshLeaks = leakRes.Leaks;
+                }
+                if (res.Corruptions < old.Corruptions) res.CorruptionsFixed += old.Corruptions - res.Corruptions;
+                if (res.Leaks < old.Leaks) res.LeaksFixed += old.Leaks - res.Leaks;
+                res.Leaks += freshLeaks;
+            }
+            else if (fix != Qcow2RepairMode.None)
+            {
+                if (rebuild)
+                {
+                    log("ERROR need to rebuild refcount structures");
+                    res.CheckErrors++;
+                    throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+                }
+                if (res.Leaks > 0 || res.Corruptions > 0)
+                {
+                    res = pre;
+                    highest = await CompareRefcountsAsync(refs, res, fix, log, fileClusters).ConfigureAwait(false);
+                }
+            }
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await CheckCopiedFlagsAsync(res, fix, log).ConfigureAwait(false);
+            if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);
+            res.ImageEndOffset = (highest + 1) << _g.ClusterBits;
+            if (fix != Qcow2RepairMode.None && res.CheckErrors == 0 && res.Corruptions == 0)
+            {
+                ulong cleared = _header.IncompatibleFeatures & ~(Qcow2Features.IncompatDirty | Qcow2Features.IncompatCorrupt);
+                if (cleared != _header.IncompatibleFeatures) await SetIncompatibleFeaturesAsync(cleared).ConfigureAwait(false);
+            }
+            return res;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private bool _rebuildNeeded;
+
+    private void Reference(ReferenceMap refs, ImageCheck res, long offset, long size, Action<string> log)
+    {
+        if (size <= 0) return;
+        long first = offset >> _g.ClusterBits, last = (offset + size - 1) >> _g.ClusterBits;
+        for (long k = first; k <= last; k++)
+        {
+            ulong r = refs[k];
+            if (r == _g.RefcountMax)
+            {
+                log($"ERROR: overflow cluster offset=0x{k << _g.ClusterBits:x}");
+                log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing");
+                res.Corruptions++;
+                continue;
+            }
+            refs[k] = r + 1;
+        }
+    }
+
+    private async Task<(ReferenceMap Refs, bool Rebuild)> CalculateReferencesAsync(ImageCheck res, Action<string> log, CancellationToken ct)
+    {
+        var refs = new ReferenceMap(_g.SizeToClusters(File.Length));
+        Reference(refs, res, 0, _g.ClusterSize, log);
+        await CheckL1Async(refs, res, (long)_header.L1TableOffset, _l1, active: true, log, ct).ConfigureAwait(false);
+        foreach (var sn in _snapshots)
+        {
+            if ((sn.L1TableOffset & (ulong)(_g.ClusterSize - 1)) != 0)
+            {
+                log($"ERROR snapshot {sn.Id} ({sn.Name}) l1_offset=0x{sn.L1TableOffset:x}: L1 table is not cluster aligned; snapshot table entry corrupted");
+                res.Corruptions++;
+                continue;
+            }
+            var l1 = await ReadTableEntriesAsync(File, (long)sn.L1TableOffset, (int)sn.L1Size, "Could not read snapshot L1 table", ct).ConfigureAwait(false);
+            await CheckL1Async(refs, res, (long)sn.L1TableOffset, l1, active: false, log, ct).ConfigureAwait(false);
+        }
+        Reference(refs, res, (long)_header.SnapshotsOffset, _header.SnapshotCount == 0 ? 0 : Qcow2Snapshot.TableSize(_snapshots), log);
+        Reference(refs, res, _refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits, log);
+        await ReferenceBitmapsAsync(refs, res, log, ct).ConfigureAwait(false);
+
+        bool rebuild = false;
+        long fileClusters = _g.SizeToClusters(File.Length);
+        var table = _refcounts.Table;
+        for (long i = 0; i < table.Length; i++)
+        {
+            ulong entry = table[i];
+            long offset = (long)(entry & Qcow2Refcounts.TableOffsetMask);
+            if ((entry & 0x1ff) != 0)
+            {
+                log($"ERROR refcount table entry {i} has reserved bits set");
+                res.Corruptions++;
+                rebuild = true;
+                continue;
+            }
+            if (offset == 0) continue;
+            if ((offset & (_g.ClusterSize - 1)) != 0)
+            {
+                log($"ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted");
+                res.Corruptions++;
+                rebuild = true;
+                continue;
+            }
+            long cluster = offset >> _g.ClusterBits;
+            if (cluster >= fileClusters)
+            {
+                res.Corruptions++;
+                log($"ERROR refcount block {i} is outside image");
+                rebuild = true;
+                continue;
+            }
+            Reference(refs, res, offset, _g.ClusterSize, log);
+            if (refs[cluster] != 1)
+            {
+                log($"ERROR refcount block {i} refcount={refs[cluster]}");
+                res.Corruptions++;
+                rebuild = true;
+            }
+        }
+        return (refs, rebuild);
+    }
+
+    private async Task CheckL1Async(ReferenceMap refs, ImageCheck res, long l1Offset, ulong[] l1, bool active, Action<string> log, CancellationToken ct)
+    {
+        if (l1.Length == 0) return;
+        Reference(refs, res, l1Offset, l1.Length * 8L, log);
+        var l2 = new byte[_g.ClusterSize];
+        for (int i = 0; i < l1.Length; i++)
+        {
+            if (l1[i] == 0) continue;
+            long l2Offset = (long)(l1[i] & L2Entry.OffsetMask);
+            Reference(refs, res, l2Offset, _g.ClusterSize, log);
+            if ((l2Offset & (_g.ClusterSize - 1)) != 0)
+            {
+                log($"ERROR l2_offset={l2Offset:x}: Table is not cluster aligned; L1 entry corrupted");
+                res.Corruptions++;
+                continue;
+            }
+            var cached = _l2Cache.Peek(l2Offset);
+            if (cached is not null) cached.Data.CopyTo(l2, 0);
+            else await File.ReadAsync(l2Offset, l2, ct).ConfigureAwait(false);
+            long nextContiguous = 0;
+            for (int j = 0; j < _g.L2Entries; j++)
+            {
+                var e = new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j * 8)));
+                switch (e.Kind)
+                {
+                    case Qcow2ClusterKind.Compressed:
+                        if (e.IsCopied)
+                        {
+                            log($"ERROR: coffset=0x{e.CompressedHostOffset(_g):x}: copied flag must never be set for compressed clusters");
+                            res.Corruptions++;
+                        }
+                        if (active)
+                        {
+                            res.AllocatedClusters++;
+                            res.CompressedClusters++;
+                            res.FragmentedClusters++;
+                        }
+                        var (start, length) = e.CompressedHostRange(_g);
+                        Reference(refs, res, start, length, log);
+                        break;
+                    case Qcow2ClusterKind.Normal:
+                    case Qcow2ClusterKind.ZeroAllocated:
+                        long offset = e.HostOffset;
+                        if (active)
+                        {
+                            res.AllocatedClusters++;
+                            if (nextContiguous != 0 && offset != nextContiguous) res.FragmentedClusters++;
+                            nextContiguous = offset + _g.ClusterSize;
+                        }
+                        if ((offset & (_g.ClusterSize - 1)) != 0)
+                        {
+                            log($"ERROR offset={offset:x}: Cluster is not properly aligned; L2 entry corrupted.");
+                            res.Corruptions++;
+                        }
+                        Reference(refs, res, offset, _g.ClusterSize, log);
+                        break;
+                }
+            }
+        }
+    }
+
+    private async Task ReferenceBitmapsAsync(ReferenceMap refs, ImageCheck res, Action<string> log, CancellationToken ct)
+    {
+        if (_header.Bitmaps is not { } bm || (_header.AutoclearFeatures & Qcow2Features.AutoclearBitmaps) == 0) return;
+        if (bm.DirectorySize > 64UL << 20) return;
+        var dir = new byte[bm.DirectorySize];
+        await File.ReadAsync((long)bm.DirectoryOffset, dir, ct).ConfigureAwait(false);
+        Reference(refs, res, (long)bm.DirectoryOffset, dir.Length, log);
+        int pos = 0;
+        for (uint i = 0; i < bm.Count && pos + 24 <= dir.Length; i++)
+        {
+            long tableOffset = (long)BinaryPrimitives.ReadUInt64BigEndian(dir.AsSpan(pos));
+            uint tableSize = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 8));
+            int nameSize = BinaryPrimitives.ReadUInt16BigEndian(dir.AsSpan(pos + 18));
+            uint extra = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 20));
+            pos = (int)((pos + 24 + extra + nameSize + 7) & ~7L);
+            if (tableSize > (1u << 24)) continue;
+            Reference(refs, res, tableOffset, tableSize * 8L, log);
+            var entries = await ReadTableEntriesAsync(File, tableOffset, (int)tableSize, "Could not read bitmap table", ct).ConfigureAwait(false);
+            foreach (var e in entries)
+            {
+                long off = (long)(e & L2Entry.OffsetMask);
+                if (off != 0) Reference(refs, res, off, _g.ClusterSize, log);
+            }
+        }
+    }
+
+    /// <summary>compare_refcounts; returns the highest cluster in use by either count.</summary>
+    private async Task<long> CompareRefcountsAsync(ReferenceMap refs, ImageCheck res, Qcow2RepairMode fix, Action<string> log, long fileClusters)
+    {
+        long highest = -1;
+        long limit = Math.Max(refs.Count, fileClusters);
+        foreach (long i in refs.Indexes().Concat(LongRange(refs.Count, limit)))
+        {
+            ulong onDisk;
+            try
+            {
+                onDisk = await _refcounts.GetAsync(i).ConfigureAwait(false);
+            }
+            catch (NativeIOException e)
+            {
+                log($"Can't get refcount for cluster {i}: {NativeIOException.Describe(e.Errno)}");
+                res.CheckErrors++;
+                continue;
+            }
+            ulong computed = refs[i];
+            if (onDisk > 0 || computed > 0) highest = Math.Max(highest, i);
+            if (onDisk == computed) continue;
+            bool canFix = false;
+            if (onDisk == 0) _rebuildNeeded = true;
+            else if (onDisk > computed && (fix & Qcow2RepairMode.Leaks) != 0) canFix = true;
+            else if (onDisk < computed && (fix & Qcow2RepairMode.Errors) != 0) canFix = true;
+            string what = canFix ? "Repairing" : onDisk < computed ? "ERROR" : "Leaked";
+            log($"{what} cluster {i} refcount={onDisk} reference={computed}");
+            if (canFix)
+            {
+                await _refcounts.SetAsync(i, computed).ConfigureAwait(false);
+                if (computed == 0 && i < _refcounts.FreeHint) _refcounts.FreeHint = i;
+                if (onDisk > computed) res.LeaksFixed++;
+                else res.CorruptionsFixed++;
+                continue;
+            }
+            if (onDisk < computed) res.Corruptions++;
+            else res.Leaks++;
+        }
+        return highest;
+    }
+
+    private static IEnumerable<long> LongRange(long from, long to)
+    {
+        for (long i = from; i < to; i++) yield return i;
+    }
+
+    /// <summary>check_oflag_copied: COPIED must be set exactly when the refcount is 1 (active tables only).</summary>
+    private async Task CheckCopiedFlagsAsync(ImageCheck res, Qcow2RepairMode fix, Action<string> log)
+    {
+        bool repair = (fix & Qcow2RepairMode.Errors) != 0 && !IsReadOnly;
+        for (int i = 0; i < _l1.Length; i++)
+        {
+            ulong l1Entry = _l1[i];
+            long l2Offset = (long)(l1Entry & L2Entry.OffsetMask);
+            if (l2Offset == 0 || (l2Offset & (_g.ClusterSize - 1)) != 0) continue;
+            ulong refcount = await _refcounts.GetAsync(l2Offset >> _g.ClusterBits).ConfigureAwait(false);
+            if ((refcount == 1) != ((l1Entry & L2Entry.CopiedFlag) != 0))
+            {
+                res.Corruptions++;
+                log($"{(repair ? "Repairing" : "ERROR")} OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={l1Entry:x} refcount={refcount}");
+                if (repair)
+                {
+                    _l1[i] = refcount == 1 ? l1Entry | L2Entry.CopiedFlag : l1Entry & ~L2Entry.CopiedFlag;
+                    _l1Dirty = true;
+                    res.Corruptions--;
+                    res.CorruptionsFixed++;
+                }
+            }
+            var table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
+            for (int j = 0; j < _g.L2Entries; j++)
+            {
+                var e = EntryAt(table, j);
+                if (e.Kind is not (Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)) continue;
+                if ((e.HostOffset & (_g.ClusterSize - 1)) != 0) continue;
+                ulong rc = await _refcounts.GetAsync(e.HostOffset >> _g.ClusterBits).ConfigureAwait(false);
+                if ((rc == 1) == e.IsCopied) continue;
+                res.Corruptions++;
+                log($"{(repair ? "Repairing" : "ERROR")} OFLAG_COPIED data cluster: l2_entry={e.Raw:x} refcount={rc}");
+                if (repair)
+                {
+                    SetEntry(table, j, new L2Entry(rc == 1 ? e.Raw | L2Entry.CopiedFlag : e.Raw & ~L2Entry.CopiedFlag));
+                    res.Corruptions--;
+                    res.CorruptionsFixed++;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// rebuild_refcount_structure: new refcount blocks and table, written from the computed
+    /// references after everything in use, synced before the header points at them. The old
+    /// structures become leaks that the caller repairs.
+    /// </summary>
+    private async Task RebuildRefcountsAsync(ReferenceMap refs)
+    {
+        long perBlock = _g.RefcountBlockEntries;
+        long start = refs.HighestReferenced() + 1;
+        long entries = Math.Max(1, (start + perBlock - 1) / perBlock);
+        long blocks, tableClusters, areaEnd;
+        while (true)
+        {
+            blocks = entries;
+            tableClusters = _g.SizeToClusters(entries * 8);
+            areaEnd = start + blocks + tableClusters;
+            long needed = (areaEnd + perBlock - 1) / perBlock;
+            if (needed <= entries) break;
+            entries = needed;
+        }
+        for (long c = start; c < areaEnd; c++) refs[c] = 1;
+        var table = new ulong[tableClusters * (_g.ClusterSize / 8)];
+        var block = new byte[_g.ClusterSize];
+        for (long b = 0; b < blocks; b++)
+        {
+            Array.Clear(block);
+            for (long k = 0; k < perBlock; k++)
+            {
+                ulong v = refs[b * perBlock + k];
+                if (v != 0) RefcountCodec.Set(block, k, _g.RefcountOrder, Math.Min(v, _g.RefcountMax));
+            }
+            long at = (start + b) << _g.ClusterBits;
+            table[b] = (ulong)at;
+            await File.WriteAsync(at, block).ConfigureAwait(false);
+        }
+        var raw = new byte[table.Length * 8];
+        for (int i = 0; i < table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
+        long tableOffset = (start + blocks) << _g.ClusterBits;
+        await File.WriteAsync(tableOffset, raw).ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        await WriteRefcountTablePointerAsync(tableOffset, (int)tableClusters).ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        _refcounts.ReplaceTable(table, tableOffset, (int)tableClusters, areaEnd);
+    }
+}

@@ -1,0 +1,646 @@
+using System.Buffers.Binary;
+using Vdisk.Graph;
+using Vdisk.Native;
+
+namespace Vdisk.Drivers.Qcow2;
+
+public sealed partial class Qcow2Node
+{
+    /// <summary>How a run of guest bytes is stored: one kind, contiguous on the host where that matters.</summary>
+    private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry);
+
+    private (ulong Raw, byte[] Data)? _lastDecompressed;
+
+    private static L2Entry EntryAt(CachedTable table, int index) => new(BinaryPrimitives.ReadUInt64BigEndian(table.Data.AsSpan(index * 8)));
+
+    private static void SetEntry(CachedTable table, int index, L2Entry entry)
+    {
+        BinaryPrimitives.WriteUInt64BigEndian(table.Data.AsSpan(index * 8), entry.Raw);
+        table.Dirty = true;
+    }
+
+    /// <summary>qcow2_get_host_offset: the mapping at <paramref name="offset"/>, for at most <paramref name="maxBytes"/>.</summary>
+    private async ValueTask<Mapping> MapLockedAsync(long offset, long maxBytes)
+    {
+        long l1Index = _g.L1Index(offset);
+        long tableEnd = (l1Index + 1) * _g.BytesPerL2Table;
+        long limit = Math.Min(offset + maxBytes, tableEnd);
+        if (l1Index >= _l1.Length) return new(Qcow2ClusterKind.Unallocated, 0, limit - offset, default);
+        long l2Offset = L2TableOffset(l1Index);
+        if (l2Offset == 0) return new(Qcow2ClusterKind.Unallocated, 0, limit - offset, default);
+        var table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
+        int index = _g.L2Index(offset);
+        var entry = EntryAt(table, index);
+        var kind = entry.Kind;
+        long inCluster = _g.OffsetInCluster(offset);
+        long bytes = Math.Min(_g.ClusterSize - inCluster, limit - offset);
+        if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated && (entry.Raw & (ulong)(_g.ClusterSize - 1) & L2Entry.OffsetMask) != 0)
+            await SignalCorruptionAsync($"Cluster allocation offset {entry.HostOffset:x} unaligned (L2 offset: {l2Offset:x}, L2 index: {index:x})").ConfigureAwait(false);
+        if (kind != Qcow2ClusterKind.Compressed)
+        {
+            long expected = entry.HostOffset + _g.ClusterSize;
+            for (int i = index + 1; offset + bytes < limit && i < _g.L2Entries; i++)
+            {
+                var next = EntryAt(table, i);
+                if (next.Kind != kind) break;
+                if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)
+                {
+                    if (next.HostOffset != expected || next.IsCopied != entry.IsCopied) break;
+                    expected += _g.ClusterSize;
+                }
+                bytes += Math.Min(_g.ClusterSize, limit - (offset + bytes));
+            }
+        }
+        long host = kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated ? entry.HostOffset + inCluster : 0;
+        return new(kind, host, bytes, entry);
+    }
+
+    private long L2TableOffset(long l1Index)
+    {
+        ulong entry = _l1[l1Index];
+        long offset = (long)(entry & L2Entry.OffsetMask);
+        if ((offset & (_g.ClusterSize - 1)) != 0)
+            throw new NativeIOException(Errno.EIO, $"L2 table offset {offset:x} unaligned (L1 index: {l1Index:x})", Filename);
+        return offset;
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        long pos = 0;
+        while (pos < buffer.Length)
+        {
+            Mapping m;
+            await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                m = await MapLockedAsync(offset + pos, buffer.Length - pos).ConfigureAwait(false);
+                if (m.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed) Interlocked.Increment(ref _inflight);
+            }
+            finally
+            {
+                _lock.Release();
+            }
+            var segment = buffer.Slice((int)pos, (int)m.Bytes);
+            switch (m.Kind)
+            {
+                case Qcow2ClusterKind.Unallocated:
+                    await ReadBackingAsync(offset + pos, segment, cancellationToken).ConfigureAwait(false);
+                    break;
+                case Qcow2ClusterKind.ZeroPlain:
+                case Qcow2ClusterKind.ZeroAllocated:
+                    segment.Span.Clear();
+                    break;
+                case Qcow2ClusterKind.Normal:
+                    try
+                    {
+                        await File.ReadAsync(m.HostOffset, segment, cancellationToken).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _inflight);
+                    }
+                    break;
+                case Qcow2ClusterKind.Compressed:
+                    try
+                    {
+                        var cluster = await DecompressAsync(m.Entry, cancellationToken).ConfigureAwait(false);
+                        cluster.AsSpan((int)_g.OffsetInCluster(offset + pos), segment.Length).CopyTo(segment.Span);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _inflight);
+                    }
+                    break;
+            }
+            pos += m.Bytes;
+        }
+    }
+
+    /// <summary>Reads from the backing chain; zeroes where there is none or it is shorter.</summary>
+    private async ValueTask ReadBackingAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        var backing = Backing;
+        long available = backing is null ? 0 : Math.Clamp(backing.Length - offset, 0, buffer.Length);
+        if (available > 0) await backing!.ReadAsync(offset, buffer[..(int)available], cancellationToken).ConfigureAwait(false);
+        buffer.Span[(int)available..].Clear();
+    }
+
+    private async ValueTask<byte[]> DecompressAsync(L2Entry entry, CancellationToken cancellationToken)
+    {
+        var last = _lastDecompressed;
+        if (last is { } l && l.Raw == entry.Raw) return l.Data;
+        long hostOffset = entry.CompressedHostOffset(_g);
+        int length = entry.CompressedSectors(_g) * 512 - (int)(hostOffset & 511);
+        var compressed = new byte[length];
+        await File.ReadAsync(hostOffset, compressed, cancellationToken).ConfigureAwait(false);
+        var cluster = new byte[_g.ClusterSize];
+        if (!Qcow2Compression.TryDecompress(_header.CompressionType, compressed, cluster))
+            throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+        _lastDecompressed = (entry.Raw, cluster);
+        return cluster;
+    }
+
+    /// <summary>Old contents of part of a guest cluster (for copy-on-write of partial writes).</summary>
+    private async ValueTask ReadOldAsync(L2Entry entry, long clusterGuestOffset, int offsetInCluster, Memory<byte> destination, CancellationToken ct)
+    {
+        switch (entry.Kind)
+        {
+            case Qcow2ClusterKind.Unallocated:
+                await ReadBackingAsync(clusterGuestOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
+                break;
+            case Qcow2ClusterKind.Normal:
+                await File.ReadAsync(entry.HostOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
+                break;
+            case Qcow2ClusterKind.Compressed:
+                var data = await DecompressAsync(entry, ct).ConfigureAwait(false);
+                data.AsSpan(offsetInCluster, destination.Length).CopyTo(destination.Span);
+                break;
+            default:
+                destination.Span.Clear();
+                break;
+        }
+    }
+
+    private void EnsureWritable()
+    {
+        ObjectDisposedException.ThrowIf(_closed, this);
+        if (IsReadOnly) throw new NativeIOException(Errno.EPERM, NativeIOException.Describe(Errno.EPERM), Filename);
+        if (IsCorrupt && (_openFlags & Permissions.OpenFlags.Check) == 0)
+            throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
+    {
+        EnsureWritable();
+        long pos = 0;
+        while (pos < data.Length)
+        {
+            await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            Mapping m;
+            try
+            {
+                await PrepareForWritesLockedAsync().ConfigureAwait(false);
+                m = await MapLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
+                if (m.Kind != Qcow2ClusterKind.Normal || !m.Entry.IsCopied)
+                {
+                    pos += await AllocatingWriteLockedAsync(offset + pos, data[(int)pos..], cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+                await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
+                Interlocked.Increment(ref _inflight);
+            }
+            finally
+            {
+                _lock.Release();
+            }
+            try
+            {
+                await File.WriteAsync(m.HostOffset, data.Slice((int)pos, (int)m.Bytes), WriteFlags.None, cancellationToken).ConfigureAwait(false);
+                _dataSinceSync = true;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inflight);
+            }
+            pos += m.Bytes;
+        }
+        _lastDecompressed = null;
+        if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Writes into clusters that need a new host cluster (unallocated, zero, compressed, shared)
+    /// or a preallocated zero cluster: allocates a contiguous run, writes the data with the old
+    /// contents around it, then points the L2 entries at it. Returns the bytes consumed.
+    /// </summary>
+    private async ValueTask<int> AllocatingWriteLockedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        int cs = _g.ClusterSize;
+        long l1Index = _g.L1Index(offset);
+        var table = await GetL2ForWriteLockedAsync(l1Index).ConfigureAwait(false);
+        long l2Offset = table.Offset;
+        long tableEnd = (l1Index + 1) * _g.BytesPerL2Table;
+        long end = Math.Min(offset + data.Length, tableEnd);
+        long clusterStart = _g.ClusterStart(offset);
+        int index = _g.L2Index(offset);
+        var first = EntryAt(table, index);
+        bool reuse = first.Kind == Qcow2ClusterKind.ZeroAllocated && first.IsCopied;
+        long maxClusters = Math.Max(1, (32L << 20) >> _g.ClusterBits);
+        int count = 1;
+        if (!reuse)
+        {
+            while (clusterStart + (long)count * cs < end && count < maxClusters)
+            {
+                var e = EntryAt(table, index + count);
+                if (e.IsCopied && e.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated) break;
+                count++;
+            }
+        }
+        long runEnd = clusterStart + (long)count * cs;
+        long writeEnd = Math.Min(end, runEnd);
+        int consumed = (int)(writeEnd - offset);
+        int head = (int)(offset - clusterStart);
+        int tail = (int)(runEnd - writeEnd);
+        var lastEntry = EntryAt(table, index + count - 1);
+
+        long host = reuse ? first.HostOffset : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
+        await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
+        if (head == 0 && tail == 0)
+        {
+            await File.WriteAsync(host, data[..consumed], WriteFlags.None, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            var buffer = new byte[(long)count * cs];
+            if (head > 0) await ReadOldAsync(first, clusterStart, 0, buffer.AsMemory(0, head), ct).ConfigureAwait(false);
+            data.Span[..consumed].CopyTo(buffer.AsSpan(head));
+            if (tail > 0)
+                await ReadOldAsync(lastEntry, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
+            await File.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
+        }
+        _dataSinceSync = true;
+
+        table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
+        for (int i = 0; i < count; i++)
+        {
+            var old = EntryAt(table, index + i);
+            SetEntry(table, index + i, L2Entry.Allocated(host + (long)i * cs));
+            if (!reuse) QueueFree(old, discard: false);
+        }
+        return consumed;
+    }
+
+    /// <summary>The L2 table for <paramref name="l1Index"/>, allocated or copied (when shared with a snapshot) so it can be changed.</summary>
+    private async ValueTask<CachedTable> GetL2ForWriteLockedAsync(long l1Index)
+    {
+        ulong l1Entry = _l1[l1Index];
+        long oldOffset = L2TableOffset(l1Index);
+        if (oldOffset != 0 && (l1Entry & L2Entry.CopiedFlag) != 0) return await _l2Cache.GetAsync(oldOffset).ConfigureAwait(false);
+        byte[]? initial = null;
+        if (oldOffset != 0) initial = (await _l2Cache.GetAsync(oldOffset).ConfigureAwait(false)).Data.ToArray();
+        long newOffset = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
+        await CheckMetadataOverlapAsync(newOffset, _g.ClusterSize).ConfigureAwait(false);
+        var table = await _l2Cache.CreateAsync(newOffset, initial).ConfigureAwait(false);
+        _l1[l1Index] = (ulong)newOffset | L2Entry.CopiedFlag;
+        _l1Dirty = true;
+        if (oldOffset != 0) _pendingFrees.Add(new(oldOffset, _g.ClusterSize, false));
+        return table;
+    }
+
+    /// <summary>Queues the release of what an overwritten or discarded L2 entry referenced.</summary>
+    private void QueueFree(L2Entry old, bool discard)
+    {
+        switch (old.Kind)
+        {
+            case Qcow2ClusterKind.Normal:
+            case Qcow2ClusterKind.ZeroAllocated:
+                _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard));
+                break;
+            case Qcow2ClusterKind.Compressed:
+                var (start, length) = old.CompressedHostRange(_g);
+                _pendingFrees.Add(new(start, length, discard));
+                break;
+        }
+    }
+
+    /// <summary>Before the first change: sets the dirty bit (lazy refcounts) and drops autoclear bits vdisk does not maintain.</summary>
+    private async ValueTask PrepareForWritesLockedAsync()
+    {
+        if (_preparedForWrites) return;
+        if (_header.Version >= 3 && _header.AutoclearFeatures != 0)
+        {
+            _header.AutoclearFeatures = 0;
+            var buf = new byte[8];
+            await File.WriteAsync(88, buf).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        if (_header.Version >= 3 && _header.LazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
+        {
+            await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatDirty).ConfigureAwait(false);
+            _markedDirty = true;
+        }
+        _preparedForWrites = true;
+    }
+
+    /// <summary>Rewrites the incompatible feature field alone and syncs (qcow2_mark_dirty / mark_clean).</summary>
+    internal async ValueTask SetIncompatibleFeaturesAsync(ulong value)
+    {
+        if (_header.Version < 3) return;
+        var buf = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(buf, value);
+        await File.WriteAsync(Qcow2Header.IncompatibleFeaturesOffset, buf).ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        _header.IncompatibleFeatures = value;
+    }
+
+    /// <summary>
+    /// The pre-write overlap check (QEMU's default "cached" template): data must never land on
+    /// the header, the active L1 table, the refcount table or the snapshot table.
+    /// </summary>
+    private async ValueTask CheckMetadataOverlapAsync(long offset, long length)
+    {
+        string? hit = null;
+        if (offset < _g.ClusterSize) hit = "qcow2_header";
+        else if (Overlaps(offset, length, (long)_header.L1TableOffset, _l1.Length * 8L)) hit = "active L1 table";
+        else if (Overlaps(offset, length, _refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits)) hit = "refcount table";
+        else if (_header.SnapshotCount > 0 && Overlaps(offset, length, (long)_header.SnapshotsOffset, Qcow2Snapshot.TableSize(_snapshots))) hit = "snapshot table";
+        if (hit is not null)
+            await SignalCorruptionAsync($"Preventing invalid write on metadata (overlaps with {hit})").ConfigureAwait(false);
+    }
+
+    private static bool Overlaps(long a, long alen, long b, long blen) => blen > 0 && a < b + blen && b < a + alen;
+
+    /// <summary>qcow2_signal_corruption: warn, set the corrupt bit when writable, fail the request with EIO.</summary>
+    private async ValueTask SignalCorruptionAsync(string message)
+    {
+        if (!IsCorrupt)
+        {
+            Diagnostics.Warn($"qcow2: Marking image as corrupt: {message}; further corruption events will be suppressed");
+            if (!IsReadOnly && _header.Version >= 3)
+            {
+                try
+                {
+                    await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatCorrupt).ConfigureAwait(false);
+                }
+                catch (IOException)
+                {
+                    // The request fails with EIO either way.
+                }
+            }
+            else
+            {
+                _header.IncompatibleFeatures |= Qcow2Features.IncompatCorrupt;
+            }
+        }
+        throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
+    {
+        EnsureWritable();
+        if (length <= 0) return;
+        int cs = _g.ClusterSize;
+        long end = offset + length;
+        bool unmap = (flags & ZeroFlags.MayUnmap) != 0;
+        long pos = offset;
+        while (pos < end)
+        {
+            long clusterStart = _g.ClusterStart(pos);
+            long clusterEnd = Math.Min(clusterStart + cs, Length);
+            long pieceEnd = Math.Min(end, clusterStart + cs);
+            if (pos == clusterStart && pieceEnd >= clusterEnd)
+            {
+                // Whole clusters from here (the image's last, partial cluster counts as whole).
+                long runEnd = end == Length ? end : _g.ClusterStart(end);
+                if (!await ZeroClustersAsync(pos, runEnd, unmap, cancellationToken).ConfigureAwait(false))
+                    await ZeroFallbackAsync(pos, runEnd - pos, flags, cancellationToken).ConfigureAwait(false);
+                pos = runEnd;
+                continue;
+            }
+            // A partial cluster: zero the whole cluster if the rest of it already reads as zero.
+            bool rest = _header.Version >= 3
+                && await IsZeroAsync(clusterStart, pos - clusterStart, cancellationToken).ConfigureAwait(false)
+                && await IsZeroAsync(pieceEnd, clusterEnd - pieceEnd, cancellationToken).ConfigureAwait(false);
+            if (!rest || !await ZeroClustersAsync(clusterStart, clusterEnd, unmap: false, cancellationToken, onlyIfUnallocatedOrZero: true).ConfigureAwait(false))
+                await ZeroFallbackAsync(pos, pieceEnd - pos, flags, cancellationToken).ConfigureAwait(false);
+            pos = pieceEnd;
+        }
+        if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask ZeroFallbackAsync(long offset, long length, ZeroFlags flags, CancellationToken ct)
+    {
+        if ((flags & ZeroFlags.NoFallback) != 0)
+            throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP), Filename);
+        var zeroes = new byte[(int)Math.Min(length, 1 << 20)];
+        while (length > 0)
+        {
+            int n = (int)Math.Min(length, zeroes.Length);
+            await WriteAsync(offset, zeroes.AsMemory(0, n), WriteFlags.None, ct).ConfigureAwait(false);
+            offset += n;
+            length -= n;
+        }
+    }
+
+    /// <summary>True when the range reads as zeroes according to block status (cheap: no data is read).</summary>
+    private async ValueTask<bool> IsZeroAsync(long offset, long length, CancellationToken ct)
+    {
+        if (length <= 0) return true;
+        return await BlockChain.IsZeroAsync(this, offset, length, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// zero_in_l2_slice over whole clusters [start, end): sets the zero flag, freeing the host
+    /// cluster when unmapping (and always for compressed clusters). v2 images have no zero flag:
+    /// without a backing file the clusters are deallocated instead, otherwise this returns false.
+    /// </summary>
+    private async ValueTask<bool> ZeroClustersAsync(long start, long end, bool unmap, CancellationToken ct, bool onlyIfUnallocatedOrZero = false)
+    {
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_header.Version < 3)
+            {
+                if (Backing is not null) return false;
+                await PrepareForWritesLockedAsync().ConfigureAwait(false);
+                await DiscardClustersLockedAsync(start, end, fullDiscard: false).ConfigureAwait(false);
+                return true;
+            }
+            if (onlyIfUnallocatedOrZero)
+            {
+                var m = await MapLockedAsync(start, end - start).ConfigureAwait(false);
+                if (m.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed) return false;
+            }
+            await PrepareForWritesLockedAsync().ConfigureAwait(false);
+            long pos = start;
+            while (pos < end)
+            {
+                long l1Index = _g.L1Index(pos);
+                var table = await GetL2ForWriteLockedAsync(l1Index).ConfigureAwait(false);
+                long tableEnd = Math.Min(end, (l1Index + 1) * _g.BytesPerL2Table);
+                for (; pos < tableEnd; pos += _g.ClusterSize)
+                {
+                    int index = _g.L2Index(pos);
+                    var old = EntryAt(table, index);
+                    bool allocated = old.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
+                    bool free = old.Kind == Qcow2ClusterKind.Compressed || (unmap && allocated);
+                    var next = new L2Entry((free ? 0 : old.Raw) | L2Entry.ZeroFlag);
+                    if (next == old) continue;
+                    SetEntry(table, index, next);
+                    if (free) QueueFree(old, discard: true);
+                }
+            }
+            _lastDecompressed = null;
+            return true;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        EnsureWritable();
+        // Without zero clusters (v2), a discard would expose the backing file's stale data.
+        if (_header.Version < 3 && Backing is not null) return;
+        long end = offset + length;
+        long start = _g.ClusterStart(offset + _g.ClusterSize - 1);
+        long alignedEnd = _g.ClusterStart(end);
+        if (end == Length && end > alignedEnd && start <= alignedEnd) alignedEnd = end;
+        if (alignedEnd <= start) return;
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await PrepareForWritesLockedAsync().ConfigureAwait(false);
+            await DiscardClustersLockedAsync(start, alignedEnd, fullDiscard: false).ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// discard_in_l2_slice: a discarded cluster reads as zeroes (v3 zero flag), or falls through
+    /// to the backing file with <paramref name="fullDiscard"/>; its host cluster is freed.
+    /// </summary>
+    private async ValueTask DiscardClustersLockedAsync(long start, long end, bool fullDiscard)
+    {
+        long pos = start;
+        while (pos < end)
+        {
+            long l1Index = _g.L1Index(pos);
+            long tableEnd = Math.Min(end, (l1Index + 1) * _g.BytesPerL2Table);
+            if (l1Index >= _l1.Length) break;
+            if (L2TableOffset(l1Index) == 0 && (fullDiscard || Backing is null))
+            {
+                pos = tableEnd;
+                continue;
+            }
+            var table = await GetL2ForWriteLockedAsync(l1Index).ConfigureAwait(false);
+            for (; pos < tableEnd; pos += _g.ClusterSize)
+            {
+                int index = _g.L2Index(pos);
+                var old = EntryAt(table, index);
+                bool allocated = old.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
+                var next = old;
+                if (fullDiscard) next = default;
+                else if (Backing is not null || allocated) next = new L2Entry(_header.Version >= 3 ? L2Entry.ZeroFlag : 0);
+                if (next == old) continue;
+                SetEntry(table, index, next);
+                QueueFree(old, discard: true);
+            }
+        }
+        _lastDecompressed = null;
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        if (IsReadOnly) return;
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Makes everything durable in the crash-safe order: refcount blocks, sync, L2 tables, sync,
+    /// L1 table, sync; then applies queued frees (their references are gone on disk) and syncs.
+    /// </summary>
+    private async ValueTask FlushLockedAsync(CancellationToken ct)
+    {
+        await _l2Cache.WriteDirtyAsync().ConfigureAwait(false);
+        if (_l1Dirty)
+        {
+            if (_refcounts.IsDirty) await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+            await WriteL1Async().ConfigureAwait(false);
+            _l1Dirty = false;
+        }
+        if (_refcounts.IsDirty) await _refcounts.WriteBackAsync().ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        if (_pendingFrees.Count > 0 && Volatile.Read(ref _inflight) == 0)
+        {
+            var frees = _pendingFrees.ToArray();
+            _pendingFrees.Clear();
+            var punch = new List<long>();
+            foreach (var f in frees)
+            {
+                await _refcounts.ChangeAsync(f.Offset, f.Length, -1).ConfigureAwait(false);
+                for (long c = f.Offset >> _g.ClusterBits; c <= (f.Offset + f.Length - 1) >> _g.ClusterBits; c++)
+                {
+                    if (await _refcounts.GetAsync(c).ConfigureAwait(false) != 0) continue;
+                    _l2Cache.Discard(c << _g.ClusterBits);
+                    if (f.Discard) punch.Add(c);
+                }
+            }
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+            foreach (long c in punch.Distinct())
+                await File.DiscardAsync(c << _g.ClusterBits, _g.ClusterSize, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes back one L2 table: refcounts and data must be on disk before any L2 entry that needs them.</summary>
+    private async ValueTask WriteL2BackAsync(CachedTable table)
+    {
+        if (_refcounts.IsDirty)
+        {
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            _dataSinceSync = true;
+        }
+        if (_dataSinceSync) await SyncFileAsync().ConfigureAwait(false);
+        await File.WriteAsync(table.Offset, table.Data).ConfigureAwait(false);
+    }
+
+    private async ValueTask WriteL1Async()
+    {
+        var raw = new byte[_l1.Length * 8];
+        for (int i = 0; i < _l1.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), _l1[i]);
+        await File.WriteAsync((long)_header.L1TableOffset, raw).ConfigureAwait(false);
+    }
+
+    private async ValueTask WriteRefcountTablePointerAsync(long offset, int clusters)
+    {
+        var buf = new byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(buf, (ulong)offset);
+        BinaryPrimitives.WriteUInt32BigEndian(buf.AsSpan(8), (uint)clusters);
+        await File.WriteAsync(Qcow2Header.RefcountTableOffsetOffset, buf).ConfigureAwait(false);
+        _header.RefcountTableOffset = (ulong)offset;
+        _header.RefcountTableClusters = (uint)clusters;
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        Mapping m;
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            m = await MapLockedAsync(offset, Math.Min(length, Length - offset)).ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+        return m.Kind switch
+        {
+            Qcow2ClusterKind.Normal => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File),
+            Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, File),
+            Qcow2ClusterKind.ZeroPlain => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
+            Qcow2ClusterKind.Compressed => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
+            _ => new BlockStatus(m.Bytes, BlockStatusFlags.None),
+        };
+    }
+}

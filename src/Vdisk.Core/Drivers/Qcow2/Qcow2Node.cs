@@ -1,0 +1,288 @@
+using System.Buffers.Binary;
+using Vdisk.Graph;
+using Vdisk.Native;
+using Vdisk.Permissions;
+
+namespace Vdisk.Drivers.Qcow2;
+
+/// <summary>
+/// The qcow2 format node: guest offsets map through the L1 and L2 tables to host clusters of the
+/// file child; unallocated ranges read from the backing child. Metadata changes are serialized
+/// by an async lock and reach the disk in the order refcounts, data, L2 tables, L1 table, so a
+/// crash can only leak clusters. Frees are applied only after the references are gone on disk.
+/// </summary>
+public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
+{
+    private readonly BdrvChild _fileChild;
+    private BdrvChild? _backingChild;
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly Qcow2Header _header;
+    private readonly Qcow2Geometry _g;
+    private ulong[] _l1;
+    private bool _l1Dirty;
+    private readonly Qcow2Cache _l2Cache;
+    private readonly Qcow2Refcounts _refcounts;
+    private readonly List<PendingFree> _pendingFrees = new();
+    private List<Qcow2Snapshot> _snapshots;
+    private int _inflight;
+    private bool _dataSinceSync;
+    private bool _preparedForWrites;
+    private bool _markedDirty;
+    private bool _closed;
+    private readonly OpenFlags _openFlags;
+
+    private readonly record struct PendingFree(long Offset, long Length, bool Discard);
+
+    private Qcow2Node(string nodeName, NodeFlags flags, BlockNode file, Qcow2Header header, ulong[] l1,
+        ulong[] refcountTable, List<Qcow2Snapshot> snapshots, OpenFlags openFlags)
+        : base(nodeName, flags, file.Filename)
+    {
+        _header = header;
+        _g = header.Geometry;
+        _l1 = l1;
+        _snapshots = snapshots;
+        _openFlags = openFlags;
+        _fileChild = AttachChild("file", file, ChildRole.Image);
+        int tablesForWholeDisk = (int)Math.Min(int.MaxValue, Math.Max(1, _g.L1EntriesFor((long)header.Size)));
+        int maxTables = (int)Math.Min(4096, (32L << 20) >> _g.ClusterBits);
+        int l2Capacity = Math.Clamp(tablesForWholeDisk, 16, Math.Max(16, maxTables));
+        _l2Cache = new Qcow2Cache(l2Capacity, _g.ClusterSize, ReadTableAsync, WriteL2BackAsync);
+        long allocatedEnd = _g.SizeToClusters(file.Length);
+        _refcounts = new Qcow2Refcounts(file, _g, refcountTable, (long)header.RefcountTableOffset,
+            (int)header.RefcountTableClusters, Math.Clamp(l2Capacity / 4, 16, 4096), allocatedEnd, SyncFileAsync)
+        {
+            TableMoved = WriteRefcountTablePointerAsync,
+        };
+    }
+
+    /// <inheritdoc />
+    public override string DriverName => "qcow2";
+
+    /// <inheritdoc />
+    public override bool IsProtocol => false;
+
+    /// <inheritdoc />
+    public override IChildPermissionRule PermissionRule => DefaultChildPermissionRule.Instance;
+
+    /// <summary>The file child's node.</summary>
+    public BlockNode File => _fileChild.Node;
+
+    /// <summary>The backing node, or null.</summary>
+    public BlockNode? Backing => _backingChild?.Node;
+
+    /// <summary>The header as read (and as updated since).</summary>
+    public Qcow2Header Header => _header;
+
+    /// <summary>Cluster size and table geometry.</summary>
+    public Qcow2Geometry Geometry => _g;
+
+    /// <summary>The internal snapshots.</summary>
+    public IReadOnlyList<Qcow2Snapshot> Snapshots => _snapshots;
+
+    /// <summary>The backing file name as given to the open (resolved against the image's directory).</summary>
+    public string? FullBackingFilename { get; private set; }
+
+    /// <inheritdoc />
+    public override long Length => (long)_header.Size;
+
+    /// <summary>True when the header's corrupt bit is set.</summary>
+    public bool IsCorrupt => (_header.IncompatibleFeatures & Qcow2Features.IncompatCorrupt) != 0;
+
+    /// <summary>
+    /// Opens the image on <paramref name="file"/>: validates the header and tables like
+    /// qcow2_do_open, reads the L1 and refcount tables and the snapshot list, and repairs the
+    /// refcounts of a dirty image opened read-write.
+    /// </summary>
+    public static async Task<Qcow2Node> OpenAsync(string nodeName, NodeFlags flags, OpenFlags openFlags, BlockNode file, CancellationToken cancellationToken = default)
+    {
+        bool check = (openFlags & OpenFlags.Check) != 0;
+        bool writable = (flags & NodeFlags.ReadWrite) != 0;
+        var first = new byte[Qcow2Header.V3HeaderLength];
+        await ReadHeaderBytesAsync(file, 0, first, cancellationToken).ConfigureAwait(false);
+        int headerBytes = Qcow2Header.BytesToRead(first);
+        var cluster0 = new byte[headerBytes];
+        await ReadHeaderBytesAsync(file, 0, cluster0, cancellationToken).ConfigureAwait(false);
+        var header = Qcow2Header.Parse(cluster0);
+
+        ulong unsupported = header.IncompatibleFeatures & ~Qcow2Features.IncompatSupported;
+        if (unsupported != 0)
+        {
+            var names = Qcow2Features.NameTable.Where(f => f.Type == 0 && (unsupported & (1UL << f.Bit)) != 0).Select(f => f.Name);
+            throw new Qcow2FormatException("vdisk does not support the qcow2 feature(s): " + string.Join(", ", names));
+        }
+        if ((header.IncompatibleFeatures & Qcow2Features.IncompatCorrupt) != 0 && writable && !check)
+            throw new NativeIOException(Errno.EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
+        if (header.CryptMethod != 0) throw new Qcow2FormatException("vdisk does not support encrypted qcow2 images");
+
+        var g = header.Geometry;
+        if (header.RefcountTableClusters == 0 && !check) throw new Qcow2FormatException("Image does not contain a reference count table");
+        ValidateTable(g, header.RefcountTableOffset, header.RefcountTableClusters, g.ClusterSize, Qcow2Geometry.MaxRefcountTableBytes, "Reference count table");
+        if (!check)
+            ValidateTable(g, header.SnapshotsOffset, header.SnapshotCount, 40, 40L * Qcow2Snapshot.MaxSnapshots, "Snapshot table");
+        ValidateTable(g, header.L1TableOffset, header.L1Size, 8, Qcow2Geometry.MaxL1Bytes, "Active L1 table");
+        long l1Needed = g.L1EntriesFor((long)Math.Min(header.Size, long.MaxValue / 2));
+        if (header.Size > long.MaxValue / 2 || l1Needed > int.MaxValue) throw new NativeIOException(Errno.EFBIG, "Image is too big");
+        if (header.L1Size < l1Needed) throw new Qcow2FormatException("L1 table is too small");
+
+        var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken).ConfigureAwait(false);
+        var refcountTable = await ReadTableEntriesAsync(file, (long)header.RefcountTableOffset,
+            (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken).ConfigureAwait(false);
+        var snapshots = check ? new List<Qcow2Snapshot>() : await ReadSnapshotsAsync(file, header, cancellationToken).ConfigureAwait(false);
+
+        var node = new Qcow2Node(nodeName, flags, file, header, l1, refcountTable, snapshots, openFlags);
+        if (!check && writable && (header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0)
+        {
+            try
+            {
+                var result = await Qcow2Check.RunAsync(node, Qcow2RepairMode.All, null, cancellationToken).ConfigureAwait(false);
+                if (result.CheckErrors > 0) throw new NativeIOException(Errno.EIO, "Could not repair dirty image: " + NativeIOException.Describe(Errno.EIO));
+            }
+            catch (NativeIOException e) when (!e.Message.StartsWith("Could not repair", StringComparison.Ordinal))
+            {
+                throw new NativeIOException(e.Errno, "Could not repair dirty image: " + e.Message);
+            }
+        }
+        return node;
+    }
+
+    private static async ValueTask ReadHeaderBytesAsync(BlockNode file, long offset, byte[] buffer, CancellationToken ct)
+    {
+        try
+        {
+            await file.ReadAsync(offset, buffer, ct).ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new NativeIOException(e.Errno, "Could not read qcow2 header: " + NativeIOException.Describe(e.Errno));
+        }
+    }
+
+    /// <summary>qcow2_validate_table: size limit and a cluster-aligned offset that fits in 63 bits.</summary>
+    internal static void ValidateTable(Qcow2Geometry g, ulong offset, ulong entries, long entryLength, long maxBytes, string name)
+    {
+        if (entries > (ulong)(maxBytes / entryLength)) throw new NativeIOException(Errno.EFBIG, $"{name} too large");
+        if ((ulong)long.MaxValue - entries * (ulong)entryLength < offset || (offset & (ulong)(g.ClusterSize - 1)) != 0)
+            throw new Qcow2FormatException($"{name} offset invalid");
+    }
+
+    private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct)
+    {
+        var table = new ulong[entries];
+        if (entries == 0) return table;
+        var raw = new byte[entries * 8L];
+        try
+        {
+            await file.ReadAsync(offset, raw, ct).ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new NativeIOException(e.Errno, $"{what}: {NativeIOException.Describe(e.Errno)}");
+        }
+        for (int i = 0; i < entries; i++) table[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
+        return table;
+    }
+
+    private static async ValueTask<List<Qcow2Snapshot>> ReadSnapshotsAsync(BlockNode file, Qcow2Header header, CancellationToken ct)
+    {
+        if (header.SnapshotCount == 0) return new();
+        // Entries have variable size: read in growing steps, bounded by QEMU's 64 MiB table limit.
+        long size = Math.Max(4096, header.SnapshotCount * 48L);
+        const long maxTable = 64L << 20;
+        while (true)
+        {
+            size = Math.Min(size, maxTable);
+            var raw = new byte[size];
+            await file.ReadAsync((long)header.SnapshotsOffset, raw, ct).ConfigureAwait(false);
+            try
+            {
+                return Qcow2Snapshot.ParseTable(raw, header.SnapshotCount);
+            }
+            catch (Qcow2FormatException) when (size < maxTable)
+            {
+                size *= 4;
+            }
+            catch (Qcow2FormatException e) when (e.Message == "Snapshot table is truncated")
+            {
+                throw new Qcow2FormatException("Snapshot table too large");
+            }
+        }
+    }
+
+    /// <summary>Attaches the backing node (role COW).</summary>
+    internal void AttachBacking(BlockNode backing, string? fullName)
+    {
+        _backingChild = AttachChild("backing", backing, ChildRole.Cow);
+        FullBackingFilename = fullName;
+    }
+
+    private ValueTask ReadTableAsync(long offset, byte[] buffer) => File.ReadAsync(offset, buffer);
+
+    private async ValueTask SyncFileAsync()
+    {
+        await File.FlushAsync().ConfigureAwait(false);
+        _dataSinceSync = false;
+    }
+
+    /// <inheritdoc />
+    public ImageInfo GetImageInfo()
+    {
+        var specific = new List<KeyValuePair<string, object>>();
+        if (_header.Version == 2)
+        {
+            specific.Add(new("compat", "0.10"));
+            specific.Add(new("compression-type", "zlib"));
+            specific.Add(new("refcount-bits", (long)_g.RefcountBits));
+        }
+        else
+        {
+            specific.Add(new("compat", "1.1"));
+            specific.Add(new("compression-type", _header.CompressionType == Qcow2CompressionType.Zstd ? "zstd" : "zlib"));
+            specific.Add(new("lazy-refcounts", _header.LazyRefcounts));
+            specific.Add(new("refcount-bits", (long)_g.RefcountBits));
+            specific.Add(new("corrupt", IsCorrupt));
+            specific.Add(new("extended-l2", false));
+        }
+        return new ImageInfo
+        {
+            Filename = Filename,
+            Format = "qcow2",
+            VirtualSize = Length,
+            ActualSize = File.AllocatedSize,
+            ClusterSize = _g.ClusterSize,
+            VmStateOffset = _g.L1EntriesFor(Length) * _g.BytesPerL2Table,
+            DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
+            BackingFilename = _header.BackingFile,
+            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? Qcow2Driver.CombineBackingPath(Filename, _header.BackingFile),
+            BackingFormat = _header.BackingFormat,
+            Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
+                (long)s.VmClockNanoseconds, s.Icount is ulong ic ? (long)ic : null)).ToList(),
+            FormatSpecificType = "qcow2",
+            FormatSpecificData = specific,
+        };
+    }
+
+    /// <inheritdoc />
+    protected internal override async ValueTask CloseAsync()
+    {
+        if (_closed) return;
+        _closed = true;
+        if (IsReadOnly || _openFlags.HasFlag(OpenFlags.Inactive)) return;
+        try
+        {
+            await _lock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
+                if (_markedDirty) await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures & ~Qcow2Features.IncompatDirty).ConfigureAwait(false);
+            }
+            finally
+            {
+                _lock.Release();
+            }
+        }
+        catch (IOException e)
+        {
+            Diagnostics.Warn($"Failed to flush the image '{Filename}': {e.Message}");
+        }
+    }
+}

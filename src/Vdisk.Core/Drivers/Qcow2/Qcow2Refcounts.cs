@@ -1,0 +1,408 @@
+using System.Buffers.Binary;
+using Vdisk.Graph;
+using Vdisk.Native;
+
+namespace Vdisk.Drivers.Qcow2;
+
+/// <summary>
+/// The refcount table, its blocks (through a bounded cache) and the cluster allocator. Called
+/// under the node's metadata lock. Every structure is refcounted before anything points at it:
+/// a new refcount block carries its own count (or is counted in another block that is synced
+/// first); a grown table is written with its blocks before the header switches to it.
+/// </summary>
+internal sealed class Qcow2Refcounts
+{
+    /// <summary>REFT_OFFSET_MASK: bits 9-63 of a refcount table entry.</summary>
+    public const ulong TableOffsetMask = 0xfffffffffffffe00UL;
+
+    private readonly BlockNode _file;
+    private readonly Qcow2Geometry _g;
+    private readonly Func<ValueTask> _sync;
+    private long _freeByteOffset;
+
+    public Qcow2Refcounts(BlockNode file, Qcow2Geometry geometry, ulong[] table, long tableOffset, int tableClusters,
+        int cacheCapacity, long allocatedEnd, Func<ValueTask> sync)
+    {
+        _file = file;
+        _g = geometry;
+        _sync = sync;
+        Table = table;
+        TableOffset = tableOffset;
+        TableClusters = tableClusters;
+        AllocatedEnd = allocatedEnd;
+        Blocks = new Qcow2Cache(cacheCapacity, geometry.ClusterSize,
+            (offset, buffer) => _file.ReadAsync(offset, buffer),
+            t => _file.WriteAsync(t.Offset, t.Data));
+    }
+
+    /// <summary>The refcount table entries.</summary>
+    public ulong[] Table { get; private set; }
+
+    /// <summary>Where the table lives.</summary>
+    public long TableOffset { get; private set; }
+
+    /// <summary>Clusters of the table.</summary>
+    public int TableClusters { get; private set; }
+
+    /// <summary>The refcount block cache.</summary>
+    public Qcow2Cache Blocks { get; }
+
+    /// <summary>True when refcount blocks changed in memory since they were last written.</summary>
+    public bool IsDirty => Blocks.HasDirty;
+
+    /// <summary>Lowest cluster index that may be free.</summary>
+    public long FreeHint { get; set; }
+
+    /// <summary>One past the highest cluster ever handed out or found in the file (allocations never need to look past it).</summary>
+    public long AllocatedEnd { get; private set; }
+
+    /// <summary>Raised after the table moved, with the new offset and cluster count (the header must follow).</summary>
+    public Func<long, int, ValueTask>? TableMoved { get; set; }
+
+    /// <summary>The refcount of host cluster <paramref name="cluster"/>.</summary>
+    public ValueTask<ulong> GetAsync(long cluster)
+    {
+        long ti = _g.RefcountTableIndex(cluster);
+        if (ti >= Table.Length) return ValueTask.FromResult(0UL);
+        long blockOffset = BlockOffset(ti);
+        if (blockOffset == 0) return ValueTask.FromResult(0UL);
+        var pending = Blocks.GetAsync(blockOffset);
+        if (pending.IsCompletedSuccessfully)
+            return ValueTask.FromResult(RefcountCodec.Get(pending.Result.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder));
+        return ReadAfterLoadAsync(pending, cluster);
+    }
+
+    private async ValueTask<ulong> ReadAfterLoadAsync(ValueTask<CachedTable> pending, long cluster)
+    {
+        var block = await pending.ConfigureAwait(false);
+        return RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder);
+    }
+
+    /// <summary>The refcount block covering <paramref name="cluster"/>, or null when it has none.</summary>
+    private async ValueTask<CachedTable?> BlockOfAsync(long cluster)
+    {
+        long ti = _g.RefcountTableIndex(cluster);
+        if (ti >= Table.Length) return null;
+        long blockOffset = BlockOffset(ti);
+        if (blockOffset == 0) return null;
+        return await Blocks.GetAsync(blockOffset).ConfigureAwait(false);
+    }
+
+    /// <summary>One past the last cluster described by the refcount block covering <paramref name="cluster"/>.</summary>
+    private long BlockEnd(long cluster) => (_g.RefcountTableIndex(cluster) + 1) << _g.RefcountBlockBits;
+
+    private long BlockOffset(long tableIndex)
+    {
+        ulong entry = Table[tableIndex];
+        if ((entry & (ulong)(_g.ClusterSize - 1)) != 0)
+            throw new NativeIOException(Errno.EIO, $"Refblock offset {entry:x} unaligned (reftable index: {tableIndex:x})", _file.Filename);
+        return (long)(entry & TableOffsetMask);
+    }
+
+    /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>
+    public async ValueTask<long> AllocateAsync(long count)
+    {
+        while (true)
+        {
+            long start = await FindFreeRunAsync(count).ConfigureAwait(false);
+            if (await EnsureBlocksAsync(start, start + count).ConfigureAwait(false)) continue;
+            // One block lookup per refcount block, not per cluster.
+            for (long c = start; c < start + count;)
+            {
+                var block = (await BlockOfAsync(c).ConfigureAwait(false))!;
+                for (long stop = Math.Min(start + count, BlockEnd(c)); c < stop; c++)
+                    RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
+                block.Dirty = true;
+            }
+            if (start <= FreeHint) FreeHint = start + count;
+            AllocatedEnd = Math.Max(AllocatedEnd, start + count);
+            return start << _g.ClusterBits;
+        }
+    }
+
+    /// <summary>
+    /// qcow2_alloc_bytes: room for <paramref name="size"/> bytes of compressed data, packed after
+    /// the previous compressed cluster; every host cluster touched gains one reference.
+    /// </summary>
+    public async ValueTask<long> AllocateBytesAsync(int size)
+    {
+        while (true)
+        {
+            long offset = _freeByteOffset;
+            if (offset != 0 && await GetAsync(offset >> _g.ClusterBits).ConfigureAwait(false) >= _g.RefcountMax) offset = 0;
+            long freeInCluster = offset == 0 ? 0 : _g.ClusterSize - _g.OffsetInCluster(offset);
+            if (offset == 0 || freeInCluster < size)
+            {
+                long next = await FindFreeRunAsync(1).ConfigureAwait(false);
+                long roundUp = (offset + _g.ClusterSize - 1) & ~(long)(_g.ClusterSize - 1);
+                if (offset == 0 || roundUp != next << _g.ClusterBits) offset = next << _g.ClusterBits;
+            }
+            long first = offset >> _g.ClusterBits, last = (offset + size - 1) >> _g.ClusterBits;
+            if (await EnsureBlocksAsync(first, last + 1).ConfigureAwait(false)) continue;
+            for (long c = first; c <= last; c++)
+            {
+                ulong rc = await GetAsync(c).ConfigureAwait(false);
+                await SetAsync(c, rc + 1).ConfigureAwait(false);
+            }
+            AllocatedEnd = Math.Max(AllocatedEnd, last + 1);
+            if (first <= FreeHint && FreeHint <= last) FreeHint = last + 1;
+            _freeByteOffset = _g.OffsetInCluster(offset + size) == 0 ? 0 : offset + size;
+            return offset;
+        }
+    }
+
+    /// <summary>
+    /// Adds <paramref name="addend"/> to the refcount of every cluster touched by the byte range.
+    /// Decrements below zero and increments past the maximum fail with EIO (the image is inconsistent).
+    /// </summary>
+    public async ValueTask ChangeAsync(long offset, long length, long addend)
+    {
+        if (length <= 0) return;
+        long first = offset >> _g.ClusterBits, last = (offset + length - 1) >> _g.ClusterBits;
+        if (addend > 0)
+        {
+            while (await EnsureBlocksAsync(first, last + 1).ConfigureAwait(false)) { }
+        }
+        for (long c = first; c <= last; c++)
+        {
+            ulong rc = await GetAsync(c).ConfigureAwait(false);
+            ulong next;
+            if (addend < 0)
+            {
+                if (rc < (ulong)-addend)
+                    throw new NativeIOException(Errno.EIO, $"qcow2: refcount of cluster {c} would drop below zero", _file.Filename);
+                next = rc - (ulong)-addend;
+            }
+            else
+            {
+                if (_g.RefcountMax - rc < (ulong)addend)
+                    throw new NativeIOException(Errno.EIO, $"qcow2: refcount of cluster {c} would exceed the maximum", _file.Filename);
+                next = rc + (ulong)addend;
+            }
+            if (_g.RefcountTableIndex(c) >= Table.Length || BlockOffset(_g.RefcountTableIndex(c)) == 0)
+            {
+                if (next == 0) continue;
+                throw new NativeIOException(Errno.EIO, $"qcow2: cluster {c} has no refcount block", _file.Filename);
+            }
+            await SetAsync(c, next).ConfigureAwait(false);
+            if (next == 0)
+            {
+                if (c < FreeHint) FreeHint = c;
+                if (_freeByteOffset != 0 && _freeByteOffset >> _g.ClusterBits == c) _freeByteOffset = 0;
+            }
+        }
+    }
+
+    /// <summary>Sets a refcount whose block exists.</summary>
+    public async ValueTask SetAsync(long cluster, ulong value)
+    {
+        long blockOffset = BlockOffset(_g.RefcountTableIndex(cluster));
+        var block = await Blocks.GetAsync(blockOffset).ConfigureAwait(false);
+        RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder, value);
+        block.Dirty = true;
+    }
+
+    /// <summary>Switches to a rebuilt table (check -r all); cached blocks are dropped.</summary>
+    public void ReplaceTable(ulong[] table, long offset, int clusters, long allocatedEnd)
+    {
+        Blocks.Clear();
+        Table = table;
+        TableOffset = offset;
+        TableClusters = clusters;
+        AllocatedEnd = Math.Max(AllocatedEnd, allocatedEnd);
+        FreeHint = 0;
+    }
+
+    /// <summary>Writes every changed refcount block.</summary>
+    public ValueTask WriteBackAsync() => Blocks.WriteDirtyAsync();
+
+    /// <summary>The first run of <paramref name="count"/> free clusters at or after the hint.</summary>
+    public async ValueTask<long> FindFreeRunAsync(long count)
+    {
+        long c = Math.Max(FreeHint, 1), runStart = c, run = 0;
+        while (run < count)
+        {
+            if (c >= AllocatedEnd)
+            {
+                // Nothing was ever allocated here: all free (refcounts past the end are not trusted to be zero by QEMU either).
+                if (run == 0) runStart = c;
+                return await FirstFreeFromAsync(runStart, count).ConfigureAwait(false);
+            }
+            var block = await BlockOfAsync(c).ConfigureAwait(false);
+            if (block is null)
+            {
+                long blockEnd = BlockEnd(c);
+                if (run == 0) runStart = c;
+                run += blockEnd - c;
+                c = blockEnd;
+                continue;
+            }
+            // Scan this block's entries directly, up to the allocated end (checked above).
+            for (long stop = Math.Min(BlockEnd(c), AllocatedEnd); c < stop && run < count; c++)
+            {
+                if (RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder) == 0)
+                {
+                    if (run == 0) runStart = c;
+                    run++;
+                }
+                else
+                {
+                    run = 0;
+                }
+            }
+        }
+        return runStart;
+    }
+
+    private async ValueTask<long> FirstFreeFromAsync(long start, long count)
+    {
+        // Past AllocatedEnd the refcounts should be zero; a corrupt image could claim otherwise.
+        long c = start, run = 0, runStart = start;
+        while (run < count)
+        {
+            var block = await BlockOfAsync(c).ConfigureAwait(false);
+            for (long stop = BlockEnd(c); c < stop && run < count;)
+            {
+                if (block is null || RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder) == 0)
+                {
+                    if (run == 0) runStart = c;
+                    run++;
+                }
+                else run = 0;
+                c++;
+                if (c - start > (1L << 24) && run == 0)
+                    throw new NativeIOException(Errno.ENOSPC, "qcow2: no free clusters found", _file.Filename);
+            }
+        }
+        return runStart;
+    }
+
+    /// <summary>
+    /// Makes sure clusters [<paramref name="first"/>, <paramref name="end"/>) have refcount
+    /// blocks. Returns true when it had to create one (free space changed: the caller retries).
+    /// </summary>
+    private async ValueTask<bool> EnsureBlocksAsync(long first, long end)
+    {
+        for (long ti = _g.RefcountTableIndex(first); ti <= _g.RefcountTableIndex(end - 1); ti++)
+        {
+            if (ti >= Table.Length)
+            {
+                await GrowTableAsync(ti).ConfigureAwait(false);
+                return true;
+            }
+            if (BlockOffset(ti) == 0)
+            {
+                await CreateBlockAsync(ti).ConfigureAwait(false);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private async ValueTask CreateBlockAsync(long tableIndex)
+    {
+        long b = await FindFreeRunAsync(1).ConfigureAwait(false);
+        long bti = _g.RefcountTableIndex(b);
+        if (bti >= Table.Length)
+        {
+            await GrowTableAsync(bti).ConfigureAwait(false);
+            return;
+        }
+        CachedTable block;
+        if (bti == tableIndex)
+        {
+            // The new block describes its own cluster.
+            block = await Blocks.CreateAsync(b << _g.ClusterBits).ConfigureAwait(false);
+            RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(b), _g.RefcountOrder, 1);
+        }
+        else
+        {
+            if (BlockOffset(bti) == 0)
+            {
+                await CreateBlockAsync(bti).ConfigureAwait(false);
+                return;
+            }
+            await SetAsync(b, 1).ConfigureAwait(false);
+            block = await Blocks.CreateAsync(b << _g.ClusterBits).ConfigureAwait(false);
+        }
+        AllocatedEnd = Math.Max(AllocatedEnd, b + 1);
+        await Blocks.WriteDirtyAsync().ConfigureAwait(false);
+        await _sync().ConfigureAwait(false);
+        Table[tableIndex] = (ulong)(b << _g.ClusterBits);
+        var entry = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(entry, Table[tableIndex]);
+        await _file.WriteAsync(TableOffset + tableIndex * 8, entry).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// qcow2_refcount_area: a larger table, placed with the blocks that describe it after
+    /// everything allocated so far; written and synced before the header points at it; the old
+    /// table is freed afterwards.
+    /// </summary>
+    private async ValueTask GrowTableAsync(long neededIndex)
+    {
+        long start = AllocatedEnd;
+        long perBlock = _g.RefcountBlockEntries;
+        long entries = Math.Max(neededIndex + 1, Table.Length + Table.Length / 2 + 1);
+        long tableClusters, newBlocks;
+        while (true)
+        {
+            tableClusters = _g.SizeToClusters(entries * 8);
+            newBlocks = 0;
+            long areaEnd = start;
+            // The area holds the new blocks and the table; count blocks needed to describe it.
+            for (int iter = 0; iter < 64; iter++)
+            {
+                areaEnd = start + newBlocks + tableClusters;
+                long needed = 0;
+                for (long ti = start / perBlock; ti <= (areaEnd - 1) / perBlock; ti++)
+                    if (ti >= Table.Length || BlockOffset(ti) == 0) needed++;
+                if (needed == newBlocks) break;
+                newBlocks = needed;
+            }
+            areaEnd = start + newBlocks + tableClusters;
+            long lastIndex = (areaEnd - 1) / perBlock;
+            if (lastIndex < entries) break;
+            entries = lastIndex + 1;
+        }
+        if (entries * 8 > Qcow2Geometry.MaxRefcountTableBytes)
+            throw new NativeIOException(Errno.EFBIG, "qcow2: the refcount table would exceed its maximum size", _file.Filename);
+
+        var table = new ulong[tableClusters * (_g.ClusterSize / 8)];
+        Array.Copy(Table, table, Table.Length);
+        long areaEnd2 = start + newBlocks + tableClusters;
+        var created = new Dictionary<long, byte[]>();
+        long next = start;
+        for (long ti = start / perBlock; ti <= (areaEnd2 - 1) / perBlock; ti++)
+        {
+            if (ti < Table.Length && BlockOffset(ti) != 0) continue;
+            table[ti] = (ulong)(next << _g.ClusterBits);
+            created[ti] = new byte[_g.ClusterSize];
+            next++;
+        }
+        for (long c = start; c < areaEnd2; c++)
+        {
+            long ti = c / perBlock;
+            if (created.TryGetValue(ti, out var data)) RefcountCodec.Set(data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
+            else await SetAsync(c, 1).ConfigureAwait(false);
+        }
+        foreach (var (ti, data) in created) await _file.WriteAsync((long)table[ti], data).ConfigureAwait(false);
+        await Blocks.WriteDirtyAsync().ConfigureAwait(false);
+        var raw = new byte[table.Length * 8];
+        for (int i = 0; i < table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
+        long tableOffset = (start + newBlocks) << _g.ClusterBits;
+        await _file.WriteAsync(tableOffset, raw).ConfigureAwait(false);
+        await _sync().ConfigureAwait(false);
+
+        long oldOffset = TableOffset;
+        int oldClusters = TableClusters;
+        Table = table;
+        TableOffset = tableOffset;
+        TableClusters = (int)tableClusters;
+        AllocatedEnd = Math.Max(AllocatedEnd, areaEnd2);
+        if (TableMoved is not null) await TableMoved(tableOffset, (int)tableClusters).ConfigureAwait(false);
+        await _sync().ConfigureAwait(false);
+        if (oldClusters > 0 && oldOffset != 0)
+            await ChangeAsync(oldOffset, (long)oldClusters << _g.ClusterBits, -1).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,166 @@
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using Vdisk.Permissions;
+
+namespace Vdisk.Inspection;
+
+/// <summary>
+/// The JSON form of lock reports (<c>vdisk locks --output json</c>), written with
+/// <see cref="Utf8JsonWriter"/> (no reflection). Keys are kebab-case like qemu-img's; permission
+/// names are QAPI's (<c>consistent-read</c>, <c>write</c>, <c>write-unchanged</c>, <c>resize</c>).
+/// </summary>
+/// <remarks>
+/// Shape: <c>{"format": "raw", "modes": [MODE...], "images": [IMAGE...]}</c>. A MODE is
+/// <c>{"mode", "tool", "perm": [...], "shared": [...]}</c>: the request judged, on the image file. An IMAGE is
+/// <c>{"path", "error": null|text, "device": "fe:00", "inode", "unreadable-processes",
+/// "holders": [HOLDER...], "verdicts": [VERDICT...]}</c> (only path and error when error is set).
+/// A HOLDER is <c>{"kind": "ofd"|"posix"|"flock"|"unknown", "pid", "fd", "command",
+/// "command-line", "shared-with": [{"pid", "fd", "command"}], "locks": [{"type": "ofd"|"posix"|"flock",
+/// "mode": "read"|"write", "start", "end" (null = EOF)}], "holds": [...], "refuses": [...],
+/// "other-locks": bool, "unknown-reason"}</c> (null where not known). A VERDICT is
+/// <c>{"mode", "admitted", "error", "byte", "blockers": [{"holder": index, "pid"}], "reason"}</c>
+/// (error, byte and reason null when admitted).
+/// </remarks>
+public static class LockReportJson
+{
+    /// <summary>The whole report as indented JSON text.</summary>
+    public static string ToJson(IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format)
+    {
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            Write(w, images, modes, format);
+        }
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>Writes the report object.</summary>
+    public static void Write(Utf8JsonWriter w, IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format)
+    {
+        w.WriteStartObject();
+        w.WriteString("format", format);
+        w.WriteStartArray("modes");
+        foreach (var mode in modes)
+        {
+            var request = AccessModes.FileRequest(mode, format);
+            w.WriteStartObject();
+            w.WriteString("mode", AccessModes.Name(mode));
+            w.WriteString("tool", AccessModes.Tool(mode));
+            WritePermissions(w, "perm", request.Perm);
+            WritePermissions(w, "shared", request.Shared);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("images");
+        foreach (var image in images) WriteImage(w, image, modes, format);
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>Writes one image object.</summary>
+    public static void WriteImage(Utf8JsonWriter w, ImageLocks image, IReadOnlyList<AccessMode> modes, string format)
+    {
+        w.WriteStartObject();
+        w.WriteString("path", image.Path);
+        if (image.Error is not null || image.File is not { } file)
+        {
+            w.WriteString("error", image.Error);
+            w.WriteEndObject();
+            return;
+        }
+        w.WriteNull("error");
+        w.WriteString("device", $"{file.DevMajor:x2}:{file.DevMinor:x2}");
+        w.WriteNumber("inode", file.Inode);
+        w.WriteNumber("unreadable-processes", image.UninspectableProcesses);
+        w.WriteStartArray("holders");
+        foreach (var h in image.Holders) WriteHolder(w, h);
+        w.WriteEndArray();
+        w.WriteStartArray("verdicts");
+        foreach (var mode in modes) WriteVerdict(w, image, mode, image.Verdict(mode, format));
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    private static void WriteHolder(Utf8JsonWriter w, LockHolder h)
+    {
+        w.WriteStartObject();
+        w.WriteString("kind", h.Kind switch
+        {
+            LockHolderKind.OpenFileDescription => "ofd",
+            LockHolderKind.Posix => "posix",
+            LockHolderKind.Flock => "flock",
+            _ => "unknown",
+        });
+        WriteNullableNumber(w, "pid", h.Process?.Pid);
+        WriteNullableNumber(w, "fd", h.Descriptor);
+        w.WriteString("command", h.Process?.Command);
+        w.WriteString("command-line", h.Process?.CommandLine);
+        w.WriteStartArray("shared-with");
+        foreach (var s in h.SharedWith)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("pid", s.Process.Pid);
+            w.WriteNumber("fd", s.Descriptor);
+            w.WriteString("command", s.Process.Command);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("locks");
+        foreach (var l in h.Locks)
+        {
+            w.WriteStartObject();
+            w.WriteString("type", l.Kind switch { KernelLockKind.Ofd => "ofd", KernelLockKind.Posix => "posix", KernelLockKind.Flock => "flock", _ => "other" });
+            w.WriteString("mode", l.Exclusive ? "write" : "read");
+            w.WriteNumber("start", l.Start);
+            WriteNullableNumber(w, "end", l.End == long.MaxValue ? null : l.End);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        WritePermissions(w, "holds", h.Holds);
+        WritePermissions(w, "refuses", h.Refuses);
+        w.WriteBoolean("other-locks", h.HasOtherLocks);
+        w.WriteString("unknown-reason", h.UnknownReason);
+        w.WriteEndObject();
+    }
+
+    private static void WriteVerdict(Utf8JsonWriter w, ImageLocks image, AccessMode mode, LockVerdict v)
+    {
+        w.WriteStartObject();
+        w.WriteString("mode", AccessModes.Name(mode));
+        w.WriteBoolean("admitted", v.Admitted);
+        w.WriteString("error", v.Error);
+        WriteNullableNumber(w, "byte", v.Offset);
+        w.WriteStartArray("blockers");
+        foreach (var b in v.Blockers)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("holder", IndexOf(image.Holders, b));
+            WriteNullableNumber(w, "pid", b.Process?.Pid);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteString("reason", v.Admitted ? null : v.Reason);
+        w.WriteEndObject();
+    }
+
+    private static int IndexOf(IReadOnlyList<LockHolder> holders, LockHolder h)
+    {
+        for (int i = 0; i < holders.Count; i++)
+            if (ReferenceEquals(holders[i], h)) return i;
+        return -1;
+    }
+
+    private static void WritePermissions(Utf8JsonWriter w, string name, BlockPermission perms)
+    {
+        w.WriteStartArray(name);
+        foreach (var bit in BlockPermissions.Bits(perms)) w.WriteStringValue(BlockPermissions.QapiName(bit));
+        w.WriteEndArray();
+    }
+
+    private static void WriteNullableNumber(Utf8JsonWriter w, string name, long? value)
+    {
+        if (value is { } v) w.WriteNumber(name, v);
+        else w.WriteNull(name);
+    }
+}

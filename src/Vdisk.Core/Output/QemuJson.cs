@@ -1,0 +1,129 @@
+using System.Globalization;
+using System.Text;
+
+namespace Vdisk.Output;
+
+/// <summary>
+/// A JSON object that prints its members in the order QEMU's QDict iterates them: by bucket of
+/// tdb_hash(key) % 512, and within a bucket newest first. qemu-img's JSON output (info, check,
+/// measure) goes through a QDict, so this reproduces its key order exactly.
+/// </summary>
+public sealed class QemuJsonObject
+{
+    private const int BucketCount = 512;
+    private readonly List<KeyValuePair<string, object?>> _members = new();
+
+    /// <summary>Adds a member (string, bool, integer, <see cref="QemuJsonObject"/> or list of objects).</summary>
+    public QemuJsonObject Add(string key, object? value)
+    {
+        _members.Add(new(key, value));
+        return this;
+    }
+
+    /// <summary>The members in insertion order.</summary>
+    public IReadOnlyList<KeyValuePair<string, object?>> Members => _members;
+
+    /// <summary>The members in QDict iteration order.</summary>
+    public IEnumerable<KeyValuePair<string, object?>> OrderedMembers =>
+        _members.Select((m, i) => (m, i)).OrderBy(x => Bucket(x.m.Key)).ThenByDescending(x => x.i).Select(x => x.m);
+
+    /// <summary>QEMU's tdb_hash modulo the bucket count.</summary>
+    public static int Bucket(string key)
+    {
+        var bytes = Encoding.UTF8.GetBytes(key);
+        uint value = unchecked(0x238F13AFu * (uint)bytes.Length);
+        for (int i = 0; i < bytes.Length; i++) value = unchecked(value + ((uint)bytes[i] << (i * 5 % 24)));
+        return (int)(unchecked(1103515243u * value + 12345u) % BucketCount);
+    }
+
+    /// <summary>qobject_to_json_pretty: four-space indentation, <c>": "</c> separators, no trailing newline.</summary>
+    public string ToPrettyJson()
+    {
+        var sb = new StringBuilder();
+        WriteValue(sb, this, 0);
+        return sb.ToString();
+    }
+
+    /// <summary>A pretty JSON array of objects, as qemu-img info --backing-chain prints it.</summary>
+    public static string ToPrettyJson(IReadOnlyList<QemuJsonObject> list)
+    {
+        var sb = new StringBuilder();
+        WriteValue(sb, list, 0);
+        return sb.ToString();
+    }
+
+    private static void WriteValue(StringBuilder sb, object? value, int depth)
+    {
+        switch (value)
+        {
+            case null: sb.Append("null"); break;
+            case bool b: sb.Append(b ? "true" : "false"); break;
+            case string s: WriteString(sb, s); break;
+            case int or long or uint or ulong: sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture)); break;
+            case double d: sb.Append(d.ToString("R", CultureInfo.InvariantCulture)); break;
+            case QemuJsonObject o:
+                sb.Append('{');
+                bool first = true;
+                foreach (var (k, v) in o.OrderedMembers)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    NewLine(sb, depth + 1);
+                    WriteString(sb, k);
+                    sb.Append(": ");
+                    WriteValue(sb, v, depth + 1);
+                }
+                NewLine(sb, depth);
+                sb.Append('}');
+                break;
+            case System.Collections.IEnumerable list:
+                sb.Append('[');
+                bool firstItem = true;
+                foreach (var item in list)
+                {
+                    if (!firstItem) sb.Append(',');
+                    firstItem = false;
+                    NewLine(sb, depth + 1);
+                    WriteValue(sb, item, depth + 1);
+                }
+                NewLine(sb, depth);
+                sb.Append(']');
+                break;
+            default:
+                WriteString(sb, value.ToString() ?? "");
+                break;
+        }
+    }
+
+    private static void NewLine(StringBuilder sb, int depth) => sb.Append('\n').Append(' ', depth * 4);
+
+    /// <summary>json-writer.c quoted_str: escapes quotes, backslashes, control and non-ASCII characters as \uXXXX.</summary>
+    private static void WriteString(StringBuilder sb, string s)
+    {
+        sb.Append('"');
+        foreach (var rune in s.EnumerateRunes())
+        {
+            int cp = rune.Value;
+            switch (cp)
+            {
+                case '"': sb.Append("\\\""); break;
+                case '\\': sb.Append("\\\\"); break;
+                case '\b': sb.Append("\\b"); break;
+                case '\f': sb.Append("\\f"); break;
+                case '\n': sb.Append("\\n"); break;
+                case '\r': sb.Append("\\r"); break;
+                case '\t': sb.Append("\\t"); break;
+                default:
+                    if (cp > 0xFFFF)
+                    {
+                        int v = cp - 0x10000;
+                        sb.Append(CultureInfo.InvariantCulture, $"\\u{0xD800 | (v >> 10):X4}\\u{0xDC00 | (v & 0x3FF):X4}");
+                    }
+                    else if (cp < 0x20 || cp >= 0x7F) sb.Append(CultureInfo.InvariantCulture, $"\\u{cp:X4}");
+                    else sb.Append((char)cp);
+                    break;
+            }
+        }
+        sb.Append('"');
+    }
+}

@@ -1,0 +1,224 @@
+using System.Diagnostics;
+using System.Text;
+using Vdisk.Interop.Support;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// <c>--wait</c>: a vdisk opener queues behind a holder that refuses it, is admitted soon after the
+/// holder exits, gives up with the usual error when its time runs out, and ends cleanly on SIGTERM.
+/// </summary>
+public sealed class LockWaitTests(ITestOutputHelper output)
+{
+    /// <summary>A process whose output is watched while it runs.</summary>
+    private sealed class Watched : IDisposable
+    {
+        private readonly StringBuilder _stdout = new();
+        private readonly StringBuilder _stderr = new();
+        public Process Process { get; }
+
+        public Watched(string file, params string[] args)
+        {
+            Process = new Process { StartInfo = Programs.StartInfo(file, args) };
+            Process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_stdout) _stdout.Append(e.Data).Append('\n'); };
+            Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
+            Process.Start();
+            Process.StandardInput.Close();
+            Process.BeginOutputReadLine();
+            Process.BeginErrorReadLine();
+        }
+
+        public string Stdout { get { lock (_stdout) return _stdout.ToString(); } }
+        public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
+
+        public void WaitForStderr(string text)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!Stderr.Contains(text))
+            {
+                if (Process.HasExited) throw new InvalidOperationException($"exited {Process.ExitCode} before printing '{text}': {Stderr}");
+                if (clock.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"never printed '{text}': {Stderr}");
+                Thread.Sleep(10);
+            }
+        }
+
+        public int WaitForExit()
+        {
+            if (!Process.WaitForExit(TimeSpan.FromSeconds(60))) throw new TimeoutException($"still running: {Stderr}");
+            Process.WaitForExit(); // drain the output readers
+            return Process.ExitCode;
+        }
+
+        public void Dispose()
+        {
+            if (!Process.HasExited) Process.Kill(true);
+            Process.WaitForExit();
+            Process.Dispose();
+        }
+    }
+
+    private static Holder PausedVm(string image) => Holder.Start(image, "qemu-system-x86_64",
+        "-S", "-nodefaults", "-display", "none", "-machine", "pc",
+        "-drive", $"if=none,id=d0,file={image},format=raw", "-device", "virtio-blk-pci,drive=d0");
+
+    private static Holder ProbeRefusingWriters(string image) =>
+        Holder.Start(image, Programs.LockProbe, "hold", image, "read,write", "write");
+
+    public static TheoryData<string> RefusingHolders() => new() { "qemu-system virtio-blk", "LockProbe hold read,write write" };
+
+    private static Holder StartRefusingHolder(string kind, string image) =>
+        kind.StartsWith("qemu-system", StringComparison.Ordinal) ? PausedVm(image) : ProbeRefusingWriters(image);
+
+    [Theory]
+    [MemberData(nameof(RefusingHolders))]
+    public void Writer_waits_and_is_admitted_within_a_second_of_the_holder_exiting(string kind)
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        var holder = StartRefusingHolder(kind, image);
+        int holderPid = holder.Pid;
+        using var waiter = new Watched(Programs.Vdisk, "io", "--wait", "-f", "raw", image, "-c", "write -P 0x5a 0 512");
+        try
+        {
+            waiter.WaitForStderr("waiting for ");
+            // It keeps waiting while the holder is there.
+            Thread.Sleep(300);
+            Assert.False(waiter.Process.HasExited, waiter.Stderr);
+        }
+        finally
+        {
+            holder.Dispose(); // kills the holder and waits until it is gone, locks and all
+        }
+        var released = Stopwatch.StartNew();
+        int exit = waiter.WaitForExit();
+        var admittedAfter = released.Elapsed;
+        output.WriteLine($"{kind}: admitted {admittedAfter.TotalMilliseconds:F0} ms after the holder exited\n{waiter.Stderr}");
+
+        Assert.Equal(0, exit);
+        Assert.Contains("wrote 512/512 bytes at offset 0", waiter.Stdout);
+        Assert.True(admittedAfter < TimeSpan.FromSeconds(1), $"admitted only after {admittedAfter}");
+        // One notice, naming the holder by PID and command.
+        var notice = Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        string command = kind.StartsWith("qemu-system", StringComparison.Ordinal) ? "qemu-system-x86_64" : "LockProbe";
+        Assert.StartsWith($"vdisk: waiting for PID {holderPid} ({command})", notice);
+        Assert.Contains("refuses to share \"write\"", notice);
+        Assert.Contains("(Failed to get \"write\" lock)", notice);
+        Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-r", "-f", "raw", image, "-c", "read -P 0x5a 0 512")));
+    }
+
+    [Fact]
+    public void Wait_gives_up_with_the_same_error_as_without_wait()
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        using var holder = ProbeRefusingWriters(image);
+
+        var plain = Programs.Run(Programs.Vdisk, "io", "-f", "raw", image, "-c", "read 0 512");
+        var waited = Programs.Run(Programs.Vdisk, "io", "--wait=1", "-f", "raw", image, "-c", "read 0 512");
+        output.WriteLine(plain.Stderr + waited.Stderr);
+
+        Assert.Equal(1, plain.ExitCode);
+        Assert.Equal(plain.ExitCode, waited.ExitCode);
+        Assert.Equal($"vdisk: can't open device {image}: Failed to get \"write\" lock\nIs another process using the image [{image}]?\n", plain.Stderr);
+        var lines = waited.Stderr.Split('\n', 2);
+        Assert.StartsWith($"vdisk: waiting for PID {holder.Pid} (LockProbe)", lines[0]);
+        Assert.Equal(plain.Stderr, lines[1]);
+        Assert.Equal(plain.Stdout, waited.Stdout);
+    }
+
+    [Fact]
+    public void Without_wait_an_open_fails_at_once_and_says_nothing_about_waiting()
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        using var holder = PausedVm(image);
+        var r = Programs.Run(Programs.Vdisk, "io", "-f", "raw", image, "-c", "read 0 512");
+        Assert.Equal("Failed to get \"write\" lock +hint", Outcome.Of(r));
+        Assert.DoesNotContain("waiting", r.Stderr);
+    }
+
+    [Fact]
+    public void Sigterm_ends_an_endless_wait_cleanly()
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        using var holder = ProbeRefusingWriters(image);
+        // A bare --wait right before the image name must not swallow it.
+        using var waiter = new Watched(Programs.Vdisk, "io", "-f", "raw", "--wait", image, "-c", "write 0 512");
+        waiter.WaitForStderr("waiting for ");
+        var kill = Programs.Run("kill", "-TERM", waiter.Process.Id.ToString());
+        Assert.Equal(0, kill.ExitCode);
+        Assert.Equal(128 + 15, waiter.WaitForExit());
+        Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("wrote", waiter.Stdout);
+        // The holder is untouched: writers are still refused.
+        Assert.Equal("Failed to get \"write\" lock +hint", Outcome.Of(Programs.Run("qemu-io", "-f", "raw", image, "-c", "read 0 512")));
+    }
+
+    [Fact]
+    public void Info_accepts_wait_and_is_admitted_past_a_writer_on_raw()
+    {
+        // qemu-img info on raw takes no lock bytes, so a VM that refuses writers does not stop it.
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        using var holder = PausedVm(image);
+        var r = Programs.Run(Programs.Vdisk, "info", "--wait=5", "-f", "raw", image);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Equal("", r.Stderr);
+        Assert.Contains("file format: raw", r.Stdout);
+    }
+
+    [Fact]
+    public void Wait_value_must_be_seconds()
+    {
+        using var dir = new TempDir();
+        var r = Programs.Run(Programs.Vdisk, "io", "--wait=soon", "-f", "raw", dir.RawImage(), "-c", "read 0 512");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Equal("vdisk: --wait: invalid number of seconds 'soon'\n", r.Stderr);
+    }
+
+    /// <summary>The qemu-img verbs wait too: each is queued behind a qcow2 writer, then runs.</summary>
+    [Theory]
+    [InlineData("check")]
+    [InlineData("info")]
+    [InlineData("resize")]
+    [InlineData("convert")]
+    [InlineData("create")]
+    [InlineData("commit")]
+    public void QemuImgVerbs_wait_behind_a_qcow2_writer(string verb)
+    {
+        using var dir = new TempDir();
+        string baseImage = dir.File("base.qcow2");
+        string image = dir.File("top.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", baseImage, "1M").ExitCode);
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", image).ExitCode);
+        // commit writes into the base: hold the base; every other verb: hold the image itself.
+        string held = verb == "commit" ? baseImage : image;
+        var holder = Holder.Start(held, "qemu-io", "-f", "qcow2", held, "-c", "sleep 60000");
+        string[] args = verb switch
+        {
+            "check" => ["check", "--wait=30", image],
+            "info" => ["info", "--wait=30", image],
+            "resize" => ["resize", "--wait=30", "-q", image, "+1M"],
+            "convert" => ["convert", "--wait=30", "-O", "raw", image, dir.File("out.raw")],
+            "create" => ["create", "--wait=30", "-q", "-f", "qcow2", image, "2M"],
+            _ => ["commit", "--wait=30", "-q", "-d", image],
+        };
+        using var waiter = new Watched(Programs.Vdisk, args);
+        try
+        {
+            waiter.WaitForStderr("waiting for ");
+            Assert.False(waiter.Process.HasExited, waiter.Stderr);
+        }
+        finally
+        {
+            holder.Dispose();
+        }
+        Assert.Equal(0, waiter.WaitForExit());
+        Assert.StartsWith($"vdisk: waiting for PID ", waiter.Stderr);
+        Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", image).ExitCode);
+    }
+}

@@ -1,0 +1,241 @@
+using System.Globalization;
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop.Qcow2;
+
+/// <summary>Images vdisk writes pass qemu-img check and match what QEMU writes; images QEMU writes read back through vdisk.</summary>
+public class Qcow2InteropTests
+{
+    private static readonly string[] Workload =
+    [
+        "write -P 0xab 0 64k", "write -P 0x11 100k 3000", "write -z 1M 128k", "write -P 0x22 2M 1M",
+        "discard 2M 64k", "write -z -u 2200k 100k", "write -P 0x33 5000 100", "write -P 0x44 3M 7k", "flush",
+    ];
+
+    public static TheoryData<string, string, bool> Layouts()
+    {
+        var data = new TheoryData<string, string, bool>();
+        foreach (var cs in new[] { "512", "4096", "65536", "2M" })
+            foreach (var compat in new[] { "0.10", "1.1" })
+                foreach (var backing in new[] { false, true })
+                    data.Add(cs, compat, backing);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Images_vdisk_writes_pass_qemu_img_check_and_match_qemu_io(string clusterSize, string compat, bool withBacking)
+    {
+        using var dir = new TempDir();
+        string mine = dir.File("mine.qcow2"), theirs = dir.File("theirs.qcow2"), baseImg = dir.File("base.qcow2");
+        var create = new List<string> { "create", "-q", "-f", "qcow2", "-o", $"cluster_size={clusterSize},compat={compat}" };
+        if (withBacking)
+        {
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", baseImg, "8M"));
+            Qemu.Ok(Qemu.Io("-c", "write -P 0x77 0 8M", baseImg));
+            create.AddRange(["-b", "base.qcow2", "-F", "qcow2"]);
+        }
+        Qemu.Ok(Qemu.Vdisk([.. create, mine, "8M"]));
+        Qemu.Ok(Qemu.Img([.. create, theirs, "8M"]));
+        Qemu.Ok(Qemu.Vdisk(["io", .. Qemu.Commands(Workload), mine]));
+        Qemu.Ok(Qemu.Io([.. Qemu.Commands(Workload), theirs]));
+        Qemu.AssertClean(mine);
+        Qemu.AssertIdentical(mine, theirs);
+    }
+
+    [Theory]
+    [InlineData("metadata")]
+    [InlineData("falloc")]
+    [InlineData("full")]
+    public void Preallocated_images_pass_check_and_read_as_zeroes(string mode)
+    {
+        using var dir = new TempDir();
+        string img = dir.File("p.qcow2");
+        Qemu.Ok(Qemu.Vdisk("create", "-q", "-f", "qcow2", "-o", $"preallocation={mode}", img, "4M"));
+        Qemu.AssertClean(img);
+        var raw = dir.RawImage("zero.raw", 4 << 20);
+        Qemu.AssertIdentical(img, raw);
+        Assert.True(new FileInfo(img).Length >= 4 << 20);
+    }
+
+    [Theory]
+    [InlineData("zlib")]
+    [InlineData("zstd")]
+    public void Compressed_convert_passes_check_and_matches_the_source(string type)
+    {
+        using var dir = new TempDir();
+        string src = dir.File("src.qcow2"), dst = dir.File("dst.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", src, "4M"));
+        Qemu.Ok(Qemu.Io(Qemu.Commands(["write -P 0x41 0 1M", "write -P 0x42 1536k 100k", "write 3M 64k"]).Append(src).ToArray()));
+        Qemu.Ok(Qemu.Vdisk("convert", "-c", "-O", "qcow2", "-o", $"compression_type={type}", src, dst));
+        Qemu.AssertClean(dst);
+        Qemu.AssertIdentical(src, dst);
+        var check = Qemu.Img("check", "--output=json", dst).Stdout;
+        Assert.Contains("\"compressed-clusters\"", check);
+        Qemu.Ok(Qemu.Vdisk("io", "-c", "write -c -P 0x55 3M 64k", dst));
+        Qemu.AssertClean(dst);
+        Qemu.Ok(Qemu.Io("-r", "-c", "read -P 0x55 3M 64k", dst));
+    }
+
+    public static TheoryData<string, string[]> QemuImages() => new()
+    {
+        { "zlib-compressed", ["create-compressed", "zlib"] },
+        { "zstd-compressed", ["create-compressed", "zstd"] },
+        { "lazy-refcounts", ["create", "-o", "lazy_refcounts=on"] },
+        { "512-clusters", ["create", "-o", "cluster_size=512"] },
+        { "2M-clusters", ["create", "-o", "cluster_size=2M"] },
+        { "v2", ["create", "-o", "compat=0.10"] },
+        { "refcount-bits-1", ["create", "-o", "refcount_bits=1"] },
+        { "refcount-bits-64", ["create", "-o", "refcount_bits=64"] },
+        { "snapshots", ["create-snapshots"] },
+        { "chain-3-deep", ["create-chain"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(QemuImages))]
+    public void Images_qemu_writes_read_back_byte_identical(string name, string[] recipe)
+    {
+        using var dir = new TempDir();
+        string img = dir.File(name + ".qcow2");
+        string[] writes = ["write -P 0x61 0 300k", "write -P 0x62 1M 64k", "write -z 1536k 64k", "write -P 0x63 2M 1M", "discard 2M 64k"];
+        switch (recipe[0])
+        {
+            case "create":
+                Qemu.Ok(Qemu.Img([.. new[] { "create", "-q", "-f", "qcow2" }, .. recipe[1..], img, "4M"]));
+                Qemu.Ok(Qemu.Io([.. Qemu.Commands(writes), img]));
+                break;
+            case "create-compressed":
+                string plain = dir.File("plain.qcow2");
+                Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", plain, "4M"));
+                Qemu.Ok(Qemu.Io([.. Qemu.Commands(writes), plain]));
+                Qemu.Ok(Qemu.Img("convert", "-c", "-O", "qcow2", "-o", $"compression_type={recipe[1]}", plain, img));
+                break;
+            case "create-snapshots":
+                Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "4M"));
+                Qemu.Ok(Qemu.Io([.. Qemu.Commands(writes[..2]), img]));
+                Qemu.Ok(Qemu.Img("snapshot", "-c", "s1", img));
+                Qemu.Ok(Qemu.Io([.. Qemu.Commands(writes[2..]), img]));
+                Qemu.Ok(Qemu.Img("snapshot", "-c", "s2", img));
+                Qemu.Ok(Qemu.Io("-c", "write -P 0x64 0 64k", img));
+                break;
+            case "create-chain":
+                string a = dir.File("a.qcow2"), b = dir.File("b.qcow2");
+                Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", a, "4M"));
+                Qemu.Ok(Qemu.Io("-c", "write -P 0x01 0 4M", a));
+                Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", b));
+                Qemu.Ok(Qemu.Io("-c", "write -P 0x02 1M 1M", b));
+                Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", img));
+                Qemu.Ok(Qemu.Io([.. Qemu.Commands(writes), img]));
+                break;
+        }
+        string expected = dir.File("expected.raw"), actual = dir.File("actual.raw");
+        Qemu.Ok(Qemu.Img("convert", "-O", "raw", img, expected));
+        Qemu.Ok(Qemu.Vdisk("convert", "-O", "raw", img, actual));
+        Assert.True(File.ReadAllBytes(expected).AsSpan().SequenceEqual(File.ReadAllBytes(actual)), "contents differ");
+        Qemu.Ok(Qemu.Vdisk("check", img));
+    }
+
+    [Fact]
+    public void Info_and_check_json_match_qemu_img_byte_for_byte()
+    {
+        using var dir = new TempDir();
+        string b = dir.File("b.qcow2"), o = dir.File("o.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", b, "64M"));
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", o));
+        Qemu.Ok(Qemu.Io("-c", "write 0 1M", o));
+        Qemu.Ok(Qemu.Img("snapshot", "-c", "snap", o));
+        foreach (var args in new[] { new[] { "info", "--output=json", o }, ["info", o], ["info", "--backing-chain", o], ["check", "--output=json", o], ["check", o], ["map", "--output=json", o], ["map", o] })
+        {
+            var expected = Qemu.Img(args);
+            var actual = Qemu.Vdisk(args);
+            Assert.Equal(expected.ExitCode, actual.ExitCode);
+            Assert.Equal(expected.Stdout, actual.Stdout);
+        }
+    }
+
+    [Fact]
+    public void Check_reports_and_repairs_leaks_with_qemus_exit_codes()
+    {
+        using var dir = new TempDir();
+        string img = dir.File("leak.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "4M"));
+        Qemu.Ok(Qemu.Io("-c", "write 0 128k", img));
+        // Raise the refcount of the L1 cluster's neighbour past the end of the used area: a leak.
+        using (var f = new FileStream(img, FileMode.Open, FileAccess.ReadWrite))
+        {
+            long clusters = (f.Length + 65535) / 65536;
+            f.SetLength((clusters + 1) * 65536);
+            f.Position = 0x20000 + clusters * 2;
+            f.Write([0, 1]);
+        }
+        var expected = Qemu.Img("check", img);
+        var actual = Qemu.Vdisk("check", img);
+        Assert.Equal(3, expected.ExitCode);
+        Assert.Equal(expected.ExitCode, actual.ExitCode);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+        Assert.Equal(expected.Stderr, actual.Stderr);
+        var repaired = Qemu.Vdisk("check", "-r", "leaks", img);
+        Assert.Equal(0, repaired.ExitCode);
+        Assert.Contains("The following inconsistencies were found and repaired:", repaired.Stdout);
+        Qemu.AssertClean(img);
+    }
+
+    [Fact]
+    public void Raw_images_do_not_support_checks()
+    {
+        using var dir = new TempDir();
+        var r = Qemu.Vdisk("check", dir.RawImage());
+        Assert.Equal(63, r.ExitCode);
+        Assert.Equal("vdisk: This image format does not support checks\n", r.Stderr);
+    }
+
+    [Fact]
+    public void Verbs_resize_commit_rebase_amend_keep_images_valid()
+    {
+        using var dir = new TempDir();
+        string b = dir.File("b.qcow2"), o = dir.File("o.qcow2"), other = dir.File("other.qcow2");
+        Qemu.Ok(Qemu.Vdisk("create", "-q", "-f", "qcow2", b, "4M"));
+        Qemu.Ok(Qemu.Vdisk("io", "-c", "write -P 1 0 2M", b));
+        Qemu.Ok(Qemu.Vdisk("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", o));
+        Qemu.Ok(Qemu.Vdisk("io", "-c", "write -P 2 1M 2M", o));
+        Assert.Equal("Image committed.\n", Qemu.Ok(Qemu.Vdisk("commit", o)).Stdout);
+        Qemu.AssertClean(b);
+        Qemu.AssertClean(o);
+        Qemu.Ok(Qemu.Io("-r", "-c", "read -P 1 0 1M", "-c", "read -P 2 1M 2M", o));
+        Qemu.Ok(Qemu.Vdisk("create", "-q", "-f", "qcow2", other, "4M"));
+        Qemu.Ok(Qemu.Vdisk("rebase", "-b", "other.qcow2", "-F", "qcow2", o));
+        Qemu.Ok(Qemu.Io("-r", "-c", "read -P 1 0 1M", "-c", "read -P 2 1M 2M", o));
+        Qemu.AssertClean(o);
+        Assert.Equal("Image resized.\n", Qemu.Ok(Qemu.Vdisk("resize", o, "+4M")).Stdout);
+        var shrink = Qemu.Vdisk("resize", o, "-1M");
+        Assert.Equal(1, shrink.ExitCode);
+        Assert.StartsWith("vdisk: Use the --shrink option to perform a shrink operation.\n", shrink.Stderr);
+        Qemu.Ok(Qemu.Vdisk("resize", "--shrink", o, "2M"));
+        Qemu.Ok(Qemu.Vdisk("amend", "-o", "lazy_refcounts=on", o));
+        Qemu.AssertClean(o);
+        Assert.Contains("lazy refcounts: true", Qemu.Img("info", o).Stdout);
+        foreach (var verb in new[] { "amend", "commit", "resize" })
+        {
+            var r = Qemu.Vdisk(verb, "-U", o, "1M");
+            Assert.Equal(1, r.ExitCode);
+            Assert.StartsWith("vdisk: unrecognized option '-U'", r.Stderr);
+        }
+    }
+
+    [Fact]
+    public void Create_over_an_image_in_use_fails_and_leaves_it_untouched()
+    {
+        using var dir = new TempDir();
+        string img = dir.File("busy.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "1M"));
+        var before = File.ReadAllBytes(img);
+        using var holder = Holder.Start(img, "qemu-io", "-c", "sleep 100000", img);
+        var r = Qemu.Vdisk("create", "-f", "qcow2", img, "2M");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Equal($"vdisk: {img}: Failed to get \"write\" lock\nIs another process using the image [{img}]?\n", r.Stderr);
+        Assert.Equal(before, File.ReadAllBytes(img));
+    }
+
+    internal static string Size(long v) => v.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.Globalization;
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop.Qcow2;
+
+/// <summary>Differential workloads against qemu-io, SIGKILL crash safety, and bad input.</summary>
+public class Qcow2RobustnessTests
+{
+    private static string Inv(long v) => v.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A seeded sequence of writes, zero writes and discards inside an image of <paramref name="size"/> bytes.</summary>
+    private static List<string> RandomWorkload(int seed, long size, int count)
+    {
+        var rng = new Random(seed);
+        var ops = new List<string>();
+        for (int i = 0; i < count; i++)
+        {
+            long len = rng.Next(1, 200) * 512L;
+            long off = rng.NextInt64(0, (size - len) / 512) * 512;
+            switch (rng.Next(10))
+            {
+                case < 6: ops.Add($"write -P 0x{rng.Next(1, 255):x2} {Inv(off)} {Inv(len)}"); break;
+                case < 8: ops.Add($"write -z {Inv(off)} {Inv(len)}"); break;
+                case 8: ops.Add($"write -z -u {Inv(off)} {Inv(len)}"); break;
+                default: ops.Add($"discard {Inv(off)} {Inv(len)}"); break;
+            }
+        }
+        ops.Add("flush");
+        return ops;
+    }
+
+    [Theory]
+    [InlineData(1, "65536", "1.1", false)]
+    [InlineData(2, "4096", "1.1", true)]
+    [InlineData(3, "512", "1.1", false)]
+    [InlineData(4, "65536", "0.10", true)]
+    [InlineData(5, "2M", "1.1", true)]
+    public void Same_random_workload_gives_the_same_guest_content_as_qemu_io(int seed, string clusterSize, string compat, bool withBacking)
+    {
+        using var dir = new TempDir();
+        string mine = dir.File("mine.qcow2"), theirs = dir.File("theirs.qcow2");
+        var create = new List<string> { "create", "-q", "-f", "qcow2", "-o", $"cluster_size={clusterSize},compat={compat}" };
+        if (withBacking)
+        {
+            string b = dir.File("base.qcow2");
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", b, "4M"));
+            Qemu.Ok(Qemu.Io("-c", "write -P 0x5b 0 3M", b));
+            create.AddRange(["-b", "base.qcow2", "-F", "qcow2"]);
+        }
+        Qemu.Ok(Qemu.Img([.. create, mine, "4M"]));
+        Qemu.Ok(Qemu.Img([.. create, theirs, "4M"]));
+        var ops = RandomWorkload(seed, 4 << 20, 150);
+        Qemu.Ok(Qemu.Vdisk(["io", .. Qemu.Commands(ops), mine]));
+        Qemu.Ok(Qemu.Io([.. Qemu.Commands(ops), theirs]));
+        Qemu.AssertClean(mine);
+        Qemu.AssertClean(theirs);
+        Qemu.AssertIdentical(mine, theirs);
+    }
+
+    [Fact]
+    public async Task Killing_a_writer_at_random_moments_never_corrupts_and_keeps_flushed_data()
+    {
+        using var dir = new TempDir();
+        var rng = new Random(20240611);
+        string pristine = dir.File("pristine.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", pristine, "8M"));
+        int leaks = 0;
+        for (int run = 0; run < 100; run++)
+        {
+            string img = dir.File($"crash{run % 4}.qcow2");
+            File.Copy(pristine, img, overwrite: true);
+            if (run % 5 == 4) Qemu.Ok(Qemu.Img("amend", "-o", "lazy_refcounts=on", img));
+            var ops = new List<string> { "write -P 0x5a 7M 64k", "flush", "length" };
+            ops.AddRange(RandomWorkload(run, 7 << 20, 400));
+            var psi = Programs.StartInfo(Programs.Vdisk, ["io", .. Qemu.Commands(ops), img]);
+            using var p = Process.Start(psi)!;
+            var lines = new List<string>();
+            var reader = Task.Run(async () =>
+            {
+                string? line;
+                while ((line = await p.StandardOutput.ReadLineAsync()) is not null) lock (lines) lines.Add(line);
+            });
+            await Task.Delay(rng.Next(20, 400));
+            try { p.Kill(); } catch (InvalidOperationException) { }
+            await p.WaitForExitAsync();
+            await reader;
+            bool flushed;
+            lock (lines) flushed = lines.Contains("8 MiB");
+            var check = Qemu.Img("check", img);
+            Assert.True(check.ExitCode is 0 or 3, $"run {run}: {check}");
+            Assert.DoesNotContain("ERROR", check.Stderr);
+            if (check.ExitCode == 3)
+            {
+                leaks++;
+                Assert.Equal(0, Qemu.Img("check", "-r", "leaks", img).ExitCode);
+                Qemu.AssertClean(img);
+            }
+            if (flushed) Qemu.Ok(Qemu.Io("-r", "-c", "read -P 0x5a 7M 64k", img));
+        }
+        Assert.True(leaks >= 0);
+    }
+
+    public static TheoryData<string, int, byte[]> Corruptions() => new()
+    {
+        { "bad magic", 0, [0, 0, 0, 0] },
+        { "version 1", 4, [0, 0, 0, 1] },
+        { "cluster bits 30", 20, [0, 0, 0, 30] },
+        { "cluster bits 8", 20, [0, 0, 0, 8] },
+        { "huge l1_size", 36, [0x7f, 0xff, 0xff, 0xff] },
+        { "l1 offset unaligned", 47, [0x01] },
+        { "refcount table past EOF", 48, [0, 0, 0x10, 0, 0, 0, 0, 0] },
+        { "refcount table huge", 56, [0x7f, 0xff, 0xff, 0xff] },
+        { "no refcount table", 56, [0, 0, 0, 0] },
+        { "unknown incompatible bit", 72, [0x80, 0, 0, 0, 0, 0, 0, 0] },
+        { "header_length too big", 100, [0x00, 0x10, 0, 0] },
+        { "refcount order 9", 96, [0, 0, 0, 9] },
+        { "backing offset past cluster", 8, [0, 0, 0, 0, 0, 0x10, 0, 0] },
+        { "snapshot count huge", 60, [0x7f, 0xff, 0xff, 0xff] },
+        { "corrupt bit", 79, [0x02] },
+    };
+
+    [Theory]
+    [MemberData(nameof(Corruptions))]
+    public void Mutated_headers_give_one_clear_error_or_open(string name, int offset, byte[] bytes)
+    {
+        using var dir = new TempDir();
+        string img = dir.File("bad.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "4M"));
+        Qemu.Ok(Qemu.Io("-c", "write -P 0x21 0 128k", img));
+        using (var f = new FileStream(img, FileMode.Open, FileAccess.Write)) { f.Position = offset; f.Write(bytes); }
+        foreach (var args in new[] { new[] { "info", "-f", "qcow2", img }, ["io", "-f", "qcow2", "-c", "read 0 64k", "-c", "write 0 4k", img], ["check", "-f", "qcow2", img] })
+        {
+            var r = Programs.Run(Programs.Vdisk, args, new Dictionary<string, string> { ["DOTNET_GCHeapHardLimit"] = "0x20000000" }, TimeSpan.FromSeconds(60));
+            Assert.DoesNotContain("Exception", r.Stderr + r.Stdout);
+            Assert.DoesNotContain("   at ", r.Stderr);
+            Assert.True(r.ExitCode is 0 or 1 or 2 or 3, $"{name}: {r}");
+            if (args[0] == "info" && r.ExitCode != 0)
+            {
+                Assert.StartsWith($"vdisk: Could not open '{img}': ", r.Stderr);
+                Assert.Single(r.Stderr.TrimEnd('\n').Split('\n'));
+            }
+        }
+    }
+
+    [Fact]
+    public void Truncated_and_randomly_mutated_images_never_crash_or_hang()
+    {
+        using var dir = new TempDir();
+        string good = dir.File("good.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", good, "2M"));
+        Qemu.Ok(Qemu.Io("-c", "write -P 0x21 0 300k", "-c", "write -z 1M 64k", good));
+        var original = File.ReadAllBytes(good);
+        var rng = new Random(7);
+        for (int i = 0; i < 40; i++)
+        {
+            var bytes = (byte[])original.Clone();
+            if (i % 8 == 0) bytes = bytes[..rng.Next(1, bytes.Length)];
+            else
+                for (int k = 0; k < 1 + rng.Next(6); k++) bytes[rng.Next(Math.Min(bytes.Length, 6 * 4096))] ^= (byte)(1 << rng.Next(8));
+            string img = dir.File($"fuzz{i}.qcow2");
+            File.WriteAllBytes(img, bytes);
+            var r = Programs.Run(Programs.Vdisk, ["io", "-f", "qcow2", "-c", "read 0 1M", "-c", "write -P 1 64k 8k", "-c", "map", img],
+                new Dictionary<string, string> { ["DOTNET_GCHeapHardLimit"] = "0x20000000" }, TimeSpan.FromSeconds(60));
+            Assert.DoesNotContain("Exception", r.Stderr + r.Stdout);
+            Assert.True(r.ExitCode is 0 or 1, $"fuzz {i}: {r}");
+            if (r.Stderr.Contains("can't open device")) Assert.StartsWith($"vdisk: can't open device {img}: ", r.Stderr);
+        }
+    }
+
+    [Fact]
+    public void Backing_chain_loops_are_refused()
+    {
+        using var dir = new TempDir();
+        string a = dir.File("a.qcow2"), b = dir.File("b.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", a, "1M"));
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", b));
+        Qemu.Ok(Qemu.Img("rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", a));
+        var r = Qemu.Vdisk("io", "-r", "-c", "read 0 512", b);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("creates an infinite loop", r.Stderr);
+        var info = Qemu.Vdisk("info", "--backing-chain", b);
+        Assert.Equal(1, info.ExitCode);
+        Assert.EndsWith("creates an infinite loop.\n", info.Stderr);
+    }
+}

@@ -1,0 +1,34 @@
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop.Qcow2;
+
+/// <summary>Shorthands for running vdisk and QEMU's tools in the qcow2 tests.</summary>
+internal static class Qemu
+{
+    public static RunResult Img(params string[] args) => Programs.Run("qemu-img", args);
+    public static RunResult Io(params string[] args) => Programs.Run("qemu-io", args);
+    public static RunResult Vdisk(params string[] args) => Programs.Run(Programs.Vdisk, args);
+
+    public static RunResult Ok(RunResult r)
+    {
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return r;
+    }
+
+    /// <summary>qemu-img check must find no errors and no leaks.</summary>
+    public static void AssertClean(string image)
+    {
+        var r = Img("check", image);
+        Assert.True(r.ExitCode == 0 && r.Stdout.StartsWith("No errors were found on the image.", StringComparison.Ordinal), r.ToString());
+    }
+
+    public static void AssertIdentical(string a, string b)
+    {
+        var r = Img("compare", a, b);
+        Assert.True(r.ExitCode == 0 && r.Stdout.Contains("Images are identical."), r.ToString());
+    }
+
+    /// <summary>qemu-io/vdisk io arguments: -c before each command.</summary>
+    public static string[] Commands(IEnumerable<string> commands) => commands.SelectMany(c => new[] { "-c", c }).ToArray();
+}
