@@ -72,6 +72,25 @@ public class ServeCommandLineTests
         Assert.Equal([image], Directory.EnumerateFiles(dir.Path));
     }
 
+    public static TheoryData<string[]> SameAsQsdOnQcow2 => new()
+    {
+        new[] { "--blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename={img},backing=nope" },
+        new[] { "--blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename={img},lazy-refcounts=maybe" },
+        new[] { "--blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename={img},bogus=1" },
+        new[] { "--blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename={img}", "--blockdev", "driver=qcow2,node-name=q2,file.driver=file,file.filename={img}" },
+    };
+
+    [Qcow2Theory]
+    [MemberData(nameof(SameAsQsdOnQcow2))]
+    public void BadQcow2Arguments_GiveQsdsMessage(string[] args)
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedQcow2(dir);
+        var (qsd, vdisk) = Both(dir, image, args);
+        Assert.Equal(1, qsd.ExitCode);
+        Assert.Equal((1, qsd.Stderr.Replace("qemu-storage-daemon:", "vdisk:", StringComparison.Ordinal), ""), (vdisk.ExitCode, vdisk.Stderr, vdisk.Stdout));
+    }
+
     [Theory]
     [InlineData(new[] { "--chardev", "file,id=m0,path={dir}/q" }, "vdisk: --chardev file,id=m0,path={dir}/q: chardev backend 'file' is not supported by vdisk serve (only 'socket')\n")]
     [InlineData(new[] { "--chardev", "socket,id=m0,path={dir}/q.sock,server=on,wait=on" }, "vdisk: --chardev socket,id=m0,path={dir}/q.sock,server=on,wait=on: vdisk serve does not wait for a monitor client: the socket chardev needs wait=off\n")]

@@ -210,25 +210,29 @@ public class ServeRobustnessTests : IDisposable
     }
 
     [Fact]
-    public void PipelinedRequests_AreAllAnswered_WithTheirCookies()
+    public async Task PipelinedRequests_AreAllAnswered_WithTheirCookies()
     {
         using var c = new NbdClient(_nbd);
         c.Open("disk");
-        var expected = new HashSet<ulong>();
-        for (ulong i = 0; i < 200; i++)
+        var expected = Enumerable.Range(0, 200).Select(i => 1000 + (ulong)i).Append(5000ul).ToHashSet();
+        // Send while the replies are read, as real clients do: a client that only writes would
+        // stall once the server's in-flight limit and both socket buffers are full.
+        var sending = Task.Run(() =>
         {
-            if (i % 2 == 0) c.SendRequest(NbdCommand.Write, 1000 + i, (2 << 20) + i * 4096, 4096, payload: Enumerable.Repeat((byte)i, 4096).ToArray());
-            else c.SendRequest(NbdCommand.Read, 1000 + i, (1 << 20) + (i % 16) * 4096, 4096);
-            expected.Add(1000 + i);
-        }
-        c.SendRequest(NbdCommand.Flush, 5000, 0, 0);
-        expected.Add(5000);
+            for (ulong i = 0; i < 200; i++)
+            {
+                if (i % 2 == 0) c.SendRequest(NbdCommand.Write, 1000 + i, (2 << 20) + i * 4096, 4096, payload: Enumerable.Repeat((byte)i, 4096).ToArray());
+                else c.SendRequest(NbdCommand.Read, 1000 + i, (1 << 20) + (i % 16) * 4096, 4096);
+            }
+            c.SendRequest(NbdCommand.Flush, 5000, 0, 0);
+        });
         while (expected.Count > 0)
         {
             var r = c.ReadReply();
             Assert.Equal(NbdError.None, r.ErrorNumber);
             if (r.Done) Assert.True(expected.Remove(r.Cookie), $"unexpected cookie {r.Cookie}");
         }
+        await sending;
         for (ulong i = 0; i < 200; i += 2)
             Assert.All(c.Read((2 << 20) + i * 4096, 4096), b => Assert.Equal((byte)i, b));
     }

@@ -6,8 +6,9 @@ namespace Vdisk.Interop.Support;
 
 /// <summary>
 /// Starts a long-running program and tells, without guessing from timing, whether it came up:
-/// it is up once its last socket answers (a QMP greeting for VMs and daemons whose monitor
-/// comes last on the command line, a connection for qemu-nbd), and it failed if it exits first.
+/// it is up once its last socket answers from its main loop (a QMP reply for VMs and daemons
+/// whose monitor comes last on the command line, the NBD greeting for qemu-nbd, which listens
+/// before it opens the image), and it failed if it exits first.
 /// </summary>
 public sealed class Launch : IDisposable
 {
@@ -60,8 +61,19 @@ public sealed class Launch : IDisposable
         {
             using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             s.Connect(new UnixDomainSocketEndPoint(path));
-            if (!qmp) return true;
             s.ReceiveTimeout = 60_000;
+            if (!qmp)
+            {
+                var greeting = new byte[18];
+                int got = 0;
+                while (got < greeting.Length)
+                {
+                    int n = s.Receive(greeting, got, greeting.Length - got, SocketFlags.None);
+                    if (n == 0) return false;
+                    got += n;
+                }
+                return true;
+            }
             // The greeting and a reply come from the main loop, which runs only after start-up.
             var buffer = new byte[4096];
             var text = new StringBuilder();

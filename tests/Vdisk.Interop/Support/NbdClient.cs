@@ -17,7 +17,9 @@ public sealed class NbdClient : IDisposable
     {
         _socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _socket.Connect(new UnixDomainSocketEndPoint(path));
+        // A test that stops making progress fails instead of hanging.
         _socket.ReceiveTimeout = 30_000;
+        _socket.SendTimeout = 30_000;
     }
 
     public sealed record OptionReply(uint Option, NbdOptionReplyType Type, byte[] Data)

@@ -16,6 +16,7 @@ public sealed class QmpClient : IDisposable
         _socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _socket.Connect(new UnixDomainSocketEndPoint(path));
         _socket.ReceiveTimeout = 30_000;
+        _socket.SendTimeout = 30_000;
         Greeting = ReadLine() ?? throw new IOException("no greeting");
     }
 

@@ -74,7 +74,7 @@ public sealed class Qcow2Driver : IBlockDriver
                 return;
             case OptionScalar reference when hasBackingOption:
                 var existing = context.Opener.FindNode(reference.Text)
-                    ?? throw new OptionException($"Cannot find device='' nor node-name='{reference.Text}'");
+                    ?? throw new OptionException($"Could not open backing file: Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
                 node.AttachBacking(existing, existing.Filename);
                 return;
             case OptionDict dict:
