@@ -105,7 +105,8 @@ internal static class ServeCommand
                 }
                 catch (Exception e) when (Message(e) is { } message)
                 {
-                    Stdio.Error($"{option} {value}: {message}");
+                    // qsd prints QEMU's hint after a lock error of --blockdev (not of --export).
+                    Stdio.Error($"{option} {value}: {message}" + (e is DaemonException { Hint: { } hint } ? "\n" + hint : ""));
                     return 1;
                 }
             }

@@ -5,4 +5,11 @@ namespace Vdisk.Server.Daemon;
 /// (<c>NBD server not running</c>, <c>Node r0 is in use</c>). QMP reports it as GenericError;
 /// the command line prints it after the option that caused it.
 /// </summary>
-public class DaemonException(string message) : Exception(message);
+public class DaemonException(string message, string? hint = null) : Exception(message)
+{
+    /// <summary>
+    /// QEMU's second line for humans (<c>Is another process using the image [PATH]?</c>), which
+    /// the command line prints and QMP leaves out, as QEMU does.
+    /// </summary>
+    public string? Hint { get; } = hint;
+}

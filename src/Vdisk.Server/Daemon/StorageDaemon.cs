@@ -91,6 +91,10 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             return Graph.AddNode(options, flags);
         }
+        catch (LockConflictException e) when (e.FromTest)
+        {
+            throw new DaemonException(e.Message, e.Hint);
+        }
         catch (Exception e) when (UserMessage(e) is { } message)
         {
             throw new DaemonException(message);
