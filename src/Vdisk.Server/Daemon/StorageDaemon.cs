@@ -20,6 +20,7 @@ public sealed class StorageDaemon : IAsyncDisposable
 {
     private readonly SemaphoreSlim _control = new(1, 1);
     private readonly List<NbdExport> _exports = new();
+    private readonly HashSet<string> _exportIds = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SocketListener> _chardevs = new(StringComparer.Ordinal);
     private readonly List<QmpServer> _monitors = new();
     private readonly TaskCompletionSource _quit = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -240,7 +241,7 @@ public sealed class StorageDaemon : IAsyncDisposable
     public async Task AddExportAsync(ExportRequest request)
     {
         if (!BlockGraph.IsValidNodeName(request.Id)) throw new DaemonException("Invalid block export id");
-        if (_exports.Any(e => e.Id == request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
+        if (_exportIds.Contains(request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
         var node = Graph.Find(request.NodeName) ?? throw new DaemonException($"Cannot find device='' nor node-name='{request.NodeName}'");
         DiskImage image;
         try
@@ -261,6 +262,7 @@ public sealed class StorageDaemon : IAsyncDisposable
             var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw);
             _nbd.AddExport(export);
             _exports.Add(export);
+            _exportIds.Add(export.Id);
         }
         catch
         {
@@ -307,6 +309,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         await export.BeginShutdown(disconnectClients).ConfigureAwait(false);
         _nbd?.RemoveExport(export);
         _exports.Remove(export);
+        _exportIds.Remove(export.Id);
         await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
         await export.Image.DisposeAsync().ConfigureAwait(false);
         Emit("BLOCK_EXPORT_DELETED", Dict(("id", Str(export.Id))));
@@ -389,6 +392,7 @@ public sealed class StorageDaemon : IAsyncDisposable
                 await export.Image.DisposeAsync().ConfigureAwait(false);
             }
             _exports.Clear();
+            _exportIds.Clear();
             foreach (var node in Graph.Nodes.Values.Where(n => !n.IsInactive && !n.IsReadOnly).ToArray())
                 await FlushQuietlyAsync(node).ConfigureAwait(false);
             await Graph.CloseAllAsync().ConfigureAwait(false);

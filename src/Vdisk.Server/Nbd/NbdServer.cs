@@ -13,6 +13,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly SocketListener _listener;
     private readonly Lock _lock = new();
     private readonly List<NbdExport> _exports = new();
+    private readonly Dictionary<string, NbdExport> _exportsByName = new(StringComparer.Ordinal);
     private readonly HashSet<NbdConnection> _connections = new();
     private readonly HashSet<Task> _running = new();
     private readonly CancellationTokenSource _stopping = new();
@@ -64,7 +65,7 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>The export called <paramref name="name"/>, unless it is being deleted.</summary>
     public NbdExport? FindExport(string name)
     {
-        lock (_lock) return _exports.FirstOrDefault(e => e.Name == name && !e.ShuttingDown);
+        lock (_lock) return _exportsByName.TryGetValue(name, out var export) && !export.ShuttingDown ? export : null;
     }
 
     /// <summary>Publishes an export under its name.</summary>
@@ -73,7 +74,7 @@ public sealed class NbdServer : IAsyncDisposable
     {
         lock (_lock)
         {
-            if (_exports.Any(e => e.Name == export.Name))
+            if (!_exportsByName.TryAdd(export.Name, export))
                 throw new DaemonException($"NBD server already has export named '{export.Name}'");
             _exports.Add(export);
         }
@@ -82,7 +83,10 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>Withdraws an export (its clients must be gone or going).</summary>
     public void RemoveExport(NbdExport export)
     {
-        lock (_lock) _exports.Remove(export);
+        lock (_lock)
+        {
+            if (_exports.Remove(export)) _exportsByName.Remove(export.Name);
+        }
     }
 
     private async Task AcceptLoopAsync()
