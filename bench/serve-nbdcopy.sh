@@ -44,7 +44,8 @@ PY
 }
 
 formats=(raw)
-if "$VDISK" serve --blockdev "driver=qcow2,node-name=q,file.driver=file,file.filename=/nonexistent" 2>&1 | grep -q "Could not open"; then
+probe=$("$VDISK" serve --blockdev "driver=qcow2,node-name=q,file.driver=file,file.filename=/nonexistent" 2>&1 || true)
+if [[ "$probe" == *"Could not open"* ]]; then
   formats+=(qcow2)
 fi
 
