@@ -107,4 +107,21 @@ public class BadInputTests
         AssertOneLineError(Programs.Run(Programs.Vdisk, "info", "-U", "--image-opts", $"driver=raw,file.filename={img},force-share=off"),
             "--force-share/-U conflicts with image options");
     }
+
+    [Theory]
+    [InlineData("info")]
+    [InlineData("check")]
+    [InlineData("map")]
+    [InlineData("measure")]
+    public void UnknownOutputFormat_IsRefusedLikeQemuImg(string verb)
+    {
+        using var dir = new TempDir();
+        var img = dir.RawImage();
+        string[] args = verb == "measure" ? [verb, "--output=xml", "--size", "1M", "-O", "qcow2"] : [verb, "--output=xml", img];
+        var q = Programs.Run("qemu-img", args);
+        var v = Programs.Run(Programs.Vdisk, args);
+        Assert.Equal(1, q.ExitCode);
+        AssertOneLineError(v, "--output must be used with human or json as argument.");
+        Assert.Equal(q.Stderr.Replace("qemu-img: ", "vdisk: "), v.Stderr);
+    }
 }

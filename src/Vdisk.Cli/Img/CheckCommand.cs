@@ -12,25 +12,21 @@ internal static class CheckCommand
     public static Command Create()
     {
         var image = new ImageArguments();
-        var output = new Option<string>("--output") { DefaultValueFactory = _ => "human" };
+        var output = new OutputOption();
         var repair = new Option<string?>("-r") { Description = "repair leaks or all" };
         var quiet = new Option<bool>("-q");
         var file = new Argument<string>("filename");
         var command = new Command("check", "Check an image's consistency like qemu-img check");
         image.AddTo(command);
-        command.Options.Add(output);
+        output.AddTo(command);
         command.Options.Add(repair);
         command.Options.Add(quiet);
         command.Arguments.Add(file);
         command.SetAction(async (result, ct) =>
         {
             string filename = result.GetValue(file)!;
-            string fmt = result.GetValue(output)!;
-            if (fmt is not ("human" or "json"))
-            {
-                Stdio.Error("--output must be used with human or json as argument.");
-                return 1;
-            }
+            if (output.IsJson(result) is not bool json) return 1;
+            string fmt = json ? "json" : "human";
             var mode = Qcow2RepairMode.None;
             if (result.GetValue(repair) is { } r)
             {

@@ -14,25 +14,21 @@ internal static class MapCommand
     public static Command Create()
     {
         var image = new ImageArguments();
-        var output = new Option<string>("--output") { DefaultValueFactory = _ => "human" };
+        var output = new OutputOption();
         var start = new Option<string?>("--start-offset");
         var maxLength = new Option<string?>("--max-length");
         var file = new Argument<string>("filename");
         var command = new Command("map", "Show how an image's ranges are stored, like qemu-img map");
         image.AddTo(command);
-        command.Options.Add(output);
+        output.AddTo(command);
         command.Options.Add(start);
         command.Options.Add(maxLength);
         command.Arguments.Add(file);
         command.SetAction(async (result, ct) =>
         {
             string filename = result.GetValue(file)!;
-            string fmt = result.GetValue(output)!;
-            if (fmt is not ("human" or "json"))
-            {
-                Stdio.Error("--output must be used with human or json as argument.");
-                return 1;
-            }
+            if (output.IsJson(result) is not bool json) return 1;
+            string fmt = json ? "json" : "human";
             using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;

@@ -12,21 +12,22 @@ internal static class MeasureCommand
     public static Command Create()
     {
         var image = new ImageArguments();
-        var output = new Option<string>("--output") { DefaultValueFactory = _ => "human" };
+        var output = new OutputOption();
         var outFormat = new Option<string?>("-O");
         var options = new Option<string[]>("-o");
         var size = new Option<string?>("--size");
         var file = new Argument<string?>("filename") { Arity = ArgumentArity.ZeroOrOne };
         var command = new Command("measure", "Compute the size a new image needs, like qemu-img measure");
         image.AddTo(command);
-        command.Options.Add(output);
+        output.AddTo(command);
         command.Options.Add(outFormat);
         command.Options.Add(options);
         command.Options.Add(size);
         command.Arguments.Add(file);
         command.SetAction(async (result, ct) =>
         {
-            string fmt = result.GetValue(output)!;
+            if (output.IsJson(result) is not bool asJson) return 1;
+            string fmt = asJson ? "json" : "human";
             string target = result.GetValue(outFormat) ?? "raw";
             var o = new CreateOptions { Filename = "", Format = target };
             foreach (var (k, v) in ImgOptions.ParseList(result.GetValue(options) ?? []))

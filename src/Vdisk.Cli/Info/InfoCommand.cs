@@ -12,23 +12,19 @@ internal static class InfoCommand
     {
         var image = new ImageArguments();
         var wait = new LockWaitOption();
-        var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
+        var output = new OutputOption();
         var chain = new Option<bool>("--backing-chain") { Description = "show every image of the backing chain" };
         var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
         var command = new Command("info", "Show an image's format and size like qemu-img info");
         image.AddTo(command);
         wait.AddTo(command);
-        command.Options.Add(output);
+        output.AddTo(command);
         command.Options.Add(chain);
         command.Arguments.Add(file);
         command.SetAction(result =>
         {
-            string fmt = result.GetValue(output)!;
-            if (fmt is not ("human" or "json"))
-            {
-                Stdio.Error("--output must be used with human or json as argument.");
-                return 1;
-            }
+            if (output.IsJson(result) is not bool json) return 1;
+            string fmt = json ? "json" : "human";
             string filename = result.GetValue(file)!;
             string current = filename;
             var flags = AccessProfiles.ImgInfo;
