@@ -237,6 +237,30 @@ public class ServeHandoverTests
     }
 
     [Qcow2Fact]
+    public void Qcow2Destination_ReadsMetadataTheSourceWroteWhileItWaited()
+    {
+        using var dir = new TempDir();
+        var image = Serve.PatternedQcow2(dir, size: 2L << 30);
+        using var source = Start(dir, "source", image, active: true, format: "qcow2");
+        using var destination = Start(dir, "destination", image, active: false, format: "qcow2");
+        // New L2 tables, a grown refcount structure: the destination opened the image before these existed.
+        for (int i = 0; i < 3; i++) Write(source.Nbd, (ulong)(512 + 384 * i) << 20, (byte)(0x61 + i));
+        Assert.Equal("{\"return\": {}}", Reserve(destination, true));
+        Assert.Equal("{\"return\": {}}", SetActive(source, false));
+        Assert.Equal("{\"return\": {}}", SetActive(destination, true));
+        for (int i = 0; i < 3; i++) Assert.All(Read(destination.Nbd, (ulong)(512 + 384 * i) << 20, 65536), b => Assert.Equal((byte)(0x61 + i), b));
+        // Its own allocations must not reuse clusters the source allocated.
+        for (int i = 0; i < 3; i++) Write(destination.Nbd, (ulong)(640 + 384 * i) << 20, (byte)(0x71 + i));
+        destination.Execute("{\"execute\":\"quit\"}");
+        destination.Daemon.WaitForExit();
+        source.Execute("{\"execute\":\"quit\"}");
+        source.Daemon.WaitForExit();
+        Assert.Equal(0, Programs.Run("qemu-img", "check", image).ExitCode);
+        var r = Programs.Run("qemu-io", "-r", "-f", "qcow2", image, "-c", "read -P 0x61 512M 64k", "-c", "read -P 0x63 1280M 64k", "-c", "read -P 0x73 1408M 64k", "-c", "read -P 0xab 0 64k");
+        Assert.True(r.ExitCode == 0 && !r.Stdout.Contains("Pattern verification failed"), r.ToString());
+    }
+
+    [Qcow2Fact]
     public void Qcow2Source_KeepsConsistentReadWhenInactive()
     {
         using var dir = new TempDir();

@@ -16,7 +16,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     private readonly BdrvChild _fileChild;
     private BdrvChild? _backingChild;
     private readonly SemaphoreSlim _lock = new(1, 1);
-    private readonly Qcow2Header _header;
+    private Qcow2Header _header;
     private readonly Qcow2Geometry _g;
     private ulong[] _l1;
     private bool _l1Dirty;
@@ -266,7 +266,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     {
         if (_closed) return;
         _closed = true;
-        if (IsReadOnly || _openFlags.HasFlag(OpenFlags.Inactive)) return;
+        // An inactive node has handed the image over (and flushed when it did): leave it alone.
+        if (IsReadOnly || IsInactive) return;
         try
         {
             await _lock.WaitAsync().ConfigureAwait(false);
