@@ -221,4 +221,37 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", image).ExitCode);
     }
+
+    [Fact]
+    public void Serve_blockdev_waits_behind_a_qcow2_writer_then_holds_the_image()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("disk.qcow2");
+        string pidfile = dir.File("serve.pid");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", image, "1M").ExitCode);
+        var holder = Holder.Start(image, "qemu-io", "-f", "qcow2", image, "-c", "sleep 60000");
+        using var daemon = new Watched(Programs.Vdisk, "serve", "--wait=30",
+            "--blockdev", $"driver=qcow2,node-name=disk,file.driver=file,file.filename={image}", "--pidfile", pidfile);
+        try
+        {
+            daemon.WaitForStderr("waiting for ");
+            Assert.False(System.IO.File.Exists(pidfile));
+        }
+        finally
+        {
+            holder.Dispose();
+        }
+        var clock = Stopwatch.StartNew();
+        while (!System.IO.File.Exists(pidfile))
+        {
+            Assert.False(daemon.Process.HasExited, daemon.Stderr);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "serve never became ready");
+            Thread.Sleep(10);
+        }
+        // The daemon now holds the image as a writable qcow2 node: QEMU writers are refused.
+        Assert.Equal("Failed to get \"write\" lock +hint", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", image, "-c", "write 0 512")));
+        Assert.Equal(0, Programs.Run("kill", "-TERM", daemon.Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        Assert.Equal(0, daemon.WaitForExit());
+        Assert.Single(daemon.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
 }

@@ -45,6 +45,11 @@ internal sealed class LockWaitOption
     /// Runs <paramref name="open"/>, waiting on lock conflicts when <c>--wait</c> was given. A
     /// cancelled wait (Ctrl-C, SIGTERM) throws <see cref="OperationCanceledException"/>.
     /// </summary>
+    /// <summary>The wait for a <c>--wait[=SECONDS]</c> value parsed by hand (vdisk serve), or null when invalid.</summary>
+    public static LockWaitOptions? FromText(string? text) => ParseTimeout(text) is { } timeout
+        ? new LockWaitOptions { Timeout = timeout == TimeSpan.MaxValue ? null : timeout, Waiting = Announce }
+        : null;
+
     public T Open<T>(ParseResult result, Func<T> open, CancellationToken cancellationToken)
     {
         var options = Options(result);
@@ -52,7 +57,7 @@ internal sealed class LockWaitOption
     }
 
     /// <summary>Seconds as a time span, <see cref="TimeSpan.MaxValue"/> for no limit, null when invalid.</summary>
-    private static TimeSpan? ParseTimeout(string? text)
+    internal static TimeSpan? ParseTimeout(string? text)
     {
         if (text is null or "" or Forever) return TimeSpan.MaxValue;
         if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)) return null;
@@ -60,7 +65,7 @@ internal sealed class LockWaitOption
         return TimeSpan.FromSeconds(seconds);
     }
 
-    private static void Announce(LockWaitNotice notice) => Stdio.Error(notice.Message);
+    internal static void Announce(LockWaitNotice notice) => Stdio.Error(notice.Message);
 
     /// <summary>
     /// Rewrites a bare <c>--wait</c> to <c>--wait=forever</c> so that the parser does not take

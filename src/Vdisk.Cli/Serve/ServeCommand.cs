@@ -42,6 +42,8 @@ internal static class ServeCommand
           --monitor [chardev=]<id>[,mode=control]
                                     serve QMP on that socket
           --pidfile <path>          write the process id to <path> (removed on exit)
+          --wait[=SECONDS]          vdisk's: a --blockdev whose image is locked by another
+                                    process waits for it (at most SECONDS) instead of failing
 
         SIGTERM, SIGINT and the QMP command 'quit' stop cleanly: requests in flight finish,
         images are flushed, locks released, sockets and pid file removed.
@@ -55,9 +57,18 @@ internal static class ServeCommand
     public static async Task<int> RunAsync(string[] args)
     {
         var options = new List<(string Option, string Value)>();
+        Vdisk.Locking.LockWaitOptions? wait = null;
         for (int i = 0; i < args.Length; i++)
         {
             string arg = args[i];
+            if (arg == "--wait" || arg.StartsWith("--wait=", StringComparison.Ordinal))
+            {
+                // vdisk's addition: every --blockdev queues behind a lock holder instead of failing.
+                string? seconds = arg.Length > "--wait".Length ? arg["--wait=".Length..] : null;
+                wait = LockWaitOption.FromText(seconds);
+                if (wait is null) return Fail($"--wait: invalid number of seconds '{seconds}'");
+                continue;
+            }
             if (arg is "-h" or "--help")
             {
                 Stdio.Out.Write(Usage);
@@ -100,6 +111,7 @@ internal static class ServeCommand
                 try
                 {
                     if (option == "--pidfile") pidfile = value;
+                    else if (option == "--blockdev") daemon.AddBlockdev(ParseBlockdev(value), wait, signals.Token);
                     else await ApplyAsync(daemon, option, value).ConfigureAwait(false);
                     daemon.CollectControlGarbage();
                 }

@@ -80,7 +80,7 @@ public sealed class StorageDaemon : IAsyncDisposable
     /// where the daemon opens images, so that waiting for locks can be added around it.
     /// A node created with <c>active=off</c> takes no locks until activated.
     /// </summary>
-    public BlockNode AddBlockdev(OptionDict options)
+    public BlockNode AddBlockdev(OptionDict options, LockWaitOptions? wait = null, CancellationToken cancellationToken = default)
     {
         if (ExportRequest.Text(options, "node-name") is null)
             throw new DaemonException("'node-name' must be specified for the root node");
@@ -90,7 +90,11 @@ public sealed class StorageDaemon : IAsyncDisposable
         var flags = OpenFlags.ReadWrite | (active ? OpenFlags.None : OpenFlags.Inactive);
         try
         {
-            return Graph.AddNode(options, flags);
+            // --wait (command line only): queue behind a holder instead of failing. Each try
+            // gets its own copy of the options, which opening rewrites.
+            return wait is null
+                ? Graph.AddNode(options, flags)
+                : LockWait.Run(() => Graph.AddNode(options.Clone(), flags), wait, cancellationToken);
         }
         catch (LockConflictException e) when (e.FromTest)
         {
