@@ -58,7 +58,7 @@ public sealed class QemuJsonObject
         {
             case null: sb.Append("null"); break;
             case bool b: sb.Append(b ? "true" : "false"); break;
-            case string s: WriteString(sb, s); break;
+            case string s: QemuJsonText.WriteQuoted(sb, s); break;
             case int or long or uint or ulong: sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(d.ToString("R", CultureInfo.InvariantCulture)); break;
             case QemuJsonObject o:
@@ -69,7 +69,7 @@ public sealed class QemuJsonObject
                     if (!first) sb.Append(',');
                     first = false;
                     NewLine(sb, depth + 1);
-                    WriteString(sb, k);
+                    QemuJsonText.WriteQuoted(sb, k);
                     sb.Append(": ");
                     WriteValue(sb, v, depth + 1);
                 }
@@ -90,21 +90,28 @@ public sealed class QemuJsonObject
                 sb.Append(']');
                 break;
             default:
-                WriteString(sb, value.ToString() ?? "");
+                QemuJsonText.WriteQuoted(sb, value.ToString() ?? "");
                 break;
         }
     }
 
     private static void NewLine(StringBuilder sb, int depth) => sb.Append('\n').Append(' ', depth * 4);
+}
 
-    /// <summary>json-writer.c quoted_str: escapes quotes, backslashes, control and non-ASCII characters as \uXXXX.</summary>
-    private static void WriteString(StringBuilder sb, string s)
+/// <summary>QEMU's JSON string quoting, shared by qemu-img's JSON output and the QMP monitor.</summary>
+public static class QemuJsonText
+{
+    /// <summary>
+    /// json-writer.c quoted_str: escapes quotes, backslashes and the usual control characters,
+    /// and every other character outside printable ASCII as \uXXXX (UTF-16 code units, so
+    /// characters beyond the BMP become a surrogate pair, as in QEMU).
+    /// </summary>
+    public static void WriteQuoted(StringBuilder sb, string s)
     {
         sb.Append('"');
-        foreach (var rune in s.EnumerateRunes())
+        foreach (char c in s)
         {
-            int cp = rune.Value;
-            switch (cp)
+            switch (c)
             {
                 case '"': sb.Append("\\\""); break;
                 case '\\': sb.Append("\\\\"); break;
@@ -114,13 +121,8 @@ public sealed class QemuJsonObject
                 case '\r': sb.Append("\\r"); break;
                 case '\t': sb.Append("\\t"); break;
                 default:
-                    if (cp > 0xFFFF)
-                    {
-                        int v = cp - 0x10000;
-                        sb.Append(CultureInfo.InvariantCulture, $"\\u{0xD800 | (v >> 10):X4}\\u{0xDC00 | (v & 0x3FF):X4}");
-                    }
-                    else if (cp < 0x20 || cp >= 0x7F) sb.Append(CultureInfo.InvariantCulture, $"\\u{cp:X4}");
-                    else sb.Append((char)cp);
+                    if (c < 0x20 || c >= 0x7F) sb.Append("\\u").Append(((int)c).ToString("X4", CultureInfo.InvariantCulture));
+                    else sb.Append(c);
                     break;
             }
         }

@@ -123,7 +123,7 @@ public static class QmpJson
                 {
                     if (!first) sb.Append(", ");
                     first = false;
-                    WriteString(sb, key);
+                    Vdisk.Output.QemuJsonText.WriteQuoted(sb, key);
                     sb.Append(": ");
                     Write(sb, item);
                 }
@@ -139,37 +139,12 @@ public static class QmpJson
                 sb.Append(']');
                 break;
             case OptionScalar { Kind: ScalarKind.String } s:
-                WriteString(sb, s.Text);
+                Vdisk.Output.QemuJsonText.WriteQuoted(sb, s.Text);
                 break;
             case OptionScalar s:
                 sb.Append(s.Text);
                 break;
         }
-    }
-
-    private static void WriteString(StringBuilder sb, string s)
-    {
-        sb.Append('"');
-        for (int i = 0; i < s.Length; i++)
-        {
-            char c = s[i];
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\b': sb.Append("\\b"); break;
-                case '\f': sb.Append("\\f"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\r': sb.Append("\\r"); break;
-                case '\t': sb.Append("\\t"); break;
-                default:
-                    // UTF-16 code units are exactly QEMU's escapes, surrogate pairs included.
-                    if (c < 0x20 || c >= 0x7F) sb.Append("\\u").Append(((int)c).ToString("X4", CultureInfo.InvariantCulture));
-                    else sb.Append(c);
-                    break;
-            }
-        }
-        sb.Append('"');
     }
 
     // Builders for replies, so that command code reads like the QAPI structures it returns.
