@@ -16,7 +16,7 @@ internal static class Program
         if (args.Length > 0 && args[0] == ServeCommand.Name) return await ServeCommand.RunAsync(args[1..]);
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
         root.Subcommands.Add(IoCommand.Create());
-        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(Img.ImgVerbs.WithWait(InfoCommand.Create()));
         root.Subcommands.Add(ServeCommand.CreateForHelp());
         root.Subcommands.Add(LocksCommand.Create());
         foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);

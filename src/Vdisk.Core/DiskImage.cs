@@ -83,7 +83,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         var options = source.BuildOptions();
         if ((flags & OpenFlags.ForceShare) != 0)
         {
-            if (options["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+            if (ImageSource.RefusesForceShareIn(options))
                 throw new OptionException("force-share conflicts with image options");
             options.Set("force-share", "on");
         }

@@ -51,6 +51,15 @@ public sealed class ImageSource
     /// <summary>An option tree (BlockdevOptions), as from JSON or QMP.</summary>
     public static ImageSource FromOptions(OptionDict options) => new(null, null, options);
 
+    /// <summary>
+    /// True when the option string says <c>force-share=off</c> explicitly, which a request to
+    /// share everything (<c>-U</c>) contradicts; each tool words that conflict its own way.
+    /// </summary>
+    public bool RefusesForceShare => RefusesForceShareIn(Options);
+
+    internal static bool RefusesForceShareIn(OptionDict? options) =>
+        options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false;
+
     /// <summary>The name QEMU's tools show in "can't open device NAME".</summary>
     public string? DisplayName => Filename;
 

@@ -42,7 +42,7 @@ internal static class ImgOpen
                     return null;
                 }
                 source = ImageSource.FromImageOptions(filename, Diagnostics.WarningSink);
-                if ((flags & OpenFlags.ForceShare) != 0 && source.Options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+                if ((flags & OpenFlags.ForceShare) != 0 && source.RefusesForceShare)
                 {
                     Stdio.Error("--force-share/-U conflicts with image options");
                     return null;

@@ -10,7 +10,8 @@ internal static class ImgVerbs
     /// <summary>The verbs, each with <c>--wait</c> wired to every image it opens or creates.</summary>
     public static IEnumerable<Command> All() => Verbs().Select(WithWait);
 
-    private static Command WithWait(Command command)
+    /// <summary>Adds <c>--wait</c> to a verb that opens images through <see cref="ImgOpen"/>.</summary>
+    public static Command WithWait(Command command)
     {
         var wait = new LockWaitOption();
         wait.AddTo(command);

@@ -11,13 +11,11 @@ internal static class InfoCommand
     public static Command Create()
     {
         var image = new ImageArguments();
-        var wait = new LockWaitOption();
         var output = new OutputOption();
         var chain = new Option<bool>("--backing-chain") { Description = "show every image of the backing chain" };
         var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
         var command = new Command("info", "Show an image's format and size like qemu-img info");
         image.AddTo(command);
-        wait.AddTo(command);
         output.AddTo(command);
         command.Options.Add(chain);
         command.Arguments.Add(file);
@@ -28,13 +26,11 @@ internal static class InfoCommand
             string filename = result.GetValue(file)!;
             string current = filename;
             var flags = AccessProfiles.ImgInfo;
-            // Only a waiting info catches Ctrl-C/SIGTERM (to end the wait cleanly); otherwise signals act as before.
-            using var signals = wait.Options(result) is null ? null : new Signals();
             if (result.GetValue(image.ForceShare)) flags |= OpenFlags.ForceShare;
             try
             {
                 var source = image.Source(result, filename);
-                if ((flags & OpenFlags.ForceShare) != 0 && source.Options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+                if ((flags & OpenFlags.ForceShare) != 0 && source.RefusesForceShare)
                 {
                     Stdio.Error("--force-share/-U conflicts with image options");
                     return 1;
@@ -43,7 +39,7 @@ internal static class InfoCommand
                 var seen = new HashSet<string>();
                 while (true)
                 {
-                    using (var disk = wait.Open(result, () => DiskImage.Open(source, flags), signals?.Token ?? CancellationToken.None))
+                    using (var disk = Img.ImgOpen.Run(() => DiskImage.Open(source, flags)))
                     {
                         var info = ImageInfo.Collect(disk.Root);
                         infos.Add(info);
@@ -71,10 +67,6 @@ internal static class InfoCommand
                 }
                 Stdio.Out.Flush();
                 return 0;
-            }
-            catch (OperationCanceledException)
-            {
-                return signals?.ExitCode(1) ?? 1; // a signal ended --wait
             }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
             {

@@ -45,7 +45,7 @@ internal static class IoCommand
                 try
                 {
                     source = image.Source(result, filename);
-                    if (forceShare && source.Options?["force-share"] is OptionScalar fs && NodeOptions.ParseBool(fs.Text) == false)
+                    if (forceShare && source.RefusesForceShare)
                     {
                         Stdio.Error("-U conflicts with image options");
                         return 1;

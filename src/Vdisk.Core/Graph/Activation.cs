@@ -1,4 +1,3 @@
-using Vdisk.Native;
 
 namespace Vdisk.Graph;
 
@@ -107,7 +106,4 @@ public static class Activation
     {
         foreach (var n in PermissionRefresh.TopologicalOrder([node])) n.ReleaseReservation();
     }
-
-    /// <summary>errno QEMU reports when inactivation is refused.</summary>
-    public const int RefusedErrno = Errno.EPERM;
 }

@@ -12,7 +12,6 @@ namespace Vdisk.Graph;
 /// </summary>
 public sealed class GraphOpener
 {
-    private static readonly byte[] Qcow2Magic = [0x51, 0x46, 0x49, 0xfb]; // "QFI\xfb"
     private readonly BlockGraph _graph;
     private readonly List<BlockNode> _opened = new();
 
@@ -184,10 +183,10 @@ public sealed class GraphOpener
                 throw new NativeIOException(Errno.EIO, $"Could not read image for determining its format: {e.Message}", protocol.Filename);
             }
         }
-        return head.AsSpan(0, 4).SequenceEqual(Qcow2Magic) ? "qcow2" : "raw";
+        return LooksLikeOtherFormat(head) ? "qcow2" : "raw";
     }
 
     /// <summary>True when a first sector would make QEMU probe a format other than raw.</summary>
     public static bool LooksLikeOtherFormat(ReadOnlySpan<byte> firstSector) =>
-        firstSector.Length >= 4 && firstSector[..4].SequenceEqual(Qcow2Magic);
+        firstSector.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(firstSector) == Drivers.Qcow2.Qcow2Header.Magic;
 }

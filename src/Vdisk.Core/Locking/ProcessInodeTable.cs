@@ -73,15 +73,6 @@ internal static class ProcessInodeTable
         }
     }
 
-    /// <summary>Number of descriptors kept open only to protect POSIX locks (for tests and diagnostics).</summary>
-    public static int DeferredCount(FileIdentity id)
-    {
-        lock (s_gate)
-        {
-            return s_entries.TryGetValue(id, out var e) ? e.Deferred.Count : 0;
-        }
-    }
-
     public static PosixLockPrimitive RegisterPosixOwner(FileIdentity id, SafeFileHandle handle)
     {
         lock (s_gate)
