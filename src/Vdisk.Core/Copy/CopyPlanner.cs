@@ -50,7 +50,7 @@ public sealed class CopyPlanner
     /// <summary>
     /// A planner over <paramref name="sources"/> laid end to end. <paramref name="alignment"/>
     /// (the target cluster for compressed output, else 1) widens data and narrows zero ranges
-    /// to whole units; <paramref name="topOnly"/> skips what the top layer does not allocate;
+    /// to whole units; <paramref name="topOnly"/> skips what the top layer leaves to its backing file;
     /// <paramref name="chunkZeroes"/> cuts Zero requests at chunk boundaries like data (for
     /// -S 0, where zeroes are written out as data).
     /// </summary>
@@ -111,12 +111,30 @@ public sealed class CopyPlanner
     private async ValueTask QueryAsync(BlockNode source, long length, CancellationToken cancellationToken)
     {
         long want = Math.Min(length - _position, StatusQueryLimit);
-        var status = await BlockChain.StatusAboveAsync(source, _position, want, cancellationToken).ConfigureAwait(false);
-        bool allocatedAbove = status.Depth == 0 && (status.Flags & BlockStatusFlags.Allocated) != 0;
-        _extentKind = _topOnly && !allocatedAbove ? CopySegmentKind.Skip
-            : (status.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
+        var status = _topOnly
+            ? await TopLayerStatusAsync(source, _position, want, cancellationToken).ConfigureAwait(false)
+            : await BlockChain.StatusAboveAsync(source, _position, want, cancellationToken).ConfigureAwait(false);
+        _extentKind = (status.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
+            : (status.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
+            : _topOnly ? CopySegmentKind.Skip
             : CopySegmentKind.Data;
         _extentEnd = _position + Math.Clamp(status.Length, 1, want);
+    }
+
+    /// <summary>
+    /// The status of the source's own layer, as qemu-img convert asks it with a target backing
+    /// file (block status above the source's backing file): what the layer does not hold reads
+    /// as zeroes when it has no backing file or lies past the backing file's end; the rest
+    /// (neither Zero nor Data) is left to the target's backing file. Unlike qemu-img 7.2, an
+    /// unallocated range is cut at the backing file's end, so the part past it is zeroed too.
+    /// </summary>
+    private static async ValueTask<BlockStatus> TopLayerStatusAsync(BlockNode source, long offset, long length, CancellationToken cancellationToken)
+    {
+        var status = await source.GetBlockStatusAsync(offset, length, cancellationToken).ConfigureAwait(false);
+        if ((status.Flags & (BlockStatusFlags.Allocated | BlockStatusFlags.Data | BlockStatusFlags.Zero)) != 0) return status;
+        var backing = BlockChain.BackingOf(source);
+        if (backing is null || offset >= backing.Length) return status with { Flags = BlockStatusFlags.Zero };
+        return status with { Length = Math.Min(status.Length, backing.Length - offset) };
     }
 
     private static long RoundDown(long value, int unit) => value - value % unit;

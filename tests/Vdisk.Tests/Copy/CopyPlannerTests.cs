@@ -82,6 +82,32 @@ public class CopyPlannerTests
     }
 
     [Fact]
+    public async Task Top_only_without_a_backing_file_zeroes_what_the_source_does_not_hold()
+    {
+        // convert -B with a source that has no backing file: its unallocated ranges read as
+        // zeroes, so the target (whose new backing file may hold data) must get zeroes there.
+        var source = new OverlayNode("top", 4 * M);
+        source.Fill(0, Enumerable.Repeat((byte)1, 64 * K).ToArray());
+        var plan = await PlanAsync(new CopyPlanner([source], chunkSize: M, topOnly: true));
+        Assert.Equal([(0, 64 * K, CopySegmentKind.Data), (64 * K, 4 * M - 64 * K, CopySegmentKind.Zero)], plan);
+    }
+
+    [Fact]
+    public async Task Top_only_leaves_to_the_backing_file_only_what_the_sources_backing_file_covers()
+    {
+        var backing = new MemoryNode("base", 2 * M);
+        backing.Fill(0, Enumerable.Repeat((byte)7, 2 * M).ToArray());
+        var source = new OverlayNode("top", 4 * M, backing);
+        source.Fill(M, Enumerable.Repeat((byte)1, 64 * K).ToArray());
+        var plan = await PlanAsync(new CopyPlanner([source], chunkSize: M, topOnly: true));
+        Assert.Equal(
+        [
+            (0, M, CopySegmentKind.Skip), (M, 64 * K, CopySegmentKind.Data),
+            (M + 64 * K, M - 64 * K, CopySegmentKind.Skip), (2 * M, 2 * M, CopySegmentKind.Zero),
+        ], plan);
+    }
+
+    [Fact]
     public async Task A_long_extent_costs_one_block_status_query()
     {
         var node = new CountingNode(new MemoryNode("src", 64 * M));
