@@ -2,49 +2,108 @@ using System.Globalization;
 
 namespace Vdisk.Options;
 
+/// <summary>What <see cref="SizeParser.Parse"/> made of a text.</summary>
+public enum SizeParseStatus
+{
+    /// <summary>A valid size.</summary>
+    Ok,
+    /// <summary>Not a size (qemu_strtosz's -EINVAL).</summary>
+    Invalid,
+    /// <summary>A size of 2^64 bytes or more (qemu_strtosz's -ERANGE).</summary>
+    OutOfRange,
+}
+
 /// <summary>
-/// QEMU's qemu_strtosz: a non-negative number with an optional fraction and a binary suffix
-/// (B, K, M, G, T, P, E; case-insensitive), or a hexadecimal number without suffix.
+/// QEMU's qemu_strtosz: a decimal number with an optional fraction and a binary suffix (B, K, M,
+/// G, T, P, E; case-insensitive), or a hexadecimal number without fraction (a suffix on it is
+/// accepted with QEMU 7.2's deprecation warning). Leading white space and a '+' are allowed
+/// (strtoull), anything after the suffix is not.
 /// </summary>
 public static class SizeParser
 {
     /// <summary>Parses <paramref name="text"/>; false when malformed or 2^64 or more.</summary>
     /// <param name="text">The text.</param>
-    /// <param name="defaultSuffix">Unit of a number without suffix: 'B' (bytes), or 'M' as qemu-img resize uses for none.</param>
     /// <param name="value">The size in bytes.</param>
-    public static bool TryParse(string text, out ulong value, char defaultSuffix = 'B')
+    /// <param name="defaultSuffix">Unit of a number without suffix: 'B' (bytes), or 'M' as qemu-img resize uses for none.</param>
+    public static bool TryParse(string text, out ulong value, char defaultSuffix = 'B') =>
+        Parse(text, out value, defaultSuffix) == SizeParseStatus.Ok;
+
+    /// <summary>Parses <paramref name="text"/>, telling malformed input from sizes that are too large.</summary>
+    public static SizeParseStatus Parse(string text, out ulong value, char defaultSuffix = 'B')
     {
         value = 0;
-        text = text.Trim();
-        if (text.Length == 0 || text[0] == '-' || text[0] == '+') return false;
-        if (text.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
-            return ulong.TryParse(text.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value);
-
-        int end = 0;
-        while (end < text.Length && (char.IsAsciiDigit(text[end]) || text[end] == '.')) end++;
-        if (end == 0) return false;
-        string number = text[..end];
-        string suffix = text[end..];
-        ulong multiplier;
-        if (suffix.Length == 0) multiplier = Multiplier(defaultSuffix);
-        else if (suffix.Length == 1) multiplier = Multiplier(suffix[0]);
-        else return false;
-        if (multiplier == 0) return false;
-
-        if (number.Contains('.'))
+        var integral = QemuNumber.ScanUnsigned(text, 0, 10);
+        if (integral.Status == QemuNumberStatus.Invalid) return SizeParseStatus.Invalid;
+        if (integral.Status == QemuNumberStatus.OutOfRange)
+            return integral.End == text.Length ? SizeParseStatus.OutOfRange : SizeParseStatus.Invalid;
+        if (text.AsSpan(0, integral.End).Contains('-')) return SizeParseStatus.Invalid;
+        ulong val = integral.Value;
+        ulong fraction = 0;
+        bool isHex = false;
+        int end = integral.End;
+        if (val == 0 && end < text.Length && text[end] is 'x' or 'X')
         {
-            // A fraction needs a suffix larger than a byte, as in QEMU.
-            if (!decimal.TryParse(number, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out decimal d)) return false;
-            if (multiplier == 1 && d != decimal.Truncate(d)) return false;
-            decimal bytes = d * multiplier;
-            if (bytes >= 18446744073709551616m) return false;
-            value = (ulong)decimal.Truncate(bytes);
-            return true;
+            var hex = QemuNumber.ScanUnsigned(text, 0, 16);
+            if (hex.Status == QemuNumberStatus.Invalid) return SizeParseStatus.Invalid;
+            end = hex.End;
+            if (end < text.Length && text[end] == '.') return SizeParseStatus.Invalid;
+            if (hex.Status == QemuNumberStatus.OutOfRange) return end == text.Length ? SizeParseStatus.OutOfRange : SizeParseStatus.Invalid;
+            val = hex.Value;
+            isHex = true;
         }
-        if (!ulong.TryParse(number, NumberStyles.None, CultureInfo.InvariantCulture, out ulong n)) return false;
-        if (n != 0 && multiplier > ulong.MaxValue / n) return false;
-        value = n * multiplier;
-        return true;
+        else if (end < text.Length && text[end] == '.')
+        {
+            // strtod from the point: digits, and an exponent makes the whole input invalid.
+            int digitsEnd = end + 1;
+            while (digitsEnd < text.Length && char.IsAsciiDigit(text[digitsEnd])) digitsEnd++;
+            if (digitsEnd == end + 1)
+            {
+                end++; // "1.k": no fraction digits, the point is skipped
+            }
+            else
+            {
+                if (HasExponent(text, digitsEnd)) return SizeParseStatus.Invalid;
+                // A 64-bit fixed-point fraction; one that rounds to 1.0 as a double converts to 0
+                // on x86-64 (QEMU's cast), where .NET would saturate.
+                double scaled = double.Parse("0" + text[end..digitsEnd], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture) * 18446744073709551616.0;
+                fraction = scaled >= 18446744073709551616.0 ? 0 : (ulong)scaled;
+                end = digitsEnd;
+            }
+        }
+        ulong mul = end < text.Length ? Multiplier(text[end]) : 0;
+        if (mul > 0)
+        {
+            if (isHex) Diagnostics.Warn($"Using a multiplier suffix on hex numbers is deprecated: {text}");
+            end++;
+        }
+        else
+        {
+            mul = Multiplier(defaultSuffix);
+        }
+        var status = SizeParseStatus.Ok;
+        if (mul == 1)
+        {
+            if (fraction != 0) return SizeParseStatus.Invalid;
+        }
+        else
+        {
+            UInt128 low = (UInt128)fraction * mul;
+            UInt128 total = (UInt128)val * mul + (low >> 64) + (((ulong)low) >> 63);
+            if (total > ulong.MaxValue) status = SizeParseStatus.OutOfRange;
+            else val = (ulong)total;
+        }
+        if (end < text.Length) return SizeParseStatus.Invalid;
+        if (status == SizeParseStatus.Ok) value = val;
+        return status;
+    }
+
+    /// <summary>True when strtod would read an exponent at <paramref name="pos"/> ("e5", "E-3").</summary>
+    private static bool HasExponent(string text, int pos)
+    {
+        if (pos >= text.Length || text[pos] is not ('e' or 'E')) return false;
+        int p = pos + 1;
+        if (p < text.Length && text[p] is '+' or '-') p++;
+        return p < text.Length && char.IsAsciiDigit(text[p]);
     }
 
     private static ulong Multiplier(char suffix) => char.ToUpperInvariant(suffix) switch

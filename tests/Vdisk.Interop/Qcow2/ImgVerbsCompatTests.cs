@@ -51,4 +51,39 @@ public class ImgVerbsCompatTests
         Qemu.AssertIdentical(Path.Combine(sides.MyDir, "s.qcow2"), Path.Combine(sides.MyDir, "v.qcow2"));
         Assert.Contains("\"start\": 0, \"length\": 1048576, \"depth\": 1,", Qemu.Img("map", "--output=json", Path.Combine(sides.MyDir, "v.qcow2")).Stdout);
     }
+
+    [Theory]
+    [InlineData("qcow2")]
+    [InlineData("raw")]
+    public void Convert_n_into_a_smaller_image_refuses_before_writing(string format)
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Img(dir, "create", "-q", "-f", "qcow2", "big.qcow2", "8M");
+            Io(dir, "big.qcow2", "write -P 3 0 8M");
+            Img(dir, "create", "-q", "-f", format, "small." + format, "4M");
+        });
+        sides.Same("convert", "-n", "-O", format, "big.qcow2", "small." + format);
+        sides.AssertSameImage("small." + format);
+        Assert.Contains("\"data\": false", Qemu.Img("map", "--output=json", "-f", format, Path.Combine(sides.MyDir, "small." + format)).Stdout);
+    }
+
+    [Fact]
+    public void Convert_n_without_O_opens_the_target_as_raw()
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Img(dir, "create", "-q", "-f", "qcow2", "src.qcow2", "1M");
+            Io(dir, "src.qcow2", "write -P 5 0 1M");
+            Img(dir, "create", "-q", "-f", "qcow2", "small.qcow2", "1M");
+            Img(dir, "create", "-q", "-f", "qcow2", "-o", "preallocation=full", "big.qcow2", "2M");
+        });
+        sides.Same("convert", "-n", "src.qcow2", "small.qcow2");
+        sides.Same("convert", "-n", "src.qcow2", "big.qcow2");
+        foreach (var name in new[] { "small.qcow2", "big.qcow2" })
+        {
+            sides.AssertSameFile(name);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(sides.TheirDir, name)), File.ReadAllBytes(Path.Combine(sides.MyDir, name)));
+        }
+    }
 }

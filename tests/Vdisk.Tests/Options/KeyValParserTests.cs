@@ -165,7 +165,75 @@ public class SizeParserTests
     [InlineData("-1")]
     [InlineData("abc")]
     [InlineData("1x")]
-    [InlineData("16E")]
     [InlineData("1.5")]
-    public void RejectsMalformedSizes(string text) => Assert.False(SizeParser.TryParse(text, out _));
+    [InlineData("1M ")]
+    [InlineData("1.5e3")]
+    [InlineData("0x")]
+    [InlineData("0x1.5")]
+    [InlineData("1.5b")]
+    [InlineData("99999999999999999999k")]
+    public void RejectsMalformedSizes(string text) => Assert.Equal(SizeParseStatus.Invalid, SizeParser.Parse(text, out _));
+
+    /// <summary>Values qemu-img 7.2 prints for these sizes (qemu-img create -f raw x SIZE).</summary>
+    [Theory]
+    [InlineData(" 1M", 1048576UL)]
+    [InlineData("+1M", 1048576UL)]
+    [InlineData("1.k", 1024UL)]
+    [InlineData("1.", 1UL)]
+    [InlineData("1.5E", 1729382256910270464UL)]
+    [InlineData("0x1E", 30UL)]
+    [InlineData("0x1k", 1024UL)]
+    [InlineData("1e", 1152921504606846976UL)]
+    [InlineData("00012", 12UL)]
+    [InlineData("9007199254740993", 9007199254740993UL)]
+    [InlineData("1.00048828125k", 1025UL)]
+    [InlineData("1.000244140625k", 1024UL)]
+    [InlineData("1.9999999999999999999", 1UL)]
+    [InlineData("7.99999999999999999E", 8070450532247928832UL)]
+    [InlineData("7.9999999999999999E", 9223372036854775680UL)]
+    [InlineData("0xffffffffffffffff", 18446744073709551615UL)]
+    [InlineData("15.9999999999999999999E", 17293822569102704640UL)]
+    public void ParsesLikeQemuStrtosz(string text, ulong expected)
+    {
+        Assert.Equal(SizeParseStatus.Ok, SizeParser.Parse(text, out ulong v));
+        Assert.Equal(expected, v);
+    }
+
+    [Theory]
+    [InlineData("16E")]
+    [InlineData("0x10000000000000000")]
+    [InlineData("99999999999999999999")]
+    public void TellsTooLargeFromMalformed(string text) => Assert.Equal(SizeParseStatus.OutOfRange, SizeParser.Parse(text, out _));
+}
+
+public class QemuNumberTests
+{
+    [Theory]
+    [InlineData("4", QemuNumberStatus.Ok, 4L)]
+    [InlineData(" 4", QemuNumberStatus.Ok, 4L)]
+    [InlineData("0x4", QemuNumberStatus.Ok, 4L)]
+    [InlineData("010", QemuNumberStatus.Ok, 8L)]
+    [InlineData("-3", QemuNumberStatus.Ok, -3L)]
+    [InlineData("4k", QemuNumberStatus.Invalid, 0L)]
+    [InlineData("abc", QemuNumberStatus.Invalid, 0L)]
+    [InlineData("", QemuNumberStatus.Invalid, 0L)]
+    [InlineData("9223372036854775808", QemuNumberStatus.OutOfRange, 0L)]
+    [InlineData("9223372036854775808x", QemuNumberStatus.Invalid, 0L)]
+    public void Strtol_base_0(string text, QemuNumberStatus status, long value)
+    {
+        Assert.Equal(status, QemuNumber.ParseLong(text, 0, out long v));
+        Assert.Equal(value, v);
+    }
+
+    [Theory]
+    [InlineData("16", QemuNumberStatus.Ok, 16UL)]
+    [InlineData("0x10", QemuNumberStatus.Ok, 16UL)]
+    [InlineData("-1", QemuNumberStatus.Ok, 18446744073709551615UL)]
+    [InlineData("99999999999999999999", QemuNumberStatus.OutOfRange, 0UL)]
+    [InlineData("1 ", QemuNumberStatus.Invalid, 0UL)]
+    public void Strtou64_base_0(string text, QemuNumberStatus status, ulong value)
+    {
+        Assert.Equal(status, QemuNumber.ParseUnsigned(text, 0, out ulong v));
+        Assert.Equal(value, v);
+    }
 }
