@@ -9,35 +9,117 @@ using Vdisk.Permissions;
 
 namespace Vdisk;
 
-/// <summary>What to create: qemu-img create's format and <c>-o</c> options.</summary>
+/// <summary>What to create: qemu-img create's format and its <c>-o</c> options (with the file protocol's).</summary>
 public sealed class CreateOptions
 {
+    /// <summary>Options for a new <paramref name="format"/> image ("raw" or "qcow2") at <paramref name="filename"/>.</summary>
+    public CreateOptions(string filename, string format)
+    {
+        Filename = filename;
+        Format = format;
+        Options = CreateOptionLists.ForFormat(format, withProtocol: true)
+            ?? throw new ArgumentException($"vdisk cannot create '{format}' images", nameof(format));
+    }
+
     /// <summary>"qcow2" or "raw".</summary>
-    public string Format { get; set; } = "raw";
+    public string Format { get; }
     /// <summary>The new image's file name.</summary>
-    public required string Filename { get; init; }
-    /// <summary>Virtual size; null to take the backing file's.</summary>
-    public long? Size { get; set; }
+    public string Filename { get; }
+    /// <summary>The <c>-o</c> options as given (qemu_opts of the format and the file protocol).</summary>
+    public QemuOpts Options { get; }
+    /// <summary>Virtual size; null until given or taken from the backing file.</summary>
+    public ulong? Size => Options.GetNumber("size");
     /// <summary>Backing file name as it will be stored (relative to the new image).</summary>
-    public string? BackingFile { get; set; }
+    public string? BackingFile => Options.Get("backing_file");
     /// <summary>Backing file format.</summary>
-    public string? BackingFormat { get; set; }
-    /// <summary>Cluster size in bytes.</summary>
-    public long ClusterSize { get; set; } = 65536;
-    /// <summary>Preallocation mode.</summary>
-    public Preallocation Preallocation { get; set; }
-    /// <summary>lazy_refcounts.</summary>
-    public bool LazyRefcounts { get; set; }
-    /// <summary>2 (compat=0.10) or 3 (compat=1.1).</summary>
-    public int Version { get; set; } = 3;
-    /// <summary>Refcount width in bits.</summary>
-    public long RefcountBits { get; set; } = 16;
-    /// <summary>Compression type.</summary>
-    public Qcow2CompressionType CompressionType { get; set; }
-    /// <summary>extended_l2 (only "off" is supported).</summary>
-    public bool ExtendedL2 { get; set; }
+    public string? BackingFormat => Options.Get("backing_fmt");
     /// <summary>locking= of the file (on, off, auto).</summary>
     public LockingMode Locking { get; set; } = LockingMode.Auto;
+}
+
+/// <summary>The qcow2 settings of a create request, once QEMU's checks passed (qcow2_co_create).</summary>
+internal sealed record Qcow2CreateSettings(long Size, int Version, long ClusterSize, Preallocation Preallocation, bool LazyRefcounts,
+    int RefcountBits, Qcow2CompressionType CompressionType, string? BackingFile, string? BackingFormat);
+
+/// <summary>The create option lists of qemu-img 7.2 for raw and qcow2 (and the file protocol), and qcow2's amend list.</summary>
+public static class CreateOptionLists
+{
+    private static readonly QemuOptDesc Size = new("size", QemuOptType.Size, "Virtual disk size");
+    private static readonly QemuOptDesc BackingFile = new("backing_file", QemuOptType.String, "File name of a base image");
+    private static readonly QemuOptDesc BackingFmt = new("backing_fmt", QemuOptType.String, "Image format of the base image");
+    private static readonly QemuOptDesc Compat = new("compat", QemuOptType.String, "Compatibility level (v2 [0.10] or v3 [1.1])");
+    private static readonly QemuOptDesc DataFile = new("data_file", QemuOptType.String, "File name of an external data file");
+    private static readonly QemuOptDesc DataFileRaw = new("data_file_raw", QemuOptType.Bool, "The external data file must stay valid as a raw image");
+    private static readonly QemuOptDesc LazyRefcounts = new("lazy_refcounts", QemuOptType.Bool, "Postpone refcount updates", "off");
+    private static readonly QemuOptDesc RefcountBits = new("refcount_bits", QemuOptType.Number, "Width of a reference count entry in bits", "16");
+    private static readonly QemuOptDesc IterTime = new("encrypt.iter-time", QemuOptType.Number, "Time to spend in PBKDF in milliseconds");
+
+    private static readonly QemuOptDesc[] Qcow2 =
+    [
+        new("encryption", QemuOptType.Bool, "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"),
+        new("encrypt.format", QemuOptType.String, "Encrypt the image, format choices: 'aes', 'luks'"),
+        new("encrypt.key-secret", QemuOptType.String, "ID of secret providing qcow AES key or LUKS passphrase"),
+        new("encrypt.cipher-alg", QemuOptType.String, "Name of encryption cipher algorithm"),
+        new("encrypt.cipher-mode", QemuOptType.String, "Name of encryption cipher mode"),
+        new("encrypt.ivgen-alg", QemuOptType.String, "Name of IV generator algorithm"),
+        new("encrypt.ivgen-hash-alg", QemuOptType.String, "Name of IV generator hash algorithm"),
+        new("encrypt.hash-alg", QemuOptType.String, "Name of encryption hash algorithm"),
+        IterTime,
+        new("cluster_size", QemuOptType.Size, "qcow2 cluster size", "65536"),
+        new("extended_l2", QemuOptType.Bool, "Extended L2 tables", "off"),
+        new("preallocation", QemuOptType.String, "Preallocation mode (allowed values: off, metadata, falloc, full)"),
+        new("compression_type", QemuOptType.String, "Compression method used for image cluster compression", "zlib"),
+        Size, Compat, BackingFile, BackingFmt, DataFile, DataFileRaw, LazyRefcounts, RefcountBits,
+    ];
+
+    private static readonly QemuOptDesc[] Raw = [Size];
+
+    private static readonly QemuOptDesc[] File =
+    [
+        Size,
+        new("nocow", QemuOptType.Bool, "Turn off copy-on-write (valid only on btrfs)"),
+        new("preallocation", QemuOptType.String, "Preallocation mode (allowed values: off, falloc, full)"),
+        new("extent_size_hint", QemuOptType.Size, "Extent size hint for the image file, 0 to disable"),
+    ];
+
+    private static readonly QemuOptDesc[] Qcow2Amend =
+    [
+        Size, Compat, BackingFile, BackingFmt, DataFile, DataFileRaw, LazyRefcounts, RefcountBits, IterTime,
+        new("encrypt.keyslot", QemuOptType.Number, "Select a single keyslot to modify explicitly"),
+        new("encrypt.new-secret", QemuOptType.String, "New secret to set in the matching keyslots. Empty string to erase"),
+        new("encrypt.old-secret", QemuOptType.String, "Select all keyslots that match this password"),
+        new("encrypt.state", QemuOptType.String, "Select new state of affected keyslots (active/inactive)"),
+    ];
+
+    /// <summary>
+    /// The create options of <paramref name="format"/> ("raw" or "qcow2"), followed by the file
+    /// protocol's when a target filename is known; null for other formats.
+    /// </summary>
+    public static QemuOpts? ForFormat(string format, bool withProtocol)
+    {
+        QemuOptDesc[]? list = format switch { "qcow2" => Qcow2, "raw" => Raw, _ => null };
+        if (list is null) return null;
+        return new QemuOpts(withProtocol ? list.Concat(File) : list);
+    }
+
+    /// <summary>qcow2's amend options (qemu-img amend -o).</summary>
+    public static QemuOpts ForQcow2Amend() => new(Qcow2Amend);
+
+    /// <summary>The image formats qemu-img 7.2 knows (its "Supported formats" list).</summary>
+    public static readonly IReadOnlySet<string> QemuFormats = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress", "copy-before-write", "copy-on-read", "dmg",
+        "file", "ftp", "ftps", "gluster", "host_cdrom", "host_device", "http", "https", "iscsi", "iser", "luks", "nbd", "nfs",
+        "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
+        "replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat",
+    };
+
+    /// <summary>The formats of <see cref="QemuFormats"/> that can create images (have create options).</summary>
+    public static readonly IReadOnlySet<string> QemuCreatableFormats = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "file", "gluster", "host_cdrom", "host_device", "iscsi", "iser", "luks", "nbd", "nfs", "nvme", "parallels", "qcow",
+        "qcow2", "qed", "raw", "rbd", "ssh", "vdi", "vhdx", "vmdk", "vpc",
+    };
 }
 
 /// <summary>
@@ -49,20 +131,20 @@ public static class ImageCreator
 {
     /// <summary>
     /// bdrv_img_create's backing checks: opens the backing file (read-only, force-share, no
-    /// chain) to validate it and, when <see cref="CreateOptions.Size"/> is unset, to take its size.
+    /// chain) to validate it and, when no size was given, to take its size.
     /// </summary>
     /// <exception cref="CreateException">The backing file cannot be used; the message and hint are QEMU's.</exception>
     public static async Task ResolveBackingAsync(CreateOptions o, bool openBacking, CancellationToken ct = default)
     {
-        if (o.BackingFile is null) return;
-        if (o.BackingFile == o.Filename) throw new CreateException("Error: Trying to create an image with the same filename as the backing file");
-        if (o.BackingFile.Length == 0) throw new CreateException("Expected backing file name, got empty string");
+        if (o.BackingFile is not { } backingFile) return;
+        if (backingFile == o.Filename) throw new CreateException("Error: Trying to create an image with the same filename as the backing file");
+        if (backingFile.Length == 0) throw new CreateException("Expected backing file name, got empty string");
         if (!openBacking)
         {
             if (o.BackingFormat is null) throw new CreateException("Backing file specified without backing format");
             return;
         }
-        string full = Qcow2Driver.CombineBackingPath(o.Filename, o.BackingFile);
+        string full = Qcow2Driver.CombineBackingPath(o.Filename, backingFile);
         DiskImage backing;
         try
         {
@@ -83,53 +165,110 @@ public static class ImageCreator
         {
             if (o.BackingFormat is null)
                 throw new CreateException("Backing file specified without backing format", $"Detected format of {backing.Root.DriverName}.");
-            o.Size ??= backing.Length;
+            if (o.Size is null) o.Options.Set("size", backing.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
-    }
-
-    /// <summary>Checks the qcow2 option combinations QEMU refuses (after "Formatting..." is printed).</summary>
-    public static void Validate(CreateOptions o)
-    {
-        if (o.Size is null) throw new CreateException("Image creation needs a size parameter");
-        if (o.Format != "qcow2") return;
-        long cs = o.ClusterSize;
-        if (cs < 512 || cs > 2 << 20 || (cs & (cs - 1)) != 0)
-            throw new CreateException("Cluster size must be a power of two between 512 and 2048k");
-        if (o.RefcountBits < 1 || o.RefcountBits > 64 || (o.RefcountBits & (o.RefcountBits - 1)) != 0)
-            throw new CreateException("Refcount width must be a power of two and may not exceed 64 bits");
-        if (o.Version == 2)
-        {
-            if (o.RefcountBits != 16)
-                throw new CreateException("Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
-            if (o.LazyRefcounts)
-                throw new CreateException("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
-            if (o.CompressionType != Qcow2CompressionType.Zlib)
-                throw new CreateException("Non-zlib compression type is only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
-        }
-        if (o.BackingFile is not null && o.Preallocation != Preallocation.Off && !o.ExtendedL2)
-            throw new CreateException("Backing file and preallocation can only be used at the same time if extended_l2 is on");
-        if (o.ExtendedL2) throw new CreateException("vdisk does not support extended_l2=on");
-        if ((o.Size.Value & 511) != 0) throw new CreateException("Image size must be a multiple of 512 bytes");
     }
 
     /// <summary>
-    /// Creates the image (validating first), in the steps QEMU takes so that other processes see
-    /// the same locks: file-posix's create lock around creating and truncating the file; for
-    /// qcow2 then the file opened as a protocol user (write and resize, sharing everything) to
-    /// write the header, the new image opened read-write to set its size, and a last metadata-only
-    /// open as bdrv_img_create does.
+    /// What qcow2_co_create_opts and qcow2_co_create make of the options, with their errors in
+    /// their order: the values of compat, preallocation and compression_type, then the checks
+    /// of the combination. The size is rounded up to whole sectors, silently.
     /// </summary>
+    internal static Qcow2CreateSettings Qcow2Settings(CreateOptions o)
+    {
+        var opts = o.Options;
+        if (opts.Contains("encryption") || opts.Contains("encrypt.format"))
+            throw new CreateException("vdisk does not support encrypted qcow2 images");
+        if (opts.Contains("data_file")) throw new CreateException("vdisk does not support the qcow2 option 'data_file'");
+        int version = opts.Get("compat") switch
+        {
+            null or "1.1" or "v3" => 3,
+            "0.10" or "v2" => 2,
+            var v => throw new CreateException($"Parameter 'version' does not accept value '{v}'"),
+        };
+        var preallocation = opts.Get("preallocation") switch
+        {
+            null or "off" => Preallocation.Off,
+            "metadata" => Preallocation.Metadata,
+            "falloc" => Preallocation.Falloc,
+            "full" => Preallocation.Full,
+            var v => throw new CreateException($"Parameter 'preallocation' does not accept value '{v}'"),
+        };
+        var compression = opts.Get("compression_type") switch
+        {
+            null or "zlib" => Qcow2CompressionType.Zlib,
+            "zstd" => Qcow2CompressionType.Zstd,
+            var v => throw new CreateException($"Parameter 'compression-type' does not accept value '{v}'"),
+        };
+        ulong clusterSize = opts.GetNumber("cluster_size") ?? 65536;
+        bool extendedL2 = opts.GetBool("extended_l2") ?? false;
+        if (extendedL2) throw new CreateException("vdisk does not support extended_l2=on");
+        if (clusterSize < 512 || clusterSize > 2 << 20 || !ulong.IsPow2(clusterSize))
+            throw new CreateException("Cluster size must be a power of two between 512 and 2048k");
+        if (o.BackingFile is not null && preallocation != Preallocation.Off)
+            throw new CreateException("Backing file and preallocation can only be used at the same time if extended_l2 is on");
+        if (o.BackingFormat is not null && o.BackingFile is null)
+            throw new CreateException("Backing format cannot be used without backing file");
+        bool lazy = opts.GetBool("lazy_refcounts") ?? false;
+        if (version < 3 && lazy)
+            throw new CreateException("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+        long refcountBits = (long)(opts.GetNumber("refcount_bits") ?? 16);
+        if (refcountBits > 64 || refcountBits <= 0 || !long.IsPow2(refcountBits))
+            throw new CreateException("Refcount width must be a power of two and may not exceed 64 bits");
+        if (version < 3 && refcountBits != 16)
+            throw new CreateException("Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)");
+        if (opts.GetBool("data_file_raw") == true) throw new CreateException("data-file-raw requires data-file");
+        if (compression != Qcow2CompressionType.Zlib && version < 3)
+            throw new CreateException("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+        ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
+        ulong rounded = (size + 511) & ~511UL;
+        if (rounded < size || rounded > long.MaxValue) throw new CreateException("Could not resize image: Invalid argument");
+        return new Qcow2CreateSettings((long)rounded, version, (long)clusterSize, preallocation, lazy, (int)refcountBits, compression,
+            o.BackingFile, o.BackingFormat);
+    }
+
+    /// <summary>
+    /// Creates the image in the steps QEMU takes, so that other processes see the same locks
+    /// and the same files are left behind: file-posix creates, locks and empties the file; for
+    /// raw it then grows it to the size (whole sectors); for qcow2 the options are checked only
+    /// now, then the header is written through a protocol-level open, the new image is opened
+    /// read-write to set its size, and a last metadata-only open follows, as bdrv_img_create
+    /// does. When a qcow2 creation fails after the file was created, the file is deleted, as
+    /// qcow2_co_create_opts does (even a file that existed before).
+    /// </summary>
+    /// <exception cref="CreateException">QEMU would refuse; <see cref="CreateException.TooLarge"/> for EFBIG.</exception>
     public static async Task CreateAsync(CreateOptions o, CancellationToken ct = default)
     {
-        Validate(o);
-        long size = o.Size!.Value;
+        ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
+        Preallocation rawPreallocation = Preallocation.Off;
+        if (o.Format == "raw")
+        {
+            rawPreallocation = o.Options.Get("preallocation") switch
+            {
+                null or "off" => Preallocation.Off,
+                "metadata" => Preallocation.Metadata,
+                "falloc" => Preallocation.Falloc,
+                "full" => Preallocation.Full,
+                var v => throw new CreateException($"invalid parameter value: {v}"),
+            };
+        }
         var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
         try
         {
             file.LockForCreate();
             file.Truncate(0);
-            if (o.Format == "raw") await CreateRawAsync(file, size, o.Preallocation, ct).ConfigureAwait(false);
+            if (o.Format == "raw")
+            {
+                if (rawPreallocation == Preallocation.Metadata) throw new CreateException("Unsupported preallocation mode: metadata");
+                ulong rounded = (size + 511) & ~511UL;
+                if (rounded < size || rounded > long.MaxValue) throw new CreateException("Could not resize file: Invalid argument");
+                await CreateRawAsync(file, (long)rounded, rawPreallocation, ct).ConfigureAwait(false);
+            }
             file.UnlockAfterCreate();
+        }
+        catch (NativeIOException e) when (e.Errno == Errno.EFBIG)
+        {
+            throw new CreateException($"Could not resize file: {NativeIOException.Describe(e.Errno)}", tooLarge: true);
         }
         finally
         {
@@ -137,6 +276,26 @@ public static class ImageCreator
         }
         if (o.Format == "raw") return;
 
+        try
+        {
+            await CreateQcow2Async(o, Qcow2Settings(o), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            try
+            {
+                System.IO.File.Delete(o.Filename);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // bdrv_co_delete_file_noerr: the creation error is the one reported.
+            }
+            throw;
+        }
+    }
+
+    private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, CancellationToken ct)
+    {
         var fileOptions = new OptionDict();
         fileOptions.Set("driver", "file");
         fileOptions.Set("filename", o.Filename);
@@ -144,7 +303,7 @@ public static class ImageCreator
         var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
         await using (var protocol = DiskImage.Open(ImageSource.FromOptions(fileOptions.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize))
         {
-            await WriteEmptyQcow2Async((FileNode)protocol.Root, o).ConfigureAwait(false);
+            await WriteEmptyQcow2Async((FileNode)protocol.Root, settings).ConfigureAwait(false);
         }
 
         var options = new OptionDict();
@@ -152,7 +311,14 @@ public static class ImageCreator
         options.Set("file", fileOptions);
         await using (var image = DiskImage.Open(ImageSource.FromOptions(options.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize | OpenFlags.NoBacking))
         {
-            await ((Qcow2Node)image.Root).ResizeAsync(size, o.Preallocation, ct).ConfigureAwait(false);
+            try
+            {
+                await ((Qcow2Node)image.Root).ResizeAsync(settings.Size, settings.Preallocation, ct).ConfigureAwait(false);
+            }
+            catch (NativeIOException e)
+            {
+                throw new CreateException($"Could not resize image: {e.Message}", tooLarge: e.Errno == Errno.EFBIG);
+            }
             await image.FlushAsync(ct).ConfigureAwait(false);
         }
         await using (DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.NoIo | OpenFlags.NoBacking))
@@ -182,7 +348,7 @@ public static class ImageCreator
     }
 
     /// <summary>qcow2_co_create's first step: header, a one-cluster refcount table and one refcount block counting clusters 0-2.</summary>
-    private static async Task WriteEmptyQcow2Async(FileNode file, CreateOptions o)
+    private static async Task WriteEmptyQcow2Async(FileNode file, Qcow2CreateSettings o)
     {
         int clusterBits = System.Numerics.BitOperations.Log2((ulong)o.ClusterSize);
         int order = System.Numerics.BitOperations.Log2((ulong)o.RefcountBits);
@@ -220,8 +386,11 @@ public static class ImageCreator
 }
 
 /// <summary>A create request QEMU would refuse: its message and the optional hint printed after it.</summary>
-public sealed class CreateException(string message, string? hint = null) : IOException(message)
+public sealed class CreateException(string message, string? hint = null, bool tooLarge = false) : IOException(message)
 {
     /// <summary>Text printed after the message (QEMU's error hint), including its own newline if any.</summary>
     public string? Hint { get; } = hint;
+
+    /// <summary>The size is too large for the format (EFBIG): qemu-img create words this its own way.</summary>
+    public bool TooLarge { get; } = tooLarge;
 }

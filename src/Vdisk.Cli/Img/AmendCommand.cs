@@ -5,90 +5,90 @@ using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
-/// <summary><c>vdisk amend</c>: changes qcow2 header settings in place (compat, lazy_refcounts, size, backing file).</summary>
+/// <summary>
+/// <c>vdisk amend</c>: qemu-img amend for qcow2 (compat, lazy_refcounts, size), with img_amend's
+/// checks in its order; the options are all read and checked before the image is changed.
+/// </summary>
 internal static class AmendCommand
 {
     public static Command Create()
     {
-        var format = new Option<string?>("-f");
-        var options = new Option<string[]>("-o");
-        var quiet = new Option<bool>("-q");
-        var progress = new Option<bool>("-p");
-        var force = new Option<bool>("--force");
-        var imageOpts = new Option<bool>("--image-opts");
-        var file = new Argument<string>("filename");
+        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var options = new Option<string[]>("-o") { Description = "options to change, key=value[,...]: compat, lazy_refcounts, size (-o help lists them)" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: no progress" };
+        var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
+        var force = new Option<bool>("--force") { Description = "allow changes QEMU considers unsafe (encryption options; none apply to vdisk)" };
+        var cache = new Option<string?>("-t") { Description = "cache mode: writeback (default), writethrough, none, directsync, unsafe" };
+        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image to change" };
         var command = new Command("amend", "Change format options of an image like qemu-img amend");
-        foreach (var o in new Option[] { format, options, quiet, progress, force, imageOpts }) command.Options.Add(o);
-        command.Arguments.Add(file);
+        foreach (var o in new Option[] { format, options, quiet, progress, force, cache, imageOpts }) command.Options.Add(o);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            var list = ImgOptions.ParseList(result.GetValue(options) ?? []);
-            if (list.Count == 0)
+            if (!ImgOptions.TryAccumulate(result.GetValue(options), out string? optionText)) return 1;
+            if (optionText is null) return ImgOptions.ErrorExit("Must specify options (-o)");
+            using var meter = new ImgProgress(result.GetValue(progress) && !result.GetValue(quiet), 1.0f, "Amending");
+            var names = result.GetValue(files) ?? [];
+            string? fmt = result.GetValue(format);
+            bool help = Vdisk.Options.QemuOpts.HasHelpOption(optionText);
+            if (fmt is not null && help) return PrintHelp(fmt) ? 0 : 1;
+            if (names.Length != 1)
             {
-                Stdio.Error("Must specify options (-o)");
+                Stdio.Error("Expecting one image file name");
                 return 1;
             }
-            string filename = result.GetValue(file)!;
-            using var disk = ImgOpen.Open(filename, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgModify);
+            if (result.GetValue(cache) is { } c && !ImgOptions.IsCacheMode(c))
+            {
+                Stdio.Error($"Invalid cache option: {c}");
+                return 1;
+            }
+            using var disk = ImgOpen.Open(names[0], fmt, result.GetValue(imageOpts), AccessProfiles.ImgModify);
             if (disk is null) return 1;
+            if (help) return PrintHelp(disk.Root.DriverName) ? 0 : 1;
             if (disk.Root is not Qcow2Node node)
             {
                 Stdio.Error($"Format driver '{disk.Root.DriverName}' does not support option amendment");
                 return 1;
             }
+            var opts = CreateOptionLists.ForQcow2Amend();
+            if (opts.Parse(optionText) is { } parseError)
+            {
+                // An option of create's list that amend cannot change gets a hint saying so.
+                bool createOnly = CreateOptionLists.ForFormat("qcow2", withProtocol: false)!.Parse(optionText) is null;
+                ImgOptions.Error(createOnly ? parseError with { Hint = "This option is only supported for image creation\n" } : parseError);
+                return 1;
+            }
+            meter.Print(0, 0);
             try
             {
-                string? backingFile = node.Header.BackingFile, backingFormat = node.Header.BackingFormat;
-                bool backingChanged = false;
-                foreach (var (key, value) in list)
-                {
-                    switch (key)
-                    {
-                        case "compat":
-                            int? v = value switch { "0.10" or "v2" => 2, "1.1" or "v3" => 3, _ => null };
-                            if (v is null) { Stdio.Error($"Invalid compatibility level: '{value}'"); return 1; }
-                            await node.SetVersionAsync(v.Value, ct);
-                            break;
-                        case "lazy_refcounts":
-                            bool? on = ImgOptions.ParseBool(value);
-                            if (on is null) { Stdio.Error($"Parameter 'lazy_refcounts' expects 'on' or 'off'"); return 1; }
-                            await node.SetLazyRefcountsAsync(on.Value, ct);
-                            break;
-                        case "size":
-                            if (!ImgOptions.TryParseSize(value, out long size)) { ImgOptions.InvalidSize(); return 1; }
-                            await node.ResizeAsync(size, Preallocation.Off, ct);
-                            break;
-                        case "backing_file": backingFile = value.Length == 0 ? null : value; backingChanged = true; break;
-                        case "backing_fmt": backingFormat = value; backingChanged = true; break;
-                        case "cluster_size":
-                            if (ImgOptions.TryParseSize(value, out long cs) && cs == node.Geometry.ClusterSize) break;
-                            Stdio.Error("Changing the cluster size is not supported");
-                            return 1;
-                        case "refcount_bits":
-                            if (value == node.Geometry.RefcountBits.ToString(System.Globalization.CultureInfo.InvariantCulture)) break;
-                            Stdio.Error("vdisk cannot change refcount_bits yet");
-                            return 1;
-                        case "compression_type":
-                            Stdio.Error("Changing the compression type is not supported");
-                            return 1;
-                        case "preallocation":
-                            Stdio.Error("Changing the preallocation mode is not supported");
-                            return 1;
-                        default:
-                            Stdio.Error($"Invalid parameter '{key}'");
-                            return 1;
-                    }
-                }
-                if (backingChanged) await node.ChangeBackingFileAsync(backingFile, backingFormat, ct);
+                await node.AmendAsync(opts, (done, total) => meter.Print(total == 0 ? 0 : 100f * done / total, 0), ct);
                 await disk.FlushAsync(ct);
             }
             catch (IOException e)
             {
+                meter.Print(100, 0);
                 Stdio.Error(Stdio.Describe(e) ?? e.Message);
                 return 1;
             }
+            meter.Print(100, 0);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>print_amend_option_help.</summary>
+    private static bool PrintHelp(string format)
+    {
+        if (format != "qcow2")
+        {
+            Stdio.Error(CreateOptionLists.QemuFormats.Contains(format)
+                ? $"Format driver '{format}' does not support option amendment"
+                : $"Unknown file format '{format}'");
+            return false;
+        }
+        Stdio.Out.Write(CreateOptionLists.ForQcow2Amend().Help("Amend options for 'qcow2':"));
+        Stdio.Out.Flush();
+        return true;
     }
 }

@@ -1,36 +1,51 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
+using Vdisk.Copy;
 using Vdisk.Drivers.Qcow2;
 using Vdisk.Graph;
+using Vdisk.Native;
 using Vdisk.Options;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
 /// <summary>
-/// <c>vdisk commit</c>: qemu-img commit into the immediate backing file. The top is opened
-/// read-write with its backing opened read-write too (QEMU reopens it so), the top's allocated
-/// ranges are copied down, and the top is emptied unless -d (or -b) is given.
+/// <c>vdisk commit</c>: qemu-img commit. The base is the immediate backing file, or the image
+/// of the chain that -b names; everything the layers above it hold (the top and any images in
+/// between) is copied into it, read through the top. The top is opened read-write with the
+/// base reopened read-write too, as QEMU does; the top is emptied afterwards unless -d or -b
+/// is given. The chain's backing file names are left as they are.
 /// </summary>
 internal static class CommitCommand
 {
+    private const int Chunk = 2 << 20;
+
     public static Command Create()
     {
-        var format = new Option<string?>("-f");
-        var baseName = new Option<string?>("-b");
-        var keep = new Option<bool>("-d");
-        var progress = new Option<bool>("-p");
-        var quiet = new Option<bool>("-q");
-        var cache = new Option<string?>("-t");
-        var rate = new Option<string?>("-r");
-        var imageOpts = new Option<bool>("--image-opts");
-        var file = new Argument<string>("filename");
-        var command = new Command("commit", "Commit an overlay's changes into its backing file like qemu-img commit");
+        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var baseName = new Option<string?>("-b") { Description = "commit down to this image of the backing chain (implies -d)" };
+        var keep = new Option<bool>("-d") { Description = "do not empty the image after committing it" };
+        var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: no progress and no \"Image committed.\"" };
+        var cache = new Option<string?>("-t") { Description = "cache mode: writeback (default), writethrough, none, directsync, unsafe" };
+        var rate = new Option<string?>("-r") { Description = "limit the writes to the base to this many bytes per second (k, M, G... suffixes)" };
+        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image whose changes are committed" };
+        var command = new Command("commit", "Commit an overlay's changes into its backing chain like qemu-img commit");
         foreach (var o in new Option[] { format, baseName, keep, progress, quiet, cache, rate, imageOpts }) command.Options.Add(o);
-        command.Arguments.Add(file);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            string filename = result.GetValue(file)!;
+            long rateLimit = 0;
+            if (result.GetValue(rate) is { } r && !ImgOptions.TryCvtNum("rate limit", r, out rateLimit)) return 1;
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 1) return ImgOptions.ErrorExit("Expecting one image file name");
+            string filename = names[0];
+            if (result.GetValue(cache) is { } c && !ImgOptions.IsCacheMode(c))
+            {
+                Stdio.Error($"Invalid cache option: {c}");
+                return 1;
+            }
             DiskImage disk;
             try
             {
@@ -53,68 +68,138 @@ internal static class CommitCommand
                 Stdio.Error($"Could not open '{filename}': {text}");
                 return 1;
             }
-            await using (disk)
+            string? base_ = result.GetValue(baseName);
+            bool empty = !result.GetValue(keep) && base_ is null;
+            string? error;
+            using (var meter = new ImgProgress(result.GetValue(progress) && !result.GetValue(quiet), 1.0f, "Committing"))
             {
-                if (disk.Root is not Qcow2Node top || top.Backing is null)
+                meter.Print(0, 100);
+                await using (disk)
                 {
-                    Stdio.Error("Image does not have a backing file");
-                    return 1;
+                    error = await CommitAsync(disk, filename, base_, empty, new RateLimiter(rateLimit), meter, ct);
                 }
-                var baseNode = top.Backing;
-                if (result.GetValue(baseName) is { } b && b != top.Header.BackingFile && b != top.FullBackingFilename && Path.GetFullPath(b) != Path.GetFullPath(baseNode.Filename))
-                {
-                    Stdio.Error($"Did not find '{b}' in the backing chain of '{filename}'");
-                    return 1;
-                }
-                try
-                {
-                    // As qemu-img commit: the base was opened read-only as a backing file and is
-                    // now reopened read-write (a new descriptor, locked after the test).
-                    Reopen.SetReadOnly(baseNode, readOnly: false);
-                }
-                catch (Exception e) when (Stdio.Describe(e) is { } text)
-                {
-                    Stdio.Error(text);
-                    return 1;
-                }
-                try
-                {
-                    await ProgressBar.RunAsync(result.GetValue(progress) && !result.GetValue(quiet), "Committing", async report =>
-                    {
-                        if (baseNode.Length < top.Length) await baseNode.TruncateAsync(top.Length, ct);
-                        var buffer = new byte[2 << 20];
-                        long pos = 0;
-                        while (pos < top.Length)
-                        {
-                            var st = await top.GetBlockStatusAsync(pos, Math.Min(buffer.Length, top.Length - pos), ct);
-                            int n = (int)st.Length;
-                            if ((st.Flags & BlockStatusFlags.Allocated) != 0)
-                            {
-                                if ((st.Flags & BlockStatusFlags.Zero) != 0) await baseNode.WriteZeroesAsync(pos, n, ZeroFlags.MayUnmap, ct);
-                                else
-                                {
-                                    await top.ReadAsync(pos, buffer.AsMemory(0, n), ct);
-                                    await baseNode.WriteAsync(pos, buffer.AsMemory(0, n), WriteFlags.None, ct);
-                                }
-                            }
-                            pos += n;
-                            report((double)pos / top.Length);
-                        }
-                        await baseNode.FlushAsync(ct);
-                        if (!result.GetValue(keep) && result.GetValue(baseName) is null) await top.MakeEmptyAsync(ct);
-                        return 0;
-                    });
-                }
-                catch (IOException e)
-                {
-                    Stdio.Error(Stdio.Describe(e) ?? e.Message);
-                    return 1;
-                }
+                meter.End();
+            }
+            if (error is not null)
+            {
+                Stdio.Error(error);
+                return 1;
             }
             if (!result.GetValue(quiet)) Stdio.Out.Write("Image committed.\n");
             Stdio.Out.Flush();
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Runs the commit; returns the error to report, or null.</summary>
+    private static async Task<string?> CommitAsync(DiskImage disk, string filename, string? baseName, bool empty, RateLimiter rate, ImgProgress meter, CancellationToken ct)
+    {
+        var top = disk.Root;
+        BlockNode? baseNode;
+        if (baseName is not null)
+        {
+            baseNode = FindBackingImage(top, baseName);
+            if (baseNode is null) return $"Did not find '{baseName}' in the backing chain of '{filename}'";
+        }
+        else
+        {
+            baseNode = BlockChain.BackingOf(top);
+            if (baseNode is null) return "Image does not have a backing file";
+        }
+        try
+        {
+            // As qemu-img commit: the base was opened read-only as a backing file and is
+            // now reopened read-write (a new descriptor, locked after the test).
+            Reopen.SetReadOnly(baseNode, readOnly: false);
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            return text;
+        }
+        try
+        {
+            long length = top.Length;
+            if (baseNode.Length < length) await baseNode.TruncateAsync(length, ct);
+            var buffer = new byte[Chunk];
+            for (long pos = 0; pos < length;)
+            {
+                var (allocated, zero, n) = await AllocatedAboveAsync(top, baseNode, pos, Math.Min(Chunk, length - pos), ct);
+                if (allocated)
+                {
+                    await rate.WaitAsync(n, ct);
+                    if (zero)
+                    {
+                        await baseNode.WriteZeroesAsync(pos, n, ZeroFlags.MayUnmap, ct);
+                    }
+                    else
+                    {
+                        await top.ReadAsync(pos, buffer.AsMemory(0, (int)n), ct);
+                        await baseNode.WriteAsync(pos, buffer.AsMemory(0, (int)n), WriteFlags.None, ct);
+                    }
+                }
+                pos += n;
+                meter.Print((float)(100.0 * pos / length), 0);
+            }
+            await baseNode.FlushAsync(ct);
+            meter.Print(100, 0);
+            if (empty && top is Qcow2Node q) await q.MakeEmptyAsync(ct);
+            return null;
+        }
+        catch (IOException e)
+        {
+            return Stdio.Describe(e) ?? e.Message;
+        }
+    }
+
+    /// <summary>
+    /// bdrv_is_allocated_above(top, base): whether a layer above <paramref name="baseNode"/>
+    /// holds the range at <paramref name="offset"/>, whether it reads as zeroes, and for how long.
+    /// </summary>
+    private static async Task<(bool Allocated, bool Zero, long Length)> AllocatedAboveAsync(BlockNode top, BlockNode baseNode, long offset, long length, CancellationToken ct)
+    {
+        for (var node = top; node is not null && node != baseNode; node = BlockChain.BackingOf(node))
+        {
+            if (offset >= node.Length) continue;
+            var st = await node.GetBlockStatusAsync(offset, length, ct);
+            long n = Math.Clamp(st.Length, 1, length);
+            if ((st.Flags & BlockStatusFlags.Allocated) != 0) return (true, (st.Flags & BlockStatusFlags.Zero) != 0, n);
+            length = n;
+        }
+        return (false, false, length);
+    }
+
+    /// <summary>
+    /// bdrv_find_backing_image: the image of the chain below an overlay whose backing file name,
+    /// resolved against the overlay's directory, is the same file as <paramref name="name"/>
+    /// resolved the same way.
+    /// </summary>
+    private static BlockNode? FindBackingImage(BlockNode top, string name)
+    {
+        for (var node = top; BlockChain.BackingOf(node) is { } below; node = below)
+        {
+            if (node is not Qcow2Node { FullBackingFilename: { } backingFull }) continue;
+            string wanted = Qcow2Driver.CombineBackingPath(node.Filename, name);
+            if (SameFile(wanted, backingFull)) return below;
+        }
+        return null;
+    }
+
+    private static bool SameFile(string a, string b)
+    {
+        if (Path.GetFullPath(a) == Path.GetFullPath(b)) return true;
+        return Resolved(a) is { } ia && Resolved(b) is { } ib && ia == ib;
+
+        static Locking.FileIdentity? Resolved(string path)
+        {
+            try
+            {
+                return FileSystemEntry.IdentityOf(File.ResolveLinkTarget(path, returnFinalTarget: true)?.FullName ?? path);
+            }
+            catch (IOException)
+            {
+                return null;
+            }
+        }
     }
 }

@@ -2,88 +2,125 @@ using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Copy;
 using Vdisk.Drivers.Qcow2;
-using Vdisk.Graph;
-using Vdisk.Native;
+using Vdisk.Options;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
 /// <summary>
-/// <c>vdisk convert</c>: qemu-img convert. Sources are opened like qemu-img's (refusing
-/// writers), the target is created (or, with -n, opened) with cache=unsafe unless -t says
-/// otherwise, and filled by <see cref="ImageCopier"/>: -m requests in flight, writes in guest
-/// order unless -W; zero ranges are skipped on a fresh target and explicitly zeroed on an
-/// existing one; -c compresses whole clusters.
+/// <c>vdisk convert</c>: qemu-img convert, with its checks in img_convert's order (so a refused
+/// command line writes nothing, and one qemu-img refuses late writes what qemu-img writes).
+/// Sources are opened like qemu-img's (refusing writers), the target is created (or, with -n,
+/// opened as raw unless -O says otherwise) with cache=unsafe unless -t says otherwise, and
+/// filled by <see cref="ImageCopier"/>: -m requests in flight, writes in guest order unless -W;
+/// zero ranges are skipped on a fresh target and explicitly zeroed on an existing one; -c
+/// compresses whole clusters.
 /// </summary>
 internal static class ConvertCommand
 {
     /// <summary>qemu-img's MAX_COROUTINES: the -m limit.</summary>
     private const int MaxCoroutines = 16;
 
+    /// <summary>MAX_BUF_SECTORS * 512: the largest -S.</summary>
+    private const long MaxSparse = 32768L * 512;
+
     public static Command Create()
     {
-        var format = new Option<string?>("-f");
-        var outFormat = new Option<string?>("-O");
-        var options = new Option<string[]>("-o");
-        var compress = new Option<bool>("-c");
-        var progress = new Option<bool>("-p");
-        var quiet = new Option<bool>("-q");
-        var noCreate = new Option<bool>("-n");
-        var sparse = new Option<string?>("-S");
-        var forceShare = new Option<bool>("--force-share", "-U");
-        var backing = new Option<string?>("-B");
-        var backingFormat = new Option<string?>("-F");
-        var coroutines = new Option<int?>("-m");
-        var outOfOrder = new Option<bool>("-W");
-        var imageOpts = new Option<bool>("--image-opts");
-        var targetIsZero = new Option<bool>("--target-is-zero");
-        var cache = new Option<string?>("-t");
-        var srcCache = new Option<string?>("-T");
-        var files = new Argument<string[]>("files") { Arity = new ArgumentArity(2, 1000) };
+        var format = new Option<string?>("-f") { Description = "format of the source images (probed if not given)" };
+        var outFormat = new Option<string?>("-O") { Description = "format of the target: raw (default) or qcow2" };
+        var options = new Option<string[]>("-o") { Description = "target format options, key=value[,...] as for create (-o help lists them)" };
+        var compress = new Option<bool>("-c") { Description = "write the target's data as compressed clusters (qcow2)" };
+        var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: no progress, only errors" };
+        var noCreate = new Option<bool>("-n") { Description = "do not create the target: write into an existing image (raw unless -O), which must be large enough" };
+        var sparse = new Option<string?>("-S") { Description = "zero bytes in a row (multiple of 512, up to 16M; default 4k) that become a hole in the target; 0 writes every byte" };
+        var forceShare = new Option<bool>("--force-share", "-U") { Description = "open the sources read-only sharing all permissions (no conflict with their writers)" };
+        var backing = new Option<string?>("-B") { Description = "backing file of the target: only what the source's top layer holds is copied" };
+        var backingFormat = new Option<string?>("-F") { Description = "format of the -B backing file (required with -B)" };
+        var coroutines = new Option<string?>("-m") { Description = "requests in flight, 1 to 16 (default 8)" };
+        var outOfOrder = new Option<bool>("-W") { Description = "let writes happen out of guest order (faster, the target is only complete at the end)" };
+        var imageOpts = new Option<bool>("--image-opts") { Description = "the source names are key=value option strings" };
+        var targetImageOpts = new Option<bool>("--target-image-opts") { Description = "the target name is a key=value option string (needs -n)" };
+        var targetIsZero = new Option<bool>("--target-is-zero") { Description = "the existing target (-n) already reads as zeroes: zero ranges are not written" };
+        var cache = new Option<string?>("-t") { Description = "cache mode of the target: unsafe (default), writeback, writethrough, none, directsync" };
+        var srcCache = new Option<string?>("-T") { Description = "cache mode of the sources: writeback (default), writethrough, none, directsync, unsafe" };
+        var rate = new Option<string?>("-r") { Description = "limit the writes to the target to this many bytes per second (k, M, G... suffixes)" };
+        var copyRange = new Option<bool>("-C") { Description = "try copy offloading (accepted; vdisk copies the same way with or without it)" };
+        var files = new Argument<string[]>("files") { Arity = ArgumentArity.ZeroOrMore, Description = "the source images, then the target" };
         var command = new Command("convert", "Convert or copy images like qemu-img convert");
-        foreach (var o in new Option[] { format, outFormat, options, compress, progress, quiet, noCreate, sparse, forceShare, backing, backingFormat, coroutines, outOfOrder, imageOpts, targetIsZero, cache, srcCache })
+        foreach (var o in new Option[] { format, outFormat, options, compress, progress, quiet, noCreate, sparse, forceShare, backing, backingFormat,
+                     coroutines, outOfOrder, imageOpts, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange })
             command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            var names = result.GetValue(files)!;
-            string target = names[^1];
-            string outFmt = result.GetValue(outFormat) ?? "raw";
-            bool compressed = result.GetValue(compress);
+            // Checks qemu-img makes while reading its command line.
+            if (!ImgOptions.TryAccumulate(result.GetValue(options), out string? optionText)) return 1;
             long minSparse = 4096;
+            bool explicitSparse = result.GetValue(sparse) is not null;
             if (result.GetValue(sparse) is { } s)
             {
-                if (!ImgOptions.TryParseSize(s, out minSparse))
+                if (!ImgOptions.TryCvtNum("buffer size for sparse output", s, out minSparse)) return 1;
+                if (minSparse % 512 != 0 || minSparse > MaxSparse)
                 {
-                    Stdio.Error("Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for");
+                    Stdio.Error($"Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to {MaxSparse}. Select 0 to disable sparse detection (fully allocates output).");
                     return 1;
                 }
-                minSparse &= ~511L;
             }
-            if (outFmt is not ("raw" or "qcow2"))
+            int parallel = 8;
+            if (result.GetValue(coroutines) is { } m)
             {
-                Stdio.Error($"Unknown file format '{outFmt}'");
+                if (QemuNumber.ParseLong(m, 0, out long n) != QemuNumberStatus.Ok || n < 1 || n > MaxCoroutines)
+                {
+                    Stdio.Error($"Invalid number of coroutines. Allowed number of coroutines is between 1 and {MaxCoroutines}");
+                    return 1;
+                }
+                parallel = (int)n;
+            }
+            long rateLimit = 0;
+            if (result.GetValue(rate) is { } r && !ImgOptions.TryCvtNum("rate limit", r, out rateLimit)) return 1;
+
+            bool skipCreate = result.GetValue(noCreate);
+            bool compressed = result.GetValue(compress);
+            bool copyOffload = result.GetValue(copyRange);
+            bool targetOpts = result.GetValue(targetImageOpts);
+            bool zeroTarget = result.GetValue(targetIsZero);
+            string? outFmt = result.GetValue(outFormat) ?? (targetOpts ? null : "raw");
+            string? check = (compressed && copyOffload) ? "Cannot enable copy offloading when -c is used"
+                : (explicitSparse && copyOffload) ? "Cannot enable copy offloading when -S is used"
+                : (targetOpts && !skipCreate) ? "--target-image-opts requires use of -n flag"
+                : (skipCreate && optionText is not null) ? "-o has no effect when skipping image creation"
+                : (zeroTarget && !skipCreate) ? "--target-is-zero requires use of -n flag"
+                : null;
+            if (check is not null)
+            {
+                Stdio.Error(check);
                 return 1;
             }
-            if (compressed && outFmt != "qcow2")
+            var names = result.GetValue(files) ?? [];
+            string? target = names.Length >= 2 ? names[^1] : null;
+            if (optionText is not null && QemuOpts.HasHelpOption(optionText))
             {
-                Stdio.Error("Compression not supported for this file format");
+                if (outFmt is null)
+                {
+                    Stdio.Error("Option help requires a format be specified");
+                    return 1;
+                }
+                return ImgOptions.PrintCreateHelp(outFmt, target) ? 0 : 1;
+            }
+            if (target is null)
+            {
+                Stdio.Error("Must specify image file name");
                 return 1;
             }
-            int parallel = result.GetValue(coroutines) ?? 8;
-            if (parallel is < 1 or > MaxCoroutines)
+            if (result.GetValue(srcCache) is { } sc && !ImgOptions.IsCacheMode(sc))
             {
-                Stdio.Error($"Invalid number of coroutines. Allowed number of coroutines is between 1 and {MaxCoroutines}");
+                Stdio.Error($"Invalid source cache option: {sc}");
                 return 1;
             }
-            bool outOfOrderWrites = result.GetValue(outOfOrder);
-            // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
-            string cacheMode = result.GetValue(cache) ?? "unsafe";
-            if (cacheMode is not ("none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe"))
-            {
-                Stdio.Error($"Invalid cache option: {cacheMode}");
-                return 1;
-            }
+
+            using var meter = new ImgProgress(result.GetValue(progress) && !result.GetValue(quiet), 1.0f, "Converting");
+            meter.Print(0, 100);
             var flags = ImgOpen.WithForceShare(AccessProfiles.ImgConvertSource, result.GetValue(forceShare));
             var sources = new List<DiskImage>();
             try
@@ -94,63 +131,117 @@ internal static class ConvertCommand
                     if (img is null) return 1;
                     sources.Add(img);
                 }
-                long total = sources.Sum(x => x.Length);
-                bool fresh = !result.GetValue(noCreate);
-                if (fresh)
+                // bdrv_nb_sectors: lengths in whole sectors.
+                long totalSectors = sources.Sum(x => (x.Length + 511) / 512);
+
+                CreateOptions? create = null;
+                if (!skipCreate)
                 {
-                    var o = new CreateOptions { Filename = target, Format = outFmt, Size = total };
-                    foreach (var (key, value) in ImgOptions.ParseList(result.GetValue(options) ?? []))
+                    if (ImgOptions.FormatProblem(outFmt!, create: true) is { } problem)
                     {
-                        if (!CreateCommand.Apply(o, key, value, out string? error))
-                        {
-                            Stdio.Error($"{target}: error while converting {outFmt}: {error}");
-                            return 1;
-                        }
+                        Stdio.Error(problem);
+                        return 1;
                     }
-                    if (result.GetValue(backing) is { } b) o.BackingFile = b;
-                    if (result.GetValue(backingFormat) is { } bf) o.BackingFormat = bf;
+                    create = new CreateOptions(target, outFmt!);
+                    if (optionText is not null && create.Options.Parse(optionText) is { } parseError)
+                    {
+                        ImgOptions.Error(parseError);
+                        return 1;
+                    }
+                    create.Options.Set("size", ImgOptions.Invariant(totalSectors * 512));
+                    if (result.GetValue(backing) is { } b && create.Options.Set("backing_file", b) is not null)
+                    {
+                        Stdio.Error($"Backing file not supported for file format '{outFmt}'");
+                        return 1;
+                    }
+                    if (result.GetValue(backingFormat) is { } bf && create.Options.Set("backing_fmt", bf) is not null)
+                    {
+                        Stdio.Error($"Backing file format not supported for file format '{outFmt}'");
+                        return 1;
+                    }
+                }
+                string? targetBacking = create?.BackingFile ?? result.GetValue(backing);
+                if (zeroTarget && targetBacking is not null)
+                {
+                    Stdio.Error("Cannot use --target-is-zero when the destination image has a backing file");
+                    return 1;
+                }
+                if (sources.Count > 1 && targetBacking is not null)
+                {
+                    Stdio.Error("Having a backing file for the target makes no sense when concatenating multiple input images");
+                    return 1;
+                }
+                if (create is { BackingFile: not null, BackingFormat: null })
+                {
+                    Stdio.Error("Use of backing file requires explicit backing format");
+                    return 1;
+                }
+                if (compressed && create is not null)
+                {
+                    string? why = outFmt != "qcow2" ? "Compression not supported for this file format"
+                        : create.Options.GetBool("encryption") == true || create.Options.Contains("encrypt.format") ? "Compression and encryption not supported at the same time"
+                        : create.Options.Get("preallocation") is { } pa && pa != "off" ? "Compression and preallocation not supported at the same time"
+                        : null;
+                    if (why is not null)
+                    {
+                        Stdio.Error(why);
+                        return 1;
+                    }
+                }
+                if (create is not null)
+                {
                     try
                     {
-                        await ImageCreator.ResolveBackingAsync(o, openBacking: true, ct);
-                        await ImageCreator.CreateAsync(o, ct);
-                    }
-                    catch (CreateException e)
-                    {
-                        Stdio.Error($"{target}: error while converting {outFmt}: {e.Message}");
-                        return 1;
+                        await ImgOpen.RunAsync(token => ImageCreator.CreateAsync(create, token), ct);
                     }
                     catch (Exception e) when (Stdio.Describe(e) is { } text)
                     {
                         Stdio.Error($"{target}: error while converting {outFmt}: {text}");
+                        if (e is CreateException { Hint: { } hint }) Stdio.ErrorRaw(hint);
                         return 1;
                     }
                 }
-                var targetFlags = OpenFlags.ReadWrite | OpenFlags.Unmap;
+
+                // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
+                string cacheMode = result.GetValue(cache) ?? "unsafe";
+                if (!ImgOptions.IsCacheMode(cacheMode))
+                {
+                    Stdio.Error($"Invalid cache option: {cacheMode}");
+                    return 1;
+                }
+                var targetFlags = OpenFlags.ReadWrite;
+                if (minSparse != 0) targetFlags |= OpenFlags.Unmap;
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
-                if (result.GetValue(backing) is null) targetFlags |= OpenFlags.NoBacking;
-                using var dest = ImgOpen.Open(target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
+                using var dest = ImgOpen.Open(target, targetOpts ? null : outFmt, targetOpts, targetFlags);
                 if (dest is null) return 1;
                 if (compressed && dest.Root is not Qcow2Node)
                 {
                     Stdio.Error("Compression not supported for this file format");
                     return 1;
                 }
-                // A fresh target reads as zeroes only without a backing file (-B): with one, zero
+                if (skipCreate && (dest.Length + 511) / 512 < totalSectors)
+                {
+                    Stdio.Error("output file is smaller than input file");
+                    return 1;
+                }
+                // A fresh target reads as zeroes only without a backing file: with one, zero
                 // ranges of the source must be written as zeroes or the backing data shows through.
-                bool zeroed = (fresh && result.GetValue(backing) is null) || result.GetValue(targetIsZero);
-                bool topOnly = result.GetValue(backing) is not null;
                 var copier = new ImageCopier(sources, dest, new CopyOptions
                 {
-                    TargetIsZero = zeroed,
+                    TargetIsZero = (!skipCreate && targetBacking is null) || zeroTarget,
                     Compress = compressed,
                     MinSparse = minSparse,
-                    TopOnly = topOnly,
+                    TopOnly = targetBacking is not null,
                     Parallel = parallel,
-                    OutOfOrder = outOfOrderWrites,
+                    OutOfOrder = result.GetValue(outOfOrder),
+                    RateLimit = rateLimit,
                 });
-                var failure = await ProgressBar.RunAsync(result.GetValue(progress) && !result.GetValue(quiet), "Converting",
-                    report => copier.RunAsync(report, ct));
-                if (failure is null) return 0;
+                var failure = await copier.RunAsync(percent => meter.Print((float)percent, 0), ct);
+                if (failure is null)
+                {
+                    meter.Print(100, 0);
+                    return 0;
+                }
                 string step = failure.Step switch
                 {
                     CopyStep.BlockStatus => "error while reading block status at offset",
@@ -162,6 +253,7 @@ internal static class ConvertCommand
             }
             finally
             {
+                meter.End();
                 foreach (var img in sources) await img.DisposeAsync();
             }
         });

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using Vdisk.Cli.Common;
 
 namespace Vdisk.Cli.Img;
@@ -7,23 +8,41 @@ namespace Vdisk.Cli.Img;
 /// <summary>The qemu-img verbs of <c>vdisk</c> (info lives in Info/).</summary>
 internal static class ImgVerbs
 {
-    /// <summary>The verbs, each with <c>--wait</c> wired to every image it opens or creates.</summary>
-    public static IEnumerable<Command> All() => Verbs().Select(WithWait);
+    /// <summary>
+    /// The verbs, each with <c>--wait</c> wired to every image it opens or creates, and with
+    /// getopt's refusal of an unknown option where System.CommandLine would take it for a file name.
+    /// </summary>
+    public static IEnumerable<Command> All() => Verbs().Select(v => WithWait(v, rejectUnknownOptions: true));
 
     /// <summary>Adds <c>--wait</c> to a verb that opens images through <see cref="ImgOpen"/>.</summary>
-    public static Command WithWait(Command command)
+    public static Command WithWait(Command command) => WithWait(command, rejectUnknownOptions: false);
+
+    private static Command WithWait(Command command, bool rejectUnknownOptions)
     {
         var wait = new LockWaitOption();
         wait.AddTo(command);
-        command.Action = new WaitingAction(command.Action!, wait);
+        command.Action = new WaitingAction(command.Action!, wait, rejectUnknownOptions);
         return command;
     }
 
+    /// <summary>The first operand before any "--" that looks like an option (qemu-img's getopt refuses it), or null.</summary>
+    private static string? UnknownOption(ParseResult result)
+    {
+        var operands = result.CommandResult.Children.OfType<ArgumentResult>().SelectMany(a => a.Tokens).ToHashSet();
+        foreach (var token in result.Tokens)
+        {
+            if (token.Type == TokenType.DoubleDash) return null;
+            if (operands.Contains(token) && token.Value.Length > 1 && token.Value[0] == '-') return token.Value;
+        }
+        return null;
+    }
+
     /// <summary>Sets the verb's --wait for <see cref="ImgOpen"/> and turns a cancelled wait into the signal's exit status.</summary>
-    private sealed class WaitingAction(CommandLineAction inner, LockWaitOption wait) : AsynchronousCommandLineAction
+    private sealed class WaitingAction(CommandLineAction inner, LockWaitOption wait, bool rejectUnknownOptions) : AsynchronousCommandLineAction
     {
         public override async Task<int> InvokeAsync(ParseResult parseResult, CancellationToken cancellationToken = default)
         {
+            if (rejectUnknownOptions && UnknownOption(parseResult) is { } unknown) return ImgOptions.ErrorExit($"unrecognized option '{unknown}'");
             ImgOpen.Wait = wait.Options(parseResult);
             using var signals = ImgOpen.Wait is null ? null : new Signals();
             ImgOpen.WaitCancellation = signals?.Token ?? CancellationToken.None;

@@ -15,26 +15,35 @@ internal static class MapCommand
     {
         var image = new ImageArguments();
         var output = new OutputOption();
-        var start = new Option<string?>("--start-offset");
-        var maxLength = new Option<string?>("--max-length");
-        var file = new Argument<string>("filename");
+        var start = new Option<string?>("--start-offset") { Description = "first guest offset to map (k, M, G... suffixes)" };
+        var maxLength = new Option<string?>("--max-length") { Description = "map at most this many bytes" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image" };
         var command = new Command("map", "Show how an image's ranges are stored, like qemu-img map");
         image.AddTo(command);
         output.AddTo(command);
         command.Options.Add(start);
         command.Options.Add(maxLength);
-        command.Arguments.Add(file);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            string filename = result.GetValue(file)!;
+            long offset = 0;
+            long? length = null;
+            if (result.GetValue(start) is { } so && !ImgOptions.TryCvtNum("start offset", so, out offset)) return 1;
+            if (result.GetValue(maxLength) is { } ml)
+            {
+                if (!ImgOptions.TryCvtNum("max length", ml, out long m)) return 1;
+                length = m;
+            }
             if (output.IsJson(result) is not bool json) return 1;
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 1) return ImgOptions.ErrorExit("Expecting one image file name");
+            string filename = names[0];
             string fmt = json ? "json" : "human";
             using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;
-            long offset = 0, end = disk.Length;
-            if (result.GetValue(start) is { } so && ImgOptions.TryParseSize(so, out long s)) offset = s;
-            if (result.GetValue(maxLength) is { } ml && ImgOptions.TryParseSize(ml, out long m)) end = Math.Min(end, offset + m);
+            long end = disk.Length;
+            if (length is long max) end = Math.Min(end, unchecked(offset + max));
             var o = Stdio.Out;
             if (fmt == "human") o.Write("Offset          Length          Mapped to       File\n");
             MapEntry? current = null;

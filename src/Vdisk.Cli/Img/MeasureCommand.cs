@@ -1,102 +1,105 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Graph;
+using Vdisk.Drivers.Qcow2;
 using Vdisk.Output;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
-/// <summary><c>vdisk measure</c>: qemu-img measure for raw and qcow2 targets (qcow2_measure's arithmetic).</summary>
+/// <summary>
+/// <c>vdisk measure</c>: qemu-img measure for raw and qcow2 targets, with img_measure's checks in
+/// its order: arguments, the input image, the target format, its options, then the driver's own.
+/// </summary>
 internal static class MeasureCommand
 {
     public static Command Create()
     {
         var image = new ImageArguments();
         var output = new OutputOption();
-        var outFormat = new Option<string?>("-O");
-        var options = new Option<string[]>("-o");
-        var size = new Option<string?>("--size");
-        var file = new Argument<string?>("filename") { Arity = ArgumentArity.ZeroOrOne };
+        var outFormat = new Option<string?>("-O") { Description = "format of the image to measure for: raw (default) or qcow2" };
+        var options = new Option<string[]>("-o") { Description = "its create options, key=value[,...] (cluster_size, compat, refcount_bits, preallocation, backing_file...)" };
+        var size = new Option<string?>("--size") { Description = "measure a new empty image of this virtual size instead of an input image" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image whose contents the new image would hold" };
         var command = new Command("measure", "Compute the size a new image needs, like qemu-img measure");
         image.AddTo(command);
         output.AddTo(command);
         command.Options.Add(outFormat);
         command.Options.Add(options);
         command.Options.Add(size);
-        command.Arguments.Add(file);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            if (output.IsJson(result) is not bool asJson) return 1;
-            string fmt = asJson ? "json" : "human";
-            string target = result.GetValue(outFormat) ?? "raw";
-            var o = new CreateOptions { Filename = "", Format = target };
-            foreach (var (k, v) in ImgOptions.ParseList(result.GetValue(options) ?? []))
+            if (!ImgOptions.TryAccumulate(result.GetValue(options), out string? optionText)) return 1;
+            long? sizeArg = null;
+            if (result.GetValue(size) is { } sizeText)
             {
-                if (!CreateCommand.Apply(o, k, v, out string? error))
-                {
-                    Stdio.Error(error!);
-                    return 1;
-                }
+                if (!ImgOptions.TryCvtNum("image size", sizeText, out long s)) return 1;
+                sizeArg = s;
             }
-            string? filename = result.GetValue(file);
-            string? sizeText = result.GetValue(size);
-            if ((filename is null) == (sizeText is null))
+            if (output.IsJson(result) is not bool asJson) return 1;
+            var names = result.GetValue(files) ?? [];
+            string? filename = names.Length == 1 ? names[0] : null;
+            string? check = names.Length > 1 ? "At most one filename argument is allowed."
+                : filename is null && (result.GetValue(image.ImageOpts) || result.GetValue(image.Format) is not null) ? "--image-opts, -f, and -l require a filename argument."
+                : filename is not null && sizeArg is not null ? "--size N cannot be used together with a filename."
+                : filename is null && sizeArg is null ? "Either --size N or one filename must be specified."
+                : null;
+            if (check is not null)
             {
-                Stdio.Error(filename is null ? "Either --size N or one filename must be specified." : "--size N cannot be used together with a filename.");
+                Stdio.Error(check);
                 return 1;
             }
-            long virtualSize, required = 0;
-            bool bitmaps = false;
-            if (sizeText is not null)
+            using var disk = filename is null ? null : ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+                ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
+            if (filename is not null && disk is null) return 1;
+
+            string target = result.GetValue(outFormat) ?? "raw";
+            if (!CreateOptionLists.QemuFormats.Contains(target))
             {
-                if (!ImgOptions.TryParseSize(sizeText, out virtualSize))
-                {
-                    ImgOptions.InvalidSize();
-                    return 1;
-                }
-                if (o.Preallocation is Drivers.Qcow2.Preallocation.Falloc or Drivers.Qcow2.Preallocation.Full) required = virtualSize;
+                Stdio.Error($"Unknown file format '{target}'");
+                return 1;
             }
-            else
+            if (!CreateOptionLists.QemuCreatableFormats.Contains(target))
             {
-                using var disk = ImgOpen.Open(filename!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
-                    ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
-                if (disk is null) return 1;
-                virtualSize = disk.Length;
-                long cluster = target == "qcow2" ? o.ClusterSize : 1;
-                bitmaps = target == "qcow2" && o.Version >= 3 && disk.Root is Drivers.Qcow2.Qcow2Node;
-                for (long pos = 0; pos < virtualSize;)
-                {
-                    var st = await BlockChain.StatusAboveAsync(disk.Root, pos, virtualSize - pos, ct);
-                    long n = Math.Max(1, st.Length);
-                    if ((st.Flags & BlockStatusFlags.Zero) == 0 && (st.Flags & (BlockStatusFlags.Data | BlockStatusFlags.Allocated)) == (BlockStatusFlags.Data | BlockStatusFlags.Allocated))
-                    {
-                        n = ((pos + n + cluster - 1) / cluster * cluster) - pos;
-                        required += pos % cluster + n;
-                    }
-                    pos += n;
-                }
+                Stdio.Error($"Format driver '{target}' does not support image creation");
+                return 1;
             }
-            long fully;
-            if (target == "qcow2")
+            // The format's create options and always the file protocol's.
+            var opts = CreateOptionLists.ForFormat(target, withProtocol: true);
+            if (opts is null)
             {
-                long aligned = (virtualSize + o.ClusterSize - 1) / o.ClusterSize * o.ClusterSize;
-                fully = Drivers.Qcow2.Qcow2Measure.PreallocSize(aligned, o.ClusterSize, System.Numerics.BitOperations.Log2((ulong)o.RefcountBits));
-                required = fully - aligned + required;
+                // Formats qemu-img knows but vdisk does not write: the same refusal as for
+                // QEMU's formats without size measurement, except luks (which has it).
+                Stdio.Error(target == "luks" ? "vdisk does not support the 'luks' format" : $"Block driver '{target}' does not support size measurement");
+                return 1;
             }
-            else
+            if (optionText is not null && opts.Parse(optionText) is { } parseError)
             {
-                fully = virtualSize;
+                ImgOptions.Error(parseError);
+                Stdio.Error($"Invalid options for file format '{target}'");
+                return 1;
             }
-            if (fmt == "json")
+            if (sizeArg is long given) opts.Set("size", ImgOptions.Invariant(given));
+            MeasureResult measured;
+            try
             {
-                var json = new QemuJsonObject().Add("required", required).Add("fully-allocated", fully);
-                if (bitmaps) json.Add("bitmaps", 0L);
+                measured = await Qcow2Measure.MeasureAsync(target, opts, disk?.Root, ct);
+            }
+            catch (IOException e)
+            {
+                Stdio.Error(Stdio.Describe(e) ?? e.Message);
+                return 1;
+            }
+            if (asJson)
+            {
+                var json = new QemuJsonObject().Add("required", measured.Required).Add("fully-allocated", measured.FullyAllocated);
+                if (measured.HasBitmaps) json.Add("bitmaps", 0L);
                 Stdio.Out.Write(json.ToPrettyJson() + "\n");
             }
             else
             {
-                Stdio.Out.Write($"required size: {required}\nfully allocated size: {fully}\n");
-                if (bitmaps) Stdio.Out.Write("bitmaps size: 0\n");
+                Stdio.Out.Write($"required size: {measured.Required}\nfully allocated size: {measured.FullyAllocated}\n");
+                if (measured.HasBitmaps) Stdio.Out.Write("bitmaps size: 0\n");
             }
             Stdio.Out.Flush();
             return 0;

@@ -10,44 +10,58 @@ internal static class ResizeCommand
 {
     public static Command Create()
     {
-        var format = new Option<string?>("-f");
-        var shrink = new Option<bool>("--shrink");
-        var prealloc = new Option<string?>("--preallocation");
-        var quiet = new Option<bool>("-q");
-        var imageOpts = new Option<bool>("--image-opts");
-        var file = new Argument<string>("filename");
-        var size = new Argument<string>("size");
+        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var shrink = new Option<bool>("--shrink") { Description = "allow making the image smaller (data past the new end is lost)" };
+        var prealloc = new Option<string?>("--preallocation") { Description = "allocate the grown part: off (default), metadata, falloc, full" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: no \"Image resized.\"" };
+        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
+        var args = new Argument<string[]>("filename size") { Arity = ArgumentArity.ZeroOrMore, Description = "the image and its new size: N, +N or -N (k, M, G... suffixes)" };
         var command = new Command("resize", "Change an image's virtual size like qemu-img resize");
         foreach (var o in new Option[] { format, shrink, prealloc, quiet, imageOpts }) command.Options.Add(o);
-        command.Arguments.Add(file);
-        command.Arguments.Add(size);
+        command.Arguments.Add(args);
         command.SetAction(async (result, ct) =>
         {
-            string text = result.GetValue(size)!;
-            int relative = text.StartsWith('+') ? 1 : text.StartsWith('-') ? -1 : 0;
-            if (!ImgOptions.TryParseSize(relative != 0 ? text[1..] : text, out long n))
+            var positional = result.GetValue(args) ?? [];
+            if (positional.Length < 2)
             {
-                Stdio.Error("Invalid size specified.");
+                // qemu-img takes the size off the end before parsing the rest.
+                if (result.Tokens.Count(t => t.Type is not (System.CommandLine.Parsing.TokenType.Command or System.CommandLine.Parsing.TokenType.DoubleDash)) < 2)
+                    return ImgOptions.ErrorExit("Not enough arguments");
+                return ImgOptions.ErrorExit("Expecting image file name and size");
+            }
+            if (positional.Length > 2) return ImgOptions.ErrorExit("Expecting image file name and size");
+            string text = positional[1];
+            int relative = text.StartsWith('+') ? 1 : text.StartsWith('-') ? -1 : 0;
+            var sizeOption = new Vdisk.Options.QemuOpts([new Vdisk.Options.QemuOptDesc("size", Vdisk.Options.QemuOptType.Size, "Virtual disk size")]);
+            if (sizeOption.Set("size", relative != 0 ? text[1..] : text) is { } sizeError)
+            {
+                ImgOptions.Error(sizeError);
                 return 1;
             }
+            long n = unchecked((long)sizeOption.GetNumber("size")!.Value);
             var mode = Preallocation.Off;
             if (result.GetValue(prealloc) is { } p)
             {
                 Preallocation? m = p switch { "off" => Preallocation.Off, "metadata" => Preallocation.Metadata, "falloc" => Preallocation.Falloc, "full" => Preallocation.Full, _ => null };
                 if (m is null)
                 {
-                    Stdio.Error($"Invalid preallocation mode: '{p}'");
+                    Stdio.Error($"Invalid preallocation mode '{p}'");
                     return 1;
                 }
                 mode = m.Value;
             }
-            using var disk = ImgOpen.Open(result.GetValue(file)!, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
+            using var disk = ImgOpen.Open(positional[0], result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
             if (disk is null) return 1;
             long current = disk.Length;
-            long total = relative == 0 ? n : current + relative * n;
+            long total = relative == 0 ? n : unchecked(current + relative * n);
             if (total <= 0)
             {
                 Stdio.Error("New image size must be positive");
+                return 1;
+            }
+            if (total <= current && mode != Preallocation.Off)
+            {
+                Stdio.Error("Preallocation can only be used for growing images");
                 return 1;
             }
             if (total < current && !result.GetValue(shrink))
@@ -60,11 +74,6 @@ internal static class ResizeCommand
             {
                 if (disk.Root is Qcow2Node q)
                 {
-                    if (mode != Preallocation.Off && total < current)
-                    {
-                        Stdio.Error("Preallocation can only be used for growing images");
-                        return 1;
-                    }
                     await q.ResizeAsync(total, mode, ct);
                 }
                 else

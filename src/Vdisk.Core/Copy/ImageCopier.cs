@@ -30,6 +30,12 @@ public sealed record CopyOptions
 
     /// <summary>Largest data request (qemu-img's 2 MiB I/O buffer).</summary>
     public int ChunkSize { get; init; } = 2 << 20;
+
+    /// <summary>-r: bytes per second written to the target (data and zeroes); 0 for no limit.</summary>
+    public long RateLimit { get; init; }
+
+    /// <summary>The clock of <see cref="RateLimit"/>.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
 }
 
 /// <summary>What a failed copy was doing.</summary>
@@ -60,10 +66,10 @@ public sealed class ImageCopier
     private readonly Lock _gate = new();
     private readonly SemaphoreSlim _planning = new(1, 1);
     private readonly WriteTurns _turns = new();
-    private readonly long _total;
+    private readonly RateLimiter _rate;
     private CopyFailure? _failure;
+    private long _allocated;
     private long _done;
-    private double _reported;
 
     /// <summary>A copier from <paramref name="sources"/> (laid end to end) into <paramref name="target"/>.</summary>
     public ImageCopier(IReadOnlyList<DiskImage> sources, DiskImage target, CopyOptions options)
@@ -73,18 +79,30 @@ public sealed class ImageCopier
         _sources = sources;
         _target = target;
         _options = options;
-        _total = sources.Sum(s => s.Length);
+        _rate = new RateLimiter(options.RateLimit, options.Time);
     }
 
     /// <summary>
     /// Copies everything, then flushes the target. Returns null on success, or the first
-    /// failure (lowest offset) after stopping the other requests.
+    /// failure (lowest offset) after stopping the other requests. <paramref name="progress"/>
+    /// gets qemu-img convert's percentage: the share of the sources' data (and of their zero
+    /// ranges with -S 0) planned so far, counted by a first pass over the block status as
+    /// qemu-img does, reported as each request is planned.
     /// </summary>
     public async Task<CopyFailure?> RunAsync(Action<double>? progress = null, CancellationToken cancellationToken = default)
     {
-        int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
-        var planner = new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
-            chunkZeroes: WriteOutZeroes);
+        if (progress is not null)
+        {
+            try
+            {
+                _allocated = await CountAllocatedAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                return new CopyFailure(CopyStep.BlockStatus, 0, e);
+            }
+        }
+        var planner = NewPlanner();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         int workers = Math.Clamp(_options.Parallel, 1, 64);
         var tasks = new Task[workers];
@@ -104,6 +122,26 @@ public sealed class ImageCopier
         await _target.FlushAsync(cancellationToken).ConfigureAwait(false);
         return null;
     }
+
+    private CopyPlanner NewPlanner()
+    {
+        int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
+        return new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
+            chunkZeroes: WriteOutZeroes);
+    }
+
+    /// <summary>convert_do_copy's first pass: the bytes of the requests that count for the progress.</summary>
+    private async Task<long> CountAllocatedAsync(CancellationToken cancellationToken)
+    {
+        var planner = NewPlanner();
+        long total = 0;
+        while (await planner.NextAsync(cancellationToken).ConfigureAwait(false) is { } segment)
+            if (CountsForProgress(segment)) total += segment.Length;
+        return total;
+    }
+
+    private bool CountsForProgress(CopySegment segment) =>
+        segment.Kind == CopySegmentKind.Data || (segment.Kind == CopySegmentKind.Zero && WriteOutZeroes);
 
     private async Task WorkAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop)
     {
@@ -126,7 +164,7 @@ public sealed class ImageCopier
         var memory = buffer.Memory;
         while (true)
         {
-            CopySegment? next;
+            CopySegment? next = null;
             await _planning.WaitAsync(ct).ConfigureAwait(false);
             try
             {
@@ -139,6 +177,7 @@ public sealed class ImageCopier
             }
             finally
             {
+                if (next is { } planned && CountsForProgress(planned)) Report(planned.Length, progress);
                 _planning.Release();
             }
             if (next is not { } segment) return;
@@ -163,6 +202,7 @@ public sealed class ImageCopier
             // turn, it runs in parallel across workers.
             var packed = _options.Compress && HasPayload(segment) ? CompressClusters(data.Span) : null;
             if (!_options.OutOfOrder) await _turns.WaitAsync(segment.Sequence, ct).ConfigureAwait(false);
+            if (Writes(segment)) await _rate.WaitAsync(segment.Length, ct).ConfigureAwait(false);
             try
             {
                 await WriteAsync(segment, data, packed, ct).ConfigureAwait(false);
@@ -173,7 +213,6 @@ public sealed class ImageCopier
                 return;
             }
             if (!_options.OutOfOrder) _turns.Complete(segment.Sequence);
-            Report(segment.Length, progress);
         }
     }
 
@@ -186,18 +225,17 @@ public sealed class ImageCopier
         stop.Cancel();
     }
 
+    /// <summary>Called under the planning lock, so reports come in guest order.</summary>
     private void Report(long bytes, Action<double>? progress)
     {
         if (progress is null) return;
-        lock (_gate)
-        {
-            _done += bytes;
-            double fraction = _total == 0 ? 1 : (double)_done / _total;
-            if (fraction < _reported) return;
-            _reported = fraction;
-            progress(fraction);
-        }
+        _done += bytes;
+        progress(100.0 * _done / _allocated);
     }
+
+    /// <summary>True when the request writes to the target (data, or zeroes the target does not already read).</summary>
+    private bool Writes(CopySegment segment) =>
+        segment.Kind == CopySegmentKind.Data || (segment.Kind == CopySegmentKind.Zero && (WriteOutZeroes || !_options.TargetIsZero));
 
     /// <summary>-S 0: zero ranges are written as data rather than skipped or zeroed.</summary>
     private bool WriteOutZeroes => _options.MinSparse == 0;

@@ -61,13 +61,35 @@ public sealed class NodeOptions
         _ => null,
     };
 
-    /// <summary>Takes a size with QEMU's suffixes.</summary>
+    /// <summary>Takes a size with QEMU's suffixes (QemuOpts' size type and its messages).</summary>
     public ulong? TakeSize(string key)
     {
         var v = Take(key);
         if (v is null) return null;
-        if (v is OptionScalar s && SizeParser.TryParse(s.Text, out ulong n)) return n;
-        throw new OptionException($"Parameter '{key}' expects a non-negative number below 2^64");
+        ulong n = 0;
+        var status = v is OptionScalar s ? SizeParser.Parse(s.Text, out n) : SizeParseStatus.Invalid;
+        return status switch
+        {
+            SizeParseStatus.Ok => n,
+            SizeParseStatus.OutOfRange => throw new OptionException($"Value '{((OptionScalar)v).Text}' is out of range for parameter '{key}'"),
+            // QEMU adds two lines on the suffixes; an open error stays one line here.
+            _ => throw new OptionException($"Parameter '{key}' expects a non-negative number below 2^64"),
+        };
+    }
+
+    /// <summary>Takes a number (QemuOpts' number type: qemu_strtou64, base 0).</summary>
+    public ulong? TakeNumber(string key)
+    {
+        var v = Take(key);
+        if (v is null) return null;
+        ulong n = 0;
+        var status = v is OptionScalar s ? QemuNumber.ParseUnsigned(s.Text, 0, out n) : QemuNumberStatus.Invalid;
+        return status switch
+        {
+            QemuNumberStatus.Ok => n,
+            QemuNumberStatus.OutOfRange => throw new OptionException($"Value '{((OptionScalar)v).Text}' is too large for parameter '{key}'"),
+            _ => throw new OptionException($"Parameter '{key}' expects a number"),
+        };
     }
 
     /// <summary>Takes an integer.</summary>

@@ -23,17 +23,95 @@ public sealed class Qcow2Driver : IBlockDriver
     /// <inheritdoc />
     public bool IsProtocol => false;
 
-    private static readonly string[] IgnoredOptions =
+    /// <summary>The overlap-check.* switches (qcow2_runtime_opts), checked for their type only.</summary>
+    private static readonly string[] OverlapSwitches =
     [
-        "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other", "overlap-check",
-        "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "encrypt",
+        "main-header", "active-l1", "active-l2", "refcount-table", "refcount-block", "snapshot-table", "inactive-l1",
+        "inactive-l2", "bitmap-directory",
     ];
+
+    /// <summary>
+    /// qcow2's runtime options as vdisk reads them: caches, discard passing and overlap checks do
+    /// not change what vdisk does, but their values are checked as qcow2_update_options does.
+    /// </summary>
+    internal sealed record RuntimeOptions(ulong? CacheSize, ulong? L2CacheSize, ulong? L2CacheEntrySize, ulong? RefcountCacheSize,
+        ulong? CacheCleanInterval, bool? LazyRefcounts, string? OverlapCheck, string? OverlapTemplate);
+
+    /// <summary>Takes the runtime options, refusing values of the wrong type with QemuOpts' messages.</summary>
+    internal static RuntimeOptions TakeRuntimeOptions(NodeOptions o)
+    {
+        bool? lazy = o.TakeBool("lazy-refcounts");
+        o.TakeBool("pass-discard-request");
+        o.TakeBool("pass-discard-snapshot");
+        o.TakeBool("pass-discard-other");
+        string? overlap = null, template = null;
+        if (o.Has("overlap-check") && o.Dictionary["overlap-check"] is OptionDict switches)
+        {
+            var inner = new NodeOptions(switches);
+            template = inner.TakeString("template");
+            foreach (var name in OverlapSwitches) inner.TakeBool(name);
+            o.Take("overlap-check");
+        }
+        else
+        {
+            overlap = o.TakeString("overlap-check");
+        }
+        var cacheSize = o.TakeSize("cache-size");
+        var l2CacheSize = o.TakeSize("l2-cache-size");
+        var l2EntrySize = o.TakeSize("l2-cache-entry-size");
+        var refcountCacheSize = o.TakeSize("refcount-cache-size");
+        var cleanInterval = o.TakeNumber("cache-clean-interval");
+        o.Take("encrypt");
+        return new RuntimeOptions(cacheSize, l2CacheSize, l2EntrySize, refcountCacheSize, cleanInterval, lazy, overlap, template);
+    }
+
+    /// <summary>
+    /// qcow2_update_options_prepare's checks of the runtime options against the image
+    /// (read_cache_sizes, the cache clean interval, lazy refcounts, overlap checks).
+    /// </summary>
+    internal static void CheckRuntimeOptions(RuntimeOptions r, int clusterSize, long virtualSize, uint version)
+    {
+        ulong cs = (ulong)clusterSize;
+        ulong maxL2Entries = ((ulong)virtualSize + cs - 1) / cs;
+        ulong maxL2Cache = (maxL2Entries * 8 + cs - 1) / cs * cs;
+        ulong l2Setting = r.L2CacheSize ?? 32UL << 20;
+        ulong l2Cache = Math.Min(maxL2Cache, l2Setting);
+        if (r.CacheSize is { } combined)
+        {
+            if (r.L2CacheSize is not null && r.RefcountCacheSize is not null)
+                throw new OptionException("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time");
+            if (r.L2CacheSize is not null && l2Setting > combined)
+                throw new OptionException("l2-cache-size may not exceed cache-size");
+            if ((r.RefcountCacheSize ?? 0) > combined)
+                throw new OptionException("refcount-cache-size may not exceed cache-size");
+            if (r.L2CacheSize is null)
+            {
+                ulong minRefcountCache = 4 * cs;
+                l2Cache = r.RefcountCacheSize is { } rc ? combined - rc
+                    : combined >= maxL2Cache + minRefcountCache ? maxL2Cache
+                    : combined - Math.Min(combined, minRefcountCache);
+            }
+        }
+        ulong entrySize = r.L2CacheEntrySize ?? (l2Cache < maxL2Cache ? Math.Min(cs, 4096) : cs);
+        if (entrySize < 512 || entrySize > cs || !ulong.IsPow2(entrySize))
+            throw new OptionException($"L2 cache entry size must be a power of two between 512 and the cluster size ({clusterSize})");
+        if (l2Cache / entrySize > int.MaxValue) throw new OptionException("L2 cache size too big");
+        if ((r.RefcountCacheSize ?? 0) / cs > int.MaxValue) throw new OptionException("Refcount cache size too big");
+        if ((r.CacheCleanInterval ?? 0) > uint.MaxValue) throw new OptionException("Cache clean interval too big");
+        if (r.LazyRefcounts == true && version < 3)
+            throw new OptionException("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level");
+        if (r.OverlapCheck is not null && r.OverlapTemplate is not null && r.OverlapCheck != r.OverlapTemplate)
+            throw new OptionException($"Conflicting values for qcow2 options 'overlap-check' ('{r.OverlapCheck}') and 'overlap-check.template' ('{r.OverlapTemplate}')");
+        string mode = r.OverlapCheck ?? r.OverlapTemplate ?? "cached";
+        if (mode is not ("none" or "constant" or "cached" or "all"))
+            throw new OptionException($"Unsupported value '{mode}' for qcow2 option 'overlap-check'. Allowed are any of the following: none, constant, cached, all");
+    }
 
     /// <inheritdoc />
     public BlockNode Open(NodeOpenContext context)
     {
         var o = context.Options;
-        foreach (var key in IgnoredOptions) o.Take(key);
+        var runtime = TakeRuntimeOptions(o);
         if (o.TakeString("data-file") is not null)
             throw new OptionException("'data-file' can only be set for images with an external data file");
         bool hasBackingOption = o.Has("backing");
@@ -42,6 +120,15 @@ public sealed class Qcow2Driver : IBlockDriver
         o.EnsureAllUsed(Name, isProtocol: false);
 
         var node = Qcow2Node.OpenAsync(context.NodeName, context.Flags, context.OpenFlags, file).GetAwaiter().GetResult();
+        try
+        {
+            CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);
+        }
+        catch
+        {
+            node.CloseAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
         if ((context.OpenFlags & OpenFlags.NoBacking) != 0) return node;
 
         var identity = (file as FileNode)?.Identity;

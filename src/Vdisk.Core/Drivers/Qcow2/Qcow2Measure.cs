@@ -1,16 +1,127 @@
+using Vdisk.Graph;
+using Vdisk.Native;
+using Vdisk.Options;
+
 namespace Vdisk.Drivers.Qcow2;
 
-/// <summary>qcow2_measure's arithmetic: how large a qcow2 image of a given size gets.</summary>
+/// <summary>What qemu-img measure reports: bytes the new image needs now and fully allocated.</summary>
+/// <param name="Required">Bytes for the data the input holds (or none) plus all metadata.</param>
+/// <param name="FullyAllocated">Bytes when every cluster is allocated.</param>
+/// <param name="HasBitmaps">Whether "bitmaps size" is reported (qcow2 v3 target, input that supports bitmaps).</param>
+public sealed record MeasureResult(long Required, long FullyAllocated, bool HasBitmaps);
+
+/// <summary>
+/// bdrv_measure for the two formats vdisk writes: raw_measure (the size, whole sectors) and
+/// qcow2_measure (qcow2_calc_prealloc_size's arithmetic), each reading the create options the
+/// way the driver does, with its messages.
+/// </summary>
 public static class Qcow2Measure
 {
-    /// <summary>qcow2_calc_prealloc_size: data plus header, L2 and L1 tables and refcount metadata.</summary>
-    public static long PreallocSize(long alignedTotal, long clusterSize, int refcountOrder)
+    /// <summary>QCOW_MAX_L1_SIZE: 32 MiB of L1 table.</summary>
+    private const long MaxL1Bytes = 32L << 20;
+
+    /// <summary>
+    /// Measures a new <paramref name="format"/> image with <paramref name="options"/> (the size
+    /// set from --size, if given), for the contents of <paramref name="input"/> if not null.
+    /// </summary>
+    /// <exception cref="NativeIOException">The options are refused (EINVAL, QEMU's message) or the input cannot be read.</exception>
+    public static async Task<MeasureResult> MeasureAsync(string format, QemuOpts options, BlockNode? input, CancellationToken ct = default)
     {
+        if (format == "raw")
+        {
+            long raw = input is not null ? input.Length : (long)RoundUp(options.GetNumber("size") ?? 0, 512);
+            return new MeasureResult(raw, raw, false);
+        }
+        var s = Settings(options);
+        long clusterSize = s.ClusterSize;
+        ulong virtualSize = RoundUp(options.GetNumber("size") ?? 0, (ulong)clusterSize);
+        long l2EntrySize = s.ExtendedL2 ? 16 : 8;
+        // The size check reads the size option only, so it never applies to an input image's size.
+        ulong l2Tables = DivRoundUp(virtualSize / (ulong)clusterSize, (ulong)(clusterSize / l2EntrySize));
+        if (l2Tables > (ulong)(MaxL1Bytes / 8))
+            throw new NativeIOException(Errno.EINVAL, "The image size is too large (try using a larger cluster size)");
+        long aligned = (long)virtualSize;
+        long required = 0;
+        if (input is not null)
+        {
+            aligned = (long)RoundUp((ulong)input.Length, (ulong)clusterSize);
+            // With a backing file, qemu-img cannot know what it shares with the input: all of it counts.
+            required = s.HasBackingFile ? aligned : await AllocatedBytesAsync(input, clusterSize, ct).ConfigureAwait(false);
+        }
+        if (s.Preallocation is Preallocation.Full or Preallocation.Falloc) required = aligned;
+        long fully = PreallocSize(aligned, clusterSize, System.Numerics.BitOperations.Log2((ulong)s.RefcountBits), s.ExtendedL2);
+        return new MeasureResult(fully - aligned + required, fully, s.Version >= 3 && input is Qcow2Node { Header.Version: >= 3 });
+    }
+
+    /// <summary>The qcow2 create options qcow2_measure reads.</summary>
+    internal sealed record MeasureSettings(long ClusterSize, int Version, long RefcountBits, Preallocation Preallocation, bool HasBackingFile, bool ExtendedL2);
+
+    /// <summary>
+    /// qcow2_measure's reading of the options, in its order: extended_l2, cluster_size,
+    /// compat (0.10 or 1.1 only), refcount_bits, preallocation, backing_file, encryption.
+    /// </summary>
+    internal static MeasureSettings Settings(QemuOpts options)
+    {
+        static NativeIOException Refused(string message) => new(Errno.EINVAL, message);
+        bool extendedL2 = options.GetBool("extended_l2") ?? false;
+        ulong clusterSize = options.GetNumber("cluster_size") ?? 65536;
+        int bits = System.Numerics.BitOperations.TrailingZeroCount((uint)clusterSize);
+        if (bits < 9 || bits > 21 || (1UL << bits) != clusterSize)
+            throw Refused("Cluster size must be a power of two between 512 and 2048k");
+        if (extendedL2 && clusterSize < 16384)
+            throw Refused("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+        int version = options.Get("compat") switch
+        {
+            null or "1.1" => 3,
+            "0.10" => 2,
+            var v => throw Refused($"Invalid compatibility level: '{v}'"),
+        };
+        ulong refcountBits = options.GetNumber("refcount_bits") ?? 16;
+        if (refcountBits > 64 || !ulong.IsPow2(refcountBits))
+            throw Refused("Refcount width must be a power of two and may not exceed 64 bits");
+        if (version < 3 && refcountBits != 16)
+            throw Refused("Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
+        var preallocation = options.Get("preallocation") switch
+        {
+            null or "off" => Preallocation.Off,
+            "metadata" => Preallocation.Metadata,
+            "falloc" => Preallocation.Falloc,
+            "full" => Preallocation.Full,
+            var v => throw Refused($"invalid parameter value: {v}"),
+        };
+        if (options.Contains("encrypt.format") || options.GetBool("encryption") == true)
+            throw Refused("vdisk does not support encrypted qcow2 images");
+        return new MeasureSettings((long)clusterSize, version, (long)refcountBits, preallocation, options.Contains("backing_file"), extendedL2);
+    }
+
+    /// <summary>The input's data clusters: allocated data ranges, each widened to whole target clusters.</summary>
+    private static async Task<long> AllocatedBytesAsync(BlockNode input, long clusterSize, CancellationToken ct)
+    {
+        long size = input.Length, required = 0;
+        for (long pos = 0; pos < size;)
+        {
+            var st = await BlockChain.StatusAboveAsync(input, pos, size - pos, ct).ConfigureAwait(false);
+            long n = Math.Max(1, st.Length);
+            const BlockStatusFlags dataAllocated = BlockStatusFlags.Data | BlockStatusFlags.Allocated;
+            if ((st.Flags & BlockStatusFlags.Zero) == 0 && (st.Flags & dataAllocated) == dataAllocated)
+            {
+                n = (long)RoundUp((ulong)(pos + n), (ulong)clusterSize) - pos;
+                required += pos % clusterSize + n;
+            }
+            pos += n;
+        }
+        return required;
+    }
+
+    /// <summary>qcow2_calc_prealloc_size: data plus header, L2 and L1 tables and refcount metadata.</summary>
+    public static long PreallocSize(long alignedTotal, long clusterSize, int refcountOrder, bool extendedL2 = false)
+    {
+        long l2EntrySize = extendedL2 ? 16 : 8;
         long meta = clusterSize;
         long l2e = alignedTotal / clusterSize;
-        l2e = (l2e + clusterSize / 8 - 1) / (clusterSize / 8) * (clusterSize / 8);
-        meta += l2e * 8;
-        long l1e = l2e * 8 / clusterSize;
+        l2e = (l2e + clusterSize / l2EntrySize - 1) / (clusterSize / l2EntrySize) * (clusterSize / l2EntrySize);
+        meta += l2e * l2EntrySize;
+        long l1e = l2e * l2EntrySize / clusterSize;
         l1e = (l1e + clusterSize / 8 - 1) / (clusterSize / 8) * (clusterSize / 8);
         meta += l1e * 8;
         meta += RefcountMetadataSize((meta + alignedTotal) / clusterSize, clusterSize, refcountOrder);
@@ -32,4 +143,8 @@ public static class Qcow2Measure
         } while (n != last);
         return (blocks + table) * clusterSize;
     }
+
+    private static ulong RoundUp(ulong value, ulong unit) => (value + unit - 1) / unit * unit;
+
+    private static ulong DivRoundUp(ulong value, ulong unit) => (value + unit - 1) / unit;
 }
