@@ -163,8 +163,9 @@ internal static class ConvertCommand
                 string? targetBacking = create?.BackingFile ?? result.GetValue(backing);
                 if (zeroTarget && targetBacking is not null)
                 {
+                    // qemu-img 7.2 leaves its status at success here: it refuses, but exits 0.
                     Stdio.Error("Cannot use --target-is-zero when the destination image has a backing file");
-                    return 1;
+                    return 0;
                 }
                 if (sources.Count > 1 && targetBacking is not null)
                 {

@@ -119,6 +119,20 @@ public sealed class ImageCopier
         var crash = tasks.Where(t => t.IsFaulted).Select(t => t.Exception!.InnerException!).FirstOrDefault(e => e is not OperationCanceledException);
         if (crash is not null) ExceptionDispatchInfo.Throw(crash);
         cancellationToken.ThrowIfCancellationRequested();
+        if (_options.Compress)
+        {
+            // As qemu-img's final zero-length compressed write: the file is truncated to its
+            // length in whole sectors, so it ends on a sector boundary.
+            var file = ((Qcow2Node)_target.Root).File;
+            try
+            {
+                await file.TruncateAsync(file.Length, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                return new CopyFailure(CopyStep.Write, _sources.Sum(s => s.Length), e);
+            }
+        }
         await _target.FlushAsync(cancellationToken).ConfigureAwait(false);
         return null;
     }
