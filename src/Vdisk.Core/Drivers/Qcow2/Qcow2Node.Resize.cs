@@ -278,7 +278,8 @@ public sealed partial class Qcow2Node
     /// qcow2_amend_options: reads the amend options in their list order (size, compat,
     /// backing_file, backing_fmt, data_file, data_file_raw, lazy_refcounts, refcount_bits,
     /// encrypt.*), refusing bad values before anything is written; then upgrades the version,
-    /// changes lazy_refcounts, the refcount width and the size, and downgrades last.
+    /// changes the refcount width, refuses a backing file change, changes lazy_refcounts and
+    /// the size, and downgrades last.
     /// <paramref name="status"/> gets (done, total) while a downgrade works.
     /// </summary>
     /// <exception cref="NativeIOException">QEMU's refusal (its hint, if any, on the lines after the message).</exception>
@@ -309,22 +310,23 @@ public sealed partial class Qcow2Node
         }
         if (options.Descriptors.Any(d => d.Name.StartsWith("encrypt.", StringComparison.Ordinal) && options.Contains(d.Name)))
             throw new NativeIOException(Errno.EINVAL, "Can't amend encryption options - encryption not present");
-        if ((backingFile is not null || backingFormat is not null)
-            && (backingFile != _header.BackingFile || backingFormat != _header.BackingFormat))
-            throw new NativeIOException(Errno.EINVAL, "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
-
+        // The steps in qemu-img 7.2's order (as it behaves): upgrade, refcount width, the
+        // backing file check, lazy refcounts, size, downgrade.
         if (newVersion > oldVersion) await WriteVersionAsync(newVersion, ct).ConfigureAwait(false);
-        if (lazy != _header.LazyRefcounts)
-        {
-            if (lazy && newVersion < 3)
-                throw new NativeIOException(Errno.EINVAL, "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
-            await SetLazyRefcountsAsync(lazy, ct).ConfigureAwait(false);
-        }
         if (refcountBits != _g.RefcountBits)
         {
             if (newVersion < 3 && refcountBits != 16)
                 throw new NativeIOException(Errno.EINVAL, "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
             throw new NativeIOException(Errno.ENOTSUP, "vdisk cannot change refcount_bits yet");
+        }
+        if ((backingFile is not null || backingFormat is not null)
+            && (backingFile != _header.BackingFile || backingFormat != _header.BackingFormat))
+            throw new NativeIOException(Errno.EINVAL, "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
+        if (lazy != _header.LazyRefcounts)
+        {
+            if (lazy && newVersion < 3)
+                throw new NativeIOException(Errno.EINVAL, "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
+            await SetLazyRefcountsAsync(lazy, ct).ConfigureAwait(false);
         }
         if (newSize != 0) await ResizeAsync(newSize, Preallocation.Off, ct).ConfigureAwait(false);
         if (newVersion < oldVersion) await DowngradeAsync(status, ct).ConfigureAwait(false);
