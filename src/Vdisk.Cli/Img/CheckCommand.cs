@@ -13,29 +13,34 @@ internal static class CheckCommand
     {
         var image = new ImageArguments();
         var output = new OutputOption();
-        var repair = new Option<string?>("-r") { Description = "repair leaks or all" };
-        var quiet = new Option<bool>("-q");
-        var file = new Argument<string>("filename");
+        var repair = new Option<string?>("-r") { Description = "repair: leaks (only leaked clusters) or all" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: only errors" };
+        var srcCache = new Option<string?>("-T") { Description = "cache mode of the image: writeback (default), writethrough, none, directsync, unsafe" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image to check" };
         var command = new Command("check", "Check an image's consistency like qemu-img check");
         image.AddTo(command);
         output.AddTo(command);
         command.Options.Add(repair);
         command.Options.Add(quiet);
-        command.Arguments.Add(file);
+        command.Options.Add(srcCache);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            string filename = result.GetValue(file)!;
-            if (output.IsJson(result) is not bool json) return 1;
-            string fmt = json ? "json" : "human";
             var mode = Qcow2RepairMode.None;
             if (result.GetValue(repair) is { } r)
             {
                 mode = r switch { "leaks" => Qcow2RepairMode.Leaks, "all" => Qcow2RepairMode.All, _ => (Qcow2RepairMode)(-1) };
-                if (mode < 0)
-                {
-                    Stdio.Error($"Unknown option value for -r (expecting 'leaks' or 'all'): {r}");
-                    return 1;
-                }
+                if (mode < 0) return ImgOptions.ErrorExit($"Unknown option value for -r (expecting 'leaks' or 'all'): {r}");
+            }
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 1) return ImgOptions.ErrorExit("Expecting one image file name");
+            string filename = names[0];
+            if (output.IsJson(result) is not bool json) return 1;
+            string fmt = json ? "json" : "human";
+            if (result.GetValue(srcCache) is { } sc && !ImgOptions.IsCacheMode(sc))
+            {
+                Stdio.Error($"Invalid source cache option: {sc}");
+                return 1;
             }
             bool forceShare = result.GetValue(image.ForceShare);
             var flags = mode != Qcow2RepairMode.None ? AccessProfiles.ImgCheckRepair : AccessProfiles.ImgCheck;

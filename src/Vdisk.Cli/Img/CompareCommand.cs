@@ -5,126 +5,192 @@ using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
-/// <summary><c>vdisk compare</c>: qemu-img compare (exit 0 identical, 1 different, 2 open error, 4 read error).</summary>
+/// <summary>
+/// <c>vdisk compare</c>: qemu-img compare (exit 0 identical, 1 different, 2 open error, 4 read
+/// error), walking both images by block status in img_compare's steps: ranges both read as
+/// zeroes are skipped, ranges both hold are read and compared (2 MiB at a time), a range one
+/// holds must read as zeroes; past the shorter image, the longer one must read as zeroes.
+/// </summary>
 internal static class CompareCommand
 {
     private const int Chunk = 2 << 20;
 
     public static Command Create()
     {
-        var fmt1 = new Option<string?>("-f");
-        var fmt2 = new Option<string?>("-F");
-        var strict = new Option<bool>("-s");
-        var quiet = new Option<bool>("-q");
-        var progress = new Option<bool>("-p");
-        var forceShare = new Option<bool>("--force-share", "-U");
-        var imageOpts = new Option<bool>("--image-opts");
-        var file1 = new Argument<string>("image1");
-        var file2 = new Argument<string>("image2");
+        var fmt1 = new Option<string?>("-f") { Description = "format of the first image (probed if not given)" };
+        var fmt2 = new Option<string?>("-F") { Description = "format of the second image (default: the first's -f)" };
+        var strict = new Option<bool>("-s") { Description = "strict: images of different sizes or allocation differ" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: only the exit code tells" };
+        var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
+        var forceShare = new Option<bool>("--force-share", "-U") { Description = "open the images sharing all permissions (no conflict with their writers)" };
+        var imageOpts = new Option<bool>("--image-opts") { Description = "the file names are key=value option strings" };
+        var srcCache = new Option<string?>("-T") { Description = "cache mode of the images: writeback (default), writethrough, none, directsync, unsafe" };
+        var files = new Argument<string[]>("image1 image2") { Arity = ArgumentArity.ZeroOrMore, Description = "the two images" };
         var command = new Command("compare", "Compare two images' contents like qemu-img compare");
-        foreach (var o in new Option[] { fmt1, fmt2, strict, quiet, progress, forceShare, imageOpts }) command.Options.Add(o);
-        command.Arguments.Add(file1);
-        command.Arguments.Add(file2);
+        foreach (var o in new Option[] { fmt1, fmt2, strict, quiet, progress, forceShare, imageOpts, srcCache }) command.Options.Add(o);
+        command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            var flags = ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(forceShare));
-            using var a = ImgOpen.Open(result.GetValue(file1)!, result.GetValue(fmt1), result.GetValue(imageOpts), flags);
-            if (a is null) return 2;
-            using var b = ImgOpen.Open(result.GetValue(file2)!, result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
-            if (b is null) return 2;
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 2) return ImgOptions.ErrorExit("Expecting two image file names");
             bool q = result.GetValue(quiet);
-            bool isStrict = result.GetValue(strict);
-            void Say(string s)
+            using var meter = new ImgProgress(result.GetValue(progress) && !q, 2.0f, "Comparing");
+            if (result.GetValue(srcCache) is { } sc && !ImgOptions.IsCacheMode(sc))
             {
-                if (!q) Stdio.Out.Write(s + "\n");
+                Stdio.Error($"Invalid source cache option: {sc}");
+                return 2;
             }
+            var flags = ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(forceShare));
+            using var a = ImgOpen.Open(names[0], result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            if (a is null) return 2;
+            using var b = ImgOpen.Open(names[1], result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            if (b is null) return 2;
+            var comparison = new Comparison(a, names[0], b, names[1], result.GetValue(strict), q, meter);
             try
             {
-                long common = Math.Min(a.Length, b.Length);
-                if (a.Length != b.Length && isStrict)
-                {
-                    Say("Strict mode: Image size mismatch!");
-                    Stdio.Out.Flush();
-                    return 1;
-                }
-                long? mismatch = await FirstDifferenceAsync(a, b, common, isStrict, ct);
-                if (mismatch is long m)
-                {
-                    Say(m < 0 ? $"Strict mode: Offset {-m - 1} block status mismatch!" : $"Content mismatch at offset {m}!");
-                    Stdio.Out.Flush();
-                    return 1;
-                }
-                if (a.Length != b.Length)
-                {
-                    Say("Warning: Image size mismatch!");
-                    var longer = a.Length > b.Length ? a : b;
-                    long? nonZero = await FirstNonZeroAsync(longer, common, longer.Length, ct);
-                    if (nonZero is long nz)
-                    {
-                        Say($"Content mismatch at offset {nz}!");
-                        Stdio.Out.Flush();
-                        return 1;
-                    }
-                }
-                Say("Images are identical.");
-                Stdio.Out.Flush();
-                return 0;
+                return await comparison.RunAsync(ct);
             }
-            catch (IOException e)
+            finally
             {
-                Stdio.Error($"Error while reading: {Stdio.Describe(e)}");
-                return 4;
+                // As qemu-img: the verdict is printed before the progress line ends.
+                meter.End();
+                Stdio.Out.Flush();
             }
         });
         return command;
     }
 
-    private static async Task<long?> FirstDifferenceAsync(DiskImage a, DiskImage b, long length, bool strict, CancellationToken ct)
+    /// <summary>One img_compare run.</summary>
+    private sealed class Comparison(DiskImage a, string nameA, DiskImage b, string nameB, bool strict, bool quiet, ImgProgress meter)
     {
-        var bufA = new byte[Chunk];
-        var bufB = new byte[Chunk];
-        long pos = 0;
-        while (pos < length)
+        private readonly byte[] _bufA = new byte[Chunk];
+        private readonly byte[] _bufB = new byte[Chunk];
+
+        private void Say(string s)
         {
-            long want = Math.Min(Chunk, length - pos);
-            var sa = await BlockChain.StatusAboveAsync(a.Root, pos, want, ct);
-            var sb = await BlockChain.StatusAboveAsync(b.Root, pos, want, ct);
-            int n = (int)Math.Max(1, Math.Min(want, Math.Min(sa.Length, sb.Length)));
-            bool zeroA = (sa.Flags & BlockStatusFlags.Zero) != 0, zeroB = (sb.Flags & BlockStatusFlags.Zero) != 0;
-            if (strict && ((sa.Flags & BlockStatusFlags.Allocated) != 0) != ((sb.Flags & BlockStatusFlags.Allocated) != 0))
-                return -pos - 1;
-            if (!(zeroA && zeroB))
+            if (!quiet) Stdio.Out.Write(s + "\n");
+        }
+
+        public async Task<int> RunAsync(CancellationToken ct)
+        {
+            long sizeA = a.Length, sizeB = b.Length;
+            long total = Math.Min(sizeA, sizeB);
+            long progressBase = Math.Max(sizeA, sizeB);
+            meter.Print(0, 100);
+            if (strict && sizeA != sizeB)
             {
-                await a.ReadAsync(pos, bufA.AsMemory(0, n), ct);
-                await b.ReadAsync(pos, bufB.AsMemory(0, n), ct);
-                for (int s = 0; s < n; s += 512)
+                Say("Strict mode: Image size mismatch!");
+                return 1;
+            }
+            for (long offset = 0; offset < total;)
+            {
+                if (await StatusAsync(a, nameA, offset, sizeA - offset, ct) is not { } sa) return 3;
+                if (await StatusAsync(b, nameB, offset, sizeB - offset, ct) is not { } sb) return 3;
+                bool allocatedA = (sa.Flags & BlockStatusFlags.Allocated) != 0, allocatedB = (sb.Flags & BlockStatusFlags.Allocated) != 0;
+                long chunk = Math.Max(1, Math.Min(Math.Min(sa.Length, sb.Length), total - offset));
+                if (strict && !SameStatus(sa, offset + sa.Length >= sizeA, sb, offset + sb.Length >= sizeB))
                 {
-                    int len = Math.Min(512, n - s);
-                    if (!bufA.AsSpan(s, len).SequenceEqual(bufB.AsSpan(s, len))) return pos + s;
+                    Say($"Strict mode: Offset {offset} block status mismatch!");
+                    return 1;
+                }
+                if ((sa.Flags & BlockStatusFlags.Zero) != 0 && (sb.Flags & BlockStatusFlags.Zero) != 0)
+                {
+                    // Both read as zeroes.
+                }
+                else if (allocatedA == allocatedB)
+                {
+                    if (allocatedA)
+                    {
+                        chunk = Math.Min(chunk, Chunk);
+                        if (await ReadAsync(a, nameA, offset, _bufA, (int)chunk, ct) is { } ra) return ra;
+                        if (await ReadAsync(b, nameB, offset, _bufB, (int)chunk, ct) is { } rb) return rb;
+                        for (int s = 0; s < chunk; s += 512)
+                        {
+                            int len = (int)Math.Min(512, chunk - s);
+                            if (!_bufA.AsSpan(s, len).SequenceEqual(_bufB.AsSpan(s, len)))
+                            {
+                                Say($"Content mismatch at offset {offset + s}!");
+                                return 1;
+                            }
+                        }
+                    }
+                }
+                else
+                {
+                    chunk = Math.Min(chunk, Chunk);
+                    var (img, name) = allocatedA ? (a, nameA) : (b, nameB);
+                    if (await CheckEmptyAsync(img, name, offset, (int)chunk, ct) is { } r) return r;
+                }
+                offset += chunk;
+                meter.Print((float)chunk / progressBase * 100, 100);
+            }
+            if (sizeA != sizeB)
+            {
+                Say("Warning: Image size mismatch!");
+                var (longer, name) = sizeA > sizeB ? (a, nameA) : (b, nameB);
+                long end = longer.Length;
+                for (long offset = total; offset < end;)
+                {
+                    if (await StatusAsync(longer, name, offset, end - offset, ct) is not { } st) return 3;
+                    long chunk = Math.Max(1, Math.Min(st.Length, end - offset));
+                    if ((st.Flags & BlockStatusFlags.Allocated) != 0)
+                    {
+                        chunk = Math.Min(chunk, Chunk);
+                        if (await CheckEmptyAsync(longer, name, offset, (int)chunk, ct) is { } r) return r;
+                    }
+                    offset += chunk;
+                    meter.Print((float)chunk / progressBase * 100, 100);
                 }
             }
-            pos += n;
+            Say("Images are identical.");
+            return 0;
         }
-        return null;
-    }
 
-    private static async Task<long?> FirstNonZeroAsync(DiskImage img, long from, long to, CancellationToken ct)
-    {
-        var buf = new byte[Chunk];
-        long pos = from;
-        while (pos < to)
+        /// <summary>The status through the chain, or null after qemu-img's error.</summary>
+        private static async Task<BlockStatus?> StatusAsync(DiskImage img, string name, long offset, long length, CancellationToken ct)
         {
-            long want = Math.Min(Chunk, to - pos);
-            var st = await BlockChain.StatusAboveAsync(img.Root, pos, want, ct);
-            int n = (int)Math.Max(1, Math.Min(want, st.Length));
-            if ((st.Flags & BlockStatusFlags.Zero) == 0)
+            try
             {
-                await img.ReadAsync(pos, buf.AsMemory(0, n), ct);
-                int i = buf.AsSpan(0, n).IndexOfAnyExcept((byte)0);
-                if (i >= 0) return pos + (i & ~511);
+                return await BlockChain.StatusAboveAsync(img.Root, offset, length, ct);
             }
-            pos += n;
+            catch (IOException)
+            {
+                Stdio.Error($"Sector allocation test failed for {name}");
+                return null;
+            }
         }
-        return null;
+
+        /// <summary>Strict mode's status comparison: the same flags, offset validity and end-of-image flag in both.</summary>
+        private static bool SameStatus(BlockStatus x, bool xAtEnd, BlockStatus y, bool yAtEnd) =>
+            x.Flags == y.Flags && x.HostOffset.HasValue == y.HostOffset.HasValue && xAtEnd == yAtEnd;
+
+        private static async Task<int?> ReadAsync(DiskImage img, string name, long offset, byte[] buffer, int length, CancellationToken ct)
+        {
+            try
+            {
+                await img.ReadAsync(offset, buffer.AsMemory(0, length), ct);
+                return null;
+            }
+            catch (IOException e)
+            {
+                Stdio.Error($"Error while reading offset {offset} of {name}: {Stdio.Describe(e)}");
+                return 4;
+            }
+        }
+
+        /// <summary>check_empty_sectors: the range must read as zeroes; else the first non-zero sector is reported.</summary>
+        private async Task<int?> CheckEmptyAsync(DiskImage img, string name, long offset, int length, CancellationToken ct)
+        {
+            if (await ReadAsync(img, name, offset, _bufA, length, ct) is { } r) return r;
+            for (int s = 0; s < length; s += 512)
+            {
+                if (_bufA.AsSpan(s, Math.Min(512, length - s)).ContainsAnyExcept((byte)0))
+                {
+                    Say($"Content mismatch at offset {offset + s}!");
+                    return 1;
+                }
+            }
+            return null;
+        }
     }
 }

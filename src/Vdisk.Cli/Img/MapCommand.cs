@@ -34,9 +34,9 @@ internal static class MapCommand
                 if (!ImgOptions.TryCvtNum("max length", ml, out long m)) return 1;
                 length = m;
             }
-            if (output.IsJson(result) is not bool json) return 1;
             var names = result.GetValue(files) ?? [];
             if (names.Length != 1) return ImgOptions.ErrorExit("Expecting one image file name");
+            if (output.IsJson(result) is not bool json) return 1;
             string filename = names[0];
             string fmt = json ? "json" : "human";
             using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),

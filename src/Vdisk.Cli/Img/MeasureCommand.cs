@@ -29,6 +29,9 @@ internal static class MeasureCommand
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
+            // qemu-img checks these while reading its command line, so the first one given fails first.
+            bool outputFirst = FirstPosition(result, "--output") < FirstPosition(result, "--size");
+            if (outputFirst && output.IsJson(result) is null) return 1;
             if (!ImgOptions.TryAccumulate(result.GetValue(options), out string? optionText)) return 1;
             long? sizeArg = null;
             if (result.GetValue(size) is { } sizeText)
@@ -105,5 +108,13 @@ internal static class MeasureCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Where an option first appears on the command line (int.MaxValue when absent).</summary>
+    private static int FirstPosition(ParseResult result, string name)
+    {
+        for (int i = 0; i < result.Tokens.Count; i++)
+            if (result.Tokens[i].Type == System.CommandLine.Parsing.TokenType.Option && result.Tokens[i].Value == name) return i;
+        return int.MaxValue;
     }
 }

@@ -10,24 +10,29 @@ internal static class SnapshotCommand
     public static Command Create()
     {
         var image = new ImageArguments();
-        var list = new Option<bool>("-l");
-        var create = new Option<string?>("-c");
-        var apply = new Option<string?>("-a");
-        var delete = new Option<string?>("-d");
-        var quiet = new Option<bool>("-q");
-        var file = new Argument<string>("filename");
+        var list = new Option<bool>("-l") { Description = "list the internal snapshots (the default)" };
+        var create = new Option<string?>("-c") { Description = "create an internal snapshot (not implemented in vdisk)" };
+        var apply = new Option<string?>("-a") { Description = "revert to an internal snapshot (not implemented in vdisk)" };
+        var delete = new Option<string?>("-d") { Description = "delete an internal snapshot (not implemented in vdisk)" };
+        var quiet = new Option<bool>("-q") { Description = "quiet: only errors" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image" };
         var command = new Command("snapshot", "List internal snapshots like qemu-img snapshot -l");
         image.AddTo(command);
         foreach (var o in new Option[] { list, create, apply, delete, quiet }) command.Options.Add(o);
-        command.Arguments.Add(file);
+        command.Arguments.Add(files);
         command.SetAction(result =>
         {
+            int actions = (result.GetValue(list) ? 1 : 0) + (result.GetValue(create) is null ? 0 : 1)
+                + (result.GetValue(apply) is null ? 0 : 1) + (result.GetValue(delete) is null ? 0 : 1);
+            if (actions > 1) return ImgOptions.ErrorExit("Cannot mix '-l', '-a', '-c', '-d'");
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 1) return ImgOptions.ErrorExit("Expecting one image file name");
             if (result.GetValue(create) is not null || result.GetValue(apply) is not null || result.GetValue(delete) is not null)
             {
                 Stdio.Error("vdisk snapshot supports only -l (listing); creating, applying and deleting internal snapshots are not implemented");
                 return 1;
             }
-            using var disk = ImgOpen.Open(result.GetValue(file)!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+            using var disk = ImgOpen.Open(names[0], result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;
             var info = ImageInfo.Collect(disk.Root);

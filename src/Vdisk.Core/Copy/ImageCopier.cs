@@ -239,12 +239,19 @@ public sealed class ImageCopier
         stop.Cancel();
     }
 
-    /// <summary>Called under the planning lock, so reports come in guest order.</summary>
+    /// <summary>
+    /// Called under the planning lock, so reports come in guest order. With -c qemu-img copies
+    /// one cluster per request: the progress moves by clusters, whatever the request size here.
+    /// </summary>
     private void Report(long bytes, Action<double>? progress)
     {
         if (progress is null) return;
-        _done += bytes;
-        progress(100.0 * _done / _allocated);
+        long step = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : bytes;
+        for (long left = bytes; left > 0; left -= step)
+        {
+            _done += Math.Min(step, left);
+            progress(100.0 * _done / _allocated);
+        }
     }
 
     /// <summary>True when the request writes to the target (data, or zeroes the target does not already read).</summary>

@@ -157,4 +157,78 @@ public class VerbOptionsCompatTests
         sides.Same(["resize", .. Split(args)]);
         sides.AssertSameInfo("s.qcow2");
     }
+
+    [Theory]
+    [InlineData("compare")]
+    [InlineData("compare s.qcow2")]
+    [InlineData("compare s.qcow2 b.qcow2 x")]
+    [InlineData("compare -T bogus s.qcow2 b.qcow2")]
+    [InlineData("compare -p -T bogus s.qcow2 b.qcow2")]
+    [InlineData("compare -Z s.qcow2 b.qcow2")]
+    [InlineData("compare -p s.qcow2 s.qcow2")]
+    [InlineData("compare -p s.qcow2 b.qcow2")]
+    [InlineData("compare -p c1.qcow2 c2.qcow2")]
+    [InlineData("compare -p c2.qcow2 c1.qcow2")]
+    [InlineData("compare -p -s c1.qcow2 c2.qcow2")]
+    [InlineData("compare -p c1.qcow2 c3.qcow2")]
+    [InlineData("compare -s s.qcow2 s.qcow2")]
+    [InlineData("compare -s c2.qcow2 c4.qcow2")]
+    [InlineData("compare -q c1.qcow2 c3.qcow2")]
+    [InlineData("compare -f qcow2 -F raw s.qcow2 small.raw")]
+    [InlineData("compare s.qcow2 nonexist")]
+    [InlineData("check")]
+    [InlineData("check s.qcow2 b.qcow2")]
+    [InlineData("check -r bogus s.qcow2")]
+    [InlineData("check -T bogus s.qcow2")]
+    [InlineData("check -T bogus --output=xml s.qcow2")]
+    [InlineData("check --output=xml")]
+    [InlineData("check -Z s.qcow2")]
+    [InlineData("snapshot")]
+    [InlineData("snapshot -l")]
+    [InlineData("snapshot s.qcow2")]
+    [InlineData("snapshot -l s.qcow2 x")]
+    [InlineData("snapshot -l -c x s.qcow2")]
+    [InlineData("snapshot -Z s.qcow2")]
+    [InlineData("map --output=xml")]
+    [InlineData("measure --output=xml --size abc")]
+    [InlineData("measure --size abc --output=xml")]
+    public void Compare_check_snapshot_options(string args)
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Prepare(dir);
+            Img(dir, "create", "-q", "-f", "qcow2", "c1.qcow2", "8M");
+            Io(dir, "c1.qcow2", "write -P 1 0 3M");
+            Img(dir, "create", "-q", "-f", "qcow2", "c2.qcow2", "6M");
+            Io(dir, "c2.qcow2", "write -P 1 0 3M", "write -z 4M 1M");
+            Img(dir, "create", "-q", "-f", "qcow2", "c3.qcow2", "6M");
+            Io(dir, "c3.qcow2", "write -P 1 0 3M", "write -P 0 4M 1M", "write -P 9 5M 4k");
+            Img(dir, "create", "-q", "-f", "qcow2", "c4.qcow2", "6M");
+            Io(dir, "c4.qcow2", "write -P 1 0 3M");
+        });
+        sides.Same(Split(args));
+    }
+
+    /// <summary>Every option of the qemu-img verbs says what it does in --help.</summary>
+    [Theory]
+    [InlineData("convert")]
+    [InlineData("create")]
+    [InlineData("commit")]
+    [InlineData("rebase")]
+    [InlineData("amend")]
+    [InlineData("resize")]
+    [InlineData("map")]
+    [InlineData("measure")]
+    [InlineData("compare")]
+    [InlineData("check")]
+    [InlineData("snapshot")]
+    public void Every_option_has_a_help_text(string verb)
+    {
+        var help = Qemu.Ok(Qemu.Vdisk(verb, "--help")).Stdout.Split('\n');
+        var options = help.SkipWhile(l => l != "Options:").Skip(1).TakeWhile(l => l.Length > 0).ToList();
+        Assert.NotEmpty(options);
+        // An option line is "  names  description"; a line of names alone has no description.
+        var bare = options.Where(l => l.StartsWith("  -", StringComparison.Ordinal) && System.Text.RegularExpressions.Regex.Split(l.Trim(), @"\s{2,}").Length < 2).ToList();
+        Assert.True(bare.Count == 0, "options without a help text:\n" + string.Join('\n', bare));
+    }
 }

@@ -420,53 +420,59 @@ public sealed partial class Qcow2Node
 
     /// <summary>
     /// qcow2_expand_zero_clusters for the active L1 table: a zero cluster without a backing file
-    /// becomes unallocated, otherwise a zeroed data cluster (its own, or a new one).
+    /// becomes unallocated, otherwise a zeroed data cluster (its own, or a new one). The status
+    /// follows the L1 entries visited.
     /// </summary>
     private async ValueTask ExpandZeroClustersLockedAsync(Action<long, long>? status, CancellationToken ct)
     {
         int cs = _g.ClusterSize;
         for (long i = 0; i < _l1.Length; i++)
         {
-            status?.Invoke(i, _l1.Length);
-            long l2 = L2TableOffset(i);
-            if (l2 == 0) continue;
-            var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
-            bool any = false;
-            for (int j = 0; j < _g.L2Entries && !any; j++)
-                any = EntryAt(table, j).Kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated;
-            if (!any) continue;
-            if (_snapshots.Count > 0)
-                throw new NativeIOException(Errno.ENOTSUP, "vdisk cannot downgrade an image with internal snapshots and zero clusters");
-            table = await GetL2ForWriteLockedAsync(i).ConfigureAwait(false);
-            for (int j = 0; j < _g.L2Entries; j++)
+            await ExpandZeroClustersOfTableLockedAsync(i, cs, ct).ConfigureAwait(false);
+            status?.Invoke(i + 1, _l1.Length);
+        }
+    }
+
+    /// <summary>Expands the zero clusters of the L2 table at L1 index <paramref name="i"/>.</summary>
+    private async ValueTask ExpandZeroClustersOfTableLockedAsync(long i, int cs, CancellationToken ct)
+    {
+        long l2 = L2TableOffset(i);
+        if (l2 == 0) return;
+        var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
+        bool any = false;
+        for (int j = 0; j < _g.L2Entries && !any; j++)
+            any = EntryAt(table, j).Kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated;
+        if (!any) return;
+        if (_snapshots.Count > 0)
+            throw new NativeIOException(Errno.ENOTSUP, "vdisk cannot downgrade an image with internal snapshots and zero clusters");
+        table = await GetL2ForWriteLockedAsync(i).ConfigureAwait(false);
+        for (int j = 0; j < _g.L2Entries; j++)
+        {
+            var entry = EntryAt(table, j);
+            long host;
+            if (entry.Kind == Qcow2ClusterKind.ZeroPlain)
             {
-                var entry = EntryAt(table, j);
-                long host;
-                if (entry.Kind == Qcow2ClusterKind.ZeroPlain)
+                if (Backing is null)
                 {
-                    if (Backing is null)
-                    {
-                        SetEntry(table, j, default);
-                        continue;
-                    }
-                    host = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
-                    table = await _l2Cache.GetAsync(table.Offset).ConfigureAwait(false);
-                }
-                else if (entry.Kind == Qcow2ClusterKind.ZeroAllocated)
-                {
-                    host = entry.HostOffset;
-                }
-                else
-                {
+                    SetEntry(table, j, default);
                     continue;
                 }
-                await CheckMetadataOverlapAsync(host, cs).ConfigureAwait(false);
-                await File.WriteZeroesAsync(host, cs, ZeroFlags.None, ct).ConfigureAwait(false);
-                SetEntry(table, j, L2Entry.Allocated(host));
+                host = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
+                table = await _l2Cache.GetAsync(table.Offset).ConfigureAwait(false);
             }
-            await FlushLockedAsync(ct).ConfigureAwait(false);
+            else if (entry.Kind == Qcow2ClusterKind.ZeroAllocated)
+            {
+                host = entry.HostOffset;
+            }
+            else
+            {
+                continue;
+            }
+            await CheckMetadataOverlapAsync(host, cs).ConfigureAwait(false);
+            await File.WriteZeroesAsync(host, cs, ZeroFlags.None, ct).ConfigureAwait(false);
+            SetEntry(table, j, L2Entry.Allocated(host));
         }
-        status?.Invoke(_l1.Length, _l1.Length);
+        await FlushLockedAsync(ct).ConfigureAwait(false);
     }
 
     private async ValueTask<bool> HasCompressedClustersLockedAsync()
