@@ -89,13 +89,6 @@ internal static class ImgOptions
         return true;
     }
 
-    /// <summary>The two-line error qemu-img prints for a bad size.</summary>
-    public static void InvalidSize()
-    {
-        Stdio.Error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-        Stdio.Error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    }
-
     /// <summary>error_exit: the message and qemu-img's pointer to its help.</summary>
     public static int ErrorExit(string message)
     {
@@ -103,9 +96,6 @@ internal static class ImgOptions
         Stdio.ErrorRaw($"Try '{Stdio.Program} --help' for more information\n");
         return 1;
     }
-
-    /// <summary>on/off values of -o options.</summary>
-    public static bool? ParseBool(string value) => NodeOptions.ParseBool(value);
 
     /// <summary>bdrv_parse_cache_mode: the cache modes -t and -T accept.</summary>
     public static bool IsCacheMode(string mode) => mode is "none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe";

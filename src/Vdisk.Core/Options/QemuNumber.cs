@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Vdisk.Options;
 
 /// <summary>What a strtol-style scan found.</summary>
@@ -97,7 +95,4 @@ public static class QemuNumber
         >= 'A' and <= 'Z' => c - 'A' + 10,
         _ => null,
     };
-
-    /// <summary>Formats like printf's %lld.</summary>
-    public static string Invariant(long v) => v.ToString(CultureInfo.InvariantCulture);
 }
