@@ -9,7 +9,15 @@ public sealed partial class Qcow2Node
     /// <summary>How a run of guest bytes is stored: one kind, contiguous on the host where that matters.</summary>
     private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry);
 
-    private (ulong Raw, byte[] Data)? _lastDecompressed;
+    /// <summary>A decompressed cluster and the L2 entry it came from; immutable, so one reference swap publishes both.</summary>
+    private sealed record DecompressedCluster(ulong Raw, byte[] Data);
+
+    /// <summary>
+    /// The last decompressed cluster. Concurrent reads (an NBD export runs many at once) use it
+    /// outside the lock: it is read and replaced as one reference, never field by field, so a
+    /// reader can never pair one cluster's entry with another cluster's bytes.
+    /// </summary>
+    private DecompressedCluster? _lastDecompressed;
 
     private static L2Entry EntryAt(CachedTable table, int index) => new(BinaryPrimitives.ReadUInt64BigEndian(table.Data.AsSpan(index * 8)));
 
@@ -128,8 +136,8 @@ public sealed partial class Qcow2Node
 
     private async ValueTask<byte[]> DecompressAsync(L2Entry entry, CancellationToken cancellationToken)
     {
-        var last = _lastDecompressed;
-        if (last is { } l && l.Raw == entry.Raw) return l.Data;
+        var last = Volatile.Read(ref _lastDecompressed);
+        if (last is not null && last.Raw == entry.Raw) return last.Data;
         long hostOffset = entry.CompressedHostOffset(_g);
         int length = entry.CompressedSectors(_g) * 512 - (int)(hostOffset & 511);
         var compressed = new byte[length];
@@ -137,7 +145,7 @@ public sealed partial class Qcow2Node
         var cluster = new byte[_g.ClusterSize];
         if (!Qcow2Compression.TryDecompress(_header.CompressionType, compressed, cluster))
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
-        _lastDecompressed = (entry.Raw, cluster);
+        Volatile.Write(ref _lastDecompressed, new DecompressedCluster(entry.Raw, cluster));
         return cluster;
     }
 
@@ -206,7 +214,7 @@ public sealed partial class Qcow2Node
             }
             pos += m.Bytes;
         }
-        _lastDecompressed = null;
+        Volatile.Write(ref _lastDecompressed, null);
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -473,7 +481,7 @@ public sealed partial class Qcow2Node
                     if (free) QueueFree(old, discard: true);
                 }
             }
-            _lastDecompressed = null;
+            Volatile.Write(ref _lastDecompressed, null);
             return true;
         }
         finally
@@ -536,7 +544,7 @@ public sealed partial class Qcow2Node
                 QueueFree(old, discard: true);
             }
         }
-        _lastDecompressed = null;
+        Volatile.Write(ref _lastDecompressed, null);
     }
 
     /// <inheritdoc />

@@ -228,7 +228,7 @@ public sealed partial class Qcow2Node
             var old = EntryAt(table, index);
             SetEntry(table, index, L2Entry.CompressedAt(_g, host, compressed.Length));
             QueueFree(old, discard: false);
-            _lastDecompressed = null;
+            Volatile.Write(ref _lastDecompressed, null);
         }
         finally
         {
