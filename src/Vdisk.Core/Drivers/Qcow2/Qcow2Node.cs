@@ -141,6 +141,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             {
                 throw new NativeIOException(e.Errno, "Could not repair dirty image: " + e.Message);
             }
+            catch (Qcow2CheckException e)
+            {
+                throw new NativeIOException(e.Errno, "Could not repair dirty image: " + NativeIOException.Describe(e.Errno));
+            }
         }
         return node;
     }
@@ -203,7 +207,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             }
             catch (Qcow2FormatException e) when (e.Message == "Snapshot table is truncated")
             {
-                throw new Qcow2FormatException("Snapshot table too large");
+                throw new Qcow2FormatException("Snapshot table is too big");
             }
         }
     }
