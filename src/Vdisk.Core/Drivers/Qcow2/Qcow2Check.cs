@@ -266,8 +266,9 @@ public sealed partial class Qcow2Node
                 rebuild = true;
                 continue;
             }
-            long cluster = offset >> _g.ClusterBits;
-            if (cluster >= fileClusters)
+            // Unsigned, as in QEMU: an offset with bit 63 set is far outside, not negative.
+            long cluster = (long)((ulong)offset >> _g.ClusterBits);
+            if ((ulong)offset >> _g.ClusterBits >= (ulong)fileClusters)
             {
                 // QEMU's -r all grows the file to cover the block; vdisk rebuilds the refcounts instead.
                 res.Corruptions++;
@@ -460,7 +461,8 @@ public sealed partial class Qcow2Node
     /// <summary>compare_refcounts; returns the highest cluster in use by either count.</summary>
     private async Task<long> CompareRefcountsAsync(ReferenceMap refs, ImageCheck res, Qcow2RepairMode fix, Action<string> log, long fileClusters)
     {
-        long highest = -1;
+        // QEMU starts from cluster 0, so the image end is at least one cluster even when no count could be read.
+        long highest = 0;
         long limit = Math.Max(refs.Count, fileClusters);
         foreach (long i in refs.Indexes().Concat(LongRange(refs.Count, limit)))
         {
