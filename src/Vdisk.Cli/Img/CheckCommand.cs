@@ -62,6 +62,12 @@ internal static class CheckCommand
                     check = again;
                 }
             }
+            catch (Qcow2CheckException e)
+            {
+                Stdio.Error(e.Message);
+                Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
+                return 1;
+            }
             catch (NativeIOException e)
             {
                 Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");

@@ -413,11 +413,7 @@ internal sealed class IoSession : IAsyncDisposable
         _out.Write($"format name: {info.Format}\n");
         _out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
         _out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
-        if (info.FormatSpecific.Count > 0)
-        {
-            _out.Write("Format specific information:\n");
-            foreach (var (key, value) in info.FormatSpecific) _out.Write($"    {key}: {value}\n");
-        }
+        if (info.FormatSpecificText.Length > 0) _out.Write("Format specific information:\n" + info.FormatSpecificText);
         return 0;
     }
 

@@ -43,6 +43,8 @@ public static class Errno
 
     /// <summary>ENXIO.</summary>
     public const int ENXIO = 6;
+    /// <summary>No medium found (a node whose driver gave up after corruption).</summary>
+    public const int ENOMEDIUM = 123;
 }
 
 /// <summary>An I/O failure from the kernel, carrying errno and the file it concerns.</summary>

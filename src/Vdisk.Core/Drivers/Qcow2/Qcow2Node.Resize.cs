@@ -48,7 +48,7 @@ public sealed partial class Qcow2Node
                 await DiscardClustersLockedAsync(from, oldLength, fullDiscard: true).ConfigureAwait(false);
                 for (long i = l1Needed; i < _l1.Length; i++)
                 {
-                    long l2 = L2TableOffset(i);
+                    long l2 = await L2TableOffsetAsync(i).ConfigureAwait(false);
                     if (l2 == 0) continue;
                     _l1[i] = 0;
                     _l1Dirty = true;
@@ -228,7 +228,7 @@ public sealed partial class Qcow2Node
             var old = EntryAt(table, index);
             SetEntry(table, index, L2Entry.CompressedAt(_g, host, compressed.Length));
             QueueFree(old, discard: false);
-            _lastDecompressed = null;
+            Volatile.Write(ref _lastDecompressed, null);
         }
         finally
         {
@@ -319,7 +319,7 @@ public sealed partial class Qcow2Node
                 if (_header.LazyRefcounts) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with lazy refcounts enabled (use lazy_refcounts=off)");
                 for (long i = 0; i < _l1.Length; i++)
                 {
-                    long l2 = L2TableOffset(i);
+                    long l2 = await L2TableOffsetAsync(i).ConfigureAwait(false);
                     if (l2 == 0) continue;
                     var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
                     for (int j = 0; j < _g.L2Entries; j++)
