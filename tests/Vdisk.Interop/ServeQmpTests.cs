@@ -92,6 +92,8 @@ public class ServeQmpTests
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r2\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/nope.raw\"}}}",
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r2\",\"bogus\":1,\"file\":\"disk-file\"}}",
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r3\",\"detect-zeroes\":\"unmap\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r3\",\"discard\":\"off\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}}",
             "{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e1\",\"node-name\":\"r1\",\"name\":\"d1\"}}",
             "{\"execute\":\"query-block-exports\"}",
             "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"disk\"}}",
