@@ -138,6 +138,53 @@ public class ServeQmpTests
         Assert.Equal("{\"error\": {\"class\": \"GenericError\", \"desc\": \"export 'e0' still in use\"}}", qsd[0]);
     }
 
+    /// <summary>Everything the monitor sends until the daemon closes it, timestamps blanked.</summary>
+    private static List<string> RestOfConversation(QmpClient c)
+    {
+        var lines = new List<string>();
+        try
+        {
+            while (c.ReadLine() is { } line) lines.Add(QmpClient.WithoutTimestamp(line));
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // qsd may reset the connection as it exits; what came before it counts.
+        }
+        return lines;
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void QuitAndSigterm_ReportEveryExportDeleted_LikeQsd(bool quit)
+    {
+        List<string> Run(bool vdisk)
+        {
+            using var dir = new TempDir();
+            var image = Serve.PatternedRaw(dir);
+            string qmp = dir.File("m.sock"), nbd = dir.File("n.sock");
+            string[] args =
+            [
+                .. Serve.Blockdevs(image, "raw"), .. Serve.Blockdevs(dir.RawImage("second.raw"), "raw", node: "second"),
+                .. Serve.NbdServer(nbd), .. Serve.Export(),
+                .. Serve.Export(node: "second", name: "second", id: "e1"), .. Serve.Monitor(qmp),
+            ];
+            using var d = vdisk ? Daemon.Vdisk(args, qmp) : Daemon.Qsd(args, qmp);
+            using var client = new NbdClient(nbd);
+            client.Open("second");
+            using var c = QmpClient.Connect(qmp);
+            var transcript = new List<string> { c.Execute("{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e2\",\"node-name\":\"disk\",\"name\":\"again\"}}") };
+            if (quit) c.Send("{\"execute\":\"quit\"}\n");
+            else Programs.Run("kill", "-TERM", d.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            transcript.AddRange(RestOfConversation(c));
+            transcript.Add($"exit {d.WaitForExit()}");
+            return transcript;
+        }
+        var qsd = Run(false);
+        Assert.Equal(qsd, Run(true));
+        Assert.Contains("{\"timestamp\": T, \"event\": \"BLOCK_EXPORT_DELETED\", \"data\": {\"id\": \"e1\"}}", qsd);
+    }
+
     [Fact]
     public void QueryNamedBlockNodes_HasQsdsFieldsPlusActive()
     {

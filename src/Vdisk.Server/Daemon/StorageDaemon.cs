@@ -224,8 +224,7 @@ public sealed class StorageDaemon : IAsyncDisposable
     public async Task StopNbdServerAsync()
     {
         var server = _nbd ?? throw new DaemonException("NBD server not running");
-        foreach (var export in _exports.ToArray())
-            await FinishDeletionAsync(export, disconnectClients: true).ConfigureAwait(false);
+        await DeleteAllExportsAsync().ConfigureAwait(false);
         _nbd = null;
         await server.StopAsync().ConfigureAwait(false);
     }
@@ -305,6 +304,30 @@ public sealed class StorageDaemon : IAsyncDisposable
         finally
         {
             _control.Release();
+        }
+    }
+
+    /// <summary>
+    /// Deletes every export, each with its BLOCK_EXPORT_DELETED event, in QEMU's order
+    /// (blk_exp_close_all): all are asked to shut down, oldest first; one without clients goes
+    /// at once, one with clients once they are disconnected (their requests answered first).
+    /// </summary>
+    public async Task DeleteAllExportsAsync()
+    {
+        var waiting = new List<(NbdExport Export, Task NoClients)>();
+        foreach (var export in _exports.ToArray())
+        {
+            var noClients = export.BeginShutdown(disconnectClients: true);
+            if (noClients.IsCompleted) await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
+            else waiting.Add((export, noClients));
+        }
+        while (waiting.Count > 0)
+        {
+            var done = await Task.WhenAny(waiting.Select(w => w.NoClients)).ConfigureAwait(false);
+            int i = waiting.FindIndex(w => w.NoClients == done);
+            var export = waiting[i].Export;
+            waiting.RemoveAt(i);
+            await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
         }
     }
 
@@ -389,14 +412,10 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             if (_shutDown) return;
             _shutDown = true;
+            // As qemu-storage-daemon exits: every export goes with its event, which the
+            // monitors still send before they close.
+            await DeleteAllExportsAsync().ConfigureAwait(false);
             if (_nbd is not null) await _nbd.StopAsync().ConfigureAwait(false);
-            foreach (var export in _exports)
-            {
-                await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
-                await export.Image.DisposeAsync().ConfigureAwait(false);
-            }
-            _exports.Clear();
-            _exportIds.Clear();
             foreach (var node in Graph.Nodes.Values.Where(n => !n.IsInactive && !n.IsReadOnly).ToArray())
                 await FlushQuietlyAsync(node).ConfigureAwait(false);
             await Graph.CloseAllAsync().ConfigureAwait(false);
