@@ -193,6 +193,42 @@ public class ServeQmpTests
         Assert.Equal(qsd[^1], vdisk[^1].Replace("\"active\": true, ", "", StringComparison.Ordinal));
     }
 
+    [Qcow2Fact]
+    public void QueryNamedBlockNodes_OfQcow2AndAnOverlay_MatchQsd()
+    {
+        string[] script =
+        [
+            Capabilities,
+            "{\"execute\":\"query-named-block-nodes\"}",
+            "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}",
+        ];
+        List<string> Run(bool vdisk)
+        {
+            using var dir = new TempDir();
+            var raw = Serve.PatternedRaw(dir);
+            var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
+            // A relative backing file name: the header's text and the full path both show.
+            Serve.Check(Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", dir.File("overlay.qcow2")));
+            string qmp = dir.File("m.sock");
+            string[] args =
+            [
+                .. Serve.Blockdevs(raw, "raw"),
+                "--blockdev", $"driver=raw,node-name=zeroes,detect-zeroes=on,file.driver=file,file.filename={Serve.Escape(dir.File("disk.raw"))},file.node-name=zf,read-only=on",
+                "--blockdev", $"driver=qcow2,node-name=q,read-only=on,file.driver=file,file.node-name=qf,file.filename={Serve.Escape(baseImage)}",
+                "--blockdev", $"driver=qcow2,node-name=ov,file.driver=file,file.node-name=of,file.filename={Serve.Escape(dir.File("overlay.qcow2"))}",
+                .. Serve.Monitor(qmp),
+            ];
+            using var d = vdisk ? Daemon.Vdisk(args, qmp) : Daemon.Qsd(args, qmp);
+            // Generated node names (the overlay's backing chain) differ in number only.
+            return Converse(d, qmp, script, dir).Select(line => System.Text.RegularExpressions.Regex.Replace(line, "#block[0-9]+", "#blockN")).ToList();
+        }
+        var qsd = Run(false);
+        var vdisk = Run(true).Select(line => line.Replace("\"active\": true, ", "", StringComparison.Ordinal)).ToList();
+        Assert.Equal(qsd, vdisk);
+        Assert.Contains("\"backing_file_depth\": 1", qsd[3]);
+        Assert.Contains("\"backing-image\": {", qsd[3]);
+    }
+
     [Fact]
     public void QueryCommands_ListsWhatVdiskAnswers()
     {

@@ -78,6 +78,9 @@ public sealed class GraphOpener
     /// </summary>
     public BlockNode OpenBacking(NodeOpenContext parent, OptionDict options)
     {
+        // QEMU registers a node once its file is open and before its backing file is opened,
+        // so query-named-block-nodes lists the backing chain as newer than the overlay.
+        parent.GraphSequence ??= _graph.NextSequence();
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
         return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"), unmapByDefault: true);
     }
@@ -169,7 +172,7 @@ public sealed class GraphOpener
         node.DetectZeroes = detectZeroes;
         if (node is RawNode raw) raw.ProbedFormat = probed;
         _opened.Add(node);
-        _graph.Add(node);
+        _graph.Add(node, context.GraphSequence);
         return node;
     }
 

@@ -377,27 +377,69 @@ public sealed class StorageDaemon : IAsyncDisposable
         ("id", Str(e.Id)), ("type", Str("nbd")), ("node-name", Str(e.Node.NodeName)), ("shutting-down", Bool(e.ShuttingDown)))));
 
     /// <summary>query-named-block-nodes: a BlockDeviceInfo per node, newest first.</summary>
-    public OptionList QueryNamedBlockNodes() => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n)));
+    public OptionList QueryNamedBlockNodes(bool flat = false) => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n, flat)));
 
-    private static OptionDict BlockDeviceInfo(BlockNode node)
+    /// <summary>
+    /// bdrv_block_device_info: unless <paramref name="flat"/>, the image info nests the
+    /// backing chain's (<c>backing-image</c>) and <c>backing_file_depth</c> counts it.
+    /// </summary>
+    private static OptionDict BlockDeviceInfo(BlockNode node, bool flat)
     {
-        var info = ImageInfo.Collect(node);
-        var image = Dict(("filename", Str(info.Filename)), ("format", Str(info.Format)), ("dirty-flag", Bool(info.DirtyFlag)));
-        if (info.ActualSize is { } actual) image.Set("actual-size", Int(actual));
-        image.Set("virtual-size", Int(info.VirtualSize));
-        if (info.ClusterSize is { } cluster) image.Set("cluster-size", Int(cluster));
+        var image = ImageInfoDict(node);
+        int depth = 0;
+        if (!flat)
+        {
+            var outer = image;
+            for (var below = node.Child("backing")?.Node; below is not null; below = below.Child("backing")?.Node)
+            {
+                depth++;
+                var inner = ImageInfoDict(below);
+                SetBackingImage(outer, inner);
+                outer = inner;
+            }
+        }
         var result = Dict(("file", Str(node.Filename)), ("node-name", Str(node.NodeName)), ("ro", Bool(node.IsReadOnly)),
             ("active", Bool(!node.IsInactive)), ("drv", Str(node.DriverName)));
         if (node.Child("backing") is { } backing) result.Set("backing_file", Str(backing.Node.Filename));
-        result.Set("backing_file_depth", Int(0));
+        result.Set("backing_file_depth", Int(depth));
         result.Set("encrypted", Bool(false));
-        result.Set("detect_zeroes", Str("off"));
+        result.Set("detect_zeroes", Str(node.DetectZeroes switch
+        {
+            DetectZeroes.On => "on",
+            DetectZeroes.Unmap => "unmap",
+            _ => "off",
+        }));
         foreach (var key in new[] { "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr" }) result.Set(key, Int(0));
         result.Set("image", image);
         result.Set("cache", Dict(("writeback", Bool(true)), ("direct", Bool(false)), ("no-flush", Bool(false))));
         result.Set("write_threshold", Int(0));
         return result;
     }
+
+    /// <summary>A node's ImageInfo as qemu-img info reports it, as a QMP value.</summary>
+    private static OptionDict ImageInfoDict(BlockNode node) => (OptionDict)ToQmp(ImageInfo.Collect(node).ToJsonObject());
+
+    /// <summary>
+    /// Adds <c>backing-image</c> where ImageInfo's QAPI order puts it, just before
+    /// <c>format-specific</c> (members of one QDict bucket are listed newest first).
+    /// </summary>
+    private static void SetBackingImage(OptionDict image, OptionDict backing)
+    {
+        var formatSpecific = image["format-specific"];
+        image.Remove("format-specific");
+        image.Set("backing-image", backing);
+        if (formatSpecific is not null) image.Set("format-specific", formatSpecific);
+    }
+
+    private static OptionValue ToQmp(object? value) => value switch
+    {
+        Vdisk.Output.QemuJsonObject o => Dict(o.Members.Select(m => (m.Key, ToQmp(m.Value))).ToArray()),
+        string text => Str(text),
+        bool b => Bool(b),
+        long or int or uint or ulong => Int(Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture)),
+        System.Collections.IEnumerable items => List(items.Cast<object?>().Select(ToQmp)),
+        _ => Str(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) ?? ""),
+    };
 
     // ------------------------------------------------------------------ shutdown
 

@@ -84,7 +84,7 @@ public static class QmpCommands
             return new QmpResult(Empty, after);
         }),
         new("query-block-exports", QmpSchema.NoArguments, (d, _) => Done(d.QueryBlockExports())),
-        new("query-named-block-nodes", QmpSchema.QueryNamedBlockNodes, (d, _) => Done(d.QueryNamedBlockNodes())),
+        new("query-named-block-nodes", QmpSchema.QueryNamedBlockNodes, (d, a) => Done(d.QueryNamedBlockNodes(ExportRequest.Flag(a, "flat") ?? false))),
     ];
 
     /// <summary>Every command, in the order query-commands lists them.</summary>
