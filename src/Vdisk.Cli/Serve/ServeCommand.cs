@@ -113,7 +113,6 @@ internal static class ServeCommand
                     if (option == "--pidfile") pidfile = value;
                     else if (option == "--blockdev") daemon.AddBlockdev(ParseBlockdev(value), wait, signals.Token);
                     else await ApplyAsync(daemon, option, value).ConfigureAwait(false);
-                    daemon.CollectControlGarbage();
                 }
                 catch (Exception e) when (Message(e) is { } message)
                 {

@@ -50,26 +50,8 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
         finally
         {
-            CollectControlGarbage();
             _control.Release();
         }
-    }
-
-    private const long ControlGarbageLimit = 2 << 20;
-    private long _allocatedAtLastCollection;
-
-    /// <summary>
-    /// Control commands (parsing options, opening nodes) leave garbage; a burst of thousands of
-    /// blockdev-add would let it grow to the runtime's first-collection budget (about 16 MiB)
-    /// and stay resident. A young-generation collection every couple of MiB keeps the daemon's
-    /// memory proportional to what it holds. It costs well under a millisecond.
-    /// </summary>
-    public void CollectControlGarbage()
-    {
-        long allocated = GC.GetTotalAllocatedBytes();
-        if (allocated - _allocatedAtLastCollection < ControlGarbageLimit) return;
-        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
-        _allocatedAtLastCollection = GC.GetTotalAllocatedBytes();
     }
 
     // ------------------------------------------------------------------ nodes
