@@ -134,6 +134,18 @@ internal sealed class IoSession : IAsyncDisposable
         }
     }
 
+    /// <summary>getopt over a command's words; null (after glibc's message, named by the command word) on a bad option.</summary>
+    private (List<(char Option, string? Value)> Options, IReadOnlyList<string> Operands)? ParseOptions(string[] words, string spec)
+    {
+        var parsed = GetOpt.FromShortSpec(spec).Parse(words, start: 1);
+        if (parsed.Error is { } error)
+        {
+            _err.Write($"{words[0]}: {error.GlibcMessage}\n");
+            return null;
+        }
+        return (parsed.Options.Select(o => (o.Option.Short!.Value, o.Value)).ToList(), parsed.Operands);
+    }
+
     private void Usage(string name) => _out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");
 
     private bool TryNumber(string arg, out long value)
@@ -159,7 +171,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     private async Task<int> ReadAsync(string[] words)
     {
-        var parsed = new GetOpt("read", "bCl:pP:qs:v").Parse(words, _err);
+        var parsed = ParseOptions(words, "bCl:pP:qs:v");
         if (parsed is null) { Usage("read"); return -Errno.EINVAL; }
         bool machine = false, quiet = false, dump = false, verify = false, vmState = false;
         byte pattern = 0;
@@ -248,7 +260,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     private async Task<int> WriteAsync(string[] words)
     {
-        var parsed = new GetOpt("write", "bcCfnpP:qs:uz").Parse(words, _err);
+        var parsed = ParseOptions(words, "bcCfnpP:qs:uz");
         if (parsed is null) { Usage("write"); return -Errno.EINVAL; }
         bool machine = false, quiet = false, zero = false, unmap = false, fua = false, hasPattern = false, compressed = false, noFallback = false, vmState = false;
         string? source = null;
@@ -406,7 +418,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     private async Task<int> DiscardAsync(string[] words)
     {
-        var parsed = new GetOpt("discard", "Cq").Parse(words, _err);
+        var parsed = ParseOptions(words, "Cq");
         if (parsed is null) { Usage("discard"); return -Errno.EINVAL; }
         bool machine = parsed.Value.Options.Any(o => o.Option == 'C');
         bool quiet = parsed.Value.Options.Any(o => o.Option == 'q');
@@ -452,7 +464,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     private async Task<int> TruncateAsync(string[] words)
     {
-        var parsed = new GetOpt("truncate", "m:").Parse(words, _err);
+        var parsed = ParseOptions(words, "m:");
         if (parsed is null || parsed.Value.Operands.Count == 0) { Usage("truncate"); return -Errno.EINVAL; }
         var mode = Drivers.Qcow2.Preallocation.Off;
         foreach (var (_, value) in parsed.Value.Options)
@@ -589,7 +601,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     private int Open(string[] words)
     {
-        var parsed = new GetOpt("open", "snCro:kt:d:U").Parse(words, _err);
+        var parsed = ParseOptions(words, "snCro:kt:d:U");
         if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
         bool readOnly = false, forceShare = false;
         var cache = IoCacheMode.Default;
