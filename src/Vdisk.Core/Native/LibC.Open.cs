@@ -8,6 +8,7 @@ internal static partial class LibC
     public const int O_RDONLY = 0x0;
     public const int O_RDWR = 0x2;
     public const int O_CREAT = 0x40;
+    public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
 
     /// <summary>O_DIRECT differs by architecture (asm-generic 0x4000, arm64 0x10000).</summary>
