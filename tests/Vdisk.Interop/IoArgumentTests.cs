@@ -82,6 +82,22 @@ public partial class ToolOutputTests
         Assert.Equal(System.IO.File.ReadAllBytes(a), System.IO.File.ReadAllBytes(b));
     }
 
+    [Theory]
+    [InlineData("drop-cache=maybe")]
+    [InlineData("drop-cache=off")]
+    [InlineData("drop-cache=on")]
+    public void FileOptions_AreCheckedLikeQemuIo(string option)
+    {
+        using var dir = new TempDir();
+        var img = dir.RawImage();
+        string opts = $"driver=raw,file.driver=file,file.filename={img},file.{option}";
+        var q = Programs.Run("qemu-io", "--image-opts", opts, "-c", "length");
+        var v = Programs.Run(Programs.Vdisk, "io", "--image-opts", opts, "-c", "length");
+        Assert.Equal(q.ExitCode, v.ExitCode);
+        Assert.Equal(q.Stdout, v.Stdout);
+        Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+    }
+
     [Fact]
     public void PatternRangeBeyondLong_IsOutOfRange()
     {
