@@ -85,6 +85,20 @@ public class CommandLineTests
     }
 
     [Fact]
+    public void IoWithFormatAndImageOptions_IsRefusedLikeQemuIo()
+    {
+        using var dir = new TempDir();
+        var img = dir.RawImage();
+        string[] args = ["-f", "raw", "--image-opts", $"driver=raw,file.filename={img}", "-c", "length"];
+        var q = Programs.Run("qemu-io", args);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. args]);
+        Assert.Equal(1, v.ExitCode);
+        Assert.Equal(q.ExitCode, v.ExitCode);
+        Assert.Equal(q.Stdout, v.Stdout);
+        Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+    }
+
+    [Fact]
     public void IoWithTwoImages_PrintsUsageLikeQemuIo()
     {
         var q = Programs.Run("qemu-io", "a", "b");

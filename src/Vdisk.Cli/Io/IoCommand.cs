@@ -30,6 +30,11 @@ internal static class IoCommand
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
         {
+            if (result.GetValue(image.Format) is not null && result.GetValue(image.ImageOpts))
+            {
+                Stdio.Error("--image-opts and -f are mutually exclusive");
+                return 1;
+            }
             if (result.GetValue(discard) is { } discardMode && !IoCacheMode.IsDiscardMode(discardMode))
             {
                 Stdio.Error("Invalid discard option: " + discardMode);
