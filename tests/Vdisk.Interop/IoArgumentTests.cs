@@ -48,6 +48,8 @@ public partial class ToolOutputTests
     [InlineData("read -p 0 512")]
     [InlineData("write -p 0 512")]
     [InlineData("quit 1")]
+    [InlineData("r -x 0 1")]
+    [InlineData("help l")]
     public void OutOfRangeArguments_AreAnsweredAsQemuIoAnswers(string command)
     {
         using var dir = new TempDir();

@@ -52,6 +52,7 @@ internal static class IoCommandTable
     public static IoCommandInfo? Find(string name) =>
         Commands.FirstOrDefault(c => c.Name == name || c.AltName == name);
 
-    public static string HelpLine(IoCommandInfo c) =>
-        c.Args is null ? $"{c.Name} -- {c.OneLine}" : $"{c.Name} {c.Args} -- {c.OneLine}";
+    /// <summary>help_oneline: the command as <paramref name="name"/> (the word typed after "help", else its name), its arguments and one line.</summary>
+    public static string HelpLine(IoCommandInfo c, string? name = null) =>
+        c.Args is null ? $"{name ?? c.Name} -- {c.OneLine}" : $"{name ?? c.Name} {c.Args} -- {c.OneLine}";
 }

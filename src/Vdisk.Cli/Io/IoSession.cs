@@ -689,7 +689,7 @@ internal sealed class IoSession : IAsyncDisposable
                 _out.Write($"command {words[1]} not found\n");
                 return -Errno.EINVAL;
             }
-            _out.Write(IoCommandTable.HelpLine(info) + "\n");
+            _out.Write(IoCommandTable.HelpLine(info, words[1]) + "\n");
             if (info.Details is not null) _out.Write("\n" + info.Details + "\n");
             return 0;
         }
