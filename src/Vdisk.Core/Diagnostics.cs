@@ -10,4 +10,7 @@ public static class Diagnostics
     public static Action<string>? WarningSink { get; set; }
 
     internal static void Warn(string message) => WarningSink?.Invoke(message);
+
+    /// <summary>A line QEMU prints on stderr as it is (fprintf, no program prefix), such as qcow2's corruption notices.</summary>
+    internal static void Report(string line) => WarningSink?.Invoke("\n" + line);
 }

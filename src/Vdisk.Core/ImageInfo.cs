@@ -43,16 +43,60 @@ public sealed class ImageInfo
     /// <summary>The format-specific union's type ("qcow2"), or null when the format has none.</summary>
     public string? FormatSpecificType { get; init; }
 
-    /// <summary>The format-specific data (QAPI names and values: string, bool, long), in QAPI order.</summary>
+    /// <summary>
+    /// The format-specific data (QAPI names and values: string, bool, long, or lists of strings or
+    /// of <see cref="Output.QemuJsonObject"/>), in QAPI order.
+    /// </summary>
     public IReadOnlyList<KeyValuePair<string, object>> FormatSpecificData { get; init; } = [];
 
-    /// <summary>Human lines under "Format specific information:", in QDict order with '-' shown as ' '.</summary>
-    public IReadOnlyList<KeyValuePair<string, string>> FormatSpecific => FormatSpecificObject()?.OrderedMembers
-        .Select(m => new KeyValuePair<string, string>(m.Key.Replace('-', ' '), m.Value switch
+    /// <summary>
+    /// The lines under "Format specific information:" as QEMU's dump_qobject prints them: QDict
+    /// order, '-' shown as ' ', nested objects and lists indented by four spaces, list items as
+    /// "[i]:". Empty when the format has no specific information.
+    /// </summary>
+    public string FormatSpecificText
+    {
+        get
         {
-            bool b => b ? "true" : "false",
-            _ => Convert.ToString(m.Value, CultureInfo.InvariantCulture) ?? "",
-        })).ToList() ?? [];
+            if (FormatSpecificObject() is not { } data) return "";
+            var sb = new StringBuilder();
+            DumpValue(sb, 1, data);
+            return sb.ToString();
+        }
+    }
+
+    private static bool IsComposite(object? value) => value is Output.QemuJsonObject || (value is System.Collections.IEnumerable && value is not string);
+
+    private static void DumpValue(StringBuilder sb, int indentation, object? value)
+    {
+        switch (value)
+        {
+            case Output.QemuJsonObject o:
+                foreach (var (k, v) in o.OrderedMembers) DumpMember(sb, indentation, k.Replace('-', ' '), v);
+                break;
+            case string text:
+                sb.Append(text);
+                break;
+            case bool b:
+                sb.Append(b ? "true" : "false");
+                break;
+            case System.Collections.IEnumerable list:
+                int i = 0;
+                foreach (var item in list) DumpMember(sb, indentation, $"[{i++}]", item);
+                break;
+            default:
+                sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture));
+                break;
+        }
+    }
+
+    private static void DumpMember(StringBuilder sb, int indentation, string key, object? value)
+    {
+        bool composite = IsComposite(value);
+        sb.Append(' ', indentation * 4).Append(key).Append(':').Append(composite ? '\n' : ' ');
+        DumpValue(sb, indentation + 1, value);
+        if (!composite) sb.Append('\n');
+    }
 
     private Output.QemuJsonObject? FormatSpecificObject()
     {
@@ -110,6 +154,7 @@ public sealed class ImageInfo
         sb.Append(CultureInfo.InvariantCulture, $"virtual size: {HumanSize(VirtualSize)} ({VirtualSize} bytes)\n");
         sb.Append("disk size: ").Append(ActualSize is long a ? HumanSize(a) : "unavailable").Append('\n');
         if (ClusterSize is long cs) sb.Append(CultureInfo.InvariantCulture, $"cluster_size: {cs}\n");
+        if (DirtyFlag) sb.Append("cleanly shut down: no\n");
         if (BackingFilename is not null)
         {
             sb.Append("backing file: ").Append(BackingFilename);
@@ -126,8 +171,7 @@ public sealed class ImageInfo
         }
         if (FormatSpecificType is not null)
         {
-            sb.Append("Format specific information:\n");
-            foreach (var (k, v) in FormatSpecific) sb.Append("    ").Append(k).Append(": ").Append(v).Append('\n');
+            sb.Append("Format specific information:\n").Append(FormatSpecificText);
         }
         return sb.ToString();
     }

@@ -43,7 +43,7 @@ internal static class AmendCommand
                 Stdio.Error($"Invalid cache option: {c}");
                 return 1;
             }
-            using var disk = ImgOpen.Open(names[0], fmt, result.GetValue(imageOpts), AccessProfiles.ImgModify);
+            using var disk = ImgOpen.Open(result, names[0], fmt, result.GetValue(imageOpts), AccessProfiles.ImgModify);
             if (disk is null) return 1;
             if (help) return PrintHelp(disk.Root.DriverName) ? 0 : 1;
             if (disk.Root is not Qcow2Node node)

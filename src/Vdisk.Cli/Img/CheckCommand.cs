@@ -45,7 +45,7 @@ internal static class CheckCommand
             bool forceShare = result.GetValue(image.ForceShare);
             var flags = mode != Qcow2RepairMode.None ? AccessProfiles.ImgCheckRepair : AccessProfiles.ImgCheck;
             flags = ImgOpen.WithForceShare(flags, forceShare);
-            using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
             if (disk is null) return 1;
             if (disk.Root is not Qcow2Node node)
             {
@@ -66,6 +66,12 @@ internal static class CheckCommand
                     again.CorruptionsFixed = check.CorruptionsFixed;
                     check = again;
                 }
+            }
+            catch (Qcow2CheckException e)
+            {
+                Stdio.Error(e.Message);
+                Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
+                return 1;
             }
             catch (NativeIOException e)
             {

@@ -41,9 +41,9 @@ internal static class CompareCommand
                 return 2;
             }
             var flags = ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(forceShare));
-            using var a = ImgOpen.Open(names[0], result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            using var a = ImgOpen.Open(result, names[0], result.GetValue(fmt1), result.GetValue(imageOpts), flags);
             if (a is null) return 2;
-            using var b = ImgOpen.Open(names[1], result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            using var b = ImgOpen.Open(result, names[1], result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
             if (b is null) return 2;
             var comparison = new Comparison(a, names[0], b, names[1], result.GetValue(strict), q, meter);
             try

@@ -127,7 +127,7 @@ internal static class ConvertCommand
             {
                 foreach (var name in names[..^1])
                 {
-                    var img = ImgOpen.Open(name, result.GetValue(format), result.GetValue(imageOpts), flags);
+                    var img = ImgOpen.Open(result, name, result.GetValue(format), result.GetValue(imageOpts), flags);
                     if (img is null) return 1;
                     sources.Add(img);
                 }
@@ -193,7 +193,7 @@ internal static class ConvertCommand
                 {
                     try
                     {
-                        await ImgOpen.RunAsync(token => ImageCreator.CreateAsync(create, token), ct);
+                        await ImgOpen.RunAsync(result, token => ImageCreator.CreateAsync(create, token), ct);
                     }
                     catch (Exception e) when (Stdio.Describe(e) is { } text)
                     {
@@ -213,7 +213,7 @@ internal static class ConvertCommand
                 var targetFlags = OpenFlags.ReadWrite;
                 if (minSparse != 0) targetFlags |= OpenFlags.Unmap;
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
-                using var dest = ImgOpen.Open(target, targetOpts ? null : outFmt, targetOpts, targetFlags);
+                using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags);
                 if (dest is null) return 1;
                 if (compressed && dest.Root is not Qcow2Node)
                 {

@@ -81,7 +81,7 @@ internal static class CreateCommand
                     Stdio.Out.Write($"Formatting '{filename}', fmt={fmt} {o.Options.Print()}\n");
                     Stdio.Out.Flush();
                 }
-                await ImgOpen.RunAsync(token => ImageCreator.CreateAsync(o, token), ct);
+                await ImgOpen.RunAsync(result, token => ImageCreator.CreateAsync(o, token), ct);
                 return 0;
             }
             catch (CreateException e) when (e.TooLarge)

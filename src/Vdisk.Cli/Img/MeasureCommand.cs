@@ -52,7 +52,7 @@ internal static class MeasureCommand
                 Stdio.Error(check);
                 return 1;
             }
-            using var disk = filename is null ? null : ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+            using var disk = filename is null ? null : ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (filename is not null && disk is null) return 1;
 

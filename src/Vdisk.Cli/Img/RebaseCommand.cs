@@ -55,7 +55,7 @@ internal static class RebaseCommand
                 return 1;
             }
             var flags = AccessProfiles.ImgModify | (isUnsafe ? OpenFlags.NoBacking : OpenFlags.None);
-            using var disk = ImgOpen.Open(filename, result.GetValue(format), result.GetValue(imageOpts), flags);
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(format), result.GetValue(imageOpts), flags);
             if (disk is null) return 1;
             if (newFormat is not null && !CreateOptionLists.QemuFormats.Contains(newFormat))
             {
@@ -79,7 +79,7 @@ internal static class RebaseCommand
                             try
                             {
                                 var backingFlags = ImgOpen.WithForceShare(OpenFlags.None, result.GetValue(forceShare));
-                                opened = ImgOpen.Run(() => DiskImage.Open(ImageSource.FromFile(full, newFormat), backingFlags));
+                                opened = ImgOpen.Run(result, () => DiskImage.Open(ImageSource.FromFile(full, newFormat), backingFlags));
                             }
                             catch (Exception e) when (Stdio.Describe(e) is { } text)
                             {

@@ -50,7 +50,7 @@ internal static class ResizeCommand
                 }
                 mode = m.Value;
             }
-            using var disk = ImgOpen.Open(positional[0], result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
+            using var disk = ImgOpen.Open(result, positional[0], result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
             if (disk is null) return 1;
             long current = disk.Length;
             long total = relative == 0 ? n : unchecked(current + relative * n);

@@ -32,7 +32,7 @@ internal static class SnapshotCommand
                 Stdio.Error("vdisk snapshot supports only -l (listing); creating, applying and deleting internal snapshots are not implemented");
                 return 1;
             }
-            using var disk = ImgOpen.Open(names[0], result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+            using var disk = ImgOpen.Open(result, names[0], result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;
             var info = ImageInfo.Collect(disk.Root);

@@ -17,13 +17,23 @@ public enum Qcow2RepairMode
     All = Leaks | Errors,
 }
 
+/// <summary>
+/// A check that could not run to its end (qemu-img prints <see cref="Exception.Message"/> as an
+/// error, then "Check failed: " and the errno's text, and exits 1 without a report).
+/// </summary>
+public sealed class Qcow2CheckException(int errno, string message) : IOException(message)
+{
+    /// <summary>The errno QEMU's check returns.</summary>
+    public int Errno { get; } = errno;
+}
+
 /// <summary>qcow2's consistency check and repair (qcow2_co_check_locked), run under the node's lock.</summary>
 public static class Qcow2Check
 {
     /// <summary>
     /// Checks (and with <paramref name="mode"/> repairs) the image; <paramref name="log"/> gets
-    /// the per-cluster lines QEMU prints on stderr. Throws <see cref="NativeIOException"/> when
-    /// the check cannot complete (qemu-img: "Check failed").
+    /// the per-cluster lines QEMU prints on stderr. Throws <see cref="Qcow2CheckException"/> (or
+    /// <see cref="NativeIOException"/>) when the check cannot complete (qemu-img: "Check failed").
     /// </summary>
     public static async Task<ImageCheck> RunAsync(Qcow2Node node, Qcow2RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
         => await node.CheckAsync(mode, log ?? (_ => { }), cancellationToken).ConfigureAwait(false);
@@ -73,23 +83,12 @@ public sealed partial class Qcow2Node
             if (fix != Qcow2RepairMode.None && IsReadOnly)
                 throw new NativeIOException(Errno.EROFS, NativeIOException.Describe(Errno.EROFS), Filename);
             var res = new ImageCheck();
-            if ((_openFlags & Permissions.OpenFlags.Check) != 0 && _header.SnapshotCount > 0 && _snapshots.Count == 0)
-            {
-                try
-                {
-                    ValidateTable(_g, _header.SnapshotsOffset, _header.SnapshotCount, 40, 40L * Qcow2Snapshot.MaxSnapshots, "Snapshot table");
-                    _snapshots = await ReadSnapshotsAsync(File, _header, ct).ConfigureAwait(false);
-                }
-                catch (IOException e)
-                {
-                    log($"ERROR failed to read the snapshot table: {e.Message}");
-                    res.Corruptions++;
-                }
-            }
+            _fixing = fix;
+            await CheckReadSnapshotTableAsync(res, log, ct).ConfigureAwait(false);
             res.TotalClusters = _g.SizeToClusters(Length);
             long fileClusters = _g.SizeToClusters(File.Length);
 
-            var (refs, rebuild) = await CalculateReferencesAsync(res, log, ct).ConfigureAwait(false);
+            var (refs, rebuild) = await CalculateReferencesAsync(res, fix, log, ct).ConfigureAwait(false);
             var pre = res.Clone();
             long highest = await CompareRefcountsAsync(refs, res, Qcow2RepairMode.None, log, fileClusters).ConfigureAwait(false);
             rebuild |= _rebuildNeeded;
@@ -102,7 +101,7 @@ public sealed partial class Qcow2Node
                 res.Corruptions = 0;
                 res.Leaks = 0;
                 var fresh = new ImageCheck();
-                (refs, _) = await CalculateReferencesAsync(fresh, _ => { }, ct).ConfigureAwait(false);
+                (refs, _) = await CalculateReferencesAsync(fresh, Qcow2RepairMode.None, _ => { }, ct).ConfigureAwait(false);
                 long freshLeaks = 0;
                 if ((fix & Qcow2RepairMode.Leaks) != 0)
                 {
@@ -143,15 +142,68 @@ public sealed partial class Qcow2Node
         }
         finally
         {
+            _fixing = Qcow2RepairMode.None;
             _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// qcow2_check_read_snapshot_table: a check-mode open skipped the snapshot table, so it is read
+    /// here; a table that cannot be read ends the check (QEMU: an error, then "Check failed").
+    /// v3 entries must carry at least the 16 bytes of extra data QEMU always writes.
+    /// </summary>
+    private async Task CheckReadSnapshotTableAsync(ImageCheck res, Action<string> log, CancellationToken ct)
+    {
+        if ((_openFlags & Permissions.OpenFlags.Check) != 0)
+        {
+            _snapshots = new();
+            uint count = _header.SnapshotCount;
+            try
+            {
+                ValidateTable(_g, _header.SnapshotsOffset, count, 40, 40L * Qcow2Snapshot.MaxSnapshots, "snapshot table");
+            }
+            catch (IOException e)
+            {
+                res.CheckErrors++;
+                string report = "ERROR " + e.Message;
+                if (count > Qcow2Snapshot.MaxSnapshots)
+                    report += $"\nYou can force-remove all {count - Qcow2Snapshot.MaxSnapshots} overhanging snapshots with qemu-img check -r all";
+                throw new Qcow2CheckException(e is NativeIOException n ? n.Errno : Errno.EINVAL, report);
+            }
+            try
+            {
+                _snapshots = await ReadSnapshotsAsync(File, _header, ct).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                res.CheckErrors++;
+                throw new Qcow2CheckException(e is NativeIOException n ? n.Errno : Errno.EFBIG, "ERROR failed to read the snapshot table: " + e.Message);
+            }
+        }
+        if (_header.Version < 3) return;
+        for (int i = 0; i < _snapshots.Count; i++)
+        {
+            if (_snapshots[i].ExtraData.Length >= 16) continue;
+            // vdisk does not rewrite the snapshot table (QEMU's -r all does): reported, not repaired.
+            res.Corruptions++;
+            log($"ERROR snapshot table entry {i} is incomplete");
         }
     }
 
     private bool _rebuildNeeded;
 
+    /// <summary>qcow2_inc_refcounts_imrt: counts one reference to every cluster of the range.</summary>
     private void Reference(ReferenceMap refs, ImageCheck res, long offset, long size, Action<string> log)
     {
         if (size <= 0) return;
+        // The last cluster may be partly allocated, so less than a cluster past the end is fine;
+        // more is a reference to data the file does not have.
+        if (offset < 0 || offset > long.MaxValue - size || offset + size - File.Length >= _g.ClusterSize)
+        {
+            log($"ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x{offset:x} size 0x{size:x}");
+            res.Corruptions++;
+            return;
+        }
         long first = offset >> _g.ClusterBits, last = (offset + size - 1) >> _g.ClusterBits;
         for (long k = first; k <= last; k++)
         {
@@ -167,21 +219,26 @@ public sealed partial class Qcow2Node
         }
     }
 
-    private async Task<(ReferenceMap Refs, bool Rebuild)> CalculateReferencesAsync(ImageCheck res, Action<string> log, CancellationToken ct)
+    private async Task<(ReferenceMap Refs, bool Rebuild)> CalculateReferencesAsync(ImageCheck res, Qcow2RepairMode fix, Action<string> log, CancellationToken ct)
     {
         var refs = new ReferenceMap(_g.SizeToClusters(File.Length));
         Reference(refs, res, 0, _g.ClusterSize, log);
-        await CheckL1Async(refs, res, (long)_header.L1TableOffset, _l1, active: true, log, ct).ConfigureAwait(false);
+        await CheckL1Async(refs, res, (long)_header.L1TableOffset, _l1.Length, active: true, log, ct).ConfigureAwait(false);
         foreach (var sn in _snapshots)
         {
             if ((sn.L1TableOffset & (ulong)(_g.ClusterSize - 1)) != 0)
             {
-                log($"ERROR snapshot {sn.Id} ({sn.Name}) l1_offset=0x{sn.L1TableOffset:x}: L1 table is not cluster aligned; snapshot table entry corrupted");
+                log($"ERROR snapshot {sn.Id} ({sn.Name}) l1_offset={Hex((long)sn.L1TableOffset)}: L1 table is not cluster aligned; snapshot table entry corrupted");
                 res.Corruptions++;
                 continue;
             }
-            var l1 = await ReadTableEntriesAsync(File, (long)sn.L1TableOffset, (int)sn.L1Size, "Could not read snapshot L1 table", ct).ConfigureAwait(false);
-            await CheckL1Async(refs, res, (long)sn.L1TableOffset, l1, active: false, log, ct).ConfigureAwait(false);
+            if (sn.L1Size > Qcow2Geometry.MaxL1Bytes / 8)
+            {
+                log($"ERROR snapshot {sn.Id} ({sn.Name}) l1_size={Hex(sn.L1Size)}: L1 table is too large; snapshot table entry corrupted");
+                res.Corruptions++;
+                continue;
+            }
+            await CheckL1Async(refs, res, (long)sn.L1TableOffset, (int)sn.L1Size, active: false, log, ct).ConfigureAwait(false);
         }
         Reference(refs, res, (long)_header.SnapshotsOffset, _header.SnapshotCount == 0 ? 0 : Qcow2Snapshot.TableSize(_snapshots), log);
         Reference(refs, res, _refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits, log);
@@ -209,12 +266,14 @@ public sealed partial class Qcow2Node
                 rebuild = true;
                 continue;
             }
-            long cluster = offset >> _g.ClusterBits;
-            if (cluster >= fileClusters)
+            // Unsigned, as in QEMU: an offset with bit 63 set is far outside, not negative.
+            long cluster = (long)((ulong)offset >> _g.ClusterBits);
+            if ((ulong)offset >> _g.ClusterBits >= (ulong)fileClusters)
             {
+                // QEMU's -r all grows the file to cover the block; vdisk rebuilds the refcounts instead.
                 res.Corruptions++;
                 log($"ERROR refcount block {i} is outside image");
-                rebuild = true;
+                if ((fix & Qcow2RepairMode.Errors) != 0) rebuild = true;
                 continue;
             }
             Reference(refs, res, offset, _g.ClusterSize, log);
@@ -228,65 +287,149 @@ public sealed partial class Qcow2Node
         return (refs, rebuild);
     }
 
-    private async Task CheckL1Async(ReferenceMap refs, ImageCheck res, long l1Offset, ulong[] l1, bool active, Action<string> log, CancellationToken ct)
+    /// <summary>check_refcounts_l1: the L1 table as on disk, its L2 tables and what they reference.</summary>
+    private async Task CheckL1Async(ReferenceMap refs, ImageCheck res, long l1Offset, int l1Size, bool active, Action<string> log, CancellationToken ct)
     {
-        if (l1.Length == 0) return;
-        Reference(refs, res, l1Offset, l1.Length * 8L, log);
+        if (l1Size == 0) return;
+        Reference(refs, res, l1Offset, l1Size * 8L, log);
+        ulong[] l1;
+        try
+        {
+            l1 = await ReadTableEntriesAsync(File, l1Offset, l1Size, "Could not read L1 table", ct).ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            log("ERROR: I/O error in check_refcounts_l1");
+            res.CheckErrors++;
+            throw new Qcow2CheckException(e.Errno, e.Message);
+        }
         var l2 = new byte[_g.ClusterSize];
         for (int i = 0; i < l1.Length; i++)
         {
             if (l1[i] == 0) continue;
+            if ((l1[i] & L1ReservedMask) != 0)
+            {
+                log($"ERROR found L1 entry with reserved bits set: {l1[i]:x}");
+                res.Corruptions++;
+            }
             long l2Offset = (long)(l1[i] & L2Entry.OffsetMask);
             Reference(refs, res, l2Offset, _g.ClusterSize, log);
-            if ((l2Offset & (_g.ClusterSize - 1)) != 0)
+            bool aligned = (l2Offset & (_g.ClusterSize - 1)) == 0;
+            if (!aligned)
             {
                 log($"ERROR l2_offset={l2Offset:x}: Table is not cluster aligned; L1 entry corrupted");
                 res.Corruptions++;
-                continue;
             }
-            var cached = _l2Cache.Peek(l2Offset);
+            // Like QEMU, a misaligned table is still read where it points and its entries checked.
+            var cached = aligned ? _l2Cache.Peek(l2Offset) : null;
             if (cached is not null) cached.Data.CopyTo(l2, 0);
-            else await File.ReadAsync(l2Offset, l2, ct).ConfigureAwait(false);
-            long nextContiguous = 0;
-            for (int j = 0; j < _g.L2Entries; j++)
+            else
             {
-                var e = new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j * 8)));
-                switch (e.Kind)
+                try
                 {
-                    case Qcow2ClusterKind.Compressed:
-                        if (e.IsCopied)
-                        {
-                            log($"ERROR: coffset=0x{e.CompressedHostOffset(_g):x}: copied flag must never be set for compressed clusters");
-                            res.Corruptions++;
-                        }
-                        if (active)
-                        {
-                            res.AllocatedClusters++;
-                            res.CompressedClusters++;
-                            res.FragmentedClusters++;
-                        }
-                        var (start, length) = e.CompressedHostRange(_g);
-                        Reference(refs, res, start, length, log);
-                        break;
-                    case Qcow2ClusterKind.Normal:
-                    case Qcow2ClusterKind.ZeroAllocated:
-                        long offset = e.HostOffset;
-                        if (active)
-                        {
-                            res.AllocatedClusters++;
-                            if (nextContiguous != 0 && offset != nextContiguous) res.FragmentedClusters++;
-                            nextContiguous = offset + _g.ClusterSize;
-                        }
-                        if ((offset & (_g.ClusterSize - 1)) != 0)
-                        {
-                            log($"ERROR offset={offset:x}: Cluster is not properly aligned; L2 entry corrupted.");
-                            res.Corruptions++;
-                        }
-                        Reference(refs, res, offset, _g.ClusterSize, log);
-                        break;
+                    await File.ReadAsync(l2Offset, l2, ct).ConfigureAwait(false);
+                }
+                catch (NativeIOException e)
+                {
+                    log("ERROR: I/O error in check_refcounts_l2");
+                    res.CheckErrors++;
+                    throw new Qcow2CheckException(e.Errno, NativeIOException.Describe(e.Errno));
                 }
             }
+            await CheckL2Async(refs, res, l2Offset, l2, active, log).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>L1E_RESERVED_MASK: bits 0-8 and 56-62 of an L1 entry.</summary>
+    private const ulong L1ReservedMask = 0x7f000000000001ffUL;
+
+    /// <summary>check_refcounts_l2: each entry's reserved bits, alignment and references.</summary>
+    private async Task CheckL2Async(ReferenceMap refs, ImageCheck res, long l2Offset, byte[] l2, bool active, Action<string> log)
+    {
+        long nextContiguous = 0;
+        for (int j = 0; j < _g.L2Entries; j++)
+        {
+            var e = new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j * 8)));
+            var kind = e.Kind;
+            if (kind != Qcow2ClusterKind.Compressed && (e.Raw & L2Entry.ReservedMask) != 0)
+            {
+                log($"ERROR found l2 entry with reserved bits set: {e.Raw:x}");
+                res.Corruptions++;
+            }
+            switch (kind)
+            {
+                case Qcow2ClusterKind.Compressed:
+                    if (e.IsCopied)
+                    {
+                        log($"ERROR: coffset=0x{e.CompressedHostOffset(_g):x}: copied flag must never be set for compressed clusters");
+                        res.Corruptions++;
+                    }
+                    // qcow2_parse_compressed_l2_entry: from the byte offset to the end of its last sector.
+                    long coffset = e.CompressedHostOffset(_g);
+                    Reference(refs, res, coffset, e.CompressedSectors(_g) * 512L - (coffset & 511), log);
+                    if (active)
+                    {
+                        res.AllocatedClusters++;
+                        res.CompressedClusters++;
+                        res.FragmentedClusters++;
+                    }
+                    break;
+                case Qcow2ClusterKind.Normal:
+                case Qcow2ClusterKind.ZeroAllocated:
+                    long offset = e.HostOffset;
+                    if ((offset & (_g.ClusterSize - 1)) != 0)
+                    {
+                        res.Corruptions++;
+                        if (kind == Qcow2ClusterKind.ZeroAllocated)
+                        {
+                            bool repair = (_fixing & Qcow2RepairMode.Errors) != 0;
+                            log($"{(repair ? "Repairing" : "ERROR")} offset={offset:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
+                            // fix_l2_entry_by_zero: a preallocated zero cluster holds no data, so it can become a plain zero cluster.
+                            if (repair && await FixEntryByZeroAsync(l2Offset, l2, j, res, log).ConfigureAwait(false))
+                            {
+                                res.Corruptions--;
+                                res.CorruptionsFixed++;
+                                continue;
+                            }
+                        }
+                        else
+                        {
+                            log($"ERROR offset={offset:x}: Data cluster is not properly aligned; L2 entry corrupted.");
+                        }
+                    }
+                    if (active)
+                    {
+                        res.AllocatedClusters++;
+                        if (nextContiguous != 0 && offset != nextContiguous) res.FragmentedClusters++;
+                        nextContiguous = offset + _g.ClusterSize;
+                    }
+                    Reference(refs, res, offset, _g.ClusterSize, log);
+                    break;
+            }
+        }
+    }
+
+    /// <summary>The repair mode of the check under way (CheckL2Async repairs as it goes, as QEMU's does).</summary>
+    private Qcow2RepairMode _fixing;
+
+    /// <summary>Rewrites one L2 entry as a plain zero cluster, on disk and in the cache; false when it could not.</summary>
+    private async Task<bool> FixEntryByZeroAsync(long l2Offset, byte[] l2, int index, ImageCheck res, Action<string> log)
+    {
+        if (IsReadOnly || (l2Offset & (_g.ClusterSize - 1)) != 0) return false;
+        BinaryPrimitives.WriteUInt64BigEndian(l2.AsSpan(index * 8), L2Entry.ZeroFlag);
+        try
+        {
+            await File.WriteAsync(l2Offset + index * 8L, l2.AsMemory(index * 8, 8)).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            log($"ERROR: Failed to overwrite L2 table entry: {NativeIOException.Describe(e.Errno)}");
+            res.CheckErrors++;
+            return false;
+        }
+        if (_l2Cache.Peek(l2Offset) is { } cached) BinaryPrimitives.WriteUInt64BigEndian(cached.Data.AsSpan(index * 8), L2Entry.ZeroFlag);
+        return true;
     }
 
     private async Task ReferenceBitmapsAsync(ReferenceMap refs, ImageCheck res, Action<string> log, CancellationToken ct)
@@ -318,7 +461,8 @@ public sealed partial class Qcow2Node
     /// <summary>compare_refcounts; returns the highest cluster in use by either count.</summary>
     private async Task<long> CompareRefcountsAsync(ReferenceMap refs, ImageCheck res, Qcow2RepairMode fix, Action<string> log, long fileClusters)
     {
-        long highest = -1;
+        // QEMU starts from cluster 0, so the image end is at least one cluster even when no count could be read.
+        long highest = 0;
         long limit = Math.Max(refs.Count, fileClusters);
         foreach (long i in refs.Indexes().Concat(LongRange(refs.Count, limit)))
         {
@@ -329,6 +473,7 @@ public sealed partial class Qcow2Node
             }
             catch (NativeIOException e)
             {
+                if (e.Errno == Errno.EIO && e.Message != NativeIOException.Describe(Errno.EIO)) await ReportCorruptionAsync(e.Message).ConfigureAwait(false);
                 log($"Can't get refcount for cluster {i}: {NativeIOException.Describe(e.Errno)}");
                 res.CheckErrors++;
                 continue;
@@ -369,8 +514,10 @@ public sealed partial class Qcow2Node
         {
             ulong l1Entry = _l1[i];
             long l2Offset = (long)(l1Entry & L2Entry.OffsetMask);
-            if (l2Offset == 0 || (l2Offset & (_g.ClusterSize - 1)) != 0) continue;
-            ulong refcount = await _refcounts.GetAsync(l2Offset >> _g.ClusterBits).ConfigureAwait(false);
+            if (l2Offset == 0) continue;
+            // A refcount that cannot be read was reported by the comparison already (QEMU stays silent here too).
+            if (await TryGetRefcountAsync(l2Offset >> _g.ClusterBits).ConfigureAwait(false) is not ulong refcount) continue;
+            bool aligned = (l2Offset & (_g.ClusterSize - 1)) == 0;
             if ((refcount == 1) != ((l1Entry & L2Entry.CopiedFlag) != 0))
             {
                 res.Corruptions++;
@@ -383,23 +530,41 @@ public sealed partial class Qcow2Node
                     res.CorruptionsFixed++;
                 }
             }
-            var table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
+            CachedTable table;
+            if (aligned) table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
+            else
+            {
+                // A misaligned table is read where it points (never cached, never written back).
+                table = new CachedTable(l2Offset, new byte[_g.ClusterSize]);
+                await File.ReadAsync(l2Offset, table.Data).ConfigureAwait(false);
+            }
             for (int j = 0; j < _g.L2Entries; j++)
             {
                 var e = EntryAt(table, j);
                 if (e.Kind is not (Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)) continue;
-                if ((e.HostOffset & (_g.ClusterSize - 1)) != 0) continue;
-                ulong rc = await _refcounts.GetAsync(e.HostOffset >> _g.ClusterBits).ConfigureAwait(false);
+                if (await TryGetRefcountAsync(e.HostOffset >> _g.ClusterBits).ConfigureAwait(false) is not ulong rc) continue;
                 if ((rc == 1) == e.IsCopied) continue;
                 res.Corruptions++;
-                log($"{(repair ? "Repairing" : "ERROR")} OFLAG_COPIED data cluster: l2_entry={e.Raw:x} refcount={rc}");
-                if (repair)
+                log($"{(repair && aligned ? "Repairing" : "ERROR")} OFLAG_COPIED data cluster: l2_entry={e.Raw:x} refcount={rc}");
+                if (repair && aligned)
                 {
                     SetEntry(table, j, new L2Entry(rc == 1 ? e.Raw | L2Entry.CopiedFlag : e.Raw & ~L2Entry.CopiedFlag));
                     res.Corruptions--;
                     res.CorruptionsFixed++;
                 }
             }
+        }
+    }
+
+    private async ValueTask<ulong?> TryGetRefcountAsync(long cluster)
+    {
+        try
+        {
+            return await _refcounts.GetAsync(cluster).ConfigureAwait(false);
+        }
+        catch (NativeIOException)
+        {
+            return null;
         }
     }
 

@@ -9,7 +9,15 @@ public sealed partial class Qcow2Node
     /// <summary>How a run of guest bytes is stored: one kind, contiguous on the host where that matters.</summary>
     private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry);
 
-    private (ulong Raw, byte[] Data)? _lastDecompressed;
+    /// <summary>A decompressed cluster and the L2 entry it came from; immutable, so one reference swap publishes both.</summary>
+    private sealed record DecompressedCluster(ulong Raw, byte[] Data);
+
+    /// <summary>
+    /// The last decompressed cluster. Concurrent reads (an NBD export runs many at once) use it
+    /// outside the lock: it is read and replaced as one reference, never field by field, so a
+    /// reader can never pair one cluster's entry with another cluster's bytes.
+    /// </summary>
+    private DecompressedCluster? _lastDecompressed;
 
     private static L2Entry EntryAt(CachedTable table, int index) => new(BinaryPrimitives.ReadUInt64BigEndian(table.Data.AsSpan(index * 8)));
 
@@ -26,7 +34,7 @@ public sealed partial class Qcow2Node
         long tableEnd = (l1Index + 1) * _g.BytesPerL2Table;
         long limit = Math.Min(offset + maxBytes, tableEnd);
         if (l1Index >= _l1.Length) return new(Qcow2ClusterKind.Unallocated, 0, limit - offset, default);
-        long l2Offset = L2TableOffset(l1Index);
+        long l2Offset = await L2TableOffsetAsync(l1Index).ConfigureAwait(false);
         if (l2Offset == 0) return new(Qcow2ClusterKind.Unallocated, 0, limit - offset, default);
         var table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
         int index = _g.L2Index(offset);
@@ -34,8 +42,11 @@ public sealed partial class Qcow2Node
         var kind = entry.Kind;
         long inCluster = _g.OffsetInCluster(offset);
         long bytes = Math.Min(_g.ClusterSize - inCluster, limit - offset);
+        // A v2 image has no zero flag: an entry with it is corruption, not zeroes (qcow2_get_host_offset).
+        if (_header.Version < 3 && kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated)
+            await SignalCorruptionAsync($"Zero cluster entry found in pre-v3 image (L2 offset: {Hex(l2Offset)}, L2 index: {Hex(index)})").ConfigureAwait(false);
         if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated && (entry.Raw & (ulong)(_g.ClusterSize - 1) & L2Entry.OffsetMask) != 0)
-            await SignalCorruptionAsync($"Cluster allocation offset {entry.HostOffset:x} unaligned (L2 offset: {l2Offset:x}, L2 index: {index:x})").ConfigureAwait(false);
+            await SignalCorruptionAsync($"Cluster allocation offset {Hex(entry.HostOffset)} unaligned (L2 offset: {Hex(l2Offset)}, L2 index: {Hex(index)})").ConfigureAwait(false);
         if (kind != Qcow2ClusterKind.Compressed)
         {
             long expected = entry.HostOffset + _g.ClusterSize;
@@ -55,18 +66,23 @@ public sealed partial class Qcow2Node
         return new(kind, host, bytes, entry);
     }
 
-    private long L2TableOffset(long l1Index)
+    /// <summary>The L2 table offset of an L1 entry; an unaligned one is corruption (signalled, EIO).</summary>
+    private async ValueTask<long> L2TableOffsetAsync(long l1Index)
     {
         ulong entry = _l1[l1Index];
         long offset = (long)(entry & L2Entry.OffsetMask);
         if ((offset & (_g.ClusterSize - 1)) != 0)
-            throw new NativeIOException(Errno.EIO, $"L2 table offset {offset:x} unaligned (L1 index: {l1Index:x})", Filename);
+            await SignalCorruptionAsync($"L2 table offset {Hex(offset)} unaligned (L1 index: {Hex(l1Index)})").ConfigureAwait(false);
         return offset;
     }
+
+    /// <summary>C's <c>%#x</c>: "0x" and lower-case hex digits, but plain "0" for zero (QEMU's messages use it).</summary>
+    internal static string Hex(long value) => value == 0 ? "0" : "0x" + value.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <inheritdoc />
     public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        EnsureUsable();
         long pos = 0;
         while (pos < buffer.Length)
         {
@@ -128,8 +144,8 @@ public sealed partial class Qcow2Node
 
     private async ValueTask<byte[]> DecompressAsync(L2Entry entry, CancellationToken cancellationToken)
     {
-        var last = _lastDecompressed;
-        if (last is { } l && l.Raw == entry.Raw) return l.Data;
+        var last = Volatile.Read(ref _lastDecompressed);
+        if (last is not null && last.Raw == entry.Raw) return last.Data;
         long hostOffset = entry.CompressedHostOffset(_g);
         int length = entry.CompressedSectors(_g) * 512 - (int)(hostOffset & 511);
         var compressed = new byte[length];
@@ -137,7 +153,7 @@ public sealed partial class Qcow2Node
         var cluster = new byte[_g.ClusterSize];
         if (!Qcow2Compression.TryDecompress(_header.CompressionType, compressed, cluster))
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
-        _lastDecompressed = (entry.Raw, cluster);
+        Volatile.Write(ref _lastDecompressed, new DecompressedCluster(entry.Raw, cluster));
         return cluster;
     }
 
@@ -165,6 +181,7 @@ public sealed partial class Qcow2Node
     private void EnsureWritable()
     {
         ObjectDisposedException.ThrowIf(_closed, this);
+        EnsureUsable();
         if (IsReadOnly) throw new NativeIOException(Errno.EPERM, NativeIOException.Describe(Errno.EPERM), Filename);
         if (IsCorrupt && (_openFlags & Permissions.OpenFlags.Check) == 0)
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
@@ -206,7 +223,7 @@ public sealed partial class Qcow2Node
             }
             pos += m.Bytes;
         }
-        _lastDecompressed = null;
+        Volatile.Write(ref _lastDecompressed, null);
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -276,7 +293,7 @@ public sealed partial class Qcow2Node
     private async ValueTask<CachedTable> GetL2ForWriteLockedAsync(long l1Index)
     {
         ulong l1Entry = _l1[l1Index];
-        long oldOffset = L2TableOffset(l1Index);
+        long oldOffset = await L2TableOffsetAsync(l1Index).ConfigureAwait(false);
         if (oldOffset != 0 && (l1Entry & L2Entry.CopiedFlag) != 0) return await _l2Cache.GetAsync(oldOffset).ConfigureAwait(false);
         byte[]? initial = null;
         if (oldOffset != 0) initial = (await _l2Cache.GetAsync(oldOffset).ConfigureAwait(false)).Data.ToArray();
@@ -352,29 +369,50 @@ public sealed partial class Qcow2Node
 
     private static bool Overlaps(long a, long alen, long b, long blen) => blen > 0 && a < b + blen && b < a + alen;
 
-    /// <summary>qcow2_signal_corruption: warn, set the corrupt bit when writable, fail the request with EIO.</summary>
+    /// <summary>qcow2_signal_corruption, then fail the request with EIO.</summary>
     private async ValueTask SignalCorruptionAsync(string message)
     {
-        if (!IsCorrupt)
+        await ReportCorruptionAsync(message).ConfigureAwait(false);
+        throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+    }
+
+    private bool _signaledCorruption;
+
+    /// <summary>
+    /// qcow2_signal_corruption: on a writable node the corruption is fatal (the corrupt bit is
+    /// set and the node refuses every later request, as QEMU's drops its driver); on a read-only
+    /// one it is reported once and requests go on. Printed as QEMU prints it, without a prefix.
+    /// </summary>
+    private async ValueTask ReportCorruptionAsync(string message)
+    {
+        bool fatal = !IsReadOnly;
+        if (_signaledCorruption && (!fatal || IsCorrupt)) return;
+        Diagnostics.Report(fatal
+            ? $"qcow2: Marking image as corrupt: {message}; further corruption events will be suppressed"
+            : $"qcow2: Image is corrupt: {message}; further non-fatal corruption events will be suppressed");
+        _signaledCorruption = true;
+        if (!fatal) return;
+        _unusable = true;
+        if (_header.Version >= 3)
         {
-            Diagnostics.Warn($"qcow2: Marking image as corrupt: {message}; further corruption events will be suppressed");
-            if (!IsReadOnly && _header.Version >= 3)
+            try
             {
-                try
-                {
-                    await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatCorrupt).ConfigureAwait(false);
-                }
-                catch (IOException)
-                {
-                    // The request fails with EIO either way.
-                }
+                await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatCorrupt).ConfigureAwait(false);
             }
-            else
+            catch (IOException)
             {
-                _header.IncompatibleFeatures |= Qcow2Features.IncompatCorrupt;
+                // The request fails either way.
             }
         }
-        throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+        _header.IncompatibleFeatures |= Qcow2Features.IncompatCorrupt;
+    }
+
+    /// <summary>Set by a fatal corruption: every later request fails with ENOMEDIUM, as on QEMU's driverless node.</summary>
+    private bool _unusable;
+
+    private void EnsureUsable()
+    {
+        if (_unusable) throw new NativeIOException(Errno.ENOMEDIUM, NativeIOException.Describe(Errno.ENOMEDIUM), Filename);
     }
 
     /// <inheritdoc />
@@ -473,7 +511,7 @@ public sealed partial class Qcow2Node
                     if (free) QueueFree(old, discard: true);
                 }
             }
-            _lastDecompressed = null;
+            Volatile.Write(ref _lastDecompressed, null);
             return true;
         }
         finally
@@ -517,7 +555,7 @@ public sealed partial class Qcow2Node
             long l1Index = _g.L1Index(pos);
             long tableEnd = Math.Min(end, (l1Index + 1) * _g.BytesPerL2Table);
             if (l1Index >= _l1.Length) break;
-            if (L2TableOffset(l1Index) == 0 && (fullDiscard || Backing is null))
+            if (await L2TableOffsetAsync(l1Index).ConfigureAwait(false) == 0 && (fullDiscard || Backing is null))
             {
                 pos = tableEnd;
                 continue;
@@ -536,7 +574,7 @@ public sealed partial class Qcow2Node
                 QueueFree(old, discard: true);
             }
         }
-        _lastDecompressed = null;
+        Volatile.Write(ref _lastDecompressed, null);
     }
 
     /// <inheritdoc />
@@ -624,6 +662,7 @@ public sealed partial class Qcow2Node
     /// <inheritdoc />
     public override async ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        EnsureUsable();
         Mapping m;
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try

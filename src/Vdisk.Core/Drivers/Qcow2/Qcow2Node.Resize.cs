@@ -49,7 +49,7 @@ public sealed partial class Qcow2Node
                 await DiscardClustersLockedAsync(from, oldLength, fullDiscard: true).ConfigureAwait(false);
                 for (long i = l1Needed; i < _l1.Length; i++)
                 {
-                    long l2 = L2TableOffset(i);
+                    long l2 = await L2TableOffsetAsync(i).ConfigureAwait(false);
                     if (l2 == 0) continue;
                     _l1[i] = 0;
                     _l1Dirty = true;
@@ -436,7 +436,7 @@ public sealed partial class Qcow2Node
     /// <summary>Expands the zero clusters of the L2 table at L1 index <paramref name="i"/>.</summary>
     private async ValueTask ExpandZeroClustersOfTableLockedAsync(long i, int cs, CancellationToken ct)
     {
-        long l2 = L2TableOffset(i);
+        long l2 = await L2TableOffsetAsync(i).ConfigureAwait(false);
         if (l2 == 0) return;
         var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
         bool any = false;
@@ -479,7 +479,7 @@ public sealed partial class Qcow2Node
     {
         for (long i = 0; i < _l1.Length; i++)
         {
-            long l2 = L2TableOffset(i);
+            long l2 = await L2TableOffsetAsync(i).ConfigureAwait(false);
             if (l2 == 0) continue;
             var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
             for (int j = 0; j < _g.L2Entries; j++)

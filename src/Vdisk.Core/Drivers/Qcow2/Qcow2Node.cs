@@ -141,6 +141,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             {
                 throw new NativeIOException(e.Errno, "Could not repair dirty image: " + e.Message);
             }
+            catch (Qcow2CheckException e)
+            {
+                throw new NativeIOException(e.Errno, "Could not repair dirty image: " + NativeIOException.Describe(e.Errno));
+            }
         }
         return node;
     }
@@ -203,7 +207,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             }
             catch (Qcow2FormatException e) when (e.Message == "Snapshot table is truncated")
             {
-                throw new Qcow2FormatException("Snapshot table too large");
+                throw new Qcow2FormatException("Snapshot table is too big");
             }
         }
     }
@@ -238,6 +242,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             specific.Add(new("compat", "1.1"));
             specific.Add(new("compression-type", _header.CompressionType == Qcow2CompressionType.Zstd ? "zstd" : "zlib"));
             specific.Add(new("lazy-refcounts", _header.LazyRefcounts));
+            if (ReadBitmapInfo() is { } bitmaps) specific.Add(new("bitmaps", bitmaps));
             specific.Add(new("refcount-bits", (long)_g.RefcountBits));
             specific.Add(new("corrupt", IsCorrupt));
             specific.Add(new("extended-l2", false));
@@ -259,6 +264,47 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             FormatSpecificType = "qcow2",
             FormatSpecificData = specific,
         };
+    }
+
+    /// <summary>
+    /// qcow2_get_bitmap_info_list: name, granularity and flags of each persistent bitmap in the
+    /// bitmap directory, or null when the image has none (or they are not consistent: a program
+    /// without bitmap support cleared the autoclear bit, and QEMU ignores them then).
+    /// </summary>
+    private List<Output.QemuJsonObject>? ReadBitmapInfo()
+    {
+        if (_header.Bitmaps is not { Count: > 0 } bm || (_header.AutoclearFeatures & Qcow2Features.AutoclearBitmaps) == 0) return null;
+        if (bm.DirectorySize > 64UL << 20) return null;
+        var dir = new byte[bm.DirectorySize];
+        try
+        {
+            // info is synchronous; the directory is small and read once per call.
+            File.ReadAsync((long)bm.DirectoryOffset, dir).AsTask().GetAwaiter().GetResult();
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        var list = new List<Output.QemuJsonObject>();
+        int pos = 0;
+        for (uint i = 0; i < bm.Count && pos + 24 <= dir.Length; i++)
+        {
+            uint flags = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 12));
+            int granularityBits = dir[pos + 17];
+            int nameSize = BinaryPrimitives.ReadUInt16BigEndian(dir.AsSpan(pos + 18));
+            long extra = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 20));
+            long nameAt = pos + 24 + extra;
+            if (nameAt + nameSize > dir.Length || granularityBits > 62) return null;
+            var names = new List<string>();
+            if ((flags & 1) != 0) names.Add("in-use");
+            if ((flags & 2) != 0) names.Add("auto");
+            list.Add(new Output.QemuJsonObject()
+                .Add("name", System.Text.Encoding.UTF8.GetString(dir, (int)nameAt, nameSize))
+                .Add("granularity", 1L << granularityBits)
+                .Add("flags", names));
+            pos = (int)((nameAt + nameSize + 7) & ~7L);
+        }
+        return list;
     }
 
     /// <inheritdoc />

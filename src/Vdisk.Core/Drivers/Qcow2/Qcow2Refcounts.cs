@@ -93,10 +93,13 @@ internal sealed class Qcow2Refcounts
 
     private long BlockOffset(long tableIndex)
     {
-        ulong entry = Table[tableIndex];
-        if ((entry & (ulong)(_g.ClusterSize - 1)) != 0)
-            throw new NativeIOException(Errno.EIO, $"Refblock offset {entry:x} unaligned (reftable index: {tableIndex:x})", _file.Filename);
-        return (long)(entry & TableOffsetMask);
+        // Reserved bits are masked off, as QEMU's qcow2_get_refcount does; only the offset must be aligned.
+        long offset = (long)(Table[tableIndex] & TableOffsetMask);
+        // Past any file the block layer can address (bit 63): the read fails, as bdrv_pread does.
+        if (offset < 0) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), _file.Filename);
+        if ((offset & (_g.ClusterSize - 1)) != 0)
+            throw new NativeIOException(Errno.EIO, $"Refblock offset {Qcow2Node.Hex(offset)} unaligned (reftable index: {Qcow2Node.Hex(tableIndex)})", _file.Filename);
+        return offset;
     }
 
     /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>

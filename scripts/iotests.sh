@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Runs QEMU 7.2's own regression suite (tests/qemu-iotests) against vdisk, or against the real
+# QEMU tools (--reference), or both in one run (--compare).
+#
+#   scripts/iotests.sh [--reference|--compare] [--raw|--qcow2] [--ci|--quick] [TEST...]
+#
+#   TEST...     iotests to run (e.g. 001 153 nbd-qemu-allocation); default: --ci
+#   --ci        the tests vdisk is known to pass, kept in tests/iotests/{raw,qcow2}.pass
+#   --quick     every bash iotest of the quick group (the full acceptance run)
+#   --raw/--qcow2  one image format only (default: both)
+#   --reference run the real QEMU tools instead of vdisk
+#   --compare   run vdisk, then QEMU, on the same tests and print both with their wall times
+#
+# The QEMU source comes from Debian (`apt-get source qemu`, the version of the installed
+# qemu-utils), enabling a deb-src entry for the same suites when none exists; only
+# tests/qemu-iotests and python/ are unpacked, under artifacts/qemu-iotests/. The copy's
+# testenv.py is patched to start VMs with `-accel tcg`: Debian's qemu-system has no qtest
+# accelerator. QEMU_PROG is always the real qemu-system-x86_64.
+#
+# Prints one line per test and format, then `iotests: P passed, F failed, N not run (FMT)` per
+# format; exits non-zero when any test failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+mode=vdisk formats=(raw qcow2) selection="" tests=()
+while (($#)); do
+  case "$1" in
+    --reference) mode=reference ;;
+    --compare) mode=compare ;;
+    --raw) formats=(raw) ;;
+    --qcow2) formats=(qcow2) ;;
+    --ci) selection=ci ;;
+    --quick) selection=quick ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "iotests.sh: unknown option '$1'" >&2; exit 2 ;;
+    *) tests+=("$1") ;;
+  esac
+  shift
+done
+[[ ${#tests[@]} -eq 0 && -z $selection ]] && selection=ci
+
+# --- the QEMU source matching the installed tools -------------------------------------------
+src_version=$(dpkg-query -W -f='${source:Version}' qemu-utils 2>/dev/null) || {
+  echo "iotests.sh: qemu-utils is not installed (run scripts/setup.sh first)" >&2; exit 1; }
+cache=artifacts/qemu-iotests
+stamp=$cache/.source-$src_version
+
+fetch_source() {
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+  if ! apt-get source --print-uris "qemu=$src_version" >/dev/null 2>&1; then
+    # No deb-src for this suite yet: add one for the suites the binary packages come from.
+    local suites
+    suites=$(sed -n 's/^Suites: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    [[ -n $suites ]] || suites="$(. /etc/os-release; echo "$VERSION_CODENAME $VERSION_CODENAME-updates")"
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$suites" | $sudo tee /etc/apt/sources.list.d/vdisk-deb-src.sources >/dev/null
+    $sudo apt-get update -qq
+  fi
+  rm -rf "$cache"; mkdir -p "$cache"
+  (cd "$cache" && apt-get source --download-only "qemu=$src_version" >/dev/null 2>&1) || {
+    echo "iotests.sh: apt-get source qemu=$src_version failed" >&2; exit 1; }
+  local orig top
+  orig=$(ls "$cache"/qemu_*.orig.tar.xz)
+  top=$(set +o pipefail; tar -tJf "$orig" 2>/dev/null | head -1); top=${top%%/*}
+  tar -xJf "$orig" -C "$cache" --wildcards "$top/tests/qemu-iotests/*" "$top/python/*"
+  mv "$cache/$top" "$cache/qemu"
+  # Debian's patches may touch the tests: apply those that do.
+  tar -xJf "$cache"/qemu_*.debian.tar.xz -C "$cache" 2>/dev/null || true
+  if [[ -f $cache/debian/patches/series ]]; then
+    while read -r patch; do
+      [[ -z $patch || $patch == \#* ]] && continue
+      grep -q '^+++ [^ ]*tests/qemu-iotests/' "$cache/debian/patches/$patch" 2>/dev/null || continue
+      (cd "$cache/qemu" && patch -s -p1 --forward < "../debian/patches/$patch" >/dev/null) || true
+    done < "$cache/debian/patches/series"
+  fi
+  rm -f "$cache"/qemu_*
+  sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
+  touch "$stamp"
+}
+iotests=$cache/qemu/tests/qemu-iotests
+[[ -f $stamp && -d $iotests ]] || fetch_source
+
+# --- the programs ---------------------------------------------------------------------------
+personalities=(qemu-img qemu-io qemu-nbd qemu-storage-daemon)
+use_programs() { # $1 = vdisk | reference
+  export QEMU_PROG=/usr/bin/qemu-system-x86_64
+  local dir=/usr/bin
+  if [[ $1 == vdisk ]]; then
+    dir=$root/bin
+    for p in "${personalities[@]}"; do
+      [[ -x $dir/$p ]] || { echo "iotests.sh: $dir/$p is missing (run scripts/setup.sh)" >&2; exit 1; }
+    done
+  fi
+  export QEMU_IMG_PROG=$dir/qemu-img QEMU_IO_PROG=$dir/qemu-io QEMU_NBD_PROG=$dir/qemu-nbd QSD_PROG=$dir/qemu-storage-daemon
+}
+
+list_for() { # $1 = format
+  if ((${#tests[@]})); then printf '%s\n' "${tests[@]}"; return; fi
+  if [[ $selection == ci ]]; then
+    grep -v '^\s*\(#\|$\)' "tests/iotests/$1.pass" | awk '{print $1}'
+  else
+    (cd "$iotests" && python3 ./check -n "-$1" -g quick 2>/dev/null) | sed 's#^tests/##' |
+      while read -r t; do
+        f=$iotests/$t; [[ -f $f ]] || f=$iotests/tests/$t
+        head -1 "$f" | grep -q bash && echo "$t"
+      done
+  fi
+}
+
+# Runs one format through ./check with TAP output; prints "FMT TEST RESULT" lines to $2.
+run_format() { # $1 = format, $2 = results file
+  local fmt=$1 out=$2 list
+  mapfile -t list < <(list_for "$fmt")
+  : > "$out"
+  ((${#list[@]})) || return 0
+  rm -rf "$iotests/scratch"
+  (cd "$iotests" && python3 ./check -tap "-$fmt" "${list[@]}" 2>&1) | tee "$out.tap" |
+    awk -v fmt="$fmt" '
+      /^ok / && /# SKIP/ { print fmt, $3, "not-run"; fflush(); next }
+      /^ok /             { print fmt, $3, "pass"; fflush(); next }
+      /^not ok /         { print fmt, $4, "fail"; fflush(); next }' | tee -a "$out"
+}
+
+summarise() { # $1 = results file, $2 = label: one line over every format
+  local parts=() fmt
+  for fmt in "${formats[@]}"; do
+    parts+=("$(awk -v fmt="$fmt" '$1 == fmt { n[$3]++ }
+      END { printf "%d passed, %d failed, %d not run (%s)", n["pass"], n["fail"], n["not-run"], fmt }' "$1")")
+  done
+  local IFS=';'
+  echo "$2: ${parts[*]}" | sed 's/;/; /g'
+}
+
+run_all() { # $1 = vdisk | reference; prints results into artifacts/iotests-$1.txt
+  use_programs "$1"
+  local results=artifacts/iotests-$1.txt start end
+  : > "$results"
+  start=$(date +%s.%N)
+  for fmt in "${formats[@]}"; do run_format "$fmt" "$results.$fmt"; cat "$results.$fmt" >> "$results"; done
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }' > "$results.seconds"
+}
+
+mkdir -p artifacts
+case $mode in
+  vdisk|reference)
+    run_all "$mode"
+    label=iotests; [[ $mode == reference ]] && label="iotests (QEMU)"
+    printf 'wall time: %.1f s\n' "$(cat artifacts/iotests-$mode.txt.seconds)"
+    summarise "artifacts/iotests-$mode.txt" "$label"
+    ! grep -q ' fail$' "artifacts/iotests-$mode.txt" ;;
+  compare)
+    run_all vdisk; run_all reference
+    echo
+    echo "test            vdisk     QEMU"
+    join -j 1 <(awk '{print $1"/"$2, $3}' artifacts/iotests-vdisk.txt | sort) \
+              <(awk '{print $1"/"$2, $3}' artifacts/iotests-reference.txt | sort) |
+      awk '{ printf "%-15s %-9s %s%s\n", $1, $2, $3, ($2 != $3 ? "   <- differs" : "") }'
+    v=$(cat artifacts/iotests-vdisk.txt.seconds); q=$(cat artifacts/iotests-reference.txt.seconds)
+    printf 'wall time: vdisk %.1f s, QEMU %.1f s, ratio %.2f\n' "$v" "$q" "$(awk -v a="$v" -v b="$q" 'BEGIN { print a / b }')"
+    summarise artifacts/iotests-vdisk.txt iotests
+    summarise artifacts/iotests-reference.txt "iotests (QEMU)"
+    ! grep -q ' fail$' artifacts/iotests-vdisk.txt ;;
+esac
