@@ -21,6 +21,11 @@ echo "Building bin/vdisk (NativeAOT)..."
 dotnet publish src/Vdisk.Cli -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish --nologo -v quiet
 mkdir -p bin
 cp artifacts/publish/vdisk bin/vdisk
+# Multi-call: under QEMU's tool names vdisk acts as those tools. The links live in bin/ only,
+# never beside the system's QEMU (docs/drop-in.md says how to put them first on PATH).
+for tool in qemu-img qemu-io qemu-nbd qemu-storage-daemon; do
+  ln -sfn vdisk "bin/$tool"
+done
 
 if [[ "${1:-}" != "--no-demo" ]]; then
   scripts/demo.sh

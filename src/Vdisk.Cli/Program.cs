@@ -11,18 +11,50 @@ internal static class Program
 {
     public static async Task<int> Main(string[] args)
     {
+        // Multi-call: a symlink named qemu-img, qemu-io, qemu-storage-daemon or qemu-nbd makes vdisk that tool.
+        var tool = Personality.FromProgramPath(Personality.ProgramPath());
+        Stdio.SetProgram(tool);
         Stdio.InstallWarningSink();
-        // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
-        if (args.Length > 0 && args[0] == ServeCommand.Name) return await ServeCommand.RunAsync(args[1..]);
+        switch (tool)
+        {
+            case Tool.QemuStorageDaemon:
+                return await ServeCommand.RunAsync(args, tool);
+            case Tool.QemuNbd:
+                Stdio.Error("vdisk does not act as qemu-nbd yet (use qemu-storage-daemon's --export type=nbd)");
+                return 1;
+            case Tool.QemuIo:
+                // qemu-io's command line is vdisk io's.
+                args = [IoCommand.Name, .. args];
+                break;
+            case Tool.Vdisk when args.Length > 0 && args[0] == ServeCommand.Name:
+                // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
+                return await ServeCommand.RunAsync(args[1..], tool);
+        }
         // Every verb's definition is built, though one runs: cheap next to opening an image,
         // and the place to start if start-up time ever needs it (only the named verb is needed,
         // plus the names of the others for "Command not found").
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
-        root.Subcommands.Add(IoCommand.Create());
+        if (tool != Tool.QemuImg)
+        {
+            root.Subcommands.Add(IoCommand.Create());
+        }
         root.Subcommands.Add(Img.ImgVerbs.WithWait(InfoCommand.Create()));
-        root.Subcommands.Add(ServeCommand.CreateForHelp());
-        root.Subcommands.Add(LocksCommand.Create());
-        foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
+        if (tool == Tool.Vdisk)
+        {
+            root.Subcommands.Add(ServeCommand.CreateForHelp());
+            root.Subcommands.Add(LocksCommand.Create());
+        }
+        if (tool != Tool.QemuIo)
+        {
+            foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
+        }
+        if (tool != Tool.Vdisk)
+        {
+            // qemu-img -V / --version: the QEMU tool's version text (vdisk's own keeps System.CommandLine's).
+            var version = root.Options.OfType<VersionOption>().Single();
+            version.Aliases.Add("-V");
+            version.Action = new PrintVersionAction(tool);
+        }
 
         var argv = FrontDoor.Rewrite(root, args, out int usageError);
         if (argv is null)
@@ -63,5 +95,17 @@ internal static class Program
             if (Environment.GetEnvironmentVariable("VDISK_DEBUG") is "1") Console.Error.Write(e + "\n");
             return 1;
         }
+    }
+
+    private static int PrintVersion(Tool tool)
+    {
+        Stdio.Out.Write(Personality.VersionText(tool, Personality.VdiskVersion));
+        Stdio.Out.Flush();
+        return 0;
+    }
+
+    private sealed class PrintVersionAction(Tool tool) : System.CommandLine.Invocation.SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult) => PrintVersion(tool);
     }
 }

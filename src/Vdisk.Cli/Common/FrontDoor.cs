@@ -15,7 +15,7 @@ namespace Vdisk.Cli.Common;
 internal static class FrontDoor
 {
     /// <summary>The line qemu-img prints after a usage error.</summary>
-    public const string TryHelp = "Try 'vdisk --help' for more information\n";
+    public static string TryHelp => $"Try '{Stdio.Program} --help' for more information\n";
 
     /// <summary>The argv for System.CommandLine, or null after printing the error (exit status in <paramref name="exitCode"/>).</summary>
     public static string[]? Rewrite(RootCommand root, string[] args, out int exitCode)

@@ -8,12 +8,18 @@ namespace Vdisk.Cli.Common;
 /// <summary>Output conventions shared by every verb: one-line errors prefixed with the program name.</summary>
 internal static class Stdio
 {
-    public const string Program = "vdisk";
+    /// <summary>
+    /// The name before every message: "vdisk", or the QEMU tool's name when started under it
+    /// (<see cref="Personality"/>). Set once at start-up: it is the process's identity, not an option.
+    /// </summary>
+    public static string Program { get; private set; } = "vdisk";
+
+    public static void SetProgram(Tool tool) => Program = Personality.ProgramName(tool);
 
     /// <summary>stdout, buffered: qemu-io's output can be many lines per second.</summary>
     public static readonly TextWriter Out = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 1 << 16) { AutoFlush = false, NewLine = "\n" };
 
-    /// <summary>Prints <c>vdisk: MESSAGE</c> on stderr (after flushing stdout, to keep order in a terminal).</summary>
+    /// <summary>Prints <c>PROGRAM: MESSAGE</c> on stderr (after flushing stdout, to keep order in a terminal).</summary>
     public static void Error(string message)
     {
         Out.Flush();

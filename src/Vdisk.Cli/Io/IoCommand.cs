@@ -8,6 +8,8 @@ namespace Vdisk.Cli.Io;
 /// <summary><c>vdisk io</c>: qemu-io's command line (-f, -r, -U, --image-opts, -c CMD...).</summary>
 internal static class IoCommand
 {
+    public const string Name = "io";
+
     public static Command Create()
     {
         var image = new ImageArguments();
@@ -17,9 +19,10 @@ internal static class IoCommand
         var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
         var cache = new Option<string?>("--cache", "-t") { Description = "cache mode: writethrough (the default: every write is flushed), writeback, unsafe (no flushes), none, directsync" };
         var discard = new Option<string?>("--discard", "-d") { Description = "discard mode (ignore, unmap)" };
+        var version = new Option<bool>("--version", "-V") { Description = "print qemu-io's version text (with vdisk's version)" };
         var file = new Argument<string?>("file") { Arity = ArgumentArity.ZeroOrOne, Description = "image file, json: filename, or option string with --image-opts" };
 
-        var command = new Command("io", "Exercise an image like qemu-io: read, write, discard, map...");
+        var command = new Command(Name, "Exercise an image like qemu-io: read, write, discard, map...");
         image.AddTo(command);
         wait.AddTo(command);
         command.Options.Add(commands);
@@ -27,9 +30,16 @@ internal static class IoCommand
         command.Options.Add(noCache);
         command.Options.Add(cache);
         command.Options.Add(discard);
+        command.Options.Add(version);
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
         {
+            if (result.GetValue(version))
+            {
+                // qemu-io prints its version and exits at -V, whatever else is on the line; vdisk io is its twin.
+                Stdio.Out.Write(Personality.VersionText(Tool.QemuIo, Personality.VdiskVersion));
+                return 0;
+            }
             if (result.GetValue(image.Format) is not null && result.GetValue(image.ImageOpts))
             {
                 Stdio.Error("--image-opts and -f are mutually exclusive");

@@ -57,7 +57,7 @@ internal static class ServeCommand
 
     private static readonly string[] s_withArgument = ["--blockdev", "--nbd-server", "--export", "--chardev", "--monitor", "--pidfile", "--object", "-T", "--trace"];
 
-    public static async Task<int> RunAsync(string[] args)
+    public static async Task<int> RunAsync(string[] args, Tool tool)
     {
         var options = new List<(string Option, string Value)>();
         Vdisk.Locking.LockWaitOptions? wait = null;
@@ -86,7 +86,7 @@ internal static class ServeCommand
             }
             if (arg is "-V" or "--version")
             {
-                Stdio.Out.Write($"vdisk serve {typeof(ServeCommand).Assembly.GetName().Version?.ToString(3)}\n");
+                Stdio.Out.Write(tool == Tool.Vdisk ? $"vdisk serve {Personality.VdiskVersion}\n" : Personality.VersionText(tool, Personality.VdiskVersion));
                 Stdio.Out.Flush();
                 return 0;
             }
