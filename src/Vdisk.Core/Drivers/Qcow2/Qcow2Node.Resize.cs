@@ -5,24 +5,15 @@ using Vdisk.Options;
 
 namespace Vdisk.Drivers.Qcow2;
 
-/// <summary>How much of a grown image to allocate up front (qemu-img's preallocation modes).</summary>
-public enum Preallocation
-{
-    /// <summary>Allocate nothing.</summary>
-    Off,
-    /// <summary>Allocate the metadata (L2 tables and clusters), not the file blocks.</summary>
-    Metadata,
-    /// <summary>Metadata plus fallocate of the data clusters.</summary>
-    Falloc,
-    /// <summary>Metadata plus zeroes written to the data clusters.</summary>
-    Full,
-}
-
 public sealed partial class Qcow2Node
 {
     /// <inheritdoc />
     public override ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
         ResizeAsync(length, Preallocation.Off, cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default) =>
+        ResizeAsync(length, preallocation, cancellationToken);
 
     /// <summary>
     /// qcow2_co_truncate: grows the L1 table as needed and rewrites the size field; shrinking
@@ -169,14 +160,25 @@ public sealed partial class Qcow2Node
         }
     }
 
+    /// <inheritdoc />
+    public override bool SupportsCompressedWrites => true;
+
     /// <summary>
-    /// Writes one whole guest cluster compressed (qemu-io write -c, convert -c). Data that does
-    /// not shrink is written normally, as QEMU does.
+    /// qcow2_co_pwritev_compressed_part: whole guest clusters (a short one only at the end of the
+    /// image), each compressed on its own; data that does not shrink is written normally, as
+    /// QEMU does.
     /// </summary>
-    public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> cluster, CancellationToken ct = default)
+    public override async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
     {
-        CheckCompressedWrite(offset, cluster.Length);
-        await WriteCompressedAsync(offset, cluster, CompressCluster(cluster.Span), ct).ConfigureAwait(false);
+        int cs = _g.ClusterSize;
+        if (_g.OffsetInCluster(offset) != 0 || (data.Length % cs != 0 && offset + data.Length != Length))
+            throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL));
+        for (int pos = 0; pos < data.Length; pos += cs)
+        {
+            var cluster = data.Slice(pos, Math.Min(cs, data.Length - pos));
+            CheckCompressedWrite(offset + pos, cluster.Length);
+            await WriteCompressedAsync(offset + pos, cluster, CompressCluster(cluster.Span), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     private void CheckCompressedWrite(long offset, int length)
@@ -188,7 +190,7 @@ public sealed partial class Qcow2Node
 
     /// <summary>
     /// Compresses one guest cluster (a short last one is padded with zeroes) as
-    /// <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/> would;
+    /// <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/> does;
     /// null when it does not shrink. Thread-safe and lock-free, so a copier can compress
     /// clusters in parallel and write them in order afterwards.
     /// </summary>
@@ -240,11 +242,14 @@ public sealed partial class Qcow2Node
 
 public sealed partial class Qcow2Node
 {
+    /// <inheritdoc />
+    public override bool CanChangeBackingFile => true;
+
     /// <summary>
     /// Rewrites the backing file name and format in cluster 0 (qemu-img rebase, amend). A null
     /// name removes both.
     /// </summary>
-    public async ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken ct = default)
+    public override async ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken ct = default)
     {
         EnsureWritable();
         await _lock.WaitAsync(ct).ConfigureAwait(false);
@@ -283,7 +288,7 @@ public sealed partial class Qcow2Node
     /// <paramref name="status"/> gets (done, total) while a downgrade works.
     /// </summary>
     /// <exception cref="NativeIOException">QEMU's refusal (its hint, if any, on the lines after the message).</exception>
-    public async ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken ct = default)
+    public override async ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken ct = default)
     {
         EnsureWritable();
         int oldVersion = (int)_header.Version, newVersion = oldVersion;
@@ -489,7 +494,7 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>Drops every cluster of the active layer (qemu-img commit empties the top): all ranges fall through to the backing file again.</summary>
-    public async ValueTask MakeEmptyAsync(CancellationToken ct = default)
+    public override async ValueTask MakeEmptyAsync(CancellationToken ct = default)
     {
         EnsureWritable();
         await _lock.WaitAsync(ct).ConfigureAwait(false);
