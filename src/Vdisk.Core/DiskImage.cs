@@ -241,6 +241,66 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.TruncateAsync(length, cancellationToken);
     }
 
+    /// <summary>Changes the size, preallocating the grown part as <paramref name="preallocation"/> says (blk_truncate with prealloc).</summary>
+    public ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((Permissions.Perm & BlockPermission.Resize) == 0)
+            throw new NativeIOException(Errno.EPERM, NativeIOException.Describe(Errno.EPERM));
+        if (length < 0) throw new NativeIOException(Errno.EINVAL, "Image size cannot be negative");
+        return Root.TruncateAsync(length, preallocation, cancellationToken);
+    }
+
+    /// <summary>True when the image's format writes compressed data (block_driver_can_compress).</summary>
+    public bool SupportsCompressedWrites => Root.SupportsCompressedWrites;
+
+    /// <summary>Writes <paramref name="data"/> compressed (blk_pwrite_compressed): whole clusters of the format.</summary>
+    /// <exception cref="NativeIOException">EIO outside the image, EPERM without WRITE, ENOTSUP when the format does not compress, EINVAL when not aligned to its clusters.</exception>
+    public ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        CheckRequest(offset, data.Length, BlockPermission.Write);
+        return Root.WriteCompressedAsync(offset, data, cancellationToken);
+    }
+
+    /// <summary>
+    /// Checks the image (bdrv_check), repairing what <paramref name="mode"/> allows, which needs WRITE;
+    /// <paramref name="log"/> gets the lines QEMU prints while checking.
+    /// </summary>
+    /// <exception cref="NativeIOException">ENOTSUP: the format has no check ("This image format does not support checks").</exception>
+    /// <exception cref="ImageCheckException">The check could not run to its end.</exception>
+    public Task<ImageCheck> CheckAsync(RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
+    {
+        CheckPermission(mode == RepairMode.None ? BlockPermission.None : BlockPermission.Write);
+        return Root.CheckAsync(mode, log, cancellationToken);
+    }
+
+    /// <summary>
+    /// Changes format options in place (bdrv_amend_options); <paramref name="options"/> come from
+    /// the driver's amend list, <paramref name="status"/> gets (done, total).
+    /// </summary>
+    public ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken cancellationToken = default)
+    {
+        CheckPermission(BlockPermission.Write);
+        return Root.AmendAsync(options, status, cancellationToken);
+    }
+
+    /// <summary>
+    /// Rewrites the backing file name and format the image stores (bdrv_change_backing_file);
+    /// a null name removes both. ENOTSUP when the format stores none.
+    /// </summary>
+    public ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken cancellationToken = default)
+    {
+        CheckPermission(BlockPermission.Write);
+        return Root.ChangeBackingFileAsync(name, format, cancellationToken);
+    }
+
+    /// <summary>Empties the top layer so that everything reads from the backing file again (blk_make_empty).</summary>
+    public ValueTask MakeEmptyAsync(CancellationToken cancellationToken = default)
+    {
+        CheckPermission(BlockPermission.Write);
+        return Root.MakeEmptyAsync(cancellationToken);
+    }
+
     /// <summary>The allocation status at <paramref name="offset"/>.</summary>
     public ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
@@ -254,6 +314,13 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (offset < 0 || length < 0 || offset > Length || Length - offset < length)
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
+        CheckPermission(needed);
+    }
+
+    /// <summary>The permission gate: a change without the permission it needs (or while suspended) fails with EPERM.</summary>
+    private void CheckPermission(BlockPermission needed)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if ((needed & ~Permissions.Perm) != 0 || (IsSuspended && needed != BlockPermission.None))
             throw new NativeIOException(Errno.EPERM, NativeIOException.Describe(Errno.EPERM));
     }

@@ -3,6 +3,30 @@ using System.Text;
 
 namespace Vdisk;
 
+/// <summary>What <c>check -r</c> may repair (BdrvCheckMode).</summary>
+[Flags]
+public enum RepairMode
+{
+    /// <summary>Report only.</summary>
+    None = 0,
+    /// <summary>Fix leaked clusters.</summary>
+    Leaks = 1,
+    /// <summary>Fix errors (rebuilding the refcount structure if needed).</summary>
+    Errors = 2,
+    /// <summary>Both.</summary>
+    All = Leaks | Errors,
+}
+
+/// <summary>
+/// A check that could not run to its end (qemu-img prints <see cref="Exception.Message"/> as an
+/// error, then "Check failed: " and the errno's text, and exits 1 without a report).
+/// </summary>
+public sealed class ImageCheckException(int errno, string message) : IOException(message)
+{
+    /// <summary>The errno QEMU's check returns.</summary>
+    public int Errno { get; } = errno;
+}
+
 /// <summary>The result of a consistency check (QEMU's BdrvCheckResult / QAPI ImageCheck) and its two renderings.</summary>
 public sealed class ImageCheck
 {

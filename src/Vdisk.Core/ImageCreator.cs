@@ -103,7 +103,7 @@ public static class CreateOptionLists
     }
 
     /// <summary>qcow2's amend options (qemu-img amend -o).</summary>
-    public static QemuOpts ForQcow2Amend() => new(Qcow2Amend);
+    internal static QemuOpts ForQcow2Amend() => new(Qcow2Amend);
 
     /// <summary>The image formats qemu-img 7.2 knows (its "Supported formats" list).</summary>
     public static readonly IReadOnlySet<string> QemuFormats = new HashSet<string>(StringComparer.Ordinal)
@@ -144,7 +144,7 @@ public static class ImageCreator
             if (o.BackingFormat is null) throw new CreateException("Backing file specified without backing format");
             return;
         }
-        string full = Qcow2Driver.CombineBackingPath(o.Filename, backingFile);
+        string full = BackingPath.Combine(o.Filename, backingFile);
         DiskImage backing;
         try
         {

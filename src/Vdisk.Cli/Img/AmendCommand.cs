@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Drivers.Qcow2;
+using Vdisk.Graph;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
@@ -46,23 +46,23 @@ internal static class AmendCommand
             using var disk = ImgOpen.Open(result, names[0], fmt, result.GetValue(imageOpts), AccessProfiles.ImgModify);
             if (disk is null) return 1;
             if (help) return PrintHelp(disk.Root.DriverName) ? 0 : 1;
-            if (disk.Root is not Qcow2Node node)
+            string driver = disk.Root.DriverName;
+            if (BlockDrivers.Find(driver)?.CreateAmendOptions() is not { } opts)
             {
-                Stdio.Error($"Format driver '{disk.Root.DriverName}' does not support option amendment");
+                Stdio.Error($"Format driver '{driver}' does not support option amendment");
                 return 1;
             }
-            var opts = CreateOptionLists.ForQcow2Amend();
             if (opts.Parse(optionText) is { } parseError)
             {
                 // An option of create's list that amend cannot change gets a hint saying so.
-                bool createOnly = CreateOptionLists.ForFormat("qcow2", withProtocol: false)!.Parse(optionText) is null;
+                bool createOnly = CreateOptionLists.ForFormat(driver, withProtocol: false) is { } create && create.Parse(optionText) is null;
                 ImgOptions.Error(createOnly ? parseError with { Hint = "This option is only supported for image creation\n" } : parseError);
                 return 1;
             }
             meter.Print(0, 0);
             try
             {
-                await node.AmendAsync(opts, (done, total) => meter.Print(total == 0 ? 0 : 100f * done / total, 0), ct);
+                await disk.AmendAsync(opts, (done, total) => meter.Print(total == 0 ? 0 : 100f * done / total, 0), ct);
                 await disk.FlushAsync(ct);
             }
             catch (IOException e)
@@ -80,14 +80,14 @@ internal static class AmendCommand
     /// <summary>print_amend_option_help.</summary>
     private static bool PrintHelp(string format)
     {
-        if (format != "qcow2")
+        if (BlockDrivers.Find(format)?.CreateAmendOptions() is not { } opts)
         {
             Stdio.Error(CreateOptionLists.QemuFormats.Contains(format)
                 ? $"Format driver '{format}' does not support option amendment"
                 : $"Unknown file format '{format}'");
             return false;
         }
-        Stdio.Out.Write(CreateOptionLists.ForQcow2Amend().Help("Amend options for 'qcow2':"));
+        Stdio.Out.Write(opts.Help($"Amend options for '{format}':"));
         Stdio.Out.Flush();
         return true;
     }

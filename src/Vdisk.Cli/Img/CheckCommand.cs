@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Drivers.Qcow2;
 using Vdisk.Native;
 using Vdisk.Permissions;
 
@@ -26,10 +25,10 @@ internal static class CheckCommand
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {
-            var mode = Qcow2RepairMode.None;
+            var mode = RepairMode.None;
             if (result.GetValue(repair) is { } r)
             {
-                mode = r switch { "leaks" => Qcow2RepairMode.Leaks, "all" => Qcow2RepairMode.All, _ => (Qcow2RepairMode)(-1) };
+                mode = r switch { "leaks" => RepairMode.Leaks, "all" => RepairMode.All, _ => (RepairMode)(-1) };
                 if (mode < 0) return ImgOptions.ErrorExit($"Unknown option value for -r (expecting 'leaks' or 'all'): {r}");
             }
             var names = result.GetValue(files) ?? [];
@@ -43,31 +42,32 @@ internal static class CheckCommand
                 return 1;
             }
             bool forceShare = result.GetValue(image.ForceShare);
-            var flags = mode != Qcow2RepairMode.None ? AccessProfiles.ImgCheckRepair : AccessProfiles.ImgCheck;
+            var flags = mode != RepairMode.None ? AccessProfiles.ImgCheckRepair : AccessProfiles.ImgCheck;
             flags = ImgOpen.WithForceShare(flags, forceShare);
             using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
             if (disk is null) return 1;
-            if (disk.Root is not Qcow2Node node)
-            {
-                Stdio.Error("This image format does not support checks");
-                return 63;
-            }
             bool quietOut = result.GetValue(quiet);
             void Log(string line) => Stdio.ErrorRaw(line + "\n");
             ImageCheck check;
             try
             {
-                check = await Qcow2Check.RunAsync(node, mode, Log, ct);
+                check = await disk.CheckAsync(mode, Log, ct);
                 if (check.CorruptionsFixed > 0 || check.LeaksFixed > 0)
                 {
                     if (fmt == "human" && !quietOut) Stdio.Out.Write(check.RepairSummary());
-                    var again = await Qcow2Check.RunAsync(node, Qcow2RepairMode.None, Log, ct);
+                    var again = await disk.CheckAsync(RepairMode.None, Log, ct);
                     again.LeaksFixed = check.LeaksFixed;
                     again.CorruptionsFixed = check.CorruptionsFixed;
                     check = again;
                 }
             }
-            catch (Qcow2CheckException e)
+            catch (NativeIOException e) when (e.Errno == Errno.ENOTSUP)
+            {
+                // img_check: a driver without bdrv_co_check.
+                Stdio.Error("This image format does not support checks");
+                return 63;
+            }
+            catch (ImageCheckException e)
             {
                 Stdio.Error(e.Message);
                 Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
@@ -78,7 +78,7 @@ internal static class CheckCommand
                 Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
                 return 1;
             }
-            if (!quietOut) Stdio.Out.Write(fmt == "json" ? check.ToJson(filename, "qcow2") + "\n" : check.ToHuman());
+            if (!quietOut) Stdio.Out.Write(fmt == "json" ? check.ToJson(filename, disk.Root.DriverName) + "\n" : check.ToHuman());
             Stdio.Out.Flush();
             if (check.CheckErrors > 0)
             {

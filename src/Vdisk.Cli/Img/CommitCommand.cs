@@ -1,7 +1,6 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Copy;
-using Vdisk.Drivers.Qcow2;
 using Vdisk.Graph;
 using Vdisk.Native;
 using Vdisk.Options;
@@ -143,7 +142,17 @@ internal static class CommitCommand
             }
             await baseNode.FlushAsync(ct);
             meter.Print(100, 0);
-            if (empty && top is Qcow2Node q) await q.MakeEmptyAsync(ct);
+            if (empty)
+            {
+                try
+                {
+                    await disk.MakeEmptyAsync(ct);
+                }
+                catch (NativeIOException e) when (e.Errno == Errno.ENOTSUP)
+                {
+                    // img_commit leaves a top that its format cannot empty as it is.
+                }
+            }
             return null;
         }
         catch (IOException e)
@@ -178,8 +187,8 @@ internal static class CommitCommand
     {
         for (var node = top; BlockChain.BackingOf(node) is { } below; node = below)
         {
-            if (node is not Qcow2Node { FullBackingFilename: { } backingFull }) continue;
-            string wanted = Qcow2Driver.CombineBackingPath(node.Filename, name);
+            if (node.FullBackingFilename is not { } backingFull) continue;
+            string wanted = BackingPath.Combine(node.Filename, name);
             if (SameFile(wanted, backingFull)) return below;
         }
         return null;

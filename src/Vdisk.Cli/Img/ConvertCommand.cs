@@ -1,7 +1,6 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Copy;
-using Vdisk.Drivers.Qcow2;
 using Vdisk.Options;
 using Vdisk.Permissions;
 
@@ -215,7 +214,7 @@ internal static class ConvertCommand
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
                 using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags);
                 if (dest is null) return 1;
-                if (compressed && dest.Root is not Qcow2Node)
+                if (compressed && !dest.SupportsCompressedWrites)
                 {
                     Stdio.Error("Compression not supported for this file format");
                     return 1;

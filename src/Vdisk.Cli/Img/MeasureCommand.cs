@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Drivers.Qcow2;
+using Vdisk.Graph;
 using Vdisk.Output;
 using Vdisk.Permissions;
 
@@ -86,7 +86,7 @@ internal static class MeasureCommand
             MeasureResult measured;
             try
             {
-                measured = await Qcow2Measure.MeasureAsync(target, opts, disk?.Root, ct);
+                measured = await BlockDrivers.Find(target)!.MeasureAsync(opts, disk?.Root, ct);
             }
             catch (IOException e)
             {

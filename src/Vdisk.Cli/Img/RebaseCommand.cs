@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Drivers.Qcow2;
 using Vdisk.Graph;
 using Vdisk.Permissions;
 
@@ -72,7 +71,7 @@ internal static class RebaseCommand
                     BlockNode? prefix = null;
                     if (hasNewBacking)
                     {
-                        string full = Qcow2Driver.CombineBackingPath(disk.Root.Filename, newBacking!);
+                        string full = BackingPath.Combine(disk.Root.Filename, newBacking!);
                         prefix = FindInChain(disk.Root, full);
                         if (prefix is null)
                         {
@@ -111,13 +110,13 @@ internal static class RebaseCommand
             }
             // bdrv_change_backing_file; qemu-img reports its failure and still prints 100%.
             string? refusal = null;
-            if (disk.Root is not Qcow2Node node) refusal = "Operation not supported";
+            if (!disk.Root.CanChangeBackingFile) refusal = "Operation not supported";
             else if (hasNewBacking && newFormat is null) refusal = "backing format must be specified";
             else
             {
                 try
                 {
-                    await node.ChangeBackingFileAsync(hasNewBacking ? newBacking : null, hasNewBacking ? newFormat : null, ct);
+                    await disk.ChangeBackingFileAsync(hasNewBacking ? newBacking : null, hasNewBacking ? newFormat : null, ct);
                 }
                 catch (IOException e)
                 {

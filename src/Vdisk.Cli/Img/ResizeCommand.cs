@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
-using Vdisk.Drivers.Qcow2;
+using Vdisk.Graph;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
@@ -72,14 +72,7 @@ internal static class ResizeCommand
             }
             try
             {
-                if (disk.Root is Qcow2Node q)
-                {
-                    await q.ResizeAsync(total, mode, ct);
-                }
-                else
-                {
-                    await disk.TruncateAsync(total, ct);
-                }
+                await disk.TruncateAsync(total, mode, ct);
                 await disk.FlushAsync(ct);
             }
             catch (IOException e)

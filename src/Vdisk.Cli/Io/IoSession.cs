@@ -339,9 +339,7 @@ internal sealed class IoSession : IAsyncDisposable
             }
             else if (compressed)
             {
-                if (_image!.Root is not Drivers.Qcow2.Qcow2Node qcow2)
-                    throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
-                await WriteCompressedAsync(qcow2, offset, data!);
+                await _image!.WriteCompressedAsync(offset, data, _cancel);
             }
             else
             {
@@ -359,17 +357,6 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
-    /// <summary>write -c: whole clusters only (blk_pwrite_compressed), one compressed cluster at a time.</summary>
-    private async Task WriteCompressedAsync(Drivers.Qcow2.Qcow2Node node, long offset, byte[] data)
-    {
-        int cluster = node.Geometry.ClusterSize;
-        if (offset % cluster != 0 || (data.Length % cluster != 0 && offset + data.Length != node.Length))
-            throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL));
-        if (offset < 0 || offset + data.Length > node.Length) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
-        for (int pos = 0; pos < data.Length; pos += cluster)
-            await node.WriteCompressedAsync(offset + pos, data.AsMemory(pos, Math.Min(cluster, data.Length - pos)), _cancel);
-    }
-
     /// <summary>
     /// write -s: up to <paramref name="count"/> bytes of the file, repeated to fill the buffer
     /// when the file is shorter (qemu_io_alloc_from_file). Null, after perror-style
@@ -381,20 +368,9 @@ internal sealed class IoSession : IAsyncDisposable
         int length = 0;
         try
         {
-            // A pattern source, not an image: read through the same open(2) path all the same,
-            // without locks, and without the block layer's rounding to whole sectors.
-            var options = new OptionDict();
-            options.Set("driver", "file");
-            options.Set("filename", path);
-            options.Set("locking", "off");
-            await using var file = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.None);
-            var handle = ((Drivers.File.FileNode)file.Root).Handle;
-            while (length < data.Length)
-            {
-                int n = await RandomAccess.ReadAsync(handle, data.AsMemory(length), length, _cancel);
-                if (n == 0) break;
-                length += n;
-            }
+            // A pattern source, not an image: read without locks and without the block
+            // layer's rounding to whole sectors.
+            length = await HostFile.ReadPrefixAsync(path, data, _cancel);
         }
         catch (NativeIOException e)
         {
@@ -466,15 +442,15 @@ internal sealed class IoSession : IAsyncDisposable
     {
         var parsed = ParseOptions(words, "m:");
         if (parsed is null || parsed.Value.Operands.Count == 0) { Usage("truncate"); return -Errno.EINVAL; }
-        var mode = Drivers.Qcow2.Preallocation.Off;
+        var mode = Preallocation.Off;
         foreach (var (_, value) in parsed.Value.Options)
         {
-            Drivers.Qcow2.Preallocation? m = value switch
+            Preallocation? m = value switch
             {
-                "off" => Drivers.Qcow2.Preallocation.Off,
-                "metadata" => Drivers.Qcow2.Preallocation.Metadata,
-                "falloc" => Drivers.Qcow2.Preallocation.Falloc,
-                "full" => Drivers.Qcow2.Preallocation.Full,
+                "off" => Preallocation.Off,
+                "metadata" => Preallocation.Metadata,
+                "falloc" => Preallocation.Falloc,
+                "full" => Preallocation.Full,
                 _ => null,
             };
             if (m is null)
@@ -488,23 +464,15 @@ internal sealed class IoSession : IAsyncDisposable
         if (!TryNumber(parsed.Value.Operands[0], out long size)) return -Errno.EINVAL;
         try
         {
-            if (_image!.Root is Drivers.Qcow2.Qcow2Node qcow2 && mode != Drivers.Qcow2.Preallocation.Off)
-            {
-                await qcow2.ResizeAsync(size, mode, _cancel);
-            }
-            else
-            {
-                // file-posix has no metadata preallocation; falloc and full are not done on raw
-                // images yet (the file grows sparse, reading as zeroes all the same).
-                if (mode == Drivers.Qcow2.Preallocation.Metadata && _image.Root is not Drivers.Qcow2.Qcow2Node)
-                {
-                    Stdio.Error("Unsupported preallocation mode: metadata");
-                    return -Errno.ENOTSUP;
-                }
-                await _image.TruncateAsync(size, _cancel);
-            }
+            await _image!.TruncateAsync(size, mode, _cancel);
             _unflushed = true;
             return 0;
+        }
+        catch (NativeIOException e) when (e.Errno == Errno.ENOTSUP && mode == Preallocation.Metadata)
+        {
+            // A format without metadata preallocation refuses it in file-posix's words, as qemu-io prints them.
+            Stdio.Error(e.Message);
+            return -e.Errno;
         }
         catch (IOException e)
         {

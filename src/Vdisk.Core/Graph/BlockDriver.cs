@@ -1,3 +1,4 @@
+using Vdisk.Native;
 using Vdisk.Options;
 using Vdisk.Permissions;
 
@@ -14,7 +15,24 @@ public interface IBlockDriver
 
     /// <summary>Opens a node. Must take every option it understands from <see cref="NodeOpenContext.Options"/>.</summary>
     BlockNode Open(NodeOpenContext context);
+
+    /// <summary>The options <c>qemu-img amend</c> may change (BlockDriver.amend_opts), fresh for each use; null when the format has none.</summary>
+    QemuOpts? CreateAmendOptions() => null;
+
+    /// <summary>
+    /// bdrv_measure: the bytes a new image of this format with <paramref name="options"/> (its
+    /// create options, the size set) needs, for the contents of <paramref name="input"/> if not null.
+    /// </summary>
+    /// <exception cref="NativeIOException">ENOTSUP without measurement; the format's refusal of the options; a read error of the input.</exception>
+    Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, $"Block driver '{Name}' does not support size measurement");
 }
+
+/// <summary>What qemu-img measure reports: bytes the new image needs now and fully allocated.</summary>
+/// <param name="Required">Bytes for the data the input holds (or none) plus all metadata.</param>
+/// <param name="FullyAllocated">Bytes when every cluster is allocated.</param>
+/// <param name="HasBitmaps">Whether "bitmaps size" is reported (qcow2 v3 target, input that supports bitmaps).</param>
+public sealed record MeasureResult(long Required, long FullyAllocated, bool HasBitmaps);
 
 /// <summary>Everything a driver needs to open one node.</summary>
 public sealed class NodeOpenContext

@@ -64,7 +64,7 @@ public readonly record struct BlockStatus(long Length, BlockStatusFlags Flags, l
 /// children. Permissions flow from parents to children through each driver's rule; protocol
 /// nodes turn their cumulative request into lock bytes.
 /// </summary>
-public abstract class BlockNode
+public abstract partial class BlockNode
 {
     private readonly List<BdrvChild> _children = new();
     private readonly List<BdrvChild> _parents = new();

@@ -144,10 +144,10 @@ public class Qcow2FormatTests
     [Fact]
     public void Relative_backing_names_resolve_against_the_image_directory()
     {
-        Assert.Equal("dir/base.qcow2", Qcow2Driver.CombineBackingPath("dir/top.qcow2", "base.qcow2"));
-        Assert.Equal("base.qcow2", Qcow2Driver.CombineBackingPath("top.qcow2", "base.qcow2"));
-        Assert.Equal("/abs/base.qcow2", Qcow2Driver.CombineBackingPath("dir/top.qcow2", "/abs/base.qcow2"));
-        Assert.Equal("nbd://h/x", Qcow2Driver.CombineBackingPath("dir/top.qcow2", "nbd://h/x"));
+        Assert.Equal("dir/base.qcow2", Vdisk.Graph.BackingPath.Combine("dir/top.qcow2", "base.qcow2"));
+        Assert.Equal("base.qcow2", Vdisk.Graph.BackingPath.Combine("top.qcow2", "base.qcow2"));
+        Assert.Equal("/abs/base.qcow2", Vdisk.Graph.BackingPath.Combine("dir/top.qcow2", "/abs/base.qcow2"));
+        Assert.Equal("nbd://h/x", Vdisk.Graph.BackingPath.Combine("dir/top.qcow2", "nbd://h/x"));
     }
 
     [Fact]

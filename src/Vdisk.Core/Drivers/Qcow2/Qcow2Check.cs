@@ -3,42 +3,6 @@ using Vdisk.Native;
 
 namespace Vdisk.Drivers.Qcow2;
 
-/// <summary>What <c>check -r</c> may repair (BdrvCheckMode).</summary>
-[Flags]
-public enum Qcow2RepairMode
-{
-    /// <summary>Report only.</summary>
-    None = 0,
-    /// <summary>Fix leaked clusters.</summary>
-    Leaks = 1,
-    /// <summary>Fix errors (rebuilding the refcount structure if needed).</summary>
-    Errors = 2,
-    /// <summary>Both.</summary>
-    All = Leaks | Errors,
-}
-
-/// <summary>
-/// A check that could not run to its end (qemu-img prints <see cref="Exception.Message"/> as an
-/// error, then "Check failed: " and the errno's text, and exits 1 without a report).
-/// </summary>
-public sealed class Qcow2CheckException(int errno, string message) : IOException(message)
-{
-    /// <summary>The errno QEMU's check returns.</summary>
-    public int Errno { get; } = errno;
-}
-
-/// <summary>qcow2's consistency check and repair (qcow2_co_check_locked), run under the node's lock.</summary>
-public static class Qcow2Check
-{
-    /// <summary>
-    /// Checks (and with <paramref name="mode"/> repairs) the image; <paramref name="log"/> gets
-    /// the per-cluster lines QEMU prints on stderr. Throws <see cref="Qcow2CheckException"/> (or
-    /// <see cref="NativeIOException"/>) when the check cannot complete (qemu-img: "Check failed").
-    /// </summary>
-    public static async Task<ImageCheck> RunAsync(Qcow2Node node, Qcow2RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
-        => await node.CheckAsync(mode, log ?? (_ => { }), cancellationToken).ConfigureAwait(false);
-}
-
 public sealed partial class Qcow2Node
 {
     /// <summary>Reference counts computed from the metadata: an array over the file, a dictionary past it.</summary>
@@ -74,13 +38,20 @@ public sealed partial class Qcow2Node
         }
     }
 
-    internal async Task<ImageCheck> CheckAsync(Qcow2RepairMode fix, Action<string> log, CancellationToken ct)
+    /// <summary>
+    /// qcow2_co_check: checks (and with <paramref name="mode"/> repairs) the image under the
+    /// node's lock; <paramref name="log"/> gets the per-cluster lines QEMU prints on stderr.
+    /// </summary>
+    public override Task<ImageCheck> CheckAsync(RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default) =>
+        CheckLockedAsync(mode, log ?? (_ => { }), cancellationToken);
+
+    private async Task<ImageCheck> CheckLockedAsync(RepairMode fix, Action<string> log, CancellationToken ct)
     {
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);
-            if (fix != Qcow2RepairMode.None && IsReadOnly)
+            if (fix != RepairMode.None && IsReadOnly)
                 throw new NativeIOException(Errno.EROFS, NativeIOException.Describe(Errno.EROFS), Filename);
             var res = new ImageCheck();
             _fixing = fix;
@@ -90,10 +61,10 @@ public sealed partial class Qcow2Node
 
             var (refs, rebuild) = await CalculateReferencesAsync(res, fix, log, ct).ConfigureAwait(false);
             var pre = res.Clone();
-            long highest = await CompareRefcountsAsync(refs, res, Qcow2RepairMode.None, log, fileClusters).ConfigureAwait(false);
+            long highest = await CompareRefcountsAsync(refs, res, RepairMode.None, log, fileClusters).ConfigureAwait(false);
             rebuild |= _rebuildNeeded;
             _rebuildNeeded = false;
-            if (rebuild && (fix & Qcow2RepairMode.Errors) != 0)
+            if (rebuild && (fix & RepairMode.Errors) != 0)
             {
                 var old = res.Clone();
                 log("Rebuilding refcount structure");
@@ -101,12 +72,12 @@ public sealed partial class Qcow2Node
                 res.Corruptions = 0;
                 res.Leaks = 0;
                 var fresh = new ImageCheck();
-                (refs, _) = await CalculateReferencesAsync(fresh, Qcow2RepairMode.None, _ => { }, ct).ConfigureAwait(false);
+                (refs, _) = await CalculateReferencesAsync(fresh, RepairMode.None, _ => { }, ct).ConfigureAwait(false);
                 long freshLeaks = 0;
-                if ((fix & Qcow2RepairMode.Leaks) != 0)
+                if ((fix & RepairMode.Leaks) != 0)
                 {
                     var leakRes = new ImageCheck();
-                    highest = await CompareRefcountsAsync(refs, leakRes, Qcow2RepairMode.Leaks, log, _g.SizeToClusters(File.Length)).ConfigureAwait(false);
+                    highest = await CompareRefcountsAsync(refs, leakRes, RepairMode.Leaks, log, _g.SizeToClusters(File.Length)).ConfigureAwait(false);
                     if (_rebuildNeeded) log("ERROR rebuilt refcount structure is still broken");
                     _rebuildNeeded = false;
                     freshLeaks = leakRes.Leaks;
@@ -115,7 +86,7 @@ public sealed partial class Qcow2Node
                 if (res.Leaks < old.Leaks) res.LeaksFixed += old.Leaks - res.Leaks;
                 res.Leaks += freshLeaks;
             }
-            else if (fix != Qcow2RepairMode.None)
+            else if (fix != RepairMode.None)
             {
                 if (rebuild)
                 {
@@ -133,7 +104,7 @@ public sealed partial class Qcow2Node
             await CheckCopiedFlagsAsync(res, fix, log).ConfigureAwait(false);
             if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);
             res.ImageEndOffset = (highest + 1) << _g.ClusterBits;
-            if (fix != Qcow2RepairMode.None && res.CheckErrors == 0 && res.Corruptions == 0)
+            if (fix != RepairMode.None && res.CheckErrors == 0 && res.Corruptions == 0)
             {
                 ulong cleared = _header.IncompatibleFeatures & ~(Qcow2Features.IncompatDirty | Qcow2Features.IncompatCorrupt);
                 if (cleared != _header.IncompatibleFeatures) await SetIncompatibleFeaturesAsync(cleared).ConfigureAwait(false);
@@ -142,7 +113,7 @@ public sealed partial class Qcow2Node
         }
         finally
         {
-            _fixing = Qcow2RepairMode.None;
+            _fixing = RepairMode.None;
             _lock.Release();
         }
     }
@@ -168,7 +139,7 @@ public sealed partial class Qcow2Node
                 string report = "ERROR " + e.Message;
                 if (count > Qcow2Snapshot.MaxSnapshots)
                     report += $"\nYou can force-remove all {count - Qcow2Snapshot.MaxSnapshots} overhanging snapshots with qemu-img check -r all";
-                throw new Qcow2CheckException(e is NativeIOException n ? n.Errno : Errno.EINVAL, report);
+                throw new ImageCheckException(e is NativeIOException n ? n.Errno : Errno.EINVAL, report);
             }
             try
             {
@@ -177,7 +148,7 @@ public sealed partial class Qcow2Node
             catch (IOException e)
             {
                 res.CheckErrors++;
-                throw new Qcow2CheckException(e is NativeIOException n ? n.Errno : Errno.EFBIG, "ERROR failed to read the snapshot table: " + e.Message);
+                throw new ImageCheckException(e is NativeIOException n ? n.Errno : Errno.EFBIG, "ERROR failed to read the snapshot table: " + e.Message);
             }
         }
         if (_header.Version < 3) return;
@@ -219,7 +190,7 @@ public sealed partial class Qcow2Node
         }
     }
 
-    private async Task<(ReferenceMap Refs, bool Rebuild)> CalculateReferencesAsync(ImageCheck res, Qcow2RepairMode fix, Action<string> log, CancellationToken ct)
+    private async Task<(ReferenceMap Refs, bool Rebuild)> CalculateReferencesAsync(ImageCheck res, RepairMode fix, Action<string> log, CancellationToken ct)
     {
         var refs = new ReferenceMap(_g.SizeToClusters(File.Length));
         Reference(refs, res, 0, _g.ClusterSize, log);
@@ -273,7 +244,7 @@ public sealed partial class Qcow2Node
                 // QEMU's -r all grows the file to cover the block; vdisk rebuilds the refcounts instead.
                 res.Corruptions++;
                 log($"ERROR refcount block {i} is outside image");
-                if ((fix & Qcow2RepairMode.Errors) != 0) rebuild = true;
+                if ((fix & RepairMode.Errors) != 0) rebuild = true;
                 continue;
             }
             Reference(refs, res, offset, _g.ClusterSize, log);
@@ -301,7 +272,7 @@ public sealed partial class Qcow2Node
         {
             log("ERROR: I/O error in check_refcounts_l1");
             res.CheckErrors++;
-            throw new Qcow2CheckException(e.Errno, e.Message);
+            throw new ImageCheckException(e.Errno, e.Message);
         }
         var l2 = new byte[_g.ClusterSize];
         for (int i = 0; i < l1.Length; i++)
@@ -333,7 +304,7 @@ public sealed partial class Qcow2Node
                 {
                     log("ERROR: I/O error in check_refcounts_l2");
                     res.CheckErrors++;
-                    throw new Qcow2CheckException(e.Errno, NativeIOException.Describe(e.Errno));
+                    throw new ImageCheckException(e.Errno, NativeIOException.Describe(e.Errno));
                 }
             }
             await CheckL2Async(refs, res, l2Offset, l2, active, log).ConfigureAwait(false);
@@ -382,7 +353,7 @@ public sealed partial class Qcow2Node
                         res.Corruptions++;
                         if (kind == Qcow2ClusterKind.ZeroAllocated)
                         {
-                            bool repair = (_fixing & Qcow2RepairMode.Errors) != 0;
+                            bool repair = (_fixing & RepairMode.Errors) != 0;
                             log($"{(repair ? "Repairing" : "ERROR")} offset={offset:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
                             // fix_l2_entry_by_zero: a preallocated zero cluster holds no data, so it can become a plain zero cluster.
                             if (repair && await FixEntryByZeroAsync(l2Offset, l2, j, res, log).ConfigureAwait(false))
@@ -410,7 +381,7 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>The repair mode of the check under way (CheckL2Async repairs as it goes, as QEMU's does).</summary>
-    private Qcow2RepairMode _fixing;
+    private RepairMode _fixing;
 
     /// <summary>Rewrites one L2 entry as a plain zero cluster, on disk and in the cache; false when it could not.</summary>
     private async Task<bool> FixEntryByZeroAsync(long l2Offset, byte[] l2, int index, ImageCheck res, Action<string> log)
@@ -459,7 +430,7 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>compare_refcounts; returns the highest cluster in use by either count.</summary>
-    private async Task<long> CompareRefcountsAsync(ReferenceMap refs, ImageCheck res, Qcow2RepairMode fix, Action<string> log, long fileClusters)
+    private async Task<long> CompareRefcountsAsync(ReferenceMap refs, ImageCheck res, RepairMode fix, Action<string> log, long fileClusters)
     {
         // QEMU starts from cluster 0, so the image end is at least one cluster even when no count could be read.
         long highest = 0;
@@ -483,8 +454,8 @@ public sealed partial class Qcow2Node
             if (onDisk == computed) continue;
             bool canFix = false;
             if (onDisk == 0) _rebuildNeeded = true;
-            else if (onDisk > computed && (fix & Qcow2RepairMode.Leaks) != 0) canFix = true;
-            else if (onDisk < computed && (fix & Qcow2RepairMode.Errors) != 0) canFix = true;
+            else if (onDisk > computed && (fix & RepairMode.Leaks) != 0) canFix = true;
+            else if (onDisk < computed && (fix & RepairMode.Errors) != 0) canFix = true;
             string what = canFix ? "Repairing" : onDisk < computed ? "ERROR" : "Leaked";
             log($"{what} cluster {i} refcount={onDisk} reference={computed}");
             if (canFix)
@@ -507,9 +478,9 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>check_oflag_copied: COPIED must be set exactly when the refcount is 1 (active tables only).</summary>
-    private async Task CheckCopiedFlagsAsync(ImageCheck res, Qcow2RepairMode fix, Action<string> log)
+    private async Task CheckCopiedFlagsAsync(ImageCheck res, RepairMode fix, Action<string> log)
     {
-        bool repair = (fix & Qcow2RepairMode.Errors) != 0 && !IsReadOnly;
+        bool repair = (fix & RepairMode.Errors) != 0 && !IsReadOnly;
         for (int i = 0; i < _l1.Length; i++)
         {
             ulong l1Entry = _l1[i];

@@ -108,6 +108,13 @@ public sealed class Qcow2Driver : IBlockDriver
     }
 
     /// <inheritdoc />
+    public QemuOpts? CreateAmendOptions() => CreateOptionLists.ForQcow2Amend();
+
+    /// <inheritdoc />
+    public Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default) =>
+        Qcow2Measure.MeasureAsync(options, input, cancellationToken);
+
+    /// <inheritdoc />
     public BlockNode Open(NodeOpenContext context)
     {
         var o = context.Options;
@@ -169,14 +176,14 @@ public sealed class Qcow2Driver : IBlockDriver
                 string? full = null;
                 if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
                 {
-                    full = CombineBackingPath(node.Filename, backingName);
+                    full = BackingPath.Combine(node.Filename, backingName);
                     options.Set("filename", full);
                 }
                 if (!options.Contains("driver") && node.Header.BackingFormat is { } fmt) options.Set("driver", fmt);
                 Wrapped(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
-                string path = CombineBackingPath(node.Filename, backingName);
+                string path = BackingPath.Combine(node.Filename, backingName);
                 var opts = new OptionDict();
                 if (node.Header.BackingFormat is { } format) opts.Set("driver", format);
                 var fileOpts = new OptionDict();
@@ -212,19 +219,5 @@ public sealed class Qcow2Driver : IBlockDriver
         {
             throw new OptionException(prefix + e.Message);
         }
-    }
-
-    /// <summary>
-    /// QEMU's path_combine: a relative backing name is relative to the directory of the image
-    /// that names it; absolute names and protocol names (<c>nbd:...</c>) are kept.
-    /// </summary>
-    public static string CombineBackingPath(string imageFilename, string backing)
-    {
-        if (backing.StartsWith('/') || backing.Length == 0) return backing;
-        int colon = backing.IndexOf(':');
-        int slash = backing.IndexOf('/');
-        if (colon > 0 && (slash < 0 || colon < slash)) return backing;
-        int lastSlash = imageFilename.LastIndexOf('/');
-        return lastSlash < 0 ? backing : imageFilename[..(lastSlash + 1)] + backing;
     }
 }

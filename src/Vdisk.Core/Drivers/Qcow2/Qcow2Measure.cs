@@ -4,16 +4,9 @@ using Vdisk.Options;
 
 namespace Vdisk.Drivers.Qcow2;
 
-/// <summary>What qemu-img measure reports: bytes the new image needs now and fully allocated.</summary>
-/// <param name="Required">Bytes for the data the input holds (or none) plus all metadata.</param>
-/// <param name="FullyAllocated">Bytes when every cluster is allocated.</param>
-/// <param name="HasBitmaps">Whether "bitmaps size" is reported (qcow2 v3 target, input that supports bitmaps).</param>
-public sealed record MeasureResult(long Required, long FullyAllocated, bool HasBitmaps);
-
 /// <summary>
-/// bdrv_measure for the two formats vdisk writes: raw_measure (the size, whole sectors) and
-/// qcow2_measure (qcow2_calc_prealloc_size's arithmetic), each reading the create options the
-/// way the driver does, with its messages.
+/// qcow2_measure (qcow2_calc_prealloc_size's arithmetic), reading the create options the way
+/// the driver does, with its messages.
 /// </summary>
 public static class Qcow2Measure
 {
@@ -21,17 +14,12 @@ public static class Qcow2Measure
     private const long MaxL1Bytes = 32L << 20;
 
     /// <summary>
-    /// Measures a new <paramref name="format"/> image with <paramref name="options"/> (the size
-    /// set from --size, if given), for the contents of <paramref name="input"/> if not null.
+    /// Measures a new qcow2 image with <paramref name="options"/> (the size set from --size, if
+    /// given), for the contents of <paramref name="input"/> if not null.
     /// </summary>
     /// <exception cref="NativeIOException">The options are refused (EINVAL, QEMU's message) or the input cannot be read.</exception>
-    public static async Task<MeasureResult> MeasureAsync(string format, QemuOpts options, BlockNode? input, CancellationToken ct = default)
+    public static async Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken ct = default)
     {
-        if (format == "raw")
-        {
-            long raw = input is not null ? input.Length : (long)RoundUp(options.GetNumber("size") ?? 0, 512);
-            return new MeasureResult(raw, raw, false);
-        }
         var s = Settings(options);
         long clusterSize = s.ClusterSize;
         ulong virtualSize = RoundUp(options.GetNumber("size") ?? 0, (ulong)clusterSize);

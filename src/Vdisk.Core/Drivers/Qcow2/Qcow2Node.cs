@@ -80,7 +80,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     public IReadOnlyList<Qcow2Snapshot> Snapshots => _snapshots;
 
     /// <summary>The backing file name as given to the open (resolved against the image's directory).</summary>
-    public string? FullBackingFilename { get; private set; }
+    public override string? FullBackingFilename => _fullBackingFilename;
+
+    private string? _fullBackingFilename;
 
     /// <inheritdoc />
     public override long Length => (long)_header.Size;
@@ -134,14 +136,14 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         {
             try
             {
-                var result = await Qcow2Check.RunAsync(node, Qcow2RepairMode.All, null, cancellationToken).ConfigureAwait(false);
+                var result = await node.CheckAsync(RepairMode.All, null, cancellationToken).ConfigureAwait(false);
                 if (result.CheckErrors > 0) throw new NativeIOException(Errno.EIO, "Could not repair dirty image: " + NativeIOException.Describe(Errno.EIO));
             }
             catch (NativeIOException e) when (!e.Message.StartsWith("Could not repair", StringComparison.Ordinal))
             {
                 throw new NativeIOException(e.Errno, "Could not repair dirty image: " + e.Message);
             }
-            catch (Qcow2CheckException e)
+            catch (ImageCheckException e)
             {
                 throw new NativeIOException(e.Errno, "Could not repair dirty image: " + NativeIOException.Describe(e.Errno));
             }
@@ -216,7 +218,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     internal void AttachBacking(BlockNode backing, string? fullName)
     {
         _backingChild = AttachChild("backing", backing, ChildRole.Cow);
-        FullBackingFilename = fullName;
+        _fullBackingFilename = fullName;
     }
 
     private ValueTask ReadTableAsync(long offset, byte[] buffer) => File.ReadAsync(offset, buffer);
@@ -257,7 +259,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             VmStateOffset = _g.L1EntriesFor(Length) * _g.BytesPerL2Table,
             DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
             BackingFilename = _header.BackingFile,
-            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? Qcow2Driver.CombineBackingPath(Filename, _header.BackingFile),
+            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(Filename, _header.BackingFile),
             BackingFormat = _header.BackingFormat,
             Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
                 (long)s.VmClockNanoseconds, s.Icount is ulong ic ? (long)ic : null)).ToList(),

@@ -1,4 +1,5 @@
 using Vdisk.Graph;
+using Vdisk.Options;
 
 namespace Vdisk.Drivers.Raw;
 
@@ -19,5 +20,12 @@ public sealed class RawDriver : IBlockDriver
         var file = context.OpenChild("file");
         context.Options.EnsureAllUsed(Name, isProtocol: false);
         return RawNode.Open(context.NodeName, context.Flags, file, offset, size);
+    }
+
+    /// <summary>raw_measure: the input's size, or the size option in whole sectors; nothing else.</summary>
+    public Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default)
+    {
+        long size = input is not null ? input.Length : (long)(((options.GetNumber("size") ?? 0) + 511) / 512 * 512);
+        return Task.FromResult(new MeasureResult(size, size, false));
     }
 }

@@ -1,0 +1,71 @@
+using Vdisk.Native;
+using Vdisk.Options;
+
+namespace Vdisk.Graph;
+
+/// <summary>
+/// The operations beyond plain I/O that only some formats have (QEMU's optional BlockDriver
+/// callbacks: bdrv_co_pwritev_compressed_part, bdrv_co_check, bdrv_amend_options,
+/// bdrv_change_backing_file, bdrv_make_empty, preallocating bdrv_co_truncate). A driver overrides
+/// what it supports; the defaults refuse with QEMU's message for a driver without the callback.
+/// Tools reach them through <see cref="DiskImage"/>, which applies the permission gate first.
+/// </summary>
+public abstract partial class BlockNode
+{
+    /// <summary>True when the driver writes compressed clusters (block_driver_can_compress).</summary>
+    public virtual bool SupportsCompressedWrites => false;
+
+    /// <summary>
+    /// Writes <paramref name="data"/> compressed (bdrv_co_pwritev_compressed); the driver
+    /// decides the alignment it needs (EINVAL otherwise).
+    /// </summary>
+    public virtual ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>
+    /// Resizes with a preallocation mode for the grown part (bdrv_co_truncate's prealloc). Without
+    /// a format of its own for preallocation the node truncates plainly: metadata preallocation is
+    /// refused as file-posix refuses it; falloc and full are not done yet (the file grows sparse,
+    /// reading as zeroes all the same).
+    /// </summary>
+    public virtual ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default) =>
+        preallocation == Preallocation.Metadata
+            ? throw new NativeIOException(Errno.ENOTSUP, "Unsupported preallocation mode: metadata")
+            : TruncateAsync(length, cancellationToken);
+
+    /// <summary>
+    /// Checks the image's consistency, repairing what <paramref name="mode"/> allows (bdrv_co_check);
+    /// <paramref name="log"/> gets the lines QEMU prints on stderr while checking.
+    /// </summary>
+    /// <exception cref="NativeIOException">ENOTSUP: the format has no check.</exception>
+    /// <exception cref="ImageCheckException">The check could not run to its end.</exception>
+    public virtual Task<ImageCheck> CheckAsync(RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, "This image format does not support checks");
+
+    /// <summary>
+    /// Changes format options in place (bdrv_amend_options) from the driver's amend list
+    /// (<see cref="IBlockDriver.CreateAmendOptions"/>); <paramref name="status"/> gets (done, total).
+    /// </summary>
+    public virtual ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, $"Block driver '{DriverName}' does not support option amendment");
+
+    /// <summary>True when the driver can rewrite the backing file name it stores (has bdrv_change_backing_file).</summary>
+    public virtual bool CanChangeBackingFile => false;
+
+    /// <summary>
+    /// Rewrites the backing file name and format the image stores (bdrv_change_backing_file);
+    /// a null name removes both.
+    /// </summary>
+    public virtual ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>
+    /// The backing file this image names, resolved against the image's own name
+    /// (bs->backing_file after bdrv_get_full_backing_filename); null without one.
+    /// </summary>
+    public virtual string? FullBackingFilename => null;
+
+    /// <summary>Drops everything this layer holds, so that all ranges read from the backing file again (bdrv_make_empty).</summary>
+    public virtual ValueTask MakeEmptyAsync(CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, $"{DriverName} does not support emptying nodes");
+}
