@@ -1,10 +1,8 @@
-using System.Globalization;
-using System.Text;
 using Vdisk.Graph;
 
 namespace Vdisk;
 
-/// <summary>What <c>qemu-img info</c> reports about an image, and its two renderings.</summary>
+/// <summary>What <c>qemu-img info</c> reports about an image (QAPI ImageInfo); the tools render it as text.</summary>
 public sealed class ImageInfo
 {
     /// <summary>The filename as shown ("image:").</summary>
@@ -49,56 +47,8 @@ public sealed class ImageInfo
     /// </summary>
     public IReadOnlyList<KeyValuePair<string, object>> FormatSpecificData { get; init; } = [];
 
-    /// <summary>
-    /// The lines under "Format specific information:" as QEMU's dump_qobject prints them: QDict
-    /// order, '-' shown as ' ', nested objects and lists indented by four spaces, list items as
-    /// "[i]:". Empty when the format has no specific information.
-    /// </summary>
-    public string FormatSpecificText
-    {
-        get
-        {
-            if (FormatSpecificObject() is not { } data) return "";
-            var sb = new StringBuilder();
-            DumpValue(sb, 1, data);
-            return sb.ToString();
-        }
-    }
-
-    private static bool IsComposite(object? value) => value is Output.QemuJsonObject || (value is System.Collections.IEnumerable && value is not string);
-
-    private static void DumpValue(StringBuilder sb, int indentation, object? value)
-    {
-        switch (value)
-        {
-            case Output.QemuJsonObject o:
-                foreach (var (k, v) in o.OrderedMembers) DumpMember(sb, indentation, k.Replace('-', ' '), v);
-                break;
-            case string text:
-                sb.Append(text);
-                break;
-            case bool b:
-                sb.Append(b ? "true" : "false");
-                break;
-            case System.Collections.IEnumerable list:
-                int i = 0;
-                foreach (var item in list) DumpMember(sb, indentation, $"[{i++}]", item);
-                break;
-            default:
-                sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture));
-                break;
-        }
-    }
-
-    private static void DumpMember(StringBuilder sb, int indentation, string key, object? value)
-    {
-        bool composite = IsComposite(value);
-        sb.Append(' ', indentation * 4).Append(key).Append(':').Append(composite ? '\n' : ' ');
-        DumpValue(sb, indentation + 1, value);
-        if (!composite) sb.Append('\n');
-    }
-
-    private Output.QemuJsonObject? FormatSpecificObject()
+    /// <summary>The format-specific data as one object in QAPI order, or null when the format has none.</summary>
+    public Output.QemuJsonObject? FormatSpecificObject()
     {
         if (FormatSpecificType is null) return null;
         var data = new Output.QemuJsonObject();
@@ -116,65 +66,6 @@ public sealed class ImageInfo
             VirtualSize = top.Length,
             ActualSize = top.AllocatedSize,
         };
-
-    /// <summary>qemu-img's size_to_str: three significant digits and a binary unit ("68 KiB", "1.05 MiB").</summary>
-    public static string HumanSize(long value)
-    {
-        string[] suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-        int exponent = FrexpExponent(value / (1000.0 / 1024.0));
-        int i = (exponent - 1) / 10;
-        if (i < 0) i = 0;
-        double div = Math.Pow(2, i * 10);
-        return FormatG3(value / div) + " " + suffixes[i] + "B";
-    }
-
-    private static int FrexpExponent(double x)
-    {
-        if (x == 0) return 0;
-        return Math.ILogB(x) + 1;
-    }
-
-    private static string FormatG3(double v)
-    {
-        // C's %0.3g: three significant digits, trailing zeros dropped.
-        if (v == 0) return "0";
-        int digitsBeforePoint = (int)Math.Floor(Math.Log10(Math.Abs(v))) + 1;
-        int decimals = Math.Max(0, 3 - digitsBeforePoint);
-        string s = Math.Round(v, decimals, MidpointRounding.ToEven).ToString("F" + decimals, CultureInfo.InvariantCulture);
-        if (s.Contains('.')) s = s.TrimEnd('0').TrimEnd('.');
-        return s;
-    }
-
-    /// <summary>The human output of qemu-img info.</summary>
-    public string ToHuman()
-    {
-        var sb = new StringBuilder();
-        sb.Append("image: ").Append(Filename).Append('\n');
-        sb.Append("file format: ").Append(Format).Append('\n');
-        sb.Append(CultureInfo.InvariantCulture, $"virtual size: {HumanSize(VirtualSize)} ({VirtualSize} bytes)\n");
-        sb.Append("disk size: ").Append(ActualSize is long a ? HumanSize(a) : "unavailable").Append('\n');
-        if (ClusterSize is long cs) sb.Append(CultureInfo.InvariantCulture, $"cluster_size: {cs}\n");
-        if (DirtyFlag) sb.Append("cleanly shut down: no\n");
-        if (BackingFilename is not null)
-        {
-            sb.Append("backing file: ").Append(BackingFilename);
-            if (FullBackingFilename is null) sb.Append(" (cannot determine actual path)");
-            else if (FullBackingFilename != BackingFilename) sb.Append(" (actual path: ").Append(FullBackingFilename).Append(')');
-            sb.Append('\n');
-            if (BackingFormat is not null) sb.Append("backing file format: ").Append(BackingFormat).Append('\n');
-        }
-        if (Snapshots.Count > 0)
-        {
-            sb.Append("Snapshot list:\n");
-            sb.Append(SnapshotInfo.HeaderLine).Append('\n');
-            foreach (var sn in Snapshots) sb.Append(sn.ToLine()).Append('\n');
-        }
-        if (FormatSpecificType is not null)
-        {
-            sb.Append("Format specific information:\n").Append(FormatSpecificText);
-        }
-        return sb.ToString();
-    }
 
     /// <summary>The <c>--output=json</c> form, with qemu-img 7.2's keys and order.</summary>
     public string ToJson() => ToJsonObject().ToPrettyJson();
@@ -212,20 +103,6 @@ public sealed class ImageInfo
 /// <param name="Icount">Instruction count, when recorded.</param>
 public sealed record SnapshotInfo(string Id, string Name, long VmStateSize, long DateSeconds, long DateNanoseconds, long VmClockNanoseconds, long? Icount)
 {
-    /// <summary>bdrv_snapshot_dump's header line.</summary>
-    public static string HeaderLine => string.Format(CultureInfo.InvariantCulture, "{0,-10}{1,-17}{2,8}{3,20}{4,13}{5,11}", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-
-    /// <summary>bdrv_snapshot_dump's line for this snapshot (date in local time, like QEMU).</summary>
-    public string ToLine()
-    {
-        var date = DateTimeOffset.FromUnixTimeSeconds(DateSeconds).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
-        long secs = VmClockNanoseconds / 1_000_000_000;
-        string clock = string.Format(CultureInfo.InvariantCulture, "{0:00}:{1:00}:{2:00}.{3:000}",
-            secs / 3600, secs / 60 % 60, secs % 60, VmClockNanoseconds / 1_000_000 % 1000);
-        return string.Format(CultureInfo.InvariantCulture, "{0,-9} {1,-16} {2,8}{3,20}{4,13}{5,11}",
-            Id, Name, ImageInfo.HumanSize(VmStateSize), date, clock, Icount?.ToString(CultureInfo.InvariantCulture) ?? "");
-    }
-
     /// <summary>QAPI SnapshotInfo.</summary>
     public Output.QemuJsonObject ToJsonObject()
     {

@@ -54,7 +54,7 @@ internal static class CheckCommand
                 check = await disk.CheckAsync(mode, Log, ct);
                 if (check.CorruptionsFixed > 0 || check.LeaksFixed > 0)
                 {
-                    if (fmt == "human" && !quietOut) Stdio.Out.Write(check.RepairSummary());
+                    if (fmt == "human" && !quietOut) Stdio.Out.Write(ImageCheckText.RepairSummary(check));
                     var again = await disk.CheckAsync(RepairMode.None, Log, ct);
                     again.LeaksFixed = check.LeaksFixed;
                     again.CorruptionsFixed = check.CorruptionsFixed;
@@ -78,14 +78,14 @@ internal static class CheckCommand
                 Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
                 return 1;
             }
-            if (!quietOut) Stdio.Out.Write(fmt == "json" ? check.ToJson(filename, disk.Root.DriverName) + "\n" : check.ToHuman());
+            if (!quietOut) Stdio.Out.Write(fmt == "json" ? ImageCheckText.Json(check, filename, disk.Root.DriverName) + "\n" : ImageCheckText.Human(check));
             Stdio.Out.Flush();
             if (check.CheckErrors > 0)
             {
                 Stdio.Error("Check failed");
                 return 1;
             }
-            return check.ExitCode;
+            return ImageCheckText.ExitCode(check);
         });
         return command;
     }

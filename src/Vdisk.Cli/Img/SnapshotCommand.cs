@@ -38,8 +38,8 @@ internal static class SnapshotCommand
             var info = ImageInfo.Collect(disk.Root);
             if (info.Snapshots.Count > 0)
             {
-                Stdio.Out.Write("Snapshot list:\n" + SnapshotInfo.HeaderLine + "\n");
-                foreach (var s in info.Snapshots) Stdio.Out.Write(s.ToLine() + "\n");
+                Stdio.Out.Write("Snapshot list:\n" + Info.ImageInfoText.SnapshotHeaderLine + "\n");
+                foreach (var s in info.Snapshots) Stdio.Out.Write(Info.ImageInfoText.SnapshotLine(s) + "\n");
             }
             Stdio.Out.Flush();
             return 0;

@@ -63,7 +63,7 @@ internal static class InfoCommand
                 }
                 else
                 {
-                    Stdio.Out.Write(string.Join("\n", infos.Select(i => i.ToHuman())));
+                    Stdio.Out.Write(string.Join("\n", infos.Select(ImageInfoText.Human)));
                 }
                 Stdio.Out.Flush();
                 return 0;

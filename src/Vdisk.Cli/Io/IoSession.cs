@@ -493,7 +493,7 @@ internal sealed class IoSession : IAsyncDisposable
         _out.Write($"format name: {info.Format}\n");
         _out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
         _out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
-        if (info.FormatSpecificText.Length > 0) _out.Write("Format specific information:\n" + info.FormatSpecificText);
+        if (Cli.Info.ImageInfoText.FormatSpecific(info) is { Length: > 0 } specific) _out.Write("Format specific information:\n" + specific);
         return 0;
     }
 
