@@ -3,12 +3,25 @@ using Vdisk.Options;
 
 namespace Vdisk.Cli.Common;
 
-/// <summary>The image-selection options qemu-img and qemu-io share: -f, --image-opts, -U.</summary>
+/// <summary>
+/// The image-selection options every qemu-img verb and qemu-io share: -f, --image-opts, -U, and how
+/// they make an <see cref="ImageSource"/>. Only some of QEMU's tools spell -f as <c>--format</c>
+/// (qemu-io, info, check, map); the others refuse the long form, so it is asked for. Each verb
+/// keeps its own help texts.
+/// </summary>
 internal sealed class ImageArguments
 {
-    public Option<string?> Format { get; } = new("--format", "-f") { Description = "image format (raw, qcow2)" };
-    public Option<bool> ImageOpts { get; } = new("--image-opts") { Description = "treat the filename as a key=value option string" };
-    public Option<bool> ForceShare { get; } = new("--force-share", "-U") { Description = "open read-only and share all permissions (no conflict with other users)" };
+    public ImageArguments(bool longFormat = true, string? format = null, string? imageOpts = null, string? forceShare = null)
+    {
+        Format = longFormat ? new("--format", "-f") : new("-f");
+        Format.Description = format ?? "image format (raw, qcow2)";
+        ImageOpts = new("--image-opts") { Description = imageOpts ?? "treat the filename as a key=value option string" };
+        ForceShare = new("--force-share", "-U") { Description = forceShare ?? "open read-only and share all permissions (no conflict with other users)" };
+    }
+
+    public Option<string?> Format { get; }
+    public Option<bool> ImageOpts { get; }
+    public Option<bool> ForceShare { get; }
 
     public void AddTo(Command command, bool withForceShare = true)
     {

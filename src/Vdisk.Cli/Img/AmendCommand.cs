@@ -13,16 +13,18 @@ internal static class AmendCommand
 {
     public static Command Create()
     {
-        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the image (probed if not given)", imageOpts: "the file name is a key=value option string");
+        var format = image.Format;
+        var imageOpts = image.ImageOpts;
         var options = new Option<string[]>("-o") { Description = "options to change, key=value[,...]: compat, lazy_refcounts, size (-o help lists them)" };
         var quiet = new Option<bool>("-q") { Description = "quiet: no progress" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
         var force = new Option<bool>("--force") { Description = "allow changes QEMU considers unsafe (encryption options; none apply to vdisk)" };
         var cache = new Option<string?>("-t") { Description = "cache mode: writeback (default), writethrough, none, directsync, unsafe" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
         var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image to change" };
         var command = new Command("amend", "Change format options of an image like qemu-img amend");
-        foreach (var o in new Option[] { format, options, quiet, progress, force, cache, imageOpts }) command.Options.Add(o);
+        image.AddTo(command, withForceShare: false);
+        foreach (var o in new Option[] { options, quiet, progress, force, cache }) command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {

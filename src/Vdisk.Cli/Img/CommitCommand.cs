@@ -21,17 +21,19 @@ internal static class CommitCommand
 
     public static Command Create()
     {
-        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the image (probed if not given)", imageOpts: "the file name is a key=value option string");
+        var format = image.Format;
+        var imageOpts = image.ImageOpts;
         var baseName = new Option<string?>("-b") { Description = "commit down to this image of the backing chain (implies -d)" };
         var keep = new Option<bool>("-d") { Description = "do not empty the image after committing it" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
         var quiet = new Option<bool>("-q") { Description = "quiet: no progress and no \"Image committed.\"" };
         var cache = new Option<string?>("-t") { Description = "cache mode: writeback (default), writethrough, none, directsync, unsafe" };
         var rate = new Option<string?>("-r") { Description = "limit the writes to the base to this many bytes per second (k, M, G... suffixes)" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
         var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image whose changes are committed" };
         var command = new Command("commit", "Commit an overlay's changes into its backing chain like qemu-img commit");
-        foreach (var o in new Option[] { format, baseName, keep, progress, quiet, cache, rate, imageOpts }) command.Options.Add(o);
+        image.AddTo(command, withForceShare: false);
+        foreach (var o in new Option[] { baseName, keep, progress, quiet, cache, rate }) command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {

@@ -17,17 +17,19 @@ internal static class CompareCommand
 
     public static Command Create()
     {
-        var fmt1 = new Option<string?>("-f") { Description = "format of the first image (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the first image (probed if not given)", imageOpts: "the file names are key=value option strings", forceShare: "open the images sharing all permissions (no conflict with their writers)");
+        var fmt1 = image.Format;
+        var imageOpts = image.ImageOpts;
+        var forceShare = image.ForceShare;
         var fmt2 = new Option<string?>("-F") { Description = "format of the second image (default: the first's -f)" };
         var strict = new Option<bool>("-s") { Description = "strict: images of different sizes or allocation differ" };
         var quiet = new Option<bool>("-q") { Description = "quiet: only the exit code tells" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
-        var forceShare = new Option<bool>("--force-share", "-U") { Description = "open the images sharing all permissions (no conflict with their writers)" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the file names are key=value option strings" };
         var srcCache = new Option<string?>("-T") { Description = "cache mode of the images: writeback (default), writethrough, none, directsync, unsafe" };
         var files = new Argument<string[]>("image1 image2") { Arity = ArgumentArity.ZeroOrMore, Description = "the two images" };
         var command = new Command("compare", "Compare two images' contents like qemu-img compare");
-        foreach (var o in new Option[] { fmt1, fmt2, strict, quiet, progress, forceShare, imageOpts, srcCache }) command.Options.Add(o);
+        image.AddTo(command, withForceShare: true);
+        foreach (var o in new Option[] { fmt2, strict, quiet, progress, srcCache }) command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {

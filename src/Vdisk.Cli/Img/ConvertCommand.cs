@@ -25,7 +25,10 @@ internal static class ConvertCommand
 
     public static Command Create()
     {
-        var format = new Option<string?>("-f") { Description = "format of the source images (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the source images (probed if not given)", imageOpts: "the source names are key=value option strings", forceShare: "open the sources read-only sharing all permissions (no conflict with their writers)");
+        var format = image.Format;
+        var imageOpts = image.ImageOpts;
+        var forceShare = image.ForceShare;
         var outFormat = new Option<string?>("-O") { Description = "format of the target: raw (default) or qcow2" };
         var options = new Option<string[]>("-o") { Description = "target format options, key=value[,...] as for create (-o help lists them)" };
         var compress = new Option<bool>("-c") { Description = "write the target's data as compressed clusters (qcow2)" };
@@ -33,12 +36,10 @@ internal static class ConvertCommand
         var quiet = new Option<bool>("-q") { Description = "quiet: no progress, only errors" };
         var noCreate = new Option<bool>("-n") { Description = "do not create the target: write into an existing image (raw unless -O), which must be large enough" };
         var sparse = new Option<string?>("-S") { Description = "zero bytes in a row (multiple of 512, up to 16M; default 4k) that become a hole in the target; 0 writes every byte" };
-        var forceShare = new Option<bool>("--force-share", "-U") { Description = "open the sources read-only sharing all permissions (no conflict with their writers)" };
         var backing = new Option<string?>("-B") { Description = "backing file of the target: only what the source's top layer holds is copied" };
         var backingFormat = new Option<string?>("-F") { Description = "format of the -B backing file (required with -B)" };
         var coroutines = new Option<string?>("-m") { Description = "requests in flight, 1 to 16 (default 8)" };
         var outOfOrder = new Option<bool>("-W") { Description = "let writes happen out of guest order (faster, the target is only complete at the end)" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the source names are key=value option strings" };
         var targetImageOpts = new Option<bool>("--target-image-opts") { Description = "the target name is a key=value option string (needs -n)" };
         var targetIsZero = new Option<bool>("--target-is-zero") { Description = "the existing target (-n) already reads as zeroes: zero ranges are not written" };
         var cache = new Option<string?>("-t") { Description = "cache mode of the target: unsafe (default), writeback, writethrough, none, directsync" };
@@ -47,8 +48,8 @@ internal static class ConvertCommand
         var copyRange = new Option<bool>("-C") { Description = "try copy offloading (accepted; vdisk copies the same way with or without it)" };
         var files = new Argument<string[]>("files") { Arity = ArgumentArity.ZeroOrMore, Description = "the source images, then the target" };
         var command = new Command("convert", "Convert or copy images like qemu-img convert");
-        foreach (var o in new Option[] { format, outFormat, options, compress, progress, quiet, noCreate, sparse, forceShare, backing, backingFormat,
-                     coroutines, outOfOrder, imageOpts, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange })
+        image.AddTo(command, withForceShare: true);
+        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange })
             command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>

@@ -14,7 +14,7 @@ internal static class MeasureCommand
 {
     public static Command Create()
     {
-        var image = new ImageArguments();
+        var image = new ImageArguments(longFormat: false);
         var output = new OutputOption();
         var outFormat = new Option<string?>("-O") { Description = "format of the image to measure for: raw (default) or qcow2" };
         var options = new Option<string[]>("-o") { Description = "its create options, key=value[,...] (cluster_size, compat, refcount_bits, preallocation, backing_file...)" };

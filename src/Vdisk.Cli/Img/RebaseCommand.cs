@@ -18,19 +18,21 @@ internal static class RebaseCommand
 
     public static Command Create()
     {
-        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the image (probed if not given)", imageOpts: "the file name is a key=value option string", forceShare: "open the new backing file sharing all permissions");
+        var format = image.Format;
+        var imageOpts = image.ImageOpts;
+        var forceShare = image.ForceShare;
         var backing = new Option<string?>("-b") { Description = "the new backing file (relative to the image's directory); empty for none" };
         var backingFormat = new Option<string?>("-F") { Description = "format of the new backing file (required with a new backing file)" };
         var unsafeMode = new Option<bool>("-u") { Description = "unsafe: only rewrite the backing file name, copy nothing (the old backing file need not exist)" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
         var quiet = new Option<bool>("-q") { Description = "quiet: no progress" };
-        var forceShare = new Option<bool>("--force-share", "-U") { Description = "open the new backing file sharing all permissions" };
         var cache = new Option<string?>("-t") { Description = "cache mode of the image: writeback (default), writethrough, none, directsync, unsafe" };
         var srcCache = new Option<string?>("-T") { Description = "cache mode of the backing files" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
         var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image to rebase" };
         var command = new Command("rebase", "Change an image's backing file like qemu-img rebase");
-        foreach (var o in new Option[] { format, backing, backingFormat, unsafeMode, progress, quiet, forceShare, cache, srcCache, imageOpts }) command.Options.Add(o);
+        image.AddTo(command, withForceShare: true);
+        foreach (var o in new Option[] { backing, backingFormat, unsafeMode, progress, quiet, cache, srcCache }) command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
         {

@@ -10,14 +10,16 @@ internal static class ResizeCommand
 {
     public static Command Create()
     {
-        var format = new Option<string?>("-f") { Description = "format of the image (probed if not given)" };
+        var image = new ImageArguments(longFormat: false, format: "format of the image (probed if not given)", imageOpts: "the file name is a key=value option string");
+        var format = image.Format;
+        var imageOpts = image.ImageOpts;
         var shrink = new Option<bool>("--shrink") { Description = "allow making the image smaller (data past the new end is lost)" };
         var prealloc = new Option<string?>("--preallocation") { Description = "allocate the grown part: off (default), metadata, falloc, full" };
         var quiet = new Option<bool>("-q") { Description = "quiet: no \"Image resized.\"" };
-        var imageOpts = new Option<bool>("--image-opts") { Description = "the file name is a key=value option string" };
         var args = new Argument<string[]>("filename size") { Arity = ArgumentArity.ZeroOrMore, Description = "the image and its new size: N, +N or -N (k, M, G... suffixes)" };
         var command = new Command("resize", "Change an image's virtual size like qemu-img resize");
-        foreach (var o in new Option[] { format, shrink, prealloc, quiet, imageOpts }) command.Options.Add(o);
+        image.AddTo(command, withForceShare: false);
+        foreach (var o in new Option[] { shrink, prealloc, quiet }) command.Options.Add(o);
         command.Arguments.Add(args);
         command.SetAction(async (result, ct) =>
         {

@@ -9,7 +9,7 @@ internal static class SnapshotCommand
 {
     public static Command Create()
     {
-        var image = new ImageArguments();
+        var image = new ImageArguments(longFormat: false);
         var list = new Option<bool>("-l") { Description = "list the internal snapshots (the default)" };
         var create = new Option<string?>("-c") { Description = "create an internal snapshot (not implemented in vdisk)" };
         var apply = new Option<string?>("-a") { Description = "revert to an internal snapshot (not implemented in vdisk)" };
