@@ -110,6 +110,9 @@ public sealed class LocksTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A VM's virtio-blk disk is attached: write held (byte 101) and refused to others (byte 201).</summary>
+    private static bool VmHoldsDisk(IReadOnlySet<int> bytes) => bytes.Contains(101) && bytes.Contains(201);
+
     [Fact]
     public void Human_table_shows_pid_command_and_decoded_permissions()
     {
@@ -177,7 +180,7 @@ public sealed class LocksTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         string image = Image(dir, "raw");
-        using var holder = Holder.Start(image, "qemu-system-x86_64", Cases.Single(c => c.Program == "qemu-system-x86_64").Args(image, dir.Path));
+        using var holder = Holder.Start(image, "qemu-system-x86_64", Cases.Single(c => c.Program == "qemu-system-x86_64").Args(image, dir.Path), VmHoldsDisk);
         Assert.Equal(1, Programs.Run(Programs.Vdisk, "locks", "--for", "write", image).ExitCode);
         Assert.Equal(0, Programs.Run(Programs.Vdisk, "locks", "--for", "read", image).ExitCode);
         Assert.Equal(0, Programs.Run(Programs.Vdisk, "locks", "--for", "force-share", image).ExitCode);
@@ -365,7 +368,7 @@ public sealed class LocksTests(ITestOutputHelper output)
         using var dir = new TempDir();
         File.SetUnixFileMode(dir.Path, (UnixFileMode)0b111_101_101);
         string image = Image(dir, "raw");
-        using var holder = Holder.Start(image, "qemu-system-x86_64", Cases.Single(c => c.Program == "qemu-system-x86_64").Args(image, dir.Path));
+        using var holder = Holder.Start(image, "qemu-system-x86_64", Cases.Single(c => c.Program == "qemu-system-x86_64").Args(image, dir.Path), VmHoldsDisk);
         var r = RunUnprivileged("locks", "--output", "json", "--for", "write", image);
         Assert.Equal(1, r.ExitCode);
         var json = JsonDocument.Parse(r.Stdout).RootElement.GetProperty("images")[0];

@@ -79,7 +79,30 @@ internal sealed class SideBySide : IDisposable
     private static string Map(string image, bool withOffsets)
     {
         var r = Qemu.Ok(Qemu.Img("map", "--output=json", image));
-        return withOffsets ? r.Stdout : System.Text.RegularExpressions.Regex.Replace(r.Stdout, @", ""offset"": \d+", "");
+        return withOffsets ? r.Stdout : string.Join("\n", GuestMap(r.Stdout));
+    }
+
+    /// <summary>
+    /// The map without host offsets, adjacent ranges of the same kind joined. qemu-img map joins
+    /// ranges only where their host offsets also run on, so where the host layout differs (QEMU's
+    /// commit is a mirror job with requests in flight in any order) the same guest view can come
+    /// out split differently; what a guest sees must not.
+    /// </summary>
+    private static List<string> GuestMap(string json)
+    {
+        var ranges = new List<(long Start, long Length, string Kind)>();
+        foreach (var entry in System.Text.Json.JsonDocument.Parse(json).RootElement.EnumerateArray())
+        {
+            long start = entry.GetProperty("start").GetInt64(), length = entry.GetProperty("length").GetInt64();
+            string kind = string.Join(",", entry.EnumerateObject()
+                .Where(p => p.Name is not ("start" or "length" or "offset"))
+                .Select(p => $"{p.Name}={p.Value.GetRawText()}"));
+            if (ranges.Count > 0 && ranges[^1].Kind == kind && ranges[^1].Start + ranges[^1].Length == start)
+                ranges[^1] = ranges[^1] with { Length = ranges[^1].Length + length };
+            else
+                ranges.Add((start, length, kind));
+        }
+        return ranges.Select(r => $"{r.Start}+{r.Length}: {r.Kind}").ToList();
     }
 
     /// <summary>Runs a program in a directory, keeping stdout and stderr exactly as written.</summary>

@@ -26,16 +26,23 @@ public sealed class Holder : IDisposable
         Image = image;
     }
 
-    public static Holder Start(string image, string file, params string[] args) => Start(image, file, args, null);
+    public static Holder Start(string image, string file, params string[] args) => Start(image, file, args, env: null);
 
-    public static Holder Start(string image, string file, IEnumerable<string> args, IDictionary<string, string>? env)
+    /// <summary>
+    /// Starts a holder and returns once its lock bytes satisfy <paramref name="ready"/> and have
+    /// settled: for programs that take their locks in steps with pauses longer than the settle
+    /// polls (a VM attaches its disk well after opening it, the more so on a loaded machine).
+    /// </summary>
+    public static Holder Start(string image, string file, IEnumerable<string> args, Func<IReadOnlySet<int>, bool> ready) => Start(image, file, args, null, ready);
+
+    public static Holder Start(string image, string file, IEnumerable<string> args, IDictionary<string, string>? env, Func<IReadOnlySet<int>, bool>? ready = null)
     {
         var holder = new Holder(ChildProcess.Start(file, args, env), image);
         try
         {
             // LockProbe says when it holds the image; other programs are watched from outside.
             if (file == Programs.LockProbe) holder._process.WaitFor((stdout, _) => stdout.StartsWith("held", StringComparison.Ordinal), "held the image");
-            else holder.WaitUntilSettled();
+            else holder.WaitUntilSettled(ready ?? (_ => true));
         }
         catch
         {
@@ -50,7 +57,7 @@ public sealed class Holder : IDisposable
     /// <see cref="SettledPolls"/> times in a row (QEMU takes and adjusts its locks during
     /// start-up, as devices attach); throws when that has not happened by the deadline.
     /// </summary>
-    private void WaitUntilSettled()
+    private void WaitUntilSettled(Func<IReadOnlySet<int>, bool> ready)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         string target = Path.GetFullPath(Image);
@@ -69,11 +76,11 @@ public sealed class Holder : IDisposable
                 var now = LockBytesHeld.Read(_process.Pid, target);
                 same = last is not null && now.SetEquals(last) ? same + 1 : 1;
                 if (same == 1) history.Add("[" + LockBytesHeld.Describe(now) + "]");
-                if (same >= SettledPolls) return;
+                if (same >= SettledPolls && ready(now)) return;
                 last = now;
             }
             if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"holder never settled on {Image}; lock bytes seen: {string.Join(" ", history)}");
+                throw new TimeoutException($"holder never settled on {Image} in the expected state; lock bytes seen: {string.Join(" ", history)}");
             // The pause between polls ends early if the holder exits.
             _process.WaitForExit(TimeSpan.FromMilliseconds(40));
         }
