@@ -50,6 +50,10 @@ public partial class ToolOutputTests
     [InlineData("quit 1")]
     [InlineData("r -x 0 1")]
     [InlineData("help l")]
+    // A word that is no command: qemu-io names it, goes on with the next command, exits 1.
+    [InlineData("frob")]
+    [InlineData("frob 0 512")]
+    [InlineData("READ 0 512")]
     public void OutOfRangeArguments_AreAnsweredAsQemuIoAnswers(string command)
     {
         using var dir = new TempDir();

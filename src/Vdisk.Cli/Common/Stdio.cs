@@ -1,7 +1,4 @@
-using Vdisk.Graph;
 using Vdisk.Locking;
-using Vdisk.Native;
-using Vdisk.Options;
 
 namespace Vdisk.Cli.Common;
 
@@ -33,32 +30,30 @@ internal static class Stdio
         Console.Error.Write(text);
     }
 
-    private static readonly HashSet<string> s_warned = new(StringComparer.Ordinal);
-
     /// <summary>Routes library warnings to stderr as QEMU's warn_report does.</summary>
-    public static void InstallWarningSink() => Diagnostics.WarningSink = message =>
+    public static void InstallWarningSink()
     {
         // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
-        lock (s_warned)
+        var warned = new HashSet<string>(StringComparer.Ordinal);
+        Diagnostics.WarningSink = message =>
         {
-            if (!s_warned.Add(message)) return;
-        }
-        Out.Flush();
-        if (message.StartsWith('\n')) Console.Error.Write(message[1..] + "\n");
-        else Console.Error.Write($"{Program}: warning: {message}\n");
-    };
+            lock (warned)
+            {
+                if (!warned.Add(message)) return;
+            }
+            Out.Flush();
+            if (message.StartsWith('\n')) Console.Error.Write(message[1..] + "\n");
+            else Console.Error.Write($"{Program}: warning: {message}\n");
+        };
+    }
 
     /// <summary>
-    /// The text QEMU prints for a failure to open or lock: the message, plus the hint line for
-    /// lock conflicts. Exceptions that are not expected user-facing failures return null.
+    /// The text QEMU's tools print for an expected failure (<see cref="UserErrors.Message"/>), plus
+    /// the hint line of a lock conflict found by a test. Bugs return null.
     /// </summary>
     public static string? Describe(Exception e) => e switch
     {
-        LockConflictException l when l.FromTest => l.Message + "\n" + l.Hint,
-        LockConflictException l => l.Message,
-        OptionException or NativeIOException or PermissionConflictException => e.Message,
-        IOException => e.Message,
-        UnauthorizedAccessException => e.Message,
-        _ => null,
+        LockConflictException { FromTest: true } l => l.Message + "\n" + l.Hint,
+        _ => UserErrors.Message(e),
     };
 }

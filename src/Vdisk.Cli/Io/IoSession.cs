@@ -92,23 +92,7 @@ internal sealed class IoSession : IAsyncDisposable
         }
         try
         {
-            return info.Name switch
-            {
-                "read" => await ReadAsync(words),
-                "write" => await WriteAsync(words),
-                "discard" => await DiscardAsync(words),
-                "flush" => await FlushAsync(),
-                "length" => Length(),
-                "info" => Info(),
-                "map" => await MapAsync(),
-                "sleep" => await SleepAsync(words),
-                "open" => Open(words),
-                "close" => await CloseAsync(),
-                "quit" => Quit(),
-                "help" => Help(words),
-                "truncate" => await TruncateAsync(words),
-                _ => -Errno.EINVAL,
-            };
+            return await info.Run(this, words);
         }
         finally
         {
@@ -169,7 +153,7 @@ internal sealed class IoSession : IAsyncDisposable
         return true;
     }
 
-    private async Task<int> ReadAsync(string[] words)
+    internal async Task<int> ReadAsync(string[] words)
     {
         var parsed = ParseOptions(words, "bCl:pP:qs:v");
         if (parsed is null) { Usage("read"); return -Errno.EINVAL; }
@@ -258,7 +242,7 @@ internal sealed class IoSession : IAsyncDisposable
         return false;
     }
 
-    private async Task<int> WriteAsync(string[] words)
+    internal async Task<int> WriteAsync(string[] words)
     {
         var parsed = ParseOptions(words, "bcCfnpP:qs:uz");
         if (parsed is null) { Usage("write"); return -Errno.EINVAL; }
@@ -392,7 +376,7 @@ internal sealed class IoSession : IAsyncDisposable
         return data;
     }
 
-    private async Task<int> DiscardAsync(string[] words)
+    internal async Task<int> DiscardAsync(string[] words)
     {
         var parsed = ParseOptions(words, "Cq");
         if (parsed is null) { Usage("discard"); return -Errno.EINVAL; }
@@ -424,7 +408,7 @@ internal sealed class IoSession : IAsyncDisposable
     }
 
     /// <summary>flush: qemu-io reports a failure only through its exit status.</summary>
-    private async Task<int> FlushAsync()
+    internal async Task<int> FlushAsync()
     {
         try
         {
@@ -438,7 +422,7 @@ internal sealed class IoSession : IAsyncDisposable
         }
     }
 
-    private async Task<int> TruncateAsync(string[] words)
+    internal async Task<int> TruncateAsync(string[] words)
     {
         var parsed = ParseOptions(words, "m:");
         if (parsed is null || parsed.Value.Operands.Count == 0) { Usage("truncate"); return -Errno.EINVAL; }
@@ -481,13 +465,13 @@ internal sealed class IoSession : IAsyncDisposable
         }
     }
 
-    private int Length()
+    internal int Length()
     {
         _out.Write(QemuIoFormat.Size(_image!.Length) + "\n");
         return 0;
     }
 
-    private int Info()
+    internal int Info()
     {
         var info = ImageInfo.Collect(_image!.Root);
         _out.Write($"format name: {info.Format}\n");
@@ -497,7 +481,7 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
-    private async Task<int> MapAsync()
+    internal async Task<int> MapAsync()
     {
         long offset = 0;
         long remaining = _image!.Length;
@@ -534,7 +518,7 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
-    private async Task<int> SleepAsync(string[] words)
+    internal async Task<int> SleepAsync(string[] words)
     {
         string arg = words[1];
         if (!QemuIoFormat.TryParseStrtol(arg, out long ms) || ms < 0)
@@ -563,7 +547,7 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
-    private int Open(string[] words)
+    internal int Open(string[] words)
     {
         var parsed = ParseOptions(words, "snCro:kt:d:U");
         if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
@@ -617,7 +601,7 @@ internal sealed class IoSession : IAsyncDisposable
         return OpenImage(source, flags, cache) ? 0 : -Errno.EINVAL;
     }
 
-    private async Task<int> CloseAsync()
+    internal async Task<int> CloseAsync()
     {
         await CloseImageAsync();
         return 0;
@@ -639,13 +623,13 @@ internal sealed class IoSession : IAsyncDisposable
         _unflushed = false;
     }
 
-    private int Quit()
+    internal int Quit()
     {
         QuitRequested = true;
         return 0;
     }
 
-    private int Help(string[] words)
+    internal int Help(string[] words)
     {
         if (words.Length == 2)
         {

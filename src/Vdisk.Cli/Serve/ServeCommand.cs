@@ -179,7 +179,7 @@ internal static class ServeCommand
     {
         QmpException q => q.Message,
         OperationCanceledException => null,
-        _ => StorageDaemon.UserMessage(e) ?? e.Message,
+        _ => UserErrors.Message(e) ?? e.Message,
     };
 
     /// <summary>One option, with the same checks as its QMP twin.</summary>
@@ -248,18 +248,10 @@ internal static class ServeCommand
         return (id, new InetListenAddress(host ?? InetListenAddress.DefaultHost, port));
     }
 
-    private static readonly Server.Qmp.QapiStruct s_monitorOptions = new("MonitorOptions",
-    [
-        new("id", Server.Qmp.QapiScalar.String, Optional: true),
-        new("mode", new Server.Qmp.QapiEnum("readline", "control"), Optional: true),
-        new("pretty", Server.Qmp.QapiScalar.Bool, Optional: true),
-        new("chardev", Server.Qmp.QapiScalar.String),
-    ]);
-
     /// <summary>--monitor (keyval, implied key chardev): QMP only.</summary>
     internal static string ParseMonitor(string value)
     {
-        var o = (OptionDict)QapiVisitor.Keyval.Visit(s_monitorOptions, KeyValParser.Parse(value, impliedKey: "chardev"), "");
+        var o = (OptionDict)QapiVisitor.Keyval.Visit(QmpSchema.MonitorOptions, KeyValParser.Parse(value, impliedKey: "chardev"), "");
         if (o["mode"] is OptionScalar { Text: "readline" }) throw new DaemonException("Only QMP monitors are supported by vdisk serve (mode=control)");
         if (o["pretty"] is OptionScalar { Text: "true" }) throw new DaemonException("pretty=on is not supported by vdisk serve");
         return ((OptionScalar)o["chardev"]!).Text;

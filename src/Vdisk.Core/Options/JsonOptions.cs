@@ -1,15 +1,24 @@
+using System.Globalization;
+using System.Text;
 using System.Text.Json;
 
 namespace Vdisk.Options;
 
 /// <summary>
-/// <c>json:{...}</c> pseudo-filenames and QMP argument objects, read with System.Text.Json's
-/// reader (no reflection, NativeAOT-safe) into the same <see cref="OptionDict"/> tree keyval gives.
+/// The one JSON reader of vdisk, for <c>json:{...}</c> pseudo-filenames and for QMP input alike,
+/// with QEMU's rule for both (qobject/json-parser.c and json-streamer.c): nesting up to
+/// <see cref="MaxNesting"/>, integers as int64, else uint64, else a double printed as
+/// <c>%.17g</c> prints it, booleans and null typed, strings as strings. Read with
+/// <see cref="Utf8JsonReader"/> (no reflection, NativeAOT-safe) into the same
+/// <see cref="OptionDict"/> tree keyval gives.
 /// </summary>
 public static class JsonOptions
 {
     /// <summary>The prefix that marks a JSON filename.</summary>
     public const string Prefix = "json:";
+
+    /// <summary>Deepest nesting of objects and arrays together (json-streamer.c's MAX_NESTING).</summary>
+    public const int MaxNesting = 1024;
 
     /// <summary>True when <paramref name="filename"/> is a <c>json:</c> pseudo-filename.</summary>
     public static bool IsJsonFilename(string filename) => filename.StartsWith(Prefix, StringComparison.Ordinal);
@@ -20,72 +29,118 @@ public static class JsonOptions
     /// </summary>
     public static OptionDict ParseFilename(string filename)
     {
-        string json = filename[Prefix.Length..];
         OptionValue value;
         try
         {
-            value = ParseValue(json);
+            value = Parse(Encoding.UTF8.GetBytes(filename[Prefix.Length..]));
         }
-        catch (JsonException e)
+        catch (JsonSyntaxException e)
         {
-            throw new OptionException($"Could not parse the JSON options: {Describe(e, json)}");
+            throw new OptionException($"Could not parse the JSON options: {e.Message}");
         }
         return value as OptionDict ?? throw new OptionException("Invalid JSON object given");
     }
 
-    /// <summary>Parses any JSON text into an option value. Throws <see cref="JsonException"/> when malformed.</summary>
-    public static OptionValue ParseValue(string json)
+    /// <summary>Parses one complete JSON value.</summary>
+    /// <exception cref="JsonSyntaxException">Malformed JSON, worded like QEMU's (<c>JSON parse error, ...</c>).</exception>
+    public static OptionValue Parse(ReadOnlySpan<byte> json)
     {
-        using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = false, MaxDepth = 64 });
-        return FromElement(doc.RootElement);
+        // The reader's own limit sits above QEMU's so that QEMU's is the one that speaks.
+        var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = MaxNesting + 1, CommentHandling = JsonCommentHandling.Disallow });
+        OptionValue? value = null;
+        try
+        {
+            if (!reader.Read()) throw new JsonSyntaxException("Expecting a JSON value");
+            value = ReadValue(ref reader);
+            if (reader.Read()) throw new JsonSyntaxException("Expecting at most one JSON value");
+            return value;
+        }
+        catch (JsonException)
+        {
+            if (value is not null) throw new JsonSyntaxException("Expecting at most one JSON value");
+            throw Describe(json, reader.BytesConsumed);
+        }
     }
 
-    /// <summary>Converts a JSON element into an option value.</summary>
-    public static OptionValue FromElement(JsonElement element)
+    private static OptionValue ReadValue(ref Utf8JsonReader reader)
     {
-        switch (element.ValueKind)
+        switch (reader.TokenType)
         {
-            case JsonValueKind.Object:
+            case JsonTokenType.StartObject:
+                CheckNesting(ref reader);
                 var dict = new OptionDict();
-                foreach (var p in element.EnumerateObject()) dict.Set(p.Name, FromElement(p.Value));
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+                {
+                    string key = reader.GetString()!;
+                    reader.Read();
+                    dict.Set(key, ReadValue(ref reader));
+                }
                 return dict;
-            case JsonValueKind.Array:
+            case JsonTokenType.StartArray:
+                CheckNesting(ref reader);
                 var list = new OptionList();
-                foreach (var item in element.EnumerateArray()) list.Items.Add(FromElement(item));
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray) list.Items.Add(ReadValue(ref reader));
                 return list;
-            case JsonValueKind.String:
-                return new OptionScalar(element.GetString()!);
-            case JsonValueKind.Number:
-                return new OptionScalar(element.GetRawText(), ScalarKind.Number);
-            case JsonValueKind.True:
+            case JsonTokenType.String:
+                return new OptionScalar(reader.GetString()!);
+            case JsonTokenType.Number:
+                return new OptionScalar(NumberText(Encoding.UTF8.GetString(reader.ValueSpan)), ScalarKind.Number);
+            case JsonTokenType.True:
                 return new OptionScalar("true", ScalarKind.Bool);
-            case JsonValueKind.False:
+            case JsonTokenType.False:
                 return new OptionScalar("false", ScalarKind.Bool);
             default:
                 return new OptionScalar("null", ScalarKind.Null);
         }
     }
 
-    /// <summary>True when the text is a valid JSON prefix that simply ends too early.</summary>
-    private static bool IsTruncated(string json)
+    /// <summary>At an opening brace or bracket: the levels it opens, QEMU's counters added up.</summary>
+    private static void CheckNesting(ref Utf8JsonReader reader)
     {
-        var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(json), isFinalBlock: false, state: default);
+        if (reader.CurrentDepth + 1 > MaxNesting) throw new JsonSyntaxException("JSON nesting depth limit exceeded");
+    }
+
+    /// <summary>
+    /// parse_literal: qemu_strtoi64, else (not negative) qemu_strtou64, else strtod; the text is the
+    /// one QEMU gives the value wherever it becomes a string (qnum_to_string: <c>%.17g</c>).
+    /// </summary>
+    private static string NumberText(string text)
+    {
+        if (long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l)) return l.ToString(CultureInfo.InvariantCulture);
+        if (ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong u)) return u.ToString(CultureInfo.InvariantCulture);
+        double d = double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
+        if (double.IsInfinity(d)) return d > 0 ? "inf" : "-inf";
+        return d.ToString("G17", CultureInfo.InvariantCulture).Replace("E", "e", StringComparison.Ordinal);
+    }
+
+    private static JsonSyntaxException Describe(ReadOnlySpan<byte> json, long consumed)
+    {
+        if (json.Trim(" \t\n\r"u8).IsEmpty) return new JsonSyntaxException("Expecting a JSON value");
+        if (IsTruncated(json)) return new JsonSyntaxException("JSON parse error, premature EOI");
+        // QEMU names a word it cannot read where a value belongs; everything else is "expecting value".
+        string rest = Encoding.UTF8.GetString(json[(int)consumed..]).TrimStart(' ', '\t', '\n', '\r', ':', ',');
+        int end = 0;
+        while (end < rest.Length && char.IsAsciiLetterOrDigit(rest[end])) end++;
+        if (end > 0 && char.IsAsciiLetter(rest[0]) && rest[..end] is not ("true" or "false" or "null"))
+            return new JsonSyntaxException($"JSON parse error, invalid keyword '{rest[..end]}'");
+        return new JsonSyntaxException("JSON parse error, expecting value");
+    }
+
+    /// <summary>True when the text is a valid beginning of JSON that just stops early.</summary>
+    private static bool IsTruncated(ReadOnlySpan<byte> json)
+    {
+        var reader = new Utf8JsonReader(json, isFinalBlock: false, state: new JsonReaderState(new JsonReaderOptions { MaxDepth = MaxNesting + 1 }));
         try
         {
             while (reader.Read()) { }
-            return reader.CurrentDepth > 0 || reader.TokenType is JsonTokenType.None or JsonTokenType.PropertyName;
+            return reader.CurrentDepth > 0 || reader.TokenType is JsonTokenType.PropertyName;
         }
         catch (JsonException)
         {
             return false;
         }
     }
-
-    private static string Describe(JsonException e, string json)
-    {
-        // QEMU's parser reports truncated input as "premature EOI"; keep that wording.
-        if (IsTruncated(json)) return "JSON parse error, premature EOI";
-        if (json.Trim().Length == 0) return "JSON parse error, premature EOI";
-        return "JSON parse error, " + (e.Message.Split(" Path:", 2)[0].Split(" LineNumber:", 2)[0].TrimEnd('.', ' '));
-    }
 }
+
+/// <summary>Malformed JSON; the message is QEMU's (<c>JSON parse error, premature EOI</c>, ...).</summary>
+public sealed class JsonSyntaxException(string message) : FormatException(message);

@@ -5,7 +5,7 @@ namespace Vdisk.Server.Daemon;
 /// (<c>NBD server not running</c>, <c>Node r0 is in use</c>). QMP reports it as GenericError;
 /// the command line prints it after the option that caused it.
 /// </summary>
-public class DaemonException(string message, string? hint = null) : Exception(message)
+public class DaemonException(string message, string? hint = null) : UserFacingException(message)
 {
     /// <summary>
     /// QEMU's second line for humans (<c>Is another process using the image [PATH]?</c>), which

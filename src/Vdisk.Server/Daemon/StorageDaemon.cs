@@ -82,7 +82,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             throw new DaemonException(e.Message, e.Hint);
         }
-        catch (Exception e) when (UserMessage(e) is { } message)
+        catch (Exception e) when (UserErrors.Message(e) is { } message)
         {
             throw new DaemonException(message);
         }
@@ -123,7 +123,7 @@ public sealed class StorageDaemon : IAsyncDisposable
                     if (node is null) Activation.ActivateAll(Graph);
                     else Activation.Activate(node);
                 }
-                catch (Exception e) when (UserMessage(e) is { } message)
+                catch (Exception e) when (UserErrors.Message(e) is { } message)
                 {
                     throw new DaemonException(message);
                 }
@@ -173,7 +173,7 @@ public sealed class StorageDaemon : IAsyncDisposable
             {
                 Activation.Reserve(t);
             }
-            catch (Exception e) when (UserMessage(e) is { } message)
+            catch (Exception e) when (UserErrors.Message(e) is { } message)
             {
                 throw new DaemonException(message);
             }
@@ -233,7 +233,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
         }
-        catch (Exception e) when (UserMessage(e) is { } message)
+        catch (Exception e) when (UserErrors.Message(e) is { } message)
         {
             throw new DaemonException(message);
         }
@@ -454,13 +454,4 @@ public sealed class StorageDaemon : IAsyncDisposable
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await ShutdownAsync().ConfigureAwait(false);
-
-    /// <summary>The user-facing text of an expected failure (QEMU's wording), or null for bugs.</summary>
-    public static string? UserMessage(Exception e) => e switch
-    {
-        DaemonException or OptionException or PermissionConflictException or LockConflictException or NativeIOException => e.Message,
-        IOException => e.Message,
-        UnauthorizedAccessException => e.Message,
-        _ => null,
-    };
 }

@@ -30,9 +30,9 @@ internal static class NbdErrors
         Errno.EIO => NbdError.IO,
         Errno.ENOMEM => NbdError.NoMemory,
         Errno.ENOSPC or Errno.EFBIG => NbdError.NoSpace,
-        75 => NbdError.Overflow,
+        Errno.EOVERFLOW => NbdError.Overflow,
         Errno.ENOTSUP => NbdError.NotSupported,
-        108 => NbdError.Shutdown,
+        Errno.ESHUTDOWN => NbdError.Shutdown,
         _ => NbdError.Invalid,
     };
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Vdisk.Options;
 
 namespace Vdisk.Server.Qmp;
 
@@ -12,7 +13,7 @@ public readonly record struct QmpInput(byte[]? Json, QmpException? Error, bool F
 /// Cuts a QMP byte stream into JSON values the way QEMU's json-streamer does: by tracking
 /// brackets and strings, so that no newline is needed and an unfinished object simply waits
 /// for more input. A 0xFF byte resets the parser (qmp-spec). Values above
-/// <see cref="MaxMessageLength"/> or deeper than <see cref="QmpJson.MaxDepth"/> are fatal.
+/// <see cref="MaxMessageLength"/> or deeper than <see cref="JsonOptions.MaxNesting"/> are fatal.
 /// </summary>
 public sealed class QmpInputSplitter
 {
@@ -83,7 +84,7 @@ public sealed class QmpInputSplitter
                         _inString = true;
                         break;
                     case (byte)'{' or (byte)'[':
-                        if (++_depth > QmpJson.MaxDepth) Fail(output, "JSON nesting depth limit exceeded");
+                        if (++_depth > JsonOptions.MaxNesting) Fail(output, "JSON nesting depth limit exceeded");
                         break;
                     case (byte)'}' or (byte)']':
                         if (--_depth == 0) Emit(output);

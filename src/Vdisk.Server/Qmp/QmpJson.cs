@@ -1,106 +1,29 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using Vdisk.Options;
 
 namespace Vdisk.Server.Qmp;
 
 /// <summary>
-/// JSON as QMP speaks it. Input is read with <see cref="Utf8JsonReader"/> into the option tree
-/// the rest of vdisk uses (<see cref="OptionDict"/>, typed scalars). Output is written by hand,
+/// JSON as QMP speaks it. Input is read by vdisk's one JSON reader (<see cref="JsonOptions"/>)
+/// into the option tree the rest of vdisk uses (<see cref="OptionDict"/>, typed scalars). Output is written by hand,
 /// because QEMU's layout is not Utf8JsonWriter's: <c>", "</c> and <c>": "</c> separators, keys in
 /// QDict order (<see cref="QDictOrder"/>), and QEMU's escapes (\uXXXX in upper case for
 /// everything outside printable ASCII). No reflection anywhere (NativeAOT).
 /// </summary>
 public static class QmpJson
 {
-    /// <summary>Deepest nesting accepted (QEMU's MAX_NESTING).</summary>
-    public const int MaxDepth = 1024;
-
-    /// <summary>Parses one complete JSON value.</summary>
+    /// <summary>Parses one complete JSON value with the reader json: filenames use (<see cref="JsonOptions.Parse"/>).</summary>
     /// <exception cref="QmpException">Malformed JSON, worded like QEMU's <c>JSON parse error, ...</c>.</exception>
     public static OptionValue Parse(ReadOnlySpan<byte> json)
     {
-        var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = MaxDepth + 1, CommentHandling = JsonCommentHandling.Disallow });
         try
         {
-            if (!reader.Read()) throw ParseError(json);
-            var value = ReadValue(ref reader);
-            if (reader.Read()) throw ParseError(json);
-            return value;
+            return JsonOptions.Parse(json);
         }
-        catch (JsonException)
+        catch (JsonSyntaxException e)
         {
-            throw ParseError(json);
-        }
-    }
-
-    private static OptionValue ReadValue(ref Utf8JsonReader reader)
-    {
-        switch (reader.TokenType)
-        {
-            case JsonTokenType.StartObject:
-                var dict = new OptionDict();
-                while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
-                {
-                    string key = reader.GetString()!;
-                    reader.Read();
-                    dict.Set(key, ReadValue(ref reader));
-                }
-                return dict;
-            case JsonTokenType.StartArray:
-                var list = new OptionList();
-                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray) list.Items.Add(ReadValue(ref reader));
-                return list;
-            case JsonTokenType.String:
-                return new OptionScalar(reader.GetString()!);
-            case JsonTokenType.Number:
-                return new OptionScalar(NormalizeNumber(Encoding.UTF8.GetString(reader.ValueSpan)), ScalarKind.Number);
-            case JsonTokenType.True:
-                return new OptionScalar("true", ScalarKind.Bool);
-            case JsonTokenType.False:
-                return new OptionScalar("false", ScalarKind.Bool);
-            default:
-                return new OptionScalar("null", ScalarKind.Null);
-        }
-    }
-
-    /// <summary>Integers stay as written; other numbers print as QEMU's <c>%.17g</c> would.</summary>
-    private static string NormalizeNumber(string text)
-    {
-        if (long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l)) return l.ToString(CultureInfo.InvariantCulture);
-        if (ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong u)) return u.ToString(CultureInfo.InvariantCulture);
-        double d = double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
-        return d.ToString("G17", CultureInfo.InvariantCulture).Replace("E", "e", StringComparison.Ordinal);
-    }
-
-    private static QmpException ParseError(ReadOnlySpan<byte> json)
-    {
-        if (IsTruncated(json)) return QmpException.Generic("JSON parse error, premature EOI");
-        // QEMU names a bare word it cannot read; everything else is "expecting value".
-        string text = Encoding.UTF8.GetString(json).TrimStart();
-        if (text.Length > 0 && char.IsAsciiLetter(text[0]))
-        {
-            int end = 0;
-            while (end < text.Length && char.IsAsciiLetterOrDigit(text[end])) end++;
-            string word = text[..end];
-            if (word is not ("true" or "false" or "null")) return QmpException.Generic($"JSON parse error, invalid keyword '{word}'");
-        }
-        return QmpException.Generic("JSON parse error, expecting value");
-    }
-
-    /// <summary>True when the text is a valid beginning of JSON that just stops early.</summary>
-    private static bool IsTruncated(ReadOnlySpan<byte> json)
-    {
-        var reader = new Utf8JsonReader(json, isFinalBlock: false, state: new JsonReaderState(new JsonReaderOptions { MaxDepth = MaxDepth + 1 }));
-        try
-        {
-            while (reader.Read()) { }
-            return reader.CurrentDepth > 0 || reader.TokenType is JsonTokenType.PropertyName;
-        }
-        catch (JsonException)
-        {
-            return false;
+            throw QmpException.Generic(e.Message);
         }
     }
 

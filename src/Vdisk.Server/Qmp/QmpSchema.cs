@@ -182,6 +182,10 @@ public static class QmpSchema
     /// <summary>Arguments of qmp_capabilities.</summary>
     public static readonly QapiStruct QmpCapabilities = new("qmp_capabilities", [O("enable", new QapiList(new QapiEnum("oob")))]);
 
+    /// <summary>MonitorOptions (qapi/control.json), the argument of <c>--monitor</c>.</summary>
+    public static readonly QapiStruct MonitorOptions = new("MonitorOptions",
+        [O("id", Str), O("mode", new QapiEnum("readline", "control")), O("pretty", Bool), M("chardev", Str)]);
+
     /// <summary>Commands without arguments.</summary>
     public static readonly QapiStruct NoArguments = new("none", []);
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Vdisk.Interop.Support;
+using Vdisk.TestSupport;
 using Xunit;
 
 namespace Vdisk.Interop.Qcow2;
@@ -14,9 +15,7 @@ public class ConvertInteropTests
     private static string MixedRaw(TempDir dir)
     {
         string random = dir.File("random.bin"), img = dir.File("mixed.raw");
-        var bytes = new byte[3 << 20];
-        new Random(7).NextBytes(bytes);
-        File.WriteAllBytes(random, bytes);
+        File.WriteAllBytes(random, DeterministicData.Bytes(3 << 20, "convert mixed data"));
         Qemu.Ok(Qemu.Img("create", "-q", "-f", "raw", img, "64M"));
         Qemu.Ok(Qemu.Io([.. new[] { "-f", "raw" }, .. Qemu.Commands(
         [

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Vdisk.Interop.Support;
+using Vdisk.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -10,18 +11,18 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
 {
     private static string Inv(long v) => v.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>A seeded sequence of writes, zero writes and discards inside an image of <paramref name="size"/> bytes.</summary>
-    private static List<string> RandomWorkload(int seed, long size, int count)
+    /// <summary>Workload number <paramref name="seed"/>: writes, zero writes and discards inside an image of <paramref name="size"/> bytes, the same on every run.</summary>
+    private static List<string> Workload(int seed, long size, int count)
     {
-        var rng = new Random(seed);
+        var data = new DeterministicData($"qcow2 workload {seed}");
         var ops = new List<string>();
         for (int i = 0; i < count; i++)
         {
-            long len = rng.Next(1, 200) * 512L;
-            long off = rng.NextInt64(0, (size - len) / 512) * 512;
-            switch (rng.Next(10))
+            long len = data.Next(1, 200) * 512L;
+            long off = data.Next(0, (size - len) / 512) * 512;
+            switch (data.Next(0, 10))
             {
-                case < 6: ops.Add($"write -P 0x{rng.Next(1, 255):x2} {Inv(off)} {Inv(len)}"); break;
+                case < 6: ops.Add($"write -P 0x{data.Next(1, 255):x2} {Inv(off)} {Inv(len)}"); break;
                 case < 8: ops.Add($"write -z {Inv(off)} {Inv(len)}"); break;
                 case 8: ops.Add($"write -z -u {Inv(off)} {Inv(len)}"); break;
                 default: ops.Add($"discard {Inv(off)} {Inv(len)}"); break;
@@ -51,7 +52,7 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
         }
         Qemu.Ok(Qemu.Img([.. create, mine, "4M"]));
         Qemu.Ok(Qemu.Img([.. create, theirs, "4M"]));
-        var ops = RandomWorkload(seed, 4 << 20, 150);
+        var ops = Workload(seed, 4 << 20, 150);
         Qemu.Ok(Qemu.Vdisk(["io", .. Qemu.Commands(ops), mine]));
         Qemu.Ok(Qemu.Io([.. Qemu.Commands(ops), theirs]));
         Qemu.AssertClean(mine);
@@ -63,7 +64,7 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
     public void Killing_a_writer_mid_workload_never_corrupts_and_keeps_flushed_data()
     {
         using var dir = new TempDir();
-        var rng = new Random(20240611);
+        var killPoints = new DeterministicData("kill points");
         string pristine = dir.File("pristine.qcow2");
         Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", pristine, "8M"));
         int leaks = 0;
@@ -75,11 +76,11 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
             // 7M is written and flushed first; "length" prints "8 MiB" once that flush is done.
             // The trailing sleep means the writer never ends by itself: every run ends in SIGKILL.
             var ops = new List<string> { "write -P 0x5a 7M 64k", "flush", "length" };
-            ops.AddRange(RandomWorkload(run, 7 << 20, 400));
+            ops.AddRange(Workload(run, 7 << 20, 400));
             ops.Add("sleep 600000");
             // vdisk io flushes its output after each command, so the number of lines printed tells
             // how far it got: kill it somewhere in the first two thirds of the workload's output.
-            int killAfterLines = rng.Next(3, 500);
+            long killAfterLines = killPoints.Next(3, 500);
             using var writer = ChildProcess.Start(Programs.Vdisk, ["io", .. Qemu.Commands(ops), img]);
             writer.WaitFor((stdout, _) => stdout.Count(c => c == '\n') >= killAfterLines, $"printed {killAfterLines} lines");
             writer.Kill();
@@ -152,13 +153,13 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
         Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", good, "2M"));
         Qemu.Ok(Qemu.Io("-c", "write -P 0x21 0 300k", "-c", "write -z 1M 64k", good));
         var original = File.ReadAllBytes(good);
-        var rng = new Random(7);
+        var mutations = new DeterministicData("qcow2 mutations");
         for (int i = 0; i < 40; i++)
         {
             var bytes = (byte[])original.Clone();
-            if (i % 8 == 0) bytes = bytes[..rng.Next(1, bytes.Length)];
+            if (i % 8 == 0) bytes = bytes[..(int)mutations.Next(1, bytes.Length)];
             else
-                for (int k = 0; k < 1 + rng.Next(6); k++) bytes[rng.Next(Math.Min(bytes.Length, 6 * 4096))] ^= (byte)(1 << rng.Next(8));
+                for (int k = 0; k < 1 + mutations.Next(0, 6); k++) bytes[mutations.Next(0, Math.Min(bytes.Length, 6 * 4096))] ^= (byte)(1 << (int)mutations.Next(0, 8));
             string img = dir.File($"fuzz{i}.qcow2");
             File.WriteAllBytes(img, bytes);
             var r = Programs.Run(Programs.Vdisk, ["io", "-f", "qcow2", "-c", "read 0 1M", "-c", "write -P 1 64k 8k", "-c", "map", img],

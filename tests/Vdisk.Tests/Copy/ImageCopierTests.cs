@@ -1,4 +1,5 @@
 using Vdisk.Copy;
+using Vdisk.TestSupport;
 using Xunit;
 
 namespace Vdisk.Tests.Copy;
@@ -15,13 +16,7 @@ public class ImageCopierTests
     private static MemoryNode MixedSource()
     {
         var node = new MemoryNode("src", 4 * M);
-        var random = new Random(42);
-        void Data(long offset, int length)
-        {
-            var bytes = new byte[length];
-            random.NextBytes(bytes);
-            node.Fill(offset, bytes);
-        }
+        void Data(long offset, int length) => node.Fill(offset, DeterministicData.Bytes(length, $"mixed source at {offset}"));
         Data(0, 300 * K);
         node.Fill(100 * K, new byte[8 * K]);      // allocated zeroes inside data
         Data(512 * K + 512, 1 * M);               // starts off the grid

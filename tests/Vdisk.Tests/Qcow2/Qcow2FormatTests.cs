@@ -1,6 +1,7 @@
 using CsCheck;
 using Vdisk.Drivers.Qcow2;
 using Vdisk.Output;
+using Vdisk.TestSupport;
 using Xunit;
 
 namespace Vdisk.Tests.Qcow2;
@@ -164,8 +165,7 @@ public class Qcow2FormatTests
             Assert.True(Qcow2Compression.TryDecompress(type, padded, output));
             Assert.Equal(cluster, output);
         }
-        var random = new byte[65536];
-        new Random(1).NextBytes(random);
+        var random = DeterministicData.Bytes(65536, "incompressible cluster");
         Assert.Null(Qcow2Compression.Compress(Qcow2CompressionType.Zlib, random));
         Assert.False(Qcow2Compression.TryDecompress(Qcow2CompressionType.Zlib, random.AsSpan(0, 100), new byte[65536]));
     }

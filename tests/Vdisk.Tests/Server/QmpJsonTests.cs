@@ -86,6 +86,6 @@ public class QmpJsonTests
     {
         var big = "{\"a\": \"" + new string('x', QmpInputSplitter.MaxMessageLength) + "\"}";
         Assert.Contains("error(JSON token size limit exceeded,fatal)", Cut(big));
-        Assert.Contains("error(JSON nesting depth limit exceeded,fatal)", Cut(new string('[', QmpJson.MaxDepth + 1)));
+        Assert.Contains("error(JSON nesting depth limit exceeded,fatal)", Cut(new string('[', JsonOptions.MaxNesting + 1)));
     }
 }
