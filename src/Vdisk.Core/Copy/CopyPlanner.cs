@@ -46,6 +46,7 @@ public sealed class CopyPlanner
     private long _sequence;
     private long _extentEnd;
     private CopySegmentKind _extentKind;
+    private IAsyncEnumerator<Extent>? _extents;
 
     /// <summary>
     /// A planner over <paramref name="sources"/> laid end to end. <paramref name="alignment"/>
@@ -83,6 +84,8 @@ public sealed class CopyPlanner
                 _source++;
                 _position = 0;
                 _extentEnd = 0;
+                if (_extents is not null) await _extents.DisposeAsync().ConfigureAwait(false);
+                _extents = null;
                 continue;
             }
             if (_position >= _extentEnd) await QueryAsync(source, length, cancellationToken).ConfigureAwait(false);
@@ -110,31 +113,23 @@ public sealed class CopyPlanner
 
     private async ValueTask QueryAsync(BlockNode source, long length, CancellationToken cancellationToken)
     {
-        long want = Math.Min(length - _position, StatusQueryLimit);
-        var status = _topOnly
-            ? await TopLayerStatusAsync(source, _position, want, cancellationToken).ConfigureAwait(false)
-            : await BlockChain.StatusAboveAsync(source, _position, want, cancellationToken).ConfigureAwait(false);
-        _extentKind = (status.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
-            : (status.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
+        cancellationToken.ThrowIfCancellationRequested();
+        // One walk per source; the walk is not given this call's token (callers pass different
+        // ones), each call checks its own. Extents the position has passed (alignment widens
+        // data past them) are skipped; the one holding the position is used from there.
+        _extents ??= BlockExtents.WalkAsync(source, 0, length, _topOnly ? ExtentScope.OwnLayer : ExtentScope.Chain, StatusQueryLimit).GetAsyncEnumerator();
+        Extent extent;
+        do
+        {
+            if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
+            extent = _extents.Current;
+        }
+        while (extent.End <= _position);
+        _extentKind = (extent.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
+            : (extent.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
             : _topOnly ? CopySegmentKind.Skip
             : CopySegmentKind.Data;
-        _extentEnd = _position + Math.Clamp(status.Length, 1, want);
-    }
-
-    /// <summary>
-    /// The status of the source's own layer, as qemu-img convert asks it with a target backing
-    /// file (block status above the source's backing file): what the layer does not hold reads
-    /// as zeroes when it has no backing file or lies past the backing file's end; the rest
-    /// (neither Zero nor Data) is left to the target's backing file. Unlike qemu-img 7.2, an
-    /// unallocated range is cut at the backing file's end, so the part past it is zeroed too.
-    /// </summary>
-    private static async ValueTask<BlockStatus> TopLayerStatusAsync(BlockNode source, long offset, long length, CancellationToken cancellationToken)
-    {
-        var status = await source.GetBlockStatusAsync(offset, length, cancellationToken).ConfigureAwait(false);
-        if ((status.Flags & (BlockStatusFlags.Allocated | BlockStatusFlags.Data | BlockStatusFlags.Zero)) != 0) return status;
-        var backing = BlockChain.BackingOf(source);
-        if (backing is null || offset >= backing.Length) return status with { Flags = BlockStatusFlags.Zero };
-        return status with { Length = Math.Min(status.Length, backing.Length - offset) };
+        _extentEnd = extent.End;
     }
 
     private static long RoundDown(long value, int unit) => value - value % unit;
