@@ -47,6 +47,7 @@ public sealed class CopyPlanner
     private long _extentEnd;
     private CopySegmentKind _extentKind;
     private IAsyncEnumerator<Extent>? _extents;
+    private long _walkNext;
 
     /// <summary>
     /// A planner over <paramref name="sources"/> laid end to end. <paramref name="alignment"/>
@@ -114,17 +115,18 @@ public sealed class CopyPlanner
     private async ValueTask QueryAsync(BlockNode source, long length, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        // One walk per source; the walk is not given this call's token (callers pass different
-        // ones), each call checks its own. Extents the position has passed (alignment widens
-        // data past them) are skipped; the one holding the position is used from there.
-        _extents ??= BlockExtents.WalkAsync(source, 0, length, _topOnly ? ExtentScope.OwnLayer : ExtentScope.Chain, StatusQueryLimit).GetAsyncEnumerator();
-        Extent extent;
-        do
+        // The walk goes on from where its last extent ended; when alignment moved the position
+        // past that, a new walk starts at the position, so every query begins where the old
+        // per-query loop began it (and 1 GiB windows stay aligned). The walk is not given this
+        // call's token (callers pass different ones): each call checks its own.
+        if (_extents is null || _walkNext != _position)
         {
-            if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
-            extent = _extents.Current;
+            if (_extents is not null) await _extents.DisposeAsync().ConfigureAwait(false);
+            _extents = BlockExtents.WalkAsync(source, _position, length - _position, _topOnly ? ExtentScope.OwnLayer : ExtentScope.Chain, StatusQueryLimit).GetAsyncEnumerator();
         }
-        while (extent.End <= _position);
+        if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
+        var extent = _extents.Current;
+        _walkNext = extent.End;
         _extentKind = (extent.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
             : (extent.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
             : _topOnly ? CopySegmentKind.Skip
