@@ -301,11 +301,11 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.MakeEmptyAsync(cancellationToken);
     }
 
-    /// <summary>The allocation status at <paramref name="offset"/>.</summary>
-    public ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
+    /// <summary>The extents of a range of the image (see <see cref="BlockExtents.WalkAsync"/>).</summary>
+    public IAsyncEnumerable<Extent> ExtentsAsync(long offset, long length, ExtentScope scope, long queryLimit = long.MaxValue, CancellationToken cancellationToken = default)
     {
         CheckRequest(offset, length, BlockPermission.None);
-        return Root.GetBlockStatusAsync(offset, length, cancellationToken);
+        return BlockExtents.WalkAsync(Root, offset, length, scope, queryLimit, cancellationToken);
     }
 
     /// <summary>blk_check_byte_request: requests outside the image fail with EIO, writes without WRITE with EPERM.</summary>

@@ -123,10 +123,12 @@ internal static class CommitCommand
             long length = top.Length;
             if (baseNode.Length < length) await baseNode.TruncateAsync(length, ct);
             var buffer = new byte[Chunk];
-            for (long pos = 0; pos < length;)
+            // commit_run asks bdrv_is_allocated_above for at most one buffer at a time.
+            await foreach (var extent in BlockExtents.WalkAsync(top, 0, length, ExtentScope.AllocatedAbove, Chunk, ct, baseNode))
             {
-                var (allocated, zero, n) = await AllocatedAboveAsync(top, baseNode, pos, Math.Min(Chunk, length - pos), ct);
-                if (allocated)
+                long pos = extent.Offset, n = extent.Length;
+                bool zero = (extent.Flags & BlockStatusFlags.Zero) != 0;
+                if ((extent.Flags & BlockStatusFlags.Allocated) != 0)
                 {
                     await rate.WaitAsync(n, ct);
                     if (zero)
@@ -161,23 +163,6 @@ internal static class CommitCommand
         {
             return Stdio.Describe(e) ?? e.Message;
         }
-    }
-
-    /// <summary>
-    /// bdrv_is_allocated_above(top, base): whether a layer above <paramref name="baseNode"/>
-    /// holds the range at <paramref name="offset"/>, whether it reads as zeroes, and for how long.
-    /// </summary>
-    private static async Task<(bool Allocated, bool Zero, long Length)> AllocatedAboveAsync(BlockNode top, BlockNode baseNode, long offset, long length, CancellationToken ct)
-    {
-        for (var node = top; node is not null && node != baseNode; node = BlockChain.BackingOf(node))
-        {
-            if (offset >= node.Length) continue;
-            var st = await node.GetBlockStatusAsync(offset, length, ct);
-            long n = Math.Clamp(st.Length, 1, length);
-            if ((st.Flags & BlockStatusFlags.Allocated) != 0) return (true, (st.Flags & BlockStatusFlags.Zero) != 0, n);
-            length = n;
-        }
-        return (false, false, length);
     }
 
     /// <summary>

@@ -84,12 +84,16 @@ internal static class CompareCommand
                 Say("Strict mode: Image size mismatch!");
                 return 1;
             }
+            // img_compare asks both images for the status at each offset; the walks answer the
+            // same from the extent holding it (its rest from there).
+            await using var walkA = new StatusCursor(a, nameA, ct);
+            await using var walkB = new StatusCursor(b, nameB, ct);
             for (long offset = 0; offset < total;)
             {
-                if (await StatusAsync(a, nameA, offset, sizeA - offset, ct) is not { } sa) return 3;
-                if (await StatusAsync(b, nameB, offset, sizeB - offset, ct) is not { } sb) return 3;
+                if (await walkA.AtAsync(offset) is not { } sa) return 3;
+                if (await walkB.AtAsync(offset) is not { } sb) return 3;
                 bool allocatedA = (sa.Flags & BlockStatusFlags.Allocated) != 0, allocatedB = (sb.Flags & BlockStatusFlags.Allocated) != 0;
-                long chunk = Math.Max(1, Math.Min(Math.Min(sa.Length, sb.Length), total - offset));
+                long chunk = Math.Min(Math.Min(sa.Length, sb.Length), total - offset);
                 if (strict && !SameStatus(sa, offset + sa.Length >= sizeA, sb, offset + sb.Length >= sizeB))
                 {
                     Say($"Strict mode: Offset {offset} block status mismatch!");
@@ -129,12 +133,13 @@ internal static class CompareCommand
             if (sizeA != sizeB)
             {
                 Say("Warning: Image size mismatch!");
-                var (longer, name) = sizeA > sizeB ? (a, nameA) : (b, nameB);
+                var (longer, walk) = sizeA > sizeB ? (a, walkA) : (b, walkB);
+                string name = sizeA > sizeB ? nameA : nameB;
                 long end = longer.Length;
                 for (long offset = total; offset < end;)
                 {
-                    if (await StatusAsync(longer, name, offset, end - offset, ct) is not { } st) return 3;
-                    long chunk = Math.Max(1, Math.Min(st.Length, end - offset));
+                    if (await walk.AtAsync(offset) is not { } st) return 3;
+                    long chunk = Math.Min(st.Length, end - offset);
                     if ((st.Flags & BlockStatusFlags.Allocated) != 0)
                     {
                         chunk = Math.Min(chunk, Chunk);
@@ -148,18 +153,32 @@ internal static class CompareCommand
             return 0;
         }
 
-        /// <summary>The status through the chain, or null after qemu-img's error.</summary>
-        private static async Task<BlockStatus?> StatusAsync(DiskImage img, string name, long offset, long length, CancellationToken ct)
+        /// <summary>One image's block-status walk through its chain, read at increasing offsets.</summary>
+        private sealed class StatusCursor(DiskImage img, string name, CancellationToken ct) : IAsyncDisposable
         {
-            try
+            private readonly IAsyncEnumerator<Extent> _walk = img.ExtentsAsync(0, img.Length, ExtentScope.Chain, cancellationToken: ct).GetAsyncEnumerator(ct);
+            private Extent _current;
+
+            /// <summary>The status from <paramref name="offset"/> to the end of its extent, or null after qemu-img's error.</summary>
+            public async Task<BlockStatus?> AtAsync(long offset)
             {
-                return await BlockChain.StatusAboveAsync(img.Root, offset, length, ct);
+                try
+                {
+                    while (_current.End <= offset)
+                    {
+                        if (!await _walk.MoveNextAsync()) throw new InvalidOperationException($"The block-status walk of {name} ended at {offset}");
+                        _current = _walk.Current;
+                    }
+                }
+                catch (IOException)
+                {
+                    Stdio.Error($"Sector allocation test failed for {name}");
+                    return null;
+                }
+                return _current.Status with { Length = _current.End - offset, HostOffset = _current.HostOffset + (offset - _current.Offset) };
             }
-            catch (IOException)
-            {
-                Stdio.Error($"Sector allocation test failed for {name}");
-                return null;
-            }
+
+            public ValueTask DisposeAsync() => _walk.DisposeAsync();
         }
 
         /// <summary>Strict mode's status comparison: the same flags, offset validity and end-of-image flag in both.</summary>

@@ -50,13 +50,11 @@ internal static class MapCommand
             bool first = true;
             try
             {
-                while (offset < end)
+                // img_map probes up to 1 GiB at a time.
+                await foreach (var st in disk.ExtentsAsync(Math.Min(offset, end), Math.Max(0, end - offset), ExtentScope.Chain, 1L << 30, ct))
                 {
-                    var st = await BlockChain.StatusAboveAsync(disk.Root, offset, Math.Min(end - offset, 1L << 30), ct);
-                    long len = Math.Min(st.Length, end - offset);
-                    if (len <= 0) break;
                     bool hasOffset = st.HostOffset is not null;
-                    var entry = new MapEntry(offset, len, st.Depth, (st.Flags & BlockStatusFlags.Allocated) != 0,
+                    var entry = new MapEntry(st.Offset, st.Length, st.Depth, (st.Flags & BlockStatusFlags.Allocated) != 0,
                         (st.Flags & BlockStatusFlags.Zero) != 0, (st.Flags & BlockStatusFlags.Data) != 0,
                         st.HostOffset, hasOffset ? st.HostNode?.Filename : null);
                     if (current is { } c && Adjacent(c, entry))
@@ -68,7 +66,6 @@ internal static class MapCommand
                         if (current is { } prev && !Dump(prev, fmt, ref first)) return 1;
                         current = entry;
                     }
-                    offset += len;
                 }
                 if (current is { } last && !Dump(last, fmt, ref first)) return 1;
             }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Graph;
+using Vdisk.Native;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
@@ -155,23 +156,33 @@ internal static class RebaseCommand
         float step = size == 0 ? 0 : 100f / (size / Math.Min(size, Chunk));
         var oldData = new byte[Chunk];
         var newData = new byte[Chunk];
+        // img_rebase asks the image's own layer for at most one buffer from each offset; the walk
+        // answers the same from the extent holding it.
+        await using var walk = disk.ExtentsAsync(0, size, ExtentScope.Node, cancellationToken: ct).GetAsyncEnumerator(ct);
+        Extent extent = default;
         for (long offset = 0; offset < size;)
         {
-            long n = Math.Min(Chunk, size - offset);
+            long n;
             try
             {
-                var st = await top.GetBlockStatusAsync(offset, n, ct);
-                n = Math.Clamp(st.Length, 1, n);
-                if ((st.Flags & BlockStatusFlags.Allocated) != 0)
+                while (extent.End <= offset)
                 {
-                    offset += n;
+                    if (!await walk.MoveNextAsync()) throw new InvalidOperationException($"The block-status walk ended at {offset}");
+                    extent = walk.Current;
+                }
+                if ((extent.Flags & BlockStatusFlags.Allocated) != 0)
+                {
+                    offset = extent.End;
                     continue;
                 }
+                n = Math.Min(Chunk, extent.End - offset);
                 if (prefix is not null)
                 {
-                    var (allocated, length) = await AllocatedBetweenAsync(oldChain, prefix, offset, n, ct);
-                    n = length;
-                    if (!allocated)
+                    var between = oldChain is null ? new BlockStatus(n, BlockStatusFlags.None)
+                        : await BlockChain.AllocatedAboveAsync(oldChain, prefix, offset, n, ct);
+                    if (between.Length <= 0) throw new NativeIOException(Errno.EIO, BlockExtents.UnexpectedEnd);
+                    n = Math.Min(between.Length, n);
+                    if ((between.Flags & BlockStatusFlags.Allocated) == 0)
                     {
                         offset += n;
                         continue;
@@ -237,20 +248,6 @@ internal static class RebaseCommand
         }
         await disk.FlushAsync(ct);
         return null;
-    }
-
-    /// <summary>bdrv_is_allocated_above(from, base) excluding base: whether an image between holds the range, and for how long.</summary>
-    private static async Task<(bool Allocated, long Length)> AllocatedBetweenAsync(BlockNode? from, BlockNode baseNode, long offset, long length, CancellationToken ct)
-    {
-        for (var node = from; node is not null && node != baseNode; node = BlockChain.BackingOf(node))
-        {
-            if (offset >= node.Length) continue;
-            var st = await node.GetBlockStatusAsync(offset, length, ct);
-            long n = Math.Clamp(st.Length, 1, length);
-            if ((st.Flags & BlockStatusFlags.Allocated) != 0) return (true, n);
-            length = n;
-        }
-        return (false, length);
     }
 
     /// <summary>

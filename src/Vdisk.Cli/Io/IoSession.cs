@@ -483,32 +483,31 @@ internal sealed class IoSession : IAsyncDisposable
 
     internal async Task<int> MapAsync()
     {
-        long offset = 0;
-        long remaining = _image!.Length;
+        // map_is_allocated: one line per run of equal allocation on the image's own layer.
+        long start = 0, run = 0;
+        bool allocated = false;
         try
         {
-            while (remaining > 0)
+            await foreach (var extent in _image!.ExtentsAsync(0, _image.Length, ExtentScope.Node, cancellationToken: _cancel))
             {
-                var first = await _image.GetBlockStatusAsync(offset, remaining, _cancel);
-                bool allocated = (first.Flags & BlockStatusFlags.Allocated) != 0;
-                long run = first.Length;
-                while (run < remaining)
+                bool a = (extent.Flags & BlockStatusFlags.Allocated) != 0;
+                if (run > 0 && a != allocated)
                 {
-                    var next = await _image.GetBlockStatusAsync(offset + run, remaining - run, _cancel);
-                    if (((next.Flags & BlockStatusFlags.Allocated) != 0) != allocated || next.Length == 0) break;
-                    run += next.Length;
+                    WriteMapLine(start, run, allocated);
+                    start = extent.Offset;
+                    run = 0;
                 }
-                if (run == 0)
-                {
-                    Stdio.Error("Unexpected end of image");
-                    return -Errno.EIO;
-                }
-                string state = allocated ? "    allocated" : "not allocated";
-                _out.Write(string.Create(CultureInfo.InvariantCulture,
-                    $"{QemuIoFormat.Size(run)} (0x{run:x}) bytes {state} at offset {QemuIoFormat.Size(offset)} (0x{offset:x})\n"));
-                offset += run;
-                remaining -= run;
+                allocated = a;
+                run += extent.Length;
             }
+            if (run > 0) WriteMapLine(start, run, allocated);
+        }
+        catch (NativeIOException e) when (e.Message == BlockExtents.UnexpectedEnd)
+        {
+            // map_f: the run so far, then its own message for a 0-byte answer.
+            if (run > 0) WriteMapLine(start, run, allocated);
+            Stdio.Error(BlockExtents.UnexpectedEnd);
+            return -Errno.EIO;
         }
         catch (IOException e)
         {
@@ -516,6 +515,13 @@ internal sealed class IoSession : IAsyncDisposable
             return -ErrnoOf(e);
         }
         return 0;
+    }
+
+    private void WriteMapLine(long offset, long run, bool allocated)
+    {
+        string state = allocated ? "    allocated" : "not allocated";
+        _out.Write(string.Create(CultureInfo.InvariantCulture,
+            $"{QemuIoFormat.Size(run)} (0x{run:x}) bytes {state} at offset {QemuIoFormat.Size(offset)} (0x{offset:x})\n"));
     }
 
     internal async Task<int> SleepAsync(string[] words)

@@ -46,6 +46,8 @@ public sealed class CopyPlanner
     private long _sequence;
     private long _extentEnd;
     private CopySegmentKind _extentKind;
+    private IAsyncEnumerator<Extent>? _extents;
+    private long _walkNext;
 
     /// <summary>
     /// A planner over <paramref name="sources"/> laid end to end. <paramref name="alignment"/>
@@ -83,6 +85,8 @@ public sealed class CopyPlanner
                 _source++;
                 _position = 0;
                 _extentEnd = 0;
+                if (_extents is not null) await _extents.DisposeAsync().ConfigureAwait(false);
+                _extents = null;
                 continue;
             }
             if (_position >= _extentEnd) await QueryAsync(source, length, cancellationToken).ConfigureAwait(false);
@@ -110,31 +114,24 @@ public sealed class CopyPlanner
 
     private async ValueTask QueryAsync(BlockNode source, long length, CancellationToken cancellationToken)
     {
-        long want = Math.Min(length - _position, StatusQueryLimit);
-        var status = _topOnly
-            ? await TopLayerStatusAsync(source, _position, want, cancellationToken).ConfigureAwait(false)
-            : await BlockChain.StatusAboveAsync(source, _position, want, cancellationToken).ConfigureAwait(false);
-        _extentKind = (status.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
-            : (status.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
+        cancellationToken.ThrowIfCancellationRequested();
+        // The walk goes on from where its last extent ended; when alignment moved the position
+        // past that, a new walk starts at the position, so every query begins where the old
+        // per-query loop began it (and 1 GiB windows stay aligned). The walk is not given this
+        // call's token (callers pass different ones): each call checks its own.
+        if (_extents is null || _walkNext != _position)
+        {
+            if (_extents is not null) await _extents.DisposeAsync().ConfigureAwait(false);
+            _extents = BlockExtents.WalkAsync(source, _position, length - _position, _topOnly ? ExtentScope.OwnLayer : ExtentScope.Chain, StatusQueryLimit).GetAsyncEnumerator();
+        }
+        if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
+        var extent = _extents.Current;
+        _walkNext = extent.End;
+        _extentKind = (extent.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
+            : (extent.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
             : _topOnly ? CopySegmentKind.Skip
             : CopySegmentKind.Data;
-        _extentEnd = _position + Math.Clamp(status.Length, 1, want);
-    }
-
-    /// <summary>
-    /// The status of the source's own layer, as qemu-img convert asks it with a target backing
-    /// file (block status above the source's backing file): what the layer does not hold reads
-    /// as zeroes when it has no backing file or lies past the backing file's end; the rest
-    /// (neither Zero nor Data) is left to the target's backing file. Unlike qemu-img 7.2, an
-    /// unallocated range is cut at the backing file's end, so the part past it is zeroed too.
-    /// </summary>
-    private static async ValueTask<BlockStatus> TopLayerStatusAsync(BlockNode source, long offset, long length, CancellationToken cancellationToken)
-    {
-        var status = await source.GetBlockStatusAsync(offset, length, cancellationToken).ConfigureAwait(false);
-        if ((status.Flags & (BlockStatusFlags.Allocated | BlockStatusFlags.Data | BlockStatusFlags.Zero)) != 0) return status;
-        var backing = BlockChain.BackingOf(source);
-        if (backing is null || offset >= backing.Length) return status with { Flags = BlockStatusFlags.Zero };
-        return status with { Length = Math.Min(status.Length, backing.Length - offset) };
+        _extentEnd = extent.End;
     }
 
     private static long RoundDown(long value, int unit) => value - value % unit;

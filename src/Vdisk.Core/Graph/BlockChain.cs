@@ -31,16 +31,50 @@ public static class BlockChain
         }
     }
 
+    /// <summary>
+    /// bdrv_is_allocated_above(top, base) without base: whether a layer from <paramref name="top"/>
+    /// down to (excluding) <paramref name="baseNode"/> holds the range at <paramref name="offset"/>
+    /// (Allocated, with that layer's Zero flag and Depth), and for how long. A layer the offset
+    /// lies past does not shorten the answer.
+    /// </summary>
+    public static async ValueTask<BlockStatus> AllocatedAboveAsync(BlockNode top, BlockNode? baseNode, long offset, long length, CancellationToken ct = default)
+    {
+        int depth = 0;
+        for (var node = top; node is not null && node != baseNode; node = BackingOf(node), depth++)
+        {
+            if (offset >= node.Length) continue;
+            var st = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
+            if (st.Length <= 0) return st with { Length = 0 };
+            long n = Math.Min(st.Length, length);
+            if ((st.Flags & BlockStatusFlags.Allocated) != 0)
+                return new BlockStatus(n, BlockStatusFlags.Allocated | (st.Flags & BlockStatusFlags.Zero), Depth: depth);
+            length = n;
+        }
+        return new BlockStatus(length, BlockStatusFlags.None, Depth: depth);
+    }
+
+    /// <summary>
+    /// The status of <paramref name="node"/>'s own layer, as qemu-img convert asks it with a target
+    /// backing file (block status above the source's backing file): what the layer does not hold
+    /// reads as zeroes when it has no backing file or lies past the backing file's end; the rest
+    /// (neither Zero nor Data) is left to the backing file. Unlike qemu-img 7.2, an unallocated
+    /// range is cut at the backing file's end, so the part past it is zeroed too.
+    /// </summary>
+    public static async ValueTask<BlockStatus> OwnLayerStatusAsync(BlockNode node, long offset, long length, CancellationToken ct = default)
+    {
+        var status = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
+        if ((status.Flags & (BlockStatusFlags.Allocated | BlockStatusFlags.Data | BlockStatusFlags.Zero)) != 0) return status;
+        var backing = BackingOf(node);
+        if (backing is null || offset >= backing.Length) return status with { Flags = BlockStatusFlags.Zero };
+        return status with { Length = Math.Min(status.Length, backing.Length - offset) };
+    }
+
     /// <summary>True when [offset, offset+length) reads as zeroes by block status alone (no data is read).</summary>
     public static async ValueTask<bool> IsZeroAsync(BlockNode node, long offset, long length, CancellationToken ct = default)
     {
-        while (length > 0)
+        await foreach (var extent in BlockExtents.WalkAsync(node, offset, length, ExtentScope.Chain, cancellationToken: ct).ConfigureAwait(false))
         {
-            var status = await StatusAboveAsync(node, offset, length, ct).ConfigureAwait(false);
-            if ((status.Flags & BlockStatusFlags.Zero) == 0 || status.Length <= 0) return false;
-            long n = Math.Min(status.Length, length);
-            offset += n;
-            length -= n;
+            if ((extent.Flags & BlockStatusFlags.Zero) == 0) return false;
         }
         return true;
     }

@@ -143,24 +143,21 @@ internal sealed class NbdRequestHandler
     private static async ValueTask<List<ReadExtent>?> MapReadAsync(DiskImage image, long offset, int length)
     {
         List<ReadExtent>? extents = null;
-        long position = offset, end = offset + length;
-        while (position < end)
+        await foreach (var extent in BlockExtents.WalkAsync(image.Root, offset, length, ExtentScope.Chain).ConfigureAwait(false))
         {
-            var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
-            long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
-            bool hole = (status.Flags & BlockStatusFlags.Zero) != 0;
-            if (extents is null && !hole && position + n >= end && position == offset) return null;
+            int n = (int)extent.Length;
+            bool hole = (extent.Flags & BlockStatusFlags.Zero) != 0;
+            if (extents is null && !hole && extent.End >= offset + length && extent.Offset == offset) return null;
             extents ??= new List<ReadExtent>();
             if (extents.Count > 0 && extents[^1].IsHole == hole)
             {
                 var last = extents[^1];
-                extents[^1] = last with { Length = last.Length + (int)n };
+                extents[^1] = last with { Length = last.Length + n };
             }
             else
             {
-                extents.Add(new ReadExtent(position, (int)n, hole));
+                extents.Add(new ReadExtent(extent.Offset, n, hole));
             }
-            position += n;
         }
         return extents;
     }
@@ -176,13 +173,11 @@ internal sealed class NbdRequestHandler
         {
             var refusal = await GatedAsync(async () =>
             {
-                long position = (long)request.Offset, end = position + request.Length;
-                while (position < end)
+                await foreach (var extent in BlockExtents.WalkAsync(image.Root, (long)request.Offset, request.Length, ExtentScope.Chain).ConfigureAwait(false))
                 {
-                    var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
-                    long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
-                    var flags = ((status.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
-                        | ((status.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
+                    long n = extent.Length;
+                    var flags = ((extent.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
+                        | ((extent.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
                     if (count > 0 && extents[count - 1].Flags == flags)
                     {
                         extents[count - 1] = new NbdExtent(extents[count - 1].Length + (uint)n, flags);
@@ -199,7 +194,6 @@ internal sealed class NbdRequestHandler
                         }
                         extents[count++] = new NbdExtent((uint)n, flags);
                     }
-                    position += n;
                 }
             }).ConfigureAwait(false);
             if (refusal is { } r)

@@ -85,18 +85,17 @@ public static class Qcow2Measure
     /// <summary>The input's data clusters: allocated data ranges, each widened to whole target clusters.</summary>
     private static async Task<long> AllocatedBytesAsync(BlockNode input, long clusterSize, CancellationToken ct)
     {
-        long size = input.Length, required = 0;
-        for (long pos = 0; pos < size;)
+        long required = 0, covered = 0;
+        const BlockStatusFlags dataAllocated = BlockStatusFlags.Data | BlockStatusFlags.Allocated;
+        await foreach (var extent in BlockExtents.WalkAsync(input, 0, input.Length, ExtentScope.Chain, cancellationToken: ct).ConfigureAwait(false))
         {
-            var st = await BlockChain.StatusAboveAsync(input, pos, size - pos, ct).ConfigureAwait(false);
-            long n = Math.Max(1, st.Length);
-            const BlockStatusFlags dataAllocated = BlockStatusFlags.Data | BlockStatusFlags.Allocated;
-            if ((st.Flags & BlockStatusFlags.Zero) == 0 && (st.Flags & dataAllocated) == dataAllocated)
-            {
-                n = (long)RoundUp((ulong)(pos + n), (ulong)clusterSize) - pos;
-                required += pos % clusterSize + n;
-            }
-            pos += n;
+            // An extent the previous one's cluster widening already counted adds only what lies beyond it.
+            if (extent.End <= covered) continue;
+            long pos = Math.Max(extent.Offset, covered);
+            if ((extent.Flags & BlockStatusFlags.Zero) != 0 || (extent.Flags & dataAllocated) != dataAllocated) continue;
+            long n = (long)RoundUp((ulong)extent.End, (ulong)clusterSize) - pos;
+            required += pos % clusterSize + n;
+            covered = pos + n;
         }
         return required;
     }
