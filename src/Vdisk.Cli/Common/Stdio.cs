@@ -48,7 +48,7 @@ internal static class Stdio
     /// </summary>
     public static string? Describe(Exception e) => e switch
     {
-        LockConflictException l when l.FromTest => l.Message + "\n" + l.Hint,
+        LockConflictException l when l.FromTest => l.Message + "\n" + l.HintWithHolder,
         LockConflictException l => l.Message,
         OptionException or NativeIOException or PermissionConflictException => e.Message,
         IOException => e.Message,

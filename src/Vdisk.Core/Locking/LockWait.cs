@@ -97,7 +97,8 @@ public static class LockWait
                     announced = true;
                     Announce(e, options);
                 }
-                await Task.Delay(pause.Value, cancellationToken).ConfigureAwait(false);
+                if (e.Detail?.WaitForChange is { } change) await WaitForChangeAsync(change, options, clock.Elapsed, cancellationToken).ConfigureAwait(false);
+                else await Task.Delay(pause.Value, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -117,13 +118,31 @@ public static class LockWait
         return pause;
     }
 
+    /// <summary>
+    /// A conflict that can tell when it may have cleared (cluster locks: an etcd watch on the
+    /// image's keys) is waited on that way, within what is left of the timeout, instead of polling.
+    /// </summary>
+    private static async Task WaitForChangeAsync(Func<CancellationToken, Task> change, LockWaitOptions options, TimeSpan elapsed, CancellationToken cancellationToken)
+    {
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        if (options.Timeout is { } limit) bounded.CancelAfter(limit - elapsed > TimeSpan.Zero ? limit - elapsed : TimeSpan.Zero);
+        try
+        {
+            await change(bounded.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The time is up: the next attempt fails once more and is reported as it is.
+        }
+    }
+
     private static void Announce(LockConflictException e, LockWaitOptions options)
     {
         if (options.Waiting is null) return;
         IReadOnlyList<LockHolder> blockers;
         try
         {
-            blockers = (options.Inspector ?? new LockInspector()).HoldersOf(e.Filename, e.Offset);
+            blockers = e.Detail?.Holders ?? (options.Inspector ?? new LockInspector()).HoldersOf(e.Filename, e.Offset);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -98,7 +98,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
         catch (LockConflictException e) when (e.FromTest)
         {
-            throw new DaemonException(e.Message, e.Hint);
+            throw new DaemonException(e.Message, e.HintWithHolder);
         }
         catch (Exception e) when (UserMessage(e) is { } message)
         {
