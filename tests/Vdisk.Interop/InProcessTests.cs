@@ -11,12 +11,19 @@ namespace Vdisk.Interop;
 /// </summary>
 public class InProcessTests
 {
+    /// <summary>A paused VM with two drives on the image: "ok" once its monitor answers (start-up done), else its error.</summary>
     private static string QemuTwoDrives(string img, string d0, string d1)
     {
-        var r = Programs.Run("timeout", "5", "qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine", "pc",
+        string qmp = Path.Combine(Path.GetDirectoryName(img)!, "qmp.sock");
+        var (outcome, running) = Launch.Start("qemu-system-x86_64",
+        [
+            "-S", "-nodefaults", "-display", "none", "-machine", "pc",
             "-drive", $"if=none,id=d0,file={img},format=raw{d0}", "-device", "virtio-blk-pci,drive=d0",
-            "-drive", $"if=none,id=d1,file={img},format=raw{d1}", "-device", "virtio-blk-pci,drive=d1");
-        return r.ExitCode == 124 ? "ok" : Outcome.Of(r);
+            "-drive", $"if=none,id=d1,file={img},format=raw{d1}", "-device", "virtio-blk-pci,drive=d1",
+            "-qmp", $"unix:{qmp},server=on,wait=off",
+        ], qmp, qmp: true);
+        running?.Dispose();
+        return outcome;
     }
 
     private static string VdiskTwoNodes(string img, bool firstReadOnly, bool secondReadOnly)

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using Vdisk.Interop.Support;
 using Xunit;
 using Xunit.Abstractions;
@@ -12,52 +10,48 @@ namespace Vdisk.Interop;
 /// </summary>
 public sealed class LockWaitTests(ITestOutputHelper output)
 {
-    /// <summary>A process whose output is watched while it runs.</summary>
-    private sealed class Watched : IDisposable
+    /// <summary>
+    /// A vdisk run under strace, so the test can count the lock tests it was refused (a GETLK that
+    /// found a conflicting lock) while it waits.
+    /// </summary>
+    private sealed class TracedWaiter : IDisposable
     {
-        private readonly StringBuilder _stdout = new();
-        private readonly StringBuilder _stderr = new();
-        public Process Process { get; }
+        private readonly string _log = Path.Combine(Path.GetTempPath(), $"vdisk-wait-{Guid.NewGuid():N}.strace");
+        public ChildProcess Process { get; }
 
-        public Watched(string file, params string[] args)
+        public TracedWaiter(params string[] vdiskArgs) =>
+            Process = ChildProcess.Start("strace", ["-f", "-qq", "-e", "trace=fcntl", "-o", _log, Programs.Vdisk, .. vdiskArgs]);
+
+        private int RefusedTests()
         {
-            Process = new Process { StartInfo = Programs.StartInfo(file, args) };
-            Process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_stdout) _stdout.Append(e.Data).Append('\n'); };
-            Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
-            Process.Start();
-            Process.StandardInput.Close();
-            Process.BeginOutputReadLine();
-            Process.BeginErrorReadLine();
+            if (!System.IO.File.Exists(_log)) return 0;
+            using var reader = new StreamReader(new FileStream(_log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
+            string text = reader.ReadToEnd();
+            return System.Text.RegularExpressions.Regex.Count(text, @"F_OFD_GETLK, \{l_type=F_(RD|WR)LCK");
         }
 
-        public string Stdout { get { lock (_stdout) return _stdout.ToString(); } }
-        public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
-
-        public void WaitForStderr(string text)
+        /// <summary>Polls the trace until <paramref name="count"/> lock tests were refused; fails if the waiter exits or time runs out.</summary>
+        public void WaitForRefusals(int count)
         {
-            var clock = Stopwatch.StartNew();
-            while (!Stderr.Contains(text))
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (RefusedTests() < count)
             {
-                if (Process.HasExited) throw new InvalidOperationException($"exited {Process.ExitCode} before printing '{text}': {Stderr}");
-                if (clock.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"never printed '{text}': {Stderr}");
-                Thread.Sleep(10);
+                if (Process.HasExited) throw new InvalidOperationException($"waiter exited with {Process.Result().ExitCode} after {RefusedTests()} refused lock tests: {Process.Stderr}");
+                if (DateTime.UtcNow > deadline) throw new TimeoutException($"only {RefusedTests()} refused lock tests: {Process.Stderr}");
+                Process.WaitForExit(TimeSpan.FromMilliseconds(20));
             }
-        }
-
-        public int WaitForExit()
-        {
-            if (!Process.WaitForExit(TimeSpan.FromSeconds(60))) throw new TimeoutException($"still running: {Stderr}");
-            Process.WaitForExit(); // drain the output readers
-            return Process.ExitCode;
         }
 
         public void Dispose()
         {
-            if (!Process.HasExited) Process.Kill(true);
-            Process.WaitForExit();
             Process.Dispose();
+            System.IO.File.Delete(_log);
         }
     }
+
+    /// <summary>Exactly one line of stderr: the waiting notice naming a holder run as <paramref name="command"/>.</summary>
+    private static string OneWaitingNotice(string command) =>
+        $"^vdisk: waiting for PID [0-9]+ \\({System.Text.RegularExpressions.Regex.Escape(command)}\\) [^\n]*\n\\z";
 
     private static Holder PausedVm(string image) => Holder.Start(image, "qemu-system-x86_64",
         "-S", "-nodefaults", "-display", "none", "-machine", "pc",
@@ -73,38 +67,31 @@ public sealed class LockWaitTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(RefusingHolders))]
-    public void Writer_waits_and_is_admitted_within_a_second_of_the_holder_exiting(string kind)
+    public void Writer_keeps_waiting_while_refused_and_is_admitted_once_the_holder_exits(string kind)
     {
         using var dir = new TempDir();
         string image = dir.RawImage();
         var holder = StartRefusingHolder(kind, image);
         int holderPid = holder.Pid;
-        using var waiter = new Watched(Programs.Vdisk, "io", "--wait", "-f", "raw", image, "-c", "write -P 0x5a 0 512");
+        using var waiter = new TracedWaiter("io", "--wait", "-f", "raw", image, "-c", "write -P 0x5a 0 512");
         try
         {
-            waiter.WaitForStderr("waiting for ");
-            // It keeps waiting while the holder is there.
-            Thread.Sleep(300);
-            Assert.False(waiter.Process.HasExited, waiter.Stderr);
+            waiter.Process.WaitForStderr("waiting for ");
+            // It keeps trying while the holder is there: the first refusal and two retries.
+            waiter.WaitForRefusals(3);
         }
         finally
         {
             holder.Dispose(); // kills the holder and waits until it is gone, locks and all
         }
-        var released = Stopwatch.StartNew();
-        int exit = waiter.WaitForExit();
-        var admittedAfter = released.Elapsed;
-        output.WriteLine($"{kind}: admitted {admittedAfter.TotalMilliseconds:F0} ms after the holder exited\n{waiter.Stderr}");
+        var r = waiter.Process.Result();
+        output.WriteLine($"{kind}: {r}");
 
-        Assert.Equal(0, exit);
-        Assert.Contains("wrote 512/512 bytes at offset 0", waiter.Stdout);
-        Assert.True(admittedAfter < TimeSpan.FromSeconds(1), $"admitted only after {admittedAfter}");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("wrote 512/512 bytes at offset 0", r.Stdout);
         // One notice, naming the holder by PID and command.
-        var notice = Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         string command = kind.StartsWith("qemu-system", StringComparison.Ordinal) ? "qemu-system-x86_64" : "LockProbe";
-        Assert.StartsWith($"vdisk: waiting for PID {holderPid} ({command})", notice);
-        Assert.Contains("refuses to share \"write\"", notice);
-        Assert.Contains("(Failed to get \"write\" lock)", notice);
+        Assert.Matches($"^vdisk: waiting for PID {holderPid} \\({command}\\) fd [0-9]+, which refuses to share \"write\" on '{System.Text.RegularExpressions.Regex.Escape(image)}' \\(Failed to get \"write\" lock\\)\n\\z", r.Stderr);
         Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-r", "-f", "raw", image, "-c", "read -P 0x5a 0 512")));
     }
 
@@ -146,13 +133,14 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         string image = dir.RawImage();
         using var holder = ProbeRefusingWriters(image);
         // A bare --wait right before the image name must not swallow it.
-        using var waiter = new Watched(Programs.Vdisk, "io", "-f", "raw", "--wait", image, "-c", "write 0 512");
+        using var waiter = ChildProcess.Start(Programs.Vdisk, ["io", "-f", "raw", "--wait", image, "-c", "write 0 512"]);
         waiter.WaitForStderr("waiting for ");
-        var kill = Programs.Run("kill", "-TERM", waiter.Process.Id.ToString());
+        var kill = Programs.Run("kill", "-TERM", waiter.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Assert.Equal(0, kill.ExitCode);
-        Assert.Equal(128 + 15, waiter.WaitForExit());
-        Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.DoesNotContain("wrote", waiter.Stdout);
+        var r = waiter.Result();
+        Assert.Equal(128 + 15, r.ExitCode);
+        Assert.Matches(OneWaitingNotice("LockProbe"), r.Stderr);
+        Assert.Equal("", r.Stdout);
         // The holder is untouched: writers are still refused.
         Assert.Equal("Failed to get \"write\" lock +hint", Outcome.Of(Programs.Run("qemu-io", "-f", "raw", image, "-c", "read 0 512")));
     }
@@ -206,19 +194,18 @@ public sealed class LockWaitTests(ITestOutputHelper output)
             "create" => ["create", "--wait=30", "-q", "-f", "qcow2", image, "2M"],
             _ => ["commit", "--wait=30", "-q", "-d", image],
         };
-        using var waiter = new Watched(Programs.Vdisk, args);
+        using var waiter = ChildProcess.Start(Programs.Vdisk, args);
         try
         {
             waiter.WaitForStderr("waiting for ");
-            Assert.False(waiter.Process.HasExited, waiter.Stderr);
         }
         finally
         {
             holder.Dispose();
         }
-        Assert.Equal(0, waiter.WaitForExit());
-        Assert.StartsWith($"vdisk: waiting for PID ", waiter.Stderr);
-        Assert.Single(waiter.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var r = waiter.Result();
+        Assert.Equal(0, r.ExitCode);
+        Assert.Matches(OneWaitingNotice("qemu-io"), r.Stderr);
         Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", image).ExitCode);
     }
 
@@ -230,8 +217,8 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         string pidfile = dir.File("serve.pid");
         Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", image, "1M").ExitCode);
         var holder = Holder.Start(image, "qemu-io", "-f", "qcow2", image, "-c", "sleep 60000");
-        using var daemon = new Watched(Programs.Vdisk, "serve", "--wait=30",
-            "--blockdev", $"driver=qcow2,node-name=disk,file.driver=file,file.filename={image}", "--pidfile", pidfile);
+        using var daemon = ChildProcess.Start(Programs.Vdisk, ["serve", "--wait=30",
+            "--blockdev", $"driver=qcow2,node-name=disk,file.driver=file,file.filename={image}", "--pidfile", pidfile]);
         try
         {
             daemon.WaitForStderr("waiting for ");
@@ -241,17 +228,18 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         {
             holder.Dispose();
         }
-        var clock = Stopwatch.StartNew();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (!System.IO.File.Exists(pidfile))
         {
-            Assert.False(daemon.Process.HasExited, daemon.Stderr);
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "serve never became ready");
-            Thread.Sleep(10);
+            Assert.False(daemon.HasExited, daemon.Stderr);
+            Assert.True(DateTime.UtcNow < deadline, "serve never became ready: " + daemon.Stderr);
+            daemon.WaitForExit(TimeSpan.FromMilliseconds(10)); // a pause that ends early if serve exits
         }
         // The daemon now holds the image as a writable qcow2 node: QEMU writers are refused.
         Assert.Equal("Failed to get \"write\" lock +hint", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", image, "-c", "write 0 512")));
-        Assert.Equal(0, Programs.Run("kill", "-TERM", daemon.Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
-        Assert.Equal(0, daemon.WaitForExit());
-        Assert.Single(daemon.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(0, Programs.Run("kill", "-TERM", daemon.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        var r = daemon.Result();
+        Assert.Equal(0, r.ExitCode);
+        Assert.Matches(OneWaitingNotice("qemu-io"), r.Stderr);
     }
 }

@@ -77,7 +77,7 @@ public class PosixFallbackTests(NoOfdShim shim) : IClassFixture<NoOfdShim>
         var img = dir.RawImage();
         var env = useShim ? shim.Env : new Dictionary<string, string>();
         using var holder = Support.Holder.Start(img, Programs.LockProbe, ["twonodes", "opts:" + Opts(img, locking), "read,write", "write"], env);
-        Assert.Equal("held", holder.Process.StandardOutput.ReadLine());
+        Assert.Equal("held\n", holder.Process.Stdout);
         var posix = PosixLocksOf(holder.Pid, img);
         Assert.Contains(posix, l => l.Covers(201));
         // A QEMU writer is still refused: the lock on 201 survived the second node's close.

@@ -18,7 +18,7 @@ public class ProcessLifetimeTests
         Assert.Equal("100,101,201", LockBytesHeld.Describe(LockBytesHeld.Read(holder.Pid, img)));
         Assert.Equal("Failed to get \"write\" lock +hint", QemuWrite(img));
         holder.Process.Kill();
-        holder.Process.WaitForExit();
+        Assert.Equal(128 + 9, holder.Process.ExitCode);
         Assert.Equal("ok", QemuWrite(img));
         holder.Dispose();
     }
@@ -33,9 +33,10 @@ public class ProcessLifetimeTests
         using var holder = Support.Holder.Start(img, Programs.Vdisk, "io", "-f", "raw", img, "-c", "sleep 600000");
         Assert.NotEmpty(LockBytesHeld.Read(holder.Pid, img));
         Assert.Equal(0, Programs.Run("kill", $"-{signal}", holder.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
-        Assert.True(holder.Process.WaitForExit(10_000), "vdisk io did not exit on " + signal);
-        Assert.Equal(128 + number, holder.Process.ExitCode);
-        Assert.Equal("", holder.Process.StandardError.ReadToEnd());
+        var exit = holder.Process.Result(TimeSpan.FromSeconds(10));
+        Assert.Equal(128 + number, exit.ExitCode);
+        Assert.Equal("", exit.Stderr);
+        Assert.Equal("ok", QemuWrite(img));
     }
 
     [Fact]

@@ -80,7 +80,7 @@ public class ServeCommandLineTests
         new[] { "--blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename={img}", "--blockdev", "driver=qcow2,node-name=q2,file.driver=file,file.filename={img}" },
     };
 
-    [Qcow2Theory]
+    [Theory]
     [MemberData(nameof(SameAsQsdOnQcow2))]
     public void BadQcow2Arguments_GiveQsdsMessage(string[] args)
     {

@@ -176,7 +176,7 @@ public class ServeLockTests
         { "overlay", false, true }, { "overlay", true, false }, { "overlay node only", false, false },
     };
 
-    [Qcow2Theory]
+    [Theory]
     [MemberData(nameof(Qcow2Setups))]
     public void Qcow2AndOverlays_TakeQsdsBytes(string setup, bool readOnly, bool writable)
     {
@@ -196,7 +196,7 @@ public class ServeLockTests
         Assert.Equal(qsd, vdisk);
     }
 
-    [Qcow2Fact]
+    [Fact]
     public void PartnersAgainstAQcow2Export_GetQsdsOutcome()
     {
         using var dir = new TempDir();

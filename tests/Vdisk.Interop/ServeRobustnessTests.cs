@@ -155,6 +155,68 @@ public class ServeRobustnessTests : IDisposable
         AssertStillServing();
     }
 
+    /// <summary>The bad requests above and the writes to the read-only export below, as (export, command, offset, length, flags, payload).</summary>
+    private static readonly (string Export, NbdCommand Command, ulong Offset, uint Length, NbdCommandFlags Flags, byte[]? Payload)[] s_badRequests =
+    [
+        ("disk", (NbdCommand)42, 0, 0, 0, null),
+        ("disk", NbdCommand.Read, (64 << 20) - 512, 4096, 0, null),
+        ("disk", NbdCommand.Write, (64 << 20) - 512, 1024, 0, new byte[1024]),
+        ("disk", NbdCommand.WriteZeroes, 64 << 20, 1, 0, null),
+        ("disk", NbdCommand.Trim, ulong.MaxValue, 1, 0, null),
+        ("disk", NbdCommand.Read, 0, 512, (NbdCommandFlags)0x80, null),
+        ("disk", NbdCommand.Read, 0, 32 * 1024 * 1024 + 1, 0, null),
+        ("disk", NbdCommand.BlockStatus, 0, 0, 0, null),
+        ("ro", NbdCommand.Write, 0, 512, 0, new byte[512]),
+        ("ro", NbdCommand.Trim, 0, 512, 0, null),
+        ("ro", NbdCommand.WriteZeroes, 0, 512, 0, null),
+    ];
+
+    /// <summary>
+    /// Error numbers where vdisk follows the NBD protocol and QEMU 7.2 sends EINVAL for every
+    /// refused request (docs/serve.md): EPERM for writes to a read-only export, ENOSPC for writes past the end.
+    /// </summary>
+    private static NbdError ProtocolNumber(string export, NbdCommand command, NbdError qemu) => (export, command) switch
+    {
+        ("ro", _) => NbdError.Perm,
+        (_, NbdCommand.Write or NbdCommand.WriteZeroes) => NbdError.NoSpace,
+        _ => qemu,
+    };
+
+    private static List<string> Answers(string socket, bool protocolNumbers = false)
+    {
+        using var disk = new NbdClient(socket);
+        disk.Open("disk");
+        using var ro = new NbdClient(socket);
+        ro.Open("ro");
+        return s_badRequests.Select(q =>
+        {
+            var c = q.Export == "ro" ? ro : disk;
+            c.SendRequest(q.Command, 5, q.Offset, q.Length, q.Flags, q.Payload);
+            var r = c.ReadReply();
+            var number = protocolNumbers ? ProtocolNumber(q.Export, q.Command, r.ErrorNumber) : r.ErrorNumber;
+            return $"{q.Export}: {q.Command} {q.Offset} {q.Length}: {number} \"{r.ErrorMessage}\"";
+        }).ToList();
+    }
+
+    /// <summary>
+    /// qemu-storage-daemon, asked the same bad requests, gives the same message text, QEMU 7.2's
+    /// "len (N ) is larger than max len (M)" included, and the same error numbers apart from
+    /// the documented protocol ones.
+    /// </summary>
+    [Fact]
+    public void BadRequests_GetTheErrorsAndMessagesOfQsd()
+    {
+        using var dir = new TempDir();
+        string image = Serve.PatternedRaw(dir, size: 64 << 20), nbd = dir.File("q.sock"), qmp = dir.File("qm.sock");
+        List<string> qsd;
+        using (Daemon.Qsd([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(nbd), .. Serve.Export(writable: true),
+            .. Serve.Export(name: "ro", id: "ro"), .. Serve.Monitor(qmp)], nbd, qmp))
+            qsd = Answers(nbd, protocolNumbers: true);
+        Assert.Equal(string.Join("\n", qsd), string.Join("\n", Answers(_nbd)));
+        Assert.Contains($"disk: Read 0 33554433: Invalid \"len (33554433 ) is larger than max len (33554432)\"", qsd);
+        AssertStillServing();
+    }
+
     [Fact]
     public void WritesToAReadOnlyExport_AreRefusedWithEperm()
     {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Vdisk.Inspection;
 using Vdisk.Permissions;
 
@@ -21,6 +20,9 @@ public sealed record LockWaitOptions
 
     /// <summary>Names the holders in the notice; null uses a default <see cref="LockInspector"/>.</summary>
     public LockInspector? Inspector { get; init; }
+
+    /// <summary>The clock the deadline and the pauses follow (a fake one in tests).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
 }
 
 /// <summary>What a waiting open is waiting for.</summary>
@@ -78,7 +80,7 @@ public static class LockWait
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled while waiting.</exception>
     public static async Task<T> RunAsync<T>(Func<CancellationToken, Task<T>> open, LockWaitOptions options, CancellationToken cancellationToken = default)
     {
-        var clock = Stopwatch.StartNew();
+        long started = options.Time.GetTimestamp();
         var delay = options.InitialDelay;
         bool announced = false;
         while (true)
@@ -90,15 +92,15 @@ public static class LockWait
             }
             catch (LockConflictException e) when (IsWaitable(e))
             {
-                var pause = NextPause(options, clock.Elapsed, ref delay);
+                var pause = NextPause(options, options.Time.GetElapsedTime(started), ref delay);
                 if (pause is null) throw;
                 if (!announced)
                 {
                     announced = true;
                     Announce(e, options);
                 }
-                if (e.Detail?.WaitForChange is { } change) await WaitForChangeAsync(change, options, clock.Elapsed, cancellationToken).ConfigureAwait(false);
-                else await Task.Delay(pause.Value, cancellationToken).ConfigureAwait(false);
+                if (e.Detail?.WaitForChange is { } change) await WaitForChangeAsync(change, options, options.Time.GetElapsedTime(started), cancellationToken).ConfigureAwait(false);
+                else await Task.Delay(pause.Value, options.Time, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -124,8 +126,9 @@ public static class LockWait
     /// </summary>
     private static async Task WaitForChangeAsync(Func<CancellationToken, Task> change, LockWaitOptions options, TimeSpan elapsed, CancellationToken cancellationToken)
     {
-        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        if (options.Timeout is { } limit) bounded.CancelAfter(limit - elapsed > TimeSpan.Zero ? limit - elapsed : TimeSpan.Zero);
+        var left = options.Timeout is { } limit ? (limit - elapsed > TimeSpan.Zero ? limit - elapsed : TimeSpan.Zero) : Timeout.InfiniteTimeSpan;
+        using var timer = new CancellationTokenSource(left, options.Time);
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         try
         {
             await change(bounded.Token).ConfigureAwait(false);

@@ -334,6 +334,8 @@ public sealed class NbdConnection
 
     private readonly record struct Refusal(NbdError Error, string Message);
 
+    // QEMU 7.2's wording, stray space before ")" included, reproduced on purpose: clients see the
+    // same text from vdisk serve as from qemu-storage-daemon (pinned by ServeRobustnessTests).
     private static string TooLarge(uint length) => $"len ({length} ) is larger than max len ({NbdLimits.MaxPayload})";
 
     /// <summary>QEMU's nbd_co_receive_request checks, with the errors the protocol asks for.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Vdisk.Interop.Support;
 using Xunit;
 
@@ -209,51 +208,45 @@ public class Qcow2LockConformanceTests
         for (int round = 0; round < 100; round++)
         {
             // Every racer blocks reading the FIFO; one write of 16 lines releases them together.
-            // Whoever is admitted holds the image for 600 ms, far longer than the start-up spread.
+            // A racer that is admitted prints the image's length (line-buffered by stdbuf, as qemu-io
+            // otherwise holds its output back until exit) and then keeps the image until it is
+            // killed, after every other racer has been refused, so no two can take turns.
             // Holding the FIFO open read-write here lets the racers' opens complete at once (a FIFO
             // open for reading otherwise waits for a writer), so their descriptors show when they are ready.
             using var start = new FileStream(fifo, FileMode.Open, FileAccess.ReadWrite);
             var racers = Enumerable.Range(0, 16).Select(i =>
             {
                 string[] tool = i % 2 == 0 ? ["qemu-io"] : [Programs.Vdisk, "io"];
-                return Process.Start(Programs.StartInfo("sh", ["-c", "read x < \"$0\"; exec \"$@\"", fifo, .. tool, "-f", "qcow2", img, "-c", "sleep 600"]))!;
+                return ChildProcess.Start("sh", ["-c", "read x < \"$0\"; exec stdbuf -oL \"$@\"", fifo, .. tool, "-f", "qcow2", img, "-c", "length", "-c", "sleep 600000"]);
             }).ToArray();
             try
             {
                 WaitUntilAllOpened(racers, fifo);
                 start.Write(System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("go\n", 16))));
                 start.Flush();
-                var results = racers.Select(r =>
-                {
-                    string stderr = r.StandardError.ReadToEnd();
-                    r.WaitForExit();
-                    return (r.ExitCode, stderr);
-                }).ToArray();
-                int admitted = results.Count(r => r.ExitCode == 0);
+                var admittedRacers = racers.Where(r => r.WaitForOrExit((stdout, _) => stdout.Length > 0, "was admitted or refused")).ToList();
+                int admitted = admittedRacers.Count;
                 Assert.True(admitted <= 1, $"round {round}: {admitted} writers admitted");
-                foreach (var (_, stderr) in results.Where(r => r.ExitCode != 0))
-                    Assert.Matches("Failed to get (shared )?\"write\" lock|Failed to lock byte", stderr);
+                foreach (var refused in racers.Except(admittedRacers).Select(r => r.Result()))
+                    Assert.True(refused.ExitCode == 1 && System.Text.RegularExpressions.Regex.IsMatch(refused.Stderr, "Failed to get (shared )?\"write\" lock|Failed to lock byte"), refused.ToString());
                 if (admitted == 1) roundsWithOne++;
             }
             finally
             {
-                foreach (var r in racers)
-                {
-                    if (!r.HasExited) r.Kill();
-                    r.Dispose();
-                }
+                foreach (var r in racers) r.Dispose();
             }
         }
         Assert.True(roundsWithOne > 0);
     }
 
-    private static void WaitUntilAllOpened(Process[] racers, string fifo)
+    private static void WaitUntilAllOpened(ChildProcess[] racers, string fifo)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (racers.Any(r => Support.Holder.ImageDescriptors(r.Id, fifo).Count == 0))
+        while (racers.FirstOrDefault(r => Support.Holder.ImageDescriptors(r.Pid, fifo).Count == 0) is { } late)
         {
+            if (late.HasExited) throw new InvalidOperationException("a racer died before the start line: " + late.Stderr);
             if (DateTime.UtcNow > deadline) throw new TimeoutException("racers did not reach the start line");
-            Thread.Sleep(5);
+            late.WaitForExit(TimeSpan.FromMilliseconds(5)); // a pause that ends early if it dies
         }
     }
 }

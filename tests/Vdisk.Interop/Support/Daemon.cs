@@ -1,6 +1,4 @@
-using System.Diagnostics;
 using System.Net.Sockets;
-using System.Text;
 
 namespace Vdisk.Interop.Support;
 
@@ -10,29 +8,16 @@ namespace Vdisk.Interop.Support;
 /// </summary>
 public sealed class Daemon : IDisposable
 {
-    private readonly Process _process;
-    private readonly StringBuilder _stderr = new();
+    private readonly ChildProcess _process;
 
-    private Daemon(Process process)
-    {
-        _process = process;
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
-        process.OutputDataReceived += (_, _) => { };
-        process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
-    }
+    private Daemon(ChildProcess process) => _process = process;
 
-    public int Pid => _process.Id;
+    public int Pid => _process.Pid;
     public bool HasExited => _process.HasExited;
     public int ExitCode => _process.ExitCode;
 
-    public string Stderr
-    {
-        get
-        {
-            lock (_stderr) return _stderr.ToString();
-        }
-    }
+    /// <summary>What the daemon printed on stderr so far, byte for byte.</summary>
+    public string Stderr => _process.Stderr;
 
     /// <summary>vdisk serve ARGS.</summary>
     public static Daemon Vdisk(IEnumerable<string> args, params string[] readySockets) => Start(Programs.Vdisk, ["serve", .. args], readySockets);
@@ -42,9 +27,7 @@ public sealed class Daemon : IDisposable
 
     public static Daemon Start(string program, IEnumerable<string> args, params string[] readySockets)
     {
-        var p = Process.Start(Programs.StartInfo(program, args))!;
-        p.StandardInput.Close();
-        var daemon = new Daemon(p);
+        var daemon = new Daemon(ChildProcess.Start(program, args));
         try
         {
             daemon.WaitReady(readySockets);
@@ -59,18 +42,20 @@ public sealed class Daemon : IDisposable
 
     private void WaitReady(string[] sockets)
     {
-        var watch = Stopwatch.StartNew();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         var pending = new List<string>(sockets);
-        while (pending.Count > 0)
+        while (true)
         {
+            pending.RemoveAll(Accepts);
+            if (pending.Count == 0) return;
             if (_process.HasExited)
             {
-                _process.WaitForExit();
-                throw new InvalidOperationException($"daemon exited with {_process.ExitCode}: {Stderr}");
+                var r = _process.Result();
+                throw new InvalidOperationException($"daemon exited with {r.ExitCode}: {r.Stderr}");
             }
-            if (watch.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"daemon never listened on {string.Join(", ", pending)}: {Stderr}");
-            pending.RemoveAll(Accepts);
-            if (pending.Count > 0) Thread.Sleep(10);
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"daemon never listened on {string.Join(", ", pending)}: {Stderr}");
+            // The pause between probes ends early if the daemon exits.
+            _process.WaitForExit(TimeSpan.FromMilliseconds(10));
         }
     }
 
@@ -93,27 +78,17 @@ public sealed class Daemon : IDisposable
     public int Signal(string signal = "TERM", int timeoutMs = 30_000)
     {
         Programs.Run("kill", "-" + signal, Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        if (!_process.WaitForExit(timeoutMs)) throw new TimeoutException("daemon did not exit after SIG" + signal);
-        _process.WaitForExit();
-        return _process.ExitCode;
+        return WaitForExit(timeoutMs, "daemon did not exit after SIG" + signal);
     }
 
     /// <summary>Waits for the daemon to exit by itself.</summary>
-    public int WaitForExit(int timeoutMs = 30_000)
+    public int WaitForExit(int timeoutMs = 30_000) => WaitForExit(timeoutMs, "daemon did not exit");
+
+    private int WaitForExit(int timeoutMs, string failure)
     {
-        if (!_process.WaitForExit(timeoutMs)) throw new TimeoutException("daemon did not exit");
-        _process.WaitForExit();
-        return _process.ExitCode;
+        if (!_process.WaitForExit(TimeSpan.FromMilliseconds(timeoutMs))) throw new TimeoutException(failure);
+        return _process.Result().ExitCode;
     }
 
-    public void Dispose()
-    {
-        try
-        {
-            if (!_process.HasExited) _process.Kill(true);
-            _process.WaitForExit(10_000);
-        }
-        catch (InvalidOperationException) { }
-        _process.Dispose();
-    }
+    public void Dispose() => _process.Dispose();
 }

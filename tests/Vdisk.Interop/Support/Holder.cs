@@ -1,21 +1,26 @@
-using System.Diagnostics;
 using Vdisk.Inspection;
 
 namespace Vdisk.Interop.Support;
 
 /// <summary>
 /// A long-running process that has an image open (qemu-io -c 'sleep', qemu-nbd, qemu-system,
-/// vdisk io, LockProbe hold). Start waits until the process has the image open and its lock
-/// bytes have settled; Dispose kills it and waits, so its OFD locks are gone.
+/// vdisk io, LockProbe hold). Start returns once the process has the image open and its lock
+/// bytes have settled, and throws if that never happens; Dispose kills it and waits, so its OFD
+/// locks are gone.
 /// </summary>
 public sealed class Holder : IDisposable
 {
-    private readonly Process _process;
-    public string Image { get; }
-    public int Pid => _process.Id;
-    public Process Process => _process;
+    /// <summary>How many polls in a row must see the same lock bytes before they count as settled.</summary>
+    private const int SettledPolls = 3;
 
-    private Holder(Process process, string image)
+    private readonly ChildProcess _process;
+    public string Image { get; }
+    public int Pid => _process.Pid;
+
+    /// <summary>The running holder: its exact output, exit and signals.</summary>
+    public ChildProcess Process => _process;
+
+    private Holder(ChildProcess process, string image)
     {
         _process = process;
         Image = image;
@@ -25,11 +30,12 @@ public sealed class Holder : IDisposable
 
     public static Holder Start(string image, string file, IEnumerable<string> args, IDictionary<string, string>? env)
     {
-        var p = Process.Start(Programs.StartInfo(file, args, env))!;
-        var holder = new Holder(p, image);
+        var holder = new Holder(ChildProcess.Start(file, args, env), image);
         try
         {
-            holder.WaitUntilOpen();
+            // LockProbe says when it holds the image; other programs are watched from outside.
+            if (file == Programs.LockProbe) holder._process.WaitFor((stdout, _) => stdout.StartsWith("held", StringComparison.Ordinal), "held the image");
+            else holder.WaitUntilSettled();
         }
         catch
         {
@@ -39,31 +45,38 @@ public sealed class Holder : IDisposable
         return holder;
     }
 
-    private void WaitUntilOpen()
+    /// <summary>
+    /// Polls until the process has the image open and its lock bytes read the same
+    /// <see cref="SettledPolls"/> times in a row (QEMU takes and adjusts its locks during
+    /// start-up, as devices attach); throws when that has not happened by the deadline.
+    /// </summary>
+    private void WaitUntilSettled()
     {
-        var watch = Stopwatch.StartNew();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         string target = Path.GetFullPath(Image);
-        while (watch.Elapsed < TimeSpan.FromSeconds(30))
+        var history = new List<string>();
+        SortedSet<int>? last = null;
+        int same = 0;
+        while (true)
         {
             if (_process.HasExited)
-                throw new InvalidOperationException($"holder exited with {_process.ExitCode}: {_process.StandardError.ReadToEnd()}");
-            if (ImageDescriptors(_process.Id, target).Count > 0)
             {
-                // Locks follow the open within the same start-up step; let it finish, then check that
-                // the lock bytes stopped changing.
-                var last = LockBytesHeld.Read(_process.Id, target);
-                for (int i = 0; i < 5; i++)
-                {
-                    Thread.Sleep(40);
-                    var now = LockBytesHeld.Read(_process.Id, target);
-                    if (now.SetEquals(last) && i >= 2) return;
-                    last = now;
-                }
-                return;
+                var r = _process.Result();
+                throw new InvalidOperationException($"holder exited with {r.ExitCode} before holding {Image}: {r.Stderr}");
             }
-            Thread.Sleep(10);
+            if (ImageDescriptors(_process.Pid, target).Count > 0)
+            {
+                var now = LockBytesHeld.Read(_process.Pid, target);
+                same = last is not null && now.SetEquals(last) ? same + 1 : 1;
+                if (same == 1) history.Add("[" + LockBytesHeld.Describe(now) + "]");
+                if (same >= SettledPolls) return;
+                last = now;
+            }
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"holder never settled on {Image}; lock bytes seen: {string.Join(" ", history)}");
+            // The pause between polls ends early if the holder exits.
+            _process.WaitForExit(TimeSpan.FromMilliseconds(40));
         }
-        throw new TimeoutException($"holder never opened {Image}");
     }
 
     /// <summary>Descriptors of <paramref name="pid"/> that refer to <paramref name="path"/>.</summary>
@@ -87,19 +100,7 @@ public sealed class Holder : IDisposable
         return result;
     }
 
-    public void Dispose()
-    {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(true);
-            }
-            _process.WaitForExit(10_000);
-        }
-        catch (InvalidOperationException) { }
-        _process.Dispose();
-    }
+    public void Dispose() => _process.Dispose();
 }
 
 /// <summary>The QEMU lock bytes (100-104, 200-204) a process holds on an image, from /proc/PID/fdinfo.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 
@@ -12,45 +11,33 @@ namespace Vdisk.Interop.Support;
 /// </summary>
 public sealed class Launch : IDisposable
 {
-    private readonly Process _process;
-    private readonly StringBuilder _stderr = new();
+    private readonly ChildProcess _process;
 
-    private Launch(Process process)
-    {
-        _process = process;
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
-        process.OutputDataReceived += (_, _) => { };
-        process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
-    }
+    private Launch(ChildProcess process) => _process = process;
 
-    public int Pid => _process.Id;
+    public int Pid => _process.Pid;
 
     /// <summary>"ok" with the running process, or the failure's outcome text (and null).</summary>
     public static (string Outcome, Launch? Running) Start(string program, IEnumerable<string> args, string readySocket, bool qmp)
     {
-        var p = Process.Start(Programs.StartInfo(program, args))!;
-        p.StandardInput.Close();
-        var launch = new Launch(p);
-        var watch = Stopwatch.StartNew();
+        var launch = new Launch(ChildProcess.Start(program, args));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)
         {
-            if (p.HasExited)
+            if (launch._process.HasExited)
             {
-                p.WaitForExit();
-                int exitCode = p.ExitCode;
-                string stderr;
-                lock (launch._stderr) stderr = launch._stderr.ToString();
+                var r = launch._process.Result();
                 launch.Dispose();
-                return (Outcome.Of(new RunResult(exitCode == 0 ? 1 : exitCode, "", stderr)), null);
+                return (Outcome.Of(r with { ExitCode = r.ExitCode == 0 ? 1 : r.ExitCode }), null);
             }
             if (Answers(readySocket, qmp)) return ("ok", launch);
-            if (watch.Elapsed > TimeSpan.FromSeconds(60))
+            if (DateTime.UtcNow > deadline)
             {
                 launch.Dispose();
                 throw new TimeoutException($"{program} neither came up nor exited");
             }
-            Thread.Sleep(10);
+            // The pause between probes ends early if the program exits.
+            launch._process.WaitForExit(TimeSpan.FromMilliseconds(10));
         }
     }
 
@@ -92,14 +79,5 @@ public sealed class Launch : IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        try
-        {
-            if (!_process.HasExited) _process.Kill(true);
-            _process.WaitForExit(10_000);
-        }
-        catch (InvalidOperationException) { }
-        _process.Dispose();
-    }
+    public void Dispose() => _process.Dispose();
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 
 namespace Vdisk.Interop.Support;
 
@@ -38,24 +37,11 @@ public static class Programs
 
     public static RunResult Run(string file, params string[] args) => Run(file, args, null);
 
+    /// <summary>Runs a program to its end with stdin closed; its output exactly as written.</summary>
     public static RunResult Run(string file, IEnumerable<string> args, IDictionary<string, string>? env, TimeSpan? timeout = null)
     {
-        using var p = new Process { StartInfo = StartInfo(file, args, env) };
-        var stdout = new StringBuilder();
-        var stderr = new StringBuilder();
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (stdout) stdout.Append(e.Data).Append('\n'); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.Append(e.Data).Append('\n'); };
-        p.Start();
-        p.StandardInput.Close();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        if (!p.WaitForExit(timeout ?? TimeSpan.FromSeconds(120)))
-        {
-            p.Kill(true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish");
-        }
-        p.WaitForExit();
-        return new RunResult(p.ExitCode, stdout.ToString(), stderr.ToString());
+        using var p = ChildProcess.Start(file, args, env);
+        return p.Result(timeout);
     }
 
     public static ProcessStartInfo StartInfo(string file, IEnumerable<string> args, IDictionary<string, string>? env = null)

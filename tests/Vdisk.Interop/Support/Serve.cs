@@ -1,6 +1,3 @@
-using Vdisk.Graph;
-using Xunit;
-
 namespace Vdisk.Interop.Support;
 
 /// <summary>Argument lists shared by vdisk serve and qemu-storage-daemon, and the images they serve.</summary>
@@ -30,11 +27,6 @@ public static class Serve
 
     public static string Uri(string socket, string export = "disk") => $"nbd+unix:///{export}?socket={socket}";
 
-    /// <summary>True once the qcow2 driver is registered (it is being written on another branch).</summary>
-    public static bool HasQcow2 => BlockDrivers.Find("qcow2") is not null;
-
-    public const string NoQcow2 = "qcow2 driver not registered yet (branch qcow2); these tests run once it is merged";
-
     /// <summary>A raw image with recognisable data: 0xab in the first 64 KiB, 0xcd at 1 MiB, holes elsewhere.</summary>
     public static string PatternedRaw(TempDir dir, string name = "disk.raw", long size = 4 << 20)
     {
@@ -63,23 +55,5 @@ public static class Serve
     public static void Check(RunResult r)
     {
         if (r.ExitCode != 0) throw new InvalidOperationException(r.ToString());
-    }
-}
-
-/// <summary>A fact that runs only when the qcow2 driver is registered.</summary>
-public sealed class Qcow2FactAttribute : FactAttribute
-{
-    public Qcow2FactAttribute()
-    {
-        if (!Serve.HasQcow2) Skip = Serve.NoQcow2;
-    }
-}
-
-/// <summary>A theory that runs only when the qcow2 driver is registered.</summary>
-public sealed class Qcow2TheoryAttribute : TheoryAttribute
-{
-    public Qcow2TheoryAttribute()
-    {
-        if (!Serve.HasQcow2) Skip = Serve.NoQcow2;
     }
 }
