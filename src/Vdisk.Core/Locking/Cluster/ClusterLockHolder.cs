@@ -149,6 +149,7 @@ public sealed class ClusterLockHolder
                 // Nothing left of the old lease (everything was released after the fence): a
                 // fresh acquisition under a new lease, as an explicit re-activation asks.
                 Session = _sessions();
+                Session.ThrowIfFenced();
                 Record = NewRecord();
                 Revision = 0;
             }

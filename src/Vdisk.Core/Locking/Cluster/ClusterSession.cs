@@ -153,10 +153,10 @@ public sealed class ClusterSession : IDisposable
                 _ = IsFenced;
                 return;
             }
-            using (var attempt = CancellationTokenSource.CreateLinkedTokenSource(token))
+            // The attempt may take until the fence deadline, not longer: when it passes, fence at once.
+            using (var deadline = new CancellationTokenSource(budget, _clock))
+            using (var attempt = CancellationTokenSource.CreateLinkedTokenSource(token, deadline.Token))
             {
-                // The attempt may take until the fence deadline, not longer: when it passes, fence at once.
-                attempt.CancelAfter(budget);
                 try
                 {
                     long ttl = await Store.KeepAliveAsync(LeaseId, attempt.Token).ConfigureAwait(false);
