@@ -12,6 +12,15 @@ internal static class Program
     public static async Task<int> Main(string[] args)
     {
         Stdio.InstallWarningSink();
+        try
+        {
+            args = ClusterOption.Apply(args);
+        }
+        catch (Options.OptionException e)
+        {
+            Stdio.Error(e.Message);
+            return args.Length > 0 && args[0] == "locks" ? LocksCommand.ExitError : 1;
+        }
         // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
         if (args.Length > 0 && args[0] == ServeCommand.Name) return await ServeCommand.RunAsync(args[1..]);
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");

@@ -16,7 +16,7 @@ namespace Vdisk.Server.Daemon;
 /// one at a time (QEMU's main-loop lock), with QEMU's error messages as
 /// <see cref="DaemonException"/>.
 /// </summary>
-public sealed class StorageDaemon : IAsyncDisposable
+public sealed partial class StorageDaemon : IAsyncDisposable
 {
     private readonly SemaphoreSlim _control = new(1, 1);
     private readonly List<NbdExport> _exports = new();
@@ -98,7 +98,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
         catch (LockConflictException e) when (e.FromTest)
         {
-            throw new DaemonException(e.Message, e.HintWithHolder);
+            throw new DaemonException(UserMessage(e)!, e.Hint);
         }
         catch (Exception e) when (UserMessage(e) is { } message)
         {
@@ -373,6 +373,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         result.Set("image", image);
         result.Set("cache", Dict(("writeback", Bool(true)), ("direct", Bool(false)), ("no-flush", Bool(false))));
         result.Set("write_threshold", Int(0));
+        if (ClusterLockInfo(node) is { } clusterLock) result.Set("x-vdisk-cluster-lock", clusterLock);
         return result;
     }
 
@@ -389,6 +390,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             if (_shutDown) return;
             _shutDown = true;
+            Locking.Cluster.ClusterLocks.SessionFenced -= OnSessionFenced;
             if (_nbd is not null) await _nbd.StopAsync().ConfigureAwait(false);
             foreach (var export in _exports)
             {
@@ -415,6 +417,7 @@ public sealed class StorageDaemon : IAsyncDisposable
     /// <summary>The user-facing text of an expected failure (QEMU's wording), or null for bugs.</summary>
     public static string? UserMessage(Exception e) => e switch
     {
+        LockConflictException { HeldBy: { } holder } l => $"{l.Message}, {holder}",
         DaemonException or OptionException or PermissionConflictException or LockConflictException or NativeIOException => e.Message,
         IOException => e.Message,
         UnauthorizedAccessException => e.Message,
