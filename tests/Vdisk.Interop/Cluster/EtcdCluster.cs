@@ -26,6 +26,7 @@ public sealed class EtcdCluster : IDisposable
         public required string DataDir;
         public Process? Process;
         public Uri ClientUrl => new($"http://127.0.0.1:{ClientPort}");
+        public string ClientText => $"http://127.0.0.1:{ClientPort}";
     }
 
     private EtcdCluster(int size)
@@ -66,7 +67,7 @@ public sealed class EtcdCluster : IDisposable
     }
 
     /// <summary>The client URLs of the members still running, comma-separated (VDISK_ETCD_ENDPOINTS).</summary>
-    public string Endpoints => string.Join(',', _members.Select(m => m.ClientUrl.ToString().TrimEnd('/')));
+    public string Endpoints => string.Join(',', _members.Select(m => m.ClientText));
 
     /// <summary>The client URL of one member.</summary>
     public Uri Endpoint(int member) => _members[member].ClientUrl;
@@ -86,7 +87,7 @@ public sealed class EtcdCluster : IDisposable
         foreach (var a in new[]
         {
             "--name", m.Name, "--data-dir", m.DataDir,
-            "--listen-client-urls", m.ClientUrl.ToString(), "--advertise-client-urls", m.ClientUrl.ToString(),
+            "--listen-client-urls", m.ClientText, "--advertise-client-urls", m.ClientText,
             "--listen-peer-urls", $"http://127.0.0.1:{m.PeerPort}", "--initial-advertise-peer-urls", $"http://127.0.0.1:{m.PeerPort}",
             "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", Path.GetFileName(_root),
             "--log-level", "error", "--logger", "zap",
