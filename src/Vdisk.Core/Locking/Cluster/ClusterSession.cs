@@ -21,6 +21,7 @@ public sealed class ClusterSession : IDisposable
     private int _fenced;
     private int _disposed;
     private Task? _keepAlive;
+    private ITimer? _watchdog;
 
     private ClusterSession(ClusterLockSettings settings, IClusterStore store, TimeProvider clock, StoreLease lease)
     {
@@ -65,6 +66,9 @@ public sealed class ClusterSession : IDisposable
         long sent = clock.GetTimestamp();
         var lease = store.GrantLeaseAsync(settings.TtlSeconds, CancellationToken.None).GetAwaiter().GetResult();
         var session = new ClusterSession(settings, store, clock, lease);
+        // Fires at the fence deadline (re-armed by every renewal), so the fence is reported even
+        // if nothing writes and the keep-alive task is stuck.
+        session._watchdog = clock.CreateTimer(_ => _ = session.IsFenced, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         session.Confirm(sent, lease.TtlSeconds);
         session._keepAlive = Task.Run(session.KeepAliveLoopAsync);
         return session;
@@ -115,6 +119,8 @@ public sealed class ClusterSession : IDisposable
             current = Volatile.Read(ref _fenceAt);
             if (until <= current) return;
         } while (Interlocked.CompareExchange(ref _fenceAt, until, current) != current);
+        var due = _clock.GetElapsedTime(_clock.GetTimestamp(), until);
+        _watchdog?.Change(due > TimeSpan.Zero ? due : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
     }
 
     private void Fence(string reason)
@@ -122,6 +128,7 @@ public sealed class ClusterSession : IDisposable
         if (Interlocked.Exchange(ref _fenced, 1) != 0) return;
         FenceReason = reason;
         _stop.Cancel();
+        _watchdog?.Dispose();
         Fenced?.Invoke(this);
         // If etcd still has the lease (we only lost contact for a while), revoking it frees the
         // images for the other hosts now rather than at expiry.
@@ -168,9 +175,10 @@ public sealed class ClusterSession : IDisposable
                     Confirm(sent, ttl);
                     await DeleteOrphansAsync(attempt.Token).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is OperationCanceledException or ClusterLockException or ObjectDisposedException)
+                catch (Exception) when (!token.IsCancellationRequested)
                 {
-                    // Retried below until the deadline.
+                    // Whatever a failed renewal throws (a cancelled gRPC call, a reset connection),
+                    // it is retried below until the deadline; this task must not die with it.
                 }
             }
             if (IsFenced || token.IsCancellationRequested) return;
@@ -209,6 +217,7 @@ public sealed class ClusterSession : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         bool fenced = Volatile.Read(ref _fenced) != 0;
         _stop.Cancel();
+        _watchdog?.Dispose();
         if (!fenced)
         {
             using var budget = new CancellationTokenSource(Settings.AttemptTimeout);

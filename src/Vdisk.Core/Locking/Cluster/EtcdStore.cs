@@ -60,6 +60,8 @@ public sealed class EtcdStore : IClusterStore
                     EnableMultipleHttp2Connections = true,
                 },
                 DisposeHttpClient = true,
+                // Our own cancellations (deadlines of renewals, a wait that ends) are not errors of etcd.
+                ThrowOperationCanceledOnCancellation = true,
             });
         }
     }

@@ -225,6 +225,31 @@ public class ClusterLockTests
     }
 
     [Fact]
+    public async Task Fence_IsReportedByItself_WhenTheLastRenewalFailsInAnyWay()
+    {
+        // A daemon that writes nothing must still learn of its fence (to inactivate its nodes
+        // and emit the event): the keep-alive task reports it, whatever the stuck renewal throws
+        // when the deadline cancels it.
+        var clock = new FakeTimeProvider();
+        var renewing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var store = new MemoryClusterStore
+        {
+            KeepAliveAnswer = (_, token) =>
+            {
+                renewing.TrySetResult();
+                return Task.Delay(Timeout.Infinite, token).ContinueWith<long>(
+                    _ => throw new Grpc.Core.RpcException(new Grpc.Core.Status(Grpc.Core.StatusCode.Cancelled, "Call canceled by the client.")), TaskScheduler.Default);
+            },
+        };
+        using var a = new Host(store, "A", clock);
+        int fenced = 0;
+        a.Session.Fenced += _ => Interlocked.Increment(ref fenced);
+        await renewing.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        clock.Advance(TimeSpan.FromSeconds(8));
+        await Until(() => Volatile.Read(ref fenced) == 1);
+    }
+
+    [Fact]
     public async Task ConfirmedKeepAlive_KeepsTheHolderUnfenced_ALeaseReportedGoneFencesAtOnce_AndNeverResumes()
     {
         var clock = new FakeTimeProvider();
