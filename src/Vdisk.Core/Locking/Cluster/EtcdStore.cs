@@ -55,7 +55,8 @@ public sealed class EtcdStore : IClusterStore
                     // A member that vanished without closing the connection (a partition) is
                     // noticed by these pings, not only by the deadlines of calls.
                     KeepAlivePingDelay = TimeSpan.FromSeconds(5),
-                    KeepAlivePingTimeout = _attemptTimeout,
+                    // The handler refuses ping timeouts under a second; calls still have their own deadlines.
+                    KeepAlivePingTimeout = _attemptTimeout < TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : _attemptTimeout,
                     KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
                     EnableMultipleHttp2Connections = true,
                 },
@@ -245,6 +246,13 @@ public sealed class EtcdStore : IClusterStore
                     // A member that answered (no leader yet, or slow) may work a moment later;
                     // one that refuses connections will not.
                     someAnswered |= e.StatusCode == StatusCode.DeadlineExceeded || e.Status.DebugException is null;
+                }
+                catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // The attempt's deadline (the channel reports it as a cancellation): a member
+                    // that accepted the connection and said nothing, which may answer later.
+                    failures[_endpoints[i]] = Describe(e);
+                    someAnswered = true;
                 }
                 catch (RpcException e) when (!cancellationToken.IsCancellationRequested)
                 {
