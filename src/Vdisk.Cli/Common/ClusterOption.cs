@@ -3,7 +3,7 @@ using Vdisk.Locking.Cluster;
 namespace Vdisk.Cli.Common;
 
 /// <summary>
-/// <c>--cluster endpoints=URL[,URL...],ttl=SECONDS,host-id=NAME,fence-margin=SECONDS,prefix=P</c>,
+/// <c>--cluster endpoints=URL[,URL...],ttl=SECONDS,host-id=NAME,fence-margin=SECONDS,prefix=P,timeout=SECONDS</c>,
 /// accepted by every verb (<c>vdisk serve</c> too): the settings of cluster locks for this run,
 /// over the <c>VDISK_ETCD_*</c> environment. Taken out of the arguments before a verb parses
 /// them; a bare <c>--cluster</c> (no <c>=</c> in the next word) stays, for <c>vdisk locks --cluster</c>.

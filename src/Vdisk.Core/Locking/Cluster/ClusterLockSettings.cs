@@ -55,7 +55,7 @@ public sealed record ClusterLockSettings
 
     /// <summary>The environment variables read by <see cref="FromEnvironment"/>.</summary>
     public const string EndpointsVariable = "VDISK_ETCD_ENDPOINTS", TtlVariable = "VDISK_ETCD_TTL", HostIdVariable = "VDISK_HOST_ID",
-        FenceMarginVariable = "VDISK_ETCD_FENCE_MARGIN", PrefixVariable = "VDISK_ETCD_PREFIX";
+        FenceMarginVariable = "VDISK_ETCD_FENCE_MARGIN", PrefixVariable = "VDISK_ETCD_PREFIX", TimeoutVariable = "VDISK_ETCD_TIMEOUT";
 
     /// <summary>
     /// Settings from the environment. Invalid values fail with one line naming the variable.
@@ -71,13 +71,14 @@ public sealed record ClusterLockSettings
         if (Nonempty(environment(HostIdVariable)) is { } host) settings = settings with { HostId = ParseHostId(host, HostIdVariable) };
         if (Nonempty(environment(FenceMarginVariable)) is { } margin) settings = settings with { FenceMargin = ParseSeconds(margin, FenceMarginVariable, "fence margin") };
         if (Nonempty(environment(PrefixVariable)) is { } prefix) settings = settings with { KeyPrefix = ParsePrefix(prefix, PrefixVariable) };
+        if (Nonempty(environment(TimeoutVariable)) is { } timeout) settings = settings.WithTimeout(ParseSeconds(timeout, TimeoutVariable, "etcd timeout"));
         settings.CheckMargin(environment(FenceMarginVariable) is not null ? FenceMarginVariable : TtlVariable);
         return settings;
     }
 
     /// <summary>
     /// These settings with the keys of an option string applied:
-    /// <c>endpoints=URL[,URL...],ttl=SECONDS,host-id=NAME,fence-margin=SECONDS,prefix=P</c>. A
+    /// <c>endpoints=URL[,URL...],ttl=SECONDS,host-id=NAME,fence-margin=SECONDS,prefix=P,timeout=SECONDS</c>. A
     /// word without <c>=</c> continues the endpoint list, so <c>endpoints=http://a:1,http://b:2</c> works.
     /// </summary>
     /// <exception cref="OptionException">An unknown key or an invalid value, worded <c>--cluster KEY: ...</c>.</exception>
@@ -93,7 +94,7 @@ public sealed record ClusterLockSettings
             int eq = part.IndexOf('=');
             if (eq < 0)
             {
-                if (lastKey != "endpoints") throw new OptionException($"--cluster: '{part}' is not KEY=VALUE (keys: endpoints, ttl, host-id, fence-margin, prefix)");
+                if (lastKey != "endpoints") throw new OptionException($"--cluster: '{part}' is not KEY=VALUE (keys: endpoints, ttl, host-id, fence-margin, prefix, timeout)");
                 endpoints.Add(part);
                 continue;
             }
@@ -118,14 +119,24 @@ public sealed record ClusterLockSettings
                 case "prefix":
                     settings = settings with { KeyPrefix = ParsePrefix(value, source) };
                     break;
+                case "timeout":
+                    settings = settings.WithTimeout(ParseSeconds(value, source, "etcd timeout"));
+                    break;
                 default:
-                    throw new OptionException($"--cluster: unknown key '{key}' (keys: endpoints, ttl, host-id, fence-margin, prefix)");
+                    throw new OptionException($"--cluster: unknown key '{key}' (keys: endpoints, ttl, host-id, fence-margin, prefix, timeout)");
             }
         }
         if (endpoints.Count > 0) settings = settings with { Endpoints = ParseEndpoints(string.Join(',', endpoints), "--cluster endpoints") };
         settings.CheckMargin(marginGiven ? "--cluster fence-margin" : "--cluster ttl");
         return settings;
     }
+
+    /// <summary>
+    /// These settings with <paramref name="timeout"/> for one whole operation (a slow link, or a
+    /// start-up on a loaded host); one endpoint's attempt never outlasts it.
+    /// </summary>
+    public ClusterLockSettings WithTimeout(TimeSpan timeout) =>
+        this with { OperationTimeout = timeout, AttemptTimeout = timeout < AttemptTimeout ? timeout : AttemptTimeout };
 
     /// <summary>Fails unless endpoints are configured: cluster locks were asked for but nowhere to take them.</summary>
     /// <exception cref="OptionException">No endpoints.</exception>

@@ -38,6 +38,17 @@ public class ClusterLockSettingsTests
         Assert.Equal("t/x/", s.KeyPrefix);
     }
 
+    [Fact]
+    public void Timeout_BoundsOneEtcdOperation_AndNoAttemptOutlastsIt()
+    {
+        var defaults = FromEnv();
+        Assert.Equal((TimeSpan.FromSeconds(6), TimeSpan.FromSeconds(2)), (defaults.OperationTimeout, defaults.AttemptTimeout));
+        var slow = FromEnv(("VDISK_ETCD_TIMEOUT", "30"));
+        Assert.Equal((TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(2)), (slow.OperationTimeout, slow.AttemptTimeout));
+        var quick = new ClusterLockSettings().WithOptions("timeout=0.5");
+        Assert.Equal((TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(0.5)), (quick.OperationTimeout, quick.AttemptTimeout));
+    }
+
     [Theory]
     [InlineData("VDISK_ETCD_ENDPOINTS", "127.0.0.1:2379", "VDISK_ETCD_ENDPOINTS: invalid etcd endpoint '127.0.0.1:2379': expected http://HOST:PORT or https://HOST:PORT")]
     [InlineData("VDISK_ETCD_ENDPOINTS", "http://host", "VDISK_ETCD_ENDPOINTS: invalid etcd endpoint 'http://host': expected http://HOST:PORT or https://HOST:PORT")]
@@ -50,6 +61,7 @@ public class ClusterLockSettingsTests
     [InlineData("VDISK_HOST_ID", "a b", "VDISK_HOST_ID: invalid host id 'a b': expected 1 to 64 printable ASCII characters without '/' or spaces")]
     [InlineData("VDISK_ETCD_FENCE_MARGIN", "10", "VDISK_ETCD_FENCE_MARGIN: the fence margin (10 s) must be shorter than the lease TTL (10 s)")]
     [InlineData("VDISK_ETCD_FENCE_MARGIN", "-1", "VDISK_ETCD_FENCE_MARGIN: invalid fence margin '-1': expected a positive number of seconds")]
+    [InlineData("VDISK_ETCD_TIMEOUT", "0", "VDISK_ETCD_TIMEOUT: invalid etcd timeout '0': expected a positive number of seconds")]
     public void BadEnvironment_IsOneLineNamingTheVariable(string name, string value, string expected)
     {
         var e = Assert.Throws<OptionException>(() => FromEnv((name, value)));
@@ -58,8 +70,9 @@ public class ClusterLockSettingsTests
 
     [Theory]
     [InlineData("endpoints=http://a:1,ttl=x", "--cluster ttl: invalid lease TTL 'x': expected whole seconds from 2 to 86400")]
-    [InlineData("endpoint=http://a:1", "--cluster: unknown key 'endpoint' (keys: endpoints, ttl, host-id, fence-margin, prefix)")]
-    [InlineData("ttl=3,http://a:1", "--cluster: 'http://a:1' is not KEY=VALUE (keys: endpoints, ttl, host-id, fence-margin, prefix)")]
+    [InlineData("endpoint=http://a:1", "--cluster: unknown key 'endpoint' (keys: endpoints, ttl, host-id, fence-margin, prefix, timeout)")]
+    [InlineData("ttl=3,http://a:1", "--cluster: 'http://a:1' is not KEY=VALUE (keys: endpoints, ttl, host-id, fence-margin, prefix, timeout)")]
+    [InlineData("timeout=soon", "--cluster timeout: invalid etcd timeout 'soon': expected a positive number of seconds")]
     [InlineData("endpoints=http://a:1,ttl=2,fence-margin=2", "--cluster fence-margin: the fence margin (2 s) must be shorter than the lease TTL (2 s)")]
     public void BadClusterOption_IsOneLine(string text, string expected)
     {
