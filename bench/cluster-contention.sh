@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Contention: 16 racers on 4 hosts ask for write (not shared) on one image at the same instant,
 # 500 rounds; admitted/refused counts and wall time. Runs the race tests of
-# tests/Vdisk.Interop/Cluster (a 3-member etcd on loopback they start themselves): the 500-round
-# runs with 16 lock clients in one process (each its own etcd connection, lease and host id),
+# tests/Vdisk.Interop/Cluster (a 3-member etcd on loopback they start themselves): the 500-round writers race (200 rounds with mixed requests)
+# with 16 lock clients in one process (each its own etcd connection, lease and host id),
 # and 16 LockProbe processes (local OFD locks too) for fewer rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

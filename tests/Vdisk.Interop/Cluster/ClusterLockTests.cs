@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using Vdisk.Inspection;
 using Vdisk.Interop.Support;
@@ -51,6 +52,18 @@ public class ClusterLockTests(EtcdFixture etcd)
         Assert.Matches(new Regex($"^vm42: 1 holder\\(s\\)\n  HOST +PID +TOKEN +TTL +BYTES +HOLDS +REFUSES +FILE +COMMAND\n" +
             $"  hostA +{holder.Pid} +{held.FencingToken} +\\d+s +100,101,103,201,203 +consistent read, write, resize +write, resize +{Regex.Escape(a)} +vdisk io\n" +
             $"  write \\(qemu-io -f qcow2\\): blocked: Failed to get \"write\" lock\\. Host hostA, pid {holder.Pid} \\(vdisk io\\) refuses to share \"write\" \\(lock byte 201\\), which this open takes\\.\n$"), locks.Stdout);
+
+        // The same as JSON, every holder with its host id, PID and fencing token; listing every id held.
+        var json = Programs.Run(Programs.Vdisk, ["locks", "--cluster", "--output", "json", "--for", "write", "-f", "qcow2"], scope.Env("hostB"));
+        Assert.Equal(1, json.ExitCode);
+        var image = Assert.Single(JsonDocument.Parse(json.Stdout).RootElement.GetProperty("images").EnumerateArray());
+        Assert.Equal("vm42", image.GetProperty("lock-id").GetString());
+        var jsonHolder = Assert.Single(image.GetProperty("holders").EnumerateArray());
+        Assert.Equal(("hostA", holder.Pid, "vdisk io", held.FencingToken, held.Record.LeaseHex),
+            (jsonHolder.GetProperty("host").GetString(), jsonHolder.GetProperty("pid").GetInt32(), jsonHolder.GetProperty("command").GetString(),
+             jsonHolder.GetProperty("fencing-token").GetString(), jsonHolder.GetProperty("lease").GetString()));
+        var verdict = Assert.Single(image.GetProperty("verdicts").EnumerateArray());
+        Assert.Equal(("write", false), (verdict.GetProperty("mode").GetString(), verdict.GetProperty("admitted").GetBoolean()));
 
         holder.StandardInput.Close();
         Assert.Equal(0, holder.Result().ExitCode);

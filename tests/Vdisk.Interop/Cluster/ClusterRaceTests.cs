@@ -13,7 +13,7 @@ namespace Vdisk.Interop.Cluster;
 /// Sixteen racers on four hosts ask for the same image at the same instant, round after round.
 /// Nothing here depends on timing: an admitted racer keeps the image until the test has heard
 /// every racer's answer and counted the survivors, and only then lets it go.
-/// The 500-round runs use racers inside the test process (each with its own etcd connection,
+/// The 500-round run (200 with mixed requests) uses racers inside the test process (each with its own etcd connection,
 /// lease and host id, so each is a separate etcd client exactly as a process would be); a
 /// cross-process run with LockProbe workers (local OFD locks included) does fewer rounds, as
 /// sixteen processes per round would take minutes on the 2-core CI machine.
@@ -105,7 +105,7 @@ public class ClusterRaceTests(EtcdFixture etcd, ITestOutputHelper output)
     }
 
     [Fact]
-    public void MixedRequests_FiveHundredRounds_AdmitOnlyCompatibleRacers_WithTheLocalMessages()
+    public void MixedRequests_TwoHundredRounds_AdmitOnlyCompatibleRacers_WithTheLocalMessages()
     {
         using var scope = new ClusterScope(etcd.Cluster.Endpoints, ttlSeconds: 10);
         using var racers = new Racers(scope, 16, 4, "mixed");
@@ -115,8 +115,11 @@ public class ClusterRaceTests(EtcdFixture etcd, ITestOutputHelper output)
         // The local lock matrix: what QEMU's transaction says to R when one holder has R'.
         string? Local(PermissionPair held, PermissionPair asked) =>
             LockVerdict.Evaluate([Holder(held)], asked) is { Admitted: false } v ? v.Error : null;
+        // Fewer rounds than the writers' race (whose 500 the issue asks for): the verdicts are the
+        // point here, and each round costs CI time.
+        const int rounds = 200;
         int admitted = 0, refused = 0;
-        for (int round = 0; round < 500; round++)
+        for (int round = 0; round < rounds; round++)
         {
             var answers = racers.Race(requests);
             var winners = Enumerable.Range(0, 16).Where(i => answers[i] is null).ToList();
@@ -135,8 +138,8 @@ public class ClusterRaceTests(EtcdFixture etcd, ITestOutputHelper output)
             refused += 16 - winners.Count;
             racers.ReleaseAll();
         }
-        output.WriteLine($"500 rounds x 16 mixed racers in-process: {admitted} admitted, {refused} refused");
-        Assert.InRange(admitted, 500, 500 * 16 - 1);
+        output.WriteLine($"{rounds} rounds x 16 mixed racers in-process: {admitted} admitted, {refused} refused");
+        Assert.InRange(admitted, rounds, rounds * 16 - 1);
         Assert.Empty(scope.AllKeys());
     }
 
