@@ -183,6 +183,19 @@ public class ClusterFailureTests(EtcdFixture etcd)
         Assert.All(image.AsSpan(0, 4096).ToArray(), x => Assert.Equal(0x5a, x));
         Assert.All(image.AsSpan(1 << 20, 4096).ToArray(), x => Assert.Equal(0xa5, x));
         Assert.All(image.AsSpan(8192, 512).ToArray(), x => Assert.Equal(0, x));
+
+        // It never resumes on its own, not even once etcd is reachable again; an explicit
+        // activation takes the image afresh under a new lease.
+        proxy.Heal();
+        Assert.Equal((NbdError.IO, NbdError.IO, NbdError.IO), NbdWriteErrors(nbd));
+        Assert.Empty(scope.Holders("p1"));
+        Assert.Equal("{\"return\": {}}", monitor.Execute("{\"execute\":\"blockdev-set-active\",\"arguments\":{\"node-name\":\"disk\",\"active\":true}}"));
+        var renewed = ClusterLockOf(monitor, "disk-file");
+        Assert.False(renewed.GetProperty("fenced").GetBoolean());
+        Assert.NotEqual(held.Record.LeaseHex, renewed.GetProperty("lease").GetString());
+        Assert.Equal(renewed.GetProperty("lease").GetString(), Assert.Single(scope.Holders("p1")).Record.LeaseHex);
+        NbdWrite(nbd, 8192, 0x3c, 512);
+        Assert.All(ClusterImages.Bytes(a).AsSpan(8192, 512).ToArray(), x => Assert.Equal(0x3c, x));
     }
 
     [Fact]

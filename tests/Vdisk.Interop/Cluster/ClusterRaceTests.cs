@@ -152,7 +152,7 @@ public class ClusterRaceTests(EtcdFixture etcd, ITestOutputHelper output)
     [Fact]
     public void SixteenLockProbeProcessesOnFourHosts_NeverTwoAdmitted()
     {
-        const int rounds = 60;
+        const int rounds = 20;
         using var scope = new ClusterScope(etcd.Cluster.Endpoints, ttlSeconds: 10);
         using var dir = new TempDir();
         // Each host has its own path to the image; the four processes of a host share it (and its OFD locks).

@@ -16,6 +16,7 @@ public sealed class TcpProxy : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Socket> _sockets = new();
     private volatile bool _cut;
+    private volatile int _cuts;
 
     public TcpProxy(Uri target)
     {
@@ -33,7 +34,14 @@ public sealed class TcpProxy : IDisposable
     private long _forwarded;
 
     /// <summary>From now on nothing passes.</summary>
-    public void Cut() => _cut = true;
+    public void Cut()
+    {
+        _cut = true;
+        _cuts++;
+    }
+
+    /// <summary>New connections pass again; the ones open during the cut stay dead, as after a real partition.</summary>
+    public void Heal() => _cut = false;
 
     private async Task AcceptLoopAsync()
     {
@@ -61,12 +69,14 @@ public sealed class TcpProxy : IDisposable
                 client.Dispose();
                 continue;
             }
-            _ = PumpAsync(client, server);
-            _ = PumpAsync(server, client);
+            int epoch = _cuts;
+            _ = PumpAsync(client, server, epoch);
+            _ = PumpAsync(server, client, epoch);
         }
     }
 
-    private async Task PumpAsync(Socket from, Socket to)
+    /// <summary>Forwards until the connection closes or a cut comes after <paramref name="epoch"/> (then it is a black hole for good).</summary>
+    private async Task PumpAsync(Socket from, Socket to, int epoch)
     {
         var buffer = new byte[64 * 1024];
         try
@@ -74,7 +84,7 @@ public sealed class TcpProxy : IDisposable
             while (true)
             {
                 int n = await from.ReceiveAsync(buffer, SocketFlags.None, _stop.Token);
-                if (n == 0 || _cut) break;
+                if (n == 0 || _cuts != epoch) break;
                 await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);
                 Interlocked.Add(ref _forwarded, n);
             }
@@ -84,7 +94,7 @@ public sealed class TcpProxy : IDisposable
             return;
         }
         // Cut: swallow whatever arrives from now on, answer nothing, close nothing.
-        if (_cut)
+        if (_cuts != epoch)
         {
             try
             {
