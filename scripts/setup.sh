@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian 12 machine with the .NET 10 SDK:
-# installs QEMU 7.2, libnbd and the tools the tests use, builds bin/vdisk (NativeAOT),
+# installs QEMU 7.2, libnbd, etcd (for the cluster-lock tests) and the tools the tests use, builds bin/vdisk (NativeAOT),
 # and runs a short demo of QEMU-compatible image locking on a sample image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-utils qemu-system-x86 libnbd-bin hyperfine gcc libc6-dev clang zlib1g-dev util-linux python3)
+packages=(qemu-utils qemu-system-x86 libnbd-bin hyperfine gcc libc6-dev clang zlib1g-dev util-linux python3 etcd-server etcd-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,19 @@ internal static class Program
         var tool = Personality.FromProgramPath(Personality.ProgramPath());
         Stdio.SetProgram(tool);
         Stdio.InstallWarningSink();
+        if (tool == Tool.Vdisk)
+        {
+            // vdisk's own --cluster settings (QEMU's names take their settings from VDISK_ETCD_* only).
+            try
+            {
+                args = ClusterOption.Apply(args);
+            }
+            catch (Options.OptionException e)
+            {
+                Stdio.Error(e.Message);
+                return args.Length > 0 && args[0] == "locks" ? LocksCommand.ExitError : 1;
+            }
+        }
         switch (tool)
         {
             case Tool.QemuStorageDaemon:

@@ -220,7 +220,14 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     public ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         CheckRequest(offset, length, BlockPermission.Write);
-        if (!Root.Unmap) return ValueTask.CompletedTask;
+        if (!Root.Unmap)
+        {
+            // Dropped, as QEMU does, unless the image's cluster lock fenced: then it fails like
+            // every other write, so that a client never takes a fenced node for a working one.
+            if (Locking.Cluster.ClusterFencing.LockOf(Root)?.IsFenced == true)
+                throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
+            return ValueTask.CompletedTask;
+        }
         return Root.DiscardAsync(offset, length, cancellationToken);
     }
 

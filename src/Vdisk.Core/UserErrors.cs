@@ -23,4 +23,11 @@ public static class UserErrors
         UnauthorizedAccessException => e.Message, // an open refused by the kernel's permission check
         _ => null,
     };
+
+    /// <summary>
+    /// <see cref="Message"/>, with a lock conflict's holder on the same line when known: the
+    /// daemon's errors are one line (QMP's desc); the CLI prints the holder under QEMU's hint instead.
+    /// </summary>
+    public static string? MessageNamingHolder(Exception e) =>
+        e is Locking.LockConflictException { HeldBy: { } holder } conflict ? $"{conflict.Message}, {holder}" : Message(e);
 }

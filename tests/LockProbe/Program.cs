@@ -2,7 +2,8 @@
 // racer. Modes:
 //   hold IMG PERM UNSHARED      open raw IMG taking PERM and refusing UNSHARED, print "held", wait
 //   worker IMG PERM UNSHARED    per stdin line: "go" -> try to open, print "admitted" or
-//                               "refused <message>"; "release" -> close, print "released"
+//                               "refused <message>"; "go PERM UNSHARED" -> the same with that
+//                               request; "release" -> close, print "released"
 //   twonodes IMG PERM UNSHARED  open IMG as the first node, then a second read-only node on the
 //                               same file, close the second, print "held", wait (the first
 //                               node's locks must survive, also with POSIX locks)
@@ -84,11 +85,14 @@ switch (args[0])
         string? line;
         while ((line = Console.ReadLine()) is not null)
         {
-            if (line == "go")
+            if (line == "go" || line.StartsWith("go ", StringComparison.Ordinal))
             {
+                var words = line.Split(' ');
+                var asked = words.Length == 3 ? new PermissionPair(ParsePerms(words[1]), BlockPermission.All & ~ParsePerms(words[2])) : request;
+                var askedFlags = (asked.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
                 try
                 {
-                    image = DiskImage.Open(source, flags, request);
+                    image = DiskImage.Open(source, askedFlags, asked);
                     Console.WriteLine("admitted");
                 }
                 catch (IOException e)

@@ -53,7 +53,7 @@ internal static class Stdio
     /// </summary>
     public static string? Describe(Exception e) => e switch
     {
-        LockConflictException { FromTest: true } l => l.Message + "\n" + l.Hint,
+        LockConflictException { FromTest: true } l => l.Message + "\n" + l.HintWithHolder,
         _ => UserErrors.Message(e),
     };
 }

@@ -47,6 +47,9 @@ internal static class ServeCommand
                                     succeeded (removed on exit)
           --wait[=SECONDS]          vdisk's: a --blockdev whose image is locked by another
                                     process waits for it (at most SECONDS) instead of failing
+          --cluster endpoints=<url>[,<url>...][,ttl=<s>][,host-id=<id>]
+                                    vdisk's: etcd for file nodes with cluster-lock-id=<id>
+                                    (default: VDISK_ETCD_* variables; see docs/cluster.md)
 
         SIGTERM, SIGINT and the QMP command 'quit' stop cleanly: requests in flight finish,
         images are flushed, locks released, sockets and pid file removed.

@@ -14,6 +14,8 @@ public enum LockHolderKind
     Flock,
     /// <summary>OFD locks no visible descriptor accounts for (another user's process, or a race).</summary>
     Unknown,
+    /// <summary>Cluster lock keys in etcd (<see cref="LockHolder.Cluster"/>): a holder on any host.</summary>
+    Cluster,
 }
 
 /// <summary>A process as /proc shows it.</summary>
@@ -70,6 +72,20 @@ public sealed class LockHolder
             if (!IsQemuShaped(l)) HasOtherLocks = true;
     }
 
+    /// <summary>
+    /// A holder of cluster lock keys: its bytes read like shared locks on the same bytes of a file,
+    /// so verdicts and messages come from the same code as for local holders.
+    /// </summary>
+    public LockHolder(Locking.Cluster.ClusterHolding cluster)
+        : this(LockHolderKind.Cluster, new ProcessDescription(cluster.Record.Pid, cluster.Record.Command, null), null,
+            cluster.Bytes.Select(b => new KernelLock(KernelLockKind.Ofd, false, cluster.Record.Pid, default, b, b, false)).ToList())
+    {
+        Cluster = cluster;
+    }
+
+    /// <summary>For <see cref="LockHolderKind.Cluster"/>: the holder's record, lease and fencing revision; null otherwise.</summary>
+    public Locking.Cluster.ClusterHolding? Cluster { get; }
+
     /// <summary>How the locks are owned.</summary>
     public LockHolderKind Kind { get; }
 
@@ -122,6 +138,7 @@ public sealed class LockHolder
     public string Describe() => Kind switch
     {
         LockHolderKind.Unknown => "an unidentified process",
+        LockHolderKind.Cluster => Cluster!.Record.Describe(),
         LockHolderKind.OpenFileDescription => Descriptor is { } fd ? $"{Process} fd {fd}" : $"{Process}",
         LockHolderKind.Posix => $"{Process} (POSIX lock)",
         LockHolderKind.Flock => $"{Process} (flock)",

@@ -50,6 +50,16 @@ public static class LockReportJson
     {
         w.WriteStartObject();
         w.WriteString("format", format);
+        WriteModes(w, modes, format);
+        w.WriteStartArray("images");
+        foreach (var image in images) WriteImage(w, image, modes, formatOf(image));
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>Writes the <c>modes</c> array: each mode's request on the image file.</summary>
+    internal static void WriteModes(Utf8JsonWriter w, IReadOnlyList<AccessMode> modes, string? format)
+    {
         w.WriteStartArray("modes");
         foreach (var mode in modes)
         {
@@ -70,10 +80,6 @@ public static class LockReportJson
             w.WriteEndObject();
         }
         w.WriteEndArray();
-        w.WriteStartArray("images");
-        foreach (var image in images) WriteImage(w, image, modes, formatOf(image));
-        w.WriteEndArray();
-        w.WriteEndObject();
     }
 
     /// <summary>Writes one image object, its verdicts assuming <paramref name="format"/> (raw when null).</summary>
@@ -170,14 +176,14 @@ public static class LockReportJson
         return -1;
     }
 
-    private static void WritePermissions(Utf8JsonWriter w, string name, BlockPermission perms)
+    internal static void WritePermissions(Utf8JsonWriter w, string name, BlockPermission perms)
     {
         w.WriteStartArray(name);
         foreach (var bit in BlockPermissions.Bits(perms)) w.WriteStringValue(BlockPermissions.QapiName(bit));
         w.WriteEndArray();
     }
 
-    private static void WriteNullableNumber(Utf8JsonWriter w, string name, long? value)
+    internal static void WriteNullableNumber(Utf8JsonWriter w, string name, long? value)
     {
         if (value is { } v) w.WriteNumber(name, v);
         else w.WriteNull(name);

@@ -18,3 +18,19 @@ public interface ILockPrimitive
     /// </summary>
     bool IsLockedByOthers(int offset);
 }
+
+/// <summary>
+/// A primitive whose lock and unlock calls are collected and carried out together (cluster
+/// locks: one etcd transaction for a whole step instead of one request per byte), and which
+/// knows who holds a byte it reported as locked. The transaction calls <see cref="Flush"/> at
+/// the end of every step; the first test after lock calls carries them out and reads the others'
+/// locks in the same atomic step, so "lock, then test" keeps its meaning.
+/// </summary>
+public interface IBatchedLockPrimitive : ILockPrimitive
+{
+    /// <summary>Carries out the lock and unlock calls made since the last flush.</summary>
+    void Flush();
+
+    /// <summary>Who holds <paramref name="offset"/> after <see cref="ILockPrimitive.IsLockedByOthers"/> returned true; null when not known.</summary>
+    LockConflictDetail? Conflict(int offset);
+}

@@ -26,6 +26,17 @@ public sealed class LockConflictException : IOException
     /// <summary>QEMU's hint: <c>Is another process using the image [PATH]?</c></summary>
     public string Hint => $"Is another process using the image [{Filename}]?";
 
+    /// <summary>Holders and waiting known to the lock primitive (cluster locks), or null (local locks).</summary>
+    public LockConflictDetail? Detail { get; init; }
+
+    /// <summary>
+    /// vdisk's line after the hint when the holder is known: <c>held by host B, pid 1234 (vdisk serve)</c>; null otherwise.
+    /// </summary>
+    public string? HeldBy => Detail is { Holders.Count: > 0 } d ? "held by " + d.Holders[0].Describe() : null;
+
+    /// <summary>The hint, followed by <see cref="HeldBy"/> on its own line when known.</summary>
+    public string HintWithHolder => HeldBy is { } held ? Hint + "\n" + held : Hint;
+
     /// <summary>Creates the exception.</summary>
     public LockConflictException(string message, string filename, int offset, bool fromTest, int errno = 0)
         : base(message)
@@ -36,3 +47,11 @@ public sealed class LockConflictException : IOException
         Errno = errno;
     }
 }
+
+/// <summary>
+/// What a primitive knows about a conflict beyond QEMU's message: the holders (for cluster locks,
+/// with host and PID), and how to wait until they change instead of polling.
+/// </summary>
+/// <param name="Holders">The holders of the conflicting byte, the first named in messages.</param>
+/// <param name="WaitForChange">Completes when the lock state may have changed (an etcd watch); null to poll.</param>
+public sealed record LockConflictDetail(IReadOnlyList<Inspection.LockHolder> Holders, Func<CancellationToken, Task>? WaitForChange = null);

@@ -99,7 +99,8 @@ public static class LockWait
                     announced = true;
                     Announce(e, options);
                 }
-                await Task.Delay(pause.Value, options.Time, cancellationToken).ConfigureAwait(false);
+                if (e.Detail?.WaitForChange is { } change) await WaitForChangeAsync(change, options, options.Time.GetElapsedTime(started), cancellationToken).ConfigureAwait(false);
+                else await Task.Delay(pause.Value, options.Time, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -119,13 +120,32 @@ public static class LockWait
         return pause;
     }
 
+    /// <summary>
+    /// A conflict that can tell when it may have cleared (cluster locks: an etcd watch on the
+    /// image's keys) is waited on that way, within what is left of the timeout, instead of polling.
+    /// </summary>
+    private static async Task WaitForChangeAsync(Func<CancellationToken, Task> change, LockWaitOptions options, TimeSpan elapsed, CancellationToken cancellationToken)
+    {
+        var left = options.Timeout is { } limit ? (limit - elapsed > TimeSpan.Zero ? limit - elapsed : TimeSpan.Zero) : Timeout.InfiniteTimeSpan;
+        using var timer = new CancellationTokenSource(left, options.Time);
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
+        try
+        {
+            await change(bounded.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The time is up: the next attempt fails once more and is reported as it is.
+        }
+    }
+
     private static void Announce(LockConflictException e, LockWaitOptions options)
     {
         if (options.Waiting is null) return;
         IReadOnlyList<LockHolder> blockers;
         try
         {
-            blockers = (options.Inspector ?? new LockInspector()).HoldersOf(e.Filename, e.Offset);
+            blockers = e.Detail?.Holders ?? (options.Inspector ?? new LockInspector()).HoldersOf(e.Filename, e.Offset);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

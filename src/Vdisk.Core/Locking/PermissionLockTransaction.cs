@@ -52,6 +52,7 @@ public sealed class PermissionLockTransaction
         _reservedNewly |= unshared & ~LockedUnshared & ~Reserved;
         Reserved |= unshared;
         ApplyLockBytes(LockedPerm, LockedUnshared | Reserved, unlock: false);
+        Flush();
     }
 
     /// <summary>
@@ -66,11 +67,13 @@ public sealed class PermissionLockTransaction
         _reservedNewly = BlockPermission.None;
         if (active) ApplyLockBytes(Committed.Perm, Committed.Unshared, unlock: true);
         else ApplyLockBytes(LockedPerm, LockedUnshared & ~added, unlock: true);
+        Flush();
     }
 
     /// <summary>
     /// PREPARE. On conflict, restores the previous lock set (ABORT) and throws
-    /// <see cref="LockConflictException"/>.
+    /// <see cref="LockConflictException"/>; any other failure (a cluster lock store that does not
+    /// answer) restores it too.
     /// </summary>
     public void Prepare(PermissionPair next)
     {
@@ -81,8 +84,9 @@ public sealed class PermissionLockTransaction
         {
             ApplyLockBytes(current.Perm | next.Perm, current.Unshared | next.Unshared, unlock: false);
             CheckLockBytes(next);
+            Flush();
         }
-        catch (LockConflictException)
+        catch (IOException)
         {
             Abort();
             throw;
@@ -95,8 +99,9 @@ public sealed class PermissionLockTransaction
         try
         {
             ApplyLockBytes(next.Perm, next.Unshared | Reserved, unlock: true);
+            Flush();
         }
-        catch (LockConflictException e)
+        catch (IOException e)
         {
             _warn?.Invoke($"Failed to unlock old lock bytes: {e.Message}");
         }
@@ -114,8 +119,9 @@ public sealed class PermissionLockTransaction
         try
         {
             ApplyLockBytes(Committed.Perm, Committed.Unshared | Reserved, unlock: true);
+            Flush();
         }
-        catch (LockConflictException e)
+        catch (IOException e)
         {
             _warn?.Invoke($"Failed to restore old lock bytes: {e.Message}");
         }
@@ -126,6 +132,7 @@ public sealed class PermissionLockTransaction
     {
         Reserved = _reservedNewly = BlockPermission.None;
         ApplyLockBytes(BlockPermission.None, BlockPermission.None, unlock: true);
+        Flush();
         Committed = PermissionPair.Unused;
     }
 
@@ -154,9 +161,16 @@ public sealed class PermissionLockTransaction
     {
         foreach (int baseOffset in new[] { LockBytes.PermBase, LockBytes.SharedBase })
             for (int i = 0; i < BlockPermissions.BitCount; i++) UnlockByte(baseOffset + i);
+        Flush();
         LockedPerm = BlockPermission.None;
         LockedUnshared = BlockPermission.None;
         Committed = PermissionPair.Unused;
+    }
+
+    /// <summary>Ends a step: a batching primitive carries out what it collected.</summary>
+    private void Flush()
+    {
+        if (_primitive is IBatchedLockPrimitive batched) batched.Flush();
     }
 
     private void ApplyLockBytes(BlockPermission holds, BlockPermission unshared, bool unlock)
@@ -246,6 +260,7 @@ public sealed class PermissionLockTransaction
         {
             throw new LockConflictException($"{message}: {NativeIOException.Describe(e.Errno)}", _filename, offset, fromTest: true, e.Errno);
         }
-        if (conflict) throw new LockConflictException(message, _filename, offset, fromTest: true);
+        if (conflict)
+            throw new LockConflictException(message, _filename, offset, fromTest: true) { Detail = (_primitive as IBatchedLockPrimitive)?.Conflict(offset) };
     }
 }

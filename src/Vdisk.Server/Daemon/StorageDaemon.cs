@@ -16,7 +16,7 @@ namespace Vdisk.Server.Daemon;
 /// one at a time (QEMU's main-loop lock), with QEMU's error messages as
 /// <see cref="DaemonException"/>.
 /// </summary>
-public sealed class StorageDaemon : IAsyncDisposable
+public sealed partial class StorageDaemon : IAsyncDisposable
 {
     private readonly SemaphoreSlim _control = new(1, 1);
     private readonly List<NbdExport> _exports = new();
@@ -80,9 +80,9 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
         catch (LockConflictException e) when (e.FromTest)
         {
-            throw new DaemonException(e.Message, e.Hint);
+            throw new DaemonException(UserErrors.MessageNamingHolder(e)!, e.Hint);
         }
-        catch (Exception e) when (UserErrors.Message(e) is { } message)
+        catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
         {
             throw new DaemonException(message);
         }
@@ -123,7 +123,7 @@ public sealed class StorageDaemon : IAsyncDisposable
                     if (node is null) Activation.ActivateAll(Graph);
                     else Activation.Activate(node);
                 }
-                catch (Exception e) when (UserErrors.Message(e) is { } message)
+                catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
                 {
                     throw new DaemonException(message);
                 }
@@ -173,7 +173,7 @@ public sealed class StorageDaemon : IAsyncDisposable
             {
                 Activation.Reserve(t);
             }
-            catch (Exception e) when (UserErrors.Message(e) is { } message)
+            catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
             {
                 throw new DaemonException(message);
             }
@@ -233,7 +233,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
         }
-        catch (Exception e) when (UserErrors.Message(e) is { } message)
+        catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
         {
             throw new DaemonException(message);
         }
@@ -395,6 +395,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         result.Set("image", image);
         result.Set("cache", Dict(("writeback", Bool(true)), ("direct", Bool(false)), ("no-flush", Bool(false))));
         result.Set("write_threshold", Int(0));
+        if (ClusterLockInfo(node) is { } clusterLock) result.Set("x-vdisk-cluster-lock", clusterLock);
         return result;
     }
 
@@ -436,6 +437,7 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             if (_shutDown) return;
             _shutDown = true;
+            Locking.Cluster.ClusterLocks.SessionFenced -= OnSessionFenced;
             // As qemu-storage-daemon exits: every export goes with its event, which the
             // monitors still send before they close.
             await DeleteAllExportsAsync().ConfigureAwait(false);

@@ -54,6 +54,8 @@ public static class QmpSchema
         O("aio-max-batch", Int),
         O("drop-cache", Bool),
         O("x-check-cache-dropped", Bool),
+        // vdisk's: take the image's locks in etcd as well (docs/cluster.md).
+        O("cluster-lock-id", Str),
     ];
 
     private static readonly QapiMember[] RawMembers = [M("file", BlockdevRef), O("offset", Int), O("size", Int)];

@@ -4,7 +4,7 @@ using Vdisk.Options;
 
 namespace Vdisk.Drivers.File;
 
-/// <summary>Options of the <c>file</c> driver: filename, locking, aio.</summary>
+/// <summary>Options of the <c>file</c> driver: filename, locking, aio, and vdisk's cluster-lock-id.</summary>
 public sealed class FileDriver : IBlockDriver
 {
     /// <inheritdoc />
@@ -20,6 +20,7 @@ public sealed class FileDriver : IBlockDriver
         string? filename = o.TakeString("filename");
         string? lockingText = o.TakeString("locking");
         string? aio = o.TakeString("aio");
+        string? clusterLockId = o.TakeString("cluster-lock-id");
         // Accepted for QEMU's command lines (vdisk keeps no page cache of its own to drop), but checked as QEMU checks it.
         o.TakeBool("drop-cache");
         if (aio is not null && aio is not ("threads" or "native" or "io_uring"))
@@ -28,8 +29,10 @@ public sealed class FileDriver : IBlockDriver
         if (lockingText is not null)
             locking = LockingModes.Parse(lockingText) ?? throw new OptionException($"invalid parameter value: {lockingText}");
         if (string.IsNullOrEmpty(filename)) throw new OptionException("The 'file' block driver requires a file name");
+        if (clusterLockId is not null) Locking.Cluster.ClusterLockSettings.ValidateLockId(clusterLockId);
         o.EnsureAllUsed(Name, isProtocol: true);
         if (filename.StartsWith("file:", StringComparison.Ordinal)) filename = filename["file:".Length..];
-        return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect, noFlush: context.CacheNoFlush);
+        return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect, noFlush: context.CacheNoFlush,
+            clusterLockId: clusterLockId);
     }
 }

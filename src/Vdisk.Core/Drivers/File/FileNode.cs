@@ -1,6 +1,7 @@
 using Microsoft.Win32.SafeHandles;
 using Vdisk.Graph;
 using Vdisk.Locking;
+using Vdisk.Locking.Cluster;
 using Vdisk.Native;
 using Vdisk.Permissions;
 
@@ -20,10 +21,11 @@ public sealed class FileNode : BlockNode
     private readonly bool _direct;
     private readonly PermissionLockTransaction? _locks;
     private readonly PosixLockPrimitive? _posixOwner;
+    private readonly ClusterLockHolder? _cluster;
     private bool _closed;
 
     private FileNode(string nodeName, NodeFlags flags, string filename, SafeFileHandle handle, FileIdentity identity,
-        LockKind lockKind, bool isRegularFile, bool direct, bool noFlush)
+        LockKind lockKind, bool isRegularFile, bool direct, bool noFlush, ClusterLockHolder? cluster)
         : base(nodeName, flags, filename)
     {
         _direct = direct;
@@ -39,6 +41,8 @@ public sealed class FileNode : BlockNode
             LockKind.Posix => _posixOwner = ProcessInodeTable.RegisterPosixOwner(identity, handle),
             _ => null,
         };
+        _cluster = cluster;
+        if (cluster is not null) primitive = new ClusterLockPrimitive(primitive, cluster);
         if (primitive is not null) _locks = new PermissionLockTransaction(primitive, filename, Diagnostics.Warn);
     }
 
@@ -59,6 +63,9 @@ public sealed class FileNode : BlockNode
 
     /// <summary>False for character and block devices.</summary>
     public bool IsRegularFile { get; }
+
+    /// <summary>The node's cluster lock (<c>cluster-lock-id</c>), or null.</summary>
+    public ClusterLockHolder? ClusterLock => _cluster;
 
     /// <summary>
     /// cache.no-flush (cache=unsafe, qemu-img convert's default for its target): flushes return
@@ -81,7 +88,7 @@ public sealed class FileNode : BlockNode
     /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
     /// </summary>
     public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false,
-        bool noFlush = false)
+        bool noFlush = false, string? clusterLockId = null)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
@@ -106,16 +113,20 @@ public sealed class FileNode : BlockNode
         }
         ProcessInodeTable.Opened(identity);
         LockKind kind;
+        ClusterLockHolder? cluster = null;
         try
         {
             kind = LockingModes.Resolve(locking, Diagnostics.Warn);
+            // locking=off means no locks at all, cluster ones included.
+            if (clusterLockId is not null && locking != LockingMode.Off)
+                cluster = ClusterLocks.CreateHolder(clusterLockId, path, nodeName, identity, isBlockDevice: !regular);
         }
         catch
         {
             ProcessInodeTable.Close(identity, handle);
             throw;
         }
-        return new FileNode(nodeName, flags, path, handle, identity, kind, regular, direct, noFlush);
+        return new FileNode(nodeName, flags, path, handle, identity, kind, regular, direct, noFlush, cluster);
     }
 
     /// <summary>The mode of a file the node creates: 0644, as file-posix's raw_co_create.</summary>
@@ -179,7 +190,8 @@ public sealed class FileNode : BlockNode
         _handleWritable = true;
         _pendingHandle = null;
         ProcessInodeTable.Opened(Identity);
-        if (LockKind == LockKind.Ofd) _locks!.UsePrimitive(new OfdLockPrimitive(_handle));
+        if (LockKind == LockKind.Ofd)
+            _locks!.UsePrimitive(_cluster is null ? new OfdLockPrimitive(_handle) : new ClusterLockPrimitive(new OfdLockPrimitive(_handle), _cluster));
         // POSIX locks belong to the process: the table keeps the old descriptor open while they are held.
         ProcessInodeTable.Close(Identity, old);
     }
@@ -276,6 +288,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
+        ThrowIfFenced();
         if (DetectedZeroWrite(data.Span, flags) is { } zero)
         {
             await WriteZeroesAsync(offset, data.Length, zero, cancellationToken).ConfigureAwait(false);
@@ -301,6 +314,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
     {
+        ThrowIfFenced();
         if (length <= 0) return;
         // bdrv_co_pwrite_zeroes: only a node with discard=unmap may deallocate.
         if (!Unmap) flags &= ~ZeroFlags.MayUnmap;
@@ -337,6 +351,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        ThrowIfFenced();
         // Discard is advisory: filesystems without hole punching just keep the data, and a
         // node with discard=ignore drops it (bdrv_co_pdiscard).
         if (Unmap && IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
@@ -360,6 +375,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
+        ThrowIfFenced();
         if (NoFlush) return ValueTask.CompletedTask;
         int errno = _pageCacheInconsistent;
         if (errno == 0)
@@ -375,6 +391,7 @@ public sealed class FileNode : BlockNode
     /// <summary>Changes the file size (qemu-img resize, create).</summary>
     public void Truncate(long length)
     {
+        ThrowIfFenced();
         if (LibC.FTruncate(_handle, length) != 0) throw LibC.LastErrorException($"Failed to resize '{Filename}'", Filename);
     }
 
@@ -427,6 +444,21 @@ public sealed class FileNode : BlockNode
             BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
 
+    /// <summary>
+    /// Self-fencing: once this process may have lost its cluster lease, nothing more reaches the
+    /// image (EIO, as a disk that went away), checked on the monotonic clock before each write.
+    /// </summary>
+    private void ThrowIfFenced()
+    {
+        if (_cluster?.IsFenced == true) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), Filename);
+    }
+
+    /// <summary>
+    /// After a fence: lets go of the local locks too (the cluster keys went with the lease), so
+    /// that a later activation acquires everything afresh under a new lease.
+    /// </summary>
+    internal void ReleaseLocksAfterFence() => _locks?.ReleaseAll();
+
     private int FAllocate(int mode, long offset, long length) => LibC.FAllocate(_handle, mode, offset, length);
 
     /// <inheritdoc />
@@ -438,10 +470,11 @@ public sealed class FileNode : BlockNode
         {
             if (_locks is not null && (_locks.LockedPerm | _locks.LockedUnshared) != 0) _locks.ReleaseAll();
         }
-        catch (LockConflictException e)
+        catch (IOException e)
         {
             Diagnostics.Warn(e.Message);
         }
+        _cluster?.Release();
         if (_posixOwner is not null) ProcessInodeTable.UnregisterPosixOwner(_posixOwner);
         ProcessInodeTable.Close(Identity, _handle);
         return ValueTask.CompletedTask;
