@@ -269,6 +269,26 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.WriteCompressedAsync(offset, data, cancellationToken);
     }
 
+    /// <summary>The unit of compressed writes, 0 when the format does not compress (see <see cref="BlockNode.CompressedClusterSize"/>).</summary>
+    public int CompressedClusterSize => Root.CompressedClusterSize;
+
+    /// <summary>Compresses one unit for <see cref="WriteCompressedClusterAsync"/>; pure, so callers may compress in parallel.</summary>
+    public byte[]? CompressCluster(ReadOnlySpan<byte> cluster) => Root.CompressCluster(cluster);
+
+    /// <summary>Writes one unit that <see cref="CompressCluster"/> compressed (null: plainly), through the permission gate.</summary>
+    public ValueTask WriteCompressedClusterAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken cancellationToken = default)
+    {
+        CheckRequest(offset, cluster.Length, BlockPermission.Write);
+        return Root.WriteCompressedClusterAsync(offset, cluster, compressed, cancellationToken);
+    }
+
+    /// <summary>Ends a run of compressed writes (qemu-img convert -c's final zero-length compressed write).</summary>
+    public ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default)
+    {
+        CheckPermission(BlockPermission.Write);
+        return Root.EndCompressedWritesAsync(cancellationToken);
+    }
+
     /// <summary>
     /// Checks the image (bdrv_check), repairing what <paramref name="mode"/> allows, which needs WRITE;
     /// <paramref name="log"/> gets the lines QEMU prints while checking.

@@ -23,6 +23,32 @@ public abstract partial class BlockNode
         throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
     /// <summary>
+    /// The unit of compressed writes (bdi.cluster_size for a compressing driver), 0 when the
+    /// driver does not compress. A copier compresses in these units.
+    /// </summary>
+    public virtual int CompressedClusterSize => 0;
+
+    /// <summary>
+    /// Compresses one unit of <see cref="CompressedClusterSize"/> bytes (a short last one padded
+    /// with zeroes) as <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/>
+    /// would; null when it does not shrink (it is then written plainly). Thread-safe and touching
+    /// no image state, so a copier can compress in parallel and write in order afterwards.
+    /// </summary>
+    public virtual byte[]? CompressCluster(ReadOnlySpan<byte> cluster) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>Writes one unit that <see cref="CompressCluster"/> compressed to <paramref name="compressed"/> (null: written plainly).</summary>
+    public virtual ValueTask WriteCompressedClusterAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>
+    /// The end of a run of compressed writes: qemu-img convert -c ends with a zero-length
+    /// compressed write, which makes a compressing driver end its file on a sector boundary.
+    /// </summary>
+    public virtual ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>
     /// Resizes with a preallocation mode for the grown part (bdrv_co_truncate's prealloc). Without
     /// a format of its own for preallocation the node truncates plainly: metadata preallocation is
     /// refused as file-posix refuses it; falloc and full are not done yet (the file grows sparse,
