@@ -186,7 +186,7 @@ internal static class CommitCommand
         if (Path.GetFullPath(a) == Path.GetFullPath(b)) return true;
         return Resolved(a) is { } ia && Resolved(b) is { } ib && ia == ib;
 
-        static Locking.FileIdentity? Resolved(string path)
+        static Vdisk.Native.FileIdentity? Resolved(string path)
         {
             try
             {

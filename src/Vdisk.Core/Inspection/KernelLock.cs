@@ -1,5 +1,6 @@
 using System.Globalization;
 using Vdisk.Locking;
+using Vdisk.Native;
 
 namespace Vdisk.Inspection;
 

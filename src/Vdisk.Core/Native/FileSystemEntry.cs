@@ -1,5 +1,3 @@
-using Vdisk.Locking;
-
 namespace Vdisk.Native;
 
 /// <summary>What a path names, without following a final symbolic link (lstat).</summary>

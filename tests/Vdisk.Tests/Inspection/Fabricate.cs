@@ -1,5 +1,6 @@
 using Vdisk.Inspection;
 using Vdisk.Locking;
+using Vdisk.Native;
 
 namespace Vdisk.Tests.Inspection;
 

@@ -1,3 +1,5 @@
+using Vdisk.Native;
+
 namespace Vdisk.Locking.Cluster;
 
 /// <summary>
