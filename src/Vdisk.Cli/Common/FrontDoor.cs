@@ -126,10 +126,9 @@ internal static class FrontDoor
     /// <summary>qemu-img's own words for a wrong number of operands, for the verbs that check it before anything else.</summary>
     private static string? OperandCountError(string verb, int count) => verb switch
     {
-        "info" or "check" or "map" or "snapshot" or "commit" or "rebase" when count != 1 => "Expecting one image file name",
-        "compare" when count != 2 => "Expecting two image file names",
-        "resize" when count != 2 => "Expecting image file name and size",
-        "create" when count == 0 => "Expecting image file name",
+        // The other verbs count their operands themselves, at the point of qemu-img's order where
+        // it does (create and convert answer -o help before asking for a file name).
+        "info" when count != 1 => "Expecting one image file name",
         _ => null,
     };
 }
