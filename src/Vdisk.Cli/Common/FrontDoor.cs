@@ -35,7 +35,7 @@ internal static class FrontDoor
 
         var rest = args[1..];
         string? size = null;
-        if (verb.Name == "resize")
+        if (verb.Name == "resize" && !rest.Any(a => a is "-h" or "--help"))
         {
             // qemu-img resize takes the size off the end before getopt, so "-1G" is a size, not an option.
             if (rest.Length < 2) return Fail("Not enough arguments");

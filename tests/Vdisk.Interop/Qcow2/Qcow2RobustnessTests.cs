@@ -146,6 +146,36 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_data_cluster_past_the_largest_file_fails_the_write_with_EFBIG_as_qemu_io()
+    {
+        // An L2 entry pointing at 2^56 - 64 KiB: pwrite there fails with EFBIG, which .NET turns
+        // into ArgumentOutOfRangeException; vdisk crashed with it before.
+        using var dir = new TempDir();
+        string theirs = dir.File("theirs.qcow2"), mine = dir.File("mine.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", theirs, "1M"));
+        Qemu.Ok(Qemu.Io("-c", "write -P 0x21 0 64k", theirs));
+        using (var f = new FileStream(theirs, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var word = new byte[8];
+            long ReadOffset(long at)
+            {
+                f.Position = at;
+                f.ReadExactly(word);
+                return (long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(word) & 0x00ff_ffff_ffff_fe00UL);
+            }
+            long l2 = ReadOffset(ReadOffset(40));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(word, (1UL << 63) | 0x00ff_ffff_ffff_0000UL);
+            f.Position = l2;
+            f.Write(word);
+        }
+        File.Copy(theirs, mine);
+        var q = Qemu.Io("-f", "qcow2", "-c", "write -P 1 0 4k", theirs);
+        var v = Programs.Run(Programs.Vdisk, "io", "-f", "qcow2", "-c", "write -P 1 0 4k", mine);
+        Assert.True(v.Stdout == "write failed: File too large\n", $"qemu-io: {q}\nvdisk: {v}");
+        Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (v.ExitCode, v.Stdout, v.Stderr));
+    }
+
+    [Fact]
     public void Truncated_and_randomly_mutated_images_never_crash_or_hang()
     {
         using var dir = new TempDir();

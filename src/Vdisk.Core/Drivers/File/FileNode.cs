@@ -294,19 +294,28 @@ public sealed class FileNode : BlockNode
             await WriteZeroesAsync(offset, data.Length, zero, cancellationToken).ConfigureAwait(false);
             return;
         }
-        if (data.Length <= InlineIoLimit)
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            RandomAccess.Write(_handle, data.Span, offset);
+            if (data.Length <= InlineIoLimit)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                RandomAccess.Write(_handle, data.Span, offset);
+            }
+            else
+            {
+                // Allocating the range first lets the filesystem map it in one extent operation
+                // instead of reserving space block by block during the copy (ext4's delayed
+                // allocation costs about a third of a large write into a hole). The bytes written
+                // are the same, so the file's allocation is too; a filesystem that cannot, just writes.
+                if (data.Length >= PreallocateWriteMin && IsRegularFile) FAllocate(0, offset, data.Length);
+                await RandomAccess.WriteAsync(_handle, data, offset, cancellationToken).ConfigureAwait(false);
+            }
         }
-        else
+        catch (ArgumentOutOfRangeException)
         {
-            // Allocating the range first lets the filesystem map it in one extent operation
-            // instead of reserving space block by block during the copy (ext4's delayed
-            // allocation costs about a third of a large write into a hole). The bytes written
-            // are the same, so the file's allocation is too; a filesystem that cannot, just writes.
-            if (data.Length >= PreallocateWriteMin && IsRegularFile) FAllocate(0, offset, data.Length);
-            await RandomAccess.WriteAsync(_handle, data, offset, cancellationToken).ConfigureAwait(false);
+            // .NET turns pwrite's EFBIG (a write past the filesystem's largest file, e.g. at an
+            // offset read from a damaged qcow2 table) into this; QEMU reports the errno.
+            throw new NativeIOException(Errno.EFBIG, NativeIOException.Describe(Errno.EFBIG), Filename);
         }
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
