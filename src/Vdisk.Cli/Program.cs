@@ -33,8 +33,7 @@ internal static class Program
             case Tool.QemuStorageDaemon:
                 return await ServeCommand.RunAsync(args, tool);
             case Tool.QemuNbd:
-                Stdio.Error("vdisk does not act as qemu-nbd yet (use qemu-storage-daemon's --export type=nbd)");
-                return 1;
+                return await Nbd.QemuNbdCommand.RunAsync(args);
             case Tool.QemuIo:
                 // qemu-io's command line is vdisk io's.
                 args = [IoCommand.Name, .. args];

@@ -222,8 +222,11 @@ public sealed partial class StorageDaemon : IAsyncDisposable
             ? BackendPermissions.GuestDevice(readOnly: !writable, resizable: true, shareRw)
             : BackendPermissions.StorageDaemonExport(writable);
 
-    /// <summary>block-export-add and <c>--export</c>, checked in QEMU's order.</summary>
-    public async Task AddExportAsync(ExportRequest request)
+    /// <summary>
+    /// block-export-add and <c>--export</c>, checked in QEMU's order. <paramref name="permissions"/>
+    /// overrides <see cref="ExportPermissions"/> (qemu-nbd's export takes qsd's on every format).
+    /// </summary>
+    public async Task AddExportAsync(ExportRequest request, PermissionPair? permissions = null)
     {
         if (!BlockGraph.IsValidNodeName(request.Id)) throw new DaemonException("Invalid block export id");
         if (_exportIds.Contains(request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
@@ -231,7 +234,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         DiskImage image;
         try
         {
-            image = DiskImage.Attach(node, ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
+            image = DiskImage.Attach(node, permissions ?? ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
         }
         catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
         {

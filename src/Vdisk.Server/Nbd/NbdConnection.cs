@@ -67,6 +67,9 @@ public sealed class NbdConnection
     /// <summary>The export in use once option haggling chose one.</summary>
     public NbdExport? Export { get; private set; }
 
+    /// <summary>Whether negotiation succeeded (the connection reached transmission), as QEMU's <c>negotiated</c>.</summary>
+    public bool Negotiated { get; private set; }
+
     // ---------------------------------------------------------------- the state machine
 
     private static bool IsAllowed(NbdConnectionState from, NbdConnectionState to) => (from, to) switch
@@ -125,6 +128,7 @@ public sealed class NbdConnection
             if (session is null) return;
             lock (_lock) _session = session;
             MoveTo(NbdConnectionState.Transmitting);
+            Negotiated = true;
             await new NbdTransmission(this, session, _reader, _replies).RunAsync(token).ConfigureAwait(false);
         }
         catch (Exception e) when (NbdErrors.IsDisconnect(e, token))

@@ -59,6 +59,12 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Raised once a connection has ended and no longer counts in <see cref="ConnectionCount"/>
+    /// (qemu-nbd's nbd_client_closed: without <c>-t</c> it exits after the last negotiated client).
+    /// </summary>
+    public event Action<NbdConnection>? ConnectionClosed;
+
     /// <summary>Starts accepting clients.</summary>
     public void Start() => _acceptLoop ??= Task.Run(AcceptLoopAsync);
 
@@ -137,6 +143,7 @@ public sealed class NbdServer : IAsyncDisposable
                 _running.RemoveWhere(t => t.IsCompleted);
             }
             _connectionSlots?.Release();
+            ConnectionClosed?.Invoke(connection);
         }
     }
 

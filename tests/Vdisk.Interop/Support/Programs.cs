@@ -33,6 +33,24 @@ public static class Programs
         }
     }
 
+    /// <summary>
+    /// A symlink named <paramref name="tool"/> (qemu-nbd, say) to the vdisk under test, so that
+    /// vdisk acts as that tool; one directory per test process.
+    /// </summary>
+    public static string VdiskAs(string tool)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"vdisk-links-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        string link = Path.Combine(dir, tool);
+        if (new FileInfo(link).LinkTarget != Vdisk)
+        {
+            string fresh = link + "." + Guid.NewGuid().ToString("N");
+            System.IO.File.CreateSymbolicLink(fresh, Vdisk);
+            System.IO.File.Move(fresh, link, overwrite: true);
+        }
+        return link;
+    }
+
     public static string LockProbe => Path.Combine(AppContext.BaseDirectory, "LockProbe");
 
     public static RunResult Run(string file, params string[] args) => Run(file, args, null);

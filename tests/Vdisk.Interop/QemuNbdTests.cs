@@ -1,0 +1,244 @@
+using System.Net;
+using System.Net.Sockets;
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// vdisk started as <c>qemu-nbd</c> (a symlink of that name), side by side with the real
+/// qemu-nbd 7.2: the same lock bytes, the same outcomes for other programs opening the image,
+/// the same messages and exit codes for bad command lines, and a server that serves.
+/// </summary>
+public sealed class QemuNbdTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private static string VdiskNbd => Programs.VdiskAs("qemu-nbd");
+
+    private string Image(string format)
+    {
+        string img = _dir.File("disk." + format);
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", format, img, "1M").ExitCode);
+        return img;
+    }
+
+    public static TheoryData<string, string[]> ServingModes => new()
+    {
+        { "raw", ["-f", "raw"] },
+        { "raw", ["-r", "-f", "raw"] },
+        { "raw", ["-f", "raw", "-e", "3", "-t"] },
+        { "raw", ["-f", "raw", "--shared=0", "--discard=unmap", "--detect-zeroes=unmap"] },
+        { "raw", [] },
+        { "qcow2", ["-f", "qcow2"] },
+        { "qcow2", ["-r", "-f", "qcow2"] },
+        { "qcow2", ["--image-opts"] },
+    };
+
+    /// <summary>A server holding <paramref name="img"/>: ready once it holds lock bytes (every mode here holds some).</summary>
+    private static Holder Serving(string img, string program, string[] args) => Holder.Start(img, program, args, bytes => bytes.Count > 0);
+
+    private string[] Arguments(string[] options, string img, string socket) =>
+        [.. options, "-k", socket, options.Contains("--image-opts") ? $"driver=qcow2,file.driver=file,file.filename={img}" : img];
+
+    [Theory]
+    [MemberData(nameof(ServingModes))]
+    public void LockBytes_EqualQemuNbds(string format, string[] options)
+    {
+        string img = Image(format);
+        string qemuBytes, vdiskBytes;
+        using (var q = Serving(img, "qemu-nbd", Arguments(options, img, _dir.File("q.sock"))))
+            qemuBytes = LockBytesHeld.Describe(LockBytesHeld.Read(q.Pid, img));
+        using (var v = Serving(img, VdiskNbd, Arguments(options, img, _dir.File("v.sock"))))
+            vdiskBytes = LockBytesHeld.Describe(LockBytesHeld.Read(v.Pid, img));
+        Assert.NotEqual("", qemuBytes);
+        Assert.Equal(qemuBytes, vdiskBytes);
+    }
+
+    private static readonly (string Name, Func<string, string, string[]> Args, string Program)[] s_openers =
+    [
+        ("qemu-io write", (img, fmt) => ["-f", fmt, "-c", "write 0 4k", img], "qemu-io"),
+        ("qemu-io -r read", (img, fmt) => ["-r", "-f", fmt, "-c", "read 0 4k", img], "qemu-io"),
+        ("qemu-io -r -U read", (img, fmt) => ["-r", "-U", "-f", fmt, "-c", "read 0 4k", img], "qemu-io"),
+        ("qemu-img info", (img, fmt) => ["info", "-f", fmt, img], "qemu-img"),
+        ("qemu-img check", (img, fmt) => ["check", "-f", fmt, img], "qemu-img"),
+        ("qemu-img resize", (img, fmt) => ["resize", "-f", fmt, img, "2M"], "qemu-img"),
+    ];
+
+    [Theory]
+    [MemberData(nameof(ServingModes))]
+    public void Openers_GetTheOutcomeTheyGetAgainstQemuNbd(string format, string[] options)
+    {
+        string img = Image(format);
+        string fmt = format;
+        var mismatches = new List<string>();
+        // resize changes the image: each holder gets a fresh copy of the same image.
+        string pristine = _dir.File("pristine");
+        File.Copy(img, pristine);
+        foreach (var (name, args, program) in s_openers)
+        {
+            File.Copy(pristine, img, overwrite: true);
+            RunResult q, v;
+            using (Serving(img, "qemu-nbd", Arguments(options, img, _dir.File("q.sock")))) q = Programs.Run(program, args(img, fmt));
+            File.Copy(pristine, img, overwrite: true);
+            using (Serving(img, VdiskNbd, Arguments(options, img, _dir.File("v.sock")))) v = Programs.Run(program, args(img, fmt));
+            if ((q.ExitCode, q.Stderr) != (v.ExitCode, v.Stderr))
+                mismatches.Add($"{name}: qemu-nbd {q.ExitCode} '{q.Stderr.Trim()}', vdisk {v.ExitCode} '{v.Stderr.Trim()}'");
+        }
+        Assert.Empty(mismatches);
+    }
+
+    public static TheoryData<string[]> BadCommandLines => new()
+    {
+        { [] },
+        { ["--frob"] },
+        { ["-Z", "IMG"] },
+        { ["-U", "-f", "raw", "IMG"] },
+        { ["-e"] },
+        { ["-x"] },
+        { ["-e", "-1", "IMG"] },
+        { ["-e", "x", "IMG"] },
+        { ["-k", "relative.sock", "IMG"] },
+        { ["IMG", "IMG"] },
+        { ["--cache=bogus", "IMG"] },
+        { ["-n", "--cache=none", "IMG"] },
+        { ["--aio=x", "IMG"] },
+        { ["--discard=x", "IMG"] },
+        { ["--discard=unmap", "--discard=unmap", "IMG"] },
+        { ["--detect-zeroes=x", "IMG"] },
+        { ["--detect-zeroes=unmap", "--discard=unmap", "IMG"] },
+        { ["-o", "x", "IMG"] },
+        { ["--image-opts", "-f", "raw", "-k", "SOCK", "IMG"] },
+        { ["-f", "qcow2", "-k", "SOCK", "IMG"] },
+        { ["-f", "raw", "-k", "SOCK", "MISSING"] },
+        { ["--persistent=1", "IMG"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadCommandLines))]
+    public void BadCommandLine_GivesQemuNbdsMessageAndExitCode(string[] template)
+    {
+        string img = _dir.RawImage();
+        string[] Args(string sock) => template.Select(a => a switch
+        {
+            "IMG" => img,
+            "SOCK" => sock,
+            "MISSING" => _dir.File("missing.raw"),
+            _ => a,
+        }).ToArray();
+        var q = Programs.Run("qemu-nbd", Args(_dir.File("q.sock")), null, TimeSpan.FromSeconds(30));
+        var v = Programs.Run(VdiskNbd, Args(_dir.File("q.sock")), null, TimeSpan.FromSeconds(30));
+        Assert.NotEqual(0, q.ExitCode);
+        // Both name the program as started (getopt, and the "Try ... --help" hint).
+        Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (v.ExitCode, v.Stdout, v.Stderr.Replace(VdiskNbd, "qemu-nbd", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void ConnectIsRefusedWithAClearMessage()
+    {
+        string img = _dir.RawImage();
+        var v = Programs.Run(VdiskNbd, "-c", "/dev/nbd0", img);
+        Assert.Equal(1, v.ExitCode);
+        Assert.StartsWith("qemu-nbd: -c/--connect and -d/--disconnect (the kernel NBD client) are not supported by vdisk", v.Stderr);
+        Assert.Equal(1, v.Stderr.Count(c => c == '\n'));
+    }
+
+    private static void WaitForSocket(ChildProcess server, string socket)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!File.Exists(socket))
+        {
+            if (server.HasExited) throw new InvalidOperationException($"server exited: {server.Result()}");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"no socket {socket}");
+            server.WaitForExit(TimeSpan.FromMilliseconds(20));
+        }
+    }
+
+    [Fact]
+    public void ServesOverUnixSocket_AndExitsAfterTheClientDisconnects()
+    {
+        string img = Image("qcow2");
+        string socket = _dir.File("v.sock");
+        using var server = ChildProcess.Start(VdiskNbd, ["-f", "qcow2", "-x", "disk", "-D", "a test disk", "-k", socket, img]);
+        WaitForSocket(server, socket);
+        var info = Programs.Run("nbdinfo", $"nbd+unix:///disk?socket={socket}");
+        Assert.Equal(0, info.ExitCode);
+        Assert.Contains("description: a test disk", info.Stdout);
+        // nbdinfo was a client: without -t the server is gone once it disconnected.
+        Assert.True(server.WaitForExit(TimeSpan.FromSeconds(30)), "qemu-nbd without -t kept running after its client left");
+        var r = server.Result();
+        Assert.Equal((0, ""), (r.ExitCode, r.Stderr));
+        Assert.False(File.Exists(socket));
+    }
+
+    [Fact]
+    public void Persistent_ServesClientAfterClient_OverTcp()
+    {
+        string img = _dir.RawImage();
+        int port = FreePort();
+        using var server = ChildProcess.Start(VdiskNbd, ["-f", "raw", "-t", "-b", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), img]);
+        string uri = $"nbd://127.0.0.1:{port}";
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        RunResult w;
+        // Poll until the server listens (connection refused until then).
+        while ((w = Programs.Run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k", uri)).ExitCode != 0)
+        {
+            Assert.False(server.HasExited, "server exited");
+            Assert.True(DateTime.UtcNow < deadline, w.ToString());
+            server.WaitForExit(TimeSpan.FromMilliseconds(50));
+        }
+        var read = Programs.Run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 64k", uri);
+        Assert.Equal(0, read.ExitCode);
+        Assert.DoesNotContain("Pattern verification failed", read.Stdout);
+        Assert.False(server.HasExited);
+        server.Kill();
+        Assert.Equal(0, Programs.Run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 64k", img).ExitCode);
+    }
+
+    [Fact]
+    public void ReadOnly_RefusesWritesAsQemuNbdDoes()
+    {
+        string img = _dir.RawImage();
+        string qs = _dir.File("q.sock"), vs = _dir.File("v.sock");
+        using var q = Serving(img, "qemu-nbd", ["-r", "-t", "-f", "raw", "-k", qs, img]);
+        using var v = Serving(img, VdiskNbd, ["-r", "-t", "-f", "raw", "-k", vs, img]);
+        WaitForSocket(v.Process, vs);
+        var qw = Programs.Run("qemu-io", "-f", "raw", "-c", "write 0 4k", $"nbd+unix:///?socket={qs}");
+        var vw = Programs.Run("qemu-io", "-f", "raw", "-c", "write 0 4k", $"nbd+unix:///?socket={vs}");
+        Assert.NotEqual(0, qw.ExitCode);
+        Assert.Equal((qw.ExitCode, qw.Stdout, qw.Stderr), (vw.ExitCode, vw.Stdout, vw.Stderr.Replace(vs, qs, StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void Fork_ReturnsOnceServing_WithPidFile()
+    {
+        string img = _dir.RawImage();
+        string socket = _dir.File("v.sock"), pidFile = _dir.File("nbd.pid");
+        var r = Programs.Run(VdiskNbd, ["--fork", "--pid-file", pidFile, "-f", "raw", "-k", socket, img], null, TimeSpan.FromSeconds(60));
+        Assert.Equal((0, ""), (r.ExitCode, r.Stderr));
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            Assert.True(File.Exists(socket));
+            Assert.Equal("100,101,203", LockBytesHeld.Describe(LockBytesHeld.Read(pid, img)));
+            Assert.Equal(0, Programs.Run("qemu-io", "-f", "raw", "-c", "write -P 7 0 4k", $"nbd+unix:///?socket={socket}").ExitCode);
+        }
+        finally
+        {
+            try
+            {
+                System.Diagnostics.Process.GetProcessById(pid).Kill();
+            }
+            catch (ArgumentException) { }
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
