@@ -97,7 +97,8 @@ internal static class MapCommand
             Stdio.Error("File contains external, encrypted or compressed clusters.");
             return false;
         }
-        if (e.Data)
+        // dump_map_entry lists only data that does not read as zeroes (a preallocated hole is data and zero).
+        if (e.Data && !e.Zero)
             o.Write($"{Hex(e.Start),-16}{Hex(e.Length),-16}{Hex(e.Offset!.Value),-16}{e.File}\n");
         return true;
     }
