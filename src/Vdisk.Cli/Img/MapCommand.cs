@@ -61,7 +61,9 @@ internal static class MapCommand
                     }
                     offset += len;
                 }
-                if (current is { } last && !Dump(last, fmt, ref first)) return 1;
+                // img_map always prints its last entry: for an empty range, an empty one at the start.
+                current ??= new MapEntry(offset, 0, 0, false, false, false, null, null);
+                if (!Dump(current.Value, fmt, ref first)) return 1;
             }
             catch (IOException e)
             {
