@@ -35,8 +35,14 @@ internal static class Stdio
 
     private static readonly HashSet<string> s_warned = new(StringComparer.Ordinal);
 
-    /// <summary>Routes library warnings to stderr as QEMU's warn_report does.</summary>
-    public static void InstallWarningSink() => Diagnostics.WarningSink = message =>
+    /// <summary>Routes library warnings to stderr as QEMU's warn_report does (and error_report lines as Error does).</summary>
+    public static void InstallWarningSink()
+    {
+        Diagnostics.ErrorSink = Error;
+        Diagnostics.WarningSink = Warning;
+    }
+
+    private static void Warning(string message)
     {
         // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
         lock (s_warned)
@@ -46,7 +52,7 @@ internal static class Stdio
         Out.Flush();
         if (message.StartsWith('\n')) Console.Error.Write(message[1..] + "\n");
         else Console.Error.Write($"{Program}: warning: {message}\n");
-    };
+    }
 
     /// <summary>
     /// The text QEMU prints for a failure to open or lock: the message, plus the hint line for

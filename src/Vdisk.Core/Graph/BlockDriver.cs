@@ -91,6 +91,9 @@ public static class BlockDrivers
         Register(new Drivers.File.FileDriver());
         Register(new Drivers.Raw.RawDriver());
         Register(new Drivers.Qcow2.Qcow2Driver());
+        Register(new Drivers.Vpc.VpcDriver());
+        Register(new Drivers.Vhdx.VhdxDriver());
+        Register(new Drivers.Vdi.VdiDriver());
     }
 
     /// <summary>Adds a driver.</summary>
