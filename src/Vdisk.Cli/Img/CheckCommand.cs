@@ -47,7 +47,6 @@ internal static class CheckCommand
             using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
             if (disk is null) return 1;
             bool quietOut = result.GetValue(quiet);
-            if (disk.Root is not Qcow2Node node) return OtherFormat(disk.Root, filename, mode != Qcow2RepairMode.None, json, quietOut);
             void Log(string line) => Stdio.ErrorRaw(line + "\n");
             ImageCheck check;
             try
@@ -89,33 +88,5 @@ internal static class CheckCommand
             return ImageCheckText.ExitCode(check);
         });
         return command;
-    }
-
-    /// <summary>img_check for formats other than qcow2: one check, a second one after repairs, QEMU's exit codes.</summary>
-    private static int OtherFormat(Graph.BlockNode root, string filename, bool repair, bool json, bool quietOut)
-    {
-        void Raw(string line) => Stdio.ErrorRaw(line + "\n");
-        var check = Drivers.FormatChecks.Run(root, repair, Raw, Stdio.Error);
-        if (check is null)
-        {
-            Stdio.Error("This image format does not support checks");
-            return 63;
-        }
-        if (check.CorruptionsFixed > 0 || check.LeaksFixed > 0)
-        {
-            if (!json && !quietOut) Stdio.Out.Write(check.RepairSummary());
-            var again = Drivers.FormatChecks.Run(root, false, Raw, Stdio.Error)!;
-            again.LeaksFixed = check.LeaksFixed;
-            again.CorruptionsFixed = check.CorruptionsFixed;
-            check = again;
-        }
-        if (!quietOut) Stdio.Out.Write(json ? check.ToJson(filename, root.DriverName) + "\n" : check.ToHuman());
-        Stdio.Out.Flush();
-        if (check.CheckErrors > 0)
-        {
-            Stdio.Error("Check failed");
-            return 1;
-        }
-        return check.ExitCode;
     }
 }

@@ -209,11 +209,17 @@ public sealed class VdiNode : BlockNode, IImageInfoSource
     /// <summary>
     /// vdi_co_check: every allocated entry must point inside the image and at a block no other
     /// entry uses, and blocks_allocated must match. Each problem is one line through
-    /// <paramref name="log"/> and one corruption. vdi cannot repair (ENOTSUP with -r).
+    /// <paramref name="log"/> and one corruption. vdi cannot repair (ENOTSUP with -r, which
+    /// qemu-img reports as a format without checks).
     /// </summary>
-    public ImageCheck Check(bool repair, Action<string> log)
+    public override Task<ImageCheck> CheckAsync(RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
     {
-        if (repair) throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP), Filename);
+        if (mode != RepairMode.None) throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP), Filename);
+        return Task.FromResult(Check(log ?? (_ => { })));
+    }
+
+    private ImageCheck Check(Action<string> log)
+    {
         var result = new ImageCheck();
         uint blocks = _header.BlocksInImage;
         var owners = new uint[blocks];

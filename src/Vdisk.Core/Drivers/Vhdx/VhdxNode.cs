@@ -507,15 +507,16 @@ public sealed partial class VhdxNode : BlockNode, IImageInfoSource
 
     /// <summary>
     /// vhdx_co_check: a log replayed at open counts as one corruption fixed; BAT entries that
-    /// point past the end of the file or into a region are corruptions (reported through
-    /// <paramref name="report"/> as QEMU's error_report lines).
+    /// point past the end of the file or into a region are corruptions (reported as QEMU's
+    /// error_report lines, through <see cref="Diagnostics.ErrorSink"/>). vhdx repairs nothing
+    /// in the check itself, whatever the mode: its only repair is the log replay at open.
     /// </summary>
-    public ImageCheck Check(Action<string> report)
+    public override Task<ImageCheck> CheckAsync(RepairMode mode, Action<string>? log, CancellationToken cancellationToken = default)
     {
         var result = new ImageCheck();
         if (LogReplayedOnOpen) result.CorruptionsFixed++;
-        result.Corruptions += CheckBatEntries(report, stopAtFirst: false);
-        return result;
+        result.Corruptions += CheckBatEntries(Diagnostics.Error, stopAtFirst: false);
+        return Task.FromResult(result);
     }
 
     /// <inheritdoc />
