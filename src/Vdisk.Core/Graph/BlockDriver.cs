@@ -73,6 +73,7 @@ public static class BlockDrivers
         Register(new Drivers.File.FileDriver());
         Register(new Drivers.Raw.RawDriver());
         Register(new Drivers.Qcow2.Qcow2Driver());
+        Register(new Drivers.Vmdk.VmdkDriver());
     }
 
     /// <summary>Adds a driver.</summary>

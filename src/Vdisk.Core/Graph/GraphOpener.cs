@@ -199,10 +199,12 @@ public sealed class GraphOpener
                 throw new NativeIOException(Errno.EIO, $"Could not read image for determining its format: {e.Message}", protocol.Filename);
             }
         }
+        if (Drivers.Vmdk.VmdkDescriptor.Probe(head)) return "vmdk";
         return LooksLikeOtherFormat(head) ? "qcow2" : "raw";
     }
 
     /// <summary>True when a first sector would make QEMU probe a format other than raw.</summary>
     public static bool LooksLikeOtherFormat(ReadOnlySpan<byte> firstSector) =>
-        firstSector.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(firstSector) == Drivers.Qcow2.Qcow2Header.Magic;
+        (firstSector.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(firstSector) == Drivers.Qcow2.Qcow2Header.Magic)
+        || Drivers.Vmdk.VmdkDescriptor.Probe(firstSector);
 }
