@@ -42,7 +42,8 @@ internal static class CheckCommand
             flags = ImgOpen.WithForceShare(flags, forceShare);
             using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
             if (disk is null) return 1;
-            if (disk.Root is not Qcow2Node node)
+            // vmdk checks but does not repair (vmdk_co_check returns ENOTSUP for a fix).
+            if (disk.Root is not (Qcow2Node or Drivers.Vmdk.VmdkNode) || (disk.Root is Drivers.Vmdk.VmdkNode && mode != Qcow2RepairMode.None))
             {
                 Stdio.Error("This image format does not support checks");
                 return 63;
@@ -52,11 +53,13 @@ internal static class CheckCommand
             ImageCheck check;
             try
             {
-                check = await Qcow2Check.RunAsync(node, mode, Log, ct);
-                if (check.CorruptionsFixed > 0 || check.LeaksFixed > 0)
+                check = disk.Root is Drivers.Vmdk.VmdkNode vmdk
+                    ? await Drivers.Vmdk.VmdkCheck.RunAsync(vmdk, repair: false, Log, ct)
+                    : await Qcow2Check.RunAsync((Qcow2Node)disk.Root, mode, Log, ct);
+                if ((check.CorruptionsFixed > 0 || check.LeaksFixed > 0) && disk.Root is Qcow2Node repaired)
                 {
                     if (fmt == "human" && !quietOut) Stdio.Out.Write(check.RepairSummary());
-                    var again = await Qcow2Check.RunAsync(node, Qcow2RepairMode.None, Log, ct);
+                    var again = await Qcow2Check.RunAsync(repaired, Qcow2RepairMode.None, Log, ct);
                     again.LeaksFixed = check.LeaksFixed;
                     again.CorruptionsFixed = check.CorruptionsFixed;
                     check = again;
@@ -73,7 +76,7 @@ internal static class CheckCommand
                 Stdio.Error($"Check failed: {NativeIOException.Describe(e.Errno)}");
                 return 1;
             }
-            if (!quietOut) Stdio.Out.Write(fmt == "json" ? check.ToJson(filename, "qcow2") + "\n" : check.ToHuman());
+            if (!quietOut) Stdio.Out.Write(fmt == "json" ? check.ToJson(filename, disk.Root.DriverName) + "\n" : check.ToHuman());
             Stdio.Out.Flush();
             if (check.CheckErrors > 0)
             {

@@ -60,12 +60,12 @@ internal static class ConvertCommand
                 }
                 minSparse &= ~511L;
             }
-            if (outFmt is not ("raw" or "qcow2"))
+            if (outFmt is not ("raw" or "qcow2" or "vmdk"))
             {
                 Stdio.Error($"Unknown file format '{outFmt}'");
                 return 1;
             }
-            if (compressed && outFmt != "qcow2")
+            if (compressed && outFmt is not ("qcow2" or "vmdk"))
             {
                 Stdio.Error("Compression not supported for this file format");
                 return 1;
@@ -96,7 +96,22 @@ internal static class ConvertCommand
                 }
                 long total = sources.Sum(x => x.Length);
                 bool fresh = !result.GetValue(noCreate);
-                if (fresh)
+                if (fresh && outFmt == "vmdk")
+                {
+                    void Fail(string e) => Stdio.Error($"{target}: error while converting vmdk: {e}");
+                    if (!VmdkCreateVerb.TryParse(target, result.GetValue(options) ?? [], result.GetValue(backing), result.GetValue(backingFormat), total, Fail, out var args))
+                        return 1;
+                    try
+                    {
+                        await VmdkCreateVerb.CreateAsync(target, args, openBacking: true, quiet: true, ct);
+                    }
+                    catch (Exception e) when (Stdio.Describe(e) is { } text)
+                    {
+                        Fail(text);
+                        return 1;
+                    }
+                }
+                else if (fresh)
                 {
                     var o = new CreateOptions { Filename = target, Format = outFmt, Size = total };
                     foreach (var (key, value) in ImgOptions.ParseList(result.GetValue(options) ?? []))
@@ -130,9 +145,16 @@ internal static class ConvertCommand
                 if (result.GetValue(backing) is null) targetFlags |= OpenFlags.NoBacking;
                 using var dest = ImgOpen.Open(target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
                 if (dest is null) return 1;
-                if (compressed && dest.Root is not Qcow2Node)
+                if (compressed && dest.Root is not (Qcow2Node or Drivers.Vmdk.VmdkNode))
                 {
                     Stdio.Error("Compression not supported for this file format");
+                    return 1;
+                }
+                // A stream-optimized vmdk takes only whole compressed grains (needs_compressed_writes).
+                if (dest.Root is Drivers.Vmdk.VmdkNode { NeedsCompressedWrites: true }) compressed = true;
+                if (compressed && dest.Root is Drivers.Vmdk.VmdkNode { ClusterSize: null })
+                {
+                    Stdio.Error("invalid cluster size");
                     return 1;
                 }
                 // A fresh target reads as zeroes only without a backing file (-B): with one, zero

@@ -32,6 +32,8 @@ internal static class CreateCommand
         {
             string filename = result.GetValue(file)!;
             string fmt = result.GetValue(format) ?? "raw";
+            if (fmt == "vmdk") return await CreateVmdkAsync(result, filename, result.GetValue(size), result.GetValue(options) ?? [],
+                result.GetValue(backing), result.GetValue(backingFormat), !result.GetValue(unsafeBacking), result.GetValue(quiet), ct);
             if (fmt is not ("raw" or "qcow2"))
             {
                 Stdio.Error($"{filename}: Unknown file format '{fmt}'");
@@ -96,6 +98,44 @@ internal static class CreateCommand
             }
         });
         return command;
+    }
+
+    private static async Task<int> CreateVmdkAsync(ParseResult result, string filename, string? sizeText, string[] optionLists,
+        string? backing, string? backingFormat, bool openBacking, bool quiet, CancellationToken ct)
+    {
+        if (ImgOptions.ParseList(optionLists).Any(kv => kv.Key == "help" || kv.Value == "?"))
+        {
+            Stdio.Out.Write(Drivers.Vmdk.VmdkCreateArguments.Help(withProtocol: true));
+            Stdio.Out.Flush();
+            return 0;
+        }
+        long? size = null;
+        if (sizeText is not null)
+        {
+            if (!ImgOptions.TryParseSize(sizeText, out long s))
+            {
+                ImgOptions.InvalidSize();
+                return 1;
+            }
+            size = s;
+        }
+        if (!VmdkCreateVerb.TryParse(filename, optionLists, backing, backingFormat, size, e => Stdio.Error($"{filename}: {e}"), out var args)) return 1;
+        try
+        {
+            await VmdkCreateVerb.CreateAsync(filename, args, openBacking, quiet, ct);
+            return 0;
+        }
+        catch (CreateException e)
+        {
+            Stdio.Error($"{filename}: {e.Message}");
+            if (e.Hint is not null) Stdio.ErrorRaw(e.Hint);
+            return 1;
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            Stdio.Error($"{filename}: {text}");
+            return 1;
+        }
     }
 
     internal static bool Apply(CreateOptions o, string key, string value, out string? error)

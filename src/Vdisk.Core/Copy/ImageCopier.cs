@@ -1,5 +1,6 @@
 using System.Runtime.ExceptionServices;
 using Vdisk.Drivers.Qcow2;
+using Vdisk.Drivers.Vmdk;
 using Vdisk.Graph;
 
 namespace Vdisk.Copy;
@@ -68,8 +69,8 @@ public sealed class ImageCopier
     /// <summary>A copier from <paramref name="sources"/> (laid end to end) into <paramref name="target"/>.</summary>
     public ImageCopier(IReadOnlyList<DiskImage> sources, DiskImage target, CopyOptions options)
     {
-        if (options.Compress && target.Root is not Qcow2Node)
-            throw new ArgumentException("Compression needs a qcow2 target", nameof(options));
+        if (options.Compress && target.Root is not (Qcow2Node or VmdkNode))
+            throw new ArgumentException("Compression needs a qcow2 or vmdk target", nameof(options));
         _sources = sources;
         _target = target;
         _options = options;
@@ -82,7 +83,7 @@ public sealed class ImageCopier
     /// </summary>
     public async Task<CopyFailure?> RunAsync(Action<double>? progress = null, CancellationToken cancellationToken = default)
     {
-        int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
+        int alignment = _options.Compress ? CompressionClusterSize : 1;
         var planner = new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
             chunkZeroes: WriteOutZeroes);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -101,6 +102,7 @@ public sealed class ImageCopier
         var crash = tasks.Where(t => t.IsFaulted).Select(t => t.Exception!.InnerException!).FirstOrDefault(e => e is not OperationCanceledException);
         if (crash is not null) ExceptionDispatchInfo.Throw(crash);
         cancellationToken.ThrowIfCancellationRequested();
+        if (_options.Compress && !_options.TopOnly && _target.Root is VmdkNode vmdk) await vmdk.AlignCompressedEndAsync(cancellationToken).ConfigureAwait(false);
         await _target.FlushAsync(cancellationToken).ConfigureAwait(false);
         return null;
     }
@@ -218,31 +220,33 @@ public sealed class ImageCopier
 
     private CompressedCluster[] CompressClusters(ReadOnlySpan<byte> data)
     {
-        var node = (Qcow2Node)_target.Root;
-        int cluster = node.Geometry.ClusterSize;
+        int cluster = CompressionClusterSize;
         var packed = new CompressedCluster[(data.Length + cluster - 1) / cluster];
         for (int i = 0; i < packed.Length; i++)
         {
             var piece = data.Slice(i * cluster, Math.Min(cluster, data.Length - i * cluster));
             bool zero = !WriteOutZeroes && !piece.ContainsAnyExcept((byte)0);
-            packed[i] = new CompressedCluster(zero, zero ? null : node.CompressCluster(piece));
+            packed[i] = new CompressedCluster(zero, zero ? null : _target.Root is VmdkNode v ? v.CompressCluster(piece) : ((Qcow2Node)_target.Root).CompressCluster(piece));
         }
         return packed;
     }
+
+    /// <summary>The cluster -c writes whole: qcow2's cluster or vmdk's grain.</summary>
+    private int CompressionClusterSize => _target.Root is VmdkNode v ? (int)(v.ClusterSize ?? 1) : ((Qcow2Node)_target.Root).Geometry.ClusterSize;
 
     private ValueTask WriteZeroesAsync(long offset, long length, CancellationToken ct) =>
         _options.TargetIsZero ? ValueTask.CompletedTask : _target.WriteZeroesAsync(offset, length, ZeroFlags.MayUnmap, ct);
 
     private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CompressedCluster[] packed, CancellationToken ct)
     {
-        var node = (Qcow2Node)_target.Root;
-        int cluster = node.Geometry.ClusterSize;
+        int cluster = CompressionClusterSize;
         for (int i = 0; i < packed.Length; i++)
         {
             int pos = i * cluster;
             var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
             if (packed[i].Zero) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
-            else await node.WriteCompressedAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
+            else if (_target.Root is VmdkNode vmdk) await vmdk.WriteCompressedAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
+            else await ((Qcow2Node)_target.Root).WriteCompressedAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
         }
     }
 

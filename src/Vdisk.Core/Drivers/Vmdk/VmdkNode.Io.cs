@@ -297,7 +297,7 @@ public sealed partial class VmdkNode
     /// One grain of a stream-optimized extent: only a whole grain (or the extent's last, shorter
     /// one) that was never written, compressed behind its marker where the last one ended.
     /// </summary>
-    private async ValueTask<long> WriteCompressedGrainAsync(VmdkExtent extent, long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+    private async ValueTask<long> WriteCompressedGrainAsync(VmdkExtent extent, long offset, ReadOnlyMemory<byte> data, CancellationToken ct, byte[]? precompressed = null)
     {
         long inGrain = extent.OffsetInGrain(offset);
         long n = Math.Min(data.Length, extent.GrainBytes - inGrain);
@@ -311,7 +311,7 @@ public sealed partial class VmdkNode
         if (inGrain != 0 || (n < extent.GrainBytes && offset + n != extent.EndSector * 512) || !extent.HasMarkers)
             throw Error(Errno.EINVAL);
         if (extent.NextGrainSector >= MaxExtentSectors) throw Error(Errno.EINVAL);
-        var compressed = VmdkGrainCodec.Deflate(data.Span[..(int)n]);
+        var compressed = precompressed ?? VmdkGrainCodec.Deflate(data.Span[..(int)n]);
         // QEMU first writes the whole grain (zeroes) and then the marker and data over it, so
         // the file always extends a whole grain past the newest one's start.
         var buffer = VmdkGrainCodec.WithMarker(offset >> 9, compressed, (int)extent.GrainBytes);
@@ -320,6 +320,48 @@ public sealed partial class VmdkNode
         extent.NextGrainSector = (host + VmdkMarker.GrainHeaderSize + compressed.Length + 511) / 512;
         await RecordGrainsAsync(extent, [grain], _ => (uint)(host >> 9), ct).ConfigureAwait(false);
         return n;
+    }
+
+    /// <summary>A grain's compressed form for <see cref="WriteCompressedAsync"/>, made outside the node's lock so callers can compress in parallel.</summary>
+    public byte[] CompressCluster(ReadOnlySpan<byte> grain) => VmdkGrainCodec.Deflate(grain);
+
+    /// <summary>
+    /// vmdk_co_pwritev_compressed: a write of whole grains; in a compressed extent each grain is
+    /// stored compressed (<paramref name="compressed"/> when given, for a single grain), in
+    /// other extents the data is written as usual.
+    /// </summary>
+    public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, byte[]? compressed, CancellationToken cancellationToken = default)
+    {
+        EnsureOpen();
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var extent = FindExtent(offset >> 9) ?? throw Error(Errno.EIO);
+            if (extent.IsCompressed && compressed is not null && data.Length <= extent.GrainBytes)
+            {
+                await WriteCompressedGrainAsync(extent, offset, data, ct: cancellationToken, precompressed: compressed).ConfigureAwait(false);
+                await UpdateCidOnceAsync(cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await WriteLockedAsync(offset, data, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// The zero-length compressed write qemu-img convert ends with: every extent file grown to
+    /// a whole number of sectors (compressed grains end anywhere).
+    /// </summary>
+    public async ValueTask AlignCompressedEndAsync(CancellationToken cancellationToken = default)
+    {
+        EnsureOpen();
+        foreach (var file in _extents.Select(e => e.File.Node).Distinct())
+            await file.TruncateAsync(file.Length, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

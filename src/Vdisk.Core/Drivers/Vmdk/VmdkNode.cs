@@ -153,7 +153,7 @@ public sealed partial class VmdkNode : BlockNode, IImageInfoSource
     }
 
     /// <summary>The DESC_SIZE area at the descriptor's offset (what the CID functions read).</summary>
-    private async ValueTask<byte[]> ReadDescriptorAreaAsync(CancellationToken ct)
+    internal async ValueTask<byte[]> ReadDescriptorAreaAsync(CancellationToken ct)
     {
         var area = new byte[VmdkDescriptor.DescriptorAreaSize];
         long available = Math.Min(area.Length, Math.Max(0, File.Length - _descriptorOffset));
