@@ -294,7 +294,7 @@ internal sealed class IoSession : IAsyncDisposable
             }
             else
             {
-                if (compressed && _image!.Root is not Drivers.Qcow2.Qcow2Node)
+                if (compressed && _image!.Root is not (Drivers.Qcow2.Qcow2Node or Drivers.Vmdk.VmdkNode))
                 {
                     _out.Write($"write failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
                     return -Errno.ENOTSUP;
@@ -309,7 +309,12 @@ internal sealed class IoSession : IAsyncDisposable
                     data = GC.AllocateUninitializedArray<byte>((int)count);
                     data.AsSpan().Fill(pattern);
                 }
-                if (compressed) await WriteCompressedAsync((Drivers.Qcow2.Qcow2Node)_image!.Root, offset, data);
+                if (compressed && _image!.Root is Drivers.Vmdk.VmdkNode vmdk)
+                {
+                    if (offset < 0 || offset + data.Length > vmdk.Length) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
+                    await vmdk.WriteCompressedAsync(offset, data, null, _cancel);
+                }
+                else if (compressed) await WriteCompressedAsync((Drivers.Qcow2.Qcow2Node)_image!.Root, offset, data);
                 else await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
             }
         }

@@ -12,67 +12,80 @@ public static class VmdkGrainCodec
     /// <summary>
     /// QEMU's vmdk_read_extent for a compressed grain: <paramref name="stored"/> holds the bytes
     /// from the grain's offset (two grains' worth, zero-padded past the end of the file).
-    /// Returns the decompressed grain (at most <paramref name="grainBytes"/>), or null where QEMU
-    /// fails with EINVAL: an empty or oversized length, or data zlib's uncompress refuses.
+    /// Inflates into <paramref name="output"/> (one grain) and returns the decompressed length,
+    /// or -1 where QEMU fails with EINVAL: an empty or oversized length, or data zlib's
+    /// uncompress refuses (corrupt, cut short, or more than a grain).
     /// </summary>
-    public static byte[]? Decompress(ReadOnlySpan<byte> stored, int grainBytes, bool hasMarker)
+    public static int Decompress(byte[] stored, int storedLength, bool hasMarker, Span<byte> output)
     {
-        ReadOnlySpan<byte> data = stored;
-        long length = grainBytes;
+        int start = 0;
+        long length = output.Length;
         if (hasMarker)
         {
-            if (stored.Length < VmdkMarker.GrainHeaderSize) return null;
-            length = BinaryPrimitives.ReadUInt32LittleEndian(stored[8..]);
-            data = stored[VmdkMarker.GrainHeaderSize..];
+            if (storedLength < VmdkMarker.GrainHeaderSize) return -1;
+            length = BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(8));
+            start = VmdkMarker.GrainHeaderSize;
         }
-        if (length == 0 || length > stored.Length) return null;
-        data = data[..(int)Math.Min(length, data.Length)];
-        return Inflate(data, grainBytes);
+        if (length == 0 || length > storedLength) return -1;
+        return Inflate(stored, start, (int)Math.Min(length, storedLength - start), output);
     }
 
     /// <summary>
-    /// uncompress() into a buffer of <paramref name="capacity"/> bytes: the output when the zlib
-    /// stream is complete and fits, else null.
+    /// uncompress() into <paramref name="output"/>: the length when the zlib stream in
+    /// <paramref name="input"/> is complete and fits, else -1.
     /// </summary>
-    public static byte[]? Inflate(ReadOnlySpan<byte> data, int capacity)
+    public static int Inflate(byte[] input, int offset, int count, Span<byte> output)
     {
         try
         {
-            using var input = new MemoryStream(data.ToArray(), writable: false);
-            using var z = new ZLibStream(input, CompressionMode.Decompress);
-            var output = new byte[capacity + 1];
+            using var source = new InputSlice(input, offset, count);
+            using var z = new ZLibStream(source, CompressionMode.Decompress);
             int n = z.ReadAtLeast(output, output.Length, throwOnEndOfStream: false);
             // More than fits: uncompress returns Z_BUF_ERROR.
-            if (n > capacity) return null;
-            // A stream cut short ends without error in .NET; zlib says Z_BUF_ERROR. The last
-            // four bytes of a complete stream are its Adler-32, which .NET checks only when it
-            // reached the end: so a short stream is one whose checksum we never consumed.
-            if (!EndsWithAdler(data, output.AsSpan(0, n))) return null;
-            Array.Resize(ref output, n);
-            return output;
+            Span<byte> probe = stackalloc byte[1];
+            if (n == output.Length && z.Read(probe) > 0) return -1;
+            // A complete stream ends (and has its Adler-32 checked) without asking for more
+            // input; .NET ends a stream cut short quietly, where zlib says Z_BUF_ERROR.
+            return source.Exhausted ? -1 : n;
         }
         catch (Exception e) when (e is InvalidDataException or IOException)
         {
-            return null;
+            return -1;
         }
     }
 
-    /// <summary>True when the zlib stream's trailer is the Adler-32 of <paramref name="output"/> and the stream has a valid header.</summary>
-    private static bool EndsWithAdler(ReadOnlySpan<byte> data, ReadOnlySpan<byte> output)
+    /// <summary>A read-only stream over part of an array that remembers whether a read found nothing left.</summary>
+    private sealed class InputSlice(byte[] data, int offset, int count) : Stream
     {
-        if (data.Length < 6) return false;
-        uint a = 1, b = 0;
-        foreach (byte x in output)
+        private int _position;
+
+        /// <summary>True once the reader asked for bytes after the last one.</summary>
+        public bool Exhausted { get; private set; }
+
+        public override int Read(byte[] buffer, int index, int length) => Read(buffer.AsSpan(index, length));
+
+        public override int Read(Span<byte> buffer)
         {
-            a = (a + x) % 65521;
-            b = (b + a) % 65521;
+            int n = Math.Min(buffer.Length, count - _position);
+            if (n <= 0)
+            {
+                if (buffer.Length > 0) Exhausted = true;
+                return 0;
+            }
+            data.AsSpan(offset + _position, n).CopyTo(buffer);
+            _position += n;
+            return n;
         }
-        uint adler = (b << 16) | a;
-        // The checksum sits right after the deflate data; trailing bytes after it are allowed
-        // (QEMU passes the marker's size), so look for it where the stream could end.
-        for (int end = data.Length; end >= 6; end--)
-            if (BinaryPrimitives.ReadUInt32BigEndian(data[(end - 4)..]) == adler) return true;
-        return false;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => count;
+        public override long Position { get => _position; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>compress(): a zlib stream at the default level.</summary>

@@ -100,8 +100,15 @@ public sealed partial class VmdkNode
             switch (run.Kind)
             {
                 case VmdkGrainKind.Allocated when extent.IsCompressed:
-                    var grain = await DecompressedGrainAsync(extent, run.HostOffset, cancellationToken).ConfigureAwait(false);
                     long inGrain = extent.OffsetInGrain(at);
+                    if (inGrain == 0 && segment.Length == extent.GrainBytes)
+                    {
+                        // A whole grain (convert's reads): inflated straight into the caller's buffer.
+                        if (await InflateGrainAsync(extent, run.HostOffset, segment, cancellationToken).ConfigureAwait(false) != segment.Length)
+                            throw Error(Errno.EINVAL);
+                        break;
+                    }
+                    var grain = await DecompressedGrainAsync(extent, run.HostOffset, cancellationToken).ConfigureAwait(false);
                     if (inGrain + segment.Length > grain.Length) throw Error(Errno.EINVAL);
                     grain.AsSpan((int)inGrain, segment.Length).CopyTo(segment.Span);
                     break;
@@ -157,11 +164,33 @@ public sealed partial class VmdkNode
     private async ValueTask<byte[]> DecompressedGrainAsync(VmdkExtent extent, long host, CancellationToken ct)
     {
         if (_lastDecompressed is { } last && last.Extent == extent && last.HostOffset == host) return last.Data;
-        var stored = new byte[extent.GrainBytes * 2];
-        await extent.File.Node.ReadAsync(host, stored, ct).ConfigureAwait(false);
-        var data = VmdkGrainCodec.Decompress(stored, (int)extent.GrainBytes, extent.HasMarkers) ?? throw Error(Errno.EINVAL);
+        var data = new byte[extent.GrainBytes];
+        int n = await InflateGrainAsync(extent, host, data, ct).ConfigureAwait(false);
+        if (n < 0) throw Error(Errno.EINVAL);
+        Array.Resize(ref data, n);
         _lastDecompressed = new DecompressedGrain(extent, host, data);
         return data;
+    }
+
+    /// <summary>Reads the stored grain at <paramref name="host"/> (two grains' worth, as QEMU) and inflates it into <paramref name="output"/>; -1 when it is bad.</summary>
+    private static async ValueTask<int> InflateGrainAsync(VmdkExtent extent, long host, Memory<byte> output, CancellationToken ct)
+    {
+        int storedLength = (int)extent.GrainBytes * 2;
+        var stored = System.Buffers.ArrayPool<byte>.Shared.Rent(storedLength);
+        try
+        {
+            // QEMU reads two grains; the marker says how much of them is data, which is rarely
+            // more than a grain and a page even for incompressible data, so read that first.
+            int first = extent.HasMarkers ? Math.Min(storedLength, (int)extent.GrainBytes + 4096) : storedLength;
+            await extent.File.Node.ReadAsync(host, stored.AsMemory(0, first), ct).ConfigureAwait(false);
+            if (first < storedLength && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(stored.AsSpan(8)) + VmdkMarker.GrainHeaderSize > (uint)first)
+                await extent.File.Node.ReadAsync(host + first, stored.AsMemory(first, storedLength - first), ct).ConfigureAwait(false);
+            return VmdkGrainCodec.Decompress(stored, storedLength, extent.HasMarkers, output.Span);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(stored);
+        }
     }
 
     /// <inheritdoc />
