@@ -12,7 +12,7 @@ namespace Vdisk;
 /// <summary>What to create: qemu-img create's format and its <c>-o</c> options (with the file protocol's).</summary>
 public sealed class CreateOptions
 {
-    /// <summary>Options for a new <paramref name="format"/> image ("raw" or "qcow2") at <paramref name="filename"/>.</summary>
+    /// <summary>Options for a new <paramref name="format"/> image (raw, qcow2 or a driver with create options) at <paramref name="filename"/>.</summary>
     public CreateOptions(string filename, string format)
     {
         Filename = filename;
@@ -21,7 +21,7 @@ public sealed class CreateOptions
             ?? throw new ArgumentException($"vdisk cannot create '{format}' images", nameof(format));
     }
 
-    /// <summary>"qcow2" or "raw".</summary>
+    /// <summary>The format's driver name.</summary>
     public string Format { get; }
     /// <summary>The new image's file name.</summary>
     public string Filename { get; }
@@ -97,7 +97,7 @@ public static class CreateOptionLists
     /// </summary>
     public static QemuOpts? ForFormat(string format, bool withProtocol)
     {
-        QemuOptDesc[]? list = format switch { "qcow2" => Qcow2, "raw" => Raw, _ => null };
+        IReadOnlyList<QemuOptDesc>? list = format switch { "qcow2" => Qcow2, "raw" => Raw, _ => BlockDrivers.Find(format)?.CreateOptionList };
         if (list is null) return null;
         return new QemuOpts(withProtocol ? list.Concat(File) : list);
     }
@@ -239,6 +239,11 @@ public static class ImageCreator
     /// <exception cref="CreateException">QEMU would refuse; <see cref="CreateException.TooLarge"/> for EFBIG.</exception>
     public static async Task CreateAsync(CreateOptions o, CancellationToken ct = default)
     {
+        if (o.Format is not ("raw" or "qcow2"))
+        {
+            await BlockDrivers.Find(o.Format)!.CreateAsync(o, ct).ConfigureAwait(false);
+            return;
+        }
         ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
         Preallocation rawPreallocation = Preallocation.Off;
         if (o.Format == "raw")

@@ -1,5 +1,4 @@
 using System.Runtime.ExceptionServices;
-using Vdisk.Drivers.Qcow2;
 using Vdisk.Graph;
 
 namespace Vdisk.Copy;
@@ -74,8 +73,8 @@ public sealed class ImageCopier
     /// <summary>A copier from <paramref name="sources"/> (laid end to end) into <paramref name="target"/>.</summary>
     public ImageCopier(IReadOnlyList<DiskImage> sources, DiskImage target, CopyOptions options)
     {
-        if (options.Compress && target.Root is not Qcow2Node)
-            throw new ArgumentException("Compression needs a qcow2 target", nameof(options));
+        if (options.Compress && target.Root.CompressedWriteUnit <= 0)
+            throw new ArgumentException("Compression needs a target that writes compressed units", nameof(options));
         _sources = sources;
         _target = target;
         _options = options;
@@ -121,12 +120,10 @@ public sealed class ImageCopier
         cancellationToken.ThrowIfCancellationRequested();
         if (_options.Compress)
         {
-            // As qemu-img's final zero-length compressed write: the file is truncated to its
-            // length in whole sectors, so it ends on a sector boundary.
-            var file = ((Qcow2Node)_target.Root).File;
+            // qemu-img's final zero-length compressed write: the driver aligns its files' ends.
             try
             {
-                await file.TruncateAsync(file.Length, cancellationToken).ConfigureAwait(false);
+                await _target.Root.EndCompressedWritesAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (IOException e)
             {
@@ -139,7 +136,7 @@ public sealed class ImageCopier
 
     private CopyPlanner NewPlanner()
     {
-        int alignment = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : 1;
+        int alignment = _options.Compress ? _target.Root.CompressedWriteUnit : 1;
         return new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
             chunkZeroes: WriteOutZeroes);
     }
@@ -246,7 +243,7 @@ public sealed class ImageCopier
     private void Report(long bytes, Action<double>? progress)
     {
         if (progress is null) return;
-        long step = _options.Compress ? ((Qcow2Node)_target.Root).Geometry.ClusterSize : bytes;
+        long step = _options.Compress ? _target.Root.CompressedWriteUnit : bytes;
         for (long left = bytes; left > 0; left -= step)
         {
             _done += Math.Min(step, left);
@@ -277,14 +274,14 @@ public sealed class ImageCopier
 
     private CompressedCluster[] CompressClusters(ReadOnlySpan<byte> data)
     {
-        var node = (Qcow2Node)_target.Root;
-        int cluster = node.Geometry.ClusterSize;
+        var node = _target.Root;
+        int cluster = node.CompressedWriteUnit;
         var packed = new CompressedCluster[(data.Length + cluster - 1) / cluster];
         for (int i = 0; i < packed.Length; i++)
         {
             var piece = data.Slice(i * cluster, Math.Min(cluster, data.Length - i * cluster));
             bool zero = !WriteOutZeroes && !piece.ContainsAnyExcept((byte)0);
-            packed[i] = new CompressedCluster(zero, zero ? null : node.CompressCluster(piece));
+            packed[i] = new CompressedCluster(zero, zero ? null : node.CompressUnit(piece));
         }
         return packed;
     }
@@ -294,14 +291,14 @@ public sealed class ImageCopier
 
     private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CompressedCluster[] packed, CancellationToken ct)
     {
-        var node = (Qcow2Node)_target.Root;
-        int cluster = node.Geometry.ClusterSize;
+        var node = _target.Root;
+        int cluster = node.CompressedWriteUnit;
         for (int i = 0; i < packed.Length; i++)
         {
             int pos = i * cluster;
             var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
             if (packed[i].Zero) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
-            else await node.WriteCompressedAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
+            else await node.WriteCompressedUnitAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
         }
     }
 

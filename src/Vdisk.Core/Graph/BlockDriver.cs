@@ -16,6 +16,20 @@ public interface IBlockDriver
     /// <summary>Opens a node. Must take every option it understands from <see cref="NodeOpenContext.Options"/>.</summary>
     BlockNode Open(NodeOpenContext context);
 
+    /// <summary>True when the format's nodes write compressed data (block_driver_can_compress).</summary>
+    bool SupportsCompressedWrites => false;
+
+    /// <summary>The format's create options (BlockDriver.create_opts, without the protocol's); null when it cannot create images.</summary>
+    IReadOnlyList<QemuOptDesc>? CreateOptionList => null;
+
+    /// <summary>
+    /// bdrv_co_create_opts: creates the image <paramref name="options"/> describe (parsed from
+    /// <see cref="CreateOptionList"/> and the file protocol's list, backing file resolved).
+    /// </summary>
+    /// <exception cref="CreateException">QEMU's refusal.</exception>
+    Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default) =>
+        throw new CreateException($"Format driver '{Name}' does not support image creation");
+
     /// <summary>The options <c>qemu-img amend</c> may change (BlockDriver.amend_opts), fresh for each use; null when the format has none.</summary>
     QemuOpts? CreateAmendOptions() => null;
 
@@ -94,6 +108,7 @@ public static class BlockDrivers
         Register(new Drivers.Vpc.VpcDriver());
         Register(new Drivers.Vhdx.VhdxDriver());
         Register(new Drivers.Vdi.VdiDriver());
+        Register(new Drivers.Vmdk.VmdkDriver());
     }
 
     /// <summary>Adds a driver.</summary>

@@ -23,6 +23,33 @@ public abstract partial class BlockNode
         throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
     /// <summary>
+    /// The unit each compressed write covers (bdrv_get_info's cluster size: qcow2's cluster,
+    /// vmdk's grain); 0 when the node writes no compressed data or has no single unit.
+    /// </summary>
+    public virtual int CompressedWriteUnit => 0;
+
+    /// <summary>True when the format takes only compressed writes (needs_compressed_writes: stream-optimized vmdk).</summary>
+    public virtual bool RequiresCompressedWrites => false;
+
+    /// <summary>
+    /// The compressed form of one unit of <see cref="CompressedWriteUnit"/> bytes (a short last
+    /// one padded), null when it is to be stored plain. Thread-safe and lock-free, so a copier
+    /// can compress in parallel and write in order with <see cref="WriteCompressedUnitAsync"/>.
+    /// </summary>
+    public virtual byte[]? CompressUnit(ReadOnlySpan<byte> unit) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>Writes one unit that <see cref="CompressUnit"/> compressed to <paramref name="compressed"/> (null: written plain).</summary>
+    public virtual ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>
+    /// The zero-length compressed write that ends qemu-img convert -c (bdrv_co_pwritev_compressed
+    /// with no bytes): the driver grows its files to whole sectors, as compressed data ends anywhere.
+    /// </summary>
+    public virtual ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+
+    /// <summary>
     /// Resizes with a preallocation mode for the grown part (bdrv_co_truncate's prealloc). Without
     /// a format of its own for preallocation the node truncates plainly: metadata preallocation is
     /// refused as file-posix refuses it; falloc and full are not done yet (the file grows sparse,

@@ -213,6 +213,7 @@ public sealed class GraphOpener
         if (Drivers.Vpc.VpcDriver.Probe(firstSector)) return "vpc";
         if (Drivers.Vhdx.VhdxDriver.Probe(firstSector)) return "vhdx";
         if (Drivers.Vdi.VdiHeader.Probe(firstSector)) return "vdi";
+        if (Drivers.Vmdk.VmdkDescriptor.Probe(firstSector)) return "vmdk";
         return null;
     }
 

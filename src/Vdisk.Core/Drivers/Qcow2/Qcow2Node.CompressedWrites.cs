@@ -27,6 +27,21 @@ public sealed partial class Qcow2Node
         }
     }
 
+    /// <inheritdoc />
+    public override int CompressedWriteUnit => _g.ClusterSize;
+
+    /// <inheritdoc />
+    public override byte[]? CompressUnit(ReadOnlySpan<byte> unit) => CompressCluster(unit);
+
+    /// <inheritdoc />
+    public override ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default) =>
+        WriteCompressedAsync(offset, unit, compressed, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>qcow2 truncates its file to its length in whole sectors.</remarks>
+    public override async ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) =>
+        await File.TruncateAsync(File.Length, cancellationToken).ConfigureAwait(false);
+
     private void CheckCompressedWrite(long offset, int length)
     {
         EnsureWritable();
