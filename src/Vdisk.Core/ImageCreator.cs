@@ -123,28 +123,39 @@ public static class ImageCreator
     {
         Validate(o);
         long size = o.Size!.Value;
-        var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
-        try
-        {
-            file.LockForCreate();
-            file.Truncate(0);
-            if (o.Format == "raw") await CreateRawAsync(file, size, o.Preallocation, ct).ConfigureAwait(false);
-            file.UnlockAfterCreate();
-        }
-        finally
-        {
-            await file.CloseAsync().ConfigureAwait(false);
-        }
-        if (o.Format == "raw") return;
-
         var fileOptions = new OptionDict();
-        fileOptions.Set("driver", "file");
-        fileOptions.Set("filename", o.Filename);
-        fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        BlockDrivers.FillProtocolOptions(fileOptions, o.Filename);
+        if (fileOptions.Contains("driver"))
+        {
+            // A protocol that cannot create images (nbd): open what is there and use it.
+            await CreateOnExistingAsync(fileOptions.Clone(), size, o.Preallocation, ct).ConfigureAwait(false);
+            if (o.Format == "raw") return;
+        }
+        else
+        {
+            var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
+            try
+            {
+                file.LockForCreate();
+                file.Truncate(0);
+                if (o.Format == "raw") await CreateRawAsync(file, size, o.Preallocation, ct).ConfigureAwait(false);
+                file.UnlockAfterCreate();
+            }
+            finally
+            {
+                await file.CloseAsync().ConfigureAwait(false);
+            }
+            if (o.Format == "raw") return;
+
+            fileOptions = new OptionDict();
+            fileOptions.Set("driver", "file");
+            fileOptions.Set("filename", o.Filename);
+            fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        }
         var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
         await using (var protocol = DiskImage.Open(ImageSource.FromOptions(fileOptions.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize))
         {
-            await WriteEmptyQcow2Async((FileNode)protocol.Root, o).ConfigureAwait(false);
+            await WriteEmptyQcow2Async(protocol.Root, o).ConfigureAwait(false);
         }
 
         var options = new OptionDict();
@@ -157,6 +168,41 @@ public static class ImageCreator
         }
         await using (DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.NoIo | OpenFlags.NoBacking))
         {
+        }
+    }
+
+    /// <summary>
+    /// bdrv_co_create_opts_simple, for protocols without a create step (nbd): no preallocation,
+    /// the existing image opened read-write, a size check that may shrink but never grows
+    /// ("Cannot grow NBD nodes"), and the first sector zeroed so that no old header is probed.
+    /// </summary>
+    private static async Task CreateOnExistingAsync(OptionDict protocolOptions, long size, Preallocation preallocation, CancellationToken ct)
+    {
+        string driver = ((Options.OptionScalar)protocolOptions["driver"]!).Text;
+        if (preallocation != Preallocation.Off)
+            throw new CreateException($"Unsupported preallocation mode '{preallocation.ToString().ToLowerInvariant()}'");
+        DiskImage image;
+        try
+        {
+            image = DiskImage.Open(ImageSource.FromOptions(protocolOptions), OpenFlags.ReadWrite | OpenFlags.Resize);
+        }
+        catch (Exception e) when (e is IOException or OptionException)
+        {
+            throw new CreateException($"Protocol driver '{driver}' does not support image creation, and opening the image failed: {e.Message}");
+        }
+        await using (image.ConfigureAwait(false))
+        {
+            if (image.Root is Drivers.Nbd.NbdNode nbd) nbd.EnsureAtLeast(size);
+            long clear = Math.Min(image.Length, 512);
+            if (clear == 0) return;
+            try
+            {
+                await image.WriteZeroesAsync(0, clear, ZeroFlags.MayUnmap, ct).ConfigureAwait(false);
+            }
+            catch (NativeIOException e)
+            {
+                throw new CreateException($"Failed to clear the new image's first sector: {e.Message}");
+            }
         }
     }
 
@@ -182,7 +228,7 @@ public static class ImageCreator
     }
 
     /// <summary>qcow2_co_create's first step: header, a one-cluster refcount table and one refcount block counting clusters 0-2.</summary>
-    private static async Task WriteEmptyQcow2Async(FileNode file, CreateOptions o)
+    private static async Task WriteEmptyQcow2Async(BlockNode file, CreateOptions o)
     {
         int clusterBits = System.Numerics.BitOperations.Log2((ulong)o.ClusterSize);
         int order = System.Numerics.BitOperations.Log2((ulong)o.RefcountBits);

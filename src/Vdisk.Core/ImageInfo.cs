@@ -28,6 +28,9 @@ public sealed class ImageInfo
     /// <summary>The dirty flag (always false for raw).</summary>
     public bool DirtyFlag { get; init; }
 
+    /// <summary>False when the driver has no bdrv_get_info (nbd): JSON then has no "dirty-flag".</summary>
+    public bool HasDirtyFlag { get; init; } = true;
+
     /// <summary>The backing file name as stored in the image, or null.</summary>
     public string? BackingFilename { get; init; }
 
@@ -115,6 +118,7 @@ public sealed class ImageInfo
             Format = top.DriverName,
             VirtualSize = top.Length,
             ActualSize = top.AllocatedSize,
+            HasDirtyFlag = top.HasDriverInfo,
         };
 
     /// <summary>qemu-img's size_to_str: three significant digits and a binary unit ("68 KiB", "1.05 MiB").</summary>
@@ -185,7 +189,7 @@ public sealed class ImageInfo
         var o = new Output.QemuJsonObject();
         o.Add("filename", Filename);
         o.Add("format", Format);
-        o.Add("dirty-flag", DirtyFlag);
+        if (HasDirtyFlag) o.Add("dirty-flag", DirtyFlag);
         if (ActualSize is long a) o.Add("actual-size", a);
         o.Add("virtual-size", VirtualSize);
         if (ClusterSize is long cs) o.Add("cluster-size", cs);
