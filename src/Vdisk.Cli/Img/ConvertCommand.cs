@@ -130,6 +130,12 @@ internal static class ConvertCommand
                 if (result.GetValue(backing) is null) targetFlags |= OpenFlags.NoBacking;
                 using var dest = ImgOpen.Open(target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
                 if (dest is null) return 1;
+                if (!fresh && dest.Length < total)
+                {
+                    // qemu-img checks this with -n; an NBD export cannot grow to fit.
+                    Stdio.Error("output file is smaller than input file");
+                    return 1;
+                }
                 if (compressed && dest.Root is not Qcow2Node)
                 {
                     Stdio.Error("Compression not supported for this file format");
