@@ -142,5 +142,12 @@ internal sealed class NbdChannel : IDisposable
 /// <summary>The connection broke (EOF, reset): the request may be retried on a new connection.</summary>
 internal sealed class NbdChannelException(string message) : IOException(message);
 
-/// <summary>The server broke the protocol: the connection is dropped for good.</summary>
-internal sealed class NbdProtocolException(string message) : IOException(message);
+/// <summary>
+/// The server broke the protocol: the connection is dropped for good. The request fails with
+/// <see cref="Errno"/>: EINVAL for a bad chunk, EIO for a bad reply header (QEMU 7.2 reports
+/// those as "Connection closed").
+/// </summary>
+internal sealed class NbdProtocolException(string message, int errno = Native.Errno.EINVAL) : IOException(message)
+{
+    public int Errno { get; } = errno;
+}

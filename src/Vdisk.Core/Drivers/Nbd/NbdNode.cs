@@ -76,7 +76,9 @@ public sealed class NbdNode : BlockNode
                 if (session.Info.Has(NbdWire.TxReadOnly) && (flags & NodeFlags.ReadWrite) != 0)
                 {
                     await session.CloseAsync().ConfigureAwait(false);
-                    throw new NativeIOException(Errno.EACCES, "NBD export is read-only");
+                    // QEMU 7.2 checks this with no error object ("NBD export is read-only" is
+                    // lost), so bdrv_open_driver words it from the errno alone.
+                    throw new NativeIOException(Errno.EACCES, $"Could not open image: {LibC.StrError(Errno.EACCES)}");
                 }
                 return new NbdNode(nodeName, flags, options, session);
             }
@@ -309,10 +311,10 @@ public sealed class NbdNode : BlockNode
             {
                 result = await request(session).ConfigureAwait(false);
             }
-            catch (NbdProtocolException)
+            catch (NbdProtocolException e)
             {
                 SetState(session, ClientState.Quit);
-                throw new NativeIOException(Errno.EINVAL, LibC.StrError(Errno.EINVAL), Filename);
+                throw new NativeIOException(e.Errno, LibC.StrError(e.Errno), Filename);
             }
             catch (NbdChannelException)
             {

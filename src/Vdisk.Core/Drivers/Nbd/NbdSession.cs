@@ -148,7 +148,7 @@ internal sealed class NbdSession
                 }
                 else
                 {
-                    throw new NbdProtocolException($"invalid magic (got 0x{magic:x})");
+                    throw new NbdProtocolException($"invalid magic (got 0x{magic:x})", Errno.EIO);
                 }
             }
         }
@@ -162,7 +162,7 @@ internal sealed class NbdSession
     {
         lock (_pending)
         {
-            return _pending.GetValueOrDefault(cookie) ?? throw new NbdProtocolException("unexpected cookie value");
+            return _pending.GetValueOrDefault(cookie) ?? throw new NbdProtocolException("unexpected cookie value", Errno.EIO);
         }
     }
 
@@ -188,7 +188,7 @@ internal sealed class NbdSession
 
     private async Task ReadChunkAsync(byte[] header)
     {
-        if (!Info.StructuredReplies) throw new NbdProtocolException("Unexpected structured reply");
+        if (!Info.StructuredReplies) throw new NbdProtocolException("Unexpected structured reply", Errno.EIO);
         ushort flags = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4));
         ushort type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
         ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8));
@@ -315,7 +315,7 @@ internal sealed class NbdSession
 
     private static Exception Rethrowable(Exception reason) => reason switch
     {
-        NbdProtocolException => new NbdProtocolException(reason.Message),
+        NbdProtocolException p => new NbdProtocolException(p.Message, p.Errno),
         _ => new NbdChannelException(reason.Message),
     };
 
