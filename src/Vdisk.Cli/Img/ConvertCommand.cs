@@ -144,8 +144,6 @@ internal static class ConvertCommand
                 // A fresh target reads as zeroes only without a backing file (-B): with one, zero
                 // ranges of the source must be written as zeroes or the backing data shows through.
                 bool zeroed = (fresh && result.GetValue(backing) is null && dest.Root.HasZeroInit) || result.GetValue(targetIsZero);
-                if (!zeroed && result.GetValue(backing) is null && !dest.Root.HasZeroInit)
-                    zeroed = await ImageCopier.TryMakeZeroAsync(dest, ct);
                 bool topOnly = result.GetValue(backing) is not null;
                 var copier = new ImageCopier(sources, dest, new CopyOptions
                 {

@@ -54,30 +54,6 @@ public sealed record CopyFailure(CopyStep Step, long Offset, IOException Error);
 /// </summary>
 public sealed class ImageCopier
 {
-    /// <summary>
-    /// qemu-img convert's blk_make_zero for a target that does not start out zeroed (an NBD
-    /// export): every range not already reading as zeroes is zeroed with MAY_UNMAP and
-    /// NO_FALLBACK (fast zeroes only). True when that worked, so holes may then be skipped.
-    /// </summary>
-    public static async Task<bool> TryMakeZeroAsync(DiskImage target, CancellationToken ct)
-    {
-        long length = target.Length;
-        try
-        {
-            for (long offset = 0; offset < length;)
-            {
-                var status = await target.GetBlockStatusAsync(offset, Math.Min(length - offset, 1L << 30), ct).ConfigureAwait(false);
-                long n = Math.Max(1, Math.Min(status.Length, length - offset));
-                if ((status.Flags & BlockStatusFlags.Zero) == 0)
-                    await target.WriteZeroesAsync(offset, n, ZeroFlags.MayUnmap | ZeroFlags.NoFallback, ct).ConfigureAwait(false);
-                offset += n;
-            }
-            return true;
-        }
-        catch (IOException)
-        {
-            return false;
-        }
     }
 
     private readonly IReadOnlyList<DiskImage> _sources;
