@@ -54,8 +54,6 @@ public sealed record CopyFailure(CopyStep Step, long Offset, IOException Error);
 /// </summary>
 public sealed class ImageCopier
 {
-    }
-
     private readonly IReadOnlyList<DiskImage> _sources;
     private readonly DiskImage _target;
     private readonly CopyOptions _options;
