@@ -257,6 +257,18 @@ public static class ImageCreator
                 var v => throw new CreateException($"invalid parameter value: {v}"),
             };
         }
+        var protocolOptions = new OptionDict();
+        BlockDrivers.FillProtocolOptions(protocolOptions, o.Filename);
+        if (protocolOptions.Contains("driver"))
+        {
+            // A protocol that cannot create images (nbd): what is there is opened and used.
+            ulong sectors = (size + 511) & ~511UL;
+            if (sectors < size || sectors > long.MaxValue) throw new CreateException("Could not resize image: Invalid argument");
+            await CreateOnExistingAsync(protocolOptions.Clone(), (long)sectors, o.Options.Get("preallocation"), ct).ConfigureAwait(false);
+            if (o.Format == "raw") return;
+            await CreateQcow2Async(o, Qcow2Settings(o), protocolOptions, ct).ConfigureAwait(false);
+            return;
+        }
         var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
         try
         {
@@ -283,7 +295,11 @@ public static class ImageCreator
 
         try
         {
-            await CreateQcow2Async(o, Qcow2Settings(o), ct).ConfigureAwait(false);
+            var fileOptions = new OptionDict();
+            fileOptions.Set("driver", "file");
+            fileOptions.Set("filename", o.Filename);
+            fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+            await CreateQcow2Async(o, Qcow2Settings(o), fileOptions, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -299,16 +315,12 @@ public static class ImageCreator
         }
     }
 
-    private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, CancellationToken ct)
+    private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, OptionDict fileOptions, CancellationToken ct)
     {
-        var fileOptions = new OptionDict();
-        fileOptions.Set("driver", "file");
-        fileOptions.Set("filename", o.Filename);
-        fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
         var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
         await using (var protocol = DiskImage.Open(ImageSource.FromOptions(fileOptions.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize))
         {
-            await WriteEmptyQcow2Async((FileNode)protocol.Root, settings).ConfigureAwait(false);
+            await WriteEmptyQcow2Async(protocol.Root, settings).ConfigureAwait(false);
         }
 
         var options = new OptionDict();
@@ -328,6 +340,41 @@ public static class ImageCreator
         }
         await using (DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.NoIo | OpenFlags.NoBacking))
         {
+        }
+    }
+
+    /// <summary>
+    /// bdrv_co_create_opts_simple, for protocols without a create step (nbd): no preallocation,
+    /// the existing image opened read-write, a size check that may shrink but never grows
+    /// ("Cannot grow NBD nodes"), and the first sector zeroed so that no old header is probed.
+    /// </summary>
+    private static async Task CreateOnExistingAsync(OptionDict protocolOptions, long size, string? preallocation, CancellationToken ct)
+    {
+        string driver = ((Options.OptionScalar)protocolOptions["driver"]!).Text;
+        if (preallocation is not (null or "off"))
+            throw new CreateException($"Unsupported preallocation mode '{preallocation}'");
+        DiskImage image;
+        try
+        {
+            image = DiskImage.Open(ImageSource.FromOptions(protocolOptions), OpenFlags.ReadWrite | OpenFlags.Resize);
+        }
+        catch (Exception e) when (e is IOException or OptionException)
+        {
+            throw new CreateException($"Protocol driver '{driver}' does not support image creation, and opening the image failed: {e.Message}");
+        }
+        await using (image.ConfigureAwait(false))
+        {
+            if (image.Root is Drivers.Nbd.NbdNode nbd) nbd.EnsureAtLeast(size);
+            long clear = Math.Min(image.Length, 512);
+            if (clear == 0) return;
+            try
+            {
+                await image.WriteZeroesAsync(0, clear, ZeroFlags.MayUnmap, ct).ConfigureAwait(false);
+            }
+            catch (NativeIOException e)
+            {
+                throw new CreateException($"Failed to clear the new image's first sector: {e.Message}");
+            }
         }
     }
 
@@ -353,7 +400,7 @@ public static class ImageCreator
     }
 
     /// <summary>qcow2_co_create's first step: header, a one-cluster refcount table and one refcount block counting clusters 0-2.</summary>
-    private static async Task WriteEmptyQcow2Async(FileNode file, Qcow2CreateSettings o)
+    private static async Task WriteEmptyQcow2Async(BlockNode file, Qcow2CreateSettings o)
     {
         int clusterBits = System.Numerics.BitOperations.Log2((ulong)o.ClusterSize);
         int order = System.Numerics.BitOperations.Log2((ulong)o.RefcountBits);

@@ -237,7 +237,7 @@ internal static class ConvertCommand
                 // ranges of the source must be written as zeroes or the backing data shows through.
                 var copier = new ImageCopier(sources, dest, new CopyOptions
                 {
-                    TargetIsZero = (!skipCreate && targetBacking is null) || zeroTarget,
+                    TargetIsZero = (!skipCreate && targetBacking is null && dest.Root.HasZeroInit) || zeroTarget,
                     Compress = compressed,
                     MinSparse = minSparse,
                     TopOnly = targetBacking is not null,

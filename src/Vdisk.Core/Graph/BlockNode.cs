@@ -234,6 +234,19 @@ public abstract partial class BlockNode
     /// <summary>Bytes the node occupies on the host (qemu-img's "disk size"), or null when unknown.</summary>
     public virtual long? AllocatedSize => Children.Count > 0 ? Children[0].Node.AllocatedSize : null;
 
+    /// <summary>
+    /// True when a newly created image reads as zeroes everywhere (bdrv_has_zero_init), so
+    /// qemu-img convert may skip writing zeroes to it. Formats say so; raw asks its file; an
+    /// NBD export may hold anything.
+    /// </summary>
+    public virtual bool HasZeroInit => true;
+
+    /// <summary>
+    /// True when the driver answers bdrv_get_info (raw asks its file): qemu-img info prints
+    /// "dirty-flag" only then, so an image over NBD has none.
+    /// </summary>
+    public virtual bool HasDriverInfo => Children.Count == 0 || Children[0].Node.HasDriverInfo;
+
     /// <summary>Releases the node's own resources (children are closed by the graph).</summary>
     protected internal virtual ValueTask CloseAsync() => ValueTask.CompletedTask;
 
