@@ -315,6 +315,52 @@ public static class ImageCreator
         }
     }
 
+    /// <summary>
+    /// The steps of a format whose create callback makes its file and writes its initial
+    /// structure through a protocol-level open (vpc_co_create, vdi_co_do_create): file-posix
+    /// creates, locks and empties the file (an NBD export is opened as it is), then
+    /// <paramref name="writeFormat"/> writes through a node that may write and resize. QEMU
+    /// leaves the file behind when the format step fails; so does this.
+    /// </summary>
+    /// <exception cref="CreateException">QEMU would refuse; <see cref="CreateException.TooLarge"/> for EFBIG.</exception>
+    public static async Task CreateOnProtocolAsync(CreateOptions o, Func<BlockNode, CancellationToken, Task> writeFormat, CancellationToken ct = default)
+    {
+        var protocolOptions = new OptionDict();
+        BlockDrivers.FillProtocolOptions(protocolOptions, o.Filename);
+        if (protocolOptions.Contains("driver"))
+        {
+            ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
+            await CreateOnExistingAsync(protocolOptions.Clone(), (long)Math.Min(size, long.MaxValue), o.Options.Get("preallocation"), ct).ConfigureAwait(false);
+        }
+        else
+        {
+            var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
+            try
+            {
+                file.LockForCreate();
+                file.Truncate(0);
+                file.UnlockAfterCreate();
+            }
+            finally
+            {
+                await file.CloseAsync().ConfigureAwait(false);
+            }
+            protocolOptions.Set("driver", "file");
+            protocolOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        }
+        var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
+        await using var protocol = DiskImage.Open(ImageSource.FromOptions(protocolOptions), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize);
+        try
+        {
+            await writeFormat(protocol.Root, ct).ConfigureAwait(false);
+            await protocol.FlushAsync(ct).ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new CreateException(e.Message, tooLarge: e.Errno == Errno.EFBIG);
+        }
+    }
+
     private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, OptionDict fileOptions, CancellationToken ct)
     {
         var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);

@@ -227,9 +227,9 @@ public abstract partial class BlockNode
     /// <summary>The status of the range at <paramref name="offset"/>, at most <paramref name="length"/> bytes.</summary>
     public abstract ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default);
 
-    /// <summary>Changes the size (needs the RESIZE permission).</summary>
+    /// <summary>Changes the size (needs the RESIZE permission); a driver without bdrv_co_truncate refuses with QEMU's words.</summary>
     public virtual ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
-        throw new Native.NativeIOException(Native.Errno.ENOTSUP, $"Driver '{DriverName}' does not support resizing");
+        throw new Native.NativeIOException(Native.Errno.ENOTSUP, "Image format driver does not support resize");
 
     /// <summary>Bytes the node occupies on the host (qemu-img's "disk size"), or null when unknown.</summary>
     public virtual long? AllocatedSize => Children.Count > 0 ? Children[0].Node.AllocatedSize : null;

@@ -23,7 +23,7 @@ public class VmdkInteropTests
     private static readonly string[] Reads =
     [
         "read -P 0x11 70k 4k", "read -P 0x22 2047M 2M", "read -P 0 1M 64k", "read -P 0x33 100k 300k",
-        "read -P 0x44 3071M 1M", "read -P 0 3M 256k", "read -P 0x55 5000000 1000", "read -P 0 2G 1M",
+        "read -P 0x44 3071M 1M", "read -P 0 3M 256k", "read -P 0x55 5000000 1000", "read -P 0 2050M 1M",
     ];
 
     public static TheoryData<string> CreateOptions() =>
@@ -112,15 +112,18 @@ public class VmdkInteropTests
     public void Create_WritesQemusFilesAndFormattingLine(string options)
     {
         using var dir = new TempDir();
-        var q = Img("create", "-f", "vmdk", "-o", options, dir.File("theirs.vmdk"), "3G");
+        // Names of the same length, so that masking them keeps every offset.
+        var q = Img("create", "-f", "vmdk", "-o", options, dir.File("qemu.vmdk"), "3G");
         var v = VdiskRun("create", "-f", "vmdk", "-o", options, dir.File("mine.vmdk"), "3G");
-        Assert.Equal(Seen(q).Replace("theirs", "X"), Seen(v).Replace("mine", "X"));
-        foreach (var file in Directory.GetFiles(dir.Path, "theirs*"))
+        Assert.Equal(Seen(q).Replace("qemu", "X"), Seen(v).Replace("mine", "X"));
+        foreach (var file in Directory.GetFiles(dir.Path, "qemu*"))
         {
-            var a = File.ReadAllBytes(file);
-            var b = File.ReadAllBytes(file.Replace("theirs", "mine"));
+            var mine = Path.Combine(dir.Path, Path.GetFileName(file).Replace("qemu", "mine"));
+            Assert.Equal(new FileInfo(file).Length, new FileInfo(mine).Length);
+            // Flat extents are all zeroes of the extent's size (2 GiB and more: too large to load).
+            if (new FileInfo(file).Length > 64 << 20) continue;
             // Everything but the random CID and the names in the descriptor is the same.
-            Assert.Equal(Masked(a, "theirs"), Masked(b, "mine"));
+            Assert.Equal(Masked(File.ReadAllBytes(file), "qemu"), Masked(File.ReadAllBytes(mine), "mine"));
         }
     }
 

@@ -15,8 +15,10 @@ internal static class VmdkSideBySide
     public static RunResult VdiskRun(params string[] args) => Programs.Run(Programs.Vdisk, args);
 
     /// <summary>Output with the program's name (qemu-img, qemu-io, vdisk) replaced by PROG.</summary>
+    /// <remarks>qemu-io's timing figures ("00.00 sec (62.813 MiB/sec and ...)") are masked too.</remarks>
     public static string Normalized(string text) =>
-        text.Replace("qemu-img: ", "PROG: ").Replace("qemu-io: ", "PROG: ").Replace("vdisk: ", "PROG: ");
+        System.Text.RegularExpressions.Regex.Replace(text.Replace("qemu-img: ", "PROG: ").Replace("qemu-io: ", "PROG: ").Replace("vdisk: ", "PROG: "),
+            @"\d+:?\d*\.\d+ sec \([^)]*\)", "TIME");
 
     /// <summary>Exit code, stdout and stderr of one run, program names normalized.</summary>
     public static string Seen(RunResult r) => $"exit {r.ExitCode}\n--- stdout\n{Normalized(r.Stdout)}--- stderr\n{Normalized(r.Stderr)}";

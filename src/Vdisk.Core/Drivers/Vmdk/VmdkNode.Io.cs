@@ -333,7 +333,7 @@ public sealed partial class VmdkNode
         var grain = await LookupAsync(extent, offset, ct).ConfigureAwait(false) ?? throw Error(Errno.EINVAL);
         if (grain.Kind == VmdkGrainKind.Allocated)
         {
-            Diagnostics.Report("Could not write to allocated cluster for streamOptimized");
+            Diagnostics.Error("Could not write to allocated cluster for streamOptimized");
             throw Error(Errno.EIO);
         }
         if (grain.TableOffset == 0) throw Error(Errno.EINVAL);
@@ -484,7 +484,7 @@ public sealed partial class VmdkNode
                 grain = await LookupAsync(extent, offset, ct).ConfigureAwait(false) ?? throw Error(Errno.EINVAL);
                 if (extent.IsCompressed && grain.Kind == VmdkGrainKind.Allocated)
                 {
-                    Diagnostics.Report("Could not write to allocated cluster for streamOptimized");
+                    Diagnostics.Error("Could not write to allocated cluster for streamOptimized");
                     throw Error(Errno.EIO);
                 }
             }

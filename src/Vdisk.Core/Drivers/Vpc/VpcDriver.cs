@@ -15,6 +15,26 @@ public sealed class VpcDriver : IBlockDriver
     /// <inheritdoc />
     public bool IsProtocol => false;
 
+    /// <summary>vpc_create_opts, in QEMU's order.</summary>
+    private static readonly QemuOptDesc[] s_createOptions =
+    [
+        new("size", QemuOptType.Size, "Virtual disk size"),
+        new("subformat", QemuOptType.String, "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} "),
+        new("force_size", QemuOptType.Bool, "Force disk size calculation to use the actual size specified, rather than using the nearest CHS-based calculation"),
+    ];
+
+    /// <inheritdoc />
+    public IReadOnlyList<QemuOptDesc>? CreateOptionList => s_createOptions;
+
+    /// <inheritdoc />
+    public async Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default)
+    {
+        ulong size = options.Size ?? throw new CreateException("Image creation needs a size parameter");
+        var o = new VpcCreateOptions(size, options.Options.Get("subformat"), options.Options.GetBool("force_size") ?? false);
+        // As vpc_co_create_opts: the file is made first, the subformat and geometry checked after.
+        await ImageCreator.CreateOnProtocolAsync(options, (file, ct) => VpcCreate.WriteAsync(file, o, ct), cancellationToken).ConfigureAwait(false);
+    }
+
     /// <inheritdoc />
     public BlockNode Open(NodeOpenContext context)
     {
