@@ -119,9 +119,12 @@ public class VmdkInteropTests
         foreach (var file in Directory.GetFiles(dir.Path, "qemu*"))
         {
             var mine = Path.Combine(dir.Path, Path.GetFileName(file).Replace("qemu", "mine"));
-            Assert.Equal(new FileInfo(file).Length, new FileInfo(mine).Length);
             // Flat extents are all zeroes of the extent's size (2 GiB and more: too large to load).
-            if (new FileInfo(file).Length > 64 << 20) continue;
+            if (new FileInfo(file).Length > 64 << 20)
+            {
+                Assert.Equal(new FileInfo(file).Length, new FileInfo(mine).Length);
+                continue;
+            }
             // Everything but the random CID and the names in the descriptor is the same.
             Assert.Equal(Masked(File.ReadAllBytes(file), "qemu"), Masked(File.ReadAllBytes(mine), "mine"));
         }
