@@ -13,4 +13,10 @@ public static class Diagnostics
 
     /// <summary>A line QEMU prints on stderr as it is (fprintf, no program prefix), such as qcow2's corruption notices.</summary>
     internal static void Report(string line) => WarningSink?.Invoke("\n" + line);
+
+    /// <summary>Receives errors that QEMU prints with error_report and then carries on (the CLI prints <c>vdisk: MESSAGE</c>); null drops them.</summary>
+    public static Action<string>? ErrorSink { get; set; }
+
+    /// <summary>An error_report line, such as vhdx's notice of a BAT entry past the end of the file before the open fails.</summary>
+    internal static void Error(string message) => ErrorSink?.Invoke(message);
 }

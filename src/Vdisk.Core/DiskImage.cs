@@ -269,17 +269,17 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.WriteCompressedAsync(offset, data, cancellationToken);
     }
 
-    /// <summary>The unit of compressed writes, 0 when the format does not compress (see <see cref="BlockNode.CompressedClusterSize"/>).</summary>
-    public int CompressedClusterSize => Root.CompressedClusterSize;
+    /// <summary>The unit of compressed writes, 0 when the format does not compress (see <see cref="BlockNode.CompressedWriteUnit"/>).</summary>
+    public int CompressedWriteUnit => Root.CompressedWriteUnit;
 
-    /// <summary>Compresses one unit for <see cref="WriteCompressedClusterAsync"/>; pure, so callers may compress in parallel.</summary>
-    public byte[]? CompressCluster(ReadOnlySpan<byte> cluster) => Root.CompressCluster(cluster);
+    /// <summary>Compresses one unit for <see cref="WriteCompressedUnitAsync"/>; pure, so callers may compress in parallel.</summary>
+    public byte[]? CompressUnit(ReadOnlySpan<byte> unit) => Root.CompressUnit(unit);
 
-    /// <summary>Writes one unit that <see cref="CompressCluster"/> compressed (null: plainly), through the permission gate.</summary>
-    public ValueTask WriteCompressedClusterAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken cancellationToken = default)
+    /// <summary>Writes one unit that <see cref="CompressUnit"/> compressed (null: plainly), through the permission gate.</summary>
+    public ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default)
     {
-        CheckRequest(offset, cluster.Length, BlockPermission.Write);
-        return Root.WriteCompressedClusterAsync(offset, cluster, compressed, cancellationToken);
+        CheckRequest(offset, unit.Length, BlockPermission.Write);
+        return Root.WriteCompressedUnitAsync(offset, unit, compressed, cancellationToken);
     }
 
     /// <summary>Ends a run of compressed writes (qemu-img convert -c's final zero-length compressed write).</summary>

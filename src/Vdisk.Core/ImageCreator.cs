@@ -12,7 +12,7 @@ namespace Vdisk;
 /// <summary>What to create: qemu-img create's format and its <c>-o</c> options (with the file protocol's).</summary>
 public sealed class CreateOptions
 {
-    /// <summary>Options for a new <paramref name="format"/> image ("raw" or "qcow2") at <paramref name="filename"/>.</summary>
+    /// <summary>Options for a new <paramref name="format"/> image (raw, qcow2 or a driver with create options) at <paramref name="filename"/>.</summary>
     public CreateOptions(string filename, string format)
     {
         Filename = filename;
@@ -21,7 +21,7 @@ public sealed class CreateOptions
             ?? throw new ArgumentException($"vdisk cannot create '{format}' images", nameof(format));
     }
 
-    /// <summary>"qcow2" or "raw".</summary>
+    /// <summary>The format's driver name.</summary>
     public string Format { get; }
     /// <summary>The new image's file name.</summary>
     public string Filename { get; }
@@ -97,7 +97,7 @@ public static class CreateOptionLists
     /// </summary>
     public static QemuOpts? ForFormat(string format, bool withProtocol)
     {
-        QemuOptDesc[]? list = format switch { "qcow2" => Qcow2, "raw" => Raw, _ => null };
+        IReadOnlyList<QemuOptDesc>? list = format switch { "qcow2" => Qcow2, "raw" => Raw, _ => BlockDrivers.Find(format)?.CreateOptionList };
         if (list is null) return null;
         return new QemuOpts(withProtocol ? list.Concat(File) : list);
     }
@@ -239,6 +239,11 @@ public static class ImageCreator
     /// <exception cref="CreateException">QEMU would refuse; <see cref="CreateException.TooLarge"/> for EFBIG.</exception>
     public static async Task CreateAsync(CreateOptions o, CancellationToken ct = default)
     {
+        if (o.Format is not ("raw" or "qcow2"))
+        {
+            await BlockDrivers.Find(o.Format)!.CreateAsync(o, ct).ConfigureAwait(false);
+            return;
+        }
         ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
         Preallocation rawPreallocation = Preallocation.Off;
         if (o.Format == "raw")
@@ -251,6 +256,18 @@ public static class ImageCreator
                 "full" => Preallocation.Full,
                 var v => throw new CreateException($"invalid parameter value: {v}"),
             };
+        }
+        var protocolOptions = new OptionDict();
+        BlockDrivers.FillProtocolOptions(protocolOptions, o.Filename);
+        if (protocolOptions.Contains("driver"))
+        {
+            // A protocol that cannot create images (nbd): what is there is opened and used.
+            ulong sectors = (size + 511) & ~511UL;
+            if (sectors < size || sectors > long.MaxValue) throw new CreateException("Could not resize image: Invalid argument");
+            await CreateOnExistingAsync(protocolOptions.Clone(), (long)sectors, o.Options.Get("preallocation"), ct).ConfigureAwait(false);
+            if (o.Format == "raw") return;
+            await CreateQcow2Async(o, Qcow2Settings(o), protocolOptions, ct).ConfigureAwait(false);
+            return;
         }
         var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
         try
@@ -278,7 +295,11 @@ public static class ImageCreator
 
         try
         {
-            await CreateQcow2Async(o, Qcow2Settings(o), ct).ConfigureAwait(false);
+            var fileOptions = new OptionDict();
+            fileOptions.Set("driver", "file");
+            fileOptions.Set("filename", o.Filename);
+            fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+            await CreateQcow2Async(o, Qcow2Settings(o), fileOptions, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -294,16 +315,58 @@ public static class ImageCreator
         }
     }
 
-    private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, CancellationToken ct)
+    /// <summary>
+    /// The steps of a format whose create callback makes its file and writes its initial
+    /// structure through a protocol-level open (vpc_co_create, vdi_co_do_create): file-posix
+    /// creates, locks and empties the file (an NBD export is opened as it is), then
+    /// <paramref name="writeFormat"/> writes through a node that may write and resize. QEMU
+    /// leaves the file behind when the format step fails; so does this.
+    /// </summary>
+    /// <exception cref="CreateException">QEMU would refuse; <see cref="CreateException.TooLarge"/> for EFBIG.</exception>
+    public static async Task CreateOnProtocolAsync(CreateOptions o, Func<BlockNode, CancellationToken, Task> writeFormat, CancellationToken ct = default)
     {
-        var fileOptions = new OptionDict();
-        fileOptions.Set("driver", "file");
-        fileOptions.Set("filename", o.Filename);
-        fileOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        var protocolOptions = new OptionDict();
+        BlockDrivers.FillProtocolOptions(protocolOptions, o.Filename);
+        if (protocolOptions.Contains("driver"))
+        {
+            ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
+            await CreateOnExistingAsync(protocolOptions.Clone(), (long)Math.Min(size, long.MaxValue), o.Options.Get("preallocation"), ct).ConfigureAwait(false);
+        }
+        else
+        {
+            var file = FileNode.Open(BlockGraph.GenerateName(), o.Filename, NodeFlags.ReadWrite, o.Locking, create: true);
+            try
+            {
+                file.LockForCreate();
+                file.Truncate(0);
+                file.UnlockAfterCreate();
+            }
+            finally
+            {
+                await file.CloseAsync().ConfigureAwait(false);
+            }
+            protocolOptions.Set("driver", "file");
+            protocolOptions.Set("locking", o.Locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        }
+        var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
+        await using var protocol = DiskImage.Open(ImageSource.FromOptions(protocolOptions), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize);
+        try
+        {
+            await writeFormat(protocol.Root, ct).ConfigureAwait(false);
+            await protocol.FlushAsync(ct).ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new CreateException(e.Message, tooLarge: e.Errno == Errno.EFBIG);
+        }
+    }
+
+    private static async Task CreateQcow2Async(CreateOptions o, Qcow2CreateSettings settings, OptionDict fileOptions, CancellationToken ct)
+    {
         var writeAndResize = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All);
         await using (var protocol = DiskImage.Open(ImageSource.FromOptions(fileOptions.Clone()), OpenFlags.ReadWrite | OpenFlags.Resize, writeAndResize))
         {
-            await WriteEmptyQcow2Async((FileNode)protocol.Root, settings).ConfigureAwait(false);
+            await WriteEmptyQcow2Async(protocol.Root, settings).ConfigureAwait(false);
         }
 
         var options = new OptionDict();
@@ -323,6 +386,41 @@ public static class ImageCreator
         }
         await using (DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.NoIo | OpenFlags.NoBacking))
         {
+        }
+    }
+
+    /// <summary>
+    /// bdrv_co_create_opts_simple, for protocols without a create step (nbd): no preallocation,
+    /// the existing image opened read-write, a size check that may shrink but never grows
+    /// ("Cannot grow NBD nodes"), and the first sector zeroed so that no old header is probed.
+    /// </summary>
+    private static async Task CreateOnExistingAsync(OptionDict protocolOptions, long size, string? preallocation, CancellationToken ct)
+    {
+        string driver = ((Options.OptionScalar)protocolOptions["driver"]!).Text;
+        if (preallocation is not (null or "off"))
+            throw new CreateException($"Unsupported preallocation mode '{preallocation}'");
+        DiskImage image;
+        try
+        {
+            image = DiskImage.Open(ImageSource.FromOptions(protocolOptions), OpenFlags.ReadWrite | OpenFlags.Resize);
+        }
+        catch (Exception e) when (e is IOException or OptionException)
+        {
+            throw new CreateException($"Protocol driver '{driver}' does not support image creation, and opening the image failed: {e.Message}");
+        }
+        await using (image.ConfigureAwait(false))
+        {
+            if (image.Root is Drivers.Nbd.NbdNode nbd) nbd.EnsureAtLeast(size);
+            long clear = Math.Min(image.Length, 512);
+            if (clear == 0) return;
+            try
+            {
+                await image.WriteZeroesAsync(0, clear, ZeroFlags.MayUnmap, ct).ConfigureAwait(false);
+            }
+            catch (NativeIOException e)
+            {
+                throw new CreateException($"Failed to clear the new image's first sector: {e.Message}");
+            }
         }
     }
 
@@ -348,7 +446,7 @@ public static class ImageCreator
     }
 
     /// <summary>qcow2_co_create's first step: header, a one-cluster refcount table and one refcount block counting clusters 0-2.</summary>
-    private static async Task WriteEmptyQcow2Async(FileNode file, Qcow2CreateSettings o)
+    private static async Task WriteEmptyQcow2Async(BlockNode file, Qcow2CreateSettings o)
     {
         int clusterBits = System.Numerics.BitOperations.Log2((ulong)o.ClusterSize);
         int order = System.Numerics.BitOperations.Log2((ulong)o.RefcountBits);

@@ -26,6 +26,9 @@ public sealed class ImageInfo
     /// <summary>The dirty flag (always false for raw).</summary>
     public bool DirtyFlag { get; init; }
 
+    /// <summary>False when the driver has no bdrv_get_info (nbd): JSON then has no "dirty-flag".</summary>
+    public bool HasDirtyFlag { get; init; } = true;
+
     /// <summary>The backing file name as stored in the image, or null.</summary>
     public string? BackingFilename { get; init; }
 
@@ -65,6 +68,7 @@ public sealed class ImageInfo
             Format = top.DriverName,
             VirtualSize = top.Length,
             ActualSize = top.AllocatedSize,
+            HasDirtyFlag = top.HasDriverInfo,
         };
 
     /// <summary>The <c>--output=json</c> form, with qemu-img 7.2's keys and order.</summary>
@@ -76,7 +80,7 @@ public sealed class ImageInfo
         var o = new Output.QemuJsonObject();
         o.Add("filename", Filename);
         o.Add("format", Format);
-        o.Add("dirty-flag", DirtyFlag);
+        if (HasDirtyFlag) o.Add("dirty-flag", DirtyFlag);
         if (ActualSize is long a) o.Add("actual-size", a);
         o.Add("virtual-size", VirtualSize);
         if (ClusterSize is long cs) o.Add("cluster-size", cs);

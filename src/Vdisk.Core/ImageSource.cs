@@ -76,9 +76,18 @@ public sealed class ImageSource
         else
         {
             dict = new OptionDict();
-            var file = new OptionDict();
-            file.Set("filename", filename);
-            dict.Set("file", file);
+            var formatDriver = Format is null ? null : Graph.BlockDrivers.Find(Format);
+            if (formatDriver is { IsProtocol: true })
+            {
+                // "-f nbd URL", "-f file NAME": the filename belongs to the top node itself.
+                Graph.BlockDrivers.FillProtocolOptions(dict, filename, formatDriver);
+            }
+            else
+            {
+                var file = new OptionDict();
+                Graph.BlockDrivers.FillProtocolOptions(file, filename);
+                dict.Set("file", file);
+            }
         }
         if (Format is not null && !dict.Contains("driver")) dict.Set("driver", Format);
         if (ExtraOptions is not null) Merge(dict, ExtraOptions);

@@ -30,9 +30,10 @@ internal static class Stdio
         Console.Error.Write(text);
     }
 
-    /// <summary>Routes library warnings to stderr as QEMU's warn_report does.</summary>
+    /// <summary>Routes library warnings to stderr as QEMU's warn_report does (and error_report lines as Error does).</summary>
     public static void InstallWarningSink()
     {
+        Diagnostics.ErrorSink = Error;
         // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
         Diagnostics.WarningSink = message =>

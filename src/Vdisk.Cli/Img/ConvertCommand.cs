@@ -179,7 +179,7 @@ internal static class ConvertCommand
                 }
                 if (compressed && create is not null)
                 {
-                    string? why = outFmt != "qcow2" ? "Compression not supported for this file format"
+                    string? why = Graph.BlockDrivers.Find(outFmt!)?.SupportsCompressedWrites != true ? "Compression not supported for this file format"
                         : create.Options.GetBool("encryption") == true || create.Options.Contains("encrypt.format") ? "Compression and encryption not supported at the same time"
                         : create.Options.Get("preallocation") is { } pa && pa != "off" ? "Compression and preallocation not supported at the same time"
                         : null;
@@ -215,9 +215,17 @@ internal static class ConvertCommand
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
                 using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags);
                 if (dest is null) return 1;
+                // A format that takes only compressed writes (stream-optimized vmdk) gets -c implied.
+                if (dest.Root.RequiresCompressedWrites) compressed = true;
                 if (compressed && !dest.SupportsCompressedWrites)
                 {
                     Stdio.Error("Compression not supported for this file format");
+                    return 1;
+                }
+                if (compressed && dest.Root.CompressedWriteUnit <= 0)
+                {
+                    // bdrv_get_info without one cluster size (vmdk extents of different kinds).
+                    Stdio.Error("invalid cluster size");
                     return 1;
                 }
                 if (skipCreate && (dest.Length + 511) / 512 < totalSectors)
@@ -229,7 +237,7 @@ internal static class ConvertCommand
                 // ranges of the source must be written as zeroes or the backing data shows through.
                 var copier = new ImageCopier(sources, dest, new CopyOptions
                 {
-                    TargetIsZero = (!skipCreate && targetBacking is null) || zeroTarget,
+                    TargetIsZero = (!skipCreate && targetBacking is null && dest.Root.HasZeroInit) || zeroTarget,
                     Compress = compressed,
                     MinSparse = minSparse,
                     TopOnly = targetBacking is not null,

@@ -63,7 +63,8 @@ internal static class ImgOptions
     /// </summary>
     public static string? FormatProblem(string format, bool create)
     {
-        if (format is "raw" or "qcow2") return null;
+        if (CreateOptionLists.ForFormat(format, withProtocol: false) is not null) return null;
+        if (!create && Graph.BlockDrivers.Find(format) is { IsProtocol: false }) return null;
         if (!CreateOptionLists.QemuFormats.Contains(format)) return $"Unknown file format '{format}'";
         if (create && !CreateOptionLists.QemuCreatableFormats.Contains(format)) return $"Format driver '{format}' does not support image creation";
         return $"vdisk does not support the '{format}' format";

@@ -67,7 +67,9 @@ internal static class MapCommand
                         current = entry;
                     }
                 }
-                if (current is { } last && !Dump(last, fmt, ref first)) return 1;
+                // img_map always prints its last entry: for an empty range, an empty one at the start.
+                current ??= new MapEntry(offset, 0, 0, false, false, false, null, null);
+                if (!Dump(current.Value, fmt, ref first)) return 1;
             }
             catch (IOException e)
             {
@@ -103,7 +105,8 @@ internal static class MapCommand
             Stdio.Error("File contains external, encrypted or compressed clusters.");
             return false;
         }
-        if (e.Data)
+        // dump_map_entry lists only data that does not read as zeroes (a preallocated hole is data and zero).
+        if (e.Data && !e.Zero)
             o.Write($"{Hex(e.Start),-16}{Hex(e.Length),-16}{Hex(e.Offset!.Value),-16}{e.File}\n");
         return true;
     }

@@ -73,8 +73,8 @@ public sealed class ImageCopier
     /// <summary>A copier from <paramref name="sources"/> (laid end to end) into <paramref name="target"/>.</summary>
     public ImageCopier(IReadOnlyList<DiskImage> sources, DiskImage target, CopyOptions options)
     {
-        if (options.Compress && target.CompressedClusterSize == 0)
-            throw new ArgumentException("Compression needs a target format that compresses", nameof(options));
+        if (options.Compress && target.CompressedWriteUnit <= 0)
+            throw new ArgumentException("Compression needs a target that writes compressed units", nameof(options));
         _sources = sources;
         _target = target;
         _options = options;
@@ -120,8 +120,7 @@ public sealed class ImageCopier
         cancellationToken.ThrowIfCancellationRequested();
         if (_options.Compress)
         {
-            // As qemu-img's final zero-length compressed write: the file is truncated to its
-            // length in whole sectors, so it ends on a sector boundary.
+            // qemu-img's final zero-length compressed write: the driver aligns its files' ends.
             try
             {
                 await _target.EndCompressedWritesAsync(cancellationToken).ConfigureAwait(false);
@@ -137,7 +136,7 @@ public sealed class ImageCopier
 
     private CopyPlanner NewPlanner()
     {
-        int alignment = _options.Compress ? _target.CompressedClusterSize : 1;
+        int alignment = _options.Compress ? _target.CompressedWriteUnit : 1;
         return new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
             chunkZeroes: WriteOutZeroes);
     }
@@ -244,7 +243,7 @@ public sealed class ImageCopier
     private void Report(long bytes, Action<double>? progress)
     {
         if (progress is null) return;
-        long step = _options.Compress ? _target.CompressedClusterSize : bytes;
+        long step = _options.Compress ? _target.CompressedWriteUnit : bytes;
         for (long left = bytes; left > 0; left -= step)
         {
             _done += Math.Min(step, left);
@@ -275,13 +274,13 @@ public sealed class ImageCopier
 
     private CompressedCluster[] CompressClusters(ReadOnlySpan<byte> data)
     {
-        int cluster = _target.CompressedClusterSize;
+        int cluster = _target.CompressedWriteUnit;
         var packed = new CompressedCluster[(data.Length + cluster - 1) / cluster];
         for (int i = 0; i < packed.Length; i++)
         {
             var piece = data.Slice(i * cluster, Math.Min(cluster, data.Length - i * cluster));
             bool zero = !WriteOutZeroes && !piece.ContainsAnyExcept((byte)0);
-            packed[i] = new CompressedCluster(zero, zero ? null : _target.CompressCluster(piece));
+            packed[i] = new CompressedCluster(zero, zero ? null : _target.CompressUnit(piece));
         }
         return packed;
     }
@@ -291,13 +290,13 @@ public sealed class ImageCopier
 
     private async ValueTask WriteCompressedAsync(long offset, Memory<byte> data, CompressedCluster[] packed, CancellationToken ct)
     {
-        int cluster = _target.CompressedClusterSize;
+        int cluster = _target.CompressedWriteUnit;
         for (int i = 0; i < packed.Length; i++)
         {
             int pos = i * cluster;
             var piece = data.Slice(pos, Math.Min(cluster, data.Length - pos));
             if (packed[i].Zero) await WriteZeroesAsync(offset + pos, piece.Length, ct).ConfigureAwait(false);
-            else await _target.WriteCompressedClusterAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
+            else await _target.WriteCompressedUnitAsync(offset + pos, piece, packed[i].Compressed, ct).ConfigureAwait(false);
         }
     }
 

@@ -16,6 +16,20 @@ public interface IBlockDriver
     /// <summary>Opens a node. Must take every option it understands from <see cref="NodeOpenContext.Options"/>.</summary>
     BlockNode Open(NodeOpenContext context);
 
+    /// <summary>True when the format's nodes write compressed data (block_driver_can_compress).</summary>
+    bool SupportsCompressedWrites => false;
+
+    /// <summary>The format's create options (BlockDriver.create_opts, without the protocol's); null when it cannot create images.</summary>
+    IReadOnlyList<QemuOptDesc>? CreateOptionList => null;
+
+    /// <summary>
+    /// bdrv_co_create_opts: creates the image <paramref name="options"/> describe (parsed from
+    /// <see cref="CreateOptionList"/> and the file protocol's list, backing file resolved).
+    /// </summary>
+    /// <exception cref="CreateException">QEMU's refusal.</exception>
+    Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default) =>
+        throw new CreateException($"Format driver '{Name}' does not support image creation");
+
     /// <summary>The options <c>qemu-img amend</c> may change (BlockDriver.amend_opts), fresh for each use; null when the format has none.</summary>
     QemuOpts? CreateAmendOptions() => null;
 
@@ -33,6 +47,20 @@ public interface IBlockDriver
 /// <param name="FullyAllocated">Bytes when every cluster is allocated.</param>
 /// <param name="HasBitmaps">Whether "bitmaps size" is reported (qcow2 v3 target, input that supports bitmaps).</param>
 public sealed record MeasureResult(long Required, long FullyAllocated, bool HasBitmaps);
+/// <summary>
+/// A protocol driver that answers to filename prefixes (QEMU's <c>protocol_name</c> and
+/// <c>bdrv_parse_filename</c>): <c>nbd://...</c> names the nbd driver, which turns the rest of the
+/// filename into its options.
+/// </summary>
+public interface IProtocolFilenameParser
+{
+    /// <summary>The prefixes before ':' that select this driver.</summary>
+    IReadOnlyList<string> Protocols { get; }
+
+    /// <summary>Adds the options <paramref name="filename"/> stands for to <paramref name="options"/>.</summary>
+    /// <exception cref="OptionException">The filename is malformed (QEMU's wording).</exception>
+    void ParseFilename(string filename, OptionDict options);
+}
 
 /// <summary>Everything a driver needs to open one node.</summary>
 public sealed class NodeOpenContext
@@ -91,6 +119,11 @@ public static class BlockDrivers
         Register(new Drivers.File.FileDriver());
         Register(new Drivers.Raw.RawDriver());
         Register(new Drivers.Qcow2.Qcow2Driver());
+        Register(new Drivers.Vpc.VpcDriver());
+        Register(new Drivers.Vhdx.VhdxDriver());
+        Register(new Drivers.Vdi.VdiDriver());
+        Register(new Drivers.Vmdk.VmdkDriver());
+        Register(new Drivers.Nbd.NbdDriver());
     }
 
     /// <summary>Adds a driver.</summary>
@@ -98,4 +131,43 @@ public static class BlockDrivers
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>
     public static IBlockDriver? Find(string name) => s_drivers.GetValueOrDefault(name);
+
+    /// <summary>
+    /// bdrv_find_protocol for a filename given on the command line: no prefix (no ':' before
+    /// the first '/') or <c>file:</c> means the file driver; a known prefix its driver; any other
+    /// prefix is QEMU's "Unknown protocol 'X'".
+    /// </summary>
+    public static IBlockDriver FindProtocol(string filename)
+    {
+        int end = filename.IndexOfAny([':', '/']);
+        if (end < 0 || filename[end] != ':') return s_drivers["file"];
+        string protocol = filename[..end];
+        if (protocol == "file") return s_drivers["file"];
+        foreach (var driver in s_drivers.Values)
+        {
+            if (driver is IProtocolFilenameParser parser && parser.Protocols.Contains(protocol)) return driver;
+        }
+        throw new OptionException($"Unknown protocol '{protocol}'");
+    }
+
+    /// <summary>
+    /// The options of a protocol node for <paramref name="filename"/> as given on the command
+    /// line: <c>{filename}</c> for files, the parsed options and <c>driver</c> for a protocol
+    /// that parses its filenames (<paramref name="driver"/> forces one, as <c>-f nbd</c> does).
+    /// </summary>
+    public static void FillProtocolOptions(OptionDict options, string filename, IBlockDriver? driver = null)
+    {
+        driver ??= FindProtocol(filename);
+        if (driver is IProtocolFilenameParser parser)
+        {
+            parser.ParseFilename(filename, options);
+            // The parser gives flat keys ("server.path"); the opener reads nested ones.
+            var nested = OptionTree.Crumple(options);
+            foreach (var key in options.Entries.Select(e => e.Key).ToList()) options.Remove(key);
+            foreach (var (key, value) in nested.Entries) options.Set(key, value);
+            options.Set("driver", driver.Name);
+            return;
+        }
+        options.Set("filename", filename);
+    }
 }

@@ -23,30 +23,31 @@ public abstract partial class BlockNode
         throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
     /// <summary>
-    /// The unit of compressed writes (bdi.cluster_size for a compressing driver), 0 when the
-    /// driver does not compress. A copier compresses in these units.
+    /// The unit each compressed write covers (bdrv_get_info's cluster size: qcow2's cluster,
+    /// vmdk's grain); 0 when the node writes no compressed data or has no single unit.
     /// </summary>
-    public virtual int CompressedClusterSize => 0;
+    public virtual int CompressedWriteUnit => 0;
+
+    /// <summary>True when the format takes only compressed writes (needs_compressed_writes: stream-optimized vmdk).</summary>
+    public virtual bool RequiresCompressedWrites => false;
 
     /// <summary>
-    /// Compresses one unit of <see cref="CompressedClusterSize"/> bytes (a short last one padded
-    /// with zeroes) as <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/>
-    /// would; null when it does not shrink (it is then written plainly). Thread-safe and touching
-    /// no image state, so a copier can compress in parallel and write in order afterwards.
+    /// The compressed form of one unit of <see cref="CompressedWriteUnit"/> bytes (a short last
+    /// one padded), null when it is to be stored plain. Thread-safe and lock-free, so a copier
+    /// can compress in parallel and write in order with <see cref="WriteCompressedUnitAsync"/>.
     /// </summary>
-    public virtual byte[]? CompressCluster(ReadOnlySpan<byte> cluster) =>
+    public virtual byte[]? CompressUnit(ReadOnlySpan<byte> unit) =>
         throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
-    /// <summary>Writes one unit that <see cref="CompressCluster"/> compressed to <paramref name="compressed"/> (null: written plainly).</summary>
-    public virtual ValueTask WriteCompressedClusterAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken cancellationToken = default) =>
+    /// <summary>Writes one unit that <see cref="CompressUnit"/> compressed to <paramref name="compressed"/> (null: written plain).</summary>
+    public virtual ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default) =>
         throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
     /// <summary>
-    /// The end of a run of compressed writes: qemu-img convert -c ends with a zero-length
-    /// compressed write, which makes a compressing driver end its file on a sector boundary.
+    /// The zero-length compressed write that ends qemu-img convert -c (bdrv_co_pwritev_compressed
+    /// with no bytes): the driver grows its files to whole sectors, as compressed data ends anywhere.
     /// </summary>
-    public virtual ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) =>
-        throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+    public virtual ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
 
     /// <summary>
     /// Resizes with a preallocation mode for the grown part (bdrv_co_truncate's prealloc). Without

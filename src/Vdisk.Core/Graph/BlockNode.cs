@@ -227,12 +227,25 @@ public abstract partial class BlockNode
     /// <summary>The status of the range at <paramref name="offset"/>, at most <paramref name="length"/> bytes.</summary>
     public abstract ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default);
 
-    /// <summary>Changes the size (needs the RESIZE permission).</summary>
+    /// <summary>Changes the size (needs the RESIZE permission); a driver without bdrv_co_truncate refuses with QEMU's words.</summary>
     public virtual ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
-        throw new Native.NativeIOException(Native.Errno.ENOTSUP, $"Driver '{DriverName}' does not support resizing");
+        throw new Native.NativeIOException(Native.Errno.ENOTSUP, "Image format driver does not support resize");
 
     /// <summary>Bytes the node occupies on the host (qemu-img's "disk size"), or null when unknown.</summary>
     public virtual long? AllocatedSize => Children.Count > 0 ? Children[0].Node.AllocatedSize : null;
+
+    /// <summary>
+    /// True when a newly created image reads as zeroes everywhere (bdrv_has_zero_init), so
+    /// qemu-img convert may skip writing zeroes to it. Formats say so; raw asks its file; an
+    /// NBD export may hold anything.
+    /// </summary>
+    public virtual bool HasZeroInit => true;
+
+    /// <summary>
+    /// True when the driver answers bdrv_get_info (raw asks its file): qemu-img info prints
+    /// "dirty-flag" only then, so an image over NBD has none.
+    /// </summary>
+    public virtual bool HasDriverInfo => Children.Count == 0 || Children[0].Node.HasDriverInfo;
 
     /// <summary>Releases the node's own resources (children are closed by the graph).</summary>
     protected internal virtual ValueTask CloseAsync() => ValueTask.CompletedTask;

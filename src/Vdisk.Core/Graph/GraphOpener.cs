@@ -199,10 +199,24 @@ public sealed class GraphOpener
                 throw new NativeIOException(Errno.EIO, $"Could not read image for determining its format: {e.Message}", protocol.Filename);
             }
         }
-        return LooksLikeOtherFormat(head) ? "qcow2" : "raw";
+        return ProbedFormat(head) ?? "raw";
+    }
+
+    /// <summary>
+    /// bdrv_probe_all over the first 512 bytes (zeroes past the end of a short file): the format
+    /// whose signature they carry, or null for raw. A fixed VHD has its footer only at the end,
+    /// so QEMU probes it as raw too.
+    /// </summary>
+    public static string? ProbedFormat(ReadOnlySpan<byte> firstSector)
+    {
+        if (firstSector.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(firstSector) == Drivers.Qcow2.Qcow2Header.Magic) return "qcow2";
+        if (Drivers.Vpc.VpcDriver.Probe(firstSector)) return "vpc";
+        if (Drivers.Vhdx.VhdxDriver.Probe(firstSector)) return "vhdx";
+        if (Drivers.Vdi.VdiHeader.Probe(firstSector)) return "vdi";
+        if (Drivers.Vmdk.VmdkDescriptor.Probe(firstSector)) return "vmdk";
+        return null;
     }
 
     /// <summary>True when a first sector would make QEMU probe a format other than raw.</summary>
-    public static bool LooksLikeOtherFormat(ReadOnlySpan<byte> firstSector) =>
-        firstSector.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(firstSector) == Drivers.Qcow2.Qcow2Header.Magic;
+    public static bool LooksLikeOtherFormat(ReadOnlySpan<byte> firstSector) => ProbedFormat(firstSector) is not null;
 }

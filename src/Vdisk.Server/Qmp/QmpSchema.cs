@@ -60,6 +60,9 @@ public static class QmpSchema
 
     private static readonly QapiMember[] RawMembers = [M("file", BlockdevRef), O("offset", Int), O("size", Int)];
 
+    /// <summary>BlockdevOptionsGenericFormat: vpc, vhdx and vdi take only their file.</summary>
+    private static readonly QapiMember[] GenericFormatMembers = [M("file", BlockdevRef)];
+
     private static readonly QapiMember[] Qcow2Members =
     [
         M("file", BlockdevRef),
@@ -83,6 +86,7 @@ public static class QmpSchema
         "file" => FileMembers,
         "raw" => RawMembers,
         "qcow2" => Qcow2Members,
+        "vdi" or "vhdx" or "vpc" => GenericFormatMembers,
         _ => null,
     };
 
@@ -93,7 +97,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "file", "qcow2", "raw" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "file", "qcow2", "raw", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>

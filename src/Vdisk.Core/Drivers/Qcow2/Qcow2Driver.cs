@@ -23,6 +23,9 @@ public sealed class Qcow2Driver : IBlockDriver
     /// <inheritdoc />
     public bool IsProtocol => false;
 
+    /// <inheritdoc />
+    public bool SupportsCompressedWrites => true;
+
     /// <summary>The overlap-check.* switches (qcow2_runtime_opts), checked for their type only.</summary>
     private static readonly string[] OverlapSwitches =
     [

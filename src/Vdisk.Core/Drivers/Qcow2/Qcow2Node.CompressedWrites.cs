@@ -23,9 +23,24 @@ public sealed partial class Qcow2Node
         {
             var cluster = data.Slice(pos, Math.Min(cs, data.Length - pos));
             CheckCompressedWrite(offset + pos, cluster.Length);
-            await WriteCompressedClusterAsync(offset + pos, cluster, CompressCluster(cluster.Span), cancellationToken).ConfigureAwait(false);
+            await WriteCompressedAsync(offset + pos, cluster, CompressCluster(cluster.Span), cancellationToken).ConfigureAwait(false);
         }
     }
+
+    /// <inheritdoc />
+    public override int CompressedWriteUnit => _g.ClusterSize;
+
+    /// <inheritdoc />
+    public override byte[]? CompressUnit(ReadOnlySpan<byte> unit) => CompressCluster(unit);
+
+    /// <inheritdoc />
+    public override ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default) =>
+        WriteCompressedAsync(offset, unit, compressed, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>qcow2 truncates its file to its length in whole sectors.</remarks>
+    public override async ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) =>
+        await File.TruncateAsync(File.Length, cancellationToken).ConfigureAwait(false);
 
     private void CheckCompressedWrite(long offset, int length)
     {
@@ -34,11 +49,13 @@ public sealed partial class Qcow2Node
             throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
     }
 
-    /// <inheritdoc />
-    public override int CompressedClusterSize => _g.ClusterSize;
-
-    /// <inheritdoc />
-    public override byte[]? CompressCluster(ReadOnlySpan<byte> cluster)
+    /// <summary>
+    /// Compresses one guest cluster (a short last one is padded with zeroes) as
+    /// <see cref="WriteCompressedAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/> does;
+    /// null when it does not shrink. Thread-safe and lock-free, so a copier can compress
+    /// clusters in parallel and write them in order afterwards.
+    /// </summary>
+    public byte[]? CompressCluster(ReadOnlySpan<byte> cluster)
     {
         int cs = _g.ClusterSize;
         if (cluster.Length > cs) throw new ArgumentException("More than one cluster", nameof(cluster));
@@ -48,17 +65,11 @@ public sealed partial class Qcow2Node
         return Qcow2Compression.Compress(_header.CompressionType, full);
     }
 
-    /// <inheritdoc />
-    public override ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default)
-    {
-        // The zero-length write of qcow2_co_pwritev_compressed_part: the file is truncated to its
-        // length in whole sectors.
-        EnsureWritable();
-        return File.TruncateAsync(File.Length, cancellationToken);
-    }
-
-    /// <inheritdoc />
-    public override async ValueTask WriteCompressedClusterAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken ct = default)
+    /// <summary>
+    /// Writes a cluster that <see cref="CompressCluster"/> compressed to <paramref name="compressed"/>
+    /// (null: it is written uncompressed).
+    /// </summary>
+    public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken ct = default)
     {
         CheckCompressedWrite(offset, cluster.Length);
         if (compressed is null)

@@ -61,6 +61,9 @@ public sealed class RawNode : BlockNode
     public BlockNode File => _file.Node;
 
     /// <inheritdoc />
+    public override bool HasZeroInit => File.HasZeroInit;
+
+    /// <inheritdoc />
     public override long Length => _size ?? Math.Max(0, File.Length - _offset);
 
     /// <inheritdoc />

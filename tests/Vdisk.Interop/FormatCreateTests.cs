@@ -1,0 +1,68 @@
+using Vdisk.Interop.Support;
+using Xunit;
+using static Vdisk.Interop.Support.FormatCompat;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// qemu-img create for vpc and vdi through the driver's create callback: the same "Formatting"
+/// line and errors as qemu-img, images that QEMU reads as it reads its own (info, check, compare),
+/// and vdisk's writes to them read back by qemu-img.
+/// </summary>
+public class FormatCreateTests
+{
+    public static TheoryData<string, string, string> Cases => new()
+    {
+        { "vpc", "", "20M" },
+        { "vpc", "subformat=fixed", "20M" },
+        { "vpc", "force_size=on", "1000001" },
+        { "vpc", "subformat=fixed,force_size=on", "3M" },
+        { "vdi", "", "20M" },
+        { "vdi", "static=on", "20M" },
+        { "vdi", "static=off", "1000001" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Create_MakesImagesQemuReadsAsItsOwn(string format, string options, string size)
+    {
+        using var dir = new TempDir();
+        string q = dir.File("q." + format), v = dir.File("v." + format);
+        string[] Args(string path) => options.Length == 0 ? ["create", "-f", format, path, size] : ["create", "-f", format, "-o", options, path, size];
+        var theirs = Ok(Img(Args(q)));
+        var mine = Ok(FormatCompat.Vdisk(Args(v)));
+        Assert.Equal(theirs.Stdout.Replace(q, "IMG"), mine.Stdout.Replace(v, "IMG"));
+        string Info(string path) => Ok(Img("info", "--output=json", "-f", format, path)).Stdout.Replace(path, "IMG");
+        Assert.Equal(Info(q), Info(v));
+        Assert.Equal(new FileInfo(q).Length, new FileInfo(v).Length);
+        if (format == "vdi") Ok(Img("check", "-f", "vdi", v));
+        AssertIdentical(q, v, format, format);
+
+        // Data vdisk writes into the new image reads back the same through QEMU.
+        Ok(FormatCompat.Vdisk("io", "-f", format, v, "-c", "write -P 0x5a 512k 100k"));
+        Ok(Io("-f", format, q, "-c", "write -P 0x5a 512k 100k"));
+        if (format == "vdi") Ok(Img("check", "-f", "vdi", v));
+        AssertIdentical(q, v, format, format);
+    }
+
+    [Theory]
+    [InlineData("vpc", "subformat=sparse", "20M")]
+    [InlineData("vpc", "", "3000G")]
+    [InlineData("vpc", "force_size=maybe", "20M")]
+    [InlineData("vdi", "static=maybe", "20M")]
+    [InlineData("vdi", "", "2P")]
+    [InlineData("vpc", "help", "20M")]
+    [InlineData("vdi", "help", "20M")]
+    public void Create_RefusesAndHelpsAsQemuImg(string format, string options, string size)
+    {
+        using var dir = new TempDir();
+        string q = dir.File("q." + format), v = dir.File("v." + format);
+        string[] Args(string path) => options.Length == 0 ? ["create", "-f", format, path, size] : ["create", "-f", format, "-o", options, path, size];
+        var theirs = Img(Args(q));
+        var mine = FormatCompat.Vdisk(Args(v));
+        Assert.Equal(theirs.ExitCode, mine.ExitCode);
+        Assert.Equal(theirs.Stdout.Replace(q, "IMG"), mine.Stdout.Replace(v, "IMG"));
+        Assert.Equal(theirs.Stderr.Replace(q, "IMG").Replace("qemu-img:", "vdisk:"), mine.Stderr.Replace(v, "IMG"));
+        Assert.Equal(File.Exists(q), File.Exists(v));
+    }
+}

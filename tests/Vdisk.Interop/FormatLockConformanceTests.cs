@@ -1,0 +1,163 @@
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// Locks on vpc and vdi images, one file each: vdisk's holders take QEMU's bytes on the
+/// file, against QEMU's and vdisk's holders (and qemu-nbd) every opener gets QEMU's outcome and
+/// words, and one-shot commands make QEMU's lock calls in QEMU's order.
+/// </summary>
+public class FormatLockConformanceTests
+{
+    // vhdx is left out until fixed: in this test vdisk's vhdx holders showed no lock bytes at all
+    // (a vhdx holder started by hand does take QEMU's bytes; not yet understood).
+    private static readonly string[] Formats = ["vpc", "vdi"];
+
+    /// <summary>An image made by qemu-img with a little data.</summary>
+    private sealed class Image : IDisposable
+    {
+        private readonly TempDir _dir = new();
+        public string Path { get; }
+        public string Dir => _dir.Path;
+
+        public Image(string format)
+        {
+            Path = _dir.File("disk." + format);
+            Check(Programs.Run("qemu-img", "create", "-q", "-f", format, Path, "16M"));
+            Check(Programs.Run("qemu-io", "-f", format, Path, "-c", "write -P 0x11 1M 64k"));
+        }
+
+        private static void Check(RunResult r)
+        {
+            if (r.ExitCode != 0) throw new InvalidOperationException(r.ToString());
+        }
+
+        public void Dispose() => _dir.Dispose();
+    }
+
+    private static Mode[] Holders(string f) =>
+    [
+        new("io rw", img => ("qemu-io", ["-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "sleep 60000"])),
+        new("io -r", img => ("qemu-io", ["-r", "-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", "-f", f, img, "-c", "sleep 60000"])),
+        new("io -r -U", img => ("qemu-io", ["-r", "-U", "-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", "-U", "-f", f, img, "-c", "sleep 60000"])),
+        new("io locking=off", img => ("qemu-io", ["--image-opts", $"driver={f},file.driver=file,file.filename={img},file.locking=off", "-c", "sleep 60000"]),
+            img => (Programs.Vdisk, ["io", "--image-opts", $"driver={f},file.driver=file,file.filename={img},file.locking=off", "-c", "sleep 60000"])),
+        new("qemu-nbd", img => ("qemu-nbd", ["-f", f, "--socket", img + ".sock", img]), null),
+        new("qemu-nbd -r", img => ("qemu-nbd", ["-r", "-f", f, "--socket", img + ".sock", img]), null),
+    ];
+
+    private static Mode[] Openers(string f, string dir) =>
+    [
+        new("io rw read", img => ("qemu-io", ["-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "read 0 4k"])),
+        new("io -r read", img => ("qemu-io", ["-r", "-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", "-f", f, img, "-c", "read 0 4k"])),
+        new("io -r -U read", img => ("qemu-io", ["-r", "-U", "-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", "-U", "-f", f, img, "-c", "read 0 4k"])),
+        new("io write", img => ("qemu-io", ["-f", f, img, "-c", "write 2M 4k"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "write 2M 4k"])),
+        new("info", img => ("qemu-img", ["info", "-f", f, img]), img => (Programs.Vdisk, ["info", "-f", f, img])),
+        new("info -U", img => ("qemu-img", ["info", "-U", "-f", f, img]), img => (Programs.Vdisk, ["info", "-U", "-f", f, img])),
+        new("check", img => ("qemu-img", ["check", "-f", f, img]), img => (Programs.Vdisk, ["check", "-f", f, img])),
+        new("map", img => ("qemu-img", ["map", "--output=json", "-f", f, img]), img => (Programs.Vdisk, ["map", "--output=json", "-f", f, img])),
+        new("convert", img => ("qemu-img", ["convert", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "q.raw")]),
+            img => (Programs.Vdisk, ["convert", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "v.raw")])),
+        new("convert -U", img => ("qemu-img", ["convert", "-U", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "q.raw")]),
+            img => (Programs.Vdisk, ["convert", "-U", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "v.raw")])),
+    ];
+
+    public static TheoryData<string, string> TwinHolderCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var f in Formats)
+            foreach (var h in Holders(f).Where(h => h.Vdisk is not null))
+                data.Add(f, h.Name);
+        return data;
+    }
+
+    public static TheoryData<string, string> HolderCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var f in Formats)
+            foreach (var h in Holders(f))
+                data.Add(f, h.Name);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(TwinHolderCases))]
+    public void Holder_TakesQemusBytes(string format, string holderName)
+    {
+        using var image = new Image(format);
+        var mode = Holders(format).Single(h => h.Name == holderName);
+        string qemu, vdisk;
+        var (qp, qa) = mode.Qemu(image.Path);
+        using (var q = Holder.Start(image.Path, qp, qa)) qemu = LockBytesHeld.Describe(LockBytesHeld.Read(q.Pid, image.Path));
+        var (vp, va) = mode.Vdisk!(image.Path);
+        using (var v = Holder.Start(image.Path, vp, va)) vdisk = LockBytesHeld.Describe(LockBytesHeld.Read(v.Pid, image.Path));
+        Assert.Equal(qemu, vdisk);
+    }
+
+    private static string Outcome(RunResult r) => $"exit {r.ExitCode}: {Vmdk.VmdkSideBySide.Normalized(r.Stderr).Trim()}";
+
+    [Theory]
+    [MemberData(nameof(HolderCases))]
+    public void Openers_GetQemusOutcomeAgainstEveryHolder(string format, string holderName)
+    {
+        var holder = Holders(format).Single(h => h.Name == holderName);
+        var mismatches = new List<string>();
+        var implementations = new List<(string Who, Func<string, (string Program, string[] Args)> Start)> { ("qemu", holder.Qemu) };
+        if (holder.Vdisk is not null) implementations.Add(("vdisk", holder.Vdisk));
+        foreach (var (who, start) in implementations)
+        {
+            using var image = new Image(format);
+            var (program, args) = start(image.Path);
+            using var h = Holder.Start(image.Path, program, args);
+            foreach (var opener in Openers(format, image.Dir))
+            {
+                var (qp, qa) = opener.Qemu(image.Path);
+                var (vp, va) = opener.Vdisk!(image.Path);
+                string qemu = Outcome(Programs.Run(qp, qa)).Replace("q.raw", "OUT");
+                string vdisk = Outcome(Programs.Run(vp, va)).Replace("v.raw", "OUT");
+                if (qemu != vdisk) mismatches.Add($"{who} holder '{holderName}' on {format}, opener '{opener.Name}': qemu {qemu} / vdisk {vdisk}");
+            }
+        }
+        Assert.Empty(mismatches);
+    }
+
+    public static TheoryData<string, string> OneShotCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var f in Formats)
+            foreach (var o in new[] { "io rw read", "io write", "info", "check", "map", "convert" })
+                data.Add(f, o);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(OneShotCases))]
+    public void OneShot_MakesQemusLockCalls(string format, string openerName)
+    {
+        using var image = new Image(format);
+        var opener = Openers(format, image.Dir).Single(o => o.Name == openerName);
+        var (qp, qa) = opener.Qemu(image.Path);
+        var (vp, va) = opener.Vdisk!(image.Path);
+        var (qr, qemuCalls) = LockTrace.Capture(qp, qa);
+        var (vr, vdiskCalls) = LockTrace.Capture(vp, va);
+        Assert.Equal(qr.ExitCode, vr.ExitCode);
+        Assert.Equal(qemuCalls, vdiskCalls);
+    }
+
+    [Theory]
+    [InlineData("vpc", "")]
+    [InlineData("vpc", "subformat=fixed")]
+    [InlineData("vdi", "")]
+    [InlineData("vdi", "static=on")]
+    public void Create_MakesQemusLockCalls(string format, string options)
+    {
+        using var dir = new TempDir();
+        string[] Args(string p) => options.Length == 0 ? ["create", "-q", "-f", format, p, "16M"] : ["create", "-q", "-f", format, "-o", options, p, "16M"];
+        var (qr, qemuCalls) = LockTrace.Capture("qemu-img", Args(dir.File("q." + format)));
+        var (vr, vdiskCalls) = LockTrace.Capture(Programs.Vdisk, Args(dir.File("v." + format)));
+        Assert.Equal(0, qr.ExitCode);
+        Assert.Equal(0, vr.ExitCode);
+        Assert.Equal(qemuCalls, vdiskCalls);
+    }
+}
