@@ -183,7 +183,7 @@ public sealed class Qcow2Driver : IBlockDriver
                     options.Set("filename", full);
                 }
                 if (!options.Contains("driver") && node.Header.BackingFormat is { } fmt) options.Set("driver", fmt);
-                Wrapped(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
+                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
                 string path = BackingPath.Combine(node.Filename, backingName);
@@ -193,34 +193,9 @@ public sealed class Qcow2Driver : IBlockDriver
                 fileOpts.Set("driver", "file");
                 fileOpts.Set("filename", path);
                 opts.Set("file", fileOpts);
-                Wrapped(() => node.AttachBacking(context.Opener.OpenBacking(context, opts), path));
+                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, opts), path));
                 return;
         }
     }
 
-    /// <summary>Opens and attaches a backing file, prefixing failures as bdrv_open_backing_file does.</summary>
-    private static void Wrapped(Action open)
-    {
-        const string prefix = "Could not open backing file: ";
-        try
-        {
-            open();
-        }
-        catch (NativeIOException e)
-        {
-            throw new NativeIOException(e.Errno, prefix + e.Message, e.Path);
-        }
-        catch (LockConflictException e)
-        {
-            throw new LockConflictException(prefix + e.Message, e.Filename, e.Offset, e.FromTest, e.Errno);
-        }
-        catch (Qcow2FormatException e)
-        {
-            throw new Qcow2FormatException(prefix + e.Message);
-        }
-        catch (OptionException e)
-        {
-            throw new OptionException(prefix + e.Message);
-        }
-    }
 }
