@@ -205,6 +205,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
         CheckRequest(offset, data.Length, BlockPermission.Write);
+        if (Root.DetectedZeroWrite(data.Span, flags) is { } zero) return Root.WriteZeroesAsync(offset, data.Length, zero, cancellationToken);
         return Root.WriteAsync(offset, data, flags, cancellationToken);
     }
 
@@ -215,10 +216,11 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.WriteZeroesAsync(offset, length, flags, cancellationToken);
     }
 
-    /// <summary>Discards a range.</summary>
+    /// <summary>Discards a range; nothing happens unless the top node has <c>discard=unmap</c> (bdrv_co_pdiscard).</summary>
     public ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         CheckRequest(offset, length, BlockPermission.Write);
+        if (!Root.Unmap) return ValueTask.CompletedTask;
         return Root.DiscardAsync(offset, length, cancellationToken);
     }
 

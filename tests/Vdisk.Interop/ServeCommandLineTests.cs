@@ -36,6 +36,10 @@ public class ServeCommandLineTests
         new[] { "--blockdev", "{\"driver\":\"file\"" },
         new[] { "--blockdev", "{\"driver\":\"file\",\"node-name\":\"f0\",\"filename\":\"{img}\",\"bogus\":1}" },
         new[] { "--blockdev", "" },
+        new[] { "--blockdev", "driver=file,node-name=f0,filename={img},discard=on" },
+        new[] { "--blockdev", "driver=file,node-name=f0,filename={img},detect-zeroes=bogus" },
+        new[] { "--blockdev", "driver=file,node-name=f0,filename={img},detect-zeroes=unmap" },
+        new[] { "--blockdev", "driver=raw,node-name=r0,file.driver=file,file.filename={img},detect-zeroes=unmap,file.discard=unmap" },
         new[] { "--nbd-server", "addr.type=unix" },
         new[] { "--nbd-server", "addr.type=unix,addr.path={dir}/x.sock,bogus=1" },
         new[] { "--nbd-server", "addr.type=foo" },
@@ -95,13 +99,60 @@ public class ServeCommandLineTests
     [InlineData(new[] { "--chardev", "file,id=m0,path={dir}/q" }, "vdisk: --chardev file,id=m0,path={dir}/q: chardev backend 'file' is not supported by vdisk serve (only 'socket')\n")]
     [InlineData(new[] { "--chardev", "socket,id=m0,path={dir}/q.sock,server=on,wait=on" }, "vdisk: --chardev socket,id=m0,path={dir}/q.sock,server=on,wait=on: vdisk serve does not wait for a monitor client: the socket chardev needs wait=off\n")]
     [InlineData(new[] { "--object", "secret,id=s0,data=x" }, "vdisk: --object secret,id=s0,data=x: --object is not supported by vdisk serve\n")]
-    [InlineData(new[] { "--daemonize" }, "vdisk: unrecognized option '--daemonize'\n")]
     [InlineData(new[] { "--nbd-server", "addr.type=unix,addr.path={dir}/x.sock,tls-creds=t0" }, "vdisk: --nbd-server addr.type=unix,addr.path={dir}/x.sock,tls-creds=t0: No TLS credentials with id 't0'\n")]
     public void UnsupportedFeatures_AreRefusedClearly(string[] args, string message)
     {
         using var dir = new TempDir();
         var r = Programs.Run(Programs.Vdisk, ["serve", .. args.Select(a => a.Replace("{dir}", dir.Path))]);
         Assert.Equal((1, message.Replace("{dir}", dir.Path)), (r.ExitCode, r.Stderr));
+    }
+
+    private static bool IsAlive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
+
+    /// <summary>
+    /// --daemonize --pidfile: the command returns once the daemon is ready (its monitor answers
+    /// at once), the pid file names the daemon (not the command), locked against a second
+    /// daemon, and the daemon removes it as it quits.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Daemonize_ReturnsOnceReady_WithALockedPidFile_LikeQsd(bool vdisk)
+    {
+        using var dir = new TempDir();
+        string pidfile = dir.File("d.pid"), qmp = dir.File("m.sock");
+        string program = vdisk ? Programs.Vdisk : "qemu-storage-daemon";
+        string[] prefix = vdisk ? ["serve"] : [];
+        var started = Programs.Run(program, [.. prefix, "--daemonize", "--pidfile", pidfile, .. Serve.Monitor(qmp)], null, TimeSpan.FromSeconds(60));
+        Assert.Equal((0, "", ""), (started.ExitCode, started.Stdout, started.Stderr));
+        int pid = int.Parse(File.ReadAllText(pidfile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(IsAlive(pid));
+
+        // Ready means ready: no waiting for the socket.
+        using (var c = QmpClient.Connect(qmp))
+        {
+            var second = Programs.Run(program, [.. prefix, "--pidfile", pidfile], null, TimeSpan.FromSeconds(60));
+            string name = vdisk ? "vdisk" : "qemu-storage-daemon";
+            Assert.Equal((1, $"{name}: cannot create PID file: Cannot lock pid file: Resource temporarily unavailable\n"), (second.ExitCode, second.Stderr));
+            Assert.Equal($"{pid}\n", File.ReadAllText(pidfile));
+            Assert.Equal("{\"return\": {}}", c.Execute("{\"execute\":\"quit\"}"));
+        }
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (IsAlive(pid) && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        Assert.False(IsAlive(pid));
+        Assert.False(File.Exists(pidfile));
+    }
+
+    [Fact]
+    public void Daemonize_StartUpError_IsReportedByTheCommand_LikeQsd()
+    {
+        using var dir = new TempDir();
+        string[] args = ["--daemonize", "--pidfile", dir.File("d.pid"), "--blockdev", $"driver=file,node-name=f0,filename={dir.File("nope")}"];
+        var qsd = Programs.Run("qemu-storage-daemon", args, null, TimeSpan.FromSeconds(60));
+        var vdisk = Programs.Run(Programs.Vdisk, ["serve", .. args], null, TimeSpan.FromSeconds(60));
+        Assert.Equal(1, qsd.ExitCode);
+        Assert.Equal((1, qsd.Stderr.Replace("qemu-storage-daemon:", "vdisk:", StringComparison.Ordinal)), (vdisk.ExitCode, vdisk.Stderr));
+        Assert.Empty(Directory.EnumerateFiles(dir.Path));
     }
 
     [Fact]

@@ -92,6 +92,8 @@ public class ServeQmpTests
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r2\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/nope.raw\"}}}",
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r2\",\"bogus\":1,\"file\":\"disk-file\"}}",
             "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r3\",\"detect-zeroes\":\"unmap\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"raw\",\"node-name\":\"r3\",\"discard\":\"off\",\"file\":{\"driver\":\"file\",\"filename\":\"{dir}/second.raw\"}}}",
             "{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e1\",\"node-name\":\"r1\",\"name\":\"d1\"}}",
             "{\"execute\":\"query-block-exports\"}",
             "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"disk\"}}",
@@ -136,12 +138,95 @@ public class ServeQmpTests
         Assert.Equal("{\"error\": {\"class\": \"GenericError\", \"desc\": \"export 'e0' still in use\"}}", qsd[0]);
     }
 
+    /// <summary>Everything the monitor sends until the daemon closes it, timestamps blanked.</summary>
+    private static List<string> RestOfConversation(QmpClient c)
+    {
+        var lines = new List<string>();
+        try
+        {
+            while (c.ReadLine() is { } line) lines.Add(QmpClient.WithoutTimestamp(line));
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // qsd may reset the connection as it exits; what came before it counts.
+        }
+        return lines;
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void QuitAndSigterm_ReportEveryExportDeleted_LikeQsd(bool quit)
+    {
+        List<string> Run(bool vdisk)
+        {
+            using var dir = new TempDir();
+            var image = Serve.PatternedRaw(dir);
+            string qmp = dir.File("m.sock"), nbd = dir.File("n.sock");
+            string[] args =
+            [
+                .. Serve.Blockdevs(image, "raw"), .. Serve.Blockdevs(dir.RawImage("second.raw"), "raw", node: "second"),
+                .. Serve.NbdServer(nbd), .. Serve.Export(),
+                .. Serve.Export(node: "second", name: "second", id: "e1"), .. Serve.Monitor(qmp),
+            ];
+            using var d = vdisk ? Daemon.Vdisk(args, qmp) : Daemon.Qsd(args, qmp);
+            using var client = new NbdClient(nbd);
+            client.Open("second");
+            using var c = QmpClient.Connect(qmp);
+            var transcript = new List<string> { c.Execute("{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e2\",\"node-name\":\"disk\",\"name\":\"again\"}}") };
+            if (quit) c.Send("{\"execute\":\"quit\"}\n");
+            else Programs.Run("kill", "-TERM", d.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            transcript.AddRange(RestOfConversation(c));
+            transcript.Add($"exit {d.WaitForExit()}");
+            return transcript;
+        }
+        var qsd = Run(false);
+        Assert.Equal(qsd, Run(true));
+        Assert.Contains("{\"timestamp\": T, \"event\": \"BLOCK_EXPORT_DELETED\", \"data\": {\"id\": \"e1\"}}", qsd);
+    }
+
     [Fact]
     public void QueryNamedBlockNodes_HasQsdsFieldsPlusActive()
     {
         var (qsd, vdisk) = Both([Capabilities, "{\"execute\":\"query-named-block-nodes\"}"]);
         // QEMU 10.0 added "active"; vdisk reports it, QEMU 7.2 does not know it yet.
         Assert.Equal(qsd[^1], vdisk[^1].Replace("\"active\": true, ", "", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void QueryNamedBlockNodes_OfQcow2AndAnOverlay_MatchQsd()
+    {
+        string[] script =
+        [
+            Capabilities,
+            "{\"execute\":\"query-named-block-nodes\"}",
+            "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}",
+        ];
+        List<string> Run(bool vdisk)
+        {
+            using var dir = new TempDir();
+            var raw = Serve.PatternedRaw(dir);
+            var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
+            // A relative backing file name: the header's text and the full path both show.
+            Serve.Check(Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", dir.File("overlay.qcow2")));
+            string qmp = dir.File("m.sock");
+            string[] args =
+            [
+                .. Serve.Blockdevs(raw, "raw"),
+                "--blockdev", $"driver=raw,node-name=zeroes,detect-zeroes=on,file.driver=file,file.filename={Serve.Escape(dir.File("disk.raw"))},file.node-name=zf,read-only=on",
+                "--blockdev", $"driver=qcow2,node-name=q,read-only=on,file.driver=file,file.node-name=qf,file.filename={Serve.Escape(baseImage)}",
+                "--blockdev", $"driver=qcow2,node-name=ov,file.driver=file,file.node-name=of,file.filename={Serve.Escape(dir.File("overlay.qcow2"))}",
+                .. Serve.Monitor(qmp),
+            ];
+            using var d = vdisk ? Daemon.Vdisk(args, qmp) : Daemon.Qsd(args, qmp);
+            // Generated node names (the overlay's backing chain) differ in number only.
+            return Converse(d, qmp, script, dir).Select(line => System.Text.RegularExpressions.Regex.Replace(line, "#block[0-9]+", "#blockN")).ToList();
+        }
+        var qsd = Run(false);
+        var vdisk = Run(true).Select(line => line.Replace("\"active\": true, ", "", StringComparison.Ordinal)).ToList();
+        Assert.Equal(qsd, vdisk);
+        Assert.Contains("\"backing_file_depth\": 1", qsd[3]);
+        Assert.Contains("\"backing-image\": {", qsd[3]);
     }
 
     [Fact]

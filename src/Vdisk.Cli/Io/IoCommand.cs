@@ -58,6 +58,8 @@ internal static class IoCommand
                 }
                 var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;
                 if (forceShare) flags |= OpenFlags.ForceShare;
+                // qemu-io opens with BDRV_O_UNMAP unless -d ignore: its discards reach the image.
+                if (result.GetValue(discard) is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
                 if (!session.OpenImage(source, flags)) return signals.ExitCode(1);
             }
 

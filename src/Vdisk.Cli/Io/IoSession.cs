@@ -482,7 +482,7 @@ internal sealed class IoSession : IAsyncDisposable
     {
         var parsed = new GetOpt("open", "snCro:kt:d:U").Parse(words, _err);
         if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
-        bool readOnly = false, forceShare = false;
+        bool readOnly = false, forceShare = false, unmap = true;
         var extra = new List<string>();
         foreach (var (opt, value) in parsed.Value.Options)
         {
@@ -497,6 +497,7 @@ internal sealed class IoSession : IAsyncDisposable
                         Stdio.Error("Invalid discard option: " + value);
                         return -Errno.EINVAL;
                     }
+                    unmap = value is "unmap" or "on";
                     break;
             }
         }
@@ -517,6 +518,7 @@ internal sealed class IoSession : IAsyncDisposable
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
         if (forceShare) flags |= OpenFlags.ForceShare;
+        if (unmap) flags |= OpenFlags.Unmap;
         return OpenImage(source, flags) ? 0 : -Errno.EINVAL;
     }
 

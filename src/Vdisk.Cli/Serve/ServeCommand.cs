@@ -41,7 +41,10 @@ internal static class ServeCommand
                                     a listening socket for a monitor
           --monitor [chardev=]<id>[,mode=control]
                                     serve QMP on that socket
-          --pidfile <path>          write the process id to <path> (removed on exit)
+          --daemonize               run in the background once start-up succeeded (the
+                                    command exits 0 then, or 1 after printing the error)
+          --pidfile <path>          write the process id to <path>, locked, once start-up
+                                    succeeded (removed on exit)
           --wait[=SECONDS]          vdisk's: a --blockdev whose image is locked by another
                                     process waits for it (at most SECONDS) instead of failing
 
@@ -58,9 +61,15 @@ internal static class ServeCommand
     {
         var options = new List<(string Option, string Value)>();
         Vdisk.Locking.LockWaitOptions? wait = null;
+        bool daemonize = false;
         for (int i = 0; i < args.Length; i++)
         {
             string arg = args[i];
+            if (arg == "--daemonize")
+            {
+                daemonize = true;
+                continue;
+            }
             if (arg == "--wait" || arg.StartsWith("--wait=", StringComparison.Ordinal))
             {
                 // vdisk's addition: every --blockdev queues behind a lock holder instead of failing.
@@ -100,10 +109,18 @@ internal static class ServeCommand
             return Fail($"{arg}: Unexpected argument");
         }
 
+        int? readyFd = int.TryParse(Environment.GetEnvironmentVariable(ReadyFdVariable), System.Globalization.CultureInfo.InvariantCulture, out int fd) ? fd : null;
+        if (daemonize && readyFd is null) return RunDetached(args);
+        if (readyFd is not null)
+        {
+            Environment.SetEnvironmentVariable(ReadyFdVariable, null);
+            DaemonProcess.Detach();
+        }
+
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
         var daemon = new StorageDaemon();
-        string? pidfile = null;
+        string? pidfile = null, pidfileWritten = null;
         try
         {
             foreach (var (option, value) in options)
@@ -113,7 +130,6 @@ internal static class ServeCommand
                     if (option == "--pidfile") pidfile = value;
                     else if (option == "--blockdev") daemon.AddBlockdev(ParseBlockdev(value), wait, signals.Token);
                     else await ApplyAsync(daemon, option, value).ConfigureAwait(false);
-                    daemon.CollectControlGarbage();
                 }
                 catch (Exception e) when (Message(e) is { } message)
                 {
@@ -122,7 +138,21 @@ internal static class ServeCommand
                     return 1;
                 }
             }
-            if (pidfile is not null && !WritePidFile(pidfile)) return 1;
+            if (pidfile is not null)
+            {
+                try
+                {
+                    DaemonProcess.WritePidFile(pidfile);
+                    pidfileWritten = Path.GetFullPath(pidfile);
+                }
+                catch (NativeIOException e)
+                {
+                    Stdio.Error($"cannot create PID file: {e.Message}");
+                    return 1;
+                }
+            }
+            // Ready: the parent of a --daemonize start exits 0 now.
+            if (readyFd is { } ready) DaemonProcess.FinishDetaching(ready);
 
             try
             {
@@ -134,7 +164,7 @@ internal static class ServeCommand
         finally
         {
             await daemon.ShutdownAsync().ConfigureAwait(false);
-            if (pidfile is not null) RemovePidFile(pidfile);
+            if (pidfileWritten is not null) DaemonProcess.RemovePidFile(pidfileWritten);
         }
     }
 
@@ -235,33 +265,29 @@ internal static class ServeCommand
         return ((OptionScalar)o["chardev"]!).Text;
     }
 
-    private static bool WritePidFile(string path)
-    {
-        try
-        {
-            File.WriteAllText(path, $"{Environment.ProcessId}\n");
-            return true;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            string reason = e switch
-            {
-                DirectoryNotFoundException or FileNotFoundException => "No such file or directory",
-                UnauthorizedAccessException => "Permission denied",
-                _ => e.Message,
-            };
-            Stdio.Error($"cannot create PID file: Could not create '{path}': {reason}");
-            return false;
-        }
-    }
+    /// <summary>The hidden marker of the detached child: the descriptor of the readiness pipe.</summary>
+    private const string ReadyFdVariable = "VDISK_SERVE_READY_FD";
 
-    private static void RemovePidFile(string path)
+    /// <summary>
+    /// <c>--daemonize</c>, as qemu-storage-daemon's os_daemonize: the command returns only once
+    /// the daemon is ready (exit 0) or has failed (exit 1, its error already on stderr).
+    /// QEMU forks; a .NET process cannot. The runtime (NativeAOT too) has threads from the
+    /// start (GC, finalizer, thread pool), fork() copies only the calling one, and the child
+    /// would inherit locks held by threads that no longer exist — it could hang at its first
+    /// allocation. So this process starts itself again as a detached child with the same
+    /// arguments, hands it the write end of a pipe (by descriptor number, in an environment
+    /// variable), and waits for the one byte 0 the child writes once every option has been
+    /// applied. End of file without it means the child failed and exited.
+    /// </summary>
+    private static int RunDetached(string[] args)
     {
-        try
-        {
-            if (File.Exists(path) && File.ReadAllText(path).Trim() == Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture))
-                File.Delete(path);
-        }
-        catch (IOException) { }
+        using var ready = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.In, HandleInheritability.Inheritable);
+        var start = new System.Diagnostics.ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
+        start.ArgumentList.Add(Name);
+        foreach (var arg in args) start.ArgumentList.Add(arg);
+        start.Environment[ReadyFdVariable] = ready.GetClientHandleAsString();
+        using (System.Diagnostics.Process.Start(start)) { }
+        ready.DisposeLocalCopyOfClientHandle();
+        return ready.ReadByte() == 0 ? 0 : 1;
     }
 }

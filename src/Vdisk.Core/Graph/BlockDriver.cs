@@ -43,6 +43,9 @@ public sealed class NodeOpenContext
     /// <summary>The flags of the whole open (NO_BACKING and the like).</summary>
     public OpenFlags OpenFlags { get; }
 
+    /// <summary>The node's place in the graph's node order, when taken before it finished opening.</summary>
+    internal long? GraphSequence { get; set; }
+
     /// <summary><c>cache.direct=on</c>: open with O_DIRECT.</summary>
     public bool CacheDirect { get; internal set; }
 

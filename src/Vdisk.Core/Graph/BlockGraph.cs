@@ -17,12 +17,18 @@ public sealed class BlockGraph
     public BlockNode? Find(string name) => _nodes.GetValueOrDefault(name);
 
     /// <summary>Adds a node under its name.</summary>
-    public void Add(BlockNode node)
+    public void Add(BlockNode node) => Add(node, null);
+
+    /// <summary>Registers a node at a place in the node order taken earlier (<see cref="NextSequence"/>).</summary>
+    internal void Add(BlockNode node, long? sequence)
     {
         if (!_nodes.TryAdd(node.NodeName, node))
             throw new Options.OptionException($"Duplicate nodes with node-name='{node.NodeName}'");
-        node.GraphSequence = ++_sequence;
+        node.GraphSequence = sequence ?? ++_sequence;
     }
+
+    /// <summary>Takes the next place in the node order for a node that is still being opened.</summary>
+    internal long NextSequence() => ++_sequence;
 
     private long _sequence;
 

@@ -26,6 +26,17 @@ public enum ZeroFlags
     Fua = 4,
 }
 
+/// <summary>The blockdev option <c>detect-zeroes</c>: what a node does with writes of zero buffers.</summary>
+public enum DetectZeroes
+{
+    /// <summary>Writes them as data.</summary>
+    Off,
+    /// <summary>Turns them into zero writes that keep the range allocated.</summary>
+    On,
+    /// <summary>Turns them into zero writes that may deallocate (needs <c>discard=unmap</c>).</summary>
+    Unmap,
+}
+
 /// <summary>What a range of a node holds (QEMU's BDRV_BLOCK_* bits).</summary>
 [Flags]
 public enum BlockStatusFlags
@@ -89,6 +100,28 @@ public abstract class BlockNode
 
     /// <summary>True while handed over (migration): the node takes no locks.</summary>
     public bool IsInactive => (Flags & NodeFlags.Inactive) != 0;
+
+    /// <summary>
+    /// <c>discard=unmap</c> (BDRV_O_UNMAP): discards reach this node's storage and zero writes
+    /// may deallocate it. Without it (<c>discard=ignore</c>, the default of a blockdev-add) a
+    /// discard ends here and a zero write keeps the range allocated.
+    /// </summary>
+    public bool Unmap { get; internal set; }
+
+    /// <summary>The node's <c>detect-zeroes</c> option.</summary>
+    public DetectZeroes DetectZeroes { get; internal set; }
+
+    /// <summary>
+    /// detect-zeroes as QEMU's bdrv_aligned_pwritev applies it: the zero-write flags that a
+    /// write of <paramref name="data"/> becomes on this node, or null when it stays a write.
+    /// </summary>
+    public ZeroFlags? DetectedZeroWrite(ReadOnlySpan<byte> data, WriteFlags flags)
+    {
+        if (DetectZeroes == DetectZeroes.Off || data.IsEmpty || data.ContainsAnyExcept((byte)0)) return null;
+        var zero = (flags & WriteFlags.Fua) != 0 ? ZeroFlags.Fua : ZeroFlags.None;
+        if (DetectZeroes == DetectZeroes.Unmap) zero |= ZeroFlags.MayUnmap;
+        return zero;
+    }
 
     /// <summary>The edges to this node's children.</summary>
     public IReadOnlyList<BdrvChild> Children => _children;

@@ -27,7 +27,7 @@ public sealed class GraphOpener
         try
         {
             var inherited = BackendPermissions.NodeFlagsFor(flags);
-            return OpenNode(options, inherited, flags, isTop: true);
+            return OpenNode(options, inherited, flags, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
         }
         catch
         {
@@ -66,7 +66,7 @@ public sealed class GraphOpener
                     ?? throw new OptionException($"Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
             case OptionDict dict:
                 var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
-                return OpenNode(dict, inherited, parent.OpenFlags, isTop: false);
+                return OpenNode(dict, inherited, parent.OpenFlags, isTop: false, unmapByDefault: true);
             default:
                 throw new OptionException($"Invalid parameter type for '{childName}', expected: BlockdevRef");
         }
@@ -78,11 +78,17 @@ public sealed class GraphOpener
     /// </summary>
     public BlockNode OpenBacking(NodeOpenContext parent, OptionDict options)
     {
+        // QEMU registers a node once its file is open and before its backing file is opened,
+        // so query-named-block-nodes lists the backing chain as newer than the overlay.
+        parent.GraphSequence ??= _graph.NextSequence();
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
-        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"));
+        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"), unmapByDefault: true);
     }
 
-    private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop)
+    // unmapByDefault: discard=unmap unless the options say otherwise. Children defined inside
+    // their parent's options get it (QEMU's bdrv_inherited_options: the parent already decides
+    // whether to pass discards down), a top node only when opened with OpenFlags.Unmap.
+    private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop, bool unmapByDefault)
     {
         var o = new NodeOptions(dict);
         string? driverName = o.TakeString("driver");
@@ -95,8 +101,15 @@ public sealed class GraphOpener
         bool readOnly = o.TakeBool("read-only") ?? (inherited & NodeFlags.ReadWrite) == 0;
         bool forceShare = o.TakeBool("force-share") ?? (inherited & NodeFlags.ForceShare) != 0;
         o.TakeBool("auto-read-only");
-        TakeChoice(o, "discard", "ignore", "off", "unmap", "on");
-        TakeChoice(o, "detect-zeroes", "off", "on", "unmap");
+        bool unmap = TakeChoice(o, "discard", "ignore", "off", "unmap", "on") is { } discard ? discard is "unmap" or "on" : unmapByDefault;
+        var detectZeroes = TakeChoice(o, "detect-zeroes", "off", "on", "unmap") switch
+        {
+            "on" => DetectZeroes.On,
+            "unmap" => DetectZeroes.Unmap,
+            _ => DetectZeroes.Off,
+        };
+        if (detectZeroes == DetectZeroes.Unmap && !unmap)
+            throw new OptionException("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
         bool direct = false;
         bool noFlush = (openFlags & OpenFlags.NoFlush) != 0;
         if (o.TakeDict("cache") is { } cache)
@@ -155,17 +168,20 @@ public sealed class GraphOpener
         }
         var context = new NodeOpenContext(this, o, name, flags, openFlags) { CacheDirect = direct, CacheNoFlush = noFlush };
         var node = driver.Open(context);
+        node.Unmap = unmap;
+        node.DetectZeroes = detectZeroes;
         if (node is RawNode raw) raw.ProbedFormat = probed;
         _opened.Add(node);
-        _graph.Add(node);
+        _graph.Add(node, context.GraphSequence);
         return node;
     }
 
-    private static void TakeChoice(NodeOptions o, string key, params string[] allowed)
+    private static string? TakeChoice(NodeOptions o, string key, params string[] allowed)
     {
         var value = o.TakeString(key);
         if (value is not null && !allowed.Contains(value))
             throw new OptionException($"Parameter '{key}' does not accept value '{value}'");
+        return value;
     }
 
     private static string ProbeFormat(BlockNode protocol)

@@ -50,26 +50,8 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
         finally
         {
-            CollectControlGarbage();
             _control.Release();
         }
-    }
-
-    private const long ControlGarbageLimit = 2 << 20;
-    private long _allocatedAtLastCollection;
-
-    /// <summary>
-    /// Control commands (parsing options, opening nodes) leave garbage; a burst of thousands of
-    /// blockdev-add would let it grow to the runtime's first-collection budget (about 16 MiB)
-    /// and stay resident. A young-generation collection every couple of MiB keeps the daemon's
-    /// memory proportional to what it holds. It costs well under a millisecond.
-    /// </summary>
-    public void CollectControlGarbage()
-    {
-        long allocated = GC.GetTotalAllocatedBytes();
-        if (allocated - _allocatedAtLastCollection < ControlGarbageLimit) return;
-        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
-        _allocatedAtLastCollection = GC.GetTotalAllocatedBytes();
     }
 
     // ------------------------------------------------------------------ nodes
@@ -224,8 +206,7 @@ public sealed class StorageDaemon : IAsyncDisposable
     public async Task StopNbdServerAsync()
     {
         var server = _nbd ?? throw new DaemonException("NBD server not running");
-        foreach (var export in _exports.ToArray())
-            await FinishDeletionAsync(export, disconnectClients: true).ConfigureAwait(false);
+        await DeleteAllExportsAsync().ConfigureAwait(false);
         _nbd = null;
         await server.StopAsync().ConfigureAwait(false);
     }
@@ -308,6 +289,30 @@ public sealed class StorageDaemon : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Deletes every export, each with its BLOCK_EXPORT_DELETED event, in QEMU's order
+    /// (blk_exp_close_all): all are asked to shut down, oldest first; one without clients goes
+    /// at once, one with clients once they are disconnected (their requests answered first).
+    /// </summary>
+    public async Task DeleteAllExportsAsync()
+    {
+        var waiting = new List<(NbdExport Export, Task NoClients)>();
+        foreach (var export in _exports.ToArray())
+        {
+            var noClients = export.BeginShutdown(disconnectClients: true);
+            if (noClients.IsCompleted) await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
+            else waiting.Add((export, noClients));
+        }
+        while (waiting.Count > 0)
+        {
+            var done = await Task.WhenAny(waiting.Select(w => w.NoClients)).ConfigureAwait(false);
+            int i = waiting.FindIndex(w => w.NoClients == done);
+            var export = waiting[i].Export;
+            waiting.RemoveAt(i);
+            await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
+        }
+    }
+
     private async Task FinishDeletionAsync(NbdExport export, bool disconnectClients)
     {
         await export.BeginShutdown(disconnectClients).ConfigureAwait(false);
@@ -354,27 +359,69 @@ public sealed class StorageDaemon : IAsyncDisposable
         ("id", Str(e.Id)), ("type", Str("nbd")), ("node-name", Str(e.Node.NodeName)), ("shutting-down", Bool(e.ShuttingDown)))));
 
     /// <summary>query-named-block-nodes: a BlockDeviceInfo per node, newest first.</summary>
-    public OptionList QueryNamedBlockNodes() => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n)));
+    public OptionList QueryNamedBlockNodes(bool flat = false) => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n, flat)));
 
-    private static OptionDict BlockDeviceInfo(BlockNode node)
+    /// <summary>
+    /// bdrv_block_device_info: unless <paramref name="flat"/>, the image info nests the
+    /// backing chain's (<c>backing-image</c>) and <c>backing_file_depth</c> counts it.
+    /// </summary>
+    private static OptionDict BlockDeviceInfo(BlockNode node, bool flat)
     {
-        var info = ImageInfo.Collect(node);
-        var image = Dict(("filename", Str(info.Filename)), ("format", Str(info.Format)), ("dirty-flag", Bool(info.DirtyFlag)));
-        if (info.ActualSize is { } actual) image.Set("actual-size", Int(actual));
-        image.Set("virtual-size", Int(info.VirtualSize));
-        if (info.ClusterSize is { } cluster) image.Set("cluster-size", Int(cluster));
+        var image = ImageInfoDict(node);
+        int depth = 0;
+        if (!flat)
+        {
+            var outer = image;
+            for (var below = node.Child("backing")?.Node; below is not null; below = below.Child("backing")?.Node)
+            {
+                depth++;
+                var inner = ImageInfoDict(below);
+                SetBackingImage(outer, inner);
+                outer = inner;
+            }
+        }
         var result = Dict(("file", Str(node.Filename)), ("node-name", Str(node.NodeName)), ("ro", Bool(node.IsReadOnly)),
             ("active", Bool(!node.IsInactive)), ("drv", Str(node.DriverName)));
         if (node.Child("backing") is { } backing) result.Set("backing_file", Str(backing.Node.Filename));
-        result.Set("backing_file_depth", Int(0));
+        result.Set("backing_file_depth", Int(depth));
         result.Set("encrypted", Bool(false));
-        result.Set("detect_zeroes", Str("off"));
+        result.Set("detect_zeroes", Str(node.DetectZeroes switch
+        {
+            DetectZeroes.On => "on",
+            DetectZeroes.Unmap => "unmap",
+            _ => "off",
+        }));
         foreach (var key in new[] { "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr" }) result.Set(key, Int(0));
         result.Set("image", image);
         result.Set("cache", Dict(("writeback", Bool(true)), ("direct", Bool(false)), ("no-flush", Bool(false))));
         result.Set("write_threshold", Int(0));
         return result;
     }
+
+    /// <summary>A node's ImageInfo as qemu-img info reports it, as a QMP value.</summary>
+    private static OptionDict ImageInfoDict(BlockNode node) => (OptionDict)ToQmp(ImageInfo.Collect(node).ToJsonObject());
+
+    /// <summary>
+    /// Adds <c>backing-image</c> where ImageInfo's QAPI order puts it, just before
+    /// <c>format-specific</c> (members of one QDict bucket are listed newest first).
+    /// </summary>
+    private static void SetBackingImage(OptionDict image, OptionDict backing)
+    {
+        var formatSpecific = image["format-specific"];
+        image.Remove("format-specific");
+        image.Set("backing-image", backing);
+        if (formatSpecific is not null) image.Set("format-specific", formatSpecific);
+    }
+
+    private static OptionValue ToQmp(object? value) => value switch
+    {
+        Vdisk.Output.QemuJsonObject o => Dict(o.Members.Select(m => (m.Key, ToQmp(m.Value))).ToArray()),
+        string text => Str(text),
+        bool b => Bool(b),
+        long or int or uint or ulong => Int(Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture)),
+        System.Collections.IEnumerable items => List(items.Cast<object?>().Select(ToQmp)),
+        _ => Str(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) ?? ""),
+    };
 
     // ------------------------------------------------------------------ shutdown
 
@@ -389,14 +436,10 @@ public sealed class StorageDaemon : IAsyncDisposable
         {
             if (_shutDown) return;
             _shutDown = true;
+            // As qemu-storage-daemon exits: every export goes with its event, which the
+            // monitors still send before they close.
+            await DeleteAllExportsAsync().ConfigureAwait(false);
             if (_nbd is not null) await _nbd.StopAsync().ConfigureAwait(false);
-            foreach (var export in _exports)
-            {
-                await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
-                await export.Image.DisposeAsync().ConfigureAwait(false);
-            }
-            _exports.Clear();
-            _exportIds.Clear();
             foreach (var node in Graph.Nodes.Values.Where(n => !n.IsInactive && !n.IsReadOnly).ToArray())
                 await FlushQuietlyAsync(node).ConfigureAwait(false);
             await Graph.CloseAllAsync().ConfigureAwait(false);

@@ -123,6 +123,12 @@ public sealed class NbdServer : IAsyncDisposable
         {
             await connection.RunAsync().ConfigureAwait(false);
         }
+        catch (Exception e)
+        {
+            // RunAsync answers its own faults; this only keeps a bug in its clean-up from
+            // faulting a task that StopAsync awaits.
+            Diagnostics.WarningSink?.Invoke($"NBD server: closing a connection failed: {NbdErrors.OneLine(e)}");
+        }
         finally
         {
             lock (_lock)

@@ -32,11 +32,17 @@ public static class QmpCommands
         new("qmp_capabilities", QmpSchema.QmpCapabilities, (_, _) => Done(Empty)),
         new("query-version", QmpSchema.NoArguments, (_, _) => Done(Version())),
         new("query-commands", QmpSchema.NoArguments, (_, _) => Done(List(s_commands!.Select(c => (OptionValue)Dict(("name", Str(c.Name))))))),
-        new("quit", QmpSchema.NoArguments, (d, _) => Task.FromResult(new QmpResult(Empty, () =>
+        // qemu-storage-daemon deletes its exports as its main loop ends, before the reply to
+        // quit goes out: the client reads the BLOCK_EXPORT_DELETED events first.
+        new("quit", QmpSchema.NoArguments, async (d, _) =>
         {
-            d.RequestQuit();
-            return Task.CompletedTask;
-        }))),
+            await d.DeleteAllExportsAsync().ConfigureAwait(false);
+            return new QmpResult(Empty, () =>
+            {
+                d.RequestQuit();
+                return Task.CompletedTask;
+            });
+        }),
         new("blockdev-add", QmpSchema.BlockdevOptions, (d, a) =>
         {
             d.AddBlockdev(a);
@@ -78,7 +84,7 @@ public static class QmpCommands
             return new QmpResult(Empty, after);
         }),
         new("query-block-exports", QmpSchema.NoArguments, (d, _) => Done(d.QueryBlockExports())),
-        new("query-named-block-nodes", QmpSchema.QueryNamedBlockNodes, (d, _) => Done(d.QueryNamedBlockNodes())),
+        new("query-named-block-nodes", QmpSchema.QueryNamedBlockNodes, (d, a) => Done(d.QueryNamedBlockNodes(ExportRequest.Flag(a, "flat") ?? false))),
     ];
 
     /// <summary>Every command, in the order query-commands lists them.</summary>

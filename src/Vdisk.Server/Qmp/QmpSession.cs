@@ -27,6 +27,7 @@ public sealed class QmpSession
 {
     private readonly Socket _socket;
     private readonly StorageDaemon _daemon;
+    private static readonly TimeSpan s_drainTimeout = TimeSpan.FromSeconds(5);
     private readonly SemaphoreSlim _output = new(1, 1);
     private bool _oob;
 
@@ -80,6 +81,9 @@ public sealed class QmpSession
         finally
         {
             State = QmpSessionState.Closed;
+            // Events queued before the session ended (those of a shutdown) still go out: the
+            // output lock is granted in order, so once we hold it they have been written.
+            if (await _output.WaitAsync(s_drainTimeout).ConfigureAwait(false)) _output.Release();
             _socket.Dispose();
         }
     }

@@ -204,5 +204,5 @@ public class NbdMessageTests
     [InlineData(28, NbdError.NoSpace)]
     [InlineData(95, NbdError.NotSupported)]
     [InlineData(2, NbdError.Invalid)]
-    public void HostErrno_MapsToTheWireNumber(int errno, NbdError expected) => Assert.Equal(expected, NbdConnection.ToNbdError(errno));
+    public void HostErrno_MapsToTheWireNumber(int errno, NbdError expected) => Assert.Equal(expected, NbdErrors.ToNbdError(errno));
 }

@@ -294,6 +294,11 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
+        if (DetectedZeroWrite(data.Span, flags) is { } zero)
+        {
+            await WriteZeroesAsync(offset, data.Length, zero, cancellationToken).ConfigureAwait(false);
+            return;
+        }
         if (data.Length <= InlineIoLimit)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -315,6 +320,8 @@ public sealed class FileNode : BlockNode
     public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
     {
         if (length <= 0) return;
+        // bdrv_co_pwrite_zeroes: only a node with discard=unmap may deallocate.
+        if (!Unmap) flags &= ~ZeroFlags.MayUnmap;
         if (IsRegularFile)
         {
             long fileLength = Length;
@@ -348,8 +355,9 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
-        // Discard is advisory: filesystems without hole punching just keep the data.
-        if (IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
+        // Discard is advisory: filesystems without hole punching just keep the data, and a
+        // node with discard=ignore drops it (bdrv_co_pdiscard).
+        if (Unmap && IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
         return ValueTask.CompletedTask;
     }
 

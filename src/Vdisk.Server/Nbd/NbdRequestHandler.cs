@@ -1,0 +1,305 @@
+using System.Buffers;
+using Vdisk.Graph;
+
+namespace Vdisk.Server.Nbd;
+
+/// <summary>
+/// Serves valid transmission requests on one export: the node work runs inside the export's
+/// request gate (<see cref="GatedAsync"/>), its I/O errors become error replies, and the reply
+/// goes out whole. A fault that is not an I/O error propagates: the connection breaks.
+/// </summary>
+internal sealed class NbdRequestHandler
+{
+    private readonly NbdSession _session;
+    private readonly NbdReplyChannel _replies;
+
+    public NbdRequestHandler(NbdSession session, NbdReplyChannel replies)
+    {
+        _session = session;
+        _replies = replies;
+    }
+
+    private NbdExport Export => _session.Export;
+
+    private DiskImage Image => _session.Export.Image;
+
+    /// <summary>Serves one request (validated, with its payload if it is a write) and answers it.</summary>
+    public ValueTask HandleAsync(NbdPendingRequest pending, byte[]? payload) => pending.Request.Command switch
+    {
+        NbdCommand.Read => ReadAsync(pending),
+        NbdCommand.BlockStatus => BlockStatusAsync(pending),
+        _ => CommandAsync(pending, payload),
+    };
+
+    /// <summary>
+    /// The one way requests touch the node: inside the export's gate (so that a hand-over waits
+    /// for them), with I/O errors turned into the refusal to answer. Anything else escapes.
+    /// </summary>
+    private async ValueTask<NbdRefusal?> GatedAsync(Func<ValueTask> work)
+    {
+        await Export.Gate.EnterAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            await work().ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception e) when (NbdErrors.Describe(e) is { } refusal)
+        {
+            return refusal;
+        }
+        finally
+        {
+            Export.Gate.Exit();
+        }
+    }
+
+    // ---------------------------------------------------------------- the handlers
+
+    /// <summary>WRITE, FLUSH, TRIM, WRITE_ZEROES and CACHE: no payload in the reply.</summary>
+    private async ValueTask CommandAsync(NbdPendingRequest pending, byte[]? payload)
+    {
+        var request = pending.Request;
+        bool fua = (request.Flags & NbdCommandFlags.Fua) != 0;
+        long offset = (long)request.Offset, length = request.Length;
+        var image = Image;
+        var refusal = await GatedAsync(async () =>
+        {
+            switch (request.Command)
+            {
+                case NbdCommand.Write:
+                    await image.WriteAsync(offset, payload.AsMemory(0, (int)length), fua ? WriteFlags.Fua : WriteFlags.None).ConfigureAwait(false);
+                    break;
+                case NbdCommand.Flush:
+                    await image.FlushAsync().ConfigureAwait(false);
+                    break;
+                case NbdCommand.Trim:
+                    await image.DiscardAsync(offset, length).ConfigureAwait(false);
+                    if (fua) await image.FlushAsync().ConfigureAwait(false);
+                    break;
+                case NbdCommand.WriteZeroes:
+                    var zeroFlags = ZeroFlags.None;
+                    if ((request.Flags & NbdCommandFlags.NoHole) == 0) zeroFlags |= ZeroFlags.MayUnmap;
+                    if ((request.Flags & NbdCommandFlags.FastZero) != 0) zeroFlags |= ZeroFlags.NoFallback;
+                    if (fua) zeroFlags |= ZeroFlags.Fua;
+                    await image.WriteZeroesAsync(offset, length, zeroFlags).ConfigureAwait(false);
+                    break;
+                case NbdCommand.Cache:
+                    // A prefetch hint: the page cache does this well enough without help.
+                    break;
+            }
+        }).ConfigureAwait(false);
+        if (refusal is { } r) await ReplyErrorAsync(pending, r).ConfigureAwait(false);
+        else await ReplySuccessAsync(pending).ConfigureAwait(false);
+    }
+
+    private async ValueTask ReadAsync(NbdPendingRequest pending)
+    {
+        var request = pending.Request;
+        int length = (int)request.Length;
+        long offset = (long)request.Offset;
+        if (length == 0)
+        {
+            await ReplySuccessAsync(pending, readReply: true).ConfigureAwait(false);
+            return;
+        }
+        var image = Image;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            List<ReadExtent>? extents = null;
+            // Zero ranges become hole chunks (as QEMU's sparse reads), unless the client asked
+            // for one unfragmented chunk.
+            bool sparse = _session.StructuredReplies && (request.Flags & NbdCommandFlags.DontFragment) == 0;
+            var refusal = await GatedAsync(async () =>
+            {
+                if (sparse) extents = await MapReadAsync(image, offset, length).ConfigureAwait(false);
+                if (extents is null)
+                {
+                    await image.ReadAsync(offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
+                    return;
+                }
+                foreach (var e in extents)
+                    if (!e.IsHole) await image.ReadAsync(e.Offset, buffer.AsMemory((int)(e.Offset - offset), e.Length)).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            if (refusal is { } r)
+            {
+                await ReplyErrorAsync(pending, r).ConfigureAwait(false);
+                return;
+            }
+            await ReplyReadAsync(pending, buffer, extents).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private readonly record struct ReadExtent(long Offset, int Length, bool IsHole);
+
+    /// <summary>
+    /// Data and zero ranges of a read, through the backing chain as QEMU's sparse read sees them;
+    /// null when it is all data (the common case, without allocation).
+    /// </summary>
+    private static async ValueTask<List<ReadExtent>?> MapReadAsync(DiskImage image, long offset, int length)
+    {
+        List<ReadExtent>? extents = null;
+        long position = offset, end = offset + length;
+        while (position < end)
+        {
+            var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
+            long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
+            bool hole = (status.Flags & BlockStatusFlags.Zero) != 0;
+            if (extents is null && !hole && position + n >= end && position == offset) return null;
+            extents ??= new List<ReadExtent>();
+            if (extents.Count > 0 && extents[^1].IsHole == hole)
+            {
+                var last = extents[^1];
+                extents[^1] = last with { Length = last.Length + (int)n };
+            }
+            else
+            {
+                extents.Add(new ReadExtent(position, (int)n, hole));
+            }
+            position += n;
+        }
+        return extents;
+    }
+
+    private async ValueTask BlockStatusAsync(NbdPendingRequest pending)
+    {
+        var request = pending.Request;
+        var image = Image;
+        bool one = (request.Flags & NbdCommandFlags.RequestOne) != 0;
+        var extents = ArrayPool<NbdExtent>.Shared.Rent(one ? 1 : 64);
+        int count = 0;
+        try
+        {
+            var refusal = await GatedAsync(async () =>
+            {
+                long position = (long)request.Offset, end = position + request.Length;
+                while (position < end)
+                {
+                    var status = await BlockChain.StatusAboveAsync(image.Root, position, end - position).ConfigureAwait(false);
+                    long n = status.Length <= 0 ? end - position : Math.Min(status.Length, end - position);
+                    var flags = ((status.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
+                        | ((status.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
+                    if (count > 0 && extents[count - 1].Flags == flags)
+                    {
+                        extents[count - 1] = new NbdExtent(extents[count - 1].Length + (uint)n, flags);
+                    }
+                    else
+                    {
+                        if (count == NbdLimits.MaxExtents || (one && count == 1)) break;
+                        if (count == extents.Length)
+                        {
+                            var bigger = ArrayPool<NbdExtent>.Shared.Rent(Math.Min(extents.Length * 2, NbdLimits.MaxExtents));
+                            extents.AsSpan(0, count).CopyTo(bigger);
+                            ArrayPool<NbdExtent>.Shared.Return(extents);
+                            extents = bigger;
+                        }
+                        extents[count++] = new NbdExtent((uint)n, flags);
+                    }
+                    position += n;
+                }
+            }).ConfigureAwait(false);
+            if (refusal is { } r)
+            {
+                await ReplyErrorAsync(pending, r).ConfigureAwait(false);
+                return;
+            }
+            await ReplyBlockStatusAsync(pending, extents.AsMemory(0, count)).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<NbdExtent>.Shared.Return(extents);
+        }
+    }
+
+    // ---------------------------------------------------------------- replies
+
+    /// <summary>A success without payload: a simple reply (as QEMU sends), or a NONE chunk for a zero-length structured READ.</summary>
+    private async ValueTask ReplySuccessAsync(NbdPendingRequest pending, bool readReply = false)
+    {
+        if (!pending.TryClaimReply()) return;
+        using var lease = await _replies.AcquireAsync(CancellationToken.None).ConfigureAwait(false);
+        var header = lease.Header;
+        if (readReply && _session.StructuredReplies)
+        {
+            NbdStructuredReply.WriteNone(header, pending.Request.Cookie);
+            await lease.SendAsync(header.AsMemory(0, NbdStructuredReply.HeaderLength), CancellationToken.None).ConfigureAwait(false);
+        }
+        else
+        {
+            NbdSimpleReply.Write(header, NbdError.None, pending.Request.Cookie);
+            await lease.SendAsync(header.AsMemory(0, NbdSimpleReply.HeaderLength), CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Answers a request with an error (see <see cref="ErrorReply"/>).</summary>
+    public ValueTask ReplyErrorAsync(NbdPendingRequest pending, NbdRefusal refusal) =>
+        pending.TryClaimReply() ? _replies.SendAsync(ErrorReply(_session.StructuredReplies, pending.Request.Cookie, refusal), CancellationToken.None) : ValueTask.CompletedTask;
+
+    /// <summary>An error reply: a structured ERROR chunk with the message, or a simple reply carrying only the number.</summary>
+    public static byte[] ErrorReply(bool structured, ulong cookie, NbdRefusal refusal)
+    {
+        if (structured) return NbdStructuredReply.Error(cookie, refusal.Error, refusal.Message);
+        var reply = new byte[NbdSimpleReply.HeaderLength];
+        NbdSimpleReply.Write(reply, refusal.Error, cookie);
+        return reply;
+    }
+
+    /// <summary>A read's data: one simple reply, one data chunk, or data and hole chunks.</summary>
+    private async ValueTask ReplyReadAsync(NbdPendingRequest pending, byte[] buffer, List<ReadExtent>? extents)
+    {
+        if (!pending.TryClaimReply()) return;
+        var request = pending.Request;
+        int length = (int)request.Length;
+        long offset = (long)request.Offset;
+        using var lease = await _replies.AcquireAsync(CancellationToken.None).ConfigureAwait(false);
+        var header = lease.Header;
+        if (!_session.StructuredReplies)
+        {
+            NbdSimpleReply.Write(header, NbdError.None, request.Cookie);
+            await lease.SendAsync(new ArraySegment<byte>(header, 0, NbdSimpleReply.HeaderLength), new ArraySegment<byte>(buffer, 0, length), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        if (extents is null)
+        {
+            NbdStructuredReply.WriteDataPrefix(header, true, request.Cookie, request.Offset, length);
+            await lease.SendAsync(new ArraySegment<byte>(header, 0, NbdStructuredReply.DataPrefixLength), new ArraySegment<byte>(buffer, 0, length), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        for (int i = 0; i < extents.Count; i++)
+        {
+            var e = extents[i];
+            bool done = i == extents.Count - 1;
+            if (e.IsHole)
+            {
+                NbdStructuredReply.WriteHole(header, done, request.Cookie, (ulong)e.Offset, (uint)e.Length);
+                await lease.SendAsync(header.AsMemory(0, NbdStructuredReply.HoleLength), CancellationToken.None).ConfigureAwait(false);
+            }
+            else
+            {
+                NbdStructuredReply.WriteDataPrefix(header, done, request.Cookie, (ulong)e.Offset, e.Length);
+                await lease.SendAsync(new ArraySegment<byte>(header, 0, NbdStructuredReply.DataPrefixLength),
+                    new ArraySegment<byte>(buffer, (int)(e.Offset - offset), e.Length), CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async ValueTask ReplyBlockStatusAsync(NbdPendingRequest pending, ReadOnlyMemory<NbdExtent> extents)
+    {
+        if (!pending.TryClaimReply()) return;
+        int chunkLength = NbdStructuredReply.BlockStatusLength(extents.Length);
+        var chunk = ArrayPool<byte>.Shared.Rent(chunkLength);
+        try
+        {
+            NbdStructuredReply.WriteBlockStatus(chunk, true, pending.Request.Cookie, 0, extents.Span);
+            await _replies.SendAsync(chunk.AsMemory(0, chunkLength), CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+    }
+}
