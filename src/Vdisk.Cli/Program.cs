@@ -14,6 +14,9 @@ internal static class Program
         Stdio.InstallWarningSink();
         // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
         if (args.Length > 0 && args[0] == ServeCommand.Name) return await ServeCommand.RunAsync(args[1..]);
+        // Every verb's definition is built, though one runs: cheap next to opening an image,
+        // and the place to start if start-up time ever needs it (only the named verb is needed,
+        // plus the names of the others for "Command not found").
         var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
         root.Subcommands.Add(IoCommand.Create());
         root.Subcommands.Add(Img.ImgVerbs.WithWait(InfoCommand.Create()));
@@ -21,26 +24,22 @@ internal static class Program
         root.Subcommands.Add(LocksCommand.Create());
         foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
 
-        if (args.Length > 0 && args[0] is "amend" or "commit" or "resize" && args.Any(a => a is "-U" or "--force-share"))
+        var argv = FrontDoor.Rewrite(root, args, out int usageError);
+        if (argv is null)
         {
-            // qemu-img's getopt for these verbs has no -U (force-share makes no sense for writers).
-            Stdio.Error($"unrecognized option '{args.First(a => a is "-U" or "--force-share")}'");
-            Console.Error.Write("Try 'vdisk --help' for more information\n");
-            return 1;
+            Stdio.Out.Flush();
+            return usageError;
         }
-        if (args.Length > 2 && args[0] == "resize" && args[^1].Length > 1 && args[^1][0] == '-' && char.IsAsciiDigit(args[^1][1]) && args[^2] != "--")
-        {
-            // A negative size is an operand, not an option (qemu-img removes it before getopt too).
-            args = [.. args[..^1], "--", args[^1]];
-        }
-
         // No response files: qemu tools take '@' literally.
-        var parse = root.Parse(LockWaitOption.Normalize(args), new ParserConfiguration { ResponseFileTokenReplacer = null });
+        var parse = root.Parse(argv, new ParserConfiguration { ResponseFileTokenReplacer = null });
         if (parse.Errors.Count > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
         {
+            string verb = parse.CommandResult.Command.Name;
             Stdio.Error(parse.Errors[0].Message);
+            // qemu-img follows a usage error with a hint; qemu-io and vdisk locks do not.
+            if (verb is not ("io" or "locks")) Console.Error.Write(FrontDoor.TryHelp);
             // qemu tools exit 1 on usage errors; vdisk locks keeps 1 for "blocked".
-            return parse.CommandResult.Command.Name == "locks" ? LocksCommand.ExitError : 1;
+            return verb == "locks" ? LocksCommand.ExitError : 1;
         }
         try
         {
@@ -48,9 +47,20 @@ internal static class Program
             Stdio.Out.Flush();
             return rc;
         }
+        catch (SignalledException e)
+        {
+            return e.ExitCode;
+        }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {
             Stdio.Error(text);
+            return 1;
+        }
+        catch (Exception e)
+        {
+            // A failure nobody foresaw: one line, not a stack trace (VDISK_DEBUG=1 shows it).
+            Stdio.Error($"unexpected error ({e.GetType().Name}): {e.Message}");
+            if (Environment.GetEnvironmentVariable("VDISK_DEBUG") is "1") Console.Error.Write(e + "\n");
             return 1;
         }
     }

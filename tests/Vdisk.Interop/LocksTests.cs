@@ -129,6 +129,49 @@ public sealed class LocksTests(ITestOutputHelper output)
         Assert.Contains("force-share (qemu-io -r -U -f qcow2): admitted", r.Stdout);
     }
 
+    /// <summary>
+    /// Without -f the verdict assumes what QEMU's tool would find: qemu-io -r on a qcow2 held by a
+    /// qcow2 writer probes qcow2, refuses to share write, and is refused; so is "locks --for read".
+    /// </summary>
+    [Fact]
+    public void Without_format_the_image_is_probed_as_qemu_probes_it()
+    {
+        using var dir = new TempDir();
+        string image = Image(dir, "qcow2");
+        using var holder = Holder.Start(image, "qemu-io", "-f", "qcow2", image, "-c", "sleep 600000");
+        var qemu = Programs.Run("qemu-io", "-r", image, "-c", "read 0 512");
+        Assert.Equal(1, qemu.ExitCode);
+
+        var r = Programs.Run(Programs.Vdisk, "locks", "--for", "read", image);
+        output.WriteLine(r.Stdout);
+        Assert.Equal(1, r.ExitCode);
+        const string error = "Failed to get shared \"write\" lock";
+        Assert.Contains(error, qemu.Stderr);
+        Assert.Contains($"read (qemu-io -r -f qcow2): blocked: {error}. PID {holder.Pid} (qemu-io)", r.Stdout);
+
+        var json = JsonDocument.Parse(Programs.Run(Programs.Vdisk, "locks", "--output", "json", "--for", "read", image).Stdout).RootElement;
+        Assert.Equal(JsonValueKind.Null, json.GetProperty("format").ValueKind);
+        var judged = json.GetProperty("images")[0];
+        Assert.Equal("qcow2", judged.GetProperty("format").GetString());
+        Assert.False(LocksCli.Verdict(judged, AccessMode.Read).GetProperty("admitted").GetBoolean());
+
+        // -f still decides when given: raw access to the same file (qemu-io -r -f raw) gets in.
+        Assert.Equal(0, Programs.Run("qemu-io", "-r", "-f", "raw", image, "-c", "read 0 512").ExitCode);
+        Assert.Equal(0, Programs.Run(Programs.Vdisk, "locks", "-f", "raw", "--for", "read", image).ExitCode);
+    }
+
+    [Fact]
+    public void Without_format_a_raw_image_is_judged_raw()
+    {
+        using var dir = new TempDir();
+        string image = Image(dir, "raw");
+        using var holder = Holder.Start(image, "qemu-io", "-f", "raw", image, "-c", "sleep 600000");
+        Assert.Equal(0, Programs.Run("qemu-io", "-r", "-f", "raw", image, "-c", "read 0 512").ExitCode);
+        Assert.Equal(0, Programs.Run(Programs.Vdisk, "locks", "--for", "read", image).ExitCode);
+        var json = JsonDocument.Parse(Programs.Run(Programs.Vdisk, "locks", "--output", "json", image).Stdout).RootElement;
+        Assert.Equal("raw", json.GetProperty("images")[0].GetProperty("format").GetString());
+    }
+
     [Fact]
     public void Exit_status_follows_the_asked_mode()
     {

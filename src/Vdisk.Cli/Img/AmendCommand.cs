@@ -29,7 +29,7 @@ internal static class AmendCommand
                 return 1;
             }
             string filename = result.GetValue(file)!;
-            using var disk = ImgOpen.Open(filename, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgModify);
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgModify);
             if (disk is null) return 1;
             if (disk.Root is not Qcow2Node node)
             {

@@ -40,7 +40,7 @@ internal static class CheckCommand
             bool forceShare = result.GetValue(image.ForceShare);
             var flags = mode != Qcow2RepairMode.None ? AccessProfiles.ImgCheckRepair : AccessProfiles.ImgCheck;
             flags = ImgOpen.WithForceShare(flags, forceShare);
-            using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts), flags);
             if (disk is null) return 1;
             if (disk.Root is not Qcow2Node node)
             {

@@ -28,9 +28,9 @@ internal static class CompareCommand
         command.SetAction(async (result, ct) =>
         {
             var flags = ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(forceShare));
-            using var a = ImgOpen.Open(result.GetValue(file1)!, result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            using var a = ImgOpen.Open(result, result.GetValue(file1)!, result.GetValue(fmt1), result.GetValue(imageOpts), flags);
             if (a is null) return 2;
-            using var b = ImgOpen.Open(result.GetValue(file2)!, result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            using var b = ImgOpen.Open(result, result.GetValue(file2)!, result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
             if (b is null) return 2;
             bool q = result.GetValue(quiet);
             bool isStrict = result.GetValue(strict);

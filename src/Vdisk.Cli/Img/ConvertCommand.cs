@@ -90,7 +90,7 @@ internal static class ConvertCommand
             {
                 foreach (var name in names[..^1])
                 {
-                    var img = ImgOpen.Open(name, result.GetValue(format), result.GetValue(imageOpts), flags);
+                    var img = ImgOpen.Open(result, name, result.GetValue(format), result.GetValue(imageOpts), flags);
                     if (img is null) return 1;
                     sources.Add(img);
                 }
@@ -128,7 +128,7 @@ internal static class ConvertCommand
                 var targetFlags = OpenFlags.ReadWrite | OpenFlags.Unmap;
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
                 if (result.GetValue(backing) is null) targetFlags |= OpenFlags.NoBacking;
-                using var dest = ImgOpen.Open(target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
+                using var dest = ImgOpen.Open(result, target, fresh || result.GetValue(outFormat) is not null ? outFmt : null, false, targetFlags);
                 if (dest is null) return 1;
                 if (compressed && dest.Root is not Qcow2Node)
                 {

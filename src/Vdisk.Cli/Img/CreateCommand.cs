@@ -80,7 +80,7 @@ internal static class CreateCommand
                     Stdio.Out.Write(FormattingLine(o, explicitKeys) + "\n");
                     Stdio.Out.Flush();
                 }
-                await ImgOpen.RunAsync(token => ImageCreator.CreateAsync(o, token), ct);
+                await ImgOpen.RunAsync(result, token => ImageCreator.CreateAsync(o, token), ct);
                 return 0;
             }
             catch (CreateException e)

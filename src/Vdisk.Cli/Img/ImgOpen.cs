@@ -1,35 +1,53 @@
+using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Options;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Img;
 
-/// <summary>img_open: opens an image with a verb's flags, printing qemu-img's one-line error on failure.</summary>
+/// <summary>
+/// img_open: opens an image with a verb's flags, printing qemu-img's one-line error on failure.
+/// Each call takes the verb's <see cref="ParseResult"/>, from which it reads the verb's
+/// <c>--wait</c>: nothing about the run is kept between calls.
+/// </summary>
 internal static class ImgOpen
 {
-    /// <summary>The <c>--wait</c> of the running verb (one verb per process), or null.</summary>
-    public static Vdisk.Locking.LockWaitOptions? Wait { get; set; }
-
-    /// <summary>Ends a <c>--wait</c> (Ctrl-C, SIGTERM).</summary>
-    public static CancellationToken WaitCancellation { get; set; }
-
     /// <summary>Runs an open (or a create) under the verb's <c>--wait</c>, if any.</summary>
-    public static T Run<T>(Func<T> open) =>
-        Wait is null ? open() : Vdisk.Locking.LockWait.Run(open, Wait, WaitCancellation);
+    public static T Run<T>(ParseResult result, Func<T> open)
+    {
+        if (LockWaitOption.Of(result) is not { } wait) return open();
+        using var signals = new Signals();
+        try
+        {
+            return Vdisk.Locking.LockWait.Run(open, wait, signals.Token);
+        }
+        catch (OperationCanceledException) when (signals.Received > 0)
+        {
+            throw new SignalledException(signals.ExitCode(1));
+        }
+    }
 
     /// <summary>The asynchronous form of <see cref="Run{T}"/>.</summary>
-    public static async Task RunAsync(Func<CancellationToken, Task> open, CancellationToken cancellationToken)
+    public static async Task RunAsync(ParseResult result, Func<CancellationToken, Task> open, CancellationToken cancellationToken)
     {
-        if (Wait is null)
+        if (LockWaitOption.Of(result) is not { } wait)
         {
             await open(cancellationToken).ConfigureAwait(false);
             return;
         }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, WaitCancellation);
-        await Vdisk.Locking.LockWait.RunAsync(async ct => { await open(ct).ConfigureAwait(false); return 0; }, Wait, linked.Token).ConfigureAwait(false);
+        using var signals = new Signals();
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, signals.Token);
+        try
+        {
+            await Vdisk.Locking.LockWait.RunAsync(async ct => { await open(ct).ConfigureAwait(false); return 0; }, wait, linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (signals.Received > 0)
+        {
+            throw new SignalledException(signals.ExitCode(1));
+        }
     }
 
-    public static DiskImage? Open(string filename, string? format, bool imageOpts, OpenFlags flags, bool quietErrors = false)
+    public static DiskImage? Open(ParseResult result, string filename, string? format, bool imageOpts, OpenFlags flags, bool quietErrors = false)
     {
         try
         {
@@ -52,7 +70,7 @@ internal static class ImgOpen
             {
                 source = ImageSource.FromFile(filename, format);
             }
-            return Run(() => DiskImage.Open(source, flags));
+            return Run(result, () => DiskImage.Open(source, flags));
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.CommandLine.Invocation;
 using Vdisk.Cli.Common;
 
 namespace Vdisk.Cli.Img;
@@ -7,40 +6,14 @@ namespace Vdisk.Cli.Img;
 /// <summary>The qemu-img verbs of <c>vdisk</c> (info lives in Info/).</summary>
 internal static class ImgVerbs
 {
-    /// <summary>The verbs, each with <c>--wait</c> wired to every image it opens or creates.</summary>
+    /// <summary>The verbs, each with <c>--wait</c>, which <see cref="ImgOpen"/> applies to every image it opens or creates.</summary>
     public static IEnumerable<Command> All() => Verbs().Select(WithWait);
 
     /// <summary>Adds <c>--wait</c> to a verb that opens images through <see cref="ImgOpen"/>.</summary>
     public static Command WithWait(Command command)
     {
-        var wait = new LockWaitOption();
-        wait.AddTo(command);
-        command.Action = new WaitingAction(command.Action!, wait);
+        new LockWaitOption().AddTo(command);
         return command;
-    }
-
-    /// <summary>Sets the verb's --wait for <see cref="ImgOpen"/> and turns a cancelled wait into the signal's exit status.</summary>
-    private sealed class WaitingAction(CommandLineAction inner, LockWaitOption wait) : AsynchronousCommandLineAction
-    {
-        public override async Task<int> InvokeAsync(ParseResult parseResult, CancellationToken cancellationToken = default)
-        {
-            ImgOpen.Wait = wait.Options(parseResult);
-            using var signals = ImgOpen.Wait is null ? null : new Signals();
-            ImgOpen.WaitCancellation = signals?.Token ?? CancellationToken.None;
-            try
-            {
-                return inner switch
-                {
-                    AsynchronousCommandLineAction a => await a.InvokeAsync(parseResult, cancellationToken),
-                    SynchronousCommandLineAction s => s.Invoke(parseResult),
-                    _ => throw new InvalidOperationException("unknown action type"),
-                };
-            }
-            catch (OperationCanceledException) when (signals is { Received: > 0 })
-            {
-                return signals.ExitCode(1);
-            }
-        }
     }
 
     private static IEnumerable<Command> Verbs() =>

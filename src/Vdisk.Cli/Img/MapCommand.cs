@@ -29,7 +29,7 @@ internal static class MapCommand
             string filename = result.GetValue(file)!;
             if (output.IsJson(result) is not bool json) return 1;
             string fmt = json ? "json" : "human";
-            using var disk = ImgOpen.Open(filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;
             long offset = 0, end = disk.Length;

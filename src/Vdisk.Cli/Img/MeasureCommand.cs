@@ -58,7 +58,7 @@ internal static class MeasureCommand
             }
             else
             {
-                using var disk = ImgOpen.Open(filename!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+                using var disk = ImgOpen.Open(result, filename!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                     ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
                 if (disk is null) return 1;
                 virtualSize = disk.Length;

@@ -42,7 +42,7 @@ internal static class RebaseCommand
             string? newFormat = result.GetValue(backingFormat);
             bool isUnsafe = result.GetValue(unsafeMode);
             var flags = AccessProfiles.ImgModify | (isUnsafe ? OpenFlags.NoBacking : OpenFlags.None);
-            using var disk = ImgOpen.Open(filename, result.GetValue(format), result.GetValue(imageOpts), flags);
+            using var disk = ImgOpen.Open(result, filename, result.GetValue(format), result.GetValue(imageOpts), flags);
             if (disk is null) return 1;
             if (disk.Root is not Qcow2Node node)
             {
@@ -57,7 +57,7 @@ internal static class RebaseCommand
                     if (newBacking is not null)
                     {
                         string full = Qcow2Driver.CombineBackingPath(node.Filename, newBacking);
-                        target = ImgOpen.Open(full, newFormat, false, ImgOpen.WithForceShare(OpenFlags.None, result.GetValue(forceShare)));
+                        target = ImgOpen.Open(result, full, newFormat, false, ImgOpen.WithForceShare(OpenFlags.None, result.GetValue(forceShare)));
                         if (target is null) return 1;
                         newFormat ??= target.Root.DriverName;
                     }

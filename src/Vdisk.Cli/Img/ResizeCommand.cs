@@ -41,7 +41,7 @@ internal static class ResizeCommand
                 }
                 mode = m.Value;
             }
-            using var disk = ImgOpen.Open(result.GetValue(file)!, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
+            using var disk = ImgOpen.Open(result, result.GetValue(file)!, result.GetValue(format), result.GetValue(imageOpts), AccessProfiles.ImgResize);
             if (disk is null) return 1;
             long current = disk.Length;
             long total = relative == 0 ? n : current + relative * n;

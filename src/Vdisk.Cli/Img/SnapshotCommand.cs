@@ -27,7 +27,7 @@ internal static class SnapshotCommand
                 Stdio.Error("vdisk snapshot supports only -l (listing); creating, applying and deleting internal snapshots are not implemented");
                 return 1;
             }
-            using var disk = ImgOpen.Open(result.GetValue(file)!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
+            using var disk = ImgOpen.Open(result, result.GetValue(file)!, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
                 ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(image.ForceShare)));
             if (disk is null) return 1;
             var info = ImageInfo.Collect(disk.Root);

@@ -15,7 +15,7 @@ internal static class IoCommand
         var commands = new Option<string[]>("--cmd", "-c") { Description = "run a command (repeatable)", AllowMultipleArgumentsPerToken = false };
         var readOnly = new Option<bool>("--read-only", "-r") { Description = "open read-only" };
         var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
-        var cache = new Option<string?>("--cache", "-t") { Description = "cache mode (accepted for compatibility)" };
+        var cache = new Option<string?>("--cache", "-t") { Description = "cache mode: writethrough (the default: every write is flushed), writeback, unsafe (no flushes), none, directsync" };
         var discard = new Option<string?>("--discard", "-d") { Description = "discard mode (ignore, unmap)" };
         var file = new Argument<string?>("file") { Arity = ArgumentArity.ZeroOrOne, Description = "image file, json: filename, or option string with --image-opts" };
 
@@ -30,7 +30,28 @@ internal static class IoCommand
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
         {
-            if (result.GetValue(noCache) || result.GetValue(cache) is "none" or "directsync")
+            if (result.GetValue(image.Format) is not null && result.GetValue(image.ImageOpts))
+            {
+                Stdio.Error("--image-opts and -f are mutually exclusive");
+                return 1;
+            }
+            if (result.GetValue(discard) is { } discardMode && !IoCacheMode.IsDiscardMode(discardMode))
+            {
+                Stdio.Error("Invalid discard option: " + discardMode);
+                return 1;
+            }
+            var cacheMode = IoCacheMode.Default;
+            if (result.GetValue(cache) is { } cacheText)
+            {
+                if (IoCacheMode.Parse(cacheText) is not { } parsed)
+                {
+                    Stdio.Error("Invalid cache option: " + cacheText);
+                    return 1;
+                }
+                cacheMode = parsed;
+            }
+            if (result.GetValue(noCache)) cacheMode = cacheMode.WithNoCache();
+            if (cacheMode.Direct)
                 Stdio.Error("warning: O_DIRECT (-n, -t none) is not supported yet; using the host page cache");
             using var signals = new Signals();
             await using var session = new IoSession(signals.Token)
@@ -60,7 +81,7 @@ internal static class IoCommand
                 if (forceShare) flags |= OpenFlags.ForceShare;
                 // qemu-io opens with BDRV_O_UNMAP unless -d ignore: its discards reach the image.
                 if (result.GetValue(discard) is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
-                if (!session.OpenImage(source, flags)) return signals.ExitCode(1);
+                if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);
             }
 
             int lastError = 0;

@@ -34,13 +34,14 @@ internal static class IoCommandTable
             " -r  read-only            -U  share every permission with other users\n" +
             " -o  block driver options, e.g. -o driver=raw\n" +
             " -s, -C, -n, -k, -t, -d are accepted for compatibility\n"),
-        new("quit", "q", 0, 0, true, true, BlockPermission.None, null, "exit the program"),
+        // qemu-io's quit takes any number of arguments.
+        new("quit", "q", 0, -1, true, true, BlockPermission.None, null, "exit the program"),
         new("read", "r", 2, -1, false, false, BlockPermission.ConsistentRead, "[-abCqv] [-P pattern [-s off] [-l len]] off len", "reads a number of bytes at a specified offset",
             " Reads len bytes at off, e.g. 'read -v 0 512' shows the first sector in hex.\n" +
             " -P  check that every byte equals the pattern (-s/-l narrow the checked part)\n" +
             " -v  hex dump        -C  comma-separated statistics        -q  no statistics\n"),
         new("sleep", null, 1, 1, true, false, BlockPermission.None, null, "waits for the given value in milliseconds"),
-        new("truncate", "t", 1, 3, false, false, BlockPermission.Resize, "[-m prealloc_mode] off", "truncates the current file at the given offset"),
+        new("truncate", "t", 1, 3, false, false, BlockPermission.Write | BlockPermission.Resize, "[-m prealloc_mode] off", "truncates the current file at the given offset"),
         new("write", "w", 2, -1, false, false, BlockPermission.Write, "[-bcCfnquz] [-P pattern | -s source_file] off len", "writes a number of bytes at a specified offset",
             " Writes len bytes at off, filled with 0xcd unless told otherwise.\n" +
             " -P  fill with a byte pattern   -s  take the bytes from a file\n" +
@@ -51,6 +52,7 @@ internal static class IoCommandTable
     public static IoCommandInfo? Find(string name) =>
         Commands.FirstOrDefault(c => c.Name == name || c.AltName == name);
 
-    public static string HelpLine(IoCommandInfo c) =>
-        c.Args is null ? $"{c.Name} -- {c.OneLine}" : $"{c.Name} {c.Args} -- {c.OneLine}";
+    /// <summary>help_oneline: the command as <paramref name="name"/> (the word typed after "help", else its name), its arguments and one line.</summary>
+    public static string HelpLine(IoCommandInfo c, string? name = null) =>
+        c.Args is null ? $"{name ?? c.Name} -- {c.OneLine}" : $"{name ?? c.Name} {c.Args} -- {c.OneLine}";
 }

@@ -19,6 +19,10 @@ internal sealed class IoSession : IAsyncDisposable
     private readonly TextWriter _err;
     private readonly CancellationToken _cancel;
     private DiskImage? _image;
+    private bool _writeThrough;
+
+    /// <summary>Writes since the last flush: closing the image flushes them, as bdrv_close does.</summary>
+    private bool _unflushed;
 
     public IoSession(CancellationToken cancel)
     {
@@ -34,7 +38,7 @@ internal sealed class IoSession : IAsyncDisposable
     public Func<Func<DiskImage>, DiskImage>? OpenWrapper { get; init; }
 
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
-    public bool OpenImage(ImageSource source, OpenFlags flags)
+    public bool OpenImage(ImageSource source, OpenFlags flags, IoCacheMode cache)
     {
         if (_image is not null)
         {
@@ -43,7 +47,9 @@ internal sealed class IoSession : IAsyncDisposable
         }
         try
         {
+            if (cache.NoFlush) flags |= OpenFlags.NoFlush;
             _image = OpenWrapper is null ? DiskImage.Open(source, flags) : OpenWrapper(() => DiskImage.Open(source, flags));
+            _writeThrough = cache.WriteThrough;
             return true;
         }
         catch (OperationCanceledException)
@@ -60,7 +66,8 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>Runs one command line; returns 0 or a negative errno.</summary>
     public async Task<int> RunAsync(string line)
     {
-        var words = line.Split([' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        // breakline: words are separated by spaces only (a tab is part of a word).
+        var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         if (words.Length == 0) return 0;
         var info = IoCommandTable.Find(words[0]);
         if (info is null)
@@ -127,6 +134,18 @@ internal sealed class IoSession : IAsyncDisposable
         }
     }
 
+    /// <summary>getopt over a command's words; null (after glibc's message, named by the command word) on a bad option.</summary>
+    private (List<(char Option, string? Value)> Options, IReadOnlyList<string> Operands)? ParseOptions(string[] words, string spec)
+    {
+        var parsed = GetOpt.FromShortSpec(spec).Parse(words, start: 1);
+        if (parsed.Error is { } error)
+        {
+            _err.Write($"{words[0]}: {error.GlibcMessage}\n");
+            return null;
+        }
+        return (parsed.Options.Select(o => (o.Option.Short!.Value, o.Value)).ToList(), parsed.Operands);
+    }
+
     private void Usage(string name) => _out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");
 
     private bool TryNumber(string arg, out long value)
@@ -137,21 +156,11 @@ internal sealed class IoSession : IAsyncDisposable
         return false;
     }
 
+    /// <summary>parse_pattern: strtol, then one byte.</summary>
     private bool TryPattern(string arg, out byte pattern)
     {
         pattern = 0;
-        long v;
-        try
-        {
-            v = arg.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-                ? Convert.ToInt64(arg[2..], 16)
-                : arg.Length > 1 && arg[0] == '0' ? Convert.ToInt64(arg, 8) : long.Parse(arg, CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
-        {
-            v = -1;
-        }
-        if (v is < 0 or > 255)
+        if (!QemuIoFormat.TryParseStrtol(arg, out long v) || v is < 0 or > 255)
         {
             _out.Write($"{arg} is not a valid pattern byte\n");
             return false;
@@ -162,17 +171,19 @@ internal sealed class IoSession : IAsyncDisposable
 
     private async Task<int> ReadAsync(string[] words)
     {
-        var parsed = new GetOpt("read", "abCqvP:s:l:").Parse(words, _err);
+        var parsed = ParseOptions(words, "bCl:pP:qs:v");
         if (parsed is null) { Usage("read"); return -Errno.EINVAL; }
-        bool machine = false, quiet = false, dump = false, verify = false;
+        bool machine = false, quiet = false, dump = false, verify = false, vmState = false;
         byte pattern = 0;
-        long patternOffset = 0, patternCount = -1;
+        long patternOffset = 0, patternCount = 0;
         bool sFlag = false, lFlag = false;
         foreach (var (opt, value) in parsed.Value.Options)
         {
             switch (opt)
             {
+                case 'b': vmState = true; break;
                 case 'C': machine = true; break;
+                case 'p': break; // ignored, as in qemu-io
                 case 'q': quiet = true; break;
                 case 'v': dump = true; break;
                 case 'P':
@@ -187,13 +198,10 @@ internal sealed class IoSession : IAsyncDisposable
                     lFlag = true;
                     if (!TryNumber(value!, out patternCount)) return -Errno.EINVAL;
                     break;
-                default:
-                    _out.Write("vdisk io: -a and -b are not supported\n");
-                    return -Errno.ENOTSUP;
             }
         }
         var operands = parsed.Value.Operands;
-        if (operands.Count != 2 || (!verify && (sFlag || lFlag))) { Usage("read"); return -Errno.EINVAL; }
+        if (operands.Count != 2) { Usage("read"); return -Errno.EINVAL; }
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
         if (count > MaxRequestBytes)
@@ -201,11 +209,21 @@ internal sealed class IoSession : IAsyncDisposable
             _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
             return -Errno.EINVAL;
         }
+        if (!verify && (sFlag || lFlag)) { Usage("read"); return -Errno.EINVAL; }
         if (!lFlag) patternCount = count - patternOffset;
-        if (verify && (patternOffset + patternCount > count || patternCount < 0))
+        // Compared without overflow: qemu-io's sum wraps for huge -s/-l and it then aborts
+        // allocating the comparison buffer; here such a range is simply out of range.
+        if (patternCount < 0 || patternOffset > count || patternCount > count - patternOffset)
         {
             _out.Write("pattern verification range exceeds end of read data\n");
             return -Errno.EINVAL;
+        }
+        if (vmState)
+        {
+            if (!SectorAligned(offset, "offset") || !SectorAligned(count, "count")) return -Errno.EINVAL;
+            // No vdisk format keeps a VM state (qemu-io's raw answers the same).
+            _out.Write($"read failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
+            return -Errno.ENOTSUP;
         }
 
         var buffer = GC.AllocateUninitializedArray<byte>((int)count);
@@ -232,17 +250,26 @@ internal sealed class IoSession : IAsyncDisposable
         return ret;
     }
 
+    /// <summary>The alignment check of -b (VM state) and -c (compressed) requests.</summary>
+    private bool SectorAligned(long value, string what)
+    {
+        if (value % 512 == 0) return true;
+        _out.Write($"{value} is not a sector-aligned value for '{what}'\n");
+        return false;
+    }
+
     private async Task<int> WriteAsync(string[] words)
     {
-        var parsed = new GetOpt("write", "bcCfnpP:quzs:").Parse(words, _err);
+        var parsed = ParseOptions(words, "bcCfnpP:qs:uz");
         if (parsed is null) { Usage("write"); return -Errno.EINVAL; }
-        bool machine = false, quiet = false, zero = false, unmap = false, fua = false, hasPattern = false, compressed = false, noFallback = false;
+        bool machine = false, quiet = false, zero = false, unmap = false, fua = false, hasPattern = false, compressed = false, noFallback = false, vmState = false;
         string? source = null;
         byte pattern = 0xcd;
         foreach (var (opt, value) in parsed.Value.Options)
         {
             switch (opt)
             {
+                case 'b': vmState = true; break;
                 case 'C': machine = true; break;
                 case 'q': quiet = true; break;
                 case 'z': zero = true; break;
@@ -250,68 +277,77 @@ internal sealed class IoSession : IAsyncDisposable
                 case 'f': fua = true; break;
                 case 'c': compressed = true; break;
                 case 'n': noFallback = true; break;
+                case 'p': break; // ignored, as in qemu-io
                 case 's': source = value; break;
                 case 'P':
                     hasPattern = true;
                     if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
                     break;
-                default:
-                    _out.Write("vdisk io: -b and -p are not supported\n");
-                    return -Errno.ENOTSUP;
             }
         }
         var operands = parsed.Value.Operands;
         if (operands.Count != 2) { Usage("write"); return -Errno.EINVAL; }
-        if ((zero ? 1 : 0) + (hasPattern ? 1 : 0) + (source is not null ? 1 : 0) > 1)
+        string? conflict =
+            vmState && zero ? "-b and -z cannot be specified at the same time"
+            : fua && (vmState || compressed) ? "-f and -b or -c cannot be specified at the same time"
+            : noFallback && !zero ? "-n requires -z to be specified"
+            : unmap && !zero ? "-u requires -z to be specified"
+            : (zero ? 1 : 0) + (hasPattern ? 1 : 0) + (source is not null ? 1 : 0) > 1 ? "Only one of -z, -P, and -s can be specified at the same time"
+            : null;
+        if (conflict is not null)
         {
-            _out.Write("Only one of -z, -P, and -s can be specified at the same time\n");
-            return -Errno.EINVAL;
-        }
-        if (!zero && (unmap || noFallback))
-        {
-            _out.Write(unmap ? "-u requires -z to be specified\n" : "-n requires -z to be specified\n");
-            return -Errno.EINVAL;
-        }
-        if (compressed && zero)
-        {
-            _out.Write("-c and -z cannot be specified at the same time\n");
+            _out.Write(conflict + "\n");
             return -Errno.EINVAL;
         }
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
-        if (count > MaxRequestBytes && !zero)
+        if (count > MaxRequestBytes && !noFallback)
         {
-            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            _out.Write($"length cannot exceed {MaxRequestBytes} without -n, given {operands[1]}\n");
             return -Errno.EINVAL;
         }
+        if ((vmState || compressed) && (!SectorAligned(offset, "offset") || !SectorAligned(count, "count"))) return -Errno.EINVAL;
+
+        byte[]? data = null;
+        if (!zero)
+        {
+            if (source is not null)
+            {
+                data = await ReadPatternFileAsync(source, count);
+                if (data is null) return -Errno.EINVAL;
+            }
+            else
+            {
+                data = GC.AllocateUninitializedArray<byte>((int)count);
+                data.AsSpan().Fill(pattern);
+            }
+        }
+        // Write-through (qemu-io's default cache mode) makes every write a FUA write.
+        fua |= _writeThrough;
         var watch = Stopwatch.StartNew();
         try
         {
+            if (vmState)
+            {
+                // No vdisk format keeps a VM state (qemu-io's raw answers the same).
+                throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+            }
             if (zero)
             {
                 var flags = (unmap ? ZeroFlags.MayUnmap : 0) | (noFallback ? ZeroFlags.NoFallback : 0) | (fua ? ZeroFlags.Fua : 0);
                 await _image!.WriteZeroesAsync(offset, count, flags, _cancel);
             }
+            else if (compressed)
+            {
+                if (_image!.Root is not Drivers.Qcow2.Qcow2Node qcow2)
+                    throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+                await WriteCompressedAsync(qcow2, offset, data!);
+            }
             else
             {
-                if (compressed && _image!.Root is not Drivers.Qcow2.Qcow2Node)
-                {
-                    _out.Write($"write failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
-                    return -Errno.ENOTSUP;
-                }
-                byte[] data;
-                if (source is not null)
-                {
-                    data = await ReadSourceFileAsync(source, count);
-                }
-                else
-                {
-                    data = GC.AllocateUninitializedArray<byte>((int)count);
-                    data.AsSpan().Fill(pattern);
-                }
-                if (compressed) await WriteCompressedAsync((Drivers.Qcow2.Qcow2Node)_image!.Root, offset, data);
-                else await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
+                await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
             }
+            _unflushed = !fua;
         }
         catch (IOException e)
         {
@@ -334,20 +370,55 @@ internal sealed class IoSession : IAsyncDisposable
             await node.WriteCompressedAsync(offset + pos, data.AsMemory(pos, Math.Min(cluster, data.Length - pos)), _cancel);
     }
 
-    private static async Task<byte[]> ReadSourceFileAsync(string path, long count)
+    /// <summary>
+    /// write -s: up to <paramref name="count"/> bytes of the file, repeated to fill the buffer
+    /// when the file is shorter (qemu_io_alloc_from_file). Null, after perror-style
+    /// <c>FILE: reason</c> on stderr, when it cannot be read or is empty.
+    /// </summary>
+    private async Task<byte[]?> ReadPatternFileAsync(string path, long count)
     {
-        // A pattern source, not an image: it is read through the same open(2) path all the same.
-        await using var source = DiskImage.Open(ImageSource.FromImageOptions($"driver=file,filename={path.Replace(",", ",,")},locking=off"), OpenFlags.None);
-        if (source.Length < count)
-            throw new NativeIOException(Errno.EIO, $"Could not read {count} bytes from '{path}'", path);
-        var data = new byte[count];
-        await source.ReadAsync(0, data);
+        var data = GC.AllocateUninitializedArray<byte>((int)count);
+        int length = 0;
+        try
+        {
+            // A pattern source, not an image: read through the same open(2) path all the same,
+            // without locks, and without the block layer's rounding to whole sectors.
+            var options = new OptionDict();
+            options.Set("driver", "file");
+            options.Set("filename", path);
+            options.Set("locking", "off");
+            await using var file = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.None);
+            var handle = ((Drivers.File.FileNode)file.Root).Handle;
+            while (length < data.Length)
+            {
+                int n = await RandomAccess.ReadAsync(handle, data.AsMemory(length), length, _cancel);
+                if (n == 0) break;
+                length += n;
+            }
+        }
+        catch (NativeIOException e)
+        {
+            _err.Write($"{path}: {NativeIOException.Describe(e.Errno)}\n");
+            return null;
+        }
+        catch (IOException e)
+        {
+            _err.Write($"{path}: {e.Message}\n");
+            return null;
+        }
+        if (length == 0 && count > 0)
+        {
+            _err.Write($"{path}: file is empty\n");
+            return null;
+        }
+        for (int filled = length; filled < data.Length; filled += length)
+            data.AsSpan(0, Math.Min(length, data.Length - filled)).CopyTo(data.AsSpan(filled));
         return data;
     }
 
     private async Task<int> DiscardAsync(string[] words)
     {
-        var parsed = new GetOpt("discard", "Cq").Parse(words, _err);
+        var parsed = ParseOptions(words, "Cq");
         if (parsed is null) { Usage("discard"); return -Errno.EINVAL; }
         bool machine = parsed.Value.Options.Any(o => o.Option == 'C');
         bool quiet = parsed.Value.Options.Any(o => o.Option == 'q');
@@ -355,10 +426,16 @@ internal sealed class IoSession : IAsyncDisposable
         if (operands.Count != 2) { Usage("discard"); return -Errno.EINVAL; }
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
+        if (count > MaxRequestBytes)
+        {
+            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            return -Errno.EINVAL;
+        }
         var watch = Stopwatch.StartNew();
         try
         {
             await _image!.DiscardAsync(offset, count, _cancel);
+            _unflushed = true;
         }
         catch (IOException e)
         {
@@ -370,28 +447,63 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
+    /// <summary>flush: qemu-io reports a failure only through its exit status.</summary>
     private async Task<int> FlushAsync()
     {
         try
         {
             await _image!.FlushAsync(_cancel);
+            _unflushed = false;
             return 0;
         }
         catch (IOException e)
         {
-            _out.Write($"flush failed: {ErrorText(e)}\n");
             return -ErrnoOf(e);
         }
     }
 
     private async Task<int> TruncateAsync(string[] words)
     {
-        var parsed = new GetOpt("truncate", "m:").Parse(words, _err);
-        if (parsed is null || parsed.Value.Operands.Count != 1) { Usage("truncate"); return -Errno.EINVAL; }
+        var parsed = ParseOptions(words, "m:");
+        if (parsed is null || parsed.Value.Operands.Count == 0) { Usage("truncate"); return -Errno.EINVAL; }
+        var mode = Drivers.Qcow2.Preallocation.Off;
+        foreach (var (_, value) in parsed.Value.Options)
+        {
+            Drivers.Qcow2.Preallocation? m = value switch
+            {
+                "off" => Drivers.Qcow2.Preallocation.Off,
+                "metadata" => Drivers.Qcow2.Preallocation.Metadata,
+                "falloc" => Drivers.Qcow2.Preallocation.Falloc,
+                "full" => Drivers.Qcow2.Preallocation.Full,
+                _ => null,
+            };
+            if (m is null)
+            {
+                Stdio.Error($"Invalid preallocation mode '{value}'");
+                return -Errno.EINVAL;
+            }
+            mode = m.Value;
+        }
+        // qemu-io takes the first operand and ignores any others.
         if (!TryNumber(parsed.Value.Operands[0], out long size)) return -Errno.EINVAL;
         try
         {
-            await _image!.TruncateAsync(size, _cancel);
+            if (_image!.Root is Drivers.Qcow2.Qcow2Node qcow2 && mode != Drivers.Qcow2.Preallocation.Off)
+            {
+                await qcow2.ResizeAsync(size, mode, _cancel);
+            }
+            else
+            {
+                // file-posix has no metadata preallocation; falloc and full are not done on raw
+                // images yet (the file grows sparse, reading as zeroes all the same).
+                if (mode == Drivers.Qcow2.Preallocation.Metadata && _image.Root is not Drivers.Qcow2.Qcow2Node)
+                {
+                    Stdio.Error("Unsupported preallocation mode: metadata");
+                    return -Errno.ENOTSUP;
+                }
+                await _image.TruncateAsync(size, _cancel);
+            }
+            _unflushed = true;
             return 0;
         }
         catch (IOException e)
@@ -457,19 +569,24 @@ internal sealed class IoSession : IAsyncDisposable
     private async Task<int> SleepAsync(string[] words)
     {
         string arg = words[1];
-        long ms;
-        bool ok = arg.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-            ? long.TryParse(arg[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ms)
-            : long.TryParse(arg, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out ms);
-        if (!ok || ms < 0)
+        if (!QemuIoFormat.TryParseStrtol(arg, out long ms) || ms < 0)
         {
             _out.Write($"{arg} is not a valid number\n");
             return -Errno.EINVAL;
         }
         _out.Flush();
+        long nowNanoseconds = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
+        var remaining = QemuIoFormat.SleepDuration(ms, nowNanoseconds);
         try
         {
-            await Task.Delay(TimeSpan.FromMilliseconds(ms), _cancel);
+            // Task.Delay takes at most 2^32-2 ms (49.7 days): longer sleeps are waited in parts.
+            var longest = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+            while (remaining > TimeSpan.Zero)
+            {
+                var part = remaining < longest ? remaining : longest;
+                await Task.Delay(part, _cancel);
+                remaining -= part;
+            }
         }
         catch (OperationCanceledException)
         {
@@ -480,9 +597,10 @@ internal sealed class IoSession : IAsyncDisposable
 
     private int Open(string[] words)
     {
-        var parsed = new GetOpt("open", "snCro:kt:d:U").Parse(words, _err);
+        var parsed = ParseOptions(words, "snCro:kt:d:U");
         if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
         bool readOnly = false, forceShare = false, unmap = true;
+        var cache = IoCacheMode.Default;
         var extra = new List<string>();
         foreach (var (opt, value) in parsed.Value.Options)
         {
@@ -491,8 +609,17 @@ internal sealed class IoSession : IAsyncDisposable
                 case 'r': readOnly = true; break;
                 case 'U': forceShare = true; break;
                 case 'o': extra.Add(value!); break;
+                case 'n': cache = cache.WithNoCache(); break;
+                case 't':
+                    if (IoCacheMode.Parse(value!) is not { } mode)
+                    {
+                        Stdio.Error("Invalid cache option: " + value);
+                        return -Errno.EINVAL;
+                    }
+                    cache = mode;
+                    break;
                 case 'd':
-                    if (value is not ("ignore" or "off" or "unmap" or "on"))
+                    if (!IoCacheMode.IsDiscardMode(value!))
                     {
                         Stdio.Error("Invalid discard option: " + value);
                         return -Errno.EINVAL;
@@ -519,14 +646,29 @@ internal sealed class IoSession : IAsyncDisposable
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
         if (forceShare) flags |= OpenFlags.ForceShare;
         if (unmap) flags |= OpenFlags.Unmap;
-        return OpenImage(source, flags) ? 0 : -Errno.EINVAL;
+        return OpenImage(source, flags, cache) ? 0 : -Errno.EINVAL;
     }
 
     private async Task<int> CloseAsync()
     {
-        if (_image is not null) await _image.DisposeAsync();
-        _image = null;
+        await CloseImageAsync();
         return 0;
+    }
+
+    /// <summary>blk_unref: closing flushes what earlier requests left unflushed; a failure is not reported.</summary>
+    private async Task CloseImageAsync()
+    {
+        if (_image is null) return;
+        try
+        {
+            if (_unflushed) await _image.FlushAsync(CancellationToken.None);
+        }
+        catch (IOException)
+        {
+        }
+        await _image.DisposeAsync();
+        _image = null;
+        _unflushed = false;
     }
 
     private int Quit()
@@ -545,7 +687,7 @@ internal sealed class IoSession : IAsyncDisposable
                 _out.Write($"command {words[1]} not found\n");
                 return -Errno.EINVAL;
             }
-            _out.Write(IoCommandTable.HelpLine(info) + "\n");
+            _out.Write(IoCommandTable.HelpLine(info, words[1]) + "\n");
             if (info.Details is not null) _out.Write("\n" + info.Details + "\n");
             return 0;
         }
@@ -560,8 +702,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (_image is not null) await _image.DisposeAsync();
-        _image = null;
+        await CloseImageAsync();
     }
 
     /// <summary>stderr that first flushes stdout, so interleaving matches a terminal.</summary>

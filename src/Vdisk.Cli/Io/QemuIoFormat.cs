@@ -96,6 +96,64 @@ internal static class QemuIoFormat
         return (long)value;
     }
 
+    /// <summary>
+    /// C's strtol with base 0, as qemu-io parses patterns and sleep times: leading white space,
+    /// a sign, then hex after <c>0x</c>, octal after <c>0</c>, decimal otherwise; out-of-range
+    /// values saturate at long's limits. True only when the whole text was consumed (qemu-io's
+    /// <c>*endptr == '\0'</c> test); a text without digits gives 0 and false.
+    /// </summary>
+    public static bool TryParseStrtol(string text, out long value)
+    {
+        value = 0;
+        int i = 0;
+        while (i < text.Length && text[i] is ' ' or '\t' or '\n' or '\v' or '\f' or '\r') i++;
+        bool negative = false;
+        if (i < text.Length && text[i] is '+' or '-') negative = text[i++] == '-';
+        int radix = 10;
+        if (i + 1 < text.Length && text[i] == '0' && text[i + 1] is 'x' or 'X' && i + 2 < text.Length && char.IsAsciiHexDigit(text[i + 2]))
+        {
+            radix = 16;
+            i += 2;
+        }
+        else if (i < text.Length && text[i] == '0')
+        {
+            radix = 8;
+        }
+        int start = i;
+        bool overflow = false;
+        ulong magnitude = 0;
+        ulong limit = negative ? (ulong)long.MaxValue + 1 : long.MaxValue;
+        for (; i < text.Length; i++)
+        {
+            int digit = text[i] switch
+            {
+                >= '0' and <= '9' => text[i] - '0',
+                >= 'a' and <= 'z' => text[i] - 'a' + 10,
+                >= 'A' and <= 'Z' => text[i] - 'A' + 10,
+                _ => 99,
+            };
+            if (digit >= radix) break;
+            if (magnitude > (limit - (ulong)digit) / (ulong)radix) overflow = true;
+            else magnitude = magnitude * (ulong)radix + (ulong)digit;
+        }
+        if (i == start) return false;
+        if (overflow) value = negative ? long.MinValue : long.MaxValue;
+        else value = negative ? (long)(0 - magnitude) : (long)magnitude;
+        return i == text.Length;
+    }
+
+    /// <summary>
+    /// How long qemu-io's <c>sleep MS</c> waits: it arms a timer at host-clock nanoseconds plus
+    /// MS * 1,000,000 in wrapping 64-bit arithmetic (QEMU builds with -fwrapv), and a deadline
+    /// that ends up in the past fires at once. So a sleep too long for 64-bit nanoseconds (about
+    /// 292 years) usually returns immediately, as it does in qemu-io.
+    /// </summary>
+    public static TimeSpan SleepDuration(long milliseconds, long nowNanoseconds)
+    {
+        long deadline = unchecked(nowNanoseconds + milliseconds * 1_000_000);
+        return deadline <= nowNanoseconds ? TimeSpan.Zero : TimeSpan.FromTicks((deadline - nowNanoseconds) / 100);
+    }
+
     /// <summary>print_cvtnum_err.</summary>
     public static string NumberError(long rc, string arg) => rc switch
     {

@@ -8,7 +8,8 @@ namespace Vdisk.Cli.Locks;
 
 /// <summary>
 /// <c>vdisk locks [-r] [--for MODE] [-f FMT] [--output human|json] PATH...</c>: who holds each
-/// image's locks, what they forbid, and whether an open in each mode would get past them.
+/// image's locks, what they forbid, and whether an open in each mode would get past them. The
+/// format the verdicts assume is <c>-f</c>'s, else each locked image's as QEMU would probe it.
 /// Exit status: 0 admitted (or no mode asked), 1 blocked for the asked mode, 2 on error.
 /// </summary>
 internal static class LocksCommand
@@ -23,7 +24,7 @@ internal static class LocksCommand
         var recursive = new Option<bool>("--recursive", "-r") { Description = "examine directories recursively" };
         var mode = new Option<string?>("--for") { Description = "judge only this access mode, and exit 1 if it would be refused", HelpName = "read|write|resize|info|force-share" };
         mode.AcceptOnlyFromAmong([.. AccessModes.All.Select(AccessModes.Name)]);
-        var format = new Option<string>("--format", "-f") { Description = "image format the verdicts assume (qcow2 changes the request)", DefaultValueFactory = _ => "raw" };
+        var format = new Option<string?>("--format", "-f") { Description = "image format the verdicts assume (qcow2 changes the request); without it, each image's format is probed as QEMU does" };
         format.AcceptOnlyFromAmong("raw", "qcow2");
         var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
         output.AcceptOnlyFromAmong("human", "json");
@@ -37,12 +38,12 @@ internal static class LocksCommand
         command.SetAction(result =>
         {
             var asked = result.GetValue(mode) is { } m ? AccessModes.Parse(m) : null;
-            return Run(result.GetValue(paths)!, result.GetValue(recursive), asked, result.GetValue(format)!, result.GetValue(output) == "json");
+            return Run(result.GetValue(paths)!, result.GetValue(recursive), asked, result.GetValue(format), result.GetValue(output) == "json");
         });
         return command;
     }
 
-    private static int Run(string[] paths, bool recursive, AccessMode? asked, string format, bool json)
+    private static int Run(string[] paths, bool recursive, AccessMode? asked, string? format, bool json)
     {
         var files = new List<string>();
         var explicitFiles = new HashSet<string>(StringComparer.Ordinal);
@@ -76,15 +77,28 @@ internal static class LocksCommand
         foreach (var failed in all.Where(i => i.Error is not null))
             Stdio.Error($"{failed.Path}: {failed.Error}");
 
+        // The format decides the request (a qcow2 opener refuses to share write and resize): the
+        // one given, else the one QEMU would probe. Only locked images are probed: without locks
+        // every mode is admitted whatever the format, and a directory scan stays cheap.
+        var probed = new Dictionary<ImageLocks, string?>(ReferenceEqualityComparer.Instance);
+        string? FormatOf(ImageLocks image)
+        {
+            if (format is not null) return format;
+            if (image.Error is not null || image.Holders.Count == 0) return null;
+            if (!probed.TryGetValue(image, out var found)) probed[image] = found = ImageFormatProbe.Probe(image.Path);
+            return found;
+        }
+        string VerdictFormat(ImageLocks image) => FormatOf(image) ?? "raw";
+
         var modes = asked is { } one ? [one] : AccessModes.All;
         if (json)
         {
-            Stdio.Out.Write(LockReportJson.ToJson(all, modes, format));
+            Stdio.Out.Write(LockReportJson.ToJson(all, modes, format, FormatOf));
             Stdio.Out.Write('\n');
         }
         else
         {
-            LocksView.Write(Stdio.Out, images.Where(i => i.Error is null && (i.Holders.Count > 0 || explicitFiles.Contains(i.Path))).ToList(), modes, format);
+            LocksView.Write(Stdio.Out, images.Where(i => i.Error is null && (i.Holders.Count > 0 || explicitFiles.Contains(i.Path))).ToList(), modes, VerdictFormat);
             if (scannedDirectory)
             {
                 int ok = images.Count(i => i.Error is null);
@@ -95,7 +109,7 @@ internal static class LocksCommand
         Stdio.Out.Flush();
 
         if (all.Any(i => i.Error is not null)) return ExitError;
-        if (asked is { } wanted && images.Any(i => !i.Verdict(wanted, format).Admitted)) return ExitBlocked;
+        if (asked is { } wanted && images.Any(i => !i.Verdict(wanted, VerdictFormat(i)).Admitted)) return ExitBlocked;
         return ExitAdmitted;
     }
 

@@ -10,14 +10,15 @@ internal static class LocksView
 {
     private static readonly string[] Header = ["PID", "FD", "TYPE", "BYTES", "HOLDS", "REFUSES", "COMMAND"];
 
-    public static void Write(TextWriter w, IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format)
+    /// <summary>Writes the images' tables and verdicts, each judged for the format <paramref name="formatOf"/> gives.</summary>
+    public static void Write(TextWriter w, IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, Func<ImageLocks, string> formatOf)
     {
         bool first = true;
         foreach (var image in images)
         {
             if (!first) w.Write('\n');
             first = false;
-            WriteImage(w, image, modes, format);
+            WriteImage(w, image, modes, formatOf(image));
         }
     }
 

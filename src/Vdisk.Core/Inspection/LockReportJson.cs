@@ -11,9 +11,11 @@ namespace Vdisk.Inspection;
 /// names are QAPI's (<c>consistent-read</c>, <c>write</c>, <c>write-unchanged</c>, <c>resize</c>).
 /// </summary>
 /// <remarks>
-/// Shape: <c>{"format": "raw", "modes": [MODE...], "images": [IMAGE...]}</c>. A MODE is
-/// <c>{"mode", "tool", "perm": [...], "shared": [...]}</c>: the request judged, on the image file. An IMAGE is
-/// <c>{"path", "error": null|text, "device": "fe:00", "inode", "unreadable-processes",
+/// Shape: <c>{"format": "raw"|"qcow2"|null, "modes": [MODE...], "images": [IMAGE...]}</c>, the
+/// format null when each image's was probed. A MODE is <c>{"mode", "tool", "perm": [...], "shared":
+/// [...]}</c>: the request judged, on the image file (perm and shared null when formats were
+/// probed: the request depends on each image's format). An IMAGE is
+/// <c>{"path", "error": null|text, "format": "raw"|"qcow2"|null, "device": "fe:00", "inode", "unreadable-processes",
 /// "holders": [HOLDER...], "verdicts": [VERDICT...]}</c> (only path and error when error is set).
 /// A HOLDER is <c>{"kind": "ofd"|"posix"|"flock"|"unknown", "pid", "fd", "command",
 /// "command-line", "shared-with": [{"pid", "fd", "command"}], "locks": [{"type": "ofd"|"posix"|"flock",
@@ -24,42 +26,58 @@ namespace Vdisk.Inspection;
 /// </remarks>
 public static class LockReportJson
 {
-    /// <summary>The whole report as indented JSON text.</summary>
-    public static string ToJson(IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format)
+    /// <summary>The whole report as indented JSON text, every verdict assuming <paramref name="format"/>.</summary>
+    public static string ToJson(IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format) =>
+        ToJson(images, modes, format, _ => format);
+
+    /// <summary>
+    /// The whole report as indented JSON text: <paramref name="format"/> is the format given for
+    /// every image, or null when <paramref name="formatOf"/> gives each image's (null for an
+    /// image whose verdicts do not depend on it: one without locks).
+    /// </summary>
+    public static string ToJson(IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string? format, Func<ImageLocks, string?> formatOf)
     {
         using var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
-            Write(w, images, modes, format);
+            Write(w, images, modes, format, formatOf);
         }
         return Encoding.UTF8.GetString(stream.ToArray());
     }
 
-    /// <summary>Writes the report object.</summary>
-    public static void Write(Utf8JsonWriter w, IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string format)
+    /// <summary>Writes the report object (see <see cref="ToJson(IReadOnlyList{ImageLocks}, IReadOnlyList{AccessMode}, string?, Func{ImageLocks, string?})"/>).</summary>
+    public static void Write(Utf8JsonWriter w, IReadOnlyList<ImageLocks> images, IReadOnlyList<AccessMode> modes, string? format, Func<ImageLocks, string?> formatOf)
     {
         w.WriteStartObject();
         w.WriteString("format", format);
         w.WriteStartArray("modes");
         foreach (var mode in modes)
         {
-            var request = AccessModes.FileRequest(mode, format);
             w.WriteStartObject();
             w.WriteString("mode", AccessModes.Name(mode));
             w.WriteString("tool", AccessModes.Tool(mode));
-            WritePermissions(w, "perm", request.Perm);
-            WritePermissions(w, "shared", request.Shared);
+            if (format is null)
+            {
+                w.WriteNull("perm");
+                w.WriteNull("shared");
+            }
+            else
+            {
+                var request = AccessModes.FileRequest(mode, format);
+                WritePermissions(w, "perm", request.Perm);
+                WritePermissions(w, "shared", request.Shared);
+            }
             w.WriteEndObject();
         }
         w.WriteEndArray();
         w.WriteStartArray("images");
-        foreach (var image in images) WriteImage(w, image, modes, format);
+        foreach (var image in images) WriteImage(w, image, modes, formatOf(image));
         w.WriteEndArray();
         w.WriteEndObject();
     }
 
-    /// <summary>Writes one image object.</summary>
-    public static void WriteImage(Utf8JsonWriter w, ImageLocks image, IReadOnlyList<AccessMode> modes, string format)
+    /// <summary>Writes one image object, its verdicts assuming <paramref name="format"/> (raw when null).</summary>
+    public static void WriteImage(Utf8JsonWriter w, ImageLocks image, IReadOnlyList<AccessMode> modes, string? format)
     {
         w.WriteStartObject();
         w.WriteString("path", image.Path);
@@ -70,6 +88,7 @@ public static class LockReportJson
             return;
         }
         w.WriteNull("error");
+        w.WriteString("format", format);
         w.WriteString("device", $"{file.DevMajor:x2}:{file.DevMinor:x2}");
         w.WriteNumber("inode", file.Inode);
         w.WriteNumber("unreadable-processes", image.UninspectableProcesses);
@@ -77,7 +96,7 @@ public static class LockReportJson
         foreach (var h in image.Holders) WriteHolder(w, h);
         w.WriteEndArray();
         w.WriteStartArray("verdicts");
-        foreach (var mode in modes) WriteVerdict(w, image, mode, image.Verdict(mode, format));
+        foreach (var mode in modes) WriteVerdict(w, image, mode, image.Verdict(mode, format ?? "raw"));
         w.WriteEndArray();
         w.WriteEndObject();
     }

@@ -15,33 +15,13 @@ public static class OfdProbe
 
     private static bool Probe()
     {
-        int fd = LibC.Open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC, 0);
-        if (fd < 0)
+        using var devNull = LibC.Open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC, 0);
+        if (devNull.IsInvalid)
         {
-            int errno = LibC.LastErrno;
-            Diagnostics.Warn($"Failed to open /dev/null for OFD lock probing: {LibC.StrError(errno)}");
+            Diagnostics.Warn($"Failed to open /dev/null for OFD lock probing: {LibC.StrError(LibC.LastError)}");
             return false;
         }
-        try
-        {
-            var fl = new Flock { Type = FcntlCommands.F_WRLCK, Whence = LibC.SEEK_SET, Start = 0, Length = 0 };
-            return LibC.FcntlLock(fd, FcntlCommands.F_OFD_GETLK, ref fl) == 0;
-        }
-        finally
-        {
-            LibC.Close(fd);
-        }
+        var fl = new Flock { Type = LibC.F_WRLCK, Whence = LibC.SEEK_SET, Start = 0, Length = 0 };
+        return LibC.FcntlLock(devNull, LibC.F_OFD_GETLK, ref fl) == 0;
     }
-}
-
-/// <summary>fcntl command and lock type numbers (Linux x86_64 and arm64).</summary>
-internal static class FcntlCommands
-{
-    public const int F_GETLK = 5;
-    public const int F_SETLK = 6;
-    public const int F_OFD_GETLK = 36;
-    public const int F_OFD_SETLK = 37;
-    public const short F_RDLCK = 0;
-    public const short F_WRLCK = 1;
-    public const short F_UNLCK = 2;
 }

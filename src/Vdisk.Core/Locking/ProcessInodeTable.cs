@@ -1,4 +1,5 @@
 using Microsoft.Win32.SafeHandles;
+using Vdisk.Native;
 
 namespace Vdisk.Locking;
 
@@ -9,15 +10,11 @@ public readonly record struct FileIdentity(uint DevMajor, uint DevMinor, ulong I
     public override string ToString() => $"{DevMajor:x2}:{DevMinor:x2}:{Inode}";
 
     /// <summary>The device and inode <paramref name="path"/> refers to, following symbolic links (stat, not lstat).</summary>
-    /// <exception cref="Native.NativeIOException">stat failed; the message is strerror's text.</exception>
+    /// <exception cref="NativeIOException">stat failed; the message is strerror's text.</exception>
     public static unsafe FileIdentity OfPath(string path)
     {
-        Native.StatXBuffer st;
-        if (Native.LibC.StatX(Native.LibC.AT_FDCWD, path, 0, Native.LibC.STATX_BASIC_STATS, &st) != 0)
-        {
-            int errno = Native.LibC.LastErrno;
-            throw new Native.NativeIOException(errno, Native.LibC.StrError(errno), path);
-        }
+        StatXBuffer st;
+        if (LibC.StatX(path, 0, &st) != 0) throw LibC.LastErrorException(null, path);
         return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
     }
 }
@@ -102,7 +99,7 @@ internal static class ProcessInodeTable
             if (owner.HeldBytes.Contains(offset)) return;
             entry.ByteHolders.TryGetValue(offset, out int holders);
             if (holders == 0)
-                FcntlByteLock.Set(owner.Handle, FcntlCommands.F_SETLK, FcntlCommands.F_RDLCK, offset);
+                FcntlByteLock.Set(owner.Handle, LibC.F_SETLK, LibC.F_RDLCK, offset);
             entry.ByteHolders[offset] = holders + 1;
             owner.HeldBytes.Add(offset);
         }
@@ -124,7 +121,7 @@ internal static class ProcessInodeTable
             foreach (var other in entry.Owners)
                 if (!ReferenceEquals(other, owner) && other.HeldBytes.Contains(offset)) return true;
             // F_GETLK does not report this process's own POSIX locks, only other processes'.
-            return FcntlByteLock.Test(owner.Handle, FcntlCommands.F_GETLK, offset);
+            return FcntlByteLock.Test(owner.Handle, LibC.F_GETLK, offset);
         }
     }
 
@@ -135,7 +132,7 @@ internal static class ProcessInodeTable
         if (holders == 0)
         {
             entry.ByteHolders.Remove(offset);
-            FcntlByteLock.Set(owner.Handle, FcntlCommands.F_SETLK, FcntlCommands.F_UNLCK, offset);
+            FcntlByteLock.Set(owner.Handle, LibC.F_SETLK, LibC.F_UNLCK, offset);
         }
         else
         {

@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using Vdisk.Locking;
 
 namespace Vdisk.Native;
@@ -22,28 +23,32 @@ public static class DaemonProcess
     /// <returns>False when the parent could not be told (it is gone).</returns>
     public static unsafe bool FinishDetaching(int readyFd)
     {
+        using var ready = new SafeFileHandle(readyFd, ownsHandle: true);
         LibC.ChDir("/");
-        int devNull = LibC.Open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC, 0);
-        if (devNull >= 0)
+        using (var devNull = LibC.Open("/dev/null", LibC.O_RDWR | LibC.O_CLOEXEC, default))
         {
-            // The runtime's console streams write through duplicates of descriptors 0-2: they
-            // must let go of the terminal or pipe too, or whoever started us waits for its end.
-            var stdio = new HashSet<FileIdentity>();
-            for (int fd = 0; fd <= 2; fd++)
-                if (IdentityOf(fd) is { } id) stdio.Add(id);
-            foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+            if (!devNull.IsInvalid)
             {
-                if (!int.TryParse(Path.GetFileName(entry), System.Globalization.CultureInfo.InvariantCulture, out int fd)) continue;
-                if (fd == devNull || fd == readyFd) continue;
-                if (fd <= 2 || (IdentityOf(fd) is { } id && stdio.Contains(id))) LibC.Dup2(devNull, fd);
+                // The runtime's console streams write through duplicates of descriptors 0-2: they
+                // must let go of the terminal or pipe too, or whoever started us waits for its end.
+                var stdio = new HashSet<FileIdentity>();
+                for (int fd = 0; fd <= 2; fd++)
+                    if (IdentityOf(fd) is { } id) stdio.Add(id);
+                int devNullFd = (int)devNull.DangerousGetHandle();
+                foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+                {
+                    if (!int.TryParse(Path.GetFileName(entry), System.Globalization.CultureInfo.InvariantCulture, out int fd)) continue;
+                    if (fd == devNullFd || fd == readyFd) continue;
+                    if (fd <= 2 || (IdentityOf(fd) is { } id && stdio.Contains(id))) LibC.Dup2(devNull, fd);
+                }
             }
-            LibC.Close(devNull);
         }
         byte status = 0;
-        bool told = LibC.Write(readyFd, &status, 1) == 1;
-        LibC.Close(readyFd);
-        return told;
+        return LibC.Write(ready, &status, 1) == 1;
     }
+
+    // The pid file's descriptor: it must stay open, and its lock held, for the life of the process.
+    private static SafeFileHandle? s_pidFile;
 
     /// <summary>
     /// qemu_write_pidfile: creates (mode 0600) and write-locks <paramref name="path"/>, making
@@ -55,23 +60,24 @@ public static class DaemonProcess
     {
         while (true)
         {
-            int fd = LibC.Open(path, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_CLOEXEC, 0x180);
-            if (fd < 0)
+            var fd = LibC.Open(path, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_CLOEXEC, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            if (fd.IsInvalid)
             {
-                int errno = LibC.LastErrno;
-                throw new NativeIOException(errno, $"Could not create '{path}': {LibC.StrError(errno)}", path);
+                var error = LibC.LastErrorException($"Could not create '{path}'", path);
+                fd.Dispose();
+                throw error;
             }
-            var fl = new Flock { Type = FcntlCommands.F_WRLCK, Whence = LibC.SEEK_SET, Start = 0, Length = 0 };
-            if (LibC.FcntlLock(fd, FcntlCommands.F_SETLK, ref fl) != 0)
+            var fl = new Flock { Type = LibC.F_WRLCK, Whence = LibC.SEEK_SET, Start = 0, Length = 0 };
+            if (LibC.FcntlLock(fd, LibC.F_SETLK, ref fl) != 0)
             {
-                int errno = LibC.LastErrno;
-                LibC.Close(fd);
-                throw new NativeIOException(errno, $"Cannot lock pid file: {LibC.StrError(errno)}", path);
+                var error = LibC.LastErrorException("Cannot lock pid file", path);
+                fd.Dispose();
+                throw error;
             }
             // Someone may have removed or replaced the file between open and lock: try again.
             if (IdentityOf(fd) is not { } opened || FileSystemEntry.IdentityOf(path) != opened)
             {
-                LibC.Close(fd);
+                fd.Dispose();
                 continue;
             }
             LibC.FTruncate(fd, 0);
@@ -80,19 +86,26 @@ public static class DaemonProcess
             {
                 if (LibC.Write(fd, p, (nuint)text.Length) != text.Length)
                 {
-                    LibC.Close(fd);
+                    fd.Dispose();
                     LibC.Unlink(path);
                     throw new NativeIOException(Errno.EIO, "Failed to write pid file", path);
                 }
             }
+            s_pidFile = fd;
             return;
         }
     }
 
-    private static unsafe FileIdentity? IdentityOf(int fd)
+    private static FileIdentity? IdentityOf(int fd)
+    {
+        using var handle = new SafeFileHandle(fd, ownsHandle: false);
+        return IdentityOf(handle);
+    }
+
+    private static unsafe FileIdentity? IdentityOf(SafeFileHandle fd)
     {
         StatXBuffer st;
-        if (LibC.StatX(fd, "", LibC.AT_EMPTY_PATH, LibC.STATX_BASIC_STATS, &st) != 0) return null;
+        if (LibC.FStatX(fd, &st) != 0) return null;
         return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
     }
 

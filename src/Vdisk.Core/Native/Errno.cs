@@ -11,6 +11,8 @@ public static class Errno
     public const int EINTR = 4;
     /// <summary>EIO.</summary>
     public const int EIO = 5;
+    /// <summary>ENXIO.</summary>
+    public const int ENXIO = 6;
     /// <summary>EAGAIN.</summary>
     public const int EAGAIN = 11;
     /// <summary>ENOMEM.</summary>
@@ -31,18 +33,20 @@ public static class Errno
     public const int ENOSPC = 28;
     /// <summary>EROFS.</summary>
     public const int EROFS = 30;
-    /// <summary>ENOTSUP.</summary>
-    public const int ENOTSUP = 95;
-    /// <summary>EOPNOTSUPP.</summary>
-    public const int EOPNOTSUPP = 95;
+    /// <summary>ERANGE.</summary>
+    public const int ERANGE = 34;
     /// <summary>ENOLCK.</summary>
     public const int ENOLCK = 37;
-
     /// <summary>ELOOP.</summary>
     public const int ELOOP = 40;
-
-    /// <summary>ENXIO.</summary>
-    public const int ENXIO = 6;
+    /// <summary>EOVERFLOW.</summary>
+    public const int EOVERFLOW = 75;
+    /// <summary>ENOTSUP.</summary>
+    public const int ENOTSUP = 95;
+    /// <summary>EOPNOTSUPP (the same value as ENOTSUP on Linux).</summary>
+    public const int EOPNOTSUPP = 95;
+    /// <summary>ESHUTDOWN.</summary>
+    public const int ESHUTDOWN = 108;
     /// <summary>No medium found (a node whose driver gave up after corruption).</summary>
     public const int ENOMEDIUM = 123;
 }

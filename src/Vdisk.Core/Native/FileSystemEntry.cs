@@ -23,19 +23,16 @@ public enum FileSystemEntryKind
 /// </summary>
 public static class FileSystemEntry
 {
-    private const int AT_SYMLINK_NOFOLLOW = 0x100;
-    private const int S_IFSOCK = 0xC000;
-
     /// <summary>The kind of entry at <paramref name="path"/>.</summary>
     public static unsafe FileSystemEntryKind KindOf(string path)
     {
         StatXBuffer st;
-        if (LibC.StatX(LibC.AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, LibC.STATX_BASIC_STATS, &st) != 0) return FileSystemEntryKind.Missing;
+        if (LibC.StatX(path, LibC.AT_SYMLINK_NOFOLLOW, &st) != 0) return FileSystemEntryKind.Missing;
         return (st.Mode & LibC.S_IFMT) switch
         {
             LibC.S_IFREG => FileSystemEntryKind.RegularFile,
             LibC.S_IFDIR => FileSystemEntryKind.Directory,
-            S_IFSOCK => FileSystemEntryKind.Socket,
+            LibC.S_IFSOCK => FileSystemEntryKind.Socket,
             _ => FileSystemEntryKind.Other,
         };
     }
@@ -44,7 +41,7 @@ public static class FileSystemEntry
     public static unsafe FileIdentity? IdentityOf(string path)
     {
         StatXBuffer st;
-        if (LibC.StatX(LibC.AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, LibC.STATX_BASIC_STATS, &st) != 0) return null;
+        if (LibC.StatX(path, LibC.AT_SYMLINK_NOFOLLOW, &st) != 0) return null;
         return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
     }
 }

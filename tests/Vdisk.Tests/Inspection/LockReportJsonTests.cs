@@ -38,7 +38,7 @@ public class LockReportJsonTests
     public void Image_lists_holders_and_verdicts()
     {
         var image = Report().GetProperty("images")[0];
-        Assert.Equal(["path", "error", "device", "inode", "unreadable-processes", "holders", "verdicts"], image.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["path", "error", "format", "device", "inode", "unreadable-processes", "holders", "verdicts"], image.EnumerateObject().Select(p => p.Name));
         Assert.Equal(JsonValueKind.Null, image.GetProperty("error").ValueKind);
         Assert.Equal("fe:00", image.GetProperty("device").GetString());
         Assert.Equal(4242, image.GetProperty("inode").GetInt64());

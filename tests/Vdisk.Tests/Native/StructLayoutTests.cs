@@ -36,7 +36,7 @@ public class StructLayoutTests
             foreach (string path in new[] { file, "/dev/null" })
             {
                 StatXBuffer st;
-                Assert.Equal(0, LibC.StatX(LibC.AT_FDCWD, path, 0, LibC.STATX_BASIC_STATS, &st));
+                Assert.Equal(0, LibC.StatX(path, 0, &st));
                 var (exit, stdout) = Run("stat", "-c", "%i %s %f %h %b %o %Hd %Ld %Hr %Lr", path);
                 Assert.Equal(0, exit);
                 Assert.Equal(stdout.Trim(),

@@ -20,7 +20,8 @@ public sealed class FileDriver : IBlockDriver
         string? filename = o.TakeString("filename");
         string? lockingText = o.TakeString("locking");
         string? aio = o.TakeString("aio");
-        o.TakeString("drop-cache");
+        // Accepted for QEMU's command lines (vdisk keeps no page cache of its own to drop), but checked as QEMU checks it.
+        o.TakeBool("drop-cache");
         if (aio is not null && aio is not ("threads" or "native" or "io_uring"))
             throw new OptionException($"Parameter 'aio' does not accept value '{aio}'");
         var locking = LockingMode.Auto;

@@ -1,0 +1,135 @@
+using System.CommandLine;
+
+namespace Vdisk.Cli.Common;
+
+/// <summary>
+/// The command line before System.CommandLine sees it. QEMU's tools read theirs with GNU
+/// getopt_long: options and operands in any order, long options abbreviated to any unambiguous
+/// prefix, <c>--</c> ending the options, a value of an optional-value option only attached with
+/// <c>=</c> (<c>--wait=5</c>; <c>--wait 5 img</c> is a wait without limit on image "5" and an extra
+/// operand "img"). This class reads the verb's options that way (from its System.CommandLine
+/// definition), words unknown verbs and options as qemu-img and qemu-io do, and hands
+/// System.CommandLine an argv with nothing left to guess: the verb, each option in canonical
+/// form, <c>--</c>, the operands.
+/// </summary>
+internal static class FrontDoor
+{
+    /// <summary>The line qemu-img prints after a usage error.</summary>
+    public const string TryHelp = "Try 'vdisk --help' for more information\n";
+
+    /// <summary>The argv for System.CommandLine, or null after printing the error (exit status in <paramref name="exitCode"/>).</summary>
+    public static string[]? Rewrite(RootCommand root, string[] args, out int exitCode)
+    {
+        exitCode = 1;
+        if (args.Length > 0 && args[0] == "--") args = args[1..];
+        if (args.Length == 0) return Fail("Not enough arguments");
+        if (args[0].Length > 1 && args[0][0] == '-')
+        {
+            // Options before any verb: only the root's own (--help, --version), as qemu-img's "+" getopt.
+            var parsed = Table(root.Options).Parse([args[0]]);
+            if (parsed.Error is { } error) return Fail(error.QemuImgMessage);
+            return [((Option)parsed.Options[0].Option.Tag!).Name, .. args[1..]];
+        }
+        var verb = root.Subcommands.FirstOrDefault(c => c.Name == args[0] || c.Aliases.Contains(args[0]));
+        if (verb is null) return Fail($"Command not found: {args[0]}");
+
+        var rest = args[1..];
+        string? size = null;
+        if (verb.Name == "resize")
+        {
+            // qemu-img resize takes the size off the end before getopt, so "-1G" is a size, not an option.
+            if (rest.Length < 2) return Fail("Not enough arguments");
+            size = rest[^1];
+            rest = rest[..^1];
+        }
+
+        var options = verb.Options.Concat(root.Options.Where(o => o.Recursive)).ToList();
+        var result = Table(options).Parse(rest);
+        if (result.Error is { } bad)
+        {
+            if (verb.Name == "locks")
+            {
+                // vdisk's own tool: one line, and its exit status for usage errors.
+                Stdio.Error(bad.QemuImgMessage);
+                exitCode = Locks.LocksCommand.ExitError;
+                return null;
+            }
+            if (verb.Name != "io") return Fail(bad.QemuImgMessage);
+            // qemu-io: glibc's message, then its usage on stdout.
+            Stdio.Error(bad.GlibcMessage);
+            return IoUsage();
+        }
+
+        var operands = result.Operands.ToList();
+        if (size is not null) operands.Add(size);
+        bool help = result.Options.Any(o => o.Option.Tag is System.CommandLine.Help.HelpOption);
+        if (!help && verb.Name == "io" && operands.Count > 1) return IoUsage();
+        if (!help && OperandCountError(verb.Name, operands.Count) is { } message) return Fail(message);
+        return [verb.Name, .. Canonical(result.Options), "--", .. operands];
+
+        string[]? IoUsage()
+        {
+            root.Parse(["io", "--help"]).Invoke();
+            return null;
+        }
+
+        string[]? Fail(string message)
+        {
+            Stdio.Error(message);
+            Console.Error.Write(TryHelp);
+            return null;
+        }
+    }
+
+    /// <summary>The getopt table of System.CommandLine options: bool options take no value, zero-or-one arity an attached one.</summary>
+    private static GetOpt Table(IEnumerable<Option> options) => new(options.Select(o =>
+    {
+        var names = new[] { o.Name }.Concat(o.Aliases).ToList();
+        char? letter = names.FirstOrDefault(n => n.Length == 2 && n[0] == '-' && n[1] != '-') is { } s ? s[1] : null;
+        var longNames = names.Where(n => n.StartsWith("--", StringComparison.Ordinal)).Select(n => n[2..]).ToList();
+        var value = o.ValueType == typeof(bool) ? OptionValue.None
+            : o.Arity.MinimumNumberOfValues == 0 ? OptionValue.Optional
+            : OptionValue.Required;
+        return new GetOptOption(letter, longNames, value, o);
+    }).ToList());
+
+    /// <summary>
+    /// Each option as System.CommandLine reads it without guessing: a flag once, a single-valued
+    /// option once with its last value (getopt's last one wins), a list option every time.
+    /// </summary>
+    private static IEnumerable<string> Canonical(IReadOnlyList<(GetOptOption Option, string? Value)> found)
+    {
+        var last = new Dictionary<Option, int>();
+        for (int i = 0; i < found.Count; i++) last[(Option)found[i].Option.Tag!] = i;
+        for (int i = 0; i < found.Count; i++)
+        {
+            var (entry, value) = found[i];
+            var option = (Option)entry.Tag!;
+            bool list = option.Arity.MaximumNumberOfValues > 1;
+            if (!list && last[option] != i) continue;
+            switch (entry.Value)
+            {
+                case OptionValue.None:
+                    yield return option.Name;
+                    break;
+                case OptionValue.Optional:
+                    yield return value is null ? option.Name : option.Name + "=" + value;
+                    break;
+                default:
+                    yield return option.Name;
+                    yield return value!;
+                    break;
+            }
+        }
+    }
+
+    /// <summary>qemu-img's own words for a wrong number of operands, for the verbs that check it before anything else.</summary>
+    private static string? OperandCountError(string verb, int count) => verb switch
+    {
+        "info" or "check" or "map" or "snapshot" or "commit" or "rebase" when count != 1 => "Expecting one image file name",
+        "compare" when count != 2 => "Expecting two image file names",
+        "resize" when count != 2 => "Expecting image file name and size",
+        "create" when count == 0 => "Expecting image file name",
+        _ => null,
+    };
+}
