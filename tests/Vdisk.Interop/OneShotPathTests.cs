@@ -1,0 +1,83 @@
+using System.Text.RegularExpressions;
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop;
+
+/// <summary>
+/// What a one-shot run does besides its work: <c>--version</c> and help print what the command-line
+/// parser prints however they are spelled, and a refused open does nothing but the open (no look
+/// at other processes, which only <c>--wait</c> and <c>vdisk locks</c> do).
+/// </summary>
+public class OneShotPathTests
+{
+    [Fact]
+    public void Version_IsTheSameWhateverTheSpelling()
+    {
+        var exact = Programs.Run(Programs.Vdisk, "--version");
+        var abbreviated = Programs.Run(Programs.Vdisk, "--vers");
+
+        Assert.Equal(0, exact.ExitCode);
+        Assert.Equal("", exact.Stderr);
+        Assert.Matches(new Regex(@"\A[0-9]+\.[0-9]+\.[0-9]+[^\n]*\n\z"), exact.Stdout);
+        Assert.Equal((abbreviated.ExitCode, abbreviated.Stdout, abbreviated.Stderr), (exact.ExitCode, exact.Stdout, exact.Stderr));
+    }
+
+    private static readonly string[] s_verbs =
+        ["io", "info", "locks", "create", "check", "convert", "map", "compare", "resize", "commit", "rebase", "measure", "snapshot", "amend"];
+
+    public static TheoryData<string> Verbs() => new(s_verbs);
+
+    [Theory]
+    [MemberData(nameof(Verbs))]
+    public void VerbHelp_ListsTheVerbsOptionsAndHelp_HoweverHelpIsAsked(string verb)
+    {
+        var help = Programs.Run(Programs.Vdisk, verb, "--help");
+        string program = Path.GetFileName(Programs.Vdisk);
+
+        Assert.Equal(0, help.ExitCode);
+        Assert.Equal("", help.Stderr);
+        Assert.Contains($"Usage:\n  {program} {verb} ", help.Stdout);
+        Assert.Contains("\n  -?, -h, --help ", help.Stdout);
+        if (verb != "locks") Assert.Contains("--wait <SECONDS>", help.Stdout);
+        foreach (var spelling in new[] { "-h", "--he" })
+        {
+            var other = Programs.Run(Programs.Vdisk, verb, spelling);
+            Assert.Equal((0, help.Stdout, ""), (other.ExitCode, other.Stdout, other.Stderr));
+        }
+    }
+
+    [Fact]
+    public void TopLevelHelp_ListsEveryVerb()
+    {
+        var help = Programs.Run(Programs.Vdisk, "--help");
+
+        Assert.Equal(0, help.ExitCode);
+        foreach (var verb in s_verbs.Append("serve"))
+            Assert.Matches(new Regex($"\n  {verb} "), help.Stdout);
+    }
+
+    [Fact]
+    public void RefusedOpen_OpensTheImageAndNothingAboutOtherProcesses()
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        using var holder = Holder.Start(image, Programs.LockProbe, "hold", image, "read,write", "write");
+        string log = Path.Combine(Path.GetTempPath(), $"vdisk-refused-{Guid.NewGuid():N}.strace");
+        try
+        {
+            var r = Programs.Run("strace", ["-f", "-qq", "-e", "trace=openat,open,readlink,getdents64", "-o", log,
+                Programs.Vdisk, "io", "-f", "raw", image, "-c", "write 0 4k"], null);
+
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains("Failed to get \"write\" lock", r.Stderr);
+            var opened = File.ReadAllLines(log).Where(l => l.Contains("open") || l.Contains("getdents")).ToList();
+            Assert.Contains(opened, l => l.Contains(image));
+            Assert.DoesNotContain(opened, l => l.Contains("/proc/locks") || Regex.IsMatch(l, "\"/proc/[0-9]+/(fd|fdinfo|cmdline|comm)"));
+        }
+        finally
+        {
+            File.Delete(log);
+        }
+    }
+}
