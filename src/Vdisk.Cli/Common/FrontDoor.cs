@@ -35,7 +35,8 @@ internal static class FrontDoor
 
         var rest = args[1..];
         string? size = null;
-        if (verb.Name == "resize" && !rest.Any(a => a is "-h" or "--help"))
+        // (A help request, however abbreviated, is vdisk's own help rather than qemu-img's size error.)
+        if (verb.Name == "resize" && !rest.Any(a => a is "-h" or "-?" || (a.Length >= 3 && "--help".StartsWith(a, StringComparison.Ordinal))))
         {
             // qemu-img resize takes the size off the end before getopt, so "-1G" is a size, not an option.
             if (rest.Length < 2) return Fail("Not enough arguments");
