@@ -34,7 +34,9 @@ for trx in "$results"/*.trx; do
   [[ -f "$trx" ]] || continue
   counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
   get() { echo "$counters" | sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p"; }
-  p=$(get passed); f=$(get failed); n=$(get notExecuted); e=$(get error)
+  # Skipped tests are neither executed nor counted as notExecuted in the trx: total - executed.
+  p=$(get passed); f=$(get failed); e=$(get error); t=$(get total); x=$(get executed)
+  n=$(( ${t:-0} - ${x:-0} ))
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0})); skipped=$((skipped + ${n:-0}))
 done
 if [[ $status -ne 0 && $failed -eq 0 ]]; then failed=1; fi
