@@ -14,6 +14,49 @@ public static class BackingFileOpen
     /// <summary>What QEMU puts before the cause.</summary>
     public const string ErrorPrefix = "Could not open backing file: ";
 
+    /// <summary>
+    /// bdrv_open_backing_file for a format node that names a backing file: <c>backing: null</c>
+    /// opens none; a node name refers to an existing node; an options dict is completed with the
+    /// stored name (relative to the image) and format; no option opens the stored name with the
+    /// stored format. <paramref name="attach"/> hangs the opened node under the format node with
+    /// the name it reports.
+    /// </summary>
+    public static void Open(NodeOpenContext context, BlockNode node, string? backingName, string? backingFormat,
+        bool hasBackingOption, OptionValue? backingOption, Action<BlockNode, string?> attach)
+    {
+        switch (backingOption)
+        {
+            case OptionScalar { Kind: ScalarKind.Null }:
+                return;
+            case OptionScalar reference when hasBackingOption:
+                var existing = context.Opener.FindNode(reference.Text)
+                    ?? throw new OptionException($"{ErrorPrefix}Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
+                attach(existing, existing.Filename);
+                return;
+            case OptionDict dict:
+                var options = dict.Clone();
+                string? full = null;
+                if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
+                {
+                    full = BackingPath.Combine(node.Filename, backingName);
+                    options.Set("filename", full);
+                }
+                if (!options.Contains("driver") && backingFormat is not null) options.Set("driver", backingFormat);
+                Run(() => attach(context.Opener.OpenBacking(context, options), full));
+                return;
+            case null when backingName is not null:
+                string path = BackingPath.Combine(node.Filename, backingName);
+                var opts = new OptionDict();
+                if (backingFormat is not null) opts.Set("driver", backingFormat);
+                var fileOpts = new OptionDict();
+                fileOpts.Set("driver", "file");
+                fileOpts.Set("filename", path);
+                opts.Set("file", fileOpts);
+                Run(() => attach(context.Opener.OpenBacking(context, opts), path));
+                return;
+        }
+    }
+
     /// <summary>Runs <paramref name="open"/>, prefixing its failure as QEMU does.</summary>
     public static void Run(Action open)
     {

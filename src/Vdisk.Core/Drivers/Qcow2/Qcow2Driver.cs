@@ -162,40 +162,7 @@ public sealed class Qcow2Driver : IBlockDriver
         return node;
     }
 
-    private static void OpenBacking(NodeOpenContext context, Qcow2Node node, bool hasBackingOption, OptionValue? backingOption)
-    {
-        string? backingName = node.Header.BackingFile;
-        switch (backingOption)
-        {
-            case OptionScalar { Kind: ScalarKind.Null }:
-                return;
-            case OptionScalar reference when hasBackingOption:
-                var existing = context.Opener.FindNode(reference.Text)
-                    ?? throw new OptionException($"Could not open backing file: Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
-                node.AttachBacking(existing, existing.Filename);
-                return;
-            case OptionDict dict:
-                var options = dict.Clone();
-                string? full = null;
-                if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
-                {
-                    full = BackingPath.Combine(node.Filename, backingName);
-                    options.Set("filename", full);
-                }
-                if (!options.Contains("driver") && node.Header.BackingFormat is { } fmt) options.Set("driver", fmt);
-                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
-                return;
-            case null when backingName is not null:
-                string path = BackingPath.Combine(node.Filename, backingName);
-                var opts = new OptionDict();
-                if (node.Header.BackingFormat is { } format) opts.Set("driver", format);
-                var fileOpts = new OptionDict();
-                fileOpts.Set("driver", "file");
-                fileOpts.Set("filename", path);
-                opts.Set("file", fileOpts);
-                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, opts), path));
-                return;
-        }
-    }
+    private static void OpenBacking(NodeOpenContext context, Qcow2Node node, bool hasBackingOption, OptionValue? backingOption) =>
+        BackingFileOpen.Open(context, node, node.Header.BackingFile, node.Header.BackingFormat, hasBackingOption, backingOption, node.AttachBacking);
 
 }

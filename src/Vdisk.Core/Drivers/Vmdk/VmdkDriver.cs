@@ -83,40 +83,7 @@ public sealed class VmdkDriver : IBlockDriver
         return node;
     }
 
-    private static void OpenBacking(NodeOpenContext context, VmdkNode node, bool hasBackingOption, OptionValue? backingOption)
-    {
-        string? hint = node.BackingFileHint;
-        switch (backingOption)
-        {
-            case OptionScalar { Kind: ScalarKind.Null }:
-                return;
-            case OptionScalar reference when hasBackingOption:
-                var existing = context.Opener.FindNode(reference.Text)
-                    ?? throw new OptionException($"Could not open backing file: Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
-                node.AttachBacking(existing, existing.Filename);
-                return;
-            case OptionDict dict:
-                var options = dict.Clone();
-                string? full = null;
-                if (!options.Contains("file") && !options.Contains("filename") && hint is not null)
-                {
-                    full = BackingPath.Combine(node.Filename, hint);
-                    options.Set("filename", full);
-                }
-                if (!options.Contains("driver") && hint is not null) options.Set("driver", "vmdk");
-                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, options), full));
-                return;
-            case null when hint is not null:
-                string path = BackingPath.Combine(node.Filename, hint);
-                var opts = new OptionDict();
-                opts.Set("driver", "vmdk");
-                var fileOpts = new OptionDict();
-                fileOpts.Set("driver", "file");
-                fileOpts.Set("filename", path);
-                opts.Set("file", fileOpts);
-                BackingFileOpen.Run(() => node.AttachBacking(context.Opener.OpenBacking(context, opts), path));
-                return;
-        }
-    }
+    private static void OpenBacking(NodeOpenContext context, VmdkNode node, bool hasBackingOption, OptionValue? backingOption) =>
+        BackingFileOpen.Open(context, node, node.BackingFileHint, node.BackingFileHint is null ? null : "vmdk", hasBackingOption, backingOption, node.AttachBacking);
 
 }
