@@ -44,6 +44,15 @@ public static class LockingModes
         _ => null,
     };
 
+    /// <summary>The option value that <see cref="Parse"/> reads back as <paramref name="mode"/>.</summary>
+    public static string Format(LockingMode mode) => mode switch
+    {
+        LockingMode.On => "on",
+        LockingMode.Off => "off",
+        LockingMode.Posix => "posix",
+        _ => "auto",
+    };
+
     /// <summary>
     /// Decides the lock kind like QEMU's raw_open_common: the OFD probe runs once per process.
     /// <paramref name="warn"/> receives the fallback warning lines.

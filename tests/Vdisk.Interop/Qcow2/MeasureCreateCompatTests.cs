@@ -75,6 +75,10 @@ public class MeasureCreateCompatTests
     [InlineData("raw", "1E")]
     [InlineData("qcow2", "2P")]
     [InlineData("qcow2", "2251799813685760")]
+    [InlineData("qcow2", "9223372036854775807")]
+    [InlineData("raw", "9223372036854775807")]
+    [InlineData("vpc", "9223372036854775807")]
+    [InlineData("vdi", "9223372036854775807")]
     public void Create_rounds_sizes_up_to_sectors_and_leaves_what_qemu_img_leaves(string format, string size)
     {
         using var sides = new SideBySide();

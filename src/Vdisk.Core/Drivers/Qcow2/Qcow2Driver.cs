@@ -111,7 +111,13 @@ public sealed class Qcow2Driver : IBlockDriver
     }
 
     /// <inheritdoc />
-    public QemuOpts? CreateAmendOptions() => CreateOptionLists.ForQcow2Amend();
+    public QemuOpts? CreateAmendOptions() => new(Qcow2Create.AmendOptionList);
+
+    /// <inheritdoc />
+    public IReadOnlyList<QemuOptDesc>? CreateOptionList => Qcow2Create.OptionList;
+
+    /// <inheritdoc />
+    public Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default) => Qcow2Create.CreateAsync(options, cancellationToken);
 
     /// <inheritdoc />
     public Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default) =>

@@ -203,21 +203,8 @@ public static class VmdkCreator
     private static async Task<DiskImage?> CreateExtentFileAsync(string path, long bytes, bool flat, bool compress, bool zeroedGrain,
         LockingMode locking, bool keepOpen, CancellationToken ct)
     {
-        var created = FileNode.Open(BlockGraph.GenerateName(), path, NodeFlags.ReadWrite, locking, create: true);
-        try
-        {
-            created.LockForCreate();
-            created.Truncate(0);
-            created.UnlockAfterCreate();
-        }
-        finally
-        {
-            await created.CloseAsync().ConfigureAwait(false);
-        }
-        var options = new OptionDict();
-        options.Set("driver", "file");
-        options.Set("filename", path);
-        options.Set("locking", locking switch { LockingMode.On => "on", LockingMode.Off => "off", LockingMode.Posix => "posix", _ => "auto" });
+        await FileCreate.CreateAsync(path, locking, fill: null, ct).ConfigureAwait(false);
+        var options = FileCreate.OpenOptions(path, locking);
         var image = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ReadWrite | OpenFlags.Resize);
         try
         {
