@@ -1,6 +1,7 @@
 using Vdisk.Interop.Support;
 using Xunit;
 using static Vdisk.Interop.Support.FormatCompat;
+using static Vdisk.Interop.Support.Qemu;
 
 namespace Vdisk.Interop;
 
@@ -30,7 +31,7 @@ public class FormatCreateTests
         string q = dir.File("q." + format), v = dir.File("v." + format);
         string[] Args(string path) => options.Length == 0 ? ["create", "-f", format, path, size] : ["create", "-f", format, "-o", options, path, size];
         var theirs = Ok(Img(Args(q)));
-        var mine = Ok(FormatCompat.Vdisk(Args(v)));
+        var mine = Ok(Qemu.Vdisk(Args(v)));
         Assert.Equal(theirs.Stdout.Replace(q, "IMG"), mine.Stdout.Replace(v, "IMG"));
         string Info(string path) => Ok(Img("info", "--output=json", "-f", format, path)).Stdout.Replace(path, "IMG");
         Assert.Equal(Info(q), Info(v));
@@ -39,7 +40,7 @@ public class FormatCreateTests
         AssertIdentical(q, v, format, format);
 
         // Data vdisk writes into the new image reads back the same through QEMU.
-        Ok(FormatCompat.Vdisk("io", "-f", format, v, "-c", "write -P 0x5a 512k 100k"));
+        Ok(Qemu.Vdisk("io", "-f", format, v, "-c", "write -P 0x5a 512k 100k"));
         Ok(Io("-f", format, q, "-c", "write -P 0x5a 512k 100k"));
         if (format == "vdi") Ok(Img("check", "-f", "vdi", v));
         AssertIdentical(q, v, format, format);
@@ -59,7 +60,7 @@ public class FormatCreateTests
         string q = dir.File("q." + format), v = dir.File("v." + format);
         string[] Args(string path) => options.Length == 0 ? ["create", "-f", format, path, size] : ["create", "-f", format, "-o", options, path, size];
         var theirs = Img(Args(q));
-        var mine = FormatCompat.Vdisk(Args(v));
+        var mine = Qemu.Vdisk(Args(v));
         Assert.Equal(theirs.ExitCode, mine.ExitCode);
         Assert.Equal(theirs.Stdout.Replace(q, "IMG"), mine.Stdout.Replace(v, "IMG"));
         Assert.Equal(theirs.Stderr.Replace(q, "IMG").Replace("qemu-img:", "vdisk:"), mine.Stderr.Replace(v, "IMG"));

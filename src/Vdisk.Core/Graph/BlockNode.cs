@@ -215,14 +215,31 @@ public abstract partial class BlockNode
     /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/>.</summary>
     public abstract ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default);
 
-    /// <summary>Makes a range read as zeroes.</summary>
-    public abstract ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Makes a range read as zeroes. A driver without a zero-write of its own gets the block
+    /// layer's fallback (bdrv_co_do_pwrite_zeroes): buffers of zeroes through its write path.
+    /// </summary>
+    public virtual ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) =>
+        Drivers.FormatIo.WriteZeroesByWritingAsync(this, offset, length, flags, cancellationToken);
 
-    /// <summary>Discards a range (advisory: contents afterwards are unspecified).</summary>
-    public abstract ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Discards a range (advisory: contents afterwards are unspecified). A driver without a
+    /// discard completes the request doing nothing, as bdrv_co_pdiscard does.
+    /// </summary>
+    public virtual ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
 
-    /// <summary>Writes everything cached to stable storage.</summary>
-    public abstract ValueTask FlushAsync(CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Writes everything cached to stable storage. A driver with no cache of its own flushes the
+    /// children it may write, as bdrv_co_flush's flush_children does.
+    /// </summary>
+    public virtual async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        foreach (var child in Children)
+        {
+            if ((child.Permissions.Perm & (BlockPermission.Write | BlockPermission.WriteUnchanged)) != 0)
+                await child.Node.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
 
     /// <summary>The status of the range at <paramref name="offset"/>, at most <paramref name="length"/> bytes.</summary>
     public abstract ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default);

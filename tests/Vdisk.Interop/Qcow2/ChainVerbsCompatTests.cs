@@ -1,5 +1,7 @@
 using Xunit;
 
+using Vdisk.Interop.Support;
+
 namespace Vdisk.Interop.Qcow2;
 
 /// <summary>commit, rebase and amend side by side with qemu-img 7.2: output, exit code and what the images hold afterwards.</summary>

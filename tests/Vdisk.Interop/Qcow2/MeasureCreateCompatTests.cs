@@ -1,5 +1,7 @@
 using Xunit;
 
+using Vdisk.Interop.Support;
+
 namespace Vdisk.Interop.Qcow2;
 
 /// <summary>qemu-img measure and create, side by side with qemu-img 7.2: output, exit code and the files left behind.</summary>

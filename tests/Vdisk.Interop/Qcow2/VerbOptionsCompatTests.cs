@@ -1,5 +1,7 @@
 using Xunit;
 
+using Vdisk.Interop.Support;
+
 namespace Vdisk.Interop.Qcow2;
 
 /// <summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Xunit;
+using static Vdisk.Interop.Support.Qemu;
 
 namespace Vdisk.Interop.Support;
 
@@ -10,16 +11,6 @@ namespace Vdisk.Interop.Support;
 /// </summary>
 internal static class FormatCompat
 {
-    public static RunResult Img(params string[] args) => Programs.Run("qemu-img", args);
-    public static RunResult Io(params string[] args) => Programs.Run("qemu-io", args);
-    public static RunResult Vdisk(params string[] args) => Programs.Run(Programs.Vdisk, args);
-
-    public static RunResult Ok(RunResult r)
-    {
-        Assert.True(r.ExitCode == 0, r.ToString());
-        return r;
-    }
-
     public static string Inv(long v) => v.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>qemu-img create -f <paramref name="format"/> [-o options] then qemu-io writes.</summary>
@@ -37,7 +28,7 @@ internal static class FormatCompat
     public static void Same(bool io, params string[] args)
     {
         var theirs = io ? Io(args) : Img(args);
-        var mine = io ? Vdisk(["io", .. args]) : Vdisk(args);
+        var mine = io ? Qemu.Vdisk(["io", .. args]) : Qemu.Vdisk(args);
         AssertSame(theirs, mine);
     }
 
@@ -70,7 +61,7 @@ internal static class FormatCompat
         File.Delete(theirs);
         File.Delete(mine);
         Ok(Img(["convert", .. f, "-O", "raw", img, theirs]));
-        Ok(Vdisk(["convert", .. f, "-O", "raw", img, mine]));
+        Ok(Qemu.Vdisk(["convert", .. f, "-O", "raw", img, mine]));
         Assert.Equal(new FileInfo(theirs).Length, new FileInfo(mine).Length);
         var cmp = Programs.Run("cmp", theirs, mine);
         Assert.True(cmp.ExitCode == 0, cmp.ToString());

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Vdisk.Interop.Support;
 using Xunit;
 using static Vdisk.Interop.Support.FormatCompat;
+using static Vdisk.Interop.Support.Qemu;
 
 namespace Vdisk.Interop.Vdi;
 

@@ -1,6 +1,6 @@
 using Vdisk.Interop.Support;
 using Xunit;
-using static Vdisk.Interop.Qcow2.Qemu;
+using static Vdisk.Interop.Support.Qemu;
 using static Vdisk.Interop.Vmdk.VmdkSideBySide;
 
 namespace Vdisk.Interop.Vmdk;

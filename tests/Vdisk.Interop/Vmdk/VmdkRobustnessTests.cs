@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using Vdisk.Interop.Support;
 using Xunit;
-using static Vdisk.Interop.Qcow2.Qemu;
+using static Vdisk.Interop.Support.Qemu;
 using static Vdisk.Interop.Vmdk.VmdkSideBySide;
 
 namespace Vdisk.Interop.Vmdk;

@@ -36,8 +36,8 @@ internal static class VmdkSideBySide
     public static void AssertSameGuestBytes(string dir, string image, params string[] openArgs)
     {
         string q = Path.Combine(dir, "qemu-view.raw"), v = Path.Combine(dir, "vdisk-view.raw");
-        Qcow2.Qemu.Ok(Programs.Run("qemu-img", ["convert", .. openArgs, "-O", "raw", image, q]));
-        Qcow2.Qemu.Ok(Programs.Run(Programs.Vdisk, ["convert", .. openArgs, "-O", "raw", image, v]));
+        Support.Qemu.Ok(Programs.Run("qemu-img", ["convert", .. openArgs, "-O", "raw", image, q]));
+        Support.Qemu.Ok(Programs.Run(Programs.Vdisk, ["convert", .. openArgs, "-O", "raw", image, v]));
         Assert.True(FilesEqual(q, v), $"vdisk reads {image} differently from qemu-img");
         File.Delete(q);
         File.Delete(v);

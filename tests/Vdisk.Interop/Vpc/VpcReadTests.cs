@@ -3,6 +3,7 @@ using System.Text;
 using Vdisk.Interop.Support;
 using Xunit;
 using static Vdisk.Interop.Support.FormatCompat;
+using static Vdisk.Interop.Support.Qemu;
 
 namespace Vdisk.Interop.Vpc;
 
@@ -101,7 +102,7 @@ public class VpcReadTests
             // build (for any driver); everything after the "image:" line must agree.
             string[] args = ["info", "--image-opts", $"driver=vpc,file.driver=file,file.filename={img},force_size_calc={calc}"];
             static RunResult WithoutName(RunResult r) => r with { Stdout = string.Join('\n', r.Stdout.Split('\n').Skip(1)) };
-            AssertSame(WithoutName(Img(args)), WithoutName(FormatCompat.Vdisk(args)));
+            AssertSame(WithoutName(Img(args)), WithoutName(Qemu.Vdisk(args)));
         }
     }
 
@@ -161,7 +162,7 @@ public class VpcReadTests
         Same(false, "info", "-f", "vpc", img);
         Same(false, "info", "--output=json", "-f", "vpc", img);
         Same(true, "-f", "vpc", "-c", "read -q 0 4k", img);
-        var mine = FormatCompat.Vdisk("info", "-f", "vpc", img);
+        var mine = Qemu.Vdisk("info", "-f", "vpc", img);
         Assert.DoesNotContain("   at ", mine.Stderr);
     }
 }

@@ -483,17 +483,6 @@ public sealed partial class VhdxNode : BlockNode, IImageInfoSource
     }
 
     /// <inheritdoc />
-    public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) =>
-        FormatIo.WriteZeroesByWritingAsync(this, offset, length, flags, cancellationToken);
-
-    /// <inheritdoc />
-    /// <remarks>vhdx has no discard: QEMU completes the request without doing anything.</remarks>
-    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-
-    /// <inheritdoc />
-    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => File.FlushAsync(cancellationToken);
-
-    /// <inheritdoc />
     /// <remarks>
     /// QEMU's vhdx has no block-status callback, so the block layer reports every range as
     /// allocated data without a host offset; so does this node (map and convert see what they see in QEMU).

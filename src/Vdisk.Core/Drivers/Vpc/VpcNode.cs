@@ -248,17 +248,6 @@ public sealed class VpcNode : BlockNode, IImageInfoSource
     }
 
     /// <inheritdoc />
-    public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) =>
-        FormatIo.WriteZeroesByWritingAsync(this, offset, length, flags, cancellationToken);
-
-    /// <inheritdoc />
-    /// <remarks>vpc has no discard: QEMU completes the request without doing anything.</remarks>
-    public override ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-
-    /// <inheritdoc />
-    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => File.FlushAsync(cancellationToken);
-
-    /// <inheritdoc />
     public override async ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         length = Math.Min(length, _length - offset);

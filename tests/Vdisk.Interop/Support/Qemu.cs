@@ -1,9 +1,8 @@
-using Vdisk.Interop.Support;
 using Xunit;
 
-namespace Vdisk.Interop.Qcow2;
+namespace Vdisk.Interop.Support;
 
-/// <summary>Shorthands for running vdisk and QEMU's tools in the qcow2 tests.</summary>
+/// <summary>Shorthands for running vdisk and QEMU's tools, and the checks of a result every format's tests make.</summary>
 internal static class Qemu
 {
     public static RunResult Img(params string[] args) => Programs.Run("qemu-img", args);
