@@ -203,6 +203,11 @@ public class ClusterLockTests(EtcdFixture etcd)
         string a = ClusterImages.Qcow2(dir, "a.qcow2");
         var badId = Programs.Run(Programs.Vdisk, ["io", "--image-opts", ImageOpts("qcow2", a, "vm/42"), "-c", "read 0 512"], scope.Env("hostA"));
         Assert.Equal((1, "vdisk: can't open: Invalid cluster-lock-id 'vm/42': expected 1 to 200 letters, digits and -_.:@+\n"), (badId.ExitCode, badId.Stderr));
+        // auto stands for a block device's WWID: a regular file has none that means anything on another host.
+        var auto = Programs.Run(Programs.Vdisk, ["io", "--image-opts", ImageOpts("qcow2", a, "auto"), "-c", "read 0 512"], scope.Env("hostA"));
+        Assert.Equal((1, $"vdisk: can't open: cluster-lock-id=auto needs a block device with a WWID, dm UUID or serial; '{a}' is not a block device: give the image an id of its own\n"),
+            (auto.ExitCode, auto.Stderr));
+        Assert.Equal(0, LocksOf(a));
         var env = scope.Env("hostA");
         env.Remove("VDISK_ETCD_ENDPOINTS");
         var none = Programs.Run(Programs.Vdisk, ["io", "--image-opts", ImageOpts("qcow2", a, "vm42"), "-c", "read 0 512"], env);

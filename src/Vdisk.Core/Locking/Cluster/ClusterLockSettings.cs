@@ -211,6 +211,9 @@ public sealed record ClusterLockSettings
         return name.Length is > 0 and <= 64 && !name.Any(c => c <= ' ' || c == '/' || c > '~') ? name : "localhost";
     }
 
+    /// <summary>The longest <c>cluster-lock-id</c>.</summary>
+    public const int MaxLockIdLength = 200;
+
     /// <summary>
     /// Checks a <c>cluster-lock-id</c>: 1 to 200 letters, digits and <c>-_.:@+</c> (a WWID such
     /// as <c>naa.6001405...</c> fits), so that it is one etcd key segment.
@@ -218,7 +221,7 @@ public sealed record ClusterLockSettings
     /// <exception cref="OptionException">An empty, too long or ill-formed id.</exception>
     public static string ValidateLockId(string id)
     {
-        if (id.Length is 0 or > 200 || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' or '@' or '+'))
+        if (id.Length is 0 or > MaxLockIdLength || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' or '@' or '+'))
             throw new OptionException($"Invalid cluster-lock-id '{id}': expected 1 to 200 letters, digits and -_.:@+");
         return id;
     }

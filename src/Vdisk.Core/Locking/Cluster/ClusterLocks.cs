@@ -66,11 +66,51 @@ public static class ClusterLocks
     public static ClusterLockHolder CreateHolder(string lockId, string path, string nodeName, FileIdentity identity, bool isBlockDevice)
     {
         ClusterLockSettings.ValidateLockId(lockId);
+        string? deviceId = isBlockDevice ? DeviceIdentity(path) : null;
+        if (lockId == AutoLockId) lockId = AutoLockIdFor(path, isBlockDevice, deviceId);
         var settings = Settings;
         settings.RequireEndpoints(lockId);
         string fileId = $"{identity.DevMajor:x}:{identity.DevMinor:x}:{identity.Inode}";
-        return new ClusterLockHolder(() => ProcessSession(settings), lockId, System.IO.Path.GetFullPath(path), nodeName, fileId,
-            isBlockDevice ? DeviceIdentity(path) : null);
+        return new ClusterLockHolder(() => ProcessSession(settings), lockId, System.IO.Path.GetFullPath(path), nodeName, fileId, deviceId);
+    }
+
+    /// <summary><c>cluster-lock-id=auto</c>: the id is the block device's own identity, the same on every host that sees the LUN.</summary>
+    public const string AutoLockId = "auto";
+
+    /// <summary>
+    /// The id <c>cluster-lock-id=auto</c> stands for: <paramref name="deviceId"/> (see
+    /// <see cref="DeviceIdentity(string)"/>) as a valid id. Regular files have no such identity
+    /// (inode numbers mean nothing across hosts), so they need an id of their own.
+    /// </summary>
+    /// <exception cref="Options.OptionException">Not a block device, or one the kernel shows no identity for.</exception>
+    public static string AutoLockIdFor(string path, bool isBlockDevice, string? deviceId)
+    {
+        if (!isBlockDevice)
+            throw new Options.OptionException($"cluster-lock-id=auto needs a block device with a WWID, dm UUID or serial; '{path}' is not a block device: give the image an id of its own");
+        if (deviceId is null)
+            throw new Options.OptionException($"cluster-lock-id=auto: the kernel shows no WWID, dm UUID or serial for '{path}': give the image an id of its own");
+        return LockIdFromDeviceIdentity(deviceId);
+    }
+
+    /// <summary>
+    /// A device identity (<c>wwid:naa.6001405...</c>, <c>serial:QM00001</c>) as a lock id: bytes
+    /// outside the id's alphabet (WWIDs of the t10 kind have runs of spaces) and <c>+</c> itself
+    /// become <c>+XX</c> (hex), so that two identities never share an id; an identity too long
+    /// for an id becomes its kind and SHA-256.
+    /// </summary>
+    public static string LockIdFromDeviceIdentity(string deviceId)
+    {
+        var id = new System.Text.StringBuilder(deviceId.Length);
+        foreach (byte b in System.Text.Encoding.UTF8.GetBytes(deviceId))
+        {
+            char c = (char)b;
+            if (b < 0x80 && (char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':' or '@')) id.Append(c);
+            else id.Append('+').Append(b.ToString("x2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        if (id.Length <= ClusterLockSettings.MaxLockIdLength) return id.ToString();
+        int colon = deviceId.IndexOf(':', StringComparison.Ordinal);
+        string kind = colon > 0 ? deviceId[..colon] : "device";
+        return kind + ":sha256-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(deviceId)));
     }
 
     /// <summary>The live session for <paramref name="settings"/>, started when needed.</summary>
@@ -122,14 +162,17 @@ public static class ClusterLocks
     /// A host-independent identity of a block device: its WWID (SCSI, NVMe), device-mapper UUID
     /// or serial from sysfs, or null when the kernel shows none.
     /// </summary>
-    public static string? DeviceIdentity(string path)
+    public static string? DeviceIdentity(string path) => DeviceIdentity(path, "/sys");
+
+    /// <summary><see cref="DeviceIdentity(string)"/> read from a sysfs tree at <paramref name="sysfsRoot"/> (tests give a made one).</summary>
+    internal static string? DeviceIdentity(string path, string sysfsRoot)
     {
         try
         {
             string name = System.IO.Path.GetFileName(new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? System.IO.Path.GetFullPath(path));
             foreach (var (file, kind) in new[] { ("device/wwid", "wwid"), ("wwid", "wwid"), ("dm/uuid", "dm-uuid"), ("device/serial", "serial") })
             {
-                string sysfs = $"/sys/class/block/{name}/{file}";
+                string sysfs = $"{sysfsRoot}/class/block/{name}/{file}";
                 if (!System.IO.File.Exists(sysfs)) continue;
                 string value = System.IO.File.ReadAllText(sysfs).Trim();
                 if (value.Length > 0) return kind + ":" + value;
