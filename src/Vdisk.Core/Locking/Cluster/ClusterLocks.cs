@@ -160,7 +160,8 @@ public static class ClusterLocks
 
     /// <summary>
     /// A host-independent identity of a block device: its WWID (SCSI, NVMe), device-mapper UUID
-    /// or serial from sysfs, or null when the kernel shows none.
+    /// or serial (SCSI/ATA under device/, virtio-blk on the disk itself) from sysfs, or null
+    /// when the kernel shows none.
     /// </summary>
     public static string? DeviceIdentity(string path) => DeviceIdentity(path, "/sys");
 
@@ -170,7 +171,7 @@ public static class ClusterLocks
         try
         {
             string name = System.IO.Path.GetFileName(new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? System.IO.Path.GetFullPath(path));
-            foreach (var (file, kind) in new[] { ("device/wwid", "wwid"), ("wwid", "wwid"), ("dm/uuid", "dm-uuid"), ("device/serial", "serial") })
+            foreach (var (file, kind) in new[] { ("device/wwid", "wwid"), ("wwid", "wwid"), ("dm/uuid", "dm-uuid"), ("device/serial", "serial"), ("serial", "serial") })
             {
                 string sysfs = $"{sysfsRoot}/class/block/{name}/{file}";
                 if (!System.IO.File.Exists(sysfs)) continue;

@@ -34,7 +34,9 @@ public sealed class AutoLockIdTests : IDisposable
             Device("sdb", ("device/wwid", "naa.6001405abcdef"), ("device/serial", "S1")), _root));
         Assert.Equal("wwid:eui.0025388b91c0a1b2", ClusterLocks.DeviceIdentity(Device("nvme0n1", ("wwid", "eui.0025388b91c0a1b2")), _root));
         Assert.Equal("dm-uuid:mpath-3600140", ClusterLocks.DeviceIdentity(Device("dm-3", ("dm/uuid", "mpath-3600140")), _root));
-        Assert.Equal("serial:QM00001", ClusterLocks.DeviceIdentity(Device("vda", ("device/serial", "QM00001")), _root));
+        Assert.Equal("serial:QM00001", ClusterLocks.DeviceIdentity(Device("sda", ("device/serial", "QM00001")), _root));
+        // virtio-blk shows its serial on the disk itself.
+        Assert.Equal("serial:177663404522362", ClusterLocks.DeviceIdentity(Device("vda", ("serial", "177663404522362")), _root));
         Assert.Null(ClusterLocks.DeviceIdentity(Device("loop0", ("loop/backing_file", "/img")), _root));
         Assert.Null(ClusterLocks.DeviceIdentity(Device("sdc", ("device/wwid", "   ")), _root));
         // A /dev/disk/by-id link names the device it points to.
