@@ -15,19 +15,6 @@ internal static class Program
         var tool = Personality.FromProgramPath(Personality.ProgramPath());
         Stdio.SetProgram(tool);
         Stdio.InstallWarningSink();
-        if (tool == Tool.Vdisk)
-        {
-            // vdisk's own --cluster settings (QEMU's names take their settings from VDISK_ETCD_* only).
-            try
-            {
-                args = ClusterOption.Apply(args);
-            }
-            catch (Options.OptionException e)
-            {
-                Stdio.Error(e.Message);
-                return args.Length > 0 && args[0] == "locks" ? LocksCommand.ExitError : 1;
-            }
-        }
         switch (tool)
         {
             case Tool.QemuStorageDaemon:
@@ -60,7 +47,14 @@ internal static class Program
         {
             foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
         }
-        if (tool != Tool.Vdisk)
+        if (tool == Tool.Vdisk)
+        {
+            // vdisk's --cluster beside --wait on every verb that opens images (QEMU's names take
+            // their cluster settings from VDISK_ETCD_* only).
+            foreach (var verb in root.Subcommands.Where(v => v.Options.OfType<LockWaitOption>().Any()))
+                verb.Options.Add(ClusterOption.WithValue());
+        }
+        else
         {
             // qemu-img -V / --version: the QEMU tool's version text (vdisk's own keeps System.CommandLine's).
             var version = root.Options.OfType<VersionOption>().Single();
@@ -84,6 +78,16 @@ internal static class Program
             if (verb is not ("io" or "locks")) Console.Error.Write(FrontDoor.TryHelp);
             // qemu tools exit 1 on usage errors; vdisk locks keeps 1 for "blocked".
             return verb == "locks" ? LocksCommand.ExitError : 1;
+        }
+        try
+        {
+            // A bad --cluster value is reported before the verb runs, on one line.
+            ClusterOption.Settings(parse);
+        }
+        catch (Options.OptionException e)
+        {
+            Stdio.Error(e.Message);
+            return parse.CommandResult.Command.Name == "locks" ? LocksCommand.ExitError : 1;
         }
         try
         {

@@ -89,6 +89,7 @@ internal static class FrontDoor
         char? letter = names.FirstOrDefault(n => n.Length == 2 && n[0] == '-' && n[1] != '-') is { } s ? s[1] : null;
         var longNames = names.Where(n => n.StartsWith("--", StringComparison.Ordinal)).Select(n => n[2..]).ToList();
         var value = o.ValueType == typeof(bool) ? OptionValue.None
+            : o is ClusterOption { IsFlag: true } ? OptionValue.OptionalKeyValue
             : o.Arity.MinimumNumberOfValues == 0 ? OptionValue.Optional
             : OptionValue.Required;
         return new GetOptOption(letter, longNames, value, o);
@@ -113,7 +114,7 @@ internal static class FrontDoor
                 case OptionValue.None:
                     yield return option.Name;
                     break;
-                case OptionValue.Optional:
+                case OptionValue.Optional or OptionValue.OptionalKeyValue:
                     yield return value is null ? option.Name : option.Name + "=" + value;
                     break;
                 default:

@@ -39,7 +39,7 @@ internal static class InfoCommand
                 var seen = new HashSet<string>();
                 while (true)
                 {
-                    using (var disk = Img.ImgOpen.Run(result, () => DiskImage.Open(source, flags)))
+                    using (var disk = Img.ImgOpen.Run(result, () => DiskImage.Open(source, flags, graph: ClusterOption.Graph(result))))
                     {
                         var info = ImageInfo.Collect(disk.Root);
                         infos.Add(info);
