@@ -14,6 +14,7 @@ namespace Vdisk.Cli.Locks;
 /// </summary>
 internal static class LocksCommand
 {
+    public const string Name = "locks";
     public const int ExitAdmitted = 0;
     public const int ExitBlocked = 1;
     public const int ExitError = 2;
@@ -30,7 +31,7 @@ internal static class LocksCommand
         var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
         output.AcceptOnlyFromAmong("human", "json");
 
-        var command = new Command("locks", "Show who holds an image's locks, what they refuse to share, and whether an open would be admitted");
+        var command = new Command(Name, "Show who holds an image's locks, what they refuse to share, and whether an open would be admitted");
         command.Arguments.Add(paths);
         command.Options.Add(recursive);
         command.Options.Add(mode);
