@@ -15,6 +15,7 @@ internal static class Program
         // Multi-call: a symlink named qemu-img, qemu-io, qemu-storage-daemon or qemu-nbd makes vdisk that tool.
         var tool = Personality.FromProgramPath(Personality.ProgramPath());
         Stdio.SetProgram(tool);
+        Stdio.UseDescriptorStandardError();
         Stdio.InstallWarningSink();
         switch (tool)
         {
