@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Reflection;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Info;
 using Vdisk.Cli.Io;
@@ -14,20 +15,8 @@ internal static class Program
         // Multi-call: a symlink named qemu-img, qemu-io, qemu-storage-daemon or qemu-nbd makes vdisk that tool.
         var tool = Personality.FromProgramPath(Personality.ProgramPath());
         Stdio.SetProgram(tool);
+        Stdio.UseDescriptorStandardError();
         Stdio.InstallWarningSink();
-        if (tool == Tool.Vdisk)
-        {
-            // vdisk's own --cluster settings (QEMU's names take their settings from VDISK_ETCD_* only).
-            try
-            {
-                args = ClusterOption.Apply(args);
-            }
-            catch (Options.OptionException e)
-            {
-                Stdio.Error(e.Message);
-                return args.Length > 0 && args[0] == "locks" ? LocksCommand.ExitError : 1;
-            }
-        }
         switch (tool)
         {
             case Tool.QemuStorageDaemon:
@@ -42,33 +31,9 @@ internal static class Program
                 // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
                 return await ServeCommand.RunAsync(args[1..], tool);
         }
-        // Every verb's definition is built, though one runs: cheap next to opening an image,
-        // and the place to start if start-up time ever needs it (only the named verb is needed,
-        // plus the names of the others for "Command not found").
-        var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
-        if (tool != Tool.QemuImg)
-        {
-            root.Subcommands.Add(IoCommand.Create());
-        }
-        root.Subcommands.Add(Img.ImgVerbs.WithWait(InfoCommand.Create()));
-        if (tool == Tool.Vdisk)
-        {
-            root.Subcommands.Add(ServeCommand.CreateForHelp());
-            root.Subcommands.Add(LocksCommand.Create());
-        }
-        if (tool != Tool.QemuIo)
-        {
-            foreach (var verb in Img.ImgVerbs.All()) root.Subcommands.Add(verb);
-        }
-        if (tool != Tool.Vdisk)
-        {
-            // qemu-img -V / --version: the QEMU tool's version text (vdisk's own keeps System.CommandLine's).
-            var version = root.Options.OfType<VersionOption>().Single();
-            version.Aliases.Add("-V");
-            version.Action = new PrintVersionAction(tool);
-        }
-
-        var argv = FrontDoor.Rewrite(root, args, out int usageError);
+        var root = CommandTree(tool, args, out var fullTree);
+        if (root is null) return PrintVersion(tool);
+        var argv = FrontDoor.Rewrite(root, args, fullTree, out int usageError);
         if (argv is null)
         {
             Stdio.Out.Flush();
@@ -84,6 +49,16 @@ internal static class Program
             if (verb is not ("io" or "locks")) Console.Error.Write(FrontDoor.TryHelp);
             // qemu tools exit 1 on usage errors; vdisk locks keeps 1 for "blocked".
             return verb == "locks" ? LocksCommand.ExitError : 1;
+        }
+        try
+        {
+            // A bad --cluster value is reported before the verb runs, on one line.
+            ClusterOption.Settings(parse);
+        }
+        catch (Options.OptionException e)
+        {
+            Stdio.Error(e.Message);
+            return parse.CommandResult.Command.Name == "locks" ? LocksCommand.ExitError : 1;
         }
         try
         {
@@ -109,12 +84,94 @@ internal static class Program
         }
     }
 
+    /// <summary>
+    /// The command tree for <paramref name="args"/>, built lazily: most runs are one verb on one
+    /// image, and building every verb's options (and System.CommandLine's help and version options,
+    /// whose descriptions come from its resources) was a third of a one-shot command's CPU time
+    /// (docs/architecture.md, "Start-up"). A command line that names a verb and cannot ask for help
+    /// gets a root holding that verb alone; anything else (help, root options, an unknown verb)
+    /// gets the whole tree, <paramref name="fullTree"/>, as before. Null: a bare version request,
+    /// answered without a tree.
+    /// </summary>
+    private static Command? CommandTree(Tool tool, string[] args, out Func<Command> fullTree)
+    {
+        var verbs = Verbs(tool);
+        fullTree = () => FullTree(tool, verbs);
+        string[] words = args.Length > 0 && args[0] == "--" ? args[1..] : args;
+        if (words.Length == 1 && IsVersionRequest(tool, words[0])) return null;
+        if (words.Length == 0 || FrontDoor.MayAskForHelp(words)) return fullTree();
+        foreach (var (name, create) in verbs)
+        {
+            if (name != words[0]) continue;
+            var root = new Command(RootName);
+            root.Subcommands.Add(WithClusterOption(tool, create()));
+            return root;
+        }
+        return fullTree();
+    }
+
+    private const string RootName = "vdisk";
+
+    /// <summary>Every verb of <paramref name="tool"/>, in the order <c>--help</c> lists them.</summary>
+    private static List<(string Name, Func<Command> Create)> Verbs(Tool tool)
+    {
+        var verbs = new List<(string Name, Func<Command> Create)>();
+        if (tool != Tool.QemuImg) verbs.Add((IoCommand.Name, IoCommand.Create));
+        verbs.Add((InfoCommand.Name, () => Img.ImgVerbs.WithWait(InfoCommand.Create())));
+        if (tool == Tool.Vdisk)
+        {
+            verbs.Add((ServeCommand.Name, ServeCommand.CreateForHelp));
+            verbs.Add((LocksCommand.Name, LocksCommand.Create));
+        }
+        if (tool != Tool.QemuIo) verbs.AddRange(Img.ImgVerbs.All);
+        return verbs;
+    }
+
+    /// <summary>The root with every verb, and the help and version options.</summary>
+    private static RootCommand FullTree(Tool tool, List<(string Name, Func<Command> Create)> verbs)
+    {
+        var root = new RootCommand("vdisk: disk images with QEMU-compatible image locking");
+        foreach (var (_, create) in verbs) root.Subcommands.Add(WithClusterOption(tool, create()));
+        if (tool != Tool.Vdisk)
+        {
+            // qemu-img -V / --version: the QEMU tool's version text (vdisk's own keeps System.CommandLine's).
+            var version = root.Options.OfType<VersionOption>().Single();
+            version.Aliases.Add("-V");
+            version.Action = new PrintVersionAction(tool);
+        }
+        return root;
+    }
+
+    /// <summary>
+    /// vdisk's --cluster beside --wait on every verb that opens images (QEMU's names take their
+    /// cluster settings from VDISK_ETCD_* only).
+    /// </summary>
+    private static Command WithClusterOption(Tool tool, Command verb)
+    {
+        if (tool == Tool.Vdisk && verb.Options.OfType<LockWaitOption>().Any()) verb.Options.Add(ClusterOption.WithValue());
+        return verb;
+    }
+
+    /// <summary>
+    /// <c>--version</c> alone, or an abbreviation getopt would take for it (the root's long
+    /// options are --help and --version), or QEMU's <c>-V</c> under a QEMU tool's name.
+    /// </summary>
+    private static bool IsVersionRequest(Tool tool, string word) =>
+        tool is Tool.Vdisk or Tool.QemuImg
+        && ((word.Length > 2 && word.StartsWith("--", StringComparison.Ordinal) && "version".StartsWith(word[2..], StringComparison.Ordinal))
+            || (word == "-V" && tool != Tool.Vdisk));
+
     private static int PrintVersion(Tool tool)
     {
-        Stdio.Out.Write(Personality.VersionText(tool, Personality.VdiskVersion));
+        // vdisk's own: what System.CommandLine's --version prints (the informational version).
+        Stdio.Out.Write(tool == Tool.Vdisk ? VdiskInformationalVersion + "\n" : Personality.VersionText(tool, Personality.VdiskVersion));
         Stdio.Out.Flush();
         return 0;
     }
+
+    private static string VdiskInformationalVersion =>
+        typeof(Program).Assembly.GetCustomAttribute<System.Reflection.AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(Program).Assembly.GetName().Version?.ToString() ?? "";
 
     private sealed class PrintVersionAction(Tool tool) : System.CommandLine.Invocation.SynchronousCommandLineAction
     {

@@ -58,6 +58,27 @@ public class OneShotPathTests
     }
 
     [Fact]
+    public void OnATerminal_OutputIsQemuImgsByteForByte()
+    {
+        // The runtime's console stream, on its first write to a terminal, sent the keypad-mode
+        // escape (ESC [?1h ESC =) before the output; qemu-img writes its text alone.
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        var env = new Dictionary<string, string> { ["TERM"] = "xterm" };
+        string OnTerminal(string program)
+        {
+            // script(1) runs the command on a new pseudo-terminal and copies what it wrote.
+            var r = Programs.Run("script", ["-q", "-e", "-c", $"{program} info -f raw {image}", "/dev/null"], env);
+            Assert.Equal(0, r.ExitCode);
+            return r.Stdout;
+        }
+
+        string qemu = OnTerminal("qemu-img");
+        Assert.StartsWith($"image: {image}\r\n", qemu);
+        Assert.Equal(qemu, OnTerminal(Programs.Vdisk));
+    }
+
+    [Fact]
     public void RefusedOpen_OpensTheImageAndNothingAboutOtherProcesses()
     {
         using var dir = new TempDir();

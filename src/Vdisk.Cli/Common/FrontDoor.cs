@@ -17,8 +17,12 @@ internal static class FrontDoor
     /// <summary>The line qemu-img prints after a usage error.</summary>
     public static string TryHelp => $"Try '{Stdio.Program} --help' for more information\n";
 
-    /// <summary>The argv for System.CommandLine, or null after printing the error (exit status in <paramref name="exitCode"/>).</summary>
-    public static string[]? Rewrite(RootCommand root, string[] args, out int exitCode)
+    /// <summary>
+    /// The argv for System.CommandLine, or null after printing the error (exit status in
+    /// <paramref name="exitCode"/>). <paramref name="root"/> may hold only the verb that runs;
+    /// <paramref name="fullTree"/> builds the whole tree when a usage text is printed.
+    /// </summary>
+    public static string[]? Rewrite(Command root, string[] args, Func<Command> fullTree, out int exitCode)
     {
         exitCode = 1;
         if (args.Length > 0 && args[0] == "--") args = args[1..];
@@ -70,7 +74,7 @@ internal static class FrontDoor
 
         string[]? IoUsage()
         {
-            root.Parse(["io", "--help"]).Invoke();
+            (root as RootCommand ?? fullTree()).Parse(["io", "--help"]).Invoke();
             return null;
         }
 
@@ -82,6 +86,31 @@ internal static class FrontDoor
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="args"/> could ask for help as getopt reads them (before any
+    /// <c>--</c>): <c>--help</c> or an abbreviation of it, or a bundle of short options holding
+    /// <c>h</c> or <c>?</c>. Conservative (a value like <c>-ohelp</c> counts too): a false yes
+    /// only costs building the whole tree; a no means the help option cannot be reached.
+    /// </summary>
+    public static bool MayAskForHelp(IReadOnlyList<string> args)
+    {
+        foreach (string word in args)
+        {
+            if (word == "--") return false;
+            if (word.StartsWith("--", StringComparison.Ordinal))
+            {
+                int eq = word.IndexOf('=');
+                string name = eq < 0 ? word[2..] : word[2..eq];
+                if (name.Length > 0 && "help".StartsWith(name, StringComparison.Ordinal)) return true;
+            }
+            else if (word.Length > 1 && word[0] == '-' && word.AsSpan(1).IndexOfAny('h', '?') >= 0)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>The getopt table of System.CommandLine options: bool options take no value, zero-or-one arity an attached one.</summary>
     private static GetOpt Table(IEnumerable<Option> options) => new(options.Select(o =>
     {
@@ -89,6 +118,7 @@ internal static class FrontDoor
         char? letter = names.FirstOrDefault(n => n.Length == 2 && n[0] == '-' && n[1] != '-') is { } s ? s[1] : null;
         var longNames = names.Where(n => n.StartsWith("--", StringComparison.Ordinal)).Select(n => n[2..]).ToList();
         var value = o.ValueType == typeof(bool) ? OptionValue.None
+            : o is ClusterOption { IsFlag: true } ? OptionValue.OptionalKeyValue
             : o.Arity.MinimumNumberOfValues == 0 ? OptionValue.Optional
             : OptionValue.Required;
         return new GetOptOption(letter, longNames, value, o);
@@ -113,7 +143,7 @@ internal static class FrontDoor
                 case OptionValue.None:
                     yield return option.Name;
                     break;
-                case OptionValue.Optional:
+                case OptionValue.Optional or OptionValue.OptionalKeyValue:
                     yield return value is null ? option.Name : option.Name + "=" + value;
                     break;
                 default:

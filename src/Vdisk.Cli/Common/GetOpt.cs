@@ -6,6 +6,11 @@ internal enum OptionValue
     None,
     Required,
     Optional,
+    /// <summary>
+    /// vdisk's, not getopt's: optional, attached or the next word when that word holds '='
+    /// (<c>vdisk locks --cluster endpoints=... ID</c>, where no operand holds '=').
+    /// </summary>
+    OptionalKeyValue,
 }
 
 /// <summary>An option getopt_long knows: a short letter and/or long names, and its value rule.</summary>
@@ -134,6 +139,9 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
                 return new GetOptError(GetOptFailure.ArgumentNotAllowed, word, full, []);
             case OptionValue.Required when value is null:
                 if (i + 1 >= args.Count) return new GetOptError(GetOptFailure.MissingArgument, word, full, []);
+                value = args[++i];
+                break;
+            case OptionValue.OptionalKeyValue when value is null && i + 1 < args.Count && args[i + 1].Contains('='):
                 value = args[++i];
                 break;
         }

@@ -13,8 +13,20 @@ internal static class Stdio
 
     public static void SetProgram(Tool tool) => Program = Personality.ProgramName(tool);
 
-    /// <summary>stdout, buffered: qemu-io's output can be many lines per second.</summary>
-    public static readonly TextWriter Out = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 1 << 16) { AutoFlush = false, NewLine = "\n" };
+    /// <summary>
+    /// stdout, buffered: qemu-io's output can be many lines per second. Written with write(2)
+    /// (<see cref="Native.DescriptorWriteStream"/>): the console's own stream would start the
+    /// runtime's terminal layer on the first write (docs/architecture.md, "Start-up").
+    /// </summary>
+    public static readonly TextWriter Out = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 16) { AutoFlush = false, NewLine = "\n" };
+
+    /// <summary>
+    /// Makes <see cref="Console.Error"/> write stderr with write(2), UTF-8, unbuffered, as
+    /// <see cref="Out"/> writes stdout: every message goes through it, and none should start
+    /// the terminal layer.
+    /// </summary>
+    public static void UseDescriptorStandardError() =>
+        Console.SetError(new StreamWriter(new Native.DescriptorWriteStream(2), new System.Text.UTF8Encoding(false), 1024) { AutoFlush = true, NewLine = "\n" });
 
     /// <summary>Prints <c>PROGRAM: MESSAGE</c> on stderr (after flushing stdout, to keep order in a terminal).</summary>
     public static void Error(string message)

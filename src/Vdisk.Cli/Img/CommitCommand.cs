@@ -62,7 +62,7 @@ internal static class CommitCommand
                     dict.Set("file", f);
                     if (result.GetValue(format) is { } fmt) dict.Set("driver", fmt);
                 }
-                disk = ImgOpen.Run(result, () => DiskImage.Open(ImageSource.FromOptions(dict), AccessProfiles.ImgCommit));
+                disk = ImgOpen.Run(result, () => DiskImage.Open(ImageSource.FromOptions(dict), AccessProfiles.ImgCommit, graph: ClusterOption.Graph(result)));
             }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
             {

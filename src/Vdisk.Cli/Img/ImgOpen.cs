@@ -70,7 +70,7 @@ internal static class ImgOpen
             {
                 source = ImageSource.FromFile(filename, format);
             }
-            return Run(result, () => DiskImage.Open(source, flags));
+            return Run(result, () => DiskImage.Open(source, flags, graph: ClusterOption.Graph(result)));
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {

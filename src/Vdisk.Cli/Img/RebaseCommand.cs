@@ -81,7 +81,7 @@ internal static class RebaseCommand
                             try
                             {
                                 var backingFlags = ImgOpen.WithForceShare(OpenFlags.None, result.GetValue(forceShare));
-                                opened = ImgOpen.Run(result, () => DiskImage.Open(ImageSource.FromFile(full, newFormat), backingFlags));
+                                opened = ImgOpen.Run(result, () => DiskImage.Open(ImageSource.FromFile(full, newFormat), backingFlags, graph: ClusterOption.Graph(result)));
                             }
                             catch (Exception e) when (Stdio.Describe(e) is { } text)
                             {

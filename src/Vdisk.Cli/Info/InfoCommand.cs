@@ -8,13 +8,15 @@ namespace Vdisk.Cli.Info;
 /// <summary><c>vdisk info</c>: qemu-img info (human or JSON), opened with qemu-img's flags for info.</summary>
 internal static class InfoCommand
 {
+    public const string Name = "info";
+
     public static Command Create()
     {
         var image = new ImageArguments();
         var output = new OutputOption();
         var chain = new Option<bool>("--backing-chain") { Description = "show every image of the backing chain" };
         var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
-        var command = new Command("info", "Show an image's format and size like qemu-img info");
+        var command = new Command(Name, "Show an image's format and size like qemu-img info");
         image.AddTo(command);
         output.AddTo(command);
         command.Options.Add(chain);
@@ -39,7 +41,7 @@ internal static class InfoCommand
                 var seen = new HashSet<string>();
                 while (true)
                 {
-                    using (var disk = Img.ImgOpen.Run(result, () => DiskImage.Open(source, flags)))
+                    using (var disk = Img.ImgOpen.Run(result, () => DiskImage.Open(source, flags, graph: ClusterOption.Graph(result))))
                     {
                         var info = ImageInfo.Collect(disk.Root);
                         infos.Add(info);

@@ -67,6 +67,7 @@ internal static class IoCommand
             await using var session = new IoSession(signals.Token)
             {
                 OpenWrapper = wait.Options(result) is null ? null : open => wait.Open(result, open, signals.Token),
+                ClusterLocks = ClusterOption.Settings(result),
             };
             string? filename = result.GetValue(file);
             bool forceShare = result.GetValue(image.ForceShare);

@@ -37,6 +37,9 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>Wraps every open (the <c>--wait</c> option queues on lock conflicts); null opens directly.</summary>
     public Func<Func<DiskImage>, DiskImage>? OpenWrapper { get; init; }
 
+    /// <summary>The cluster-lock settings of the run's <c>--cluster</c> (null: the <c>VDISK_ETCD_*</c> environment).</summary>
+    public Locking.Cluster.ClusterLockSettings? ClusterLocks { get; init; }
+
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
     public bool OpenImage(ImageSource source, OpenFlags flags, IoCacheMode cache)
     {
@@ -48,7 +51,8 @@ internal sealed class IoSession : IAsyncDisposable
         try
         {
             if (cache.NoFlush) flags |= OpenFlags.NoFlush;
-            _image = OpenWrapper is null ? DiskImage.Open(source, flags) : OpenWrapper(() => DiskImage.Open(source, flags));
+            DiskImage Open() => DiskImage.Open(source, flags, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks });
+            _image = OpenWrapper is null ? Open() : OpenWrapper(Open);
             _writeThrough = cache.WriteThrough;
             return true;
         }

@@ -16,13 +16,14 @@ internal static class ClusterLocksView
 {
     private static readonly string[] Header = ["HOST", "PID", "TOKEN", "TTL", "BYTES", "HOLDS", "REFUSES", "FILE", "COMMAND"];
 
-    public static int Run(string[] ids, AccessMode? asked, string format, bool json)
+    /// <summary>Lists the holders of <paramref name="ids"/> in the etcd of <paramref name="configured"/> (null: the environment's).</summary>
+    public static int Run(ClusterLockSettings? configured, string[] ids, AccessMode? asked, string format, bool json)
     {
         ClusterLockSettings settings;
         IReadOnlyList<ClusterImageLocks> images;
         try
         {
-            settings = ClusterLocks.Settings;
+            settings = configured ?? ClusterLockSettings.FromEnvironment();
             if (settings.Endpoints.Count == 0)
             {
                 Stdio.Error($"--cluster needs etcd endpoints: set {ClusterLockSettings.EndpointsVariable}=http://HOST:PORT[,...] or --cluster endpoints=...");

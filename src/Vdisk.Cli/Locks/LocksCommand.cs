@@ -14,6 +14,7 @@ namespace Vdisk.Cli.Locks;
 /// </summary>
 internal static class LocksCommand
 {
+    public const string Name = "locks";
     public const int ExitAdmitted = 0;
     public const int ExitBlocked = 1;
     public const int ExitError = 2;
@@ -21,7 +22,7 @@ internal static class LocksCommand
     public static Command Create()
     {
         var paths = new Argument<string[]>("path") { Arity = ArgumentArity.ZeroOrMore, Description = "image files, or directories whose files to examine (with --cluster: cluster-lock-ids)" };
-        var cluster = new Option<bool>("--cluster") { Description = "show cluster locks in etcd (VDISK_ETCD_ENDPOINTS or --cluster endpoints=...) for the given cluster-lock-ids, or for every id held" };
+        var cluster = ClusterOption.AsFlag();
         var recursive = new Option<bool>("--recursive", "-r") { Description = "examine directories recursively" };
         var mode = new Option<string?>("--for") { Description = "judge only this access mode, and exit 1 if it would be refused", HelpName = "read|write|resize|info|force-share" };
         mode.AcceptOnlyFromAmong([.. AccessModes.All.Select(AccessModes.Name)]);
@@ -30,7 +31,7 @@ internal static class LocksCommand
         var output = new Option<string>("--output") { Description = "human or json", DefaultValueFactory = _ => "human" };
         output.AcceptOnlyFromAmong("human", "json");
 
-        var command = new Command("locks", "Show who holds an image's locks, what they refuse to share, and whether an open would be admitted");
+        var command = new Command(Name, "Show who holds an image's locks, what they refuse to share, and whether an open would be admitted");
         command.Arguments.Add(paths);
         command.Options.Add(recursive);
         command.Options.Add(mode);
@@ -39,14 +40,14 @@ internal static class LocksCommand
         command.Options.Add(cluster);
         command.Validators.Add(r =>
         {
-            if (r.GetValue(cluster) == false && (r.GetValue(paths) ?? []).Length == 0)
+            if (r.GetResult(cluster) is null && (r.GetValue(paths) ?? []).Length == 0)
                 r.AddError("Required argument missing for command: 'locks'.");
         });
         command.SetAction(result =>
         {
             var asked = result.GetValue(mode) is { } m ? AccessModes.Parse(m) : null;
-            if (result.GetValue(cluster))
-                return ClusterLocksView.Run(result.GetValue(paths) ?? [], asked, result.GetValue(format) ?? "raw", result.GetValue(output) == "json");
+            if (ClusterOption.Given(result))
+                return ClusterLocksView.Run(ClusterOption.Settings(result), result.GetValue(paths) ?? [], asked, result.GetValue(format) ?? "raw", result.GetValue(output) == "json");
             return Run(result.GetValue(paths)!, result.GetValue(recursive), asked, result.GetValue(format), result.GetValue(output) == "json");
         });
         return command;

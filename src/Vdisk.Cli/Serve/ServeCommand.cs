@@ -64,6 +64,7 @@ internal static class ServeCommand
     {
         var options = new List<(string Option, string Value)>();
         Vdisk.Locking.LockWaitOptions? wait = null;
+        Vdisk.Locking.Cluster.ClusterLockSettings? cluster = null;
         bool daemonize = false;
         for (int i = 0; i < args.Length; i++)
         {
@@ -79,6 +80,23 @@ internal static class ServeCommand
                 string? seconds = arg.Length > "--wait".Length ? arg["--wait=".Length..] : null;
                 wait = LockWaitOption.FromText(seconds);
                 if (wait is null) return Fail($"--wait: invalid number of seconds '{seconds}'");
+                continue;
+            }
+            if (tool == Tool.Vdisk && (arg == "--cluster" || arg.StartsWith("--cluster=", StringComparison.Ordinal)))
+            {
+                // vdisk's (docs/cluster.md): the cluster-lock settings of the --blockdev file nodes, over VDISK_ETCD_*.
+                string text;
+                if (arg.Length > "--cluster".Length) text = arg["--cluster=".Length..];
+                else if (i + 1 < args.Length) text = args[++i];
+                else return Fail($"option '{arg}' requires an argument");
+                try
+                {
+                    cluster = (cluster ?? Vdisk.Locking.Cluster.ClusterLockSettings.FromEnvironment()).WithOptions(text);
+                }
+                catch (Options.OptionException e)
+                {
+                    return Fail(e.Message);
+                }
                 continue;
             }
             if (arg is "-h" or "--help")
@@ -122,7 +140,7 @@ internal static class ServeCommand
 
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
-        var daemon = new StorageDaemon();
+        var daemon = new StorageDaemon(cluster);
         string? pidfile = null, pidfileWritten = null;
         try
         {

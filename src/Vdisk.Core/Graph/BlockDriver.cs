@@ -92,6 +92,9 @@ public sealed class NodeOpenContext
     /// <summary>The node's place in the graph's node order, when taken before it finished opening.</summary>
     internal long? GraphSequence { get; set; }
 
+    /// <summary>The cluster-lock settings of the graph (null: the environment's).</summary>
+    public Locking.Cluster.ClusterLockSettings? ClusterLocks => Opener.Graph.ClusterLocks;
+
     /// <summary><c>cache.direct=on</c>: open with O_DIRECT.</summary>
     public bool CacheDirect { get; internal set; }
 

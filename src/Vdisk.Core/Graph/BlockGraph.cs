@@ -10,6 +10,12 @@ public sealed class BlockGraph
     private static long s_nextGeneratedName;
     private readonly Dictionary<string, BlockNode> _nodes = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// The cluster-lock settings of the file nodes opened into this graph (a run's
+    /// <c>--cluster</c>); null reads the <c>VDISK_ETCD_*</c> environment at each such open.
+    /// </summary>
+    public Locking.Cluster.ClusterLockSettings? ClusterLocks { get; init; }
+
     /// <summary>The nodes, by name.</summary>
     public IReadOnlyDictionary<string, BlockNode> Nodes => _nodes;
 

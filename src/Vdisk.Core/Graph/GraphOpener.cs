@@ -18,6 +18,9 @@ public sealed class GraphOpener
     /// <summary>Creates an opener adding nodes to <paramref name="graph"/>.</summary>
     public GraphOpener(BlockGraph graph) => _graph = graph;
 
+    /// <summary>The graph the nodes are opened into.</summary>
+    internal BlockGraph Graph => _graph;
+
     /// <summary>Nodes opened so far, children before parents.</summary>
     public IReadOnlyList<BlockNode> OpenedNodes => _opened;
 

@@ -33,6 +33,8 @@ public static class Errno
     public const int ENOSPC = 28;
     /// <summary>EROFS.</summary>
     public const int EROFS = 30;
+    /// <summary>EPIPE.</summary>
+    public const int EPIPE = 32;
     /// <summary>ERANGE.</summary>
     public const int ERANGE = 34;
     /// <summary>ENOLCK.</summary>

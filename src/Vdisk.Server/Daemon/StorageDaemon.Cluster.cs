@@ -11,9 +11,13 @@ public sealed partial class StorageDaemon
     /// <summary>The QMP event of a fence (vdisk's): node-name, cluster-lock-id, fencing-token, reason, and the nodes now inactive.</summary>
     public const string ClusterFencedEvent = "X_VDISK_CLUSTER_FENCED";
 
-    /// <summary>Creates a daemon; it follows cluster lock fences of this process.</summary>
-    public StorageDaemon()
+    /// <summary>
+    /// Creates a daemon; it follows cluster lock fences of this process. Its file nodes with
+    /// <c>cluster-lock-id</c> use <paramref name="clusterLocks"/> (null: the <c>VDISK_ETCD_*</c> environment).
+    /// </summary>
+    public StorageDaemon(ClusterLockSettings? clusterLocks = null)
     {
+        Graph = new BlockGraph { ClusterLocks = clusterLocks };
         ClusterLocks.SessionFenced += OnSessionFenced;
     }
 

@@ -28,7 +28,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     private bool _shutDown;
 
     /// <summary>The daemon's nodes.</summary>
-    public BlockGraph Graph { get; } = new();
+    public BlockGraph Graph { get; }
 
     /// <summary>The NBD server, once started.</summary>
     public NbdServer? NbdServer => _nbd;

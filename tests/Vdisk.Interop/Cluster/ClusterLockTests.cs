@@ -174,6 +174,22 @@ public class ClusterLockTests(EtcdFixture etcd)
         // The same through --cluster, and for serve's --blockdev.
         var viaOption = Programs.Run(Programs.Vdisk, ["io", "--cluster", "endpoints=" + dead, "--image-opts", ImageOpts("qcow2", a, "vm9"), "-c", "write 0 512"], scope.Env("hostA"));
         Assert.Equal(r.Stderr, viaOption.Stderr);
+        var attached = Programs.Run(Programs.Vdisk, ["info", "--cluster=endpoints=" + dead, "--image-opts", ImageOpts("qcow2", a, "vm9")], scope.Env("hostA"));
+        Assert.Equal((1, $"vdisk: Could not open '{ImageOpts("qcow2", a, "vm9")}': etcd unreachable while granting a lease: http://127.0.0.1:1 (Connection refused), http://127.0.0.1:2 (Connection refused)\n"), (attached.ExitCode, attached.Stderr));
+        // serve's --blockdev takes it too, also in the detached child of --daemonize.
+        var noEndpoints = scope.Env("hostA");
+        noEndpoints.Remove("VDISK_ETCD_ENDPOINTS");
+        string blockdev = $"driver=file,node-name=f,filename={a},cluster-lock-id=vm9";
+        string serveError = $"vdisk: --blockdev {blockdev}: etcd unreachable while granting a lease: http://127.0.0.1:1 (Connection refused), http://127.0.0.1:2 (Connection refused)\n";
+        var serve = Programs.Run(Programs.Vdisk, ["serve", "--cluster", "endpoints=" + dead, "--blockdev", blockdev], noEndpoints);
+        Assert.Equal((1, serveError), (serve.ExitCode, serve.Stderr));
+        var detached = Programs.Run(Programs.Vdisk, ["serve", "--daemonize", "--cluster", "endpoints=" + dead, "--blockdev", blockdev], noEndpoints);
+        Assert.Equal((1, serveError), (detached.ExitCode, detached.Stderr));
+        // vdisk locks --cluster takes the endpoints as the next word, then the ids.
+        var locks = Programs.Run(Programs.Vdisk, ["locks", "--cluster", "endpoints=" + dead, "vm9"], noEndpoints);
+        Assert.Equal(2, locks.ExitCode);
+        Assert.Contains("http://127.0.0.1:1 (Connection refused)", locks.Stderr);
+        Assert.Equal(0, LocksOf(a));
         Assert.Empty(scope.AllKeys());
     }
 

@@ -33,6 +33,6 @@ public sealed class FileDriver : IBlockDriver
         o.EnsureAllUsed(Name, isProtocol: true);
         if (filename.StartsWith("file:", StringComparison.Ordinal)) filename = filename["file:".Length..];
         return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect, noFlush: context.CacheNoFlush,
-            clusterLockId: clusterLockId);
+            clusterLockId: clusterLockId, clusterSettings: context.ClusterLocks);
     }
 }

@@ -86,9 +86,11 @@ public sealed class FileNode : BlockNode
     /// <summary>
     /// Opens <paramref name="path"/> like file-posix's raw_open_common (creating it, mode 0644,
     /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
+    /// With <paramref name="clusterLockId"/>, the cluster lock uses <paramref name="clusterSettings"/>
+    /// (null: the environment's).
     /// </summary>
     public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false,
-        bool noFlush = false, string? clusterLockId = null)
+        bool noFlush = false, string? clusterLockId = null, ClusterLockSettings? clusterSettings = null)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
@@ -119,7 +121,7 @@ public sealed class FileNode : BlockNode
             kind = LockingModes.Resolve(locking, Diagnostics.Warn);
             // locking=off means no locks at all, cluster ones included.
             if (clusterLockId is not null && locking != LockingMode.Off)
-                cluster = ClusterLocks.CreateHolder(clusterLockId, path, nodeName, identity, isBlockDevice: !regular);
+                cluster = ClusterLocks.CreateHolder(clusterSettings, clusterLockId, path, nodeName, identity, isBlockDevice: !regular);
         }
         catch
         {

@@ -3,40 +3,24 @@ using Vdisk.Native;
 namespace Vdisk.Locking.Cluster;
 
 /// <summary>
-/// Cluster-wide image locks for this process: the settings (from the environment unless set
-/// here), the process's one session (lease), and the event that reports a fence. Nothing here
-/// runs, and no connection is made, until a node with <c>cluster-lock-id</c> is opened.
+/// Cluster-wide image locks for this process: the process's one session (lease), and the event
+/// that reports a fence. The settings come with each open (<see cref="Graph.BlockGraph.ClusterLocks"/>,
+/// else the environment). Nothing here runs, and no connection is made, until a node with
+/// <c>cluster-lock-id</c> is opened.
 /// </summary>
 /// <example>
 /// <code>
-/// ClusterLocks.Configured = ClusterLockSettings.FromEnvironment() with { Endpoints = [new Uri("http://10.0.0.5:2379")] };
+/// var cluster = ClusterLockSettings.FromEnvironment() with { Endpoints = [new Uri("http://10.0.0.5:2379")] };
 /// await using var disk = DiskImage.Open(ImageSource.FromImageOptions(
-///     "driver=raw,file.driver=file,file.filename=/mnt/shared/vm42.img,file.cluster-lock-id=vm42"), AccessProfiles.QemuIoReadWrite);
+///     "driver=raw,file.driver=file,file.filename=/mnt/shared/vm42.img,file.cluster-lock-id=vm42"), AccessProfiles.QemuIoReadWrite,
+///     graph: new BlockGraph { ClusterLocks = cluster });
 /// </code>
 /// </example>
 public static class ClusterLocks
 {
     private static readonly object s_gate = new();
-    private static ClusterLockSettings? s_configured;
     private static ClusterSession? s_session;
     private static bool s_exitHooked;
-
-    /// <summary>The settings for nodes opened from now on; null (the default) reads the environment at each such open.</summary>
-    public static ClusterLockSettings? Configured
-    {
-        get
-        {
-            lock (s_gate) return s_configured;
-        }
-        set
-        {
-            lock (s_gate) s_configured = value;
-        }
-    }
-
-    /// <summary>The settings in effect: <see cref="Configured"/>, else the environment.</summary>
-    /// <exception cref="Options.OptionException">An environment variable has an invalid value.</exception>
-    public static ClusterLockSettings Settings => Configured ?? ClusterLockSettings.FromEnvironment();
 
     /// <summary>The command holder records name (e.g. <c>vdisk serve</c>); the CLI sets it, the default is the program and its first word.</summary>
     public static string Command { get; set; } = DefaultCommand();
@@ -57,18 +41,19 @@ public static class ClusterLocks
     public static event Action<ClusterSession>? SessionFenced;
 
     /// <summary>
-    /// The cluster part of a file node: validates the id and the settings, and starts the
+    /// The cluster part of a file node: validates the id and <paramref name="settings"/> (null:
+    /// the environment's, read now), and starts the
     /// process's session if there is none (granting the lease: when etcd does not answer, this
     /// fails before anything is written).
     /// </summary>
     /// <exception cref="Options.OptionException">Bad id, bad settings, or no endpoints.</exception>
     /// <exception cref="ClusterUnavailableException">etcd does not answer.</exception>
-    public static ClusterLockHolder CreateHolder(string lockId, string path, string nodeName, FileIdentity identity, bool isBlockDevice)
+    public static ClusterLockHolder CreateHolder(ClusterLockSettings? settings, string lockId, string path, string nodeName, FileIdentity identity, bool isBlockDevice)
     {
         ClusterLockSettings.ValidateLockId(lockId);
         string? deviceId = isBlockDevice ? DeviceIdentity(path) : null;
         if (lockId == AutoLockId) lockId = AutoLockIdFor(path, isBlockDevice, deviceId);
-        var settings = Settings;
+        settings ??= ClusterLockSettings.FromEnvironment();
         settings.RequireEndpoints(lockId);
         string fileId = $"{identity.DevMajor:x}:{identity.DevMinor:x}:{identity.Inode}";
         return new ClusterLockHolder(() => ProcessSession(settings), lockId, System.IO.Path.GetFullPath(path), nodeName, fileId, deviceId);
