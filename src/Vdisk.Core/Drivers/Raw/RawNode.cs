@@ -63,6 +63,9 @@ public sealed class RawNode : BlockNode
     /// <inheritdoc />
     public override bool HasZeroInit => File.HasZeroInit;
 
+    /// <summary>raw answers block status from its file (BDRV_BLOCK_RAW), so the file decides.</summary>
+    public override bool UnallocatedReadsAsZeroes => File.UnallocatedReadsAsZeroes;
+
     /// <inheritdoc />
     public override long Length => _size ?? Math.Max(0, File.Length - _offset);
 
