@@ -29,5 +29,6 @@ internal static class ImgVerbs
         MeasureCommand.Create(),
         SnapshotCommand.Create(),
         AmendCommand.Create(),
+        DdCommand.Create(),
     ];
 }
