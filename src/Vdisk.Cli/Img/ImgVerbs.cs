@@ -30,5 +30,6 @@ internal static class ImgVerbs
         SnapshotCommand.Create(),
         AmendCommand.Create(),
         DdCommand.Create(),
+        BenchCommand.Create(),
     ];
 }
