@@ -56,13 +56,11 @@ internal static class SnapshotCommand
         using var disk = ImgOpen.Open(result, filename, result.GetValue(image.Format), result.GetValue(image.ImageOpts),
             ImgOpen.WithForceShare(AccessProfiles.ImgModify, result.GetValue(image.ForceShare)));
         if (disk is null) return 1;
-        var qcow2 = disk.Root as Vdisk.Drivers.Qcow2.Qcow2Node;
         if (createName is not null)
         {
             try
             {
-                if (qcow2 is null) throw new Native.NativeIOException(Native.Errno.ENOTSUP, Native.NativeIOException.Describe(Native.Errno.ENOTSUP));
-                await qcow2.CreateSnapshotAsync(createName, DateTimeOffset.UtcNow, ct);
+                await disk.Root.CreateSnapshotAsync(createName, DateTimeOffset.UtcNow, ct);
             }
             catch (Exception e) when (Stdio.Describe(e) is not null)
             {
@@ -76,19 +74,18 @@ internal static class SnapshotCommand
         {
             try
             {
-                if (qcow2 is null)
-                {
-                    // bdrv_snapshot_goto's fallback reopens the format node over its file, and raw_open warns again.
-                    if (disk.Root is Vdisk.Drivers.Raw.RawNode { ProbedFormat: true } raw)
-                        Stdio.ErrorRaw(Graph.GraphOpener.ProbedRawWarning(raw.File.Filename) + "\n");
-                    Stdio.Error($"Could not apply snapshot '{applyName}': Block driver does not support snapshots");
-                    return 1;
-                }
-                await qcow2.ApplySnapshotAsync(applyName, ct);
+                await disk.Root.ApplySnapshotAsync(applyName, ct);
             }
             catch (Native.NativeIOException e) when (e.Errno == Native.Errno.ENOENT)
             {
                 Stdio.Error($"Could not apply snapshot '{applyName}': Failed to load snapshot: {Native.NativeIOException.Describe(e.Errno)}");
+                return 1;
+            }
+            catch (Native.NativeIOException e) when (e.Errno == Native.Errno.ENOTSUP && disk.Root.IsProbedRaw)
+            {
+                // bdrv_snapshot_goto's fallback reopens the format node over its file, and raw_open warns again.
+                Stdio.ErrorRaw(Graph.GraphOpener.ProbedRawWarning(disk.Root.Filename) + "\n");
+                Stdio.Error($"Could not apply snapshot '{applyName}': {e.Message}");
                 return 1;
             }
             catch (Exception e) when (Stdio.Describe(e) is { } text)
@@ -99,15 +96,15 @@ internal static class SnapshotCommand
             return 0;
         }
         // qemu-img 7.2 looks the snapshot up by name only, then deletes it by id and name.
-        var snapshot = qcow2?.Snapshots.FirstOrDefault(s => s.Name == deleteName);
-        if (qcow2 is null || snapshot is null)
+        var snapshot = ImageInfo.Collect(disk.Root).Snapshots.FirstOrDefault(s => s.Name == deleteName);
+        if (snapshot is null)
         {
             Stdio.Error($"Could not delete snapshot '{deleteName}': snapshot not found");
             return 1;
         }
         try
         {
-            await qcow2.DeleteSnapshotAsync(snapshot.Id, snapshot.Name, ct);
+            await disk.Root.DeleteSnapshotAsync(snapshot.Id, snapshot.Name, ct);
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {

@@ -14,8 +14,9 @@ namespace Vdisk.Drivers.Qcow2;
 public sealed partial class Qcow2Node
 {
     /// <summary>qcow2_snapshot_create with qemu-img's snapshot info: a name, the time, no VM state.</summary>
-    public async Task CreateSnapshotAsync(string name, DateTimeOffset now, CancellationToken ct = default)
+    public override async Task CreateSnapshotAsync(string name, DateTimeOffset now, CancellationToken cancellationToken = default)
     {
+        var ct = cancellationToken;
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
@@ -54,8 +55,9 @@ public sealed partial class Qcow2Node
 
     /// <summary>qcow2_snapshot_goto: the snapshot (by id, else by name) becomes the active state.</summary>
     /// <exception cref="NativeIOException">ENOENT when there is no such snapshot.</exception>
-    public async Task ApplySnapshotAsync(string idOrName, CancellationToken ct = default)
+    public override async Task ApplySnapshotAsync(string idOrName, CancellationToken cancellationToken = default)
     {
+        var ct = cancellationToken;
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
@@ -88,8 +90,9 @@ public sealed partial class Qcow2Node
 
     /// <summary>qcow2_snapshot_delete of the snapshot with this id and name.</summary>
     /// <exception cref="NativeIOException">ENOENT "Can't find the snapshot".</exception>
-    public async Task DeleteSnapshotAsync(string id, string name, CancellationToken ct = default)
+    public override async Task DeleteSnapshotAsync(string id, string name, CancellationToken cancellationToken = default)
     {
+        var ct = cancellationToken;
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {

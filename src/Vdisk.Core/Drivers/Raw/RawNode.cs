@@ -51,6 +51,9 @@ public sealed class RawNode : BlockNode
     /// </summary>
     public bool ProbedFormat { get; internal set; }
 
+    /// <inheritdoc />
+    public override bool IsProbedRaw => ProbedFormat;
+
     /// <summary>The window's start in the file.</summary>
     public long Offset => _offset;
 
