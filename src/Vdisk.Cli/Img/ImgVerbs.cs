@@ -23,6 +23,8 @@ internal static class ImgVerbs
         ("measure", () => WithWait(MeasureCommand.Create())),
         ("snapshot", () => WithWait(SnapshotCommand.Create())),
         ("amend", () => WithWait(AmendCommand.Create())),
+        ("dd", () => WithWait(DdCommand.Create())),
+        ("bench", () => WithWait(BenchCommand.Create())),
     ];
 
     /// <summary>Adds <c>--wait</c> to a verb that opens images through <see cref="ImgOpen"/>.</summary>

@@ -23,6 +23,7 @@ public static class BlockChain
             var status = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
             if ((status.Flags & BlockStatusFlags.Allocated) != 0 || status.Length == 0) return status with { Depth = depth };
             var backing = BackingOf(node);
+            if (backing is null && !node.UnallocatedReadsAsZeroes) return status with { Depth = depth };
             if (backing is null || offset >= backing.Length)
                 return status with { Flags = BlockStatusFlags.Zero, Depth = backing is null ? depth : depth + 1 };
             length = Math.Min(status.Length, backing.Length - offset);
@@ -65,6 +66,7 @@ public static class BlockChain
         var status = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
         if ((status.Flags & (BlockStatusFlags.Allocated | BlockStatusFlags.Data | BlockStatusFlags.Zero)) != 0) return status;
         var backing = BackingOf(node);
+        if (backing is null && !node.UnallocatedReadsAsZeroes) return status;
         if (backing is null || offset >= backing.Length) return status with { Flags = BlockStatusFlags.Zero };
         return status with { Length = Math.Min(status.Length, backing.Length - offset) };
     }

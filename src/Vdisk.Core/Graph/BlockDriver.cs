@@ -127,6 +127,8 @@ public static class BlockDrivers
         Register(new Drivers.Vdi.VdiDriver());
         Register(new Drivers.Vmdk.VmdkDriver());
         Register(new Drivers.Nbd.NbdDriver());
+        Register(new Drivers.Null.NullDriver("null-co"));
+        Register(new Drivers.Null.NullDriver("null-aio"));
     }
 
     /// <summary>Adds a driver.</summary>

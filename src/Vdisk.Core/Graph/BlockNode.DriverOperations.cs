@@ -95,4 +95,23 @@ public abstract partial class BlockNode
     /// <summary>Drops everything this layer holds, so that all ranges read from the backing file again (bdrv_make_empty).</summary>
     public virtual ValueTask MakeEmptyAsync(CancellationToken cancellationToken = default) =>
         throw new NativeIOException(Errno.ENOTSUP, $"{DriverName} does not support emptying nodes");
+
+    /// <summary>
+    /// bdrv_snapshot_create as qemu-img calls it: an internal snapshot named <paramref name="name"/>
+    /// taken at <paramref name="now"/>, without VM state. Refused (ENOTSUP) by drivers without
+    /// internal snapshots.
+    /// </summary>
+    public virtual Task CreateSnapshotAsync(string name, DateTimeOffset now, CancellationToken cancellationToken = default) =>
+        throw new Native.NativeIOException(Native.Errno.ENOTSUP, Native.NativeIOException.Describe(Native.Errno.ENOTSUP));
+
+    /// <summary>bdrv_snapshot_goto: the snapshot with this id (else this name) becomes the image's state; ENOENT when there is none.</summary>
+    public virtual Task ApplySnapshotAsync(string idOrName, CancellationToken cancellationToken = default) =>
+        throw new Native.NativeIOException(Native.Errno.ENOTSUP, "Block driver does not support snapshots");
+
+    /// <summary>bdrv_snapshot_delete of the snapshot with this id and name; ENOENT when there is none.</summary>
+    public virtual Task DeleteSnapshotAsync(string id, string name, CancellationToken cancellationToken = default) =>
+        throw new Native.NativeIOException(Native.Errno.ENOENT, "snapshot not found");
+
+    /// <summary>True for a raw node whose format was probed rather than given (raw_open warns about it).</summary>
+    public virtual bool IsProbedRaw => false;
 }

@@ -259,6 +259,13 @@ public abstract partial class BlockNode
     public virtual bool HasZeroInit => true;
 
     /// <summary>
+    /// True when a range the node does not hold reads as zeroes once no backing file is below
+    /// it (QEMU's drivers with supports_backing, and every vdisk format that reports such
+    /// ranges). A null node's unallocated ranges read as nothing in particular.
+    /// </summary>
+    public virtual bool UnallocatedReadsAsZeroes => true;
+
+    /// <summary>
     /// True when the driver answers bdrv_get_info (raw asks its file): qemu-img info prints
     /// "dirty-flag" only then, so an image over NBD has none.
     /// </summary>

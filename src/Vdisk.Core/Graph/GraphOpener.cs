@@ -153,9 +153,7 @@ public sealed class GraphOpener
                 probed = driverName == "raw";
                 if (probed && !readOnly)
                 {
-                    Diagnostics.Warn($"\nWARNING: Image format was not specified for '{protocol.Filename}' and probing guessed raw.\n" +
-                        "         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n" +
-                        "         Specify the 'raw' format explicitly to remove the restrictions.");
+                    WarnProbedRaw(protocol.Filename);
                 }
                 dict.Set("file", protocol.NodeName);
             }
@@ -178,6 +176,14 @@ public sealed class GraphOpener
         _graph.Add(node, context.GraphSequence);
         return node;
     }
+
+    /// <summary>raw_open's warning when the format of a read-write image was probed as raw (three lines, no newline at the end).</summary>
+    public static string ProbedRawWarning(string filename) =>
+        $"WARNING: Image format was not specified for '{filename}' and probing guessed raw.\n" +
+        "         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n" +
+        "         Specify the 'raw' format explicitly to remove the restrictions.";
+
+    private static void WarnProbedRaw(string filename) => Diagnostics.Warn("\n" + ProbedRawWarning(filename));
 
     private static string? TakeChoice(NodeOptions o, string key, params string[] allowed)
     {

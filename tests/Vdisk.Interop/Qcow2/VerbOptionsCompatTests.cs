@@ -26,6 +26,8 @@ public class VerbOptionsCompatTests
     private static string[] Split(string args) => args.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 
     [Theory]
+    [InlineData("-O qcow2 s.qcow2 nodir/o.img")]
+    [InlineData("-O raw s.qcow2 nodir/o.img")]
     [InlineData("-S 100 s.qcow2 o.img")]
     [InlineData("-S 17M s.qcow2 o.img")]
     [InlineData("-S abc s.qcow2 o.img")]

@@ -96,7 +96,8 @@ public sealed class FileNode : BlockNode
         if (direct) oflags |= LibC.O_DIRECT;
         if (create) oflags |= LibC.O_CREAT;
         var handle = LibC.Open(path, oflags, create ? CreateMode : 0);
-        if (handle.IsInvalid) throw LibC.LastErrorException($"Could not open '{path}'", path);
+        // raw_co_create's qemu_create words its failure "Could not create".
+        if (handle.IsInvalid) throw LibC.LastErrorException($"Could not {(create ? "create" : "open")} '{path}'", path);
         FileIdentity identity;
         bool regular;
         try

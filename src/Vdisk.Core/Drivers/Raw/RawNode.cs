@@ -51,6 +51,9 @@ public sealed class RawNode : BlockNode
     /// </summary>
     public bool ProbedFormat { get; internal set; }
 
+    /// <inheritdoc />
+    public override bool IsProbedRaw => ProbedFormat;
+
     /// <summary>The window's start in the file.</summary>
     public long Offset => _offset;
 
@@ -62,6 +65,9 @@ public sealed class RawNode : BlockNode
 
     /// <inheritdoc />
     public override bool HasZeroInit => File.HasZeroInit;
+
+    /// <summary>raw answers block status from its file (BDRV_BLOCK_RAW), so the file decides.</summary>
+    public override bool UnallocatedReadsAsZeroes => File.UnallocatedReadsAsZeroes;
 
     /// <inheritdoc />
     public override long Length => _size ?? Math.Max(0, File.Length - _offset);
