@@ -59,3 +59,73 @@ public partial class ToolOutputTests
     [GeneratedRegex(@"^(\S.*, \d+) ops; \d+:\d\d:\d\d\.\d\d \(.*\)$", RegexOptions.Multiline)]
     private static partial Regex AnyTimingLine();
 }
+
+/// <summary>qemu-io's cache and AIO options: O_DIRECT for real, the same bytes and words as qemu-io.</summary>
+public partial class ToolOutputTests
+{
+    private const string UnalignedScript =
+        "write -P 1 3 5 | write -P 2 1000 5000 | writev -P 3 70000 1 2 3 | read -P 2 1000 5000 | read -v 0 16 | " +
+        "write -z 100 100 | aio_write -P 4 1M-3 3 | aio_flush | read -P 4 1M-3 3 | truncate 1M | map";
+
+    [Theory]
+    [InlineData("raw", "-t none")]
+    [InlineData("qcow2", "-t none")]
+    [InlineData("raw", "-t directsync")]
+    [InlineData("qcow2", "-n")]
+    [InlineData("raw", "-n -i native")]
+    [InlineData("qcow2", "-t none -i io_uring")]
+    [InlineData("raw", "-k -t none")]
+    public void DirectIo_UnalignedRequests_GiveQemuIosBytesAndOutput(string format, string options)
+    {
+        using var dir = new TempDir();
+        string a = dir.File("a." + format), b = dir.File("b." + format);
+        foreach (var image in new[] { a, b })
+            Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", format, image, "1M").ExitCode);
+        string[] commands = [.. UnalignedScript.Split(" | ").SelectMany(c => new[] { "-c", c })];
+        var q = Programs.Run("qemu-io", [.. options.Split(' '), "-f", format, a, .. commands]);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. options.Split(' '), "-f", format, b, .. commands]);
+        Assert.Equal((q.ExitCode, AnyTiming(q.Stdout)), (v.ExitCode, AnyTiming(v.Stdout)));
+        Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+        Assert.Equal(0, Programs.Run("qemu-img", "compare", "-q", a, b).ExitCode);
+    }
+
+    [Fact]
+    public void CacheNone_OpensTheImageWithODirect()
+    {
+        using var dir = new TempDir();
+        var image = dir.RawImage();
+        var traced = Programs.Run("strace", "-f", "-e", "trace=openat", Programs.Vdisk, "io", "-t", "none", "-f", "raw", image, "-c", "read -q 1 7");
+        Assert.Equal(0, traced.ExitCode);
+        Assert.Contains($"\"{image}\", O_RDWR|O_DIRECT|O_CLOEXEC", traced.Stderr);
+    }
+
+    [Theory]
+    [InlineData("-i bogus")]
+    [InlineData("-i native")]
+    [InlineData("-k")]
+    [InlineData("-t bogus")]
+    [InlineData("-d bogus")]
+    [InlineData("-t none -i native -d unmap")]
+    [InlineData("-t unsafe -i threads")]
+    [InlineData("-U")]
+    public void CacheAndAioOptions_AreCheckedAsQemuIoChecksThem(string options)
+    {
+        using var dir = new TempDir();
+        var image = dir.RawImage();
+        string[] args = [.. options.Split(' '), "-f", "raw", image, "-c", "write -q 0 512", "-c", "length"];
+        var q = Programs.Run("qemu-io", args);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. args]);
+        Assert.Equal((q.ExitCode, q.Stdout), (v.ExitCode, v.Stdout));
+        Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+    }
+
+    [Fact]
+    public void TracePatterns_AreAcceptedAndIgnoredWithANote()
+    {
+        using var dir = new TempDir();
+        var image = dir.RawImage();
+        var v = Programs.Run(Programs.Vdisk, "io", "-T", "qcow2_*", "-f", "raw", image, "-c", "length");
+        Assert.Equal((0, "1 MiB\n"), (v.ExitCode, v.Stdout));
+        Assert.Equal("vdisk: warning: vdisk has no trace events; -T qcow2_* is ignored\n", v.Stderr);
+    }
+}

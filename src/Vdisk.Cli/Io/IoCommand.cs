@@ -79,8 +79,6 @@ internal static class IoCommand
             }
             foreach (var pattern in result.GetValue(trace) ?? [])
                 Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
-            if (cacheMode.Direct)
-                Stdio.Error("warning: O_DIRECT (-n, -t none) is not supported yet; using the host page cache");
             using var signals = new Signals();
             await using var session = new IoSession(signals.Token)
             {

@@ -55,6 +55,7 @@ internal sealed class IoSession : IAsyncDisposable
         try
         {
             if (cache.NoFlush) flags |= OpenFlags.NoFlush;
+            if (cache.Direct) flags |= OpenFlags.NoCache;
             _image = OpenWrapper is null ? DiskImage.Open(source, flags) : OpenWrapper(() => DiskImage.Open(source, flags));
             _writeThrough = cache.WriteThrough;
             _cache = cache;
