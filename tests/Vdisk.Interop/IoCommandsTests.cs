@@ -50,6 +50,19 @@ public partial class ToolOutputTests
         Assert.Equal(0, Programs.Run("qemu-img", "compare", "-q", a, b).ExitCode);
     }
 
+    [Fact]
+    public void Alloc_NamesOffsetsWithThreeDecimals()
+    {
+        // cvtstr: "%.3f" from KiB on, cut at ".000" (4 GiB + 1 MiB is "4.001 GiB", as in iotest 019).
+        using var dir = new TempDir();
+        var image = dir.File("big.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", image, "5G").ExitCode);
+        string[] script = ["-c", "alloc 4097M 64k", "-c", "alloc 1536 512", "-c", "alloc 4G", "-c", "alloc 1025k 1"];
+        var q = Programs.Run("qemu-io", ["-r", "-f", "qcow2", image, .. script]);
+        var v = Programs.Run(Programs.Vdisk, ["io", "-r", "-f", "qcow2", image, .. script]);
+        Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (v.ExitCode, v.Stdout, v.Stderr));
+    }
+
     /// <summary>
     /// Like <see cref="Normalize"/>, and also for the h:mm:ss form: qemu-io's aio_write -z never
     /// starts its clock, so it reports the time since the epoch.
