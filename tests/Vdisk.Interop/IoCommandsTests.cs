@@ -132,6 +132,23 @@ public partial class ToolOutputTests
         Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
     }
 
+    [Theory]
+    [InlineData("open -r -U -o driver=raw,force-share=off IMAGE")]
+    [InlineData("open -r -U -o driver=raw,force-share=on IMAGE")]
+    [InlineData("open -U -o driver=raw IMAGE")]
+    [InlineData("open -r -o driver=raw,force-share=off IMAGE")]
+    public void OpenWithForceShare_IsCheckedAsQemuIoChecksIt(string command)
+    {
+        // iotest 153's "-U conflicts with image options" for the open command.
+        using var dir = new TempDir();
+        var image = dir.RawImage();
+        string[] args = ["-c", command.Replace("IMAGE", image), "-c", "length"];
+        var q = Programs.Run("qemu-io", args);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. args]);
+        Assert.Equal((q.ExitCode, q.Stdout), (v.ExitCode, v.Stdout));
+        Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+    }
+
     [Fact]
     public void TracePatterns_AreAcceptedAndIgnoredWithANote()
     {

@@ -934,9 +934,10 @@ internal sealed class IoSession : IAsyncDisposable
         var operands = parsed.Value.Operands;
         if (operands.Count > 1) { Usage("open"); return -Errno.EINVAL; }
         ImageSource source;
+        var extraOptions = new OptionDict();
         try
         {
-            var options = new OptionDict();
+            var options = extraOptions;
             foreach (var o in extra)
                 foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
             source = operands.Count == 1 ? ImageSource.FromFile(operands[0], options) : ImageSource.FromOptions(options);
@@ -944,6 +945,12 @@ internal sealed class IoSession : IAsyncDisposable
         catch (OptionException e)
         {
             Stdio.Error(operands.Count == 1 ? $"can't open device {operands[0]}: {e.Message}" : $"can't open: {e.Message}");
+            return -Errno.EINVAL;
+        }
+        if (forceShare && ImageSource.FromOptions(extraOptions).RefusesForceShare)
+        {
+            // openfile: -U with "force-share=off" among the options.
+            Stdio.Error("-U conflicts with image options");
             return -Errno.EINVAL;
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
