@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: unit and property tests, and interop tests against real QEMU 7.2.
+# Runs every test: unit and property tests, interop tests against real QEMU 7.2, and the QEMU
+# iotests vdisk is known to pass (scripts/iotests.sh --ci: tests/iotests/{raw,qcow2}.pass).
 # Installs what is missing and builds bin/vdisk first (scripts/setup.sh --no-demo).
-# Ends with one line "N passed, N failed[, N skipped]" summed over all test projects.
+# Ends with one line "N passed, N failed[, N skipped]" summed over all test projects and
+# every iotest run (one test per iotest and format).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,17 @@ for project in tests/Vdisk.Tests tests/Vdisk.Interop; do
     --results-directory "$results" || status=1
 done
 
+# QEMU's own regression tests on the pass list: a regression there fails the run.
+echo "== qemu-iotests (pass list)"
+rm -f artifacts/iotests-vdisk.txt
+scripts/iotests.sh --ci || status=1
+
 passed=0; failed=0; skipped=0
+if [[ -f artifacts/iotests-vdisk.txt ]]; then
+  passed=$(grep -c ' pass$' artifacts/iotests-vdisk.txt)
+  failed=$(grep -c ' fail$' artifacts/iotests-vdisk.txt)
+  skipped=$(grep -c ' not-run$' artifacts/iotests-vdisk.txt)
+fi
 for trx in "$results"/*.trx; do
   [[ -f "$trx" ]] || continue
   counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)

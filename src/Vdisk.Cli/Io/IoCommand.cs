@@ -19,6 +19,9 @@ internal static class IoCommand
         var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
         var cache = new Option<string?>("--cache", "-t") { Description = "cache mode: writethrough (the default: every write is flushed), writeback, unsafe (no flushes), none, directsync" };
         var discard = new Option<string?>("--discard", "-d") { Description = "discard mode (ignore, unmap)" };
+        var aio = new Option<string?>("--aio", "-i") { Description = "AIO mode: threads, native (needs -n or -t none/directsync), io_uring; vdisk does its I/O the same way in each" };
+        var nativeAio = new Option<bool>("--native-aio", "-k") { Description = "the same as --aio native" };
+        var trace = new Option<string[]>("--trace", "-T") { Description = "trace events: accepted and ignored (vdisk has no trace points)", AllowMultipleArgumentsPerToken = false };
         var version = new Option<bool>("--version", "-V") { Description = "print qemu-io's version text (with vdisk's version)" };
         var file = new Argument<string?>("file") { Arity = ArgumentArity.ZeroOrOne, Description = "image file, json: filename, or option string with --image-opts" };
 
@@ -30,6 +33,9 @@ internal static class IoCommand
         command.Options.Add(noCache);
         command.Options.Add(cache);
         command.Options.Add(discard);
+        command.Options.Add(aio);
+        command.Options.Add(nativeAio);
+        command.Options.Add(trace);
         command.Options.Add(version);
         command.Arguments.Add(file);
         command.SetAction(async (result, _) =>
@@ -61,8 +67,18 @@ internal static class IoCommand
                 cacheMode = parsed;
             }
             if (result.GetValue(noCache)) cacheMode = cacheMode.WithNoCache();
-            if (cacheMode.Direct)
-                Stdio.Error("warning: O_DIRECT (-n, -t none) is not supported yet; using the host page cache");
+            string? aioMode = result.GetValue(nativeAio) ? "native" : null;
+            if (result.GetValue(aio) is { } aioText)
+            {
+                if (aioText is not ("threads" or "native" or "io_uring"))
+                {
+                    Stdio.Error("Invalid aio option: " + aioText);
+                    return 1;
+                }
+                aioMode = aioText;
+            }
+            foreach (var pattern in result.GetValue(trace) ?? [])
+                Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
             using var signals = new Signals();
             await using var session = new IoSession(signals.Token)
             {
@@ -86,6 +102,13 @@ internal static class IoCommand
                 catch (OptionException e)
                 {
                     Stdio.Error(result.GetValue(image.ImageOpts) ? $"can't open: {e.Message}" : $"can't open device {filename}: {e.Message}");
+                    return 1;
+                }
+                if (aioMode == "native" && !cacheMode.Direct)
+                {
+                    // raw_open_common: Linux AIO needs O_DIRECT.
+                    const string nativeNeedsDirect = "aio=native was specified, but it requires cache.direct=on, which was not specified.";
+                    Stdio.Error(result.GetValue(image.ImageOpts) ? $"can't open: {nativeNeedsDirect}" : $"can't open device {filename}: {nativeNeedsDirect}");
                     return 1;
                 }
                 var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;

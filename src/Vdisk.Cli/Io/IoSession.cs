@@ -20,6 +20,13 @@ internal sealed class IoSession : IAsyncDisposable
     private readonly CancellationToken _cancel;
     private DiskImage? _image;
     private bool _writeThrough;
+    private IoCacheMode _cache = IoCacheMode.Default;
+
+    /// <summary>
+    /// The reports of aio requests that completed but were not yet reported: qemu-io prints them
+    /// from its completion callbacks, which run when a later command waits for I/O.
+    /// </summary>
+    private readonly System.Text.StringBuilder _aioReports = new();
 
     /// <summary>Writes since the last flush: closing the image flushes them, as bdrv_close does.</summary>
     private bool _unflushed;
@@ -51,9 +58,11 @@ internal sealed class IoSession : IAsyncDisposable
         try
         {
             if (cache.NoFlush) flags |= OpenFlags.NoFlush;
+            if (cache.Direct) flags |= OpenFlags.NoCache;
             DiskImage Open() => DiskImage.Open(source, flags, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks });
             _image = OpenWrapper is null ? Open() : OpenWrapper(Open);
             _writeThrough = cache.WriteThrough;
+            _cache = cache;
             return true;
         }
         catch (OperationCanceledException)
@@ -94,6 +103,7 @@ internal sealed class IoSession : IAsyncDisposable
             _err.Write($"bad argument count {argc} to {info.Name}, expected {expected}\n");
             return -Errno.EINVAL;
         }
+        if (info.Polls) DeliverAioReports();
         try
         {
             return await info.Run(this, words);
@@ -380,6 +390,341 @@ internal sealed class IoSession : IAsyncDisposable
         return data;
     }
 
+    /// <summary>The completion reports of earlier aio requests, as qemu-io's event loop prints them.</summary>
+    private void DeliverAioReports()
+    {
+        if (_aioReports.Length == 0) return;
+        _out.Write(_aioReports.ToString());
+        _aioReports.Clear();
+    }
+
+    /// <summary>
+    /// create_iovec: the lengths of a vectored request, each a size no larger than one request,
+    /// their sum no larger either. Null after qemu-io's message.
+    /// </summary>
+    private long? SumLengths(IReadOnlyList<string> operands, int first)
+    {
+        long total = 0;
+        for (int i = first; i < operands.Count; i++)
+        {
+            if (!TryNumber(operands[i], out long length)) return null;
+            if (length > MaxRequestBytes)
+            {
+                _out.Write($"Argument '{operands[i]}' exceeds maximum size {MaxRequestBytes}\n");
+                return null;
+            }
+            if (total > MaxRequestBytes - length)
+            {
+                _out.Write($"The total number of bytes exceed the maximum size {MaxRequestBytes}\n");
+                return null;
+            }
+            total += length;
+        }
+        return total;
+    }
+
+    /// <summary>
+    /// readv and aio_read: one read into as many buffers as lengths. aio_read's report (and any
+    /// failure) waits for the next command that polls, and never fails the command itself.
+    /// </summary>
+    internal async Task<int> ReadVectorAsync(string[] words, bool aio)
+    {
+        string name = aio ? "aio_read" : "readv";
+        var parsed = ParseOptions(words, aio ? "CP:iqv" : "CP:qv");
+        if (parsed is null) { Usage(name); return -Errno.EINVAL; }
+        bool machine = false, quiet = false, dump = false, verify = false;
+        byte pattern = 0;
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'C': machine = true; break;
+                case 'q': quiet = true; break;
+                case 'v': dump = true; break;
+                case 'i':
+                    // Only counts an invalid request in the statistics, which vdisk io does not keep.
+                    _out.Write("injecting invalid read request\n");
+                    return 0;
+                case 'P':
+                    verify = true;
+                    if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
+                    break;
+            }
+        }
+        var operands = parsed.Value.Operands;
+        if (operands.Count < 2) { Usage(name); return -Errno.EINVAL; }
+        if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
+        if (SumLengths(operands, 1) is not { } count) return -Errno.EINVAL;
+
+        var output = aio ? new StringWriter() : _out;
+        var buffer = GC.AllocateUninitializedArray<byte>((int)count);
+        var watch = Stopwatch.StartNew();
+        int ret = 0;
+        try
+        {
+            await _image!.ReadAsync(offset, buffer, _cancel);
+            watch.Stop();
+            if (verify && buffer.AsSpan().IndexOfAnyExcept(pattern) >= 0)
+            {
+                output.Write($"Pattern verification failed at offset {offset}, {count} bytes\n");
+                ret = -Errno.EINVAL;
+            }
+            if (!quiet)
+            {
+                if (dump) QemuIoFormat.Dump(output, buffer, offset);
+                QemuIoFormat.Report(output, "read", watch.Elapsed, offset, count, count, 1, machine);
+            }
+        }
+        catch (IOException e)
+        {
+            output.Write($"readv failed: {ErrorText(e)}\n");
+            ret = -ErrnoOf(e);
+        }
+        if (!aio) return ret;
+        _aioReports.Append(output.ToString());
+        return 0;
+    }
+
+    /// <summary>
+    /// writev and aio_write: one write from as many buffers as lengths (aio_write -z: zeroes, one
+    /// length). aio_write's report waits for the next command that polls.
+    /// </summary>
+    internal async Task<int> WriteVectorAsync(string[] words, bool aio)
+    {
+        string name = aio ? "aio_write" : "writev";
+        var parsed = ParseOptions(words, aio ? "CfiqP:uz" : "CfqP:");
+        if (parsed is null) { Usage(name); return -Errno.EINVAL; }
+        bool machine = false, quiet = false, fua = false, unmap = false, zero = false;
+        byte pattern = 0xcd;
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'C': machine = true; break;
+                case 'q': quiet = true; break;
+                case 'f': fua = true; break;
+                case 'u': unmap = true; break;
+                case 'z': zero = true; break;
+                case 'i':
+                    _out.Write("injecting invalid write request\n");
+                    return 0;
+                case 'P':
+                    if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
+                    break;
+            }
+        }
+        var operands = parsed.Value.Operands;
+        if (operands.Count < 2) { Usage(name); return -Errno.EINVAL; }
+        if (zero && operands.Count != 2)
+        {
+            _out.Write("-z supports only a single length parameter\n");
+            return -Errno.EINVAL;
+        }
+        if (unmap && !zero)
+        {
+            _out.Write("-u requires -z to be specified\n");
+            return -Errno.EINVAL;
+        }
+        if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
+        long count;
+        if (zero)
+        {
+            if (!TryNumber(operands[1], out count)) return -Errno.EINVAL;
+        }
+        else if (SumLengths(operands, 1) is { } sum) count = sum;
+        else return -Errno.EINVAL;
+
+        var output = aio ? new StringWriter() : _out;
+        fua |= _writeThrough;
+        var watch = Stopwatch.StartNew();
+        int ret = 0;
+        try
+        {
+            if (zero)
+            {
+                var flags = (unmap ? ZeroFlags.MayUnmap : 0) | (fua ? ZeroFlags.Fua : 0);
+                await _image!.WriteZeroesAsync(offset, count, flags, _cancel);
+            }
+            else
+            {
+                var data = GC.AllocateUninitializedArray<byte>((int)count);
+                data.AsSpan().Fill(pattern);
+                await _image!.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None, _cancel);
+            }
+            _unflushed = !fua;
+            watch.Stop();
+            if (!quiet) QemuIoFormat.Report(output, "wrote", watch.Elapsed, offset, count, count, 1, machine);
+        }
+        catch (IOException e)
+        {
+            output.Write($"{name} failed: {ErrorText(e)}\n");
+            ret = -ErrnoOf(e);
+        }
+        if (!aio) return ret;
+        _aioReports.Append(output.ToString());
+        return 0;
+    }
+
+    /// <summary>aio_flush: waits for every outstanding request (blk_drain_all); their reports come first.</summary>
+    internal Task<int> AioFlushAsync() => Task.FromResult(0);
+
+    /// <summary>
+    /// alloc: how many of <c>count</c> bytes (default one sector) from <c>offset</c> the image's own
+    /// layer allocates; a range past the end counts only up to the end.
+    /// </summary>
+    internal async Task<int> AllocAsync(string[] words)
+    {
+        if (!TryNumber(words[1], out long offset)) return -Errno.EINVAL;
+        long count = 512;
+        if (words.Length == 3 && !TryNumber(words[2], out count)) return -Errno.EINVAL;
+        long length = _image!.Length;
+        count = offset >= length ? 0 : Math.Min(count, length - offset);
+        long allocated = 0;
+        try
+        {
+            if (count > 0)
+            {
+                await foreach (var extent in _image.ExtentsAsync(offset, count, ExtentScope.Node, cancellationToken: _cancel))
+                {
+                    if ((extent.Flags & BlockStatusFlags.Allocated) == 0) continue;
+                    long start = Math.Max(extent.Offset, offset);
+                    long end = Math.Min(extent.Offset + extent.Length, offset + count);
+                    if (end > start) allocated += end - start;
+                }
+            }
+        }
+        catch (IOException e)
+        {
+            _out.Write($"is_allocated failed: {ErrorText(e)}\n");
+            return -ErrnoOf(e);
+        }
+        _out.Write($"{allocated}/{count} bytes allocated at offset {QemuIoFormat.Size(offset)}\n");
+        return 0;
+    }
+
+    /// <summary>
+    /// reopen: read-only or read-write (-r/-w or -o read-only=), the cache mode (-c or
+    /// -o cache.direct/cache.no-flush). Dropping to read-only first gives up the write permission,
+    /// so later writes fail with "Block node is read-only".
+    /// </summary>
+    internal Task<int> ReopenAsync(string[] words)
+    {
+        var parsed = ParseOptions(words, "c:o:rw");
+        if (parsed is null) { Usage("reopen"); return Task.FromResult(-Errno.EINVAL); }
+        bool readOnly = (_image!.Root.Flags & NodeFlags.ReadWrite) == 0;
+        bool hasReadWriteOption = false, hasCacheOption = false;
+        var cache = _cache;
+        var options = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (var (opt, value) in parsed.Value.Options)
+        {
+            switch (opt)
+            {
+                case 'c':
+                    if (IoCacheMode.Parse(value!) is not { } mode)
+                    {
+                        Stdio.Error("Invalid cache option: " + value);
+                        return Task.FromResult(-Errno.EINVAL);
+                    }
+                    cache = mode;
+                    hasCacheOption = true;
+                    break;
+                case 'o':
+                    try
+                    {
+                        foreach (var (k, v) in KeyValParser.Parse(value!, KeyValDialect.QemuOpts).Flatten()) options[k] = (v as OptionScalar)?.Text;
+                    }
+                    catch (OptionException e)
+                    {
+                        Stdio.Error(e.Message);
+                        return Task.FromResult(-Errno.EINVAL);
+                    }
+                    break;
+                case 'r':
+                case 'w':
+                    if (hasReadWriteOption)
+                    {
+                        Stdio.Error("Only one -r/-w option may be given");
+                        return Task.FromResult(-Errno.EINVAL);
+                    }
+                    readOnly = opt == 'r';
+                    hasReadWriteOption = true;
+                    break;
+            }
+        }
+        if (parsed.Value.Operands.Count != 0) { Usage("reopen"); return Task.FromResult(-Errno.EINVAL); }
+        foreach (var key in options.Keys)
+        {
+            string? error = key switch
+            {
+                "read-only" when hasReadWriteOption => "Cannot set both -r/-w and 'read-only'",
+                "cache.direct" or "cache.no-flush" when hasCacheOption => "Cannot set both -c and the cache options",
+                "read-only" or "cache.direct" or "cache.no-flush" => ParseOnOff(options, key, out _),
+                _ => $"Cannot change the option '{key}'",
+            };
+            if (error is not null)
+            {
+                Stdio.Error(error);
+                return Task.FromResult(-Errno.EINVAL);
+            }
+        }
+        // Only -r gives up the write permission first (as reopen_f drops it for a read-only flag):
+        // "-o read-only=on" with a writer attached fails.
+        bool dropWrite = readOnly;
+        if (options.ContainsKey("read-only")) ParseOnOff(options, "read-only", out readOnly);
+        if (options.ContainsKey("cache.direct")) { ParseOnOff(options, "cache.direct", out bool direct); cache = cache with { Direct = direct }; }
+        if (options.ContainsKey("cache.no-flush")) { ParseOnOff(options, "cache.no-flush", out bool noFlush); cache = cache with { NoFlush = noFlush }; }
+        try
+        {
+            if (dropWrite)
+            {
+                var current = _image.Permissions;
+                _image.SetPermissions(current with { Perm = current.Perm & ~(BlockPermission.Write | BlockPermission.WriteUnchanged) });
+            }
+            Reopen.SetReadOnly(_image.Root, readOnly);
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            Stdio.Error(text);
+            return Task.FromResult(-Errno.EINVAL);
+        }
+        _cache = cache;
+        _writeThrough = cache.WriteThrough;
+        return Task.FromResult(0);
+    }
+
+    /// <summary>A boolean reopen option: null when it is on or off, else QEMU's message.</summary>
+    private static string? ParseOnOff(Dictionary<string, string?> options, string key, out bool value)
+    {
+        value = false;
+        switch (options[key])
+        {
+            case "on": value = true; return null;
+            case "off": return null;
+            default: return $"Parameter '{key}' expects 'on' or 'off'";
+        }
+    }
+
+    /// <summary>abort: ends the process with SIGABRT; output still buffered is lost, as in qemu-io.</summary>
+    internal int Abort()
+    {
+        ProcessSignals.Abort();
+        return 0;
+    }
+
+    /// <summary>sigraise: flushes the output, then raises the signal with its default action.</summary>
+    internal int SigRaise(string[] words)
+    {
+        if (!TryNumber(words[1], out long signal)) return -Errno.EINVAL;
+        if (signal > ProcessSignals.Highest + 1)
+        {
+            _out.Write($"signal argument '{words[1]}' is too large to be a valid signal\n");
+            return -Errno.EINVAL;
+        }
+        _out.Flush();
+        if (!ProcessSignals.QemuIoSurvives((int)signal)) ProcessSignals.RaiseWithDefaultAction((int)signal);
+        return 0;
+    }
+
     internal async Task<int> DiscardAsync(string[] words)
     {
         var parsed = ParseOptions(words, "Cq");
@@ -593,9 +938,10 @@ internal sealed class IoSession : IAsyncDisposable
         var operands = parsed.Value.Operands;
         if (operands.Count > 1) { Usage("open"); return -Errno.EINVAL; }
         ImageSource source;
+        var extraOptions = new OptionDict();
         try
         {
-            var options = new OptionDict();
+            var options = extraOptions;
             foreach (var o in extra)
                 foreach (var (k, v) in KeyValParser.Parse(o, KeyValDialect.QemuOpts).Flatten()) options.Set(k, v);
             source = operands.Count == 1 ? ImageSource.FromFile(operands[0], options) : ImageSource.FromOptions(options);
@@ -603,6 +949,12 @@ internal sealed class IoSession : IAsyncDisposable
         catch (OptionException e)
         {
             Stdio.Error(operands.Count == 1 ? $"can't open device {operands[0]}: {e.Message}" : $"can't open: {e.Message}");
+            return -Errno.EINVAL;
+        }
+        if (forceShare && ImageSource.FromOptions(extraOptions).RefusesForceShare)
+        {
+            // openfile: -U with "force-share=off" among the options.
+            Stdio.Error("-U conflicts with image options");
             return -Errno.EINVAL;
         }
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
@@ -620,6 +972,7 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>blk_unref: closing flushes what earlier requests left unflushed; a failure is not reported.</summary>
     private async Task CloseImageAsync()
     {
+        DeliverAioReports();
         if (_image is null) return;
         try
         {

@@ -17,10 +17,10 @@ internal static class QemuIoFormat
         else if (value >= K * K) { suffix = " MiB"; value /= K * K; }
         else if (value >= K) { suffix = " KiB"; value /= K; }
         else suffix = " bytes";
-        string six = value.ToString("F6", CultureInfo.InvariantCulture);
-        int trim = six.IndexOf(".000", StringComparison.Ordinal);
-        if (trim >= 0) return six[..trim] + suffix;
-        return value.ToString("F3", CultureInfo.InvariantCulture) + suffix;
+        // "%.3f" for KiB and up, "%f" for bytes; then everything from a ".000" on is cut.
+        string text = value.ToString(suffix == " bytes" ? "F6" : "F3", CultureInfo.InvariantCulture);
+        int trim = text.IndexOf(".000", StringComparison.Ordinal);
+        return (trim >= 0 ? text[..trim] : text) + suffix;
     }
 
     /// <summary>timestr: "00.00 sec", or h:mm:ss.ss in the -C form.</summary>

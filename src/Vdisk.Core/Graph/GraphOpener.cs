@@ -113,12 +113,12 @@ public sealed class GraphOpener
         };
         if (detectZeroes == DetectZeroes.Unmap && !unmap)
             throw new OptionException("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
-        bool direct = false;
+        bool direct = (openFlags & OpenFlags.NoCache) != 0;
         bool noFlush = (openFlags & OpenFlags.NoFlush) != 0;
         if (o.TakeDict("cache") is { } cache)
         {
             var c = new NodeOptions(cache);
-            direct = c.TakeBool("direct") ?? false;
+            direct = c.TakeBool("direct") ?? direct;
             noFlush = c.TakeBool("no-flush") ?? noFlush;
             foreach (var key in c.Unused) throw new OptionException($"Parameter 'cache.{key}' is unexpected");
         }

@@ -14,6 +14,18 @@ public static class Reopen
     {
         var affected = new List<BlockNode>();
         Collect(node, affected);
+        if (readOnly)
+        {
+            // bdrv_node_refresh_perm in a reopen: a node that is writable now but would not be
+            // after it cannot keep the writers it has (those outside the reopened nodes: their own
+            // children's permissions follow their new mode).
+            foreach (var n in affected)
+            {
+                if ((n.Flags & NodeFlags.ReadWrite) == 0) continue;
+                if (n.Parents.Any(p => !(p.Parent is BlockNode parent && affected.Contains(parent)) && (p.Permissions.Perm & (BlockPermission.Write | BlockPermission.WriteUnchanged)) != 0))
+                    throw new PermissionConflictException($"Read-only block node '{n.NodeName}' cannot support read-write users");
+            }
+        }
         var saved = affected.Select(n => n.Flags).ToArray();
         foreach (var n in affected)
             n.Flags = readOnly ? n.Flags & ~NodeFlags.ReadWrite : n.Flags | NodeFlags.ReadWrite;

@@ -29,6 +29,8 @@ public enum OpenFlags
     Inactive = 0x200,
     /// <summary>BDRV_O_NO_FLUSH (cache=unsafe): flushes never reach the disk; writes keep their order.</summary>
     NoFlush = 0x400,
+    /// <summary>BDRV_O_NOCACHE (cache=none, directsync; qemu-io -n): every node's cache.direct defaults to on (O_DIRECT).</summary>
+    NoCache = 0x800,
 }
 
 /// <summary>The requests users make of the top node of an image.</summary>

@@ -248,6 +248,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (_direct) return DirectReadAsync(offset, buffer, cancellationToken);
         if (buffer.Length > InlineIoLimit) return ReadSlowAsync(offset, buffer, cancellationToken);
         // Small requests are served inline: a page-cache pread takes microseconds, less than a
         // hop through the thread pool (which a one-shot tool would otherwise have to start).
@@ -299,7 +300,11 @@ public sealed class FileNode : BlockNode
         }
         try
         {
-            if (data.Length <= InlineIoLimit)
+            if (_direct)
+            {
+                await DirectWriteAsync(offset, data, cancellationToken).ConfigureAwait(false);
+            }
+            else if (data.Length <= InlineIoLimit)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 RandomAccess.Write(_handle, data.Span, offset);
@@ -321,6 +326,93 @@ public sealed class FileNode : BlockNode
             throw new NativeIOException(Errno.EFBIG, NativeIOException.Describe(Errno.EFBIG), Filename);
         }
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The alignment O_DIRECT needs of offsets, lengths and memory here (raw_probe_alignment:
+    /// the smallest of 1, 512 ... 4096 bytes a direct read accepts; 4096 when any size works).
+    /// </summary>
+    private int DirectAlignment => _directAlignment ??= ProbeDirectAlignment();
+    private int? _directAlignment;
+
+    /// <summary>Serialises unaligned direct writes: each rewrites whole blocks around its bytes.</summary>
+    private readonly SemaphoreSlim _directWriteGate = new(1, 1);
+
+    private int ProbeDirectAlignment()
+    {
+        using var probe = new Copy.NativeBuffer(4096, 4096);
+        foreach (int size in (ReadOnlySpan<int>)[1, 512, 1024, 2048, 4096])
+        {
+            try
+            {
+                RandomAccess.Read(_handle, probe.GetSpan()[..size], 0);
+                return size == 1 ? 4096 : size;
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return 4096;
+    }
+
+    /// <summary>
+    /// A read on an O_DIRECT descriptor: whole aligned blocks into an aligned buffer, then the
+    /// asked bytes copied out (bdrv_co_preadv's padding). Past the end reads as zeroes.
+    /// </summary>
+    private async ValueTask DirectReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        if (buffer.Length == 0) return;
+        long align = DirectAlignment;
+        long start = offset / align * align;
+        long end = (offset + buffer.Length + align - 1) / align * align;
+        using var bounce = new Copy.NativeBuffer(checked((int)(end - start)), (int)Math.Max(align, 4096));
+        await ReadDirectBlocksAsync(bounce.Memory, start, cancellationToken).ConfigureAwait(false);
+        bounce.GetSpan().Slice((int)(offset - start), buffer.Length).CopyTo(buffer.Span);
+    }
+
+    /// <summary>Reads aligned blocks; a short read ends at the end of the file, the rest is zeroes.</summary>
+    private async ValueTask ReadDirectBlocksAsync(Memory<byte> blocks, long offset, CancellationToken cancellationToken)
+    {
+        int done = 0;
+        while (done < blocks.Length)
+        {
+            int n = await RandomAccess.ReadAsync(_handle, blocks[done..], offset + done, cancellationToken).ConfigureAwait(false);
+            done += n;
+            // A read that ends off the alignment ended at the end of the file: the next would be refused.
+            if (n == 0 || done % DirectAlignment != 0) break;
+        }
+        blocks.Span[done..].Clear();
+    }
+
+    /// <summary>
+    /// A write on an O_DIRECT descriptor: the partial blocks at either edge are read first and
+    /// the whole aligned range written from an aligned buffer (bdrv_padding_rmw_read). As in
+    /// QEMU, a write that ends inside the last block grows the file to the block's end.
+    /// </summary>
+    private async ValueTask DirectWriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (data.Length == 0) return;
+        long align = DirectAlignment;
+        long start = offset / align * align;
+        long end = (offset + data.Length + align - 1) / align * align;
+        bool aligned = start == offset && end == offset + data.Length;
+        using var bounce = new Copy.NativeBuffer(checked((int)(end - start)), (int)Math.Max(align, 4096));
+        if (!aligned) await _directWriteGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!aligned)
+            {
+                await ReadDirectBlocksAsync(bounce.Memory[..(int)align], start, cancellationToken).ConfigureAwait(false);
+                if (end - align > start)
+                    await ReadDirectBlocksAsync(bounce.Memory[(int)(end - align - start)..], end - align, cancellationToken).ConfigureAwait(false);
+            }
+            data.Span.CopyTo(bounce.GetSpan()[(int)(offset - start)..]);
+            await RandomAccess.WriteAsync(_handle, (ReadOnlyMemory<byte>)bounce.Memory, start, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (!aligned) _directWriteGate.Release();
+        }
     }
 
     /// <inheritdoc />
@@ -354,7 +446,8 @@ public sealed class FileNode : BlockNode
         while (length > 0)
         {
             int n = (int)Math.Min(length, zeroes.Length);
-            await RandomAccess.WriteAsync(_handle, zeroes.AsMemory(0, n), offset, cancellationToken).ConfigureAwait(false);
+            if (_direct) await DirectWriteAsync(offset, zeroes.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+            else await RandomAccess.WriteAsync(_handle, zeroes.AsMemory(0, n), offset, cancellationToken).ConfigureAwait(false);
             offset += n;
             length -= n;
         }

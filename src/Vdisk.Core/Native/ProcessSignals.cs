@@ -1,0 +1,34 @@
+namespace Vdisk.Native;
+
+/// <summary>Raising signals at the process itself with their default action (qemu-io's abort, sigraise).</summary>
+public static class ProcessSignals
+{
+    /// <summary>The highest signal number raise(3) takes on Linux (NSIG - 1).</summary>
+    public const int Highest = 64;
+
+    /// <summary>
+    /// Signals qemu-io survives: those QEMU's main loop blocks or handles (SIGBUS, SIGUSR1,
+    /// SIGALRM, SIGIO), SIGPIPE it ignores, and those whose default action is to do nothing.
+    /// </summary>
+    public static bool QemuIoSurvives(int signal) => signal is 0 or 7 or 10 or 13 or 14 or 17 or 23 or 28 or 29 or > Highest;
+
+    /// <summary>
+    /// Raises <paramref name="signal"/> with its default action (the runtime's own handlers for
+    /// SIGTERM, SIGINT and the like are put aside first), so the process ends as a C program would.
+    /// </summary>
+    public static unsafe void RaiseWithDefaultAction(int signal)
+    {
+        if (signal is <= 0 or > Highest) return;
+        LibC.Signal(signal, LibC.SIG_DFL);
+        ulong set = 1UL << (signal - 1);
+        LibC.SigProcMask(LibC.SIG_UNBLOCK, &set, null);
+        LibC.Raise(signal);
+    }
+
+    /// <summary>abort(3): SIGABRT, a core dump where enabled, exit status 134 in a shell.</summary>
+    public static void Abort()
+    {
+        LibC.Signal(6, LibC.SIG_DFL);
+        LibC.Abort();
+    }
+}
