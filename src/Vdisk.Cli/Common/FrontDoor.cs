@@ -69,7 +69,6 @@ internal static class FrontDoor
         if (size is not null) operands.Add(size);
         bool help = result.Options.Any(o => o.Option.Tag is System.CommandLine.Help.HelpOption);
         if (!help && verb.Name == "io" && operands.Count > 1) return IoUsage();
-        if (!help && OperandCountError(verb.Name, operands.Count) is { } message) return Fail(message);
         return [verb.Name, .. Canonical(result.Options), "--", .. operands];
 
         string[]? IoUsage()
@@ -153,13 +152,4 @@ internal static class FrontDoor
             }
         }
     }
-
-    /// <summary>qemu-img's own words for a wrong number of operands, for the verbs that check it before anything else.</summary>
-    private static string? OperandCountError(string verb, int count) => verb switch
-    {
-        // The other verbs count their operands themselves, at the point of qemu-img's order where
-        // it does (create and convert answer -o help before asking for a file name).
-        "info" when count != 1 => "Expecting one image file name",
-        _ => null,
-    };
 }

@@ -15,17 +15,20 @@ internal static class InfoCommand
         var image = new ImageArguments();
         var output = new OutputOption();
         var chain = new Option<bool>("--backing-chain") { Description = "show every image of the backing chain" };
-        var file = new Argument<string>("filename") { Description = "image file, json: filename, or option string with --image-opts" };
+        var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "image file, json: filename, or option string with --image-opts" };
         var command = new Command(Name, "Show an image's format and size like qemu-img info");
         image.AddTo(command);
         output.AddTo(command);
         command.Options.Add(chain);
-        command.Arguments.Add(file);
+        command.Arguments.Add(files);
         command.SetAction(result =>
         {
+            // img_info counts its operands before it reads any option's value.
+            var names = result.GetValue(files) ?? [];
+            if (names.Length != 1) return Img.ImgOptions.ErrorExit("Expecting one image file name");
             if (output.IsJson(result) is not bool json) return 1;
             string fmt = json ? "json" : "human";
-            string filename = result.GetValue(file)!;
+            string filename = names[0];
             string current = filename;
             var flags = AccessProfiles.ImgInfo;
             if (result.GetValue(image.ForceShare)) flags |= OpenFlags.ForceShare;

@@ -290,19 +290,15 @@ internal static class QemuNbdCommand
         var (settings, exitCode) = Parse(args, argv0);
         if (settings is null) return exitCode;
 
-        int? readyFd = int.TryParse(Environment.GetEnvironmentVariable(ReadyFdVariable), CultureInfo.InvariantCulture, out int fd) ? fd : null;
-        if (settings.Fork && readyFd is null) return RunForked(argv0, args);
-        if (readyFd is not null)
-        {
-            Environment.SetEnvironmentVariable(ReadyFdVariable, null);
-            DaemonProcess.Detach();
-        }
+        using var start = DaemonStart.Begin(ReadyFdVariable);
+        // --fork: the child must run under the name qemu-nbd, through the link this process was started by.
+        if (settings.Fork && !start.IsDetachedChild)
+            return DaemonStart.RunDetached(argv0.Contains('/') ? Path.GetFullPath(argv0) : argv0, args, ReadyFdVariable);
 
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
         var daemon = new StorageDaemon();
         DiskImage? image = null;
-        string? pidFileWritten = null;
         var lastClientGone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
@@ -352,8 +348,7 @@ internal static class QemuNbdCommand
             {
                 try
                 {
-                    DaemonProcess.WritePidFile(pidFile);
-                    pidFileWritten = Path.GetFullPath(pidFile);
+                    start.WritePidFile(pidFile);
                 }
                 catch (NativeIOException e)
                 {
@@ -363,13 +358,8 @@ internal static class QemuNbdCommand
             }
             // Free any busy file system, as qemu-nbd does once it is set up.
             Directory.SetCurrentDirectory("/");
-            if (readyFd is { } ready) DaemonProcess.FinishDetaching(ready);
-
-            try
-            {
-                await lastClientGone.Task.WaitAsync(signals.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) { }
+            start.Ready();
+            await DaemonStart.ServeUntilAsync(lastClientGone.Task, signals.Token).ConfigureAwait(false);
             return 0;
         }
         finally
@@ -377,7 +367,6 @@ internal static class QemuNbdCommand
             // blk_exp_close_all, then blk_unref: the export goes first, then qemu-nbd's own user.
             await daemon.ShutdownAsync().ConfigureAwait(false);
             if (image is not null) await image.DisposeAsync().ConfigureAwait(false);
-            if (pidFileWritten is not null) DaemonProcess.RemovePidFile(pidFileWritten);
         }
     }
 
@@ -402,22 +391,4 @@ internal static class QemuNbdCommand
 
     /// <summary>The hidden marker of the forked server: the descriptor of the readiness pipe.</summary>
     private const string ReadyFdVariable = "VDISK_QEMU_NBD_READY_FD";
-
-    /// <summary>
-    /// <c>--fork</c>: the command returns once the server is running (exit 0) or failed (exit 1,
-    /// its error on stderr). A .NET process cannot fork, so it starts itself again under the
-    /// same name, detached, and waits for the ready byte (see ServeCommand's --daemonize).
-    /// </summary>
-    private static int RunForked(string argv0, string[] args)
-    {
-        using var ready = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.In, HandleInheritability.Inheritable);
-        // The child must be started under the name qemu-nbd: through the link it was started by.
-        string program = argv0.Contains('/') ? Path.GetFullPath(argv0) : argv0;
-        var start = new System.Diagnostics.ProcessStartInfo(program) { UseShellExecute = false };
-        foreach (var arg in args) start.ArgumentList.Add(arg);
-        start.Environment[ReadyFdVariable] = ready.GetClientHandleAsString();
-        using (System.Diagnostics.Process.Start(start)) { }
-        ready.DisposeLocalCopyOfClientHandle();
-        return ready.ReadByte() == 0 ? 0 : 1;
-    }
 }

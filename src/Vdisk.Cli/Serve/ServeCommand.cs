@@ -130,18 +130,14 @@ internal static class ServeCommand
             return Fail($"{arg}: Unexpected argument");
         }
 
-        int? readyFd = int.TryParse(Environment.GetEnvironmentVariable(ReadyFdVariable), System.Globalization.CultureInfo.InvariantCulture, out int fd) ? fd : null;
-        if (daemonize && readyFd is null) return RunDetached(args);
-        if (readyFd is not null)
-        {
-            Environment.SetEnvironmentVariable(ReadyFdVariable, null);
-            DaemonProcess.Detach();
-        }
+        using var start = DaemonStart.Begin(ReadyFdVariable);
+        // --daemonize: the command returns once the daemon is ready or failed (os_daemonize).
+        if (daemonize && !start.IsDetachedChild) return DaemonStart.RunDetached(Environment.ProcessPath!, [Name, .. args], ReadyFdVariable);
 
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
         var daemon = new StorageDaemon(cluster);
-        string? pidfile = null, pidfileWritten = null;
+        string? pidfile = null;
         try
         {
             foreach (var (option, value) in options)
@@ -163,8 +159,7 @@ internal static class ServeCommand
             {
                 try
                 {
-                    DaemonProcess.WritePidFile(pidfile);
-                    pidfileWritten = Path.GetFullPath(pidfile);
+                    start.WritePidFile(pidfile);
                 }
                 catch (NativeIOException e)
                 {
@@ -172,20 +167,13 @@ internal static class ServeCommand
                     return 1;
                 }
             }
-            // Ready: the parent of a --daemonize start exits 0 now.
-            if (readyFd is { } ready) DaemonProcess.FinishDetaching(ready);
-
-            try
-            {
-                await daemon.QuitRequested.WaitAsync(signals.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) { }
+            start.Ready();
+            await DaemonStart.ServeUntilAsync(daemon.QuitRequested, signals.Token).ConfigureAwait(false);
             return 0;
         }
         finally
         {
             await daemon.ShutdownAsync().ConfigureAwait(false);
-            if (pidfileWritten is not null) DaemonProcess.RemovePidFile(pidfileWritten);
         }
     }
 
@@ -280,27 +268,4 @@ internal static class ServeCommand
 
     /// <summary>The hidden marker of the detached child: the descriptor of the readiness pipe.</summary>
     private const string ReadyFdVariable = "VDISK_SERVE_READY_FD";
-
-    /// <summary>
-    /// <c>--daemonize</c>, as qemu-storage-daemon's os_daemonize: the command returns only once
-    /// the daemon is ready (exit 0) or has failed (exit 1, its error already on stderr).
-    /// QEMU forks; a .NET process cannot. The runtime (NativeAOT too) has threads from the
-    /// start (GC, finalizer, thread pool), fork() copies only the calling one, and the child
-    /// would inherit locks held by threads that no longer exist — it could hang at its first
-    /// allocation. So this process starts itself again as a detached child with the same
-    /// arguments, hands it the write end of a pipe (by descriptor number, in an environment
-    /// variable), and waits for the one byte 0 the child writes once every option has been
-    /// applied. End of file without it means the child failed and exited.
-    /// </summary>
-    private static int RunDetached(string[] args)
-    {
-        using var ready = new System.IO.Pipes.AnonymousPipeServerStream(System.IO.Pipes.PipeDirection.In, HandleInheritability.Inheritable);
-        var start = new System.Diagnostics.ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
-        start.ArgumentList.Add(Name);
-        foreach (var arg in args) start.ArgumentList.Add(arg);
-        start.Environment[ReadyFdVariable] = ready.GetClientHandleAsString();
-        using (System.Diagnostics.Process.Start(start)) { }
-        ready.DisposeLocalCopyOfClientHandle();
-        return ready.ReadByte() == 0 ? 0 : 1;
-    }
 }
