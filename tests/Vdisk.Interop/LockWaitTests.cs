@@ -242,4 +242,40 @@ public sealed class LockWaitTests(ITestOutputHelper output)
         Assert.Equal(0, r.ExitCode);
         Assert.Matches(OneWaitingNotice("qemu-io"), r.Stderr);
     }
+
+    /// <summary>
+    /// A client that connects while serve is still applying its command line (here: waiting for
+    /// the lock of the --blockdev before the --export) waits until the export exists, as with
+    /// QEMU, whose accept handler first runs after every option; it is not told "no such export".
+    /// </summary>
+    [Fact]
+    public void Serve_a_client_that_connects_during_start_up_waits_for_the_export()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("disk.qcow2"), socket = dir.File("nbd.sock");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", image, "1M").ExitCode);
+        var holder = Holder.Start(image, "qemu-io", "-f", "qcow2", image, "-c", "sleep 60000");
+        using var daemon = ChildProcess.Start(Programs.Vdisk, ["serve", "--wait=30", "--nbd-server", $"addr.type=unix,addr.path={socket}",
+            "--blockdev", $"driver=qcow2,node-name=disk,file.driver=file,file.filename={image}", "--export", "type=nbd,id=e0,node-name=disk"]);
+        ChildProcess client;
+        try
+        {
+            daemon.WaitForStderr("waiting for ");
+            client = ChildProcess.Start("nbdinfo", [$"nbd+unix:///disk?socket={socket}"]);
+            // The client has connected and waits for the greeting (or, wrongly, has already been answered).
+            ProcessState.WaitUntilExitedOrBlocked(client);
+        }
+        finally
+        {
+            holder.Dispose();
+        }
+        using (client)
+        {
+            var info = client.Result();
+            Assert.True(info.ExitCode == 0, info.ToString());
+            Assert.Contains("export=\"disk\":", info.Stdout);
+        }
+        Assert.Equal(0, Programs.Run("kill", "-TERM", daemon.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        Assert.Equal(0, daemon.Result().ExitCode);
+    }
 }

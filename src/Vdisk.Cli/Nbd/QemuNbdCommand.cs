@@ -298,6 +298,7 @@ internal static class QemuNbdCommand
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
         var daemon = new StorageDaemon();
+        daemon.BeginStartup();
         DiskImage? image = null;
         var lastClientGone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         try
@@ -358,6 +359,7 @@ internal static class QemuNbdCommand
             }
             // Free any busy file system, as qemu-nbd does once it is set up.
             Directory.SetCurrentDirectory("/");
+            daemon.CompleteStartup();
             start.Ready();
             await DaemonStart.ServeUntilAsync(lastClientGone.Task, signals.Token).ConfigureAwait(false);
             return 0;

@@ -137,6 +137,7 @@ internal static class ServeCommand
         ProcessLimits.RaiseOpenFileLimit();
         using var signals = new Signals();
         var daemon = new StorageDaemon(cluster);
+        daemon.BeginStartup();
         string? pidfile = null;
         try
         {
@@ -167,6 +168,7 @@ internal static class ServeCommand
                     return 1;
                 }
             }
+            daemon.CompleteStartup();
             start.Ready();
             await DaemonStart.ServeUntilAsync(daemon.QuitRequested, signals.Token).ConfigureAwait(false);
             return 0;

@@ -26,6 +26,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     private readonly TaskCompletionSource _quit = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private NbdServer? _nbd;
     private bool _shutDown;
+    private List<Action>? _acceptAfterStartup;
 
     /// <summary>The daemon's nodes.</summary>
     public BlockGraph Graph { get; }
@@ -38,6 +39,29 @@ public sealed partial class StorageDaemon : IAsyncDisposable
 
     /// <summary>Exports, oldest first.</summary>
     public IReadOnlyList<NbdExport> Exports => _exports;
+
+    /// <summary>
+    /// The command line is being applied: servers started now listen, but accept nobody until
+    /// <see cref="CompleteStartup"/>. QEMU's accept handlers first run in its main loop, after
+    /// every option, so a client that connects early waits in the backlog rather than finding
+    /// the NBD export of a later <c>--export</c> missing.
+    /// </summary>
+    public void BeginStartup() => _acceptAfterStartup ??= new List<Action>();
+
+    /// <summary>The command line is applied: the servers it started accept clients from now on.</summary>
+    public void CompleteStartup()
+    {
+        var pending = _acceptAfterStartup;
+        _acceptAfterStartup = null;
+        pending?.ForEach(start => start());
+    }
+
+    /// <summary>Starts accepting on a server now, or once start-up is complete.</summary>
+    private void AcceptClients(Action start)
+    {
+        if (_acceptAfterStartup is { } pending) pending.Add(start);
+        else start();
+    }
 
     /// <summary>Runs <paramref name="operation"/> alone: operations never interleave.</summary>
     public async Task<T> RunExclusiveAsync<T>(Func<Task<T>> operation)
@@ -199,7 +223,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     {
         if (_nbd is not null) throw new DaemonException("NBD server already running");
         _nbd = new NbdServer(request.Address, request.MaxConnections);
-        _nbd.Start();
+        AcceptClients(_nbd.Start);
     }
 
     /// <summary>nbd-server-stop: deletes every export (disconnecting clients), then stops listening.</summary>
@@ -343,7 +367,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         if (_monitors.Any(m => m.Listener == listener)) throw new DaemonException($"Chardev '{chardevId}' is busy");
         var monitor = new QmpServer(listener, this);
         _monitors.Add(monitor);
-        monitor.Start();
+        AcceptClients(monitor.Start);
     }
 
     /// <summary>Sends an event to every QMP client past capabilities negotiation.</summary>

@@ -78,7 +78,7 @@ public sealed class Holder : IDisposable
                 // A holder still starting (running, or runnable but not scheduled on a loaded
                 // machine) may have the image open and its locks not yet taken: only polls that
                 // find it idle, having used no CPU since the last one, count.
-                var cpu = CpuTicks(_process.Pid);
+                var cpu = ProcessState.CpuTicks(_process.Pid);
                 bool idle = cpu is { } c && c.Ticks == lastCpu && c.Idle;
                 lastCpu = cpu?.Ticks ?? -1;
                 same = idle && last is not null && now.SetEquals(last) ? same + 1 : 1;
@@ -90,33 +90,6 @@ public sealed class Holder : IDisposable
                 throw new TimeoutException($"holder never settled on {Image} in the expected state; lock bytes seen: {string.Join(" ", history)}");
             // The pause between polls ends early if the holder exits.
             _process.WaitForExit(TimeSpan.FromMilliseconds(40));
-        }
-    }
-
-    /// <summary>
-    /// The CPU time (user + system clock ticks) of all threads of <paramref name="pid"/>, and
-    /// whether every thread is sleeping (state S); null when the process is gone.
-    /// </summary>
-    private static (long Ticks, bool Idle)? CpuTicks(int pid)
-    {
-        try
-        {
-            long ticks = 0;
-            bool idle = true;
-            foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
-            {
-                string stat = File.ReadAllText(Path.Combine(task, "stat"));
-                // After "pid (comm) ": state, then fields 4..; utime and stime are fields 14 and 15.
-                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                idle &= fields[0] == "S";
-                ticks += long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) +
-                    long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
-            }
-            return (ticks, idle);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
         }
     }
 
