@@ -45,6 +45,8 @@ public static class JsonOptions
     /// <exception cref="JsonSyntaxException">Malformed JSON, worded like QEMU's (<c>JSON parse error, ...</c>).</exception>
     public static OptionValue Parse(ReadOnlySpan<byte> json)
     {
+        byte[]? standard = json.IndexOf((byte)'\'') >= 0 ? WithStandardQuotes(json) : null;
+        if (standard is not null) json = standard;
         // The reader's own limit sits above QEMU's so that QEMU's is the one that speaks.
         var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = MaxNesting + 1, CommentHandling = JsonCommentHandling.Disallow });
         OptionValue? value = null;
@@ -124,6 +126,44 @@ public static class JsonOptions
         if (end > 0 && char.IsAsciiLetter(rest[0]) && rest[..end] is not ("true" or "false" or "null"))
             return new JsonSyntaxException($"JSON parse error, invalid keyword '{rest[..end]}'");
         return new JsonSyntaxException("JSON parse error, expecting value");
+    }
+
+    /// <summary>
+    /// QEMU's JSON lexer (json-lexer.c) also takes strings in single quotes, where <c>"</c> is an
+    /// ordinary character, and the escape <c>\'</c> in strings of either kind; the iotests and
+    /// many scripts write <c>json:{'driver': 'qcow2', ...}</c>. System.Text.Json takes neither,
+    /// so such text is rewritten into standard JSON first; nothing outside strings changes.
+    /// </summary>
+    private static byte[] WithStandardQuotes(ReadOnlySpan<byte> json)
+    {
+        var output = new List<byte>(json.Length + 16);
+        byte quote = 0;
+        for (int i = 0; i < json.Length; i++)
+        {
+            byte b = json[i];
+            if (quote == 0)
+            {
+                if (b is (byte)'\'' or (byte)'"') quote = b;
+                output.Add(b == '\'' ? (byte)'"' : b);
+            }
+            else if (b == '\\' && i + 1 < json.Length)
+            {
+                byte next = json[++i];
+                if (next != '\'') output.Add(b);
+                output.Add(next);
+            }
+            else if (b == quote)
+            {
+                output.Add((byte)'"');
+                quote = 0;
+            }
+            else
+            {
+                if (b == '"') output.Add((byte)'\\');
+                output.Add(b);
+            }
+        }
+        return output.ToArray();
     }
 
     /// <summary>True when the text is a valid beginning of JSON that just stops early.</summary>

@@ -109,4 +109,23 @@ public class JsonReaderTests
     [InlineData(Entry.Qmp, "{\"driver\":\"raw\",}", "JSON parse error, expecting value")]
     public void Errors_AreWordedAsQemus(Entry entry, string json, string qemu) =>
         Assert.Equal("Could not parse the JSON options: " + qemu, ReadError(entry, json));
+
+    /// <summary>QEMU's lexer takes single-quoted strings (as the iotests write json: filenames) and the escape \' in both kinds.</summary>
+    [Theory]
+    [InlineData(Entry.JsonFilename, "'null-co'", "null-co")]
+    [InlineData(Entry.JsonFilename, "'a\\'b\"c'", "a'b\"c")]
+    [InlineData(Entry.JsonFilename, "\"it\\'s \\\"q\\\"\"", "it's \"q\"")]
+    [InlineData(Entry.JsonFilename, "'\\u0041\\n'", "A\n")]
+    [InlineData(Entry.Qmp, "'a\\'b\"c'", "a'b\"c")]
+    public void SingleQuotedStrings_AreRead(Entry entry, string json, string expected) =>
+        Assert.Equal(expected, Assert.IsType<OptionScalar>(Read(entry, json)).Text);
+
+    [Fact]
+    public void ASingleQuotedFilename_IsADictionary()
+    {
+        var options = JsonOptions.ParseFilename("json:{'driver': 'null-co', 'size': 1048576, 'read-zeroes': true}");
+        Assert.Equal("null-co", ((OptionScalar)options["driver"]!).Text);
+        Assert.Equal("1048576", ((OptionScalar)options["size"]!).Text);
+        Assert.Equal("true", ((OptionScalar)options["read-zeroes"]!).Text);
+    }
 }
