@@ -90,6 +90,27 @@ public class MeasureCreateCompatTests
             sides.AssertSameInfo("new.img", format);
     }
 
+    /// <summary>
+    /// file-posix writes the first block of a file it grows from empty (allocate_first_block, for
+    /// later alignment probing), so qemu-img map shows 4 KiB of data at the start of a new raw
+    /// image, or of a raw image converted from zeroes; the same map comes out of vdisk's image.
+    /// </summary>
+    [Theory]
+    [InlineData("create -f raw new.img 1M")]
+    [InlineData("create -f raw new.img 1000")]
+    [InlineData("create -f vpc -o subformat=fixed new.img 1M")]
+    [InlineData("convert -O raw -S 512 json:{'driver':'null-co','size':1048576,'read-zeroes':true} new.img")]
+    [InlineData("resize -f raw empty.img 1M")]
+    public void A_file_grown_from_empty_has_its_first_block_allocated(string args)
+    {
+        using var sides = new SideBySide(dir => File.WriteAllBytes(Path.Combine(dir, "empty.img"), []));
+        sides.Same(args.Split(' '));
+        string name = args.Contains("empty.img", StringComparison.Ordinal) ? "empty.img" : "new.img";
+        var theirs = Qemu.Ok(Qemu.Img("map", "--output=json", "-f", args.Contains("vpc", StringComparison.Ordinal) ? "vpc" : "raw", Path.Combine(sides.TheirDir, name)));
+        var mine = Qemu.Ok(Qemu.Img("map", "--output=json", "-f", args.Contains("vpc", StringComparison.Ordinal) ? "vpc" : "raw", Path.Combine(sides.MyDir, name)));
+        Assert.Equal(theirs.Stdout, mine.Stdout);
+    }
+
     /// <summary>A qcow2 creation that fails once the file exists deletes the file, even one that was there before (qcow2_co_create_opts).</summary>
     [Theory]
     [InlineData("-o cluster_size=1000")]

@@ -497,7 +497,29 @@ public sealed class FileNode : BlockNode
     public void Truncate(long length)
     {
         ThrowIfFenced();
+        bool fromEmpty = length > 0 && RandomAccess.GetLength(_handle) == 0;
         if (LibC.FTruncate(_handle, length) != 0) throw LibC.LastErrorException($"Failed to resize '{Filename}'", Filename);
+        if (fromEmpty) AllocateFirstBlock(length);
+    }
+
+    /// <summary>
+    /// file-posix's allocate_first_block: a file grown from empty gets its first block written
+    /// (zeroes: one sector when it is smaller than 4 KiB, else 4 KiB, from aligned memory so that
+    /// O_DIRECT takes it), so that later alignment probing finds allocated data there; qemu-img
+    /// map shows it as data. Failures are ignored, as there.
+    /// </summary>
+    private void AllocateFirstBlock(long length)
+    {
+        int size = length < 4096 ? 512 : 4096;
+        try
+        {
+            using var zeroes = new Copy.NativeBuffer(size);
+            zeroes.GetSpan().Clear();
+            RandomAccess.Write(_handle, zeroes.GetSpan(), 0);
+        }
+        catch (IOException)
+        {
+        }
     }
 
     /// <inheritdoc />

@@ -232,7 +232,6 @@ public static class VmdkCreator
         if (flat)
         {
             file.Truncate(bytes);
-            if (bytes > 0) await file.WriteAsync(0, new byte[Math.Min(4096, bytes)], WriteFlags.None, ct).ConfigureAwait(false);
             return;
         }
         var h = VmdkSparseHeader.ForNewExtent(bytes, compress, zeroedGrain);

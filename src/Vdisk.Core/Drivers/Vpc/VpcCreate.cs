@@ -81,8 +81,6 @@ public static class VpcCreate
         if (type == VpcDiskType.Fixed)
         {
             await file.TruncateAsync(size + VpcFooter.Size, ct).ConfigureAwait(false);
-            // file-posix allocates the first block of a file it grows from empty (allocate_first_block).
-            if (size > 0) await file.WriteAsync(0, new byte[Math.Min(4096, size)], WriteFlags.None, ct).ConfigureAwait(false);
             await file.WriteAsync(size, footer, WriteFlags.None, ct).ConfigureAwait(false);
             return;
         }
