@@ -189,19 +189,7 @@ internal static class ConvertCommand
                         return 1;
                     }
                 }
-                if (create is not null)
-                {
-                    try
-                    {
-                        await ImgOpen.RunAsync(result, token => ImageCreator.CreateAsync(create, token), ct);
-                    }
-                    catch (Exception e) when (Stdio.Describe(e) is { } text)
-                    {
-                        Stdio.Error($"{target}: error while converting {outFmt}: {text}");
-                        if (e is CreateException { Hint: { } hint }) Stdio.ErrorRaw(hint);
-                        return 1;
-                    }
-                }
+                if (create is not null && !await ImgOpen.TryCreateTargetAsync(result, create, $"{target}: error while converting {outFmt}", ct)) return 1;
 
                 // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
                 string cacheMode = result.GetValue(cache) ?? "unsafe";

@@ -77,16 +77,7 @@ internal static class DdCommand
             bool skipPastEnd = haveSkip && (skip > long.MaxValue / blockSize || size < blockSize * skip);
             var create = new CreateOptions(output, outFmt);
             create.Options.Set("size", ImgOptions.Invariant(skipPastEnd ? 0 : size - blockSize * skip));
-            try
-            {
-                await ImgOpen.RunAsync(result, token => ImageCreator.CreateAsync(create, token), ct);
-            }
-            catch (Exception e) when (Stdio.Describe(e) is { } text)
-            {
-                Stdio.Error($"{output}: error while creating output image: {text}");
-                if (e is CreateException { Hint: { } hint }) Stdio.ErrorRaw(hint);
-                return 1;
-            }
+            if (!await ImgOpen.TryCreateTargetAsync(result, create, $"{output}: error while creating output image", ct)) return 1;
             using var target = ImgOpen.Open(result, output, outFmt, imageOpts: false, AccessProfiles.ImgModify);
             if (target is null) return 1;
 

@@ -27,6 +27,26 @@ internal static class ImgOpen
         }
     }
 
+    /// <summary>
+    /// Creates the target image of a verb that writes one (convert, dd) as bdrv_img_create does,
+    /// queueing on a lock with <c>--wait</c>; false after printing <c>PREFIX: ERROR</c> and
+    /// QEMU's hint, which is how both verbs word a failed creation.
+    /// </summary>
+    public static async Task<bool> TryCreateTargetAsync(ParseResult result, CreateOptions create, string errorPrefix, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RunAsync(result, token => ImageCreator.CreateAsync(create, token), cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (Stdio.Describe(e) is { } text)
+        {
+            Stdio.Error($"{errorPrefix}: {text}");
+            if (e is CreateException { Hint: { } hint }) Stdio.ErrorRaw(hint);
+            return false;
+        }
+    }
+
     /// <summary>The asynchronous form of <see cref="Run{T}"/>.</summary>
     public static async Task RunAsync(ParseResult result, Func<CancellationToken, Task> open, CancellationToken cancellationToken)
     {
