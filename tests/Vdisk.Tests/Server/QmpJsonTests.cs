@@ -42,10 +42,17 @@ public class QmpJsonTests
     [InlineData("{\"execute\": }", "JSON parse error, expecting value")]
     [InlineData("nonsense", "JSON parse error, invalid keyword 'nonsense'")]
     [InlineData("{\"execute\":\"x\",}", "JSON parse error, expecting value")]
-    [InlineData("{'execute':'x'}", "JSON parse error, expecting value")]
     [InlineData("{\"driver\":\"file\"", "JSON parse error, premature EOI")]
     public void MalformedInput_GetsQemusMessage(string json, string message) =>
         Assert.Equal(message, Assert.Throws<QmpException>(() => Parse(Encoding.UTF8.GetBytes(json))).Message);
+
+    /// <summary>QEMU's lexer takes single-quoted strings, as the iotests send QMP (checked with qemu-storage-daemon 7.2).</summary>
+    [Fact]
+    public void SingleQuotedInput_IsACommand()
+    {
+        var command = Assert.IsType<OptionDict>(Parse(Encoding.UTF8.GetBytes("{'execute':'x'}")));
+        Assert.Equal("x", ((OptionScalar)command["execute"]!).Text);
+    }
 
     private static List<string> Cut(params string[] pieces)
     {
