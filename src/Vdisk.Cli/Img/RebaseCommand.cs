@@ -176,8 +176,11 @@ internal static class RebaseCommand
                     continue;
                 }
                 n = Math.Min(Chunk, extent.End - offset);
-                if (prefix is not null)
+                // Past the old backing file's end the image read zeroes whatever the images in
+                // between hold, so those zeroes must be written even onto an image of the chain.
+                if (prefix is not null && offset < oldSize)
                 {
+                    n = Math.Min(n, oldSize - offset);
                     var between = oldChain is null ? new BlockStatus(n, BlockStatusFlags.None)
                         : await BlockChain.AllocatedAboveAsync(oldChain, prefix, offset, n, ct);
                     if (between.Length <= 0) throw new NativeIOException(Errno.EIO, BlockExtents.UnexpectedEnd);

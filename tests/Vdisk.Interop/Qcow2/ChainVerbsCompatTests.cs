@@ -94,6 +94,29 @@ public class ChainVerbsCompatTests
         sides.AssertSameInfo("top.qcow2");
     }
 
+    /// <summary>
+    /// new (5 clusters of 0x11) &lt;- old (4 clusters of 0x22) &lt;- top (5 clusters): top reads zeroes in
+    /// its last cluster because old ends before it. Rebasing onto new, an image of the same chain,
+    /// must write those zeroes into top (iotest 024's last case), not let new's 0x11 show through.
+    /// </summary>
+    [Fact]
+    public void Rebase_onto_own_chain_past_the_end_of_a_shorter_old_backing_keeps_the_zeroes()
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Img(dir, "create", "-q", "-f", "qcow2", "new.qcow2", "320k");
+            Img(dir, "create", "-q", "-f", "qcow2", "-b", "new.qcow2", "-F", "qcow2", "old.qcow2", "256k");
+            Img(dir, "create", "-q", "-f", "qcow2", "-b", "old.qcow2", "-F", "qcow2", "top.qcow2", "320k");
+            Io(dir, "new.qcow2", "write -P 0x11 0 320k");
+            Io(dir, "old.qcow2", "write -P 0x22 0 256k");
+        });
+        sides.Same("rebase", "-b", "new.qcow2", "-F", "qcow2", "top.qcow2");
+        sides.Same("map", "--output=json", "top.qcow2");
+        var afterVdisk = SideBySide.RunIn(sides.MyDir, "qemu-io", [.. Qemu.Commands(["read -P 0x22 0 256k", "read -P 0 256k 64k"]), "top.qcow2"]);
+        Assert.DoesNotContain("Pattern verification failed", afterVdisk.Stdout);
+        sides.AssertSameImage("top.qcow2");
+    }
+
     [Theory]
     [InlineData("-b base.qcow2 -F qcow2", "-o backing_file=mid.qcow2")]
     [InlineData("-b base.qcow2 -F qcow2", "-o backing_file=base.qcow2")]
