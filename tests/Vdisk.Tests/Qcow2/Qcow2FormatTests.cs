@@ -102,6 +102,18 @@ public class Qcow2FormatTests
         Assert.Equal(bytes, back.Serialize());
     }
 
+    /// <summary>QEMU keeps the last backing format extension it reads (iotest 114 appends a second one) and writes one back.</summary>
+    [Fact]
+    public void The_last_backing_format_extension_wins_and_only_it_is_written_back()
+    {
+        var h = new Qcow2Header { Size = 1 << 20, BackingFile = "base.qcow2" };
+        h.Extensions.Add(new Qcow2HeaderExtension(Qcow2Header.ExtensionBackingFormat, "qcow2"u8.ToArray()));
+        h.Extensions.Add(new Qcow2HeaderExtension(Qcow2Header.ExtensionBackingFormat, "foo"u8.ToArray()));
+        var back = Qcow2Header.Parse(h.Serialize());
+        Assert.Equal("foo", back.BackingFormat);
+        Assert.Single(Qcow2Header.Parse(back.Serialize()).Extensions, e => e.Type == Qcow2Header.ExtensionBackingFormat);
+    }
+
     [Theory]
     [InlineData(0, 0x12345678u, "Image is not in qcow2 format")]
     [InlineData(4, 7u, "Unsupported qcow2 version 7")]

@@ -219,6 +219,8 @@ public sealed class Qcow2Header
             {
                 case ExtensionBackingFormat:
                     if (len >= 16) throw new Qcow2FormatException($"ERROR: ext_backing_format: len={len} too large (>=16)");
+                    // QEMU keeps the last one it reads and writes back only that one.
+                    Extensions.RemoveAll(e => e.Type == ExtensionBackingFormat);
                     Extensions.Add(new(type, body));
                     break;
                 case ExtensionFeatureTable:
