@@ -181,6 +181,41 @@ public class Qcow2InteropTests
         Qemu.AssertClean(img);
     }
 
+    /// <summary>
+    /// An autoclear bit vdisk and QEMU do not know (iotest 036 sets bit 63): a read-only open leaves
+    /// it, a read-write open clears it as qemu-img does, before anything is written.
+    /// </summary>
+    [Theory]
+    [InlineData("info")]
+    [InlineData("check")]
+    [InlineData("check -r all")]
+    [InlineData("amend -o lazy_refcounts=off")]
+    public void Unknown_autoclear_bits_are_cleared_by_read_write_opens_as_qemu_clears_them(string verb)
+    {
+        using var dir = new TempDir();
+        ulong AutoclearAfter(Func<string[], RunResult> tool, string name)
+        {
+            string img = dir.File(name);
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "4M"));
+            using (var f = new FileStream(img, FileMode.Open, FileAccess.ReadWrite))
+            {
+                f.Position = 88;
+                f.Write([0x80, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            Qemu.Ok(tool([.. verb.Split(' '), img]));
+            var field = new byte[8];
+            using (var f = new FileStream(img, FileMode.Open, FileAccess.Read))
+            {
+                f.Position = 88;
+                f.ReadExactly(field);
+            }
+            return System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(field);
+        }
+        ulong theirs = AutoclearAfter(Qemu.Img, "theirs.qcow2"), mine = AutoclearAfter(Qemu.Vdisk, "mine.qcow2");
+        Assert.Equal(verb.StartsWith("info", StringComparison.Ordinal) || verb == "check" ? 1UL << 63 : 0UL, theirs);
+        Assert.Equal(theirs, mine);
+    }
+
     [Fact]
     public void Raw_images_do_not_support_checks()
     {

@@ -137,6 +137,19 @@ public class Qcow2FormatTests
         Assert.Equal("Unsupported qcow2 feature(s): Unknown incompatible feature: 10000000000", e.Message);
     }
 
+    /// <summary>iotest 036 adds a feature table of one short entry (14 bytes); QEMU still names the bit from it.</summary>
+    [Fact]
+    public void A_short_feature_table_entry_still_names_the_unknown_bit()
+    {
+        // Clusters of 4 KiB leave vdisk's own table out; the one extension is then re-typed as the table.
+        var h = new Qcow2Header { Size = 1 << 20, Version = 3, ClusterBits = 12, IncompatibleFeatures = 1UL << 63 };
+        h.Extensions.Add(new Qcow2HeaderExtension(0x12345678, [0, 63, .. "Test feature"u8]));
+        var bytes = h.Serialize();
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan((int)h.HeaderLength), Qcow2Header.ExtensionFeatureTable);
+        var e = Assert.Throws<Qcow2FormatException>(() => Qcow2Header.Parse(bytes));
+        Assert.Equal("Unsupported qcow2 feature(s): Test feature", e.Message);
+    }
+
     [Fact]
     public void Json_object_prints_keys_in_qemus_qdict_order()
     {

@@ -27,6 +27,8 @@ public static class Qcow2Features
     public const ulong AutoclearBitmaps = 1UL << 0;
     /// <summary>Autoclear bit 1: the external data file is raw.</summary>
     public const ulong AutoclearDataFileRaw = 1UL << 1;
+    /// <summary>The autoclear bits QEMU 7.2 knows (QCOW2_AUTOCLEAR_MASK); it clears the others on a read-write open.</summary>
+    public const ulong AutoclearKnownToQemu = AutoclearBitmaps | AutoclearDataFileRaw;
 
     /// <summary>The feature-name table QEMU 7.2 writes, in its order: (type, bit, name).</summary>
     public static readonly (byte Type, byte Bit, string Name)[] NameTable =

@@ -224,13 +224,16 @@ public sealed class Qcow2Header
                     Extensions.Add(new(type, body));
                     break;
                 case ExtensionFeatureTable:
-                    for (int i = 0; i + 48 <= body.Length; i += 48)
+                    // QEMU reads the table into a zeroed buffer, so a short last entry ends in NULs.
+                    var table = new byte[(body.Length + 47) / 48 * 48];
+                    body.CopyTo(table, 0);
+                    for (int i = 0; i < table.Length; i += 48)
                     {
-                        var nameBytes = body.AsSpan(i + 2, 46);
+                        var nameBytes = table.AsSpan(i + 2, 46);
                         int nul = nameBytes.IndexOf((byte)0);
                         string name = Encoding.UTF8.GetString(nul < 0 ? nameBytes : nameBytes[..nul]);
                         if (name.Length == 0) break;
-                        names.Add((body[i], body[i + 1], name));
+                        names.Add((table[i], table[i + 1], name));
                     }
                     break;
                 case ExtensionBitmaps:

@@ -326,19 +326,23 @@ public sealed partial class Qcow2Node
     private async ValueTask PrepareForWritesLockedAsync()
     {
         if (_preparedForWrites) return;
-        if (_header.Version >= 3 && _header.AutoclearFeatures != 0)
-        {
-            _header.AutoclearFeatures = 0;
-            var buf = new byte[8];
-            await File.WriteAsync(88, buf).ConfigureAwait(false);
-            await SyncFileAsync().ConfigureAwait(false);
-        }
+        if (_header.Version >= 3 && _header.AutoclearFeatures != 0) await WriteAutoclearFeaturesAsync(0, CancellationToken.None).ConfigureAwait(false);
         if (_header.Version >= 3 && _header.LazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
         {
             await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatDirty).ConfigureAwait(false);
             _markedDirty = true;
         }
         _preparedForWrites = true;
+    }
+
+    /// <summary>Rewrites the autoclear feature field alone and syncs.</summary>
+    private async ValueTask WriteAutoclearFeaturesAsync(ulong value, CancellationToken ct)
+    {
+        _header.AutoclearFeatures = value;
+        var field = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(field, value);
+        await File.WriteAsync(88, field, WriteFlags.None, ct).ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
     }
 
     /// <summary>Rewrites the incompatible feature field alone and syncs (qcow2_mark_dirty / mark_clean).</summary>

@@ -148,6 +148,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
                 throw new NativeIOException(e.Errno, "Could not repair dirty image: " + NativeIOException.Describe(e.Errno));
             }
         }
+        // qcow2_do_open: an active read-write open drops autoclear bits from unknown writers.
+        ulong unknownAutoclear = header.AutoclearFeatures & ~Qcow2Features.AutoclearKnownToQemu;
+        if (writable && (flags & NodeFlags.Inactive) == 0 && header.Version >= 3 && unknownAutoclear != 0)
+            await node.WriteAutoclearFeaturesAsync(header.AutoclearFeatures & ~unknownAutoclear, cancellationToken).ConfigureAwait(false);
         return node;
     }
 
