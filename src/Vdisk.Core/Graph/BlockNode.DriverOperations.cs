@@ -51,9 +51,9 @@ public abstract partial class BlockNode
 
     /// <summary>
     /// Resizes with a preallocation mode for the grown part (bdrv_co_truncate's prealloc). Without
-    /// a format of its own for preallocation the node truncates plainly: metadata preallocation is
-    /// refused as file-posix refuses it; falloc and full are not done yet (the file grows sparse,
-    /// reading as zeroes all the same).
+    /// a format of its own for preallocation the node truncates plainly (the file protocol
+    /// overrides this to reserve the grown part); metadata preallocation is refused as file-posix
+    /// refuses it.
     /// </summary>
     public virtual ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default) =>
         preallocation == Preallocation.Metadata

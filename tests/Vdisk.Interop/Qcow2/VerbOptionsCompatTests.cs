@@ -162,6 +162,27 @@ public class VerbOptionsCompatTests
         sides.AssertSameInfo("s.qcow2");
     }
 
+    /// <summary>
+    /// iotest 106: growing a raw image with falloc or full preallocation reserves the grown part on
+    /// disk (du counts it), as qemu-img's resize does, whatever the image was created with.
+    /// </summary>
+    [Theory]
+    [InlineData("off", "falloc")]
+    [InlineData("off", "full")]
+    [InlineData("falloc", "falloc")]
+    [InlineData("full", "full")]
+    [InlineData("falloc", "off")]
+    public void Resize_raw_with_preallocation_reserves_the_grown_part_like_qemu_img(string created, string grown)
+    {
+        using var sides = new SideBySide(dir => Img(dir, "create", "-q", "-f", "raw", "-o", $"preallocation={created}", "r.img", "128K"));
+        sides.Same("resize", "-f", "raw", $"--preallocation={grown}", "r.img", "+256K");
+        long KibUsed(string dir) => long.Parse(SideBySide.RunIn(dir, "du", ["-k", "r.img"]).Stdout.Split('\t')[0], System.Globalization.CultureInfo.InvariantCulture);
+        long theirs = KibUsed(sides.TheirDir), mine = KibUsed(sides.MyDir);
+        Assert.True(theirs >= (created == "off" ? 0 : 128) + (grown == "off" ? 0 : 256), $"qemu-img left {theirs} KiB");
+        Assert.Equal(theirs, mine);
+        sides.AssertSameFile("r.img");
+    }
+
     [Theory]
     [InlineData("compare")]
     [InlineData("compare s.qcow2")]

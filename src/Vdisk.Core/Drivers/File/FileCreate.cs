@@ -47,22 +47,7 @@ public static class FileCreate
     /// <summary>raw_co_create's growth of the emptied file to <paramref name="size"/> with the preallocation mode.</summary>
     public static async Task GrowAsync(FileNode file, long size, Preallocation preallocation, CancellationToken ct)
     {
-        switch (preallocation)
-        {
-            case Preallocation.Falloc:
-                if (!file.Preallocate(0, size)) await file.WriteZeroesAsync(0, size, ZeroFlags.None, ct).ConfigureAwait(false);
-                file.Truncate(size);
-                break;
-            case Preallocation.Full:
-                var zeroes = new byte[Math.Min(size, 1 << 20)];
-                for (long pos = 0; pos < size; pos += zeroes.Length)
-                    await file.WriteAsync(pos, zeroes.AsMemory(0, (int)Math.Min(zeroes.Length, size - pos)), WriteFlags.None, ct).ConfigureAwait(false);
-                file.Truncate(size);
-                break;
-            default:
-                file.Truncate(size);
-                break;
-        }
+        await file.TruncateAsync(size, preallocation, ct).ConfigureAwait(false);
         await file.FlushAsync(ct).ConfigureAwait(false);
     }
 

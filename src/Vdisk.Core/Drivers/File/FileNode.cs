@@ -530,6 +530,34 @@ public sealed class FileNode : BlockNode
     }
 
     /// <summary>
+    /// handle_aiocb_truncate: falloc reserves the grown part (writing zeroes where the file system
+    /// cannot allocate, as posix_fallocate does), full writes it with zeroes; either way du counts it.
+    /// </summary>
+    public override async ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default)
+    {
+        long current = Length;
+        if (preallocation is not (Preallocation.Falloc or Preallocation.Full) || length <= current)
+        {
+            await base.TruncateAsync(length, preallocation, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (preallocation == Preallocation.Falloc)
+        {
+            if (!Preallocate(current, length - current)) await WriteZeroesAsync(current, length - current, ZeroFlags.None, cancellationToken).ConfigureAwait(false);
+            Truncate(length);
+        }
+        else
+        {
+            Truncate(length);
+            // Real zeroes, not write-zeroes: a punched or unwritten range is what full preallocation must not leave.
+            var zeroes = new byte[Math.Min(length - current, 1 << 20)];
+            for (long pos = current; pos < length; pos += zeroes.Length)
+                await WriteAsync(pos, zeroes.AsMemory(0, (int)Math.Min(zeroes.Length, length - pos)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
+        }
+        await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Takes the lock file-posix takes while creating an image (raw_co_create): holds WRITE and
     /// RESIZE, refuses RESIZE to others, and fails like any open if another user conflicts.
     /// </summary>

@@ -108,6 +108,14 @@ public sealed class RawNode : BlockNode
     }
 
     /// <inheritdoc />
+    public override ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default)
+    {
+        if (HasWindow)
+            throw new NativeIOException(Errno.ENOTSUP, "The raw format with offset or size cannot be resized");
+        return File.TruncateAsync(length, preallocation, cancellationToken);
+    }
+
+    /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => File.FlushAsync(cancellationToken);
 
     /// <inheritdoc />
