@@ -47,6 +47,28 @@ public partial class ToolOutputTests
         Assert.Equal(System.IO.File.ReadAllBytes(a), System.IO.File.ReadAllBytes(b));
     }
 
+    /// <summary>
+    /// iotest 253: a raw file whose size is not a multiple of 512 with data up to its end. Through
+    /// O_DIRECT the data extent is rounded up to the request alignment (file-posix may not report
+    /// partial blocks); through the page cache the byte past the end reads as a hole.
+    /// </summary>
+    [Theory]
+    [InlineData(",cache.direct=on")]
+    [InlineData("")]
+    public void Map_of_a_raw_file_with_a_partial_last_block_matches_qemu_img(string cache)
+    {
+        using var dir = new TempDir();
+        var img = dir.File("t.raw");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "raw", img, "1M"));
+        Qemu.Ok(Qemu.Io("-f", "raw", "-c", "write -P 7 960k 64k", img));
+        using (var f = new FileStream(img, FileMode.Open, FileAccess.Write)) f.SetLength((1 << 20) - 1);
+        string[] args = ["map", "--output=json", "--image-opts", $"driver=raw,file.driver=file,file.filename={img}{cache}"];
+        var q = Qemu.Img(args);
+        var v = Qemu.Vdisk(args);
+        Assert.Equal(0, q.ExitCode);
+        Assert.Equal(q.Stdout, v.Stdout);
+    }
+
     [Fact]
     public void ReadOnlyWrite_FailsWithBlockNodeIsReadOnly()
     {

@@ -102,6 +102,15 @@ public sealed class NodeOpenContext
     public bool CacheNoFlush { get; internal set; }
 
     /// <summary>
+    /// The open flags a child opens with: the parent's, with its cache.direct and cache.no-flush
+    /// as the child's defaults (bdrv_inherited_options and bdrv_backing_options pass both down).
+    /// </summary>
+    internal OpenFlags ChildOpenFlags =>
+        (OpenFlags & ~(OpenFlags.NoCache | OpenFlags.NoFlush))
+        | (CacheDirect ? OpenFlags.NoCache : OpenFlags.None)
+        | (CacheNoFlush ? OpenFlags.NoFlush : OpenFlags.None);
+
+    /// <summary>
     /// Opens the child named <paramref name="childName"/> (a nested option dictionary or a
     /// reference to an existing node by name), inheriting read-only and force-share.
     /// </summary>

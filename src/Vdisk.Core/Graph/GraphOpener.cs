@@ -69,7 +69,7 @@ public sealed class GraphOpener
                     ?? throw new OptionException($"Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
             case OptionDict dict:
                 var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
-                return OpenNode(dict, inherited, parent.OpenFlags, isTop: false, unmapByDefault: true);
+                return OpenNode(dict, inherited, parent.ChildOpenFlags, isTop: false, unmapByDefault: true);
             default:
                 throw new OptionException($"Invalid parameter type for '{childName}', expected: BlockdevRef");
         }
@@ -85,7 +85,7 @@ public sealed class GraphOpener
         // so query-named-block-nodes lists the backing chain as newer than the overlay.
         parent.GraphSequence ??= _graph.NextSequence();
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
-        return OpenNode(options, inherited, parent.OpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"), unmapByDefault: true);
+        return OpenNode(options, inherited, parent.ChildOpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"), unmapByDefault: true);
     }
 
     // unmapByDefault: discard=unmap unless the options say otherwise. Children defined inside

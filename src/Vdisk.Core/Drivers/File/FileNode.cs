@@ -595,7 +595,13 @@ public sealed class FileNode : BlockNode
         }
         long holeStart = LibC.LSeek(_handle, offset, LibC.SEEK_HOLE);
         if (holeStart < 0) holeStart = fileLength;
-        return ValueTask.FromResult(new BlockStatus(Math.Min(length, holeStart - offset),
+        long dataLength = holeStart - offset;
+        // raw_co_block_status may not report a partial block: a data extent ending in the file's
+        // partial last block (only the end of the file is an unaligned hole) covers all of it;
+        // with O_DIRECT the request alignment is a block.
+        if (_direct && dataLength % DirectAlignment != 0)
+            dataLength = (dataLength + DirectAlignment - 1) / DirectAlignment * DirectAlignment;
+        return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataLength),
             BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
 
