@@ -17,7 +17,7 @@ public static class HostFile
     public static async Task<int> ReadPrefixAsync(string path, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         var options = new OptionDict();
-        options.Set("driver", "file");
+        options.Set("driver", Drivers.File.FileDriver.ProtocolFor(path));
         options.Set("filename", path);
         options.Set("locking", "off");
         await using var file = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.None);

@@ -96,7 +96,7 @@ public static class ImageCreator
             var options = new OptionDict();
             if (o.BackingFormat is not null) options.Set("driver", o.BackingFormat);
             var file = new OptionDict();
-            file.Set("driver", "file");
+            file.Set("driver", Drivers.File.FileDriver.ProtocolFor(full));
             file.Set("filename", full);
             options.Set("file", file);
             // As bdrv_img_create: metadata only and sharing everything, so it takes no lock at all.

@@ -108,6 +108,31 @@ public class BadInputTests
             "--force-share/-U conflicts with image options");
     }
 
+    /// <summary>
+    /// iotest 226: file-posix's three drivers each want their kind of file (file: regular;
+    /// host_device, host_cdrom: a character or block device); a directory opened read-write fails
+    /// at open(2). Same lines as qemu-io, read-only and read-write.
+    /// </summary>
+    [Theory]
+    [InlineData("file", "DIR")]
+    [InlineData("file", "/dev/null")]
+    [InlineData("host_device", "DIR")]
+    [InlineData("host_device", "/dev/null")]
+    [InlineData("host_cdrom", "DIR")]
+    public void File_protocol_drivers_refuse_the_wrong_kind_of_file_as_qemu_io(string driver, string target)
+    {
+        using var dir = new TempDir();
+        string path = target == "DIR" ? dir.Path : target;
+        foreach (var readOnly in new[] { "-r ", "" })
+        {
+            string open = $"open {readOnly}-o driver={driver},filename={path},locking=off";
+            var q = Programs.Run("qemu-io", "-c", open);
+            var v = Programs.Run(Programs.Vdisk, "io", "-c", open);
+            Assert.Equal(q.Stdout, v.Stdout);
+            Assert.Equal(q.Stderr.Replace("qemu-io: ", "vdisk: "), v.Stderr);
+        }
+    }
+
     [Theory]
     [InlineData("info")]
     [InlineData("check")]

@@ -49,7 +49,7 @@ public static class BackingFileOpen
                 var opts = new OptionDict();
                 if (backingFormat is not null) opts.Set("driver", backingFormat);
                 var fileOpts = new OptionDict();
-                fileOpts.Set("driver", "file");
+                fileOpts.Set("driver", Drivers.File.FileDriver.ProtocolFor(path));
                 fileOpts.Set("filename", path);
                 opts.Set("file", fileOpts);
                 Run(() => attach(context.Opener.OpenBacking(context, opts), path));

@@ -129,6 +129,8 @@ public static class BlockDrivers
     static BlockDrivers()
     {
         Register(new Drivers.File.FileDriver());
+        Register(new Drivers.File.FileDriver(Drivers.File.FileDriver.HostDeviceName));
+        Register(new Drivers.File.FileDriver("host_cdrom"));
         Register(new Drivers.Raw.RawDriver());
         Register(new Drivers.Qcow2.Qcow2Driver());
         Register(new Drivers.Vpc.VpcDriver());
@@ -153,6 +155,8 @@ public static class BlockDrivers
     /// </summary>
     public static IBlockDriver FindProtocol(string filename)
     {
+        // QEMU tries host-device detection first, so device names with colons stay device names.
+        if (Native.FileSystemEntry.IsDevice(filename)) return s_drivers[Drivers.File.FileDriver.HostDeviceName];
         int end = filename.IndexOfAny([':', '/']);
         if (end < 0 || filename[end] != ':') return s_drivers["file"];
         string protocol = filename[..end];

@@ -136,7 +136,7 @@ public sealed class GraphOpener
             if (!isTop || !(dict.Contains("file") || dict.Contains("filename")))
             {
                 if (!o.Has("filename")) throw new OptionException("Parameter 'driver' is missing");
-                driverName = "file";
+                driverName = Drivers.File.FileDriver.ProtocolFor((dict["filename"] as OptionScalar)?.Text ?? "");
             }
             else
             {

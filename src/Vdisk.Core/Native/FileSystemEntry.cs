@@ -35,6 +35,18 @@ public static class FileSystemEntry
         };
     }
 
+    /// <summary>
+    /// True when <paramref name="path"/> (following links) is a character or block device:
+    /// hdev_probe_device's test, which makes QEMU open such a name with host_device.
+    /// </summary>
+    public static unsafe bool IsDevice(string path)
+    {
+        StatXBuffer st;
+        if (LibC.StatX(path, 0, &st) != 0) return false;
+        int type = st.Mode & LibC.S_IFMT;
+        return type is LibC.S_IFCHR or LibC.S_IFBLK;
+    }
+
     /// <summary>Device and inode of the entry at <paramref name="path"/>, or null when missing.</summary>
     public static unsafe FileIdentity? IdentityOf(string path)
     {

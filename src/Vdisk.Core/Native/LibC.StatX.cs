@@ -14,6 +14,8 @@ internal static unsafe partial class LibC
     public const int S_IFSOCK = 0xC000;
     public const int S_IFREG = 0x8000;
     public const int S_IFDIR = 0x4000;
+    public const int S_IFCHR = 0x2000;
+    public const int S_IFBLK = 0x6000;
 
     /// <summary>statx(2) of a path relative to the working directory (<c>AT_FDCWD</c>).</summary>
     public static int StatX(string path, int flags, StatXBuffer* buffer) => StatX(AT_FDCWD, path, flags, STATX_BASIC_STATS, buffer);

@@ -4,11 +4,23 @@ using Vdisk.Options;
 
 namespace Vdisk.Drivers.File;
 
-/// <summary>Options of the <c>file</c> driver: filename, locking, aio, and vdisk's cluster-lock-id.</summary>
-public sealed class FileDriver : IBlockDriver
+/// <summary>
+/// Options of the <c>file</c> driver and its device twins <c>host_device</c> and <c>host_cdrom</c>
+/// (file-posix: one implementation; <c>file</c> opens regular files only, the others devices
+/// only): filename, locking, aio, and vdisk's cluster-lock-id.
+/// </summary>
+public sealed class FileDriver(string name = FileDriver.FileName) : IBlockDriver
 {
+    /// <summary>The driver for regular files.</summary>
+    public const string FileName = "file";
+    /// <summary>The driver for character and block devices.</summary>
+    public const string HostDeviceName = "host_device";
+
+    /// <summary>bdrv_find_protocol's host-device detection: the driver QEMU picks for a plain filename.</summary>
+    public static string ProtocolFor(string path) => Native.FileSystemEntry.IsDevice(path) ? HostDeviceName : FileName;
+
     /// <inheritdoc />
-    public string Name => "file";
+    public string Name => name;
 
     /// <inheritdoc />
     public bool IsProtocol => true;
@@ -33,6 +45,6 @@ public sealed class FileDriver : IBlockDriver
         o.EnsureAllUsed(Name, isProtocol: true);
         if (filename.StartsWith("file:", StringComparison.Ordinal)) filename = filename["file:".Length..];
         return FileNode.Open(context.NodeName, filename, context.Flags, locking, context.CacheDirect, noFlush: context.CacheNoFlush,
-            clusterLockId: clusterLockId, clusterSettings: context.ClusterLocks);
+            clusterLockId: clusterLockId, clusterSettings: context.ClusterLocks, requiredKind: Name);
     }
 }

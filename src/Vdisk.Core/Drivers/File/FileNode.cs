@@ -87,10 +87,12 @@ public sealed class FileNode : BlockNode
     /// Opens <paramref name="path"/> like file-posix's raw_open_common (creating it, mode 0644,
     /// with <paramref name="create"/>). Takes no locks: they come with the first permission update.
     /// With <paramref name="clusterLockId"/>, the cluster lock uses <paramref name="clusterSettings"/>
-    /// (null: the environment's).
+    /// (null: the environment's). <paramref name="requiredKind"/> names the driver whose file type
+    /// rule applies (raw_open_common: <c>file</c> wants a regular file, <c>host_device</c> and
+    /// <c>host_cdrom</c> a device); null accepts any.
     /// </summary>
     public static FileNode Open(string nodeName, string path, NodeFlags flags, LockingMode locking, bool direct = false, bool create = false,
-        bool noFlush = false, string? clusterLockId = null, ClusterLockSettings? clusterSettings = null)
+        bool noFlush = false, string? clusterLockId = null, ClusterLockSettings? clusterSettings = null, string? requiredKind = null)
     {
         int oflags = LibC.O_CLOEXEC | ((flags & NodeFlags.ReadWrite) != 0 ? LibC.O_RDWR : LibC.O_RDONLY);
         if (direct) oflags |= LibC.O_DIRECT;
@@ -104,8 +106,12 @@ public sealed class FileNode : BlockNode
         {
             var st = Stat(handle, path);
             int type = st.Mode & LibC.S_IFMT;
-            if (type == LibC.S_IFDIR)
+            if (type == LibC.S_IFDIR && requiredKind is null or FileDriver.FileName)
                 throw new NativeIOException(Errno.EISDIR, $"'file' driver requires '{path}' to be a regular file", path);
+            if (requiredKind == FileDriver.FileName && type != LibC.S_IFREG)
+                throw new NativeIOException(Errno.EINVAL, $"'file' driver requires '{path}' to be a regular file", path);
+            if (requiredKind is not (null or FileDriver.FileName) && type is not (LibC.S_IFCHR or LibC.S_IFBLK))
+                throw new NativeIOException(Errno.EINVAL, $"'{requiredKind}' driver requires '{path}' to be either a character or block device", path);
             regular = type == LibC.S_IFREG;
             identity = new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
         }
