@@ -75,4 +75,32 @@ public partial class SnapshotCompatTests
         using var sides = new SideBySide(dir => Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["create", "-q", "-f", "raw", "r.img", "1M"])));
         sides.Same(["snapshot", .. action.Split(' '), "r.img"]);
     }
+    /// <summary>
+    /// A snapshot a VM saved without icount stores icount -1 (iotest 286 uses savevm): qemu-img
+    /// prints no icount in the list and leaves it out of the JSON; vdisk must too.
+    /// </summary>
+    [Fact]
+    public void A_snapshot_without_icount_lists_as_qemu_img_lists_it()
+    {
+        using var dir = new TempDir();
+        string img = dir.File("s.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "64M"));
+        Qemu.Ok(Qemu.Img("snapshot", "-c", "vm", img));
+        using (var f = new FileStream(img, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var field = new byte[8];
+            f.Position = 64;
+            f.ReadExactly(field);
+            long table = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(field);
+            // Entry: 40 fixed bytes, then extra data whose third field (offset 16) is the icount.
+            f.Position = table + 40 + 16;
+            f.Write([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        }
+        foreach (var args in new[] { new[] { "snapshot", "-l", img }, ["info", "--output=json", img] })
+        {
+            var q = Qemu.Ok(Qemu.Img(args));
+            var v = Qemu.Ok(Qemu.Vdisk(args));
+            Assert.Equal(q.Stdout, v.Stdout);
+        }
+    }
 }

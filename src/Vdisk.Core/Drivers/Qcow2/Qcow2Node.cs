@@ -266,7 +266,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(Filename, _header.BackingFile),
             BackingFormat = _header.BackingFormat,
             Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
-                (long)s.VmClockNanoseconds, s.Icount is ulong ic ? (long)ic : null)).ToList(),
+                (long)s.VmClockNanoseconds, s.Icount is ulong ic and not ulong.MaxValue ? (long)ic : null)).ToList(),
             FormatSpecificType = "qcow2",
             FormatSpecificData = specific,
         };
