@@ -679,7 +679,8 @@ public sealed partial class Qcow2Node
         }
         return m.Kind switch
         {
-            Qcow2ClusterKind.Normal => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File),
+            Qcow2ClusterKind.Normal => await new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File)
+                .WithHostZeroesAsync(cancellationToken).ConfigureAwait(false),
             Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, File),
             Qcow2ClusterKind.ZeroPlain => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.Compressed => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
