@@ -192,4 +192,33 @@ public class Qcow2DamageTests
         Assert.Contains("s1", theirs.Stdout);
         Assert.Equal(theirs.ToString(), mine.ToString());
     }
+    /// <summary>
+    /// iotest 305: an allocating write that meets an unaligned refcount block offset marks the
+    /// image corrupt with qemu-io's line and fails with EIO, as QEMU's qcow2_get_refcount does.
+    /// </summary>
+    [Fact]
+    public void An_allocating_write_over_an_unaligned_refcount_block_marks_the_image_corrupt_as_qemu_io()
+    {
+        using var dir = new TempDir();
+        var seen = new List<string>();
+        foreach (var (program, tool) in new[] { ("qemu-io", new[] { "qemu-io" }), ("vdisk", new[] { Programs.Vdisk, "io" }) })
+        {
+            string img = dir.File($"{program}.qcow2");
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "refcount_bits=64,cluster_size=1k", img, "1M"));
+            Qemu.Ok(Qemu.Io("-c", "write 0 124k", "-c", "discard 121k 1k", "-c", "discard 123k 1k", img));
+            using (var f = new FileStream(img, FileMode.Open, FileAccess.ReadWrite))
+            {
+                var field = new byte[8];
+                f.Position = 48;
+                f.ReadExactly(field);
+                f.Position = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(field) + 14;
+                f.WriteByte(0x06);
+            }
+            var r = Programs.Run(tool[0], [.. tool.Skip(1), "-c", "write 121k 3k", img]);
+            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
+            seen.Add($"exit {r.ExitCode}\n{r.Stdout}\n{r.Stderr.Replace(program + ":", "PROGRAM:")}\nimage corrupt: {info.Contains("corrupt: true")}");
+        }
+        Assert.Contains("Marking image as corrupt: Refblock offset", seen[0]);
+        Assert.Equal(seen[0], seen[1]);
+    }
 }

@@ -202,7 +202,14 @@ public sealed partial class Qcow2Node
                 m = await MapLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
                 if (m.Kind != Qcow2ClusterKind.Normal || !m.Entry.IsCopied)
                 {
-                    pos += await AllocatingWriteLockedAsync(offset + pos, data[(int)pos..], cancellationToken).ConfigureAwait(false);
+                    try
+                    {
+                        pos += await AllocatingWriteLockedAsync(offset + pos, data[(int)pos..], cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (NativeIOException) when (_refcounts.TakeFoundCorruption() is { } corruption)
+                    {
+                        await SignalCorruptionAsync(corruption).ConfigureAwait(false);
+                    }
                     continue;
                 }
                 await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);

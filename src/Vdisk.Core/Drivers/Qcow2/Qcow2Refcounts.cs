@@ -98,8 +98,25 @@ internal sealed class Qcow2Refcounts
         // Past any file the block layer can address (bit 63): the read fails, as bdrv_pread does.
         if (offset < 0) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), _file.Filename);
         if ((offset & (_g.ClusterSize - 1)) != 0)
-            throw new NativeIOException(Errno.EIO, $"Refblock offset {Qcow2Node.Hex(offset)} unaligned (reftable index: {Qcow2Node.Hex(tableIndex)})", _file.Filename);
+        {
+            FoundCorruption = $"Refblock offset {Qcow2Node.Hex(offset)} unaligned (reftable index: {Qcow2Node.Hex(tableIndex)})";
+            throw new NativeIOException(Errno.EIO, FoundCorruption, _file.Filename);
+        }
         return offset;
+    }
+
+    /// <summary>
+    /// The corruption a failed lookup found (qcow2_get_refcount signals it), for the node to
+    /// signal as QEMU does; taken once.
+    /// </summary>
+    public string? FoundCorruption { get; private set; }
+
+    /// <summary>Returns and forgets <see cref="FoundCorruption"/>.</summary>
+    public string? TakeFoundCorruption()
+    {
+        string? found = FoundCorruption;
+        FoundCorruption = null;
+        return found;
     }
 
     /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>
