@@ -128,24 +128,8 @@ public class VmdkLockConformanceTests
     public void Openers_GetQemusOutcomeAgainstEveryHolder(string holderName, string subformat)
     {
         var holder = Holders.Single(h => h.Name == holderName);
-        var mismatches = new List<string>();
-        var implementations = new List<(string Who, Func<string, (string Program, string[] Args)> Start)> { ("qemu", holder.Qemu) };
-        if (holder.Vdisk is not null) implementations.Add(("vdisk", holder.Vdisk));
-        foreach (var (who, start) in implementations)
-        {
-            using var image = new Image(subformat);
-            var (program, args) = start(image.Path);
-            using var h = Holder.Start(LastLocked(image), program, args);
-            foreach (var opener in Openers(image.Dir))
-            {
-                var (qp, qa) = opener.Qemu(image.Path);
-                var (vp, va) = opener.Vdisk!(image.Path);
-                string qemu = Outcome(Programs.Run(qp, qa)).Replace("q-top", "TOP").Replace("q.raw", "OUT");
-                string vdisk = Outcome(Programs.Run(vp, va)).Replace("v-top", "TOP").Replace("v.raw", "OUT");
-                if (qemu != vdisk) mismatches.Add($"{who} holder '{holderName}' on {subformat}, opener '{opener.Name}': qemu {qemu} / vdisk {vdisk}");
-            }
-        }
-        Assert.Empty(mismatches);
+        Assert.Empty(OpenerConformance.Mismatches(holder, () => new Image(subformat), i => i.Path, LastLocked,
+            i => Openers(i.Dir), Outcome, subformat));
     }
 
     [Theory]
