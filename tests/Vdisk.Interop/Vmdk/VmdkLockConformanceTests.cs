@@ -123,7 +123,7 @@ public class VmdkLockConformanceTests
     /// <summary>What an opener's user sees apart from timings: exit code and error text (program names normalized).</summary>
     private static string Outcome(RunResult r) => $"exit {r.ExitCode}: {Normalized(r.Stderr).Trim()}";
 
-    [Theory(Skip = "Not yet as QEMU: outcomes differ against several holders (io locking=off and qemu-nbd on split images, io rw and virtio-blk); to be diagnosed")]
+    [Theory]
     [MemberData(nameof(HolderCases))]
     public void Openers_GetQemusOutcomeAgainstEveryHolder(string holderName, string subformat)
     {
