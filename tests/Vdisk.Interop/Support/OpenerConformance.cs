@@ -38,4 +38,8 @@ internal static class OpenerConformance
         }
         return mismatches;
     }
+
+    /// <summary>Asserts that <see cref="Mismatches"/> found none, listing every one in full when it did.</summary>
+    public static void AssertNone(List<string> mismatches) =>
+        Xunit.Assert.True(mismatches.Count == 0, $"{mismatches.Count} openers differ:\n" + string.Join("\n", mismatches));
 }

@@ -128,7 +128,7 @@ public class VmdkLockConformanceTests
     public void Openers_GetQemusOutcomeAgainstEveryHolder(string holderName, string subformat)
     {
         var holder = Holders.Single(h => h.Name == holderName);
-        Assert.Empty(OpenerConformance.Mismatches(holder, () => new Image(subformat), i => i.Path, LastLocked,
+        OpenerConformance.AssertNone(OpenerConformance.Mismatches(holder, () => new Image(subformat), i => i.Path, LastLocked,
             i => Openers(i.Dir), Outcome, subformat));
     }
 
