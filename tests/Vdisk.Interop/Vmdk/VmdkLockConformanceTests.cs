@@ -97,7 +97,11 @@ public class VmdkLockConformanceTests
         var data = new TheoryData<string, string>();
         foreach (var h in Holders)
             foreach (var s in Subformats)
+            {
+                // A monolithic image has no extents.1: qemu-io refuses the option itself, so there is no holder.
+                if (h.Name == "io extent locking=off" && s == "monolithicSparse") continue;
                 data.Add(h.Name, s);
+            }
         return data;
     }
 
