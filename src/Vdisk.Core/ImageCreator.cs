@@ -95,14 +95,12 @@ public static class ImageCreator
         {
             var options = new OptionDict();
             if (o.BackingFormat is not null) options.Set("driver", o.BackingFormat);
-            var file = new OptionDict();
-            file.Set("driver", Drivers.File.FileDriver.ProtocolFor(full));
-            file.Set("filename", full);
-            options.Set("file", file);
+            // Opened by name as bdrv_img_create does: an nbd URL opens the NBD export.
+            options.Set("file", BackingFileOpen.ProtocolOptions(full));
             // As bdrv_img_create: metadata only and sharing everything, so it takes no lock at all.
             backing = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ForceShare | OpenFlags.NoBacking | OpenFlags.NoIo);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or OptionException)
         {
             throw new CreateException(e.Message, "Could not open backing image.\n");
         }

@@ -105,7 +105,7 @@ public sealed class ImageCopier
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         int workers = Math.Clamp(_options.Parallel, 1, 64);
         var tasks = new Task[workers];
-        for (int i = 0; i < workers; i++) tasks[i] = Task.Run(() => WorkAsync(planner, progress, stop), CancellationToken.None);
+        for (int i = 0; i < workers; i++) tasks[i] = Task.Run(() => WorkAsync(planner, progress, stop, cancellationToken), CancellationToken.None);
         try
         {
             await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -154,11 +154,11 @@ public sealed class ImageCopier
     private bool CountsForProgress(CopySegment segment) =>
         segment.Kind == CopySegmentKind.Data || (segment.Kind == CopySegmentKind.Zero && WriteOutZeroes);
 
-    private async Task WorkAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop)
+    private async Task WorkAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop, CancellationToken cancellationToken)
     {
         try
         {
-            await CopyLoopAsync(planner, progress, stop).ConfigureAwait(false);
+            await CopyLoopAsync(planner, progress, stop, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -168,7 +168,13 @@ public sealed class ImageCopier
         }
     }
 
-    private async Task CopyLoopAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop)
+    /// <remarks>
+    /// A read in flight is not cancelled when another request fails (only by the caller's
+    /// <paramref name="cancellationToken"/>): an earlier request may fail too, and the failure
+    /// named is the lowest offset's, as in qemu-img, whose requests on a node run in the order
+    /// they were issued. Nothing is written once the copy is stopping.
+    /// </remarks>
+    private async Task CopyLoopAsync(CopyPlanner planner, Action<double>? progress, CancellationTokenSource stop, CancellationToken cancellationToken)
     {
         var ct = stop.Token;
         using var buffer = new NativeBuffer(_options.ChunkSize);
@@ -201,13 +207,14 @@ public sealed class ImageCopier
             {
                 try
                 {
-                    await _sources[segment.Source].ReadAsync(segment.SourceOffset, data, ct).ConfigureAwait(false);
+                    await _sources[segment.Source].ReadAsync(segment.SourceOffset, data, cancellationToken).ConfigureAwait(false);
                 }
                 catch (IOException e)
                 {
                     Fail(new CopyFailure(CopyStep.Read, segment.TargetOffset, e), stop);
                     return;
                 }
+                if (ct.IsCancellationRequested) return;
             }
             // Compression is the expensive part of -c: done here, before waiting for the write
             // turn, it runs in parallel across workers.

@@ -39,7 +39,8 @@ public static class BackingFileOpen
                 if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
                 {
                     full = BackingPath.Combine(node.Filename, backingName);
-                    options.Set("filename", full);
+                    string name = full;
+                    Run(() => options.Set("file", ProtocolOptions(name)));
                 }
                 if (!options.Contains("driver") && backingFormat is not null) options.Set("driver", backingFormat);
                 Run(() => attach(context.Opener.OpenBacking(context, options), full));
@@ -48,13 +49,24 @@ public static class BackingFileOpen
                 string path = BackingPath.Combine(node.Filename, backingName);
                 var opts = new OptionDict();
                 if (backingFormat is not null) opts.Set("driver", backingFormat);
-                var fileOpts = new OptionDict();
-                fileOpts.Set("driver", Drivers.File.FileDriver.ProtocolFor(path));
-                fileOpts.Set("filename", path);
-                opts.Set("file", fileOpts);
+                Run(() => opts.Set("file", ProtocolOptions(path)));
                 Run(() => attach(context.Opener.OpenBacking(context, opts), path));
                 return;
         }
+    }
+
+    /// <summary>
+    /// The protocol node's options for a backing file name: QEMU opens the stored name as a
+    /// filename (bdrv_open_inherit with BDRV_O_PROTOCOL), so a protocol prefix
+    /// (<c>nbd+unix:///exp?socket=S</c>, <c>nbd://host/exp</c>) chooses and configures the
+    /// protocol driver; anything else is a file.
+    /// </summary>
+    public static OptionDict ProtocolOptions(string filename)
+    {
+        var file = new OptionDict();
+        BlockDrivers.FillProtocolOptions(file, filename);
+        if (!file.Contains("driver")) file.Set("driver", Drivers.File.FileDriver.ProtocolFor(filename));
+        return file;
     }
 
     /// <summary>Runs <paramref name="open"/>, prefixing its failure as QEMU does.</summary>

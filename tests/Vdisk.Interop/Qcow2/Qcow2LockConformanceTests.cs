@@ -125,26 +125,9 @@ public class Qcow2LockConformanceTests
     public void Openers_GetQemusOutcomeAgainstEveryHolder(string holderName, string which)
     {
         var holder = Holders.Single(h => h.Name == holderName);
-        var mismatches = new List<string>();
-        var implementations = new List<(string Who, Func<string, (string Program, string[] Args)> Start)> { ("qemu", holder.Qemu) };
-        if (holder.Vdisk is not null) implementations.Add(("vdisk", holder.Vdisk));
-        foreach (var (who, start) in implementations)
-        {
-            using var images = new Images();
-            var img = images.Pick(which);
-            var (program, args) = start(img);
-            using var h = Support.Holder.Start(img, program, args);
-            foreach (var opener in Openers(images.Dir))
-            {
-                if (opener.Name == "commit" && which == "base") continue;
-                var (qp, qa) = opener.Qemu(img);
-                var (vp, va) = opener.Vdisk!(img);
-                string qemu = Normalized(Programs.Run(qp, qa));
-                string vdisk = Normalized(Programs.Run(vp, va));
-                if (qemu != vdisk) mismatches.Add($"{who} holder '{holderName}' on {which}, opener '{opener.Name}': qemu {qemu} / vdisk {vdisk}");
-            }
-        }
-        Assert.Empty(mismatches);
+        // A commit of the base has nothing to commit into.
+        OpenerConformance.AssertNone(OpenerConformance.Mismatches(holder, () => new Images(), i => i.Pick(which), i => i.Pick(which),
+            i => Openers(i.Dir).Where(o => !(o.Name == "commit" && which == "base")), Normalized, which));
     }
 
     [Theory]

@@ -97,7 +97,11 @@ public class VmdkLockConformanceTests
         var data = new TheoryData<string, string>();
         foreach (var h in Holders)
             foreach (var s in Subformats)
+            {
+                // A monolithic image has no extents.1: qemu-io refuses the option itself, so there is no holder.
+                if (h.Name == "io extent locking=off" && s == "monolithicSparse") continue;
                 data.Add(h.Name, s);
+            }
         return data;
     }
 
@@ -123,29 +127,13 @@ public class VmdkLockConformanceTests
     /// <summary>What an opener's user sees apart from timings: exit code and error text (program names normalized).</summary>
     private static string Outcome(RunResult r) => $"exit {r.ExitCode}: {Normalized(r.Stderr).Trim()}";
 
-    [Theory(Skip = "Not yet as QEMU: outcomes differ against several holders (io locking=off and qemu-nbd on split images, io rw and virtio-blk); to be diagnosed")]
+    [Theory]
     [MemberData(nameof(HolderCases))]
     public void Openers_GetQemusOutcomeAgainstEveryHolder(string holderName, string subformat)
     {
         var holder = Holders.Single(h => h.Name == holderName);
-        var mismatches = new List<string>();
-        var implementations = new List<(string Who, Func<string, (string Program, string[] Args)> Start)> { ("qemu", holder.Qemu) };
-        if (holder.Vdisk is not null) implementations.Add(("vdisk", holder.Vdisk));
-        foreach (var (who, start) in implementations)
-        {
-            using var image = new Image(subformat);
-            var (program, args) = start(image.Path);
-            using var h = Holder.Start(LastLocked(image), program, args);
-            foreach (var opener in Openers(image.Dir))
-            {
-                var (qp, qa) = opener.Qemu(image.Path);
-                var (vp, va) = opener.Vdisk!(image.Path);
-                string qemu = Outcome(Programs.Run(qp, qa)).Replace("q-top", "TOP").Replace("q.raw", "OUT");
-                string vdisk = Outcome(Programs.Run(vp, va)).Replace("v-top", "TOP").Replace("v.raw", "OUT");
-                if (qemu != vdisk) mismatches.Add($"{who} holder '{holderName}' on {subformat}, opener '{opener.Name}': qemu {qemu} / vdisk {vdisk}");
-            }
-        }
-        Assert.Empty(mismatches);
+        OpenerConformance.AssertNone(OpenerConformance.Mismatches(holder, () => new Image(subformat), i => i.Path, LastLocked,
+            i => Openers(i.Dir), Outcome, subformat));
     }
 
     [Theory]

@@ -111,6 +111,25 @@ public class ImageCopierTests
         Assert.Equal(0, target.Flushes);
     }
 
+    /// <summary>
+    /// Two reads fail, the later one first: the copy still names the earlier one, as qemu-img
+    /// does (its requests on a node run in the order they were issued). Stopping after the
+    /// first failure must not cancel the earlier read still in flight (vmdk convert named
+    /// byte 131072 where qemu-img names 0).
+    /// </summary>
+    [Fact]
+    public async Task Of_two_failing_reads_the_lower_offset_is_named_even_when_it_fails_last()
+    {
+        var source = new MemoryNode("src", 2 * M);
+        source.Fill(0, Enumerable.Repeat((byte)3, 2 * M).ToArray());
+        source.SlowFailReadAt = 1 * Chunk + 100;
+        source.FailReadAt = 3 * Chunk + 100;
+        var (_, failure) = await CopyAsync(source, new CopyOptions { TargetIsZero = true, Parallel = 8 });
+        Assert.NotNull(failure);
+        Assert.Equal(CopyStep.Read, failure.Step);
+        Assert.Equal(1 * Chunk, failure.Offset);
+    }
+
     [Fact]
     public async Task A_write_error_stops_the_copy_and_names_the_request_offset()
     {

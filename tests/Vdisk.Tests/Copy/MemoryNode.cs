@@ -27,6 +27,16 @@ internal sealed class MemoryNode : BlockNode
     /// <summary>Reads overlapping this offset fail with EIO.</summary>
     public long? FailReadAt { get; set; }
 
+    /// <summary>
+    /// A read overlapping this offset is slow: it stays in flight until the read at
+    /// <see cref="FailReadAt"/> has failed, then fails with EIO itself; unless its token can be
+    /// cancelled, in which case it waits for the cancellation and ends with it (a request that
+    /// a copier stopping on the other failure cancels before it completes).
+    /// </summary>
+    public long? SlowFailReadAt { get; set; }
+
+    private readonly TaskCompletionSource _otherReadFailed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <summary>Block-status queries starting at or past this offset fail with EIO.</summary>
     public long? FailStatusFrom { get; set; }
 
@@ -56,9 +66,21 @@ internal sealed class MemoryNode : BlockNode
 
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (Hits(FailReadAt, offset, buffer.Length)) throw new NativeIOException(Errno.EIO, "Input/output error");
+        if (Hits(SlowFailReadAt, offset, buffer.Length)) return SlowFailAsync(cancellationToken);
+        if (Hits(FailReadAt, offset, buffer.Length))
+        {
+            _otherReadFailed.TrySetResult();
+            throw new NativeIOException(Errno.EIO, "Input/output error");
+        }
         _data.AsSpan((int)offset, buffer.Length).CopyTo(buffer.Span);
         return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask SlowFailAsync(CancellationToken cancellationToken)
+    {
+        await _otherReadFailed.Task.ConfigureAwait(false);
+        if (cancellationToken.CanBeCanceled) await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
+        throw new NativeIOException(Errno.EIO, "Input/output error");
     }
 
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)

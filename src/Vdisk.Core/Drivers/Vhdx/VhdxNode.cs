@@ -68,6 +68,14 @@ public sealed partial class VhdxNode : BlockNode, IImageInfoSource
     /// <inheritdoc />
     public override long Length => _length;
 
+    /// <inheritdoc />
+    /// <remarks>
+    /// vhdx_has_zero_init: a new dynamic disk has no block present; a new fixed one (first block
+    /// fully present) reads what its file reads.
+    /// </remarks>
+    public override bool HasZeroInit =>
+        _batEntries == 0 || VhdxBat.State(_bat[0]) != VhdxBlockState.FullyPresent || File.HasZeroInit;
+
     /// <summary>Payload block size.</summary>
     public long BlockSize => _blockSize;
 

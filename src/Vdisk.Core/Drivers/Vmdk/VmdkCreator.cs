@@ -175,6 +175,11 @@ public static class VmdkCreator
         {
             backing = DiskImage.Open(ImageSource.FromFile(full), OpenFlags.NoBacking);
         }
+        catch (Locking.LockConflictException e)
+        {
+            // qemu-img's error_report of the open's Error: the message, then the lock hint.
+            throw new CreateException(e.Message, e.Hint + "\n");
+        }
         catch (IOException e)
         {
             throw new CreateException(e.Message);
