@@ -2,12 +2,12 @@
 # Runs QEMU 7.2's own regression suite (tests/qemu-iotests) against vdisk, or against the real
 # QEMU tools (--reference), or both in one run (--compare).
 #
-#   scripts/iotests.sh [--reference|--compare] [--raw|--qcow2] [--ci|--quick] [TEST...]
+#   scripts/iotests.sh [--reference|--compare] [--raw|--qcow2|--luks] [--ci|--quick] [TEST...]
 #
 #   TEST...     iotests to run (e.g. 001 153 nbd-qemu-allocation); default: --ci
 #   --ci        the tests vdisk is known to pass, kept in tests/iotests/{raw,qcow2}.pass
 #   --quick     every bash iotest of the quick group (the full acceptance run)
-#   --raw/--qcow2  one image format only (default: both)
+#   --raw/--qcow2  one image format only (default: both); --luks runs ./check -luks (no pass list)
 #   --reference run the real QEMU tools instead of vdisk
 #   --compare   run vdisk, then QEMU, on the same tests and print both with their wall times
 #
@@ -30,6 +30,7 @@ while (($#)); do
     --compare) mode=compare ;;
     --raw) formats=(raw) ;;
     --qcow2) formats=(qcow2) ;;
+    --luks) formats=(luks) ;;
     --ci) selection=ci ;;
     --quick) selection=quick ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
