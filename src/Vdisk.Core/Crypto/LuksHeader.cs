@@ -150,6 +150,13 @@ public sealed class LuksHeader
         }
     }
 
+    /// <summary>The payload offset QEMU gives a new header for a master key of <paramref name="keyBytes"/> (qcrypto_block_calculate_payload_offset).</summary>
+    public static long PayloadOffsetFor(int keyBytes)
+    {
+        var h = new LuksHeader { KeyBytes = (uint)keyBytes };
+        return KeySlotOffset + h.SplitKeySectors(Stripes) * SlotCount * SectorCipher.SectorSize;
+    }
+
     /// <summary>qcrypto_block_luks_splitkeylen_sectors: a slot's key material, rounded up to 4 KiB.</summary>
     public long SplitKeySectors(uint stripes)
     {

@@ -30,36 +30,75 @@ public sealed class LuksDriver : IBlockDriver
     public IReadOnlyList<QemuOptDesc>? CreateOptionList => s_createOptions;
 
     /// <inheritdoc />
-    public Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default)
+    public async Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default)
     {
         ulong size = options.Size ?? throw new CreateException("Image creation needs a size parameter");
-        string? secret = options.Options.Get("key-secret");
+        var (luks, passphrase) = CheckOptions(options.Options, e => new CreateException(e.Message));
+        await ImageCreator.CreateOnProtocolAsync(options, async (file, ct) =>
+        {
+            if (passphrase is null)
+            {
+                // block_crypto_co_create_opts_luks fails after creating the file and deletes it,
+                // even one that existed before.
+                DeleteLocalFile(options.Filename);
+                throw new CreateException(luks.Error!);
+            }
+            using var volume = await LuksVolume.CreateAsync(luks.Options!, passphrase,
+                (payload, c) => file.TruncateAsync(payload + (long)size, c),
+                (o, d, c) => file.WriteAsync(o, d, Graph.WriteFlags.None, c), ct).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private sealed record CheckedOptions(LuksCreateOptions? Options, string? Error);
+
+    /// <summary>The create options and the passphrase; a missing or unusable secret is kept as the error for after the file step.</summary>
+    private static (CheckedOptions Luks, byte[]? Passphrase) CheckOptions(QemuOpts options, Func<OptionException, Exception> refusal)
+    {
         LuksCreateOptions luks;
         try
         {
-            luks = LuksCreateOptions.From(options.Options.Get);
+            luks = LuksCreateOptions.From(options.Get);
         }
         catch (OptionException e)
         {
-            throw new CreateException(e.Message);
+            throw refusal(e);
         }
-        // QEMU deletes the file when the encryption layer fails; vdisk looks the secret up first, so no file is made.
-        if (secret is null) throw new CreateException("Parameter 'key-secret' is required for cipher");
-        byte[] passphrase;
+        if (options.Get("key-secret") is not { } secret) return (new(luks, "Parameter 'key-secret' is required for cipher"), null);
         try
         {
-            passphrase = Secrets.LookupPassphrase(secret);
+            return (new(luks, null), Secrets.LookupPassphrase(secret));
         }
         catch (OptionException e)
         {
-            throw new CreateException(e.Message);
+            return (new(luks, e.Message), null);
         }
-        return ImageCreator.CreateOnProtocolAsync(options, async (file, ct) =>
+    }
+
+    private static void DeleteLocalFile(string filename)
+    {
+        var protocol = new OptionDict();
+        BlockDrivers.FillProtocolOptions(protocol, filename);
+        if (protocol.Contains("driver")) return;
+        try
         {
-            using var volume = await LuksVolume.CreateAsync(luks, passphrase,
-                (payload, c) => file.TruncateAsync(payload + (long)size, c),
-                (o, d, c) => file.WriteAsync(o, d, Graph.WriteFlags.None, c), ct).ConfigureAwait(false);
-        }, cancellationToken);
+            System.IO.File.Delete(filename);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // bdrv_co_delete_file_noerr: the creation error is the one reported.
+        }
+    }
+
+    /// <summary>block_crypto_measure: the LUKS header (by the key length) plus the payload, allocated or not.</summary>
+    public Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default)
+    {
+        var (luks, passphrase) = CheckOptions(options, e => new Native.NativeIOException(Native.Errno.EINVAL, e.Message));
+        if (passphrase is null) throw new Native.NativeIOException(Native.Errno.EINVAL, luks.Error!);
+        long size = input?.Length ?? (long)(options.GetNumber("size") ?? 0);
+        var o = luks.Options!;
+        int keyBytes = CryptoAlgorithms.KeyLength(o.Cipher) * (o.Mode == CipherMode.Xts ? 2 : 1);
+        long total = LuksHeader.PayloadOffsetFor(keyBytes) + size;
+        return Task.FromResult(new MeasureResult(total, total, false));
     }
 
     /// <inheritdoc />
