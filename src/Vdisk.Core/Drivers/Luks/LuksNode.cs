@@ -37,7 +37,7 @@ public sealed class LuksNode : BlockNode, IImageInfoSource
     public override bool IsProtocol => false;
 
     /// <inheritdoc />
-    public override IChildPermissionRule PermissionRule => DefaultChildPermissionRule.Instance;
+    public override IChildPermissionRule PermissionRule => CryptoChildPermissionRule.Instance;
 
     /// <summary>The file child's node.</summary>
     public BlockNode File => _fileChild.Node;
