@@ -50,6 +50,8 @@ internal static class Program
             // qemu tools exit 1 on usage errors; vdisk locks keeps 1 for "blocked".
             return verb == "locks" ? LocksCommand.ExitError : 1;
         }
+        // qemu-img and qemu-io define --object's objects while they read their options.
+        if (ObjectOption.Apply(parse) is int objectExit) return objectExit;
         try
         {
             // A bad --cluster value is reported before the verb runs, on one line.
@@ -149,7 +151,7 @@ internal static class Program
     private static Command WithClusterOption(Tool tool, Command verb)
     {
         if (tool == Tool.Vdisk && verb.Options.OfType<LockWaitOption>().Any()) verb.Options.Add(ClusterOption.WithValue());
-        return verb;
+        return ObjectOption.AddTo(verb);
     }
 
     /// <summary>

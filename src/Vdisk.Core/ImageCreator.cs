@@ -35,6 +35,20 @@ public sealed class CreateOptions
     public string? BackingFormat => Options.Get("backing_fmt");
     /// <summary>locking= of the file (on, off, auto).</summary>
     public LockingMode Locking { get; set; } = LockingMode.Auto;
+
+    /// <summary>
+    /// img_add_key_secrets: the options to open the new image with, the driver and every set
+    /// option whose name ends in <c>key-secret</c> (<c>key-secret</c>, <c>encrypt.key-secret</c>),
+    /// so that qemu-img convert and dd can open the encrypted image they created.
+    /// </summary>
+    public OptionDict OpenOptions()
+    {
+        var open = new OptionDict();
+        open.Set("driver", Format);
+        foreach (var d in Options.Descriptors)
+            if (d.Name.EndsWith("key-secret", StringComparison.Ordinal) && Options.Get(d.Name) is { } value) open.Set(d.Name, value);
+        return open;
+    }
 }
 
 /// <summary>The create option lists of the formats (each driver's, then the file protocol's) and qemu-img 7.2's format names.</summary>

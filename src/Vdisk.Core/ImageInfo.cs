@@ -23,6 +23,9 @@ public sealed class ImageInfo
     /// <summary>Where VM state would be stored (qcow2), else 0.</summary>
     public long VmStateOffset { get; init; }
 
+    /// <summary>True for an encrypted image (bs->encrypted): "encrypted: yes".</summary>
+    public bool Encrypted { get; init; }
+
     /// <summary>The dirty flag (always false for raw).</summary>
     public bool DirtyFlag { get; init; }
 
@@ -90,6 +93,7 @@ public sealed class ImageInfo
             if (FullBackingFilename is not null) o.Add("full-backing-filename", FullBackingFilename);
             if (BackingFormat is not null) o.Add("backing-filename-format", BackingFormat);
         }
+        if (Encrypted) o.Add("encrypted", true);
         if (Snapshots.Count > 0) o.Add("snapshots", Snapshots.Select(s => s.ToJsonObject()).ToList());
         if (FormatSpecificObject() is { } data)
             o.Add("format-specific", new Output.QemuJsonObject().Add("type", FormatSpecificType).Add("data", data));

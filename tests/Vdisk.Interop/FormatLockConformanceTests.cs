@@ -4,13 +4,21 @@ using Xunit;
 namespace Vdisk.Interop;
 
 /// <summary>
-/// Locks on vpc, vdi and vhdx images, one file each: vdisk's holders take QEMU's bytes on the
+/// Locks on vpc, vdi, vhdx and luks images, one file each (a luks image is opened with a secret): vdisk's holders take QEMU's bytes on the
 /// file, against QEMU's and vdisk's holders (and qemu-nbd) every opener gets QEMU's outcome and
 /// words, and one-shot commands make QEMU's lock calls in QEMU's order.
 /// </summary>
 public class FormatLockConformanceTests
 {
-    private static readonly string[] Formats = ["vpc", "vdi", "vhdx"];
+    private static readonly string[] Formats = ["vpc", "vdi", "vhdx", "luks"];
+
+    /// <summary>
+    /// How the tools name the image: <c>-f FMT IMG</c>, or, for luks or with file options,
+    /// <c>--image-opts</c> (luks with its secret, <c>--object</c> before it).
+    /// </summary>
+    private static string[] ImageArgs(string f, string img, string fileOptions = "") => f == "luks"
+        ? ["--object", Luks.LuksInteropTests.Secret, "--image-opts", $"driver=luks,key-secret=s0,file.driver=file,file.filename={img}{fileOptions}"]
+        : fileOptions.Length > 0 ? ["--image-opts", $"driver={f},file.driver=file,file.filename={img}{fileOptions}"] : ["-f", f, img];
 
     /// <summary>An image made by qemu-img with a little data.</summary>
     private sealed class Image : IDisposable
@@ -22,8 +30,13 @@ public class FormatLockConformanceTests
         public Image(string format)
         {
             Path = _dir.File("disk." + format);
-            Check(Programs.Run("qemu-img", "create", "-q", "-f", format, Path, "16M"));
-            Check(Programs.Run("qemu-io", "-f", format, Path, "-c", "write -P 0x11 1M 64k"));
+            if (format == "luks")
+                Path = Luks.LuksInteropTests.MakeWithQemu(_dir, "disk.luks", "", "16M", "write -P 0x11 1M 64k");
+            else
+            {
+                Check(Programs.Run("qemu-img", "create", "-q", "-f", format, Path, "16M"));
+                Check(Programs.Run("qemu-io", "-f", format, Path, "-c", "write -P 0x11 1M 64k"));
+            }
         }
 
         private static void Check(RunResult r)
@@ -36,29 +49,29 @@ public class FormatLockConformanceTests
 
     private static Mode[] Holders(string f) =>
     [
-        new("io rw", img => ("qemu-io", ["-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "sleep 60000"])),
-        new("io -r", img => ("qemu-io", ["-r", "-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", "-f", f, img, "-c", "sleep 60000"])),
-        new("io -r -U", img => ("qemu-io", ["-r", "-U", "-f", f, img, "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", "-U", "-f", f, img, "-c", "sleep 60000"])),
-        new("io locking=off", img => ("qemu-io", ["--image-opts", $"driver={f},file.driver=file,file.filename={img},file.locking=off", "-c", "sleep 60000"]),
-            img => (Programs.Vdisk, ["io", "--image-opts", $"driver={f},file.driver=file,file.filename={img},file.locking=off", "-c", "sleep 60000"])),
-        new("qemu-nbd", img => ("qemu-nbd", ["-f", f, "--socket", img + ".sock", img]), null),
-        new("qemu-nbd -r", img => ("qemu-nbd", ["-r", "-f", f, "--socket", img + ".sock", img]), null),
+        new("io rw", img => ("qemu-io", [.. ImageArgs(f, img), "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", .. ImageArgs(f, img), "-c", "sleep 60000"])),
+        new("io -r", img => ("qemu-io", ["-r", .. ImageArgs(f, img), "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", .. ImageArgs(f, img), "-c", "sleep 60000"])),
+        new("io -r -U", img => ("qemu-io", ["-r", "-U", .. ImageArgs(f, img), "-c", "sleep 60000"]), img => (Programs.Vdisk, ["io", "-r", "-U", .. ImageArgs(f, img), "-c", "sleep 60000"])),
+        new("io locking=off", img => ("qemu-io", [.. ImageArgs(f, img, ",file.locking=off"), "-c", "sleep 60000"]),
+            img => (Programs.Vdisk, ["io", .. ImageArgs(f, img, ",file.locking=off"), "-c", "sleep 60000"])),
+        new("qemu-nbd", img => ("qemu-nbd", ["--socket", img + ".sock", .. ImageArgs(f, img)]), null),
+        new("qemu-nbd -r", img => ("qemu-nbd", ["-r", "--socket", img + ".sock", .. ImageArgs(f, img)]), null),
     ];
 
     private static Mode[] Openers(string f, string dir) =>
     [
-        new("io rw read", img => ("qemu-io", ["-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "read 0 4k"])),
-        new("io -r read", img => ("qemu-io", ["-r", "-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", "-f", f, img, "-c", "read 0 4k"])),
-        new("io -r -U read", img => ("qemu-io", ["-r", "-U", "-f", f, img, "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", "-U", "-f", f, img, "-c", "read 0 4k"])),
-        new("io write", img => ("qemu-io", ["-f", f, img, "-c", "write 2M 4k"]), img => (Programs.Vdisk, ["io", "-f", f, img, "-c", "write 2M 4k"])),
-        new("info", img => ("qemu-img", ["info", "-f", f, img]), img => (Programs.Vdisk, ["info", "-f", f, img])),
-        new("info -U", img => ("qemu-img", ["info", "-U", "-f", f, img]), img => (Programs.Vdisk, ["info", "-U", "-f", f, img])),
-        new("check", img => ("qemu-img", ["check", "-f", f, img]), img => (Programs.Vdisk, ["check", "-f", f, img])),
-        new("map", img => ("qemu-img", ["map", "--output=json", "-f", f, img]), img => (Programs.Vdisk, ["map", "--output=json", "-f", f, img])),
-        new("convert", img => ("qemu-img", ["convert", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "q.raw")]),
-            img => (Programs.Vdisk, ["convert", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "v.raw")])),
-        new("convert -U", img => ("qemu-img", ["convert", "-U", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "q.raw")]),
-            img => (Programs.Vdisk, ["convert", "-U", "-f", f, "-O", "raw", img, System.IO.Path.Combine(dir, "v.raw")])),
+        new("io rw read", img => ("qemu-io", [.. ImageArgs(f, img), "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", .. ImageArgs(f, img), "-c", "read 0 4k"])),
+        new("io -r read", img => ("qemu-io", ["-r", .. ImageArgs(f, img), "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", .. ImageArgs(f, img), "-c", "read 0 4k"])),
+        new("io -r -U read", img => ("qemu-io", ["-r", "-U", .. ImageArgs(f, img), "-c", "read 0 4k"]), img => (Programs.Vdisk, ["io", "-r", "-U", .. ImageArgs(f, img), "-c", "read 0 4k"])),
+        new("io write", img => ("qemu-io", [.. ImageArgs(f, img), "-c", "write 2M 4k"]), img => (Programs.Vdisk, ["io", .. ImageArgs(f, img), "-c", "write 2M 4k"])),
+        new("info", img => ("qemu-img", ["info", .. ImageArgs(f, img)]), img => (Programs.Vdisk, ["info", .. ImageArgs(f, img)])),
+        new("info -U", img => ("qemu-img", ["info", "-U", .. ImageArgs(f, img)]), img => (Programs.Vdisk, ["info", "-U", .. ImageArgs(f, img)])),
+        new("check", img => ("qemu-img", ["check", .. ImageArgs(f, img)]), img => (Programs.Vdisk, ["check", .. ImageArgs(f, img)])),
+        new("map", img => ("qemu-img", ["map", "--output=json", .. ImageArgs(f, img)]), img => (Programs.Vdisk, ["map", "--output=json", .. ImageArgs(f, img)])),
+        new("convert", img => ("qemu-img", ["convert", .. ImageArgs(f, img), "-O", "raw", System.IO.Path.Combine(dir, "q.raw")]),
+            img => (Programs.Vdisk, ["convert", .. ImageArgs(f, img), "-O", "raw", System.IO.Path.Combine(dir, "v.raw")])),
+        new("convert -U", img => ("qemu-img", ["convert", "-U", .. ImageArgs(f, img), "-O", "raw", System.IO.Path.Combine(dir, "q.raw")]),
+            img => (Programs.Vdisk, ["convert", "-U", .. ImageArgs(f, img), "-O", "raw", System.IO.Path.Combine(dir, "v.raw")])),
     ];
 
     public static TheoryData<string, string> TwinHolderCases()

@@ -201,7 +201,7 @@ internal static class ConvertCommand
                 var targetFlags = OpenFlags.ReadWrite;
                 if (minSparse != 0) targetFlags |= OpenFlags.Unmap;
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
-                using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags);
+                using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags, openOptions: create?.OpenOptions());
                 if (dest is null) return 1;
                 // A format that takes only compressed writes (stream-optimized vmdk) gets -c implied.
                 if (dest.Root.RequiresCompressedWrites) compressed = true;

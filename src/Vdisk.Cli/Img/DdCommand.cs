@@ -78,7 +78,7 @@ internal static class DdCommand
             var create = new CreateOptions(output, outFmt);
             create.Options.Set("size", ImgOptions.Invariant(skipPastEnd ? 0 : size - blockSize * skip));
             if (!await ImgOpen.TryCreateTargetAsync(result, create, $"{output}: error while creating output image", ct)) return 1;
-            using var target = ImgOpen.Open(result, output, outFmt, imageOpts: false, AccessProfiles.ImgModify);
+            using var target = ImgOpen.Open(result, output, outFmt, imageOpts: false, AccessProfiles.ImgModify, openOptions: create.OpenOptions());
             if (target is null) return 1;
 
             long inPos = blockSize * skip;

@@ -67,7 +67,12 @@ internal static class ImgOpen
         }
     }
 
-    public static DiskImage? Open(ParseResult result, string filename, string? format, bool imageOpts, OpenFlags flags, bool quietErrors = false)
+    /// <summary>
+    /// img_open: <paramref name="filename"/> with <paramref name="format"/>, or as an option string
+    /// with <paramref name="imageOpts"/>; <paramref name="openOptions"/> (img_open_file's options,
+    /// with its driver) stand for the format when given.
+    /// </summary>
+    public static DiskImage? Open(ParseResult result, string filename, string? format, bool imageOpts, OpenFlags flags, bool quietErrors = false, OptionDict? openOptions = null)
     {
         try
         {
@@ -88,7 +93,7 @@ internal static class ImgOpen
             }
             else
             {
-                source = ImageSource.FromFile(filename, format);
+                source = openOptions is null ? ImageSource.FromFile(filename, format) : ImageSource.FromFile(filename, openOptions);
             }
             return Run(result, () => DiskImage.Open(source, flags, graph: ClusterOption.Graph(result)));
         }

@@ -15,6 +15,7 @@ internal static class ImageInfoText
         sb.Append("file format: ").Append(info.Format).Append('\n');
         sb.Append(CultureInfo.InvariantCulture, $"virtual size: {QemuText.SizeToStr(info.VirtualSize)} ({info.VirtualSize} bytes)\n");
         sb.Append("disk size: ").Append(info.ActualSize is long a ? QemuText.SizeToStr(a) : "unavailable").Append('\n');
+        if (info.Encrypted) sb.Append("encrypted: yes\n");
         if (info.ClusterSize is long cs) sb.Append(CultureInfo.InvariantCulture, $"cluster_size: {cs}\n");
         if (info.DirtyFlag) sb.Append("cleanly shut down: no\n");
         if (info.BackingFilename is not null)

@@ -82,7 +82,7 @@ internal static class QemuNbdCommand
               --image-opts          treat FILE as a full set of image options
 
         Not supported by vdisk: -c/--connect, -d/--disconnect, -L/--list, -l/--load-snapshot,
-        -B/--bitmap, -A/--allocation-depth, --object, --tls-*, --selinux-label, -T/--trace.
+        -B/--bitmap, -A/--allocation-depth, --tls-*, --selinux-label, -T/--trace.
 
         """;
 
@@ -223,7 +223,17 @@ internal static class QemuNbdCommand
                 case Opt.LoadSnapshot: unsupported.Add("-l/--load-snapshot is not supported by vdisk"); break;
                 case Opt.Bitmap: unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
                 case Opt.AllocationDepth: unsupported.Add("-A/--allocation-depth is not supported by vdisk"); break;
-                case Opt.Object: unsupported.Add("--object is not supported by vdisk"); break;
+                case Opt.Object:
+                    // qemu-nbd defines each object as it reads the option.
+                    try
+                    {
+                        Vdisk.Crypto.Secrets.AddFromCommandLine(v!);
+                    }
+                    catch (Vdisk.Options.OptionException e)
+                    {
+                        return Fail(e.Message);
+                    }
+                    break;
                 case Opt.TlsCreds or Opt.TlsHostname or Opt.TlsAuthz: unsupported.Add("TLS (--tls-creds, --tls-hostname, --tls-authz) is not supported by vdisk"); break;
                 case Opt.SelinuxLabel: unsupported.Add("--selinux-label is not supported by vdisk"); break;
                 case Opt.Trace: unsupported.Add("-T/--trace is not supported by vdisk"); break;

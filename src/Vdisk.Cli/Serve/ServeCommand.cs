@@ -217,7 +217,8 @@ internal static class ServeCommand
                 daemon.AddMonitor(ParseMonitor(value));
                 break;
             case "--object":
-                throw new DaemonException("--object is not supported by vdisk serve");
+                Vdisk.Crypto.Secrets.AddFromCommandLine(value);
+                break;
             default:
                 throw new DaemonException($"{option} is not supported by vdisk serve");
         }

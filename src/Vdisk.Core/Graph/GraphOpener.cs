@@ -223,6 +223,7 @@ public sealed class GraphOpener
         if (Drivers.Vhdx.VhdxDriver.Probe(firstSector)) return "vhdx";
         if (Drivers.Vdi.VdiHeader.Probe(firstSector)) return "vdi";
         if (Drivers.Vmdk.VmdkDescriptor.Probe(firstSector)) return "vmdk";
+        if (Crypto.LuksHeader.HasFormat(firstSector)) return "luks";
         return null;
     }
 

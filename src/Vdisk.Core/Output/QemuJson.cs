@@ -44,6 +44,34 @@ public sealed class QemuJsonObject
         return sb.ToString();
     }
 
+    /// <summary>qobject_to_json: one line, <c>", "</c> and <c>": "</c> separators (json: filenames).</summary>
+    public string ToCompactJson()
+    {
+        var sb = new StringBuilder();
+        WriteCompact(sb, this);
+        return sb.ToString();
+    }
+
+    private static void WriteCompact(StringBuilder sb, object? value)
+    {
+        if (value is not QemuJsonObject o)
+        {
+            WriteValue(sb, value, 0);
+            return;
+        }
+        sb.Append('{');
+        bool first = true;
+        foreach (var (k, v) in o.OrderedMembers)
+        {
+            if (!first) sb.Append(", ");
+            first = false;
+            QemuJsonText.WriteQuoted(sb, k);
+            sb.Append(": ");
+            WriteCompact(sb, v);
+        }
+        sb.Append('}');
+    }
+
     /// <summary>A pretty JSON array of objects, as qemu-img info --backing-chain prints it.</summary>
     public static string ToPrettyJson(IReadOnlyList<QemuJsonObject> list)
     {

@@ -53,3 +53,23 @@ public sealed class LeafChildPermissionRule : IChildPermissionRule
     public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative) =>
         throw new InvalidOperationException("a protocol node has no children");
 }
+
+/// <summary>
+/// block_crypto_child_perms (luks): the default rules, then WRITE and RESIZE asked exactly as the
+/// parent asks them and shared whenever the parent shares them ("not fully a format driver").
+/// So a luks image locks its file like raw, except that an open first reads the header with
+/// consistent read alone.
+/// </summary>
+public sealed class CryptoChildPermissionRule : IChildPermissionRule
+{
+    /// <summary>The shared instance.</summary>
+    public static readonly CryptoChildPermissionRule Instance = new();
+
+    /// <inheritdoc />
+    public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative)
+    {
+        var p = DefaultPermissions.ForChild(role, nodeFlags, cumulative);
+        const BlockPermission writeResize = BlockPermission.Write | BlockPermission.Resize;
+        return new PermissionPair((p.Perm & ~writeResize) | (cumulative.Perm & writeResize), p.Shared | (cumulative.Shared & writeResize));
+    }
+}

@@ -9,7 +9,11 @@ namespace Vdisk.Drivers.Qcow2;
 
 /// <summary>The qcow2 settings of a create request, once QEMU's checks passed (qcow2_co_create).</summary>
 internal sealed record Qcow2CreateSettings(long Size, int Version, long ClusterSize, Preallocation Preallocation, bool LazyRefcounts,
-    int RefcountBits, Qcow2CompressionType CompressionType, string? BackingFile, string? BackingFormat);
+    int RefcountBits, Qcow2CompressionType CompressionType, string? BackingFile, string? BackingFormat,
+    Qcow2Encryption? Encryption = null);
+
+/// <summary>The encryption of a new qcow2 image: "aes" or "luks" (with its options), and the passphrase.</summary>
+internal sealed record Qcow2Encryption(string Format, Crypto.LuksCreateOptions? Luks, byte[] Passphrase);
 
 /// <summary>
 /// qcow2's create (qcow2_co_create_opts, qcow2_co_create): its option lists, the checks of a
@@ -95,8 +99,6 @@ internal static class Qcow2Create
     internal static Qcow2CreateSettings Settings(CreateOptions o)
     {
         var opts = o.Options;
-        if (opts.Contains("encryption") || opts.Contains("encrypt.format"))
-            throw new CreateException("vdisk does not support encrypted qcow2 images");
         if (opts.Contains("data_file")) throw new CreateException("vdisk does not support the qcow2 option 'data_file'");
         int version = opts.Get("compat") switch
         {
@@ -143,7 +145,34 @@ internal static class Qcow2Create
         // QEMU rounds in int64_t: a size past the last whole sector turns negative.
         if (rounded < size || rounded > long.MaxValue) throw new CreateException("Could not resize image: Image size cannot be negative");
         return new Qcow2CreateSettings((long)rounded, version, (long)clusterSize, preallocation, lazy, (int)refcountBits, compression,
-            o.BackingFile, o.BackingFormat);
+            o.BackingFile, o.BackingFormat, EncryptionSettings(opts));
+    }
+
+    /// <summary>
+    /// qcow2_co_create_opts' encryption: <c>encryption=on</c> stands for <c>encrypt.format=aes</c>;
+    /// each format needs <c>encrypt.key-secret</c> (qcrypto_block_create's errors).
+    /// </summary>
+    private static Qcow2Encryption? EncryptionSettings(QemuOpts opts)
+    {
+        string? format = opts.Get("encrypt.format");
+        if (opts.GetBool("encryption") == true)
+        {
+            if (format is not null && format != "aes")
+                throw new CreateException("Options \"encryption\" and \"encrypt.format\" are mutually exclusive");
+            format = "aes";
+        }
+        if (format is null) return null;
+        if (format is not ("aes" or "luks")) throw new CreateException($"Parameter 'encrypt.format' does not accept value '{format}'");
+        try
+        {
+            var luks = format == "luks" ? Crypto.LuksCreateOptions.From(opts.Get, "encrypt.") : null;
+            string secret = opts.Get("encrypt.key-secret") ?? throw new CreateException("Parameter 'encrypt.key-secret' is required for cipher");
+            return new Qcow2Encryption(format, luks, Crypto.Secrets.LookupPassphrase(secret));
+        }
+        catch (OptionException e)
+        {
+            throw new CreateException(e.Message);
+        }
     }
 
     private static async Task CreateOnProtocolAsync(CreateOptions o, Qcow2CreateSettings settings, CreatedProtocol protocol, CancellationToken ct)
@@ -162,6 +191,7 @@ internal static class Qcow2Create
             try
             {
                 await ((Qcow2Node)image.Root).ResizeAsync(settings.Size, settings.Preallocation, ct).ConfigureAwait(false);
+                if (settings.Encryption is { } encryption) await ((Qcow2Node)image.Root).EncryptNewImageAsync(encryption, ct).ConfigureAwait(false);
             }
             catch (NativeIOException e)
             {

@@ -38,7 +38,8 @@ public sealed class Qcow2Driver : IBlockDriver
     /// not change what vdisk does, but their values are checked as qcow2_update_options does.
     /// </summary>
     internal sealed record RuntimeOptions(ulong? CacheSize, ulong? L2CacheSize, ulong? L2CacheEntrySize, ulong? RefcountCacheSize,
-        ulong? CacheCleanInterval, bool? LazyRefcounts, string? OverlapCheck, string? OverlapTemplate);
+        ulong? CacheCleanInterval, bool? LazyRefcounts, string? OverlapCheck, string? OverlapTemplate,
+        string? EncryptKeySecret = null, string? EncryptFormat = null);
 
     /// <summary>Takes the runtime options, refusing values of the wrong type with QemuOpts' messages.</summary>
     internal static RuntimeOptions TakeRuntimeOptions(NodeOptions o)
@@ -64,8 +65,15 @@ public sealed class Qcow2Driver : IBlockDriver
         var l2EntrySize = o.TakeSize("l2-cache-entry-size");
         var refcountCacheSize = o.TakeSize("refcount-cache-size");
         var cleanInterval = o.TakeNumber("cache-clean-interval");
+        string? keySecret = null, format = null;
+        if (o.Has("encrypt") && o.Dictionary["encrypt"] is Options.OptionDict encrypt)
+        {
+            var inner = new NodeOptions(encrypt);
+            keySecret = inner.TakeString("key-secret");
+            format = inner.TakeString("format");
+        }
         o.Take("encrypt");
-        return new RuntimeOptions(cacheSize, l2CacheSize, l2EntrySize, refcountCacheSize, cleanInterval, lazy, overlap, template);
+        return new RuntimeOptions(cacheSize, l2CacheSize, l2EntrySize, refcountCacheSize, cleanInterval, lazy, overlap, template, keySecret, format);
     }
 
     /// <summary>
@@ -135,7 +143,8 @@ public sealed class Qcow2Driver : IBlockDriver
         var file = context.OpenChild("file");
         o.EnsureAllUsed(Name, isProtocol: false);
 
-        var node = Qcow2Node.OpenAsync(context.NodeName, context.Flags, context.OpenFlags, file).GetAwaiter().GetResult();
+        var node = Qcow2Node.OpenAsync(context.NodeName, context.Flags, context.OpenFlags, file,
+            encryptKeySecret: runtime.EncryptKeySecret, encryptFormat: runtime.EncryptFormat).GetAwaiter().GetResult();
         try
         {
             CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);

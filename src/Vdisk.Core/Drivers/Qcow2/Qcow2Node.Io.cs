@@ -83,6 +83,11 @@ public sealed partial class Qcow2Node
     public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         EnsureUsable();
+        if (IsEncrypted && !IsSectorAligned(offset, buffer.Length))
+        {
+            await ReadUnalignedAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
+            return;
+        }
         long pos = 0;
         while (pos < buffer.Length)
         {
@@ -111,6 +116,7 @@ public sealed partial class Qcow2Node
                     try
                     {
                         await File.ReadAsync(m.HostOffset, segment, cancellationToken).ConfigureAwait(false);
+                        DecryptAfterRead(offset + pos, m.HostOffset, segment.Span);
                     }
                     finally
                     {
@@ -167,6 +173,7 @@ public sealed partial class Qcow2Node
                 break;
             case Qcow2ClusterKind.Normal:
                 await File.ReadAsync(entry.HostOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
+                DecryptAfterRead(clusterGuestOffset + offsetInCluster, entry.HostOffset + offsetInCluster, destination.Span);
                 break;
             case Qcow2ClusterKind.Compressed:
                 var data = await DecompressAsync(entry, ct).ConfigureAwait(false);
@@ -191,6 +198,11 @@ public sealed partial class Qcow2Node
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
         EnsureWritable();
+        if (IsEncrypted && !IsSectorAligned(offset, data.Length))
+        {
+            await WriteUnalignedAsync(offset, data, flags, cancellationToken).ConfigureAwait(false);
+            return;
+        }
         long pos = 0;
         while (pos < data.Length)
         {
@@ -221,7 +233,7 @@ public sealed partial class Qcow2Node
             }
             try
             {
-                await File.WriteAsync(m.HostOffset, data.Slice((int)pos, (int)m.Bytes), WriteFlags.None, cancellationToken).ConfigureAwait(false);
+                await File.WriteAsync(m.HostOffset, EncryptForWrite(offset + pos, m.HostOffset, data.Slice((int)pos, (int)m.Bytes)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
                 _dataSinceSync = true;
             }
             finally
@@ -273,7 +285,7 @@ public sealed partial class Qcow2Node
         await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
         if (head == 0 && tail == 0)
         {
-            await File.WriteAsync(host, data[..consumed], WriteFlags.None, ct).ConfigureAwait(false);
+            await File.WriteAsync(host, EncryptForWrite(offset, host, data[..consumed]), WriteFlags.None, ct).ConfigureAwait(false);
         }
         else
         {
@@ -282,6 +294,7 @@ public sealed partial class Qcow2Node
             data.Span[..consumed].CopyTo(buffer.AsSpan(head));
             if (tail > 0)
                 await ReadOldAsync(lastEntry, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
+            if (IsEncrypted) Crypto.Encrypt(CryptOffset(clusterStart, host), buffer);
             await File.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
         }
         _dataSinceSync = true;
@@ -686,6 +699,9 @@ public sealed partial class Qcow2Node
         }
         return m.Kind switch
         {
+            // With encryption the host bytes are ciphertext: no offset is reported (qcow2_co_block_status).
+            Qcow2ClusterKind.Normal when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
+            Qcow2ClusterKind.ZeroAllocated when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.Normal => await new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File)
                 .WithHostZeroesAsync(cancellationToken).ConfigureAwait(false),
             Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, File),

@@ -95,7 +95,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     /// qcow2_do_open, reads the L1 and refcount tables and the snapshot list, and repairs the
     /// refcounts of a dirty image opened read-write.
     /// </summary>
-    public static async Task<Qcow2Node> OpenAsync(string nodeName, NodeFlags flags, OpenFlags openFlags, BlockNode file, CancellationToken cancellationToken = default)
+    public static async Task<Qcow2Node> OpenAsync(string nodeName, NodeFlags flags, OpenFlags openFlags, BlockNode file, CancellationToken cancellationToken = default,
+        string? encryptKeySecret = null, string? encryptFormat = null)
     {
         bool check = (openFlags & OpenFlags.Check) != 0;
         bool writable = (flags & NodeFlags.ReadWrite) != 0;
@@ -114,7 +115,6 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         }
         if ((header.IncompatibleFeatures & Qcow2Features.IncompatCorrupt) != 0 && writable && !check)
             throw new NativeIOException(Errno.EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
-        if (header.CryptMethod != 0) throw new Qcow2FormatException("vdisk does not support encrypted qcow2 images");
 
         var g = header.Geometry;
         if (header.RefcountTableClusters == 0 && !check) throw new Qcow2FormatException("Image does not contain a reference count table");
@@ -132,6 +132,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         var snapshots = check ? new List<Qcow2Snapshot>() : await ReadSnapshotsAsync(file, header, cancellationToken).ConfigureAwait(false);
 
         var node = new Qcow2Node(nodeName, flags, file, header, l1, refcountTable, snapshots, openFlags);
+        await node.SetUpEncryptionAsync(encryptKeySecret, encryptFormat, flags, cancellationToken).ConfigureAwait(false);
         if (!check && writable && (header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0)
         {
             try
@@ -253,6 +254,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             specific.Add(new("corrupt", IsCorrupt));
             specific.Add(new("extended-l2", false));
         }
+        if (EncryptInfo() is { } encrypt) specific.Add(new("encrypt", encrypt));
         return new ImageInfo
         {
             Filename = Filename,
@@ -260,6 +262,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             VirtualSize = Length,
             ActualSize = File.AllocatedSize,
             ClusterSize = _g.ClusterSize,
+            Encrypted = IsEncrypted,
             VmStateOffset = _g.L1EntriesFor(Length) * _g.BytesPerL2Table,
             DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
             BackingFilename = _header.BackingFile,

@@ -1,0 +1,178 @@
+using System.Security.Cryptography;
+using Vdisk.Options;
+
+namespace Vdisk.Crypto;
+
+/// <summary>Reads <c>buffer.Length</c> bytes of the container at an offset.</summary>
+public delegate ValueTask CryptoReadFunc(long offset, Memory<byte> buffer, CancellationToken cancellationToken);
+
+/// <summary>Writes bytes into the container at an offset.</summary>
+public delegate ValueTask CryptoWriteFunc(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
+
+/// <summary>The options of a new LUKS volume (QCryptoBlockCreateOptionsLUKS), QEMU's defaults when not given.</summary>
+public sealed record LuksCreateOptions
+{
+    /// <summary>cipher-alg (aes-256).</summary>
+    public CipherAlgorithm Cipher { get; init; } = CipherAlgorithm.Aes256;
+    /// <summary>cipher-mode (xts).</summary>
+    public CipherMode Mode { get; init; } = CipherMode.Xts;
+    /// <summary>ivgen-alg (plain64).</summary>
+    public IvGenAlgorithm IvGen { get; init; } = IvGenAlgorithm.Plain64;
+    /// <summary>ivgen-hash-alg (sha256 for essiv).</summary>
+    public HashAlgorithm? IvGenHash { get; init; }
+    /// <summary>hash-alg (sha256).</summary>
+    public HashAlgorithm Hash { get; init; } = HashAlgorithm.Sha256;
+    /// <summary>Milliseconds of PBKDF2 to spend per unlock (QEMU's default 2000).</summary>
+    public ulong IterTimeMs { get; init; } = 2000;
+
+    /// <summary>
+    /// Reads the create options <c>cipher-alg</c>, <c>cipher-mode</c>, <c>ivgen-alg</c>,
+    /// <c>ivgen-hash-alg</c>, <c>hash-alg</c>, <c>iter-time</c> (with <paramref name="prefix"/>,
+    /// e.g. "encrypt.") from <paramref name="get"/>.
+    /// </summary>
+    /// <exception cref="OptionException">A value QEMU refuses (its words) or vdisk cannot run.</exception>
+    public static LuksCreateOptions From(Func<string, string?> get, string prefix = "")
+    {
+        var o = new LuksCreateOptions();
+        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption(prefix + "cipher-alg", alg) };
+        if (get(prefix + "cipher-mode") is { } mode)
+        {
+            var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter '{prefix}cipher-mode' does not accept value '{mode}'");
+            o = o with { Mode = m };
+        }
+        if (get(prefix + "ivgen-alg") is { } ivgen)
+            o = o with { IvGen = CryptoAlgorithms.ParseIvGen(ivgen) ?? throw new OptionException($"Parameter '{prefix}ivgen-alg' does not accept value '{ivgen}'") };
+        if (get(prefix + "ivgen-hash-alg") is { } ivHash)
+            o = o with { IvGenHash = CryptoAlgorithms.ParseHash(ivHash) ?? throw new OptionException($"Parameter '{prefix}ivgen-hash-alg' does not accept value '{ivHash}'") };
+        if (get(prefix + "hash-alg") is { } hash)
+            o = o with { Hash = CryptoAlgorithms.ParseHash(hash) ?? throw new OptionException($"Parameter '{prefix}hash-alg' does not accept value '{hash}'") };
+        if (get(prefix + "iter-time") is { } iter)
+        {
+            if (!ulong.TryParse(iter, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ms))
+                throw new OptionException($"Parameter '{prefix}iter-time' expects an integer");
+            o = o with { IterTimeMs = ms };
+        }
+        if (o.IvGen == IvGenAlgorithm.Essiv && o.IvGenHash is null) o = o with { IvGenHash = HashAlgorithm.Sha256 };
+        return o;
+    }
+}
+
+/// <summary>
+/// A LUKS1 volume (QEMU's QCryptoBlock of format luks): the header, and once unlocked, the
+/// cipher of the payload. Opened without a passphrase (qemu-img info's no-I/O open) it has the
+/// header only.
+/// </summary>
+public sealed class LuksVolume : IDisposable
+{
+    private LuksVolume(LuksHeader header, SectorCipher? cipher)
+    {
+        Header = header;
+        Cipher = cipher;
+    }
+
+    /// <summary>The header as read or written.</summary>
+    public LuksHeader Header { get; }
+
+    /// <summary>The payload's cipher; null when opened without I/O.</summary>
+    public SectorCipher? Cipher { get; }
+
+    /// <summary>Where the payload starts, in bytes.</summary>
+    public long PayloadOffset => (long)Header.PayloadOffsetSector * SectorCipher.SectorSize;
+
+    /// <summary>
+    /// qcrypto_block_luks_open: reads and checks the header, then (with a passphrase) finds the
+    /// key slot it unlocks.
+    /// </summary>
+    /// <exception cref="LuksFormatException">The header is refused, or no slot opens ("Invalid password, cannot unlock any keyslot").</exception>
+    public static async Task<LuksVolume> OpenAsync(CryptoReadFunc read, byte[]? passphrase, CancellationToken cancellationToken = default)
+    {
+        var bytes = new byte[LuksHeader.Size];
+        await read(0, bytes, cancellationToken).ConfigureAwait(false);
+        var header = LuksHeader.Read(bytes);
+        if (passphrase is null) return new LuksVolume(header, null);
+        CryptoAlgorithms.EnsureSupported(header.Hash, forPbkdf2: true);
+        for (int i = 0; i < LuksHeader.SlotCount; i++)
+        {
+            var slot = header.Slots[i];
+            if (!slot.IsEnabled) continue;
+            int keyLength = (int)header.KeyBytes;
+            var split = new byte[keyLength * (int)slot.Stripes];
+            await read((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
+            var masterKey = await Task.Run(() => TryKey(header, slot, passphrase, split), cancellationToken).ConfigureAwait(false);
+            if (masterKey is not null)
+                return new LuksVolume(header, NewCipher(header, masterKey));
+        }
+        throw new LuksFormatException("Invalid password, cannot unlock any keyslot");
+    }
+
+    private static byte[]? TryKey(LuksHeader header, LuksKeySlot slot, byte[] passphrase, byte[] split)
+    {
+        int keyLength = (int)header.KeyBytes;
+        var slotKey = CryptoAlgorithms.Pbkdf2(header.Hash, passphrase, slot.Salt, (int)Math.Min(slot.Iterations, int.MaxValue), keyLength);
+        using (var cipher = NewCipher(header, slotKey)) cipher.Decrypt(0, split);
+        var masterKey = AfSplit.Merge(header.Hash, split, keyLength, (int)slot.Stripes);
+        var digest = CryptoAlgorithms.Pbkdf2(header.Hash, masterKey, header.MasterKeySalt, (int)Math.Min(header.MasterKeyIterations, int.MaxValue), LuksHeader.DigestLength);
+        return CryptographicOperations.FixedTimeEquals(digest, header.MasterKeyDigest) ? masterKey : null;
+    }
+
+    private static SectorCipher NewCipher(LuksHeader h, byte[] key) =>
+        new(h.CipherAlgorithm, h.CipherMode, h.IvGenAlgorithm, h.IvGenCipher, h.IvGenHash, key);
+
+    /// <summary>
+    /// qcrypto_block_luks_create: a new header with a random master key in slot 0, sized by
+    /// iter-time as QEMU measures it. <paramref name="reserve"/> gets the payload offset first
+    /// (the container makes room for the header), then the header and key material are written.
+    /// </summary>
+    public static async Task<LuksVolume> CreateAsync(LuksCreateOptions o, byte[] passphrase, Func<long, CancellationToken, ValueTask> reserve, CryptoWriteFunc write, CancellationToken cancellationToken = default)
+    {
+        CryptoAlgorithms.EnsureSupported(o.Hash, forPbkdf2: true);
+        if (o.IvGen == IvGenAlgorithm.Essiv) CryptoAlgorithms.EnsureSupported(o.IvGenHash!.Value, forPbkdf2: false);
+        var header = new LuksHeader { Uuid = Guid.NewGuid().ToString() };
+        header.SetAlgorithms(o.Cipher, o.Mode, o.IvGen, o.IvGenHash, o.Hash);
+        int keyLength = (int)header.KeyBytes;
+        RandomNumberGenerator.Fill(header.MasterKeySalt);
+        var masterKey = RandomNumberGenerator.GetBytes(keyLength);
+        var slot = header.Slots[0];
+        RandomNumberGenerator.Fill(slot.Salt);
+        await Task.Run(() =>
+        {
+            ulong iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, masterKey, header.MasterKeySalt, LuksHeader.DigestLength);
+            iters = ScaleIterations(iters, o.IterTimeMs) / 8;
+            header.MasterKeyIterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
+            header.MasterKeyDigest = CryptoAlgorithms.Pbkdf2(o.Hash, masterKey, header.MasterKeySalt, (int)Math.Min(header.MasterKeyIterations, int.MaxValue), LuksHeader.DigestLength);
+            iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, passphrase, slot.Salt, keyLength);
+            iters = ScaleIterations(iters, o.IterTimeMs);
+            slot.Iterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
+        }, cancellationToken).ConfigureAwait(false);
+
+        long slotSectors = header.SplitKeySectors(LuksHeader.Stripes);
+        for (int i = 0; i < LuksHeader.SlotCount; i++)
+        {
+            header.Slots[i].Stripes = LuksHeader.Stripes;
+            header.Slots[i].KeyOffsetSector = (uint)(LuksHeader.KeySlotOffset / SectorCipher.SectorSize + slotSectors * i);
+        }
+        header.PayloadOffsetSector = (uint)(LuksHeader.KeySlotOffset / SectorCipher.SectorSize + slotSectors * LuksHeader.SlotCount);
+        var volume = new LuksVolume(header, NewCipher(header, masterKey));
+        await reserve(volume.PayloadOffset, cancellationToken).ConfigureAwait(false);
+
+        // qcrypto_block_luks_store_key: the key material, then the header with the slot enabled.
+        var slotKey = CryptoAlgorithms.Pbkdf2(o.Hash, passphrase, slot.Salt, (int)slot.Iterations, keyLength);
+        var split = AfSplit.Split(o.Hash, masterKey, (int)LuksHeader.Stripes);
+        using (var cipher = NewCipher(header, slotKey)) cipher.Encrypt(0, split);
+        await write((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
+        slot.Active = LuksKeySlot.Enabled;
+        await write(0, header.ToArray(), cancellationToken).ConfigureAwait(false);
+        return volume;
+    }
+
+    /// <summary>iters * iter_time / 1000, refused as QEMU refuses a product that overflows.</summary>
+    private static ulong ScaleIterations(ulong iters, ulong iterTimeMs)
+    {
+        if (iterTimeMs != 0 && iters > ulong.MaxValue / iterTimeMs)
+            throw new OptionException($"PBKDF iterations {iters} too large to scale: Numerical result out of range");
+        return iters * iterTimeMs / 1000;
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Cipher?.Dispose();
+}
