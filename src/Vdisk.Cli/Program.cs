@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Reflection;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Info;
 using Vdisk.Cli.Io;
@@ -169,9 +168,8 @@ internal static class Program
         return 0;
     }
 
-    private static string VdiskInformationalVersion =>
-        typeof(Program).Assembly.GetCustomAttribute<System.Reflection.AssemblyInformationalVersionAttribute>()?.InformationalVersion
-        ?? typeof(Program).Assembly.GetName().Version?.ToString() ?? "";
+    /// <summary>Baked in at build time (<see cref="BuildVersion"/>): no reflection on the way to the answer.</summary>
+    private static string VdiskInformationalVersion => BuildVersion.Informational;
 
     private sealed class PrintVersionAction(Tool tool) : System.CommandLine.Invocation.SynchronousCommandLineAction
     {

@@ -79,5 +79,5 @@ internal static class Personality
     }
 
     /// <summary>vdisk's version: major.minor.patch of the assembly.</summary>
-    public static string VdiskVersion => typeof(Personality).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+    public static string VdiskVersion => BuildVersion.Short;
 }
