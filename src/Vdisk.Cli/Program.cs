@@ -94,12 +94,11 @@ internal static class Program
     /// </summary>
     private static Command? CommandTree(Tool tool, string[] args, out Func<Command> fullTree)
     {
-        var verbs = Verbs(tool);
-        fullTree = () => FullTree(tool, verbs);
+        fullTree = () => FullTree(tool, Verbs(tool));
         string[] words = args.Length > 0 && args[0] == "--" ? args[1..] : args;
         if (words.Length == 1 && IsVersionRequest(tool, words[0])) return null;
         if (words.Length == 0 || FrontDoor.MayAskForHelp(words)) return fullTree();
-        foreach (var (name, create) in verbs)
+        foreach (var (name, create) in Verbs(tool))
         {
             if (name != words[0]) continue;
             var root = new Command(RootName);
@@ -147,7 +146,10 @@ internal static class Program
     /// </summary>
     private static Command WithClusterOption(Tool tool, Command verb)
     {
-        if (tool == Tool.Vdisk && verb.Options.OfType<LockWaitOption>().Any()) verb.Options.Add(ClusterOption.WithValue());
+        if (tool != Tool.Vdisk) return verb;
+        bool waits = false;
+        for (int i = 0; i < verb.Options.Count; i++) waits |= verb.Options[i] is LockWaitOption;
+        if (waits) verb.Options.Add(ClusterOption.WithValue());
         return verb;
     }
 
