@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Reflection;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Info;
 using Vdisk.Cli.Io;
@@ -97,12 +96,11 @@ internal static class Program
     /// </summary>
     private static Command? CommandTree(Tool tool, string[] args, out Func<Command> fullTree)
     {
-        var verbs = Verbs(tool);
-        fullTree = () => FullTree(tool, verbs);
+        fullTree = () => FullTree(tool, Verbs(tool));
         string[] words = args.Length > 0 && args[0] == "--" ? args[1..] : args;
         if (words.Length == 1 && IsVersionRequest(tool, words[0])) return null;
         if (words.Length == 0 || FrontDoor.MayAskForHelp(words)) return fullTree();
-        foreach (var (name, create) in verbs)
+        foreach (var (name, create) in Verbs(tool))
         {
             if (name != words[0]) continue;
             var root = new Command(RootName);
@@ -150,7 +148,10 @@ internal static class Program
     /// </summary>
     private static Command WithClusterOption(Tool tool, Command verb)
     {
-        if (tool == Tool.Vdisk && verb.Options.OfType<LockWaitOption>().Any()) verb.Options.Add(ClusterOption.WithValue());
+        bool waits = false;
+        if (tool == Tool.Vdisk)
+            for (int i = 0; i < verb.Options.Count; i++) waits |= verb.Options[i] is LockWaitOption;
+        if (waits) verb.Options.Add(ClusterOption.WithValue());
         return ObjectOption.AddTo(verb);
     }
 
@@ -171,9 +172,8 @@ internal static class Program
         return 0;
     }
 
-    private static string VdiskInformationalVersion =>
-        typeof(Program).Assembly.GetCustomAttribute<System.Reflection.AssemblyInformationalVersionAttribute>()?.InformationalVersion
-        ?? typeof(Program).Assembly.GetName().Version?.ToString() ?? "";
+    /// <summary>Baked in at build time (<see cref="BuildVersion"/>): no reflection on the way to the answer.</summary>
+    private static string VdiskInformationalVersion => BuildVersion.Informational;
 
     private sealed class PrintVersionAction(Tool tool) : System.CommandLine.Invocation.SynchronousCommandLineAction
     {

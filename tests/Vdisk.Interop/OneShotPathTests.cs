@@ -23,6 +23,18 @@ public class OneShotPathTests
         Assert.Equal((abbreviated.ExitCode, abbreviated.Stdout, abbreviated.Stderr), (exact.ExitCode, exact.Stdout, exact.Stderr));
     }
 
+    [Fact]
+    public void Version_IsTheOneTheCommandLineParserPrints()
+    {
+        // A bare --version is answered from the version baked in at build time; with a second
+        // word the whole tree parses it and System.CommandLine prints the assembly's attribute.
+        var baked = Programs.Run(Programs.Vdisk, "--version");
+        var parser = Programs.Run(Programs.Vdisk, "--version", "--version");
+
+        Assert.Equal((0, ""), (parser.ExitCode, parser.Stderr));
+        Assert.Equal(parser.Stdout, baked.Stdout);
+    }
+
     private static readonly string[] s_verbs =
         ["io", "info", "locks", "create", "check", "convert", "map", "compare", "resize", "commit", "rebase", "measure", "snapshot", "amend"];
 

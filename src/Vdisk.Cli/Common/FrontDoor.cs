@@ -110,18 +110,36 @@ internal static class FrontDoor
         return false;
     }
 
-    /// <summary>The getopt table of System.CommandLine options: bool options take no value, zero-or-one arity an attached one.</summary>
-    private static GetOpt Table(IEnumerable<Option> options) => new(options.Select(o =>
+    /// <summary>
+    /// The getopt table of System.CommandLine options: bool options take no value, zero-or-one
+    /// arity an attached one. Plain loops: LINQ's Select on another operator's result is a
+    /// generic virtual method, whose first call starts the runtime's type loader (3% of a
+    /// one-shot command, docs/architecture.md "Start-up").
+    /// </summary>
+    private static GetOpt Table(IEnumerable<Option> options)
     {
-        var names = new[] { o.Name }.Concat(o.Aliases).ToList();
-        char? letter = names.FirstOrDefault(n => n.Length == 2 && n[0] == '-' && n[1] != '-') is { } s ? s[1] : null;
-        var longNames = names.Where(n => n.StartsWith("--", StringComparison.Ordinal)).Select(n => n[2..]).ToList();
-        var value = o.ValueType == typeof(bool) ? OptionValue.None
-            : o is ClusterOption { IsFlag: true } ? OptionValue.OptionalKeyValue
-            : o.Arity.MinimumNumberOfValues == 0 ? OptionValue.Optional
-            : OptionValue.Required;
-        return new GetOptOption(letter, longNames, value, o);
-    }).ToList());
+        var table = new List<GetOptOption>();
+        foreach (var o in options)
+        {
+            char? letter = null;
+            var longNames = new List<string>();
+            Name(o.Name);
+            foreach (string alias in o.Aliases) Name(alias);
+            var value = o.ValueType == typeof(bool) ? OptionValue.None
+                : o is ClusterOption { IsFlag: true } ? OptionValue.OptionalKeyValue
+                : o.Arity.MinimumNumberOfValues == 0 ? OptionValue.Optional
+                : OptionValue.Required;
+            table.Add(new GetOptOption(letter, longNames, value, o));
+
+            // The first "-x" is the short letter; every "--name" a long name, in order.
+            void Name(string n)
+            {
+                if (n.StartsWith("--", StringComparison.Ordinal)) longNames.Add(n[2..]);
+                else if (letter is null && n.Length == 2 && n[0] == '-') letter = n[1];
+            }
+        }
+        return new GetOpt(table);
+    }
 
     /// <summary>
     /// Each option as System.CommandLine reads it without guessing: a flag once, a single-valued

@@ -64,20 +64,8 @@ internal static class Personality
     /// entry assembly's path under the JIT host (not the symlink it was started through), so the
     /// kernel's copy is read; it is the same under NativeAOT.
     /// </summary>
-    public static string? ProgramPath()
-    {
-        try
-        {
-            var cmdline = File.ReadAllBytes("/proc/self/cmdline");
-            int end = Array.IndexOf(cmdline, (byte)0);
-            return System.Text.Encoding.UTF8.GetString(cmdline, 0, end < 0 ? cmdline.Length : end);
-        }
-        catch (IOException)
-        {
-            return Environment.GetCommandLineArgs()[0];
-        }
-    }
+    public static string? ProgramPath() => Vdisk.Native.ProcessCommandLine.ProgramPath() ?? Environment.GetCommandLineArgs()[0];
 
     /// <summary>vdisk's version: major.minor.patch of the assembly.</summary>
-    public static string VdiskVersion => typeof(Personality).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+    public static string VdiskVersion => BuildVersion.Short;
 }

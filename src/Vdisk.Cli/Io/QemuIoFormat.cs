@@ -49,16 +49,19 @@ internal static class QemuIoFormat
     public static void Report(TextWriter o, string op, TimeSpan t, long offset, long count, long total, int ops, bool machine)
     {
         double seconds = Math.Max(t.TotalSeconds, 1e-9);
+        // The parts are formatted before the line, not inside it: an interpolation inside another
+        // returns a second buffer to the shared ArrayPool, whose first such return calibrates the
+        // processor-number cache (a timing loop, 3% of `vdisk io -c 'read 0 4k'`).
         if (!machine)
         {
             o.Write(string.Create(CultureInfo.InvariantCulture, $"{op} {count}/{total} bytes at offset {offset}\n"));
-            o.Write(string.Create(CultureInfo.InvariantCulture,
-                $"{Size(total)}, {ops} ops; {Time(t, false)} ({Size(total / seconds)}/sec and {ops / seconds:F4} ops/sec)\n"));
+            string size = Size(total), time = Time(t, false), rate = Size(total / seconds);
+            o.Write(string.Create(CultureInfo.InvariantCulture, $"{size}, {ops} ops; {time} ({rate}/sec and {ops / seconds:F4} ops/sec)\n"));
         }
         else
         {
-            o.Write(string.Create(CultureInfo.InvariantCulture,
-                $"{total},{ops},{Time(t, true)},{total / seconds:F3},{ops / seconds:F3}\n"));
+            string time = Time(t, true);
+            o.Write(string.Create(CultureInfo.InvariantCulture, $"{total},{ops},{time},{total / seconds:F3},{ops / seconds:F3}\n"));
         }
     }
 

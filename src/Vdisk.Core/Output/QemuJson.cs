@@ -23,9 +23,23 @@ public sealed class QemuJsonObject
     /// <summary>The members in insertion order.</summary>
     public IReadOnlyList<KeyValuePair<string, object?>> Members => _members;
 
-    /// <summary>The members in QDict iteration order.</summary>
-    public IEnumerable<KeyValuePair<string, object?>> OrderedMembers =>
-        _members.Select((m, i) => (m, i)).OrderBy(x => Bucket(x.m.Key)).ThenByDescending(x => x.i).Select(x => x.m);
+    /// <summary>
+    /// The members in QDict iteration order: by bucket, newest first within one. Sorted by hand:
+    /// LINQ's ThenBy and a Select after OrderBy are generic virtual methods, whose first call
+    /// starts the runtime's type loader (docs/architecture.md, "Start-up").
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, object?>> OrderedMembers
+    {
+        get
+        {
+            var order = new (int Bucket, int Index)[_members.Count];
+            for (int i = 0; i < order.Length; i++) order[i] = (Bucket(_members[i].Key), i);
+            Array.Sort(order, static (a, b) => a.Bucket != b.Bucket ? a.Bucket.CompareTo(b.Bucket) : b.Index.CompareTo(a.Index));
+            var members = new KeyValuePair<string, object?>[order.Length];
+            for (int i = 0; i < order.Length; i++) members[i] = _members[order[i].Index];
+            return members;
+        }
+    }
 
     /// <summary>QEMU's tdb_hash modulo the bucket count.</summary>
     public static int Bucket(string key)
