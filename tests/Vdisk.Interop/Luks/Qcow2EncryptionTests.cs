@@ -70,6 +70,24 @@ public class Qcow2EncryptionTests
         Same(false, "info", img);
     }
 
+    /// <summary>
+    /// iotest 188: preallocated clusters of an encrypted image decrypt to noise, so a convert into
+    /// one (preallocation=metadata) must write the source's zeroes instead of trusting a zeroed
+    /// target (qcow2_has_zero_init is false for a preallocated encrypted image).
+    /// </summary>
+    [Theory]
+    [InlineData("encrypt.format=luks,encrypt.iter-time=10")]
+    [InlineData("encrypt.format=aes")]
+    public void Convert_into_a_preallocated_encrypted_image_writes_the_zeroes(string options)
+    {
+        using var dir = new TempDir();
+        string source = dir.File("zero.qcow2"), target = dir.File("t.qcow2");
+        Ok(Img("create", "-q", "-f", "qcow2", source, "4M"));
+        Ok(Qemu.Vdisk("convert", "-O", "qcow2", "--object", Secret, "-o", options + ",encrypt.key-secret=sec0,preallocation=metadata", source, target));
+        var r = Img("compare", "--object", Secret, "--image-opts", $"driver=qcow2,file.filename={source}", Opts(target));
+        Assert.True(r.ExitCode == 0 && r.Stdout.Contains("Images are identical."), r.ToString());
+    }
+
     [Theory]
     [InlineData("encryption=on")]
     [InlineData("encrypt.format=luks,encrypt.iter-time=10")]
