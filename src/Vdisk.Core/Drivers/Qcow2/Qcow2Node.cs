@@ -91,6 +91,12 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     public bool IsCorrupt => (_header.IncompatibleFeatures & Qcow2Features.IncompatCorrupt) != 0;
 
     /// <summary>
+    /// qcow2_has_zero_init: an image without preallocated L2 tables reads as zeroes; a preallocated
+    /// one does only where its file does, and never when encrypted (its clusters decrypt to noise).
+    /// </summary>
+    public override bool HasZeroInit => _l1.Length == 0 || _l1[0] == 0 || (!IsEncrypted && File.HasZeroInit);
+
+    /// <summary>
     /// Opens the image on <paramref name="file"/>: validates the header and tables like
     /// qcow2_do_open, reads the L1 and refcount tables and the snapshot list, and repairs the
     /// refcounts of a dirty image opened read-write.
