@@ -21,7 +21,7 @@ public class LuksInteropTests
     public static string MakeWithQemu(TempDir dir, string name, string options, string size, params string[] writes)
     {
         string img = dir.File(name);
-        Ok(Img("create", "-q", "-f", "luks", "--object", Secret, "-o", "key-secret=s0,iter-time=10" + (options.Length > 0 ? "," + options : ""), img, size));
+        Ok(ImgCreateEncrypted("create", "-q", "-f", "luks", "--object", Secret, "-o", "key-secret=s0,iter-time=10" + (options.Length > 0 ? "," + options : ""), img, size));
         if (writes.Length > 0) Ok(Io(["--object", Secret, "--image-opts", .. Commands(writes), Opts(img)]));
         return img;
     }

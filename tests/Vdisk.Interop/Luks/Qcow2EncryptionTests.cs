@@ -38,7 +38,7 @@ public class Qcow2EncryptionTests
     public void QemuMadeImage_ReadsBackIdentical(string options)
     {
         using var dir = new TempDir();
-        string img = Create(Img, dir, "q.qcow2", options);
+        string img = Create(ImgCreateEncrypted, dir, "q.qcow2", options);
         Ok(Io(["--object", Secret, "--image-opts", .. Commands(Writes), Opts(img)]));
         foreach (var output in new[] { "human", "json" })
         {
@@ -94,7 +94,7 @@ public class Qcow2EncryptionTests
     public void EncryptedBackingChain_ReadsAndWritesAsQemu(string options)
     {
         using var dir = new TempDir();
-        string baseImg = Create(Img, dir, "base.qcow2", options);
+        string baseImg = Create(ImgCreateEncrypted, dir, "base.qcow2", options);
         Ok(Io("--object", Secret, "--image-opts", "-c", "write -P 0xa 0 1M", Opts(baseImg)));
         string top = dir.File("top.qcow2");
         Ok(Qemu.Vdisk("create", "-q", "-f", "qcow2", "--object", Secret, "-o", options + ",encrypt.key-secret=sec0", "-b", baseImg, "-F", "qcow2", top, "2M"));
@@ -108,8 +108,8 @@ public class Qcow2EncryptionTests
     public void MissingAndWrongSecrets_GetQemusLine()
     {
         using var dir = new TempDir();
-        string aes = Create(Img, dir, "aes.qcow2", "encryption=on");
-        string luks = Create(Img, dir, "luks.qcow2", "encrypt.format=luks,encrypt.iter-time=10");
+        string aes = Create(ImgCreateEncrypted, dir, "aes.qcow2", "encryption=on");
+        string luks = Create(ImgCreateEncrypted, dir, "luks.qcow2", "encrypt.format=luks,encrypt.iter-time=10");
         foreach (var img in new[] { aes, luks })
         {
             Same(true, "-f", "qcow2", "-c", "read -q 0 512", img);

@@ -213,6 +213,7 @@ public sealed partial class Qcow2Node
         }
         Reference(refs, res, (long)_header.SnapshotsOffset, _header.SnapshotCount == 0 ? 0 : Qcow2Snapshot.TableSize(_snapshots), log);
         Reference(refs, res, _refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits, log);
+        if (CryptoHeaderRange() is { } crypto) Reference(refs, res, crypto.Offset, crypto.Length, log);
         await ReferenceBitmapsAsync(refs, res, log, ct).ConfigureAwait(false);
 
         bool rebuild = false;

@@ -58,10 +58,7 @@ public sealed partial class Qcow2Node
             _cryptPhysicalOffset = false;
             return;
         }
-        var ext = _header.Extensions.FirstOrDefault(e => e.Type == Qcow2Header.ExtensionCrypto);
-        if (ext is null || ext.Data.Length < 16) throw new Qcow2FormatException("Missing crypto header for crypt method 2");
-        long offset = (long)BinaryPrimitives.ReadUInt64BigEndian(ext.Data);
-        long length = (long)BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8));
+        var (offset, length) = CryptoHeaderRange() ?? throw new Qcow2FormatException("Missing crypto header for crypt method 2");
         _luks = await LuksVolume.OpenAsync(async (o, b, c) =>
         {
             if (o + b.Length > length) throw new NativeIOException(Errno.EINVAL, "Request for data outside of extension header");
@@ -69,6 +66,14 @@ public sealed partial class Qcow2Node
         }, passphrase, ct).ConfigureAwait(false);
         _crypto = _luks.Cipher;
         _cryptPhysicalOffset = true;
+    }
+
+    /// <summary>Where the full disk encryption header extension says the LUKS header lies, or null without one.</summary>
+    private (long Offset, long Length)? CryptoHeaderRange()
+    {
+        var ext = _header.Extensions.FirstOrDefault(e => e.Type == Qcow2Header.ExtensionCrypto);
+        if (ext is null || ext.Data.Length < 16) return null;
+        return ((long)BinaryPrimitives.ReadUInt64BigEndian(ext.Data), (long)BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8)));
     }
 
     /// <summary>The "encrypt" member of qemu-img info's qcow2 data (ImageInfoSpecificQCow2Encryption).</summary>
