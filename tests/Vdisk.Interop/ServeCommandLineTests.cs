@@ -98,7 +98,6 @@ public class ServeCommandLineTests
     [Theory]
     [InlineData(new[] { "--chardev", "file,id=m0,path={dir}/q" }, "vdisk: --chardev file,id=m0,path={dir}/q: chardev backend 'file' is not supported by vdisk serve (only 'socket')\n")]
     [InlineData(new[] { "--chardev", "socket,id=m0,path={dir}/q.sock,server=on,wait=on" }, "vdisk: --chardev socket,id=m0,path={dir}/q.sock,server=on,wait=on: vdisk serve does not wait for a monitor client: the socket chardev needs wait=off\n")]
-    [InlineData(new[] { "--object", "secret,id=s0,data=x" }, "vdisk: --object secret,id=s0,data=x: --object is not supported by vdisk serve\n")]
     [InlineData(new[] { "--nbd-server", "addr.type=unix,addr.path={dir}/x.sock,tls-creds=t0" }, "vdisk: --nbd-server addr.type=unix,addr.path={dir}/x.sock,tls-creds=t0: No TLS credentials with id 't0'\n")]
     public void UnsupportedFeatures_AreRefusedClearly(string[] args, string message)
     {
