@@ -57,23 +57,7 @@ public enum BlockStatusFlags
 /// <param name="HostOffset">Where the data lives in <paramref name="HostNode"/>, when known.</param>
 /// <param name="HostNode">The protocol node holding the data, when known.</param>
 /// <param name="Depth">Backing-chain depth the status came from (0 = this node).</param>
-public readonly record struct BlockStatus(long Length, BlockStatusFlags Flags, long? HostOffset = null, BlockNode? HostNode = null, int Depth = 0)
-{
-    /// <summary>
-    /// bdrv_co_block_status's look one layer down (want_zero): data a format maps to its host
-    /// node reads as zeroes where the host range is a hole or lies past the host's end (a
-    /// preallocated cluster never written), and the answer is cut where the host's changes.
-    /// </summary>
-    public async ValueTask<BlockStatus> WithHostZeroesAsync(CancellationToken cancellationToken = default)
-    {
-        if ((Flags & (BlockStatusFlags.Data | BlockStatusFlags.Zero)) != BlockStatusFlags.Data || HostNode is not { } host || HostOffset is not long at || Length <= 0)
-            return this;
-        if (at >= host.Length) return this with { Flags = Flags | BlockStatusFlags.Zero };
-        var below = await host.GetBlockStatusAsync(at, Length, cancellationToken).ConfigureAwait(false);
-        if (below.Length <= 0) return this;
-        return this with { Length = Math.Min(Length, below.Length), Flags = Flags | (below.Flags & BlockStatusFlags.Zero) };
-    }
-}
+public readonly record struct BlockStatus(long Length, BlockStatusFlags Flags, long? HostOffset = null, BlockNode? HostNode = null, int Depth = 0);
 
 /// <summary>
 /// A node of the block graph: a driver instance (file protocol, raw or qcow2 format) with its

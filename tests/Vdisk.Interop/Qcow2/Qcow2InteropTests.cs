@@ -216,25 +216,6 @@ public class Qcow2InteropTests
         Assert.Equal(theirs, mine);
     }
 
-    /// <summary>
-    /// iotest 250: clusters that preallocation=metadata mapped but nothing wrote sit over holes of
-    /// the file, and qemu-img's map reports them as zeroes (data and zero in JSON, left out of the
-    /// human listing), as it reports the written ones as data.
-    /// </summary>
-    [Theory]
-    [InlineData("--output=json")]
-    [InlineData("--output=human")]
-    public void Map_reports_preallocated_unwritten_clusters_as_zeroes_like_qemu_img(string output)
-    {
-        using var dir = new TempDir();
-        string img = dir.File("p.qcow2");
-        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", "cluster_size=1M,preallocation=metadata", img, "20M"));
-        Qemu.Ok(Qemu.Io("-c", "write -P 1 3M 1M", "-c", "write -P 2 7M 512k", "-c", "discard 10M 2M", "-c", "write 19M 1M", img));
-        var q = Qemu.Ok(Qemu.Img("map", output, img));
-        var v = Qemu.Ok(Qemu.Vdisk("map", output, img));
-        Assert.Equal(q.Stdout, v.Stdout);
-    }
-
     [Fact]
     public void Raw_images_do_not_support_checks()
     {

@@ -702,8 +702,7 @@ public sealed partial class Qcow2Node
             // With encryption the host bytes are ciphertext: no offset is reported (qcow2_co_block_status).
             Qcow2ClusterKind.Normal when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.ZeroAllocated when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
-            Qcow2ClusterKind.Normal => await new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File)
-                .WithHostZeroesAsync(cancellationToken).ConfigureAwait(false),
+            Qcow2ClusterKind.Normal => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File),
             Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, File),
             Qcow2ClusterKind.ZeroPlain => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.Compressed => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
