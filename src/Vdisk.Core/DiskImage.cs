@@ -198,6 +198,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         CheckRequest(offset, buffer.Length, BlockPermission.None);
+        if (Root.CopyOnRead) return Vdisk.Graph.CopyOnRead.ReadAsync(Root, offset, buffer, cancellationToken);
         return Root.ReadAsync(offset, buffer, cancellationToken);
     }
 

@@ -14,7 +14,7 @@ public partial class ToolOutputTests
     private static partial Regex MachineTimingLine();
 
     /// <summary>Replaces qemu-io's timing lines by their size-and-ops part, which is deterministic.</summary>
-    private static string Normalize(string output) => string.Join("\n", output.Split('\n').Select(line =>
+    internal static string Normalize(string output) => string.Join("\n", output.Split('\n').Select(line =>
     {
         var m = TimingLine().Match(line);
         if (m.Success) return $"{m.Groups[1].Value}, {m.Groups[2].Value} ops; TIME";

@@ -17,6 +17,8 @@ internal static class IoCommand
         var commands = new Option<string[]>("--cmd", "-c") { Description = "run a command (repeatable)", AllowMultipleArgumentsPerToken = false };
         var readOnly = new Option<bool>("--read-only", "-r") { Description = "open read-only" };
         var noCache = new Option<bool>("--nocache", "-n") { Description = "bypass the host page cache (O_DIRECT)" };
+        var snapshot = new Option<bool>("--snapshot", "-s") { Description = "use a temporary overlay: writes never reach the image" };
+        var copyOnRead = new Option<bool>("--copy-on-read", "-C") { Description = "copy what reads find in the backing chain into the image" };
         var cache = new Option<string?>("--cache", "-t") { Description = "cache mode: writethrough (the default: every write is flushed), writeback, unsafe (no flushes), none, directsync" };
         var discard = new Option<string?>("--discard", "-d") { Description = "discard mode (ignore, unmap)" };
         var aio = new Option<string?>("--aio", "-i") { Description = "AIO mode: threads, native (needs -n or -t none/directsync), io_uring; vdisk does its I/O the same way in each" };
@@ -31,6 +33,8 @@ internal static class IoCommand
         command.Options.Add(commands);
         command.Options.Add(readOnly);
         command.Options.Add(noCache);
+        command.Options.Add(snapshot);
+        command.Options.Add(copyOnRead);
         command.Options.Add(cache);
         command.Options.Add(discard);
         command.Options.Add(aio);
@@ -113,6 +117,8 @@ internal static class IoCommand
                 }
                 var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;
                 if (forceShare) flags |= OpenFlags.ForceShare;
+                if (result.GetValue(snapshot)) flags |= OpenFlags.Snapshot;
+                if (result.GetValue(copyOnRead)) flags |= OpenFlags.CopyOnRead;
                 // qemu-io opens with BDRV_O_UNMAP unless -d ignore: its discards reach the image.
                 if (result.GetValue(discard) is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
                 if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);

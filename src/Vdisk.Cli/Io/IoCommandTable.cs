@@ -48,7 +48,9 @@ internal static class IoCommandTable
             " Opens an image for the commands that follow; only one image is open at a time.\n" +
             " -r  read-only            -U  share every permission with other users\n" +
             " -o  block driver options, e.g. -o driver=raw\n" +
-            " -s, -C, -n, -k, -t, -d are accepted for compatibility\n"),
+            " -s  use a temporary overlay (writes never reach the image)\n" +
+            " -C  copy-on-read: copy what reads find in the backing chain into the image\n" +
+            " -n, -t, -d  cache and discard modes, as on the command line; -k is accepted\n"),
         // qemu-io's quit takes any number of arguments.
         new("quit", "q", static (s, _) => Task.FromResult(s.Quit()), 0, -1, true, true, BlockPermission.None, null, "exit the program", Polls: false),
         new("read", "r", static (s, w) => s.ReadAsync(w), 2, -1, false, false, BlockPermission.ConsistentRead, "[-abCqv] [-P pattern [-s off] [-l len]] off len", "reads a number of bytes at a specified offset",

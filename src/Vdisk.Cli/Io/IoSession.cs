@@ -906,7 +906,7 @@ internal sealed class IoSession : IAsyncDisposable
     {
         var parsed = ParseOptions(words, "snCro:kt:d:U");
         if (parsed is null) { Usage("open"); return -Errno.EINVAL; }
-        bool readOnly = false, forceShare = false, unmap = true;
+        bool readOnly = false, forceShare = false, unmap = true, snapshot = false, copyOnRead = false;
         var cache = IoCacheMode.Default;
         var extra = new List<string>();
         foreach (var (opt, value) in parsed.Value.Options)
@@ -914,6 +914,8 @@ internal sealed class IoSession : IAsyncDisposable
             switch (opt)
             {
                 case 'r': readOnly = true; break;
+                case 's': snapshot = true; break;
+                case 'C': copyOnRead = true; break;
                 case 'U': forceShare = true; break;
                 case 'o': extra.Add(value!); break;
                 case 'n': cache = cache.WithNoCache(); break;
@@ -960,6 +962,8 @@ internal sealed class IoSession : IAsyncDisposable
         var flags = readOnly ? OpenFlags.None : OpenFlags.ReadWrite;
         if (forceShare) flags |= OpenFlags.ForceShare;
         if (unmap) flags |= OpenFlags.Unmap;
+        if (snapshot) flags |= OpenFlags.Snapshot;
+        if (copyOnRead) flags |= OpenFlags.CopyOnRead;
         return OpenImage(source, flags, cache) ? 0 : -Errno.EINVAL;
     }
 

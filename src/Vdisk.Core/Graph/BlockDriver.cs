@@ -138,6 +138,7 @@ public static class BlockDrivers
         Register(new Drivers.Vdi.VdiDriver());
         Register(new Drivers.Vmdk.VmdkDriver());
         Register(new Drivers.Luks.LuksDriver());
+        Register(new Drivers.CopyOnRead.CopyOnReadDriver());
         Register(new Drivers.Nbd.NbdDriver());
         Register(new Drivers.Null.NullDriver("null-co"));
         Register(new Drivers.Null.NullDriver("null-aio"));

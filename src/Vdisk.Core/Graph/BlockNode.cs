@@ -108,6 +108,18 @@ public abstract partial class BlockNode
     /// </summary>
     public bool Unmap { get; internal set; }
 
+    /// <summary>
+    /// bs->copy_on_read (BDRV_O_COPY_ON_READ, <c>qemu-io -C</c>): reads that users of the image
+    /// make copy what the node does not hold from its backing chain (<see cref="Graph.CopyOnRead"/>).
+    /// </summary>
+    public bool CopyOnRead { get; internal set; }
+
+    /// <summary>
+    /// bdrv_get_cluster_size: the unit copy-on-read rounds its copies to (qcow2's cluster); 0
+    /// when the driver reports none (the request alignment then, one byte for vdisk's nodes).
+    /// </summary>
+    public virtual long ClusterSizeForCopy => 0;
+
     /// <summary>The node's <c>detect-zeroes</c> option.</summary>
     public DetectZeroes DetectZeroes { get; internal set; }
 

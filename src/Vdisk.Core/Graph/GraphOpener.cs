@@ -30,7 +30,17 @@ public sealed class GraphOpener
         try
         {
             var inherited = BackendPermissions.NodeFlagsFor(flags);
-            return OpenNode(options, inherited, flags, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+            // Copy-on-read is the top node's alone: bdrv_inherited_options clears it for children.
+            var top = (flags & OpenFlags.Snapshot) != 0
+                ? OpenUnderTemporaryOverlay(options, flags)
+                : OpenNode(options, inherited, flags & ~OpenFlags.CopyOnRead, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+            if ((flags & OpenFlags.CopyOnRead) != 0)
+            {
+                // bdrv_open_common, once the driver has opened the node.
+                if (top.IsReadOnly) throw new OptionException("Can't use copy-on-read on read-only device");
+                top.CopyOnRead = true;
+            }
+            return top;
         }
         catch
         {
@@ -50,6 +60,51 @@ public sealed class GraphOpener
             await node.CloseAsync().ConfigureAwait(false);
         }
         _opened.Clear();
+    }
+
+    /// <summary>
+    /// bdrv_open_inherit with BDRV_O_SNAPSHOT and bdrv_append_temp_snapshot: the image opens
+    /// read-only (as a backing file would), a qcow2 of its size is created in the temporary
+    /// directory, and that overlay, read-write with cache=unsafe, goes on top with the image as
+    /// its backing node. Writes land in the overlay, which is gone once the image closes.
+    /// </summary>
+    private BlockNode OpenUnderTemporaryOverlay(OptionDict options, OpenFlags flags)
+    {
+        var baseFlags = flags & ~(OpenFlags.Snapshot | OpenFlags.CopyOnRead | OpenFlags.ReadWrite);
+        options.Remove("read-only");
+        var image = OpenNode(options, BackendPermissions.NodeFlagsFor(baseFlags), baseFlags, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+
+        string overlayPath = Native.TemporaryFile.Create();
+        try
+        {
+            var create = new CreateOptions(overlayPath, "qcow2");
+            create.Options.Set("size", image.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            ImageCreator.CreateAsync(create).GetAwaiter().GetResult();
+            return OpenNode(OverlayOptions(overlayPath, image), BackendPermissions.NodeFlagsFor(flags | OpenFlags.ReadWrite) & ~NodeFlags.ForceShare,
+                (flags & ~(OpenFlags.Snapshot | OpenFlags.CopyOnRead)) | OpenFlags.ReadWrite, isTop: false, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+        }
+        finally
+        {
+            // As QEMU 7.2 does, the overlay's name goes as soon as it is open (or failed to
+            // open): nothing is left behind in the temporary directory, even after a crash.
+            Native.LibC.Unlink(overlayPath);
+        }
+    }
+
+    private static OptionDict OverlayOptions(string overlayPath, BlockNode image)
+    {
+
+        var overlay = new OptionDict();
+        overlay.Set("driver", "qcow2");
+        var file = new OptionDict();
+        file.Set("driver", "file");
+        file.Set("filename", overlayPath);
+        overlay.Set("file", file);
+        overlay.Set("backing", image.NodeName);
+        var cache = new OptionDict();
+        cache.Set("no-flush", "on");
+        overlay.Set("cache", cache);
+        return overlay;
     }
 
     /// <summary>The node named <paramref name="name"/> in this graph, or null.</summary>

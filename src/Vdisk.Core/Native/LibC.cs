@@ -14,7 +14,7 @@ internal static partial class LibC
 {
     // The exact soname: a bare "libc" makes the runtime probe ~40 paths (libc.so is a linker
     // script) before it finds the library, on every start.
-    private const string Lib = "libc.so.6";
+    internal const string Lib = "libc.so.6";
 
     /// <summary>errno as the marshaller saved it after the last import (or <see cref="FcntlLock"/>) on this thread.</summary>
     public static int LastError => Marshal.GetLastPInvokeError();

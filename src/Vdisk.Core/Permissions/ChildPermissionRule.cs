@@ -73,3 +73,24 @@ public sealed class CryptoChildPermissionRule : IChildPermissionRule
         return new PermissionPair((p.Perm & ~writeResize) | (cumulative.Perm & writeResize), p.Shared | (cumulative.Shared & writeResize));
     }
 }
+
+/// <summary>
+/// cor_child_perm (the <c>copy-on-read</c> filter): consistent read, write and resize pass
+/// through; the filter always shares write-unchanged and graph-mod, and asks write-unchanged of
+/// its child for the copies it writes (not while inactive: the child could not grant it).
+/// </summary>
+public sealed class CopyOnReadChildPermissionRule : IChildPermissionRule
+{
+    /// <summary>The shared instance.</summary>
+    public static readonly CopyOnReadChildPermissionRule Instance = new();
+
+    private const BlockPermission PassThrough = BlockPermission.ConsistentRead | BlockPermission.Write | BlockPermission.Resize;
+
+    /// <inheritdoc />
+    public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative)
+    {
+        var perm = cumulative.Perm & PassThrough;
+        if ((nodeFlags & NodeFlags.Inactive) == 0) perm |= BlockPermission.WriteUnchanged;
+        return new PermissionPair(perm, (cumulative.Shared & PassThrough) | (BlockPermission.All & ~PassThrough));
+    }
+}

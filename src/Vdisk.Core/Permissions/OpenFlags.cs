@@ -31,6 +31,13 @@ public enum OpenFlags
     NoFlush = 0x400,
     /// <summary>BDRV_O_NOCACHE (cache=none, directsync; qemu-io -n): every node's cache.direct defaults to on (O_DIRECT).</summary>
     NoCache = 0x800,
+    /// <summary>BDRV_O_COPY_ON_READ (qemu-io -C): the top node copies what reads find in its backing chain; read-write opens only.</summary>
+    CopyOnRead = 0x1000,
+    /// <summary>
+    /// BDRV_O_SNAPSHOT (qemu-io -s, snapshot=on): the image opens read-only as the backing file of a
+    /// temporary qcow2 overlay that takes every write and is deleted on close.
+    /// </summary>
+    Snapshot = 0x2000,
 }
 
 /// <summary>The requests users make of the top node of an image.</summary>

@@ -22,6 +22,24 @@ public class PermissionCalculusTests
     }
 
     [Fact]
+    public void CopyOnReadFilter_PassesReadWriteResize_AndAsksWriteUnchangedUnlessInactive()
+    {
+        var rule = CopyOnReadChildPermissionRule.Instance;
+        const P passThrough = P.ConsistentRead | P.Write | P.Resize;
+        Gen.Select(GenPair, Gen.Bool).Sample((parent, inactive) =>
+        {
+            var flags = NodeFlags.ReadWrite | (inactive ? NodeFlags.Inactive : NodeFlags.None);
+            var child = rule.ChildPermissions(ChildRole.Filtered | ChildRole.Primary, flags, parent);
+            Assert.Equal((parent.Perm & passThrough) | (inactive ? P.None : P.WriteUnchanged), child.Perm);
+            // What the copies write never changes guest data, so the filter always shares it.
+            Assert.Equal((parent.Shared & passThrough) | P.WriteUnchanged, child.Shared);
+        });
+        // A plain reader through the filter: consistent read and write-unchanged, everything shared.
+        Assert.Equal(new PermissionPair(P.ConsistentRead | P.WriteUnchanged, P.All),
+            rule.ChildPermissions(ChildRole.Filtered | ChildRole.Primary, NodeFlags.ReadWrite, new PermissionPair(P.ConsistentRead, P.All)));
+    }
+
+    [Fact]
     public void ForceShare_SharesEverythingButKeepsHeldPermissions()
     {
         GenPair.Sample(parent =>

@@ -87,6 +87,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     /// <inheritdoc />
     public override long Length => (long)_header.Size;
 
+    /// <inheritdoc />
+    public override long ClusterSizeForCopy => _g.ClusterSize;
+
     /// <summary>True when the header's corrupt bit is set.</summary>
     public bool IsCorrupt => (_header.IncompatibleFeatures & Qcow2Features.IncompatCorrupt) != 0;
 
