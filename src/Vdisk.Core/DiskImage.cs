@@ -232,6 +232,23 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return Root.DiscardAsync(offset, length, cancellationToken);
     }
 
+    /// <summary>
+    /// blk_save_vmstate: writes the VM state area of the top node (qcow2's, past the disk), which
+    /// the image's permissions do not cover: QEMU checks none for it either.
+    /// </summary>
+    public ValueTask SaveVmStateAsync(long position, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Root.SaveVmStateAsync(position, data, cancellationToken);
+    }
+
+    /// <summary>blk_load_vmstate: reads the VM state area of the top node.</summary>
+    public ValueTask LoadVmStateAsync(long position, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Root.LoadVmStateAsync(position, buffer, cancellationToken);
+    }
+
     /// <summary>Flushes to stable storage.</summary>
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {

@@ -46,10 +46,11 @@ internal static class ConvertCommand
         var srcCache = new Option<string?>("-T") { Description = "cache mode of the sources: writeback (default), writethrough, none, directsync, unsafe" };
         var rate = new Option<string?>("-r") { Description = "limit the writes to the target to this many bytes per second (k, M, G... suffixes)" };
         var copyRange = new Option<bool>("-C") { Description = "try copy offloading (accepted; vdisk copies the same way with or without it)" };
+        var snapshotParam = new Option<string?>("-l") { Description = "convert an internal snapshot of the source: snapshot.id=ID[,snapshot.name=NAME], or an id or name" };
         var files = new Argument<string[]>("files") { Arity = ArgumentArity.ZeroOrMore, Description = "the source images, then the target" };
         var command = new Command("convert", "Convert or copy images like qemu-img convert");
         image.AddTo(command, withForceShare: true);
-        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange })
+        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange, snapshotParam })
             command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
@@ -77,6 +78,7 @@ internal static class ConvertCommand
                 }
                 parallel = (int)n;
             }
+            if (!SnapshotChoice.TryParse(result.GetValue(snapshotParam), out var snapshot)) return 1;
             long rateLimit = 0;
             if (result.GetValue(rate) is { } r && !ImgOptions.TryCvtNum("rate limit", r, out rateLimit)) return 1;
 
@@ -131,6 +133,7 @@ internal static class ConvertCommand
                     if (img is null) return 1;
                     sources.Add(img);
                 }
+                if (snapshot is not null && !await snapshot.LoadAsync(sources, ct)) return 1;
                 // bdrv_nb_sectors: lengths in whole sectors.
                 long totalSectors = sources.Sum(x => (x.Length + 511) / 512);
 

@@ -216,19 +216,14 @@ internal sealed class IoSession : IAsyncDisposable
             _out.Write("pattern verification range exceeds end of read data\n");
             return -Errno.EINVAL;
         }
-        if (vmState)
-        {
-            if (!SectorAligned(offset, "offset") || !SectorAligned(count, "count")) return -Errno.EINVAL;
-            // No vdisk format keeps a VM state (qemu-io's raw answers the same).
-            _out.Write($"read failed: {NativeIOException.Describe(Errno.ENOTSUP)}\n");
-            return -Errno.ENOTSUP;
-        }
+        if (vmState && (!SectorAligned(offset, "offset") || !SectorAligned(count, "count"))) return -Errno.EINVAL;
 
         var buffer = GC.AllocateUninitializedArray<byte>((int)count);
         var watch = Stopwatch.StartNew();
         try
         {
-            await _image!.ReadAsync(offset, buffer, _cancel);
+            if (vmState) await _image!.LoadVmStateAsync(offset, buffer, _cancel);
+            else await _image!.ReadAsync(offset, buffer, _cancel);
         }
         catch (IOException e)
         {
@@ -327,10 +322,11 @@ internal sealed class IoSession : IAsyncDisposable
         {
             if (vmState)
             {
-                // No vdisk format keeps a VM state (qemu-io's raw answers the same).
-                throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+                await _image!.SaveVmStateAsync(offset, data, _cancel);
+                // blk_save_vmstate flushes when the write cache is off (write-through).
+                if (_writeThrough) await _image!.FlushAsync(_cancel);
             }
-            if (zero)
+            else if (zero)
             {
                 var flags = (unmap ? ZeroFlags.MayUnmap : 0) | (noFallback ? ZeroFlags.NoFallback : 0) | (fua ? ZeroFlags.Fua : 0);
                 await _image!.WriteZeroesAsync(offset, count, flags, _cancel);

@@ -112,6 +112,39 @@ public abstract partial class BlockNode
     public virtual Task DeleteSnapshotAsync(string id, string name, CancellationToken cancellationToken = default) =>
         throw new Native.NativeIOException(Native.Errno.ENOENT, "snapshot not found");
 
+    /// <summary>
+    /// bdrv_co_writev_vmstate: writes <paramref name="data"/> at <paramref name="position"/> of the
+    /// VM state area (qcow2 keeps one past the guest disk). A driver without one passes the request
+    /// to its primary child, as QEMU does; at the bottom the answer is ENOTSUP.
+    /// </summary>
+    public virtual ValueTask SaveVmStateAsync(long position, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default) =>
+        PrimaryChild() is { } child
+            ? child.SaveVmStateAsync(position, data, cancellationToken)
+            : throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    /// <summary>bdrv_co_readv_vmstate: reads the VM state area, like <see cref="SaveVmStateAsync"/>.</summary>
+    public virtual ValueTask LoadVmStateAsync(long position, Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        PrimaryChild() is { } child
+            ? child.LoadVmStateAsync(position, buffer, cancellationToken)
+            : throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
+
+    private BlockNode? PrimaryChild()
+    {
+        foreach (var child in Children)
+            if ((child.Role & Permissions.ChildRole.Primary) != 0) return child.Node;
+        return null;
+    }
+
+    /// <summary>
+    /// bdrv_snapshot_load_tmp: a read-only node shows an internal snapshot in place of its active
+    /// state until it closes (qemu-img convert -l). Matches the snapshot by both when
+    /// <paramref name="id"/> and <paramref name="name"/> are given, else by the one given.
+    /// </summary>
+    /// <exception cref="NativeIOException">ENOENT without such a snapshot; ENOTSUP for drivers without internal snapshots.</exception>
+    public virtual Task LoadSnapshotTemporarilyAsync(string? id, string? name, CancellationToken cancellationToken = default) =>
+        throw new NativeIOException(Errno.ENOTSUP,
+            $"Block format '{DriverName}' used by device '' does not support temporarily loading internal snapshots");
+
     /// <summary>True for a raw node whose format was probed rather than given (raw_open warns about it).</summary>
     public virtual bool IsProbedRaw => false;
 }

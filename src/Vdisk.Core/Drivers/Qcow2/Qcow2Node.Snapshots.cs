@@ -88,6 +88,33 @@ public sealed partial class Qcow2Node
         }
     }
 
+    /// <summary>
+    /// qcow2_snapshot_load_tmp: the snapshot's L1 table replaces the active one in memory only;
+    /// the disk size stays the active one's, as in QEMU.
+    /// </summary>
+    public override async Task LoadSnapshotTemporarilyAsync(string? id, string? name, CancellationToken cancellationToken = default)
+    {
+        if (!IsReadOnly) throw new InvalidOperationException("a snapshot is loaded temporarily only into a read-only node");
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var snapshot = _snapshots.FirstOrDefault(s => (id is null || s.Id == id) && (name is null || s.Name == name))
+                ?? throw new NativeIOException(Errno.ENOENT, "Can't find snapshot");
+            ValidateTable(_g, snapshot.L1TableOffset, snapshot.L1Size, 8, Qcow2Geometry.MaxL1Bytes, "Snapshot L1 table");
+            var raw = new byte[snapshot.L1Size * 8L];
+            await File.ReadAsync((long)snapshot.L1TableOffset, raw, cancellationToken).ConfigureAwait(false);
+            var l1 = new ulong[snapshot.L1Size];
+            for (int i = 0; i < l1.Length; i++) l1[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
+            _l1 = l1;
+            _header.L1Size = snapshot.L1Size;
+            _header.L1TableOffset = snapshot.L1TableOffset;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
     /// <summary>qcow2_snapshot_delete of the snapshot with this id and name.</summary>
     /// <exception cref="NativeIOException">ENOENT "Can't find the snapshot".</exception>
     public override async Task DeleteSnapshotAsync(string id, string name, CancellationToken cancellationToken = default)

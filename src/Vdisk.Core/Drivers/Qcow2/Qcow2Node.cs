@@ -272,7 +272,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             ActualSize = File.AllocatedSize,
             ClusterSize = _g.ClusterSize,
             Encrypted = IsEncrypted,
-            VmStateOffset = _g.L1EntriesFor(Length) * _g.BytesPerL2Table,
+            VmStateOffset = VmStateOffset,
             DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
             BackingFilename = _header.BackingFile,
             FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(Filename, _header.BackingFile),
