@@ -22,6 +22,8 @@ public sealed class QemuNbdTests : IDisposable
     {
         string img = _dir.File("disk." + format);
         Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", format, img, "1M").ExitCode);
+        // An internal snapshot for -l to export.
+        if (format == "qcow2") Assert.Equal(0, Programs.Run("qemu-img", "snapshot", "-c", "sn1", img).ExitCode);
         return img;
     }
 
@@ -35,6 +37,8 @@ public sealed class QemuNbdTests : IDisposable
         { "qcow2", ["-f", "qcow2"] },
         { "qcow2", ["-r", "-f", "qcow2"] },
         { "qcow2", ["--image-opts"] },
+        { "qcow2", ["-s", "-f", "qcow2"] },
+        { "qcow2", ["-l", "sn1", "-f", "qcow2"] },
     };
 
     /// <summary>A server holding <paramref name="img"/>: ready once it holds lock bytes (every mode here holds some).</summary>
@@ -113,6 +117,9 @@ public sealed class QemuNbdTests : IDisposable
         { ["--image-opts", "-f", "raw", "-k", "SOCK", "IMG"] },
         { ["-f", "qcow2", "-k", "SOCK", "IMG"] },
         { ["-f", "raw", "-k", "SOCK", "MISSING"] },
+        { ["-l", "snapshot.bogus=1", "-k", "SOCK", "IMG"] },
+        { ["-l", "snapshot.x", "-k", "SOCK", "IMG"] },
+        { ["-l", "sn1", "-f", "raw", "-k", "SOCK", "IMG"] },
         { ["--persistent=1", "IMG"] },
     };
 
@@ -209,6 +216,46 @@ public sealed class QemuNbdTests : IDisposable
         var vw = Programs.Run("qemu-io", "-f", "raw", "-c", "write 0 4k", $"nbd+unix:///?socket={vs}");
         Assert.NotEqual(0, qw.ExitCode);
         Assert.Equal((qw.ExitCode, qw.Stdout, qw.Stderr), (vw.ExitCode, vw.Stdout, vw.Stderr.Replace(vs, qs, StringComparison.Ordinal)));
+    }
+
+    /// <summary>
+    /// -l exports an internal snapshot read-only; -s exports a temporary overlay that takes the
+    /// writes. What clients read and write, and the image afterwards, as with qemu-nbd.
+    /// </summary>
+    [Theory]
+    [InlineData(new[] { "-l", "sn1" }, "read -P 1 0 64k | read -P 0 64k 64k | write -P 9 0 4k")]
+    [InlineData(new[] { "-l", "snapshot.name=sn1" }, "read -P 1 0 64k | read -P 0 64k 64k")]
+    // No such snapshot: the server ends with QEMU's message (no client: the socket exists briefly).
+    [InlineData(new[] { "-l", "snapshot.id=1,snapshot.name=nope" }, "")]
+    [InlineData(new[] { "-s" }, "read -P 2 0 128k | write -P 9 0 4k | read -P 9 0 4k")]
+    public void SnapshotExports_ServeWhatQemuNbdServes(string[] options, string script)
+    {
+        string[] commands = script == "" ? [] : [.. script.Split(" | ").SelectMany(c => new[] { "-c", c })];
+        (RunResult Server, RunResult Client) Run(string program, string name)
+        {
+            string img = _dir.File(name + ".qcow2"), socket = _dir.File(name + ".sock");
+            Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
+            Assert.Equal(0, Programs.Run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 64k", img).ExitCode);
+            Assert.Equal(0, Programs.Run("qemu-img", "snapshot", "-c", "sn1", img).ExitCode);
+            Assert.Equal(0, Programs.Run("qemu-io", "-f", "qcow2", "-c", "write -P 2 0 128k", img).ExitCode);
+            using var server = ChildProcess.Start(program, [.. options, "-f", "qcow2", "-k", socket, img]);
+            var client = new RunResult(0, "", "");
+            if (commands.Length > 0)
+            {
+                WaitForSocket(server, socket);
+                client = Programs.Run("qemu-io", ["-f", "raw", $"nbd+unix:///?socket={socket}", .. commands]);
+            }
+            // Without -t the server ends when its client leaves (or it refused to start).
+            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(30)), "the server kept running");
+            // The image itself never changes: -l is read-only, -s writes to the overlay.
+            Assert.Equal(0, Programs.Run("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 2 0 128k", img).ExitCode);
+            return (server.Result(), client);
+        }
+        var (qs, qc) = Run("qemu-nbd", "q");
+        var (vs, vc) = Run(VdiskNbd, "v");
+        Assert.Equal((qs.ExitCode, qs.Stderr), (vs.ExitCode, vs.Stderr.Replace(VdiskNbd, "qemu-nbd", StringComparison.Ordinal)));
+        Assert.Equal((qc.ExitCode, ToolOutputTests.Normalize(qc.Stdout), qc.Stderr.Replace(_dir.File("q.sock"), "SOCK")),
+            (vc.ExitCode, ToolOutputTests.Normalize(vc.Stdout), vc.Stderr.Replace(_dir.File("v.sock"), "SOCK")));
     }
 
     [Fact]

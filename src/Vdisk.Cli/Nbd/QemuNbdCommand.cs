@@ -17,6 +17,7 @@ internal sealed record QemuNbdSettings
     public bool ImageOpts { get; init; }
     public bool ReadOnly { get; init; }
     public bool Snapshot { get; init; }
+    public SnapshotChoice? LoadSnapshot { get; init; }
     public string ExportName { get; init; } = "";
     public string? Description { get; init; }
     public string? SocketPath { get; init; }
@@ -72,6 +73,11 @@ internal static class QemuNbdCommand
           -s, --snapshot            use FILE as an external snapshot, create a temporary
                                     file with backing_file=FILE, redirect the write to
                                     the temporary one
+          -l, --load-snapshot=SNAPSHOT_PARAM
+                                    load an internal snapshot inside FILE and export it
+                                    as an read-only device, SNAPSHOT_PARAM format is
+                                    'snapshot.id=[ID],snapshot.name=[NAME]', or
+                                    '[ID_OR_NAME]'
           -n, --nocache             disable host cache
               --cache=MODE          set cache mode used to access the disk image, the
                                     valid options are: 'none', 'writeback' (default),
@@ -81,7 +87,7 @@ internal static class QemuNbdCommand
               --detect-zeroes=MODE  set detect-zeroes mode (off, on, unmap)
               --image-opts          treat FILE as a full set of image options
 
-        Not supported by vdisk: -c/--connect, -d/--disconnect, -L/--list, -l/--load-snapshot,
+        Not supported by vdisk: -c/--connect, -d/--disconnect, -L/--list,
         -B/--bitmap, -A/--allocation-depth, --tls-*, --selinux-label, -T/--trace.
 
         """;
@@ -220,7 +226,11 @@ internal static class QemuNbdCommand
                     unsupported.Add("-c/--connect and -d/--disconnect (the kernel NBD client) are not supported by vdisk; connect a client to its socket instead (nbd-client, or qemu-nbd -c of QEMU)");
                     break;
                 case Opt.List: unsupported.Add("-L/--list is not supported by vdisk (use nbdinfo --list)"); break;
-                case Opt.LoadSnapshot: unsupported.Add("-l/--load-snapshot is not supported by vdisk"); break;
+                case Opt.LoadSnapshot:
+                    // qemu-nbd: the snapshot is parsed at once, and -l implies -r.
+                    if (!SnapshotChoice.TryParse(v, out var snapshot, nbdQuotes: true)) return new(null, 1);
+                    s = s with { LoadSnapshot = snapshot, ReadOnly = true };
+                    break;
                 case Opt.Bitmap: unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
                 case Opt.AllocationDepth: unsupported.Add("-A/--allocation-depth is not supported by vdisk"); break;
                 case Opt.Object:
@@ -254,7 +264,6 @@ internal static class QemuNbdCommand
         }
         if (unsupported.Count > 0) return Fail(unsupported[0]);
         if (s.Cache.WriteThrough) return Fail("write-through cache modes (writethrough, directsync) are not supported by vdisk's qemu-nbd yet");
-        if (s.Snapshot) return Fail("-s/--snapshot is not supported by vdisk's qemu-nbd yet");
         if (s.Offset != 0) return Fail("-o/--offset is not supported by vdisk's qemu-nbd yet");
         return new(s with { Image = result.Operands[0], ExportName = exportName ?? "" }, 0);
     }
@@ -333,6 +342,7 @@ internal static class QemuNbdCommand
 
             var flags = settings.ReadOnly ? OpenFlags.None : OpenFlags.ReadWrite;
             if (settings.Unmap) flags |= OpenFlags.Unmap;
+            if (settings.Snapshot) flags |= OpenFlags.Snapshot;
             if (settings.Cache.NoFlush) flags |= OpenFlags.NoFlush;
             if (settings.Cache.Direct) Stdio.Error("warning: O_DIRECT (-n, --cache=none) is not supported yet; using the host page cache");
             try
@@ -340,6 +350,7 @@ internal static class QemuNbdCommand
                 var source = Source(settings);
                 // blk_new_open: qemu-nbd's own user of the image, held while it serves.
                 image = DiskImage.Open(source, flags, name: null, graph: daemon.Graph);
+                if (settings.LoadSnapshot is { } snapshot && !await snapshot.LoadAsync([image], CancellationToken.None).ConfigureAwait(false)) return 1;
                 bool writable = !settings.ReadOnly;
                 await daemon.AddExportAsync(new ExportRequest(ExportId, image.Root.NodeName, settings.ExportName, settings.Description, writable, ShareRw: false),
                     BackendPermissions.StorageDaemonExport(writable)).ConfigureAwait(false);

@@ -1,8 +1,7 @@
-using Vdisk.Cli.Common;
 using Vdisk.Native;
 using Vdisk.Options;
 
-namespace Vdisk.Cli.Img;
+namespace Vdisk.Cli.Common;
 
 /// <summary>
 /// qemu-img convert's <c>-l</c> (7.2 no longer has the older <c>-s</c>): which internal snapshot of the source to convert
@@ -30,10 +29,11 @@ internal sealed class SnapshotChoice
     public string? IdOrName { get; }
 
     /// <summary>
-    /// img_convert's reading of -l: a value that starts with <c>snapshot.</c> is parsed as
-    /// options, any other names the snapshot. False after printing QEMU's error for a malformed one.
+    /// The reading of -l: a value that starts with <c>snapshot.</c> is parsed as options, any
+    /// other names the snapshot. False after printing QEMU's error for a malformed one (qemu-nbd
+    /// quotes the value `so', qemu-img 'so': <paramref name="nbdQuotes"/>).
     /// </summary>
-    public static bool TryParse(string? param, out SnapshotChoice? choice)
+    public static bool TryParse(string? param, out SnapshotChoice? choice, bool nbdQuotes = false)
     {
         choice = null;
         if (param is null) return true;
@@ -59,14 +59,14 @@ internal sealed class SnapshotChoice
         catch (OptionException e)
         {
             Stdio.Error(e.Message);
-            Stdio.Error($"Failed in parsing snapshot param '{param}'");
+            Stdio.Error(nbdQuotes ? $"Failed in parsing snapshot param `{param}'" : $"Failed in parsing snapshot param '{param}'");
             return false;
         }
         choice = new SnapshotChoice(id, name, null);
         return true;
     }
 
-    /// <summary>Loads the snapshot into the first source; false after printing QEMU's error.</summary>
+    /// <summary>Loads the snapshot into the first image (the sources of convert); false after printing QEMU's error.</summary>
     public async Task<bool> LoadAsync(IReadOnlyList<DiskImage> sources, CancellationToken ct)
     {
         var root = sources[0].Root;
