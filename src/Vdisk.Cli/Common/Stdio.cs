@@ -35,6 +35,13 @@ internal static class Stdio
         Console.Error.Write($"{Program}: {message}\n");
     }
 
+    /// <summary>Prints <c>PROGRAM: warning: MESSAGE</c> on stderr, as QEMU's warn_report does.</summary>
+    public static void Warning(string message)
+    {
+        Out.Flush();
+        Console.Error.Write($"{Program}: warning: {message}\n");
+    }
+
     /// <summary>Prints text on stderr as is.</summary>
     public static void ErrorRaw(string text)
     {
@@ -56,7 +63,7 @@ internal static class Stdio
             }
             Out.Flush();
             if (message.StartsWith('\n')) Console.Error.Write(message[1..] + "\n");
-            else Console.Error.Write($"{Program}: warning: {message}\n");
+            else Warning(message);
         };
     }
 

@@ -46,11 +46,12 @@ internal static class ConvertCommand
         var srcCache = new Option<string?>("-T") { Description = "cache mode of the sources: writeback (default), writethrough, none, directsync, unsafe" };
         var rate = new Option<string?>("-r") { Description = "limit the writes to the target to this many bytes per second (k, M, G... suffixes)" };
         var copyRange = new Option<bool>("-C") { Description = "try copy offloading (accepted; vdisk copies the same way with or without it)" };
+        var salvage = new Option<bool>("--salvage") { Description = "copy what cannot be read as zeroes (a warning names each unreadable sector) instead of failing" };
         var snapshotParam = new Option<string?>("-l") { Description = "convert an internal snapshot of the source: snapshot.id=ID[,snapshot.name=NAME], or an id or name" };
         var files = new Argument<string[]>("files") { Arity = ArgumentArity.ZeroOrMore, Description = "the source images, then the target" };
         var command = new Command("convert", "Convert or copy images like qemu-img convert");
         image.AddTo(command, withForceShare: true);
-        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange, snapshotParam })
+        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange, snapshotParam, salvage })
             command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
@@ -90,6 +91,7 @@ internal static class ConvertCommand
             string? outFmt = result.GetValue(outFormat) ?? (targetOpts ? null : "raw");
             string? check = (compressed && copyOffload) ? "Cannot enable copy offloading when -c is used"
                 : (explicitSparse && copyOffload) ? "Cannot enable copy offloading when -S is used"
+                : (copyOffload && result.GetValue(salvage)) ? "Cannot use copy offloading in salvaging mode"
                 : (targetOpts && !skipCreate) ? "--target-image-opts requires use of -n flag"
                 : (skipCreate && optionText is not null) ? "-o has no effect when skipping image creation"
                 : (zeroTarget && !skipCreate) ? "--target-is-zero requires use of -n flag"
@@ -235,6 +237,9 @@ internal static class ConvertCommand
                     Parallel = parallel,
                     OutOfOrder = result.GetValue(outOfOrder),
                     RateLimit = rateLimit,
+                    Salvage = result.GetValue(salvage),
+                    // warn_report unless -q.
+                    SalvageWarning = result.GetValue(quiet) ? null : Stdio.Warning,
                 });
                 var failure = await copier.RunAsync(percent => meter.Print((float)percent, 0), ct);
                 if (failure is null)

@@ -1011,7 +1011,7 @@ internal sealed class IoSession : IAsyncDisposable
         return 0;
     }
 
-    private static string ErrorText(IOException e) => e is NativeIOException n ? NativeIOException.Describe(n.Errno) : e.Message;
+    private static string ErrorText(IOException e) => NativeIOException.ErrorText(e);
 
     private static int ErrnoOf(IOException e) => e is NativeIOException n ? n.Errno : Errno.EIO;
 

@@ -40,6 +40,7 @@ public sealed class CopyPlanner
     private readonly int _alignment;
     private readonly bool _topOnly;
     private readonly bool _chunkZeroes;
+    private readonly Action<string>? _salvage;
     private int _source;
     private long _position;
     private long _base;
@@ -56,7 +57,10 @@ public sealed class CopyPlanner
     /// <paramref name="chunkZeroes"/> cuts Zero requests at chunk boundaries like data (for
     /// -S 0, where zeroes are written out as data).
     /// </summary>
-    public CopyPlanner(IReadOnlyList<BlockNode> sources, int chunkSize, int alignment = 1, bool topOnly = false, bool chunkZeroes = false)
+    /// <paramref name="salvage"/> (--salvage) retries a failed status query on shorter ranges
+    /// and takes a sector whose status cannot be read as data, telling it the warning.
+    public CopyPlanner(IReadOnlyList<BlockNode> sources, int chunkSize, int alignment = 1, bool topOnly = false, bool chunkZeroes = false,
+        Action<string>? salvage = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkSize);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(alignment);
@@ -67,10 +71,14 @@ public sealed class CopyPlanner
         _alignment = alignment;
         _topOnly = topOnly;
         _chunkZeroes = chunkZeroes;
+        _salvage = salvage;
     }
 
     /// <summary>Target offset where the next request starts.</summary>
     public long Position => _base + _position;
+
+    /// <summary>The same offset within its source (where qemu-img says a block-status query failed).</summary>
+    public long SourcePosition => _position;
 
     /// <summary>The next request in guest order, or null after the last.</summary>
     public async ValueTask<CopySegment?> NextAsync(CancellationToken cancellationToken = default)
@@ -124,14 +132,56 @@ public sealed class CopyPlanner
             if (_extents is not null) await _extents.DisposeAsync().ConfigureAwait(false);
             _extents = BlockExtents.WalkAsync(source, _position, length - _position, _topOnly ? ExtentScope.OwnLayer : ExtentScope.Chain, StatusQueryLimit).GetAsyncEnumerator();
         }
-        if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
-        var extent = _extents.Current;
+        Extent extent;
+        try
+        {
+            if (!await _extents.MoveNextAsync().ConfigureAwait(false)) throw new InvalidOperationException("The block-status walk ended before the source did");
+            extent = _extents.Current;
+        }
+        catch (IOException) when (_salvage is not null)
+        {
+            await _extents.DisposeAsync().ConfigureAwait(false);
+            _extents = null;
+            extent = await SalvageQueryAsync(source, length, cancellationToken).ConfigureAwait(false);
+        }
         _walkNext = extent.End;
         _extentKind = (extent.Flags & BlockStatusFlags.Zero) != 0 ? CopySegmentKind.Zero
             : (extent.Flags & BlockStatusFlags.Data) != 0 ? CopySegmentKind.Data
             : _topOnly ? CopySegmentKind.Skip
             : CopySegmentKind.Data;
         _extentEnd = extent.End;
+    }
+
+    /// <summary>
+    /// convert_iteration_sectors with --salvage: the query again over a quarter of the sectors
+    /// each time it fails; when even one sector fails, that sector is data (and the read decides).
+    /// </summary>
+    private async ValueTask<Extent> SalvageQueryAsync(BlockNode source, long length, CancellationToken cancellationToken)
+    {
+        const long sector = 512;
+        long sectors = (Math.Min(length - _position, StatusQueryLimit) + sector - 1) / sector;
+        while (true)
+        {
+            long want = Math.Min(sectors * sector, length - _position);
+            try
+            {
+                var status = _topOnly
+                    ? await BlockChain.OwnLayerStatusAsync(source, _position, want, cancellationToken).ConfigureAwait(false)
+                    : await BlockChain.StatusAboveAsync(source, _position, want, cancellationToken).ConfigureAwait(false);
+                if (status.Length <= 0) throw new Native.NativeIOException(Native.Errno.EIO, BlockExtents.UnexpectedEnd);
+                return new Extent(_position, Math.Min(status.Length, want), status.Flags, status.Depth, status.HostOffset, status.HostNode);
+            }
+            catch (IOException e)
+            {
+                if (sectors > 1)
+                {
+                    sectors = (sectors + 3) / 4;
+                    continue;
+                }
+                _salvage!($"error while reading block status at offset {_position}: {Native.NativeIOException.ErrorText(e)}");
+                return new Extent(_position, want, BlockStatusFlags.Data);
+            }
+        }
     }
 
     private static long RoundDown(long value, int unit) => value - value % unit;

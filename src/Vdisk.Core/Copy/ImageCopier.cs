@@ -35,6 +35,15 @@ public sealed record CopyOptions
 
     /// <summary>The clock of <see cref="RateLimit"/>.</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>
+    /// --salvage: what cannot be read is copied as zeroes, sector by sector, and a block status
+    /// that fails even for one sector counts as data; each loss is told to <see cref="SalvageWarning"/>.
+    /// </summary>
+    public bool Salvage { get; init; }
+
+    /// <summary>Receives the warnings of <see cref="Salvage"/> (null: quiet).</summary>
+    public Action<string>? SalvageWarning { get; init; }
 }
 
 /// <summary>What a failed copy was doing.</summary>
@@ -48,7 +57,10 @@ public enum CopyStep
     Write,
 }
 
-/// <summary>Where a copy failed: the step and the target offset of the request.</summary>
+/// <summary>
+/// Where a copy failed: the step and the offset qemu-img names, the target offset of a read or
+/// write request, the offset in its source of a block-status query.
+/// </summary>
 public sealed record CopyFailure(CopyStep Step, long Offset, IOException Error);
 
 /// <summary>
@@ -92,13 +104,14 @@ public sealed class ImageCopier
     {
         if (progress is not null)
         {
+            var counter = NewPlanner();
             try
             {
-                _allocated = await CountAllocatedAsync(cancellationToken).ConfigureAwait(false);
+                _allocated = await CountAllocatedAsync(counter, cancellationToken).ConfigureAwait(false);
             }
             catch (IOException e)
             {
-                return new CopyFailure(CopyStep.BlockStatus, 0, e);
+                return new CopyFailure(CopyStep.BlockStatus, counter.SourcePosition, e);
             }
         }
         var planner = NewPlanner();
@@ -138,13 +151,31 @@ public sealed class ImageCopier
     {
         int alignment = _options.Compress ? _target.CompressedWriteUnit : 1;
         return new CopyPlanner(_sources.Select(s => s.Root).ToArray(), _options.ChunkSize, alignment, _options.TopOnly,
-            chunkZeroes: WriteOutZeroes);
+            chunkZeroes: WriteOutZeroes, salvage: _options.Salvage ? (_options.SalvageWarning ?? (_ => { })) : null);
+    }
+
+    /// <summary>convert_co_read with --salvage: the failed request again sector by sector, the sectors that still fail as zeroes.</summary>
+    private async Task SalvageReadAsync(DiskImage source, long offset, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        const int sector = 512;
+        for (int done = 0; done < data.Length; done += sector)
+        {
+            var part = data.Slice(done, Math.Min(sector, data.Length - done));
+            try
+            {
+                await source.ReadAsync(offset + done, part, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                _options.SalvageWarning?.Invoke($"error while reading offset {offset + done}: {Native.NativeIOException.ErrorText(e)}");
+                part.Span.Clear();
+            }
+        }
     }
 
     /// <summary>convert_do_copy's first pass: the bytes of the requests that count for the progress.</summary>
-    private async Task<long> CountAllocatedAsync(CancellationToken cancellationToken)
+    private async Task<long> CountAllocatedAsync(CopyPlanner planner, CancellationToken cancellationToken)
     {
-        var planner = NewPlanner();
         long total = 0;
         while (await planner.NextAsync(cancellationToken).ConfigureAwait(false) is { } segment)
             if (CountsForProgress(segment)) total += segment.Length;
@@ -189,7 +220,7 @@ public sealed class ImageCopier
             }
             catch (IOException e)
             {
-                Fail(new CopyFailure(CopyStep.BlockStatus, planner.Position, e), stop);
+                Fail(new CopyFailure(CopyStep.BlockStatus, planner.SourcePosition, e), stop);
                 return;
             }
             finally
@@ -208,6 +239,10 @@ public sealed class ImageCopier
                 try
                 {
                     await _sources[segment.Source].ReadAsync(segment.SourceOffset, data, cancellationToken).ConfigureAwait(false);
+                }
+                catch (IOException) when (_options.Salvage)
+                {
+                    await SalvageReadAsync(_sources[segment.Source], segment.SourceOffset, data, cancellationToken).ConfigureAwait(false);
                 }
                 catch (IOException e)
                 {

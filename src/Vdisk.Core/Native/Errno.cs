@@ -71,4 +71,10 @@ public sealed class NativeIOException : IOException
 
     /// <summary>The kernel's text for <paramref name="errno"/> (strerror).</summary>
     public static string Describe(int errno) => LibC.StrError(errno);
+
+    /// <summary>
+    /// What QEMU prints for a failed request, strerror(-ret): the errno's text for a kernel
+    /// error, the message of any other I/O error.
+    /// </summary>
+    public static string ErrorText(IOException e) => e is NativeIOException n ? Describe(n.Errno) : e.Message;
 }
