@@ -29,6 +29,8 @@ public partial class ToolOutputTests
     [InlineData("raw", "write -q 0 512 | reopen -o read-only=on | write -q -P 1 0 512 | reopen -r | reopen -o read-only=off | write -P 2 0 512")]
     [InlineData("raw", "reopen -r -w | reopen -c bogus | reopen -o read-only=on -r | reopen x | reopen -o foo=bar | reopen -o read-only=foo | reopen -o cache.direct=baz | reopen -c none -o cache.no-flush=on | reopen -x")]
     [InlineData("raw", "reopen -c writeback | write -q 0 512 | reopen -c writethrough | write -q 512 512 | reopen -c unsafe | write -q 1k 512 | reopen -o cache.no-flush=off")]
+    [InlineData("qcow2", "reopen -o node-name=foo | reopen -o file.node-name=foo | reopen -o driver=raw | reopen -o file.driver=qcow2 | reopen -o driver=qcow2 | reopen -o file.driver=file | reopen -o auto-read-only=qux | reopen -o auto-read-only=on | reopen -o file.bogus=1 | reopen -o file.cache.direct=x | reopen -o offset=512 | write -P 1 0 512 | read -P 1 0 512")]
+    [InlineData("raw", "reopen -o offset=512,size=1k | length | write -P 5 0 1k | write -P 5 1023 1 | write 1024 1 | reopen -o size=x | reopen -o offset=2M | reopen -o driver=raw,size=2k | length | reopen -o file.offset=1")]
     [InlineData("raw", "sigraise 99 | sigraise x | sigraise 0 | sigraise 10 | sigraise 65 | length")]
     [InlineData("raw", "length | sigraise 15 | length")]
     [InlineData("raw", "length | sigraise 9 | length")]
@@ -48,6 +50,23 @@ public partial class ToolOutputTests
         static string Names(string text) => Regex.Replace(text, "#block[0-9]+", "#blockN");
         Assert.Equal(Names(q.Stderr.Replace("qemu-io: ", "vdisk: ")), Names(v.Stderr));
         Assert.Equal(0, Programs.Run("qemu-img", "compare", "-q", a, b).ExitCode);
+    }
+
+    [Theory]
+    // A protocol driver's name comes twice (format and protocol name under one label); without
+    // bdrv_get_info (null-co) nothing follows and the command fails.
+    [InlineData("-f", "file")]
+    [InlineData("-f", "raw")]
+    [InlineData("--image-opts", "driver=null-co,size=65536")]
+    [InlineData("--image-opts", "driver=raw,file.driver=null-co,file.size=65536")]
+    public void Info_NamesTheDriversAsQemuIoDoes(string option, string value)
+    {
+        using var dir = new TempDir();
+        string image = dir.RawImage();
+        string[] args = option == "-f" ? ["-f", value, image, "-c", "info"] : [option, value, "-c", "info"];
+        var q = Programs.Run("qemu-io", args);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. args]);
+        Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (v.ExitCode, v.Stdout, v.Stderr));
     }
 
     [Fact]

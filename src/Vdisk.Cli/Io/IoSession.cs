@@ -654,14 +654,19 @@ internal sealed class IoSession : IAsyncDisposable
             {
                 "read-only" when hasReadWriteOption => "Cannot set both -r/-w and 'read-only'",
                 "cache.direct" or "cache.no-flush" when hasCacheOption => "Cannot set both -c and the cache options",
-                "read-only" or "cache.direct" or "cache.no-flush" => ParseOnOff(options, key, out _),
-                _ => $"Cannot change the option '{key}'",
+                _ => null,
             };
             if (error is not null)
             {
                 Stdio.Error(error);
                 return Task.FromResult(-Errno.EINVAL);
             }
+        }
+        var rawWindows = new List<(Vdisk.Drivers.Raw.RawNode Node, ulong? Offset, ulong? Size)>();
+        if (Reopen.CheckOptions(_image.Root, options, rawWindows) is { } refused)
+        {
+            Stdio.Error(refused);
+            return Task.FromResult(-Errno.EINVAL);
         }
         // Only -r gives up the write permission first (as reopen_f drops it for a read-only flag):
         // "-o read-only=on" with a writer attached fails.
@@ -677,6 +682,7 @@ internal sealed class IoSession : IAsyncDisposable
                 _image.SetPermissions(current with { Perm = current.Perm & ~(BlockPermission.Write | BlockPermission.WriteUnchanged) });
             }
             Reopen.SetReadOnly(_image.Root, readOnly);
+            foreach (var (node, offset, size) in rawWindows) node.ChangeWindow(offset, size);
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {
@@ -818,8 +824,13 @@ internal sealed class IoSession : IAsyncDisposable
 
     internal int Info()
     {
-        var info = ImageInfo.Collect(_image!.Root);
+        var root = _image!.Root;
+        var info = ImageInfo.Collect(root);
         _out.Write($"format name: {info.Format}\n");
+        // info_f prints a protocol driver's protocol_name under the same label.
+        if (root.IsProtocol) _out.Write($"format name: {root.DriverName}\n");
+        // bdrv_get_info fails for drivers without it (null-co, nbd): nothing more is printed.
+        if (!root.HasDriverInfo) return -Errno.ENOTSUP;
         _out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
         _out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
         if (Cli.Info.ImageInfoText.FormatSpecific(info) is { Length: > 0 } specific) _out.Write("Format specific information:\n" + specific);

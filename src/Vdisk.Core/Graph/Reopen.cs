@@ -40,6 +40,58 @@ public static class Reopen
         }
     }
 
+    /// <summary>
+    /// bdrv_reopen_prepare's look at the options of a reopen (flattened, "file.x" for the file
+    /// child's): each goes to the node it names; the mode and cache options and raw's window
+    /// may change, node-name and driver only to what they are, anything else not at all. Returns
+    /// QEMU's message for the first option refused, or null; <paramref name="rawWindows"/> gets
+    /// the raw nodes whose offset or size is to change.
+    /// </summary>
+    public static string? CheckOptions(BlockNode node, IReadOnlyDictionary<string, string?> options,
+        List<(Drivers.Raw.RawNode Node, ulong? Offset, ulong? Size)> rawWindows)
+    {
+        var own = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var children = new Dictionary<string, Dictionary<string, string?>>(StringComparer.Ordinal);
+        foreach (var (key, value) in options)
+        {
+            int dot = key.IndexOf('.');
+            if (dot > 0 && node.Child(key[..dot]) is not null)
+            {
+                if (!children.TryGetValue(key[..dot], out var sub)) children[key[..dot]] = sub = new(StringComparer.Ordinal);
+                sub[key[(dot + 1)..]] = value;
+            }
+            else own[key] = value;
+        }
+        ulong? offset = null, size = null;
+        foreach (var (key, value) in own)
+        {
+            switch (key)
+            {
+                case "read-only" or "cache.direct" or "cache.no-flush" or "auto-read-only":
+                    if (value is not ("on" or "off")) return $"Parameter '{key}' expects 'on' or 'off'";
+                    break;
+                case "node-name" when value == node.NodeName:
+                case "driver" when value == node.DriverName:
+                    break;
+                case "offset" or "size" when node is Drivers.Raw.RawNode:
+                    if (Options.SizeParser.Parse(value ?? "", out ulong number) != Options.SizeParseStatus.Ok)
+                        return $"Parameter '{key}' expects a non-negative number below 2^64\n" +
+                            "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+                            "and exabytes, respectively.";
+                    if (key == "offset") offset = number; else size = number;
+                    break;
+                default:
+                    return $"Cannot change the option '{key}'";
+            }
+        }
+        if ((offset is not null || size is not null) && node is Drivers.Raw.RawNode raw) rawWindows.Add((raw, offset, size));
+        foreach (var (name, sub) in children)
+        {
+            if (CheckOptions(node.Child(name)!.Node, sub, rawWindows) is { } error) return error;
+        }
+        return null;
+    }
+
     private static void Collect(BlockNode node, List<BlockNode> into)
     {
         if (into.Contains(node)) return;

@@ -11,8 +11,8 @@ namespace Vdisk.Drivers.Raw;
 public sealed class RawNode : BlockNode
 {
     private readonly BdrvChild _file;
-    private readonly long _offset;
-    private readonly long? _size;
+    private long _offset;
+    private long? _size;
 
     private RawNode(string nodeName, NodeFlags flags, BlockNode file, long offset, long? size)
         : base(nodeName, flags, file.Filename)
@@ -25,6 +25,23 @@ public sealed class RawNode : BlockNode
     /// <summary>Opens a raw node over <paramref name="file"/>, checking the window like raw_apply_options.</summary>
     public static RawNode Open(string nodeName, NodeFlags flags, BlockNode file, ulong? offset, ulong? size)
     {
+        var (off, len) = CheckWindow(file, offset, size);
+        return new RawNode(nodeName, flags, file, off, len);
+    }
+
+    /// <summary>
+    /// raw_reopen_prepare: a new window (an option not given keeps its value), checked as at
+    /// open. The file child's role stays the one the node was opened with.
+    /// </summary>
+    public void ChangeWindow(ulong? offset, ulong? size)
+    {
+        var (off, len) = CheckWindow(File, offset ?? (ulong)_offset, size ?? (_size is { } s ? (ulong)s : null));
+        _offset = off;
+        _size = len;
+    }
+
+    private static (long Offset, long? Size) CheckWindow(BlockNode file, ulong? offset, ulong? size)
+    {
         long fileLength = file.Length;
         long off = (long)(offset ?? 0);
         if (offset is not null && (offset.Value > long.MaxValue || off > fileLength))
@@ -33,7 +50,7 @@ public sealed class RawNode : BlockNode
         if (size is not null && (size.Value > long.MaxValue || off + (long)size.Value > fileLength || off + (long)size.Value < off))
             throw new NativeIOException(Errno.EINVAL,
                 $"The sum of offset ({off}) and size ({size}) has to be smaller or equal to the  actual size of the containing file ({fileLength})");
-        return new RawNode(nodeName, flags, file, off, size is null ? null : (long)size.Value);
+        return (off, size is null ? null : (long)size.Value);
     }
 
     /// <inheritdoc />
