@@ -662,9 +662,10 @@ internal sealed class IoSession : IAsyncDisposable
                 return Task.FromResult(-Errno.EINVAL);
             }
         }
-        var rawWindows = new List<(Vdisk.Drivers.Raw.RawNode Node, ulong? Offset, ulong? Size)>();
-        if (Reopen.CheckOptions(_image.Root, options, rawWindows) is { } refused)
+        var prepared = new List<BlockNode>();
+        if (Reopen.PrepareOptions(_image.Root, options, prepared) is { } refused)
         {
+            Reopen.Abort(prepared);
             Stdio.Error(refused);
             return Task.FromResult(-Errno.EINVAL);
         }
@@ -682,10 +683,11 @@ internal sealed class IoSession : IAsyncDisposable
                 _image.SetPermissions(current with { Perm = current.Perm & ~(BlockPermission.Write | BlockPermission.WriteUnchanged) });
             }
             Reopen.SetReadOnly(_image.Root, readOnly);
-            foreach (var (node, offset, size) in rawWindows) node.ChangeWindow(offset, size);
+            Reopen.Commit(prepared);
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {
+            Reopen.Abort(prepared);
             Stdio.Error(text);
             return Task.FromResult(-Errno.EINVAL);
         }

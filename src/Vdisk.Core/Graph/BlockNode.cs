@@ -209,6 +209,23 @@ public abstract partial class BlockNode
     protected internal virtual void OnActivated() { }
 
     /// <summary>
+    /// The driver's bdrv_reopen_prepare for the options of a reopen that only it may take:
+    /// null when it takes all of them (kept until <see cref="CommitReopen"/>), else QEMU's
+    /// message. By default a driver takes none.
+    /// </summary>
+    protected internal virtual string? PrepareReopen(IReadOnlyDictionary<string, string?> options)
+    {
+        foreach (var key in options.Keys) return $"Cannot change the option '{key}'";
+        return null;
+    }
+
+    /// <summary>Applies what <see cref="PrepareReopen"/> took (bdrv_reopen_commit).</summary>
+    protected internal virtual void CommitReopen() { }
+
+    /// <summary>Forgets what <see cref="PrepareReopen"/> took (bdrv_reopen_abort).</summary>
+    protected internal virtual void AbortReopen() { }
+
+    /// <summary>
     /// Locks the "does not share" bytes of <paramref name="unshared"/> without testing and keeps
     /// them until <see cref="ReleaseReservation"/> (protocol nodes only; see
     /// <see cref="Activation.Reserve"/>).

@@ -42,15 +42,15 @@ public static class Reopen
 
     /// <summary>
     /// bdrv_reopen_prepare's look at the options of a reopen (flattened, "file.x" for the file
-    /// child's): each goes to the node it names; the mode and cache options and raw's window
-    /// may change, node-name and driver only to what they are, anything else not at all. Returns
-    /// QEMU's message for the first option refused, or null; <paramref name="rawWindows"/> gets
-    /// the raw nodes whose offset or size is to change.
+    /// child's): each goes to the node it names; the mode and cache options may change,
+    /// node-name and driver only to what they are, anything else only where the node's driver
+    /// takes it (raw's offset and size). Returns QEMU's message for the first option refused,
+    /// or null; <paramref name="prepared"/> gets the nodes to commit or abort afterwards.
     /// </summary>
-    public static string? CheckOptions(BlockNode node, IReadOnlyDictionary<string, string?> options,
-        List<(Drivers.Raw.RawNode Node, ulong? Offset, ulong? Size)> rawWindows)
+    public static string? PrepareOptions(BlockNode node, IReadOnlyDictionary<string, string?> options, List<BlockNode> prepared)
     {
         var own = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var driverOwn = new Dictionary<string, string?>(StringComparer.Ordinal);
         var children = new Dictionary<string, Dictionary<string, string?>>(StringComparer.Ordinal);
         foreach (var (key, value) in options)
         {
@@ -62,7 +62,6 @@ public static class Reopen
             }
             else own[key] = value;
         }
-        ulong? offset = null, size = null;
         foreach (var (key, value) in own)
         {
             switch (key)
@@ -73,23 +72,33 @@ public static class Reopen
                 case "node-name" when value == node.NodeName:
                 case "driver" when value == node.DriverName:
                     break;
-                case "offset" or "size" when node is Drivers.Raw.RawNode:
-                    if (Options.SizeParser.Parse(value ?? "", out ulong number) != Options.SizeParseStatus.Ok)
-                        return $"Parameter '{key}' expects a non-negative number below 2^64\n" +
-                            "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
-                            "and exabytes, respectively.";
-                    if (key == "offset") offset = number; else size = number;
-                    break;
                 default:
-                    return $"Cannot change the option '{key}'";
+                    driverOwn[key] = value;
+                    break;
             }
         }
-        if ((offset is not null || size is not null) && node is Drivers.Raw.RawNode raw) rawWindows.Add((raw, offset, size));
+        if (driverOwn.Count > 0)
+        {
+            if (node.PrepareReopen(driverOwn) is { } refused) return refused;
+            prepared.Add(node);
+        }
         foreach (var (name, sub) in children)
         {
-            if (CheckOptions(node.Child(name)!.Node, sub, rawWindows) is { } error) return error;
+            if (PrepareOptions(node.Child(name)!.Node, sub, prepared) is { } error) return error;
         }
         return null;
+    }
+
+    /// <summary>bdrv_reopen_commit of the nodes <see cref="PrepareOptions"/> prepared.</summary>
+    public static void Commit(IEnumerable<BlockNode> prepared)
+    {
+        foreach (var node in prepared) node.CommitReopen();
+    }
+
+    /// <summary>bdrv_reopen_abort of the nodes <see cref="PrepareOptions"/> prepared.</summary>
+    public static void Abort(IEnumerable<BlockNode> prepared)
+    {
+        foreach (var node in prepared) node.AbortReopen();
     }
 
     private static void Collect(BlockNode node, List<BlockNode> into)

@@ -29,16 +29,44 @@ public sealed class RawNode : BlockNode
         return new RawNode(nodeName, flags, file, off, len);
     }
 
+    private (long Offset, long? Size)? _reopenWindow;
+
     /// <summary>
-    /// raw_reopen_prepare: a new window (an option not given keeps its value), checked as at
-    /// open. The file child's role stays the one the node was opened with.
+    /// raw_reopen_prepare: a new <c>offset</c>/<c>size</c> (one not given keeps its value),
+    /// checked as at open. The file child's role stays the one the node was opened with.
     /// </summary>
-    public void ChangeWindow(ulong? offset, ulong? size)
+    protected internal override string? PrepareReopen(IReadOnlyDictionary<string, string?> options)
     {
-        var (off, len) = CheckWindow(File, offset ?? (ulong)_offset, size ?? (_size is { } s ? (ulong)s : null));
-        _offset = off;
-        _size = len;
+        ulong? offset = (ulong)_offset, size = _size is { } current ? (ulong)current : null;
+        foreach (var (key, value) in options)
+        {
+            if (key is not ("offset" or "size")) return $"Cannot change the option '{key}'";
+            if (Options.SizeParser.Parse(value ?? "", out ulong number) != Options.SizeParseStatus.Ok)
+                return $"Parameter '{key}' expects a non-negative number below 2^64\n" +
+                    "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+                    "and exabytes, respectively.";
+            if (key == "offset") offset = number; else size = number;
+        }
+        try
+        {
+            _reopenWindow = CheckWindow(File, offset, size);
+        }
+        catch (NativeIOException e)
+        {
+            return e.Message;
+        }
+        return null;
     }
+
+    /// <inheritdoc />
+    protected internal override void CommitReopen()
+    {
+        if (_reopenWindow is { } window) (_offset, _size) = window;
+        _reopenWindow = null;
+    }
+
+    /// <inheritdoc />
+    protected internal override void AbortReopen() => _reopenWindow = null;
 
     private static (long Offset, long? Size) CheckWindow(BlockNode file, ulong? offset, ulong? size)
     {
