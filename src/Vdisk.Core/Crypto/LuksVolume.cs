@@ -62,7 +62,7 @@ public sealed record LuksCreateOptions
 /// cipher of the payload. Opened without a passphrase (qemu-img info's no-I/O open) it has the
 /// header only.
 /// </summary>
-public sealed class LuksVolume : IDisposable
+public sealed partial class LuksVolume : IDisposable
 {
     private LuksVolume(LuksHeader header, SectorCipher? cipher)
     {
@@ -93,16 +93,20 @@ public sealed class LuksVolume : IDisposable
         CryptoAlgorithms.EnsureSupported(header.Hash, forPbkdf2: true);
         for (int i = 0; i < LuksHeader.SlotCount; i++)
         {
-            var slot = header.Slots[i];
-            if (!slot.IsEnabled) continue;
-            int keyLength = (int)header.KeyBytes;
-            var split = new byte[keyLength * (int)slot.Stripes];
-            await read((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
-            var masterKey = await Task.Run(() => TryKey(header, slot, passphrase, split), cancellationToken).ConfigureAwait(false);
-            if (masterKey is not null)
+            if (await TryUnlockSlotAsync(header, i, passphrase, read, cancellationToken).ConfigureAwait(false) is { } masterKey)
                 return new LuksVolume(header, NewCipher(header, masterKey));
         }
         throw new LuksFormatException("Invalid password, cannot unlock any keyslot");
+    }
+
+    /// <summary>qcrypto_block_luks_load_key: the master key slot <paramref name="index"/> gives for the passphrase; null for a disabled slot or another passphrase.</summary>
+    private static async Task<byte[]?> TryUnlockSlotAsync(LuksHeader header, int index, byte[] passphrase, CryptoReadFunc read, CancellationToken cancellationToken)
+    {
+        var slot = header.Slots[index];
+        if (!slot.IsEnabled) return null;
+        var split = new byte[(int)header.KeyBytes * (int)slot.Stripes];
+        await read((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
+        return await Task.Run(() => TryKey(header, slot, passphrase, split), cancellationToken).ConfigureAwait(false);
     }
 
     private static byte[]? TryKey(LuksHeader header, LuksKeySlot slot, byte[] passphrase, byte[] split)
@@ -132,17 +136,12 @@ public sealed class LuksVolume : IDisposable
         int keyLength = (int)header.KeyBytes;
         RandomNumberGenerator.Fill(header.MasterKeySalt);
         var masterKey = RandomNumberGenerator.GetBytes(keyLength);
-        var slot = header.Slots[0];
-        RandomNumberGenerator.Fill(slot.Salt);
         await Task.Run(() =>
         {
             ulong iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, masterKey, header.MasterKeySalt, LuksHeader.DigestLength);
             iters = ScaleIterations(iters, o.IterTimeMs) / 8;
             header.MasterKeyIterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
             header.MasterKeyDigest = CryptoAlgorithms.Pbkdf2(o.Hash, masterKey, header.MasterKeySalt, (int)Math.Min(header.MasterKeyIterations, int.MaxValue), LuksHeader.DigestLength);
-            iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, passphrase, slot.Salt, keyLength);
-            iters = ScaleIterations(iters, o.IterTimeMs);
-            slot.Iterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
         }, cancellationToken).ConfigureAwait(false);
 
         long slotSectors = header.SplitKeySectors(LuksHeader.Stripes);
@@ -154,15 +153,36 @@ public sealed class LuksVolume : IDisposable
         header.PayloadOffsetSector = (uint)(LuksHeader.KeySlotOffset / SectorCipher.SectorSize + slotSectors * LuksHeader.SlotCount);
         var volume = new LuksVolume(header, NewCipher(header, masterKey));
         await reserve(volume.PayloadOffset, cancellationToken).ConfigureAwait(false);
+        await volume.StoreKeyAsync(0, passphrase, masterKey, o.IterTimeMs, write, cancellationToken).ConfigureAwait(false);
+        return volume;
+    }
 
-        // qcrypto_block_luks_store_key: the key material, then the header with the slot enabled.
-        var slotKey = CryptoAlgorithms.Pbkdf2(o.Hash, passphrase, slot.Salt, (int)slot.Iterations, keyLength);
-        var split = AfSplit.Split(o.Hash, masterKey, (int)LuksHeader.Stripes);
-        using (var cipher = NewCipher(header, slotKey)) cipher.Encrypt(0, split);
+    /// <summary>
+    /// qcrypto_block_luks_store_key: a new salt and iteration count (iter-time of PBKDF2 as
+    /// measured here, at least 1000), the master key split and encrypted with the slot key
+    /// written to the slot's material, then the header with the slot enabled.
+    /// </summary>
+    private async Task StoreKeyAsync(int slotIndex, byte[] passphrase, byte[] masterKey, ulong iterTimeMs, CryptoWriteFunc write, CancellationToken cancellationToken)
+    {
+        var header = Header;
+        var slot = header.Slots[slotIndex];
+        int keyLength = (int)header.KeyBytes;
+        RandomNumberGenerator.Fill(slot.Salt);
+        var split = await Task.Run(() =>
+        {
+            ulong iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(header.Hash, passphrase, slot.Salt, keyLength);
+            iters = ScaleIterations(iters, iterTimeMs);
+            if (iters > uint.MaxValue)
+                throw new OptionException($"PBKDF iterations {iters} larger than {uint.MaxValue}: Numerical result out of range");
+            slot.Iterations = (uint)Math.Max(iters, 1000);
+            var slotKey = CryptoAlgorithms.Pbkdf2(header.Hash, passphrase, slot.Salt, (int)Math.Min(slot.Iterations, int.MaxValue), keyLength);
+            var material = AfSplit.Split(header.Hash, masterKey, (int)slot.Stripes);
+            using (var cipher = NewCipher(header, slotKey)) cipher.Encrypt(0, material);
+            return material;
+        }, cancellationToken).ConfigureAwait(false);
         await write((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
         slot.Active = LuksKeySlot.Enabled;
         await write(0, header.ToArray(), cancellationToken).ConfigureAwait(false);
-        return volume;
     }
 
     /// <summary>iters * iter_time / 1000, refused as QEMU refuses a product that overflows.</summary>
