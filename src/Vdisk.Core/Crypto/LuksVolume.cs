@@ -28,29 +28,32 @@ public sealed record LuksCreateOptions
     /// <summary>
     /// Reads the create options <c>cipher-alg</c>, <c>cipher-mode</c>, <c>ivgen-alg</c>,
     /// <c>ivgen-hash-alg</c>, <c>hash-alg</c>, <c>iter-time</c> (with <paramref name="prefix"/>,
-    /// e.g. "encrypt.") from <paramref name="get"/>.
+    /// e.g. "encrypt.") from <paramref name="get"/>, as QEMU's QAPI visitor does: an enum value
+    /// it refuses is named by its bare key, a number by its path (<paramref name="visitorPath"/>,
+    /// the prefix unless the caller's visitor sees the options without it).
     /// </summary>
     /// <exception cref="OptionException">A value QEMU refuses (its words) or vdisk cannot run.</exception>
-    public static LuksCreateOptions From(Func<string, string?> get, string prefix = "")
+    public static LuksCreateOptions From(Func<string, string?> get, string prefix = "", string? visitorPath = null)
     {
         var o = new LuksCreateOptions();
-        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption(prefix + "cipher-alg", alg) };
+        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption("cipher-alg", alg) };
         if (get(prefix + "cipher-mode") is { } mode)
         {
-            var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter '{prefix}cipher-mode' does not accept value '{mode}'");
+            var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter 'cipher-mode' does not accept value '{mode}'");
             o = o with { Mode = m };
         }
         if (get(prefix + "ivgen-alg") is { } ivgen)
-            o = o with { IvGen = CryptoAlgorithms.ParseIvGen(ivgen) ?? throw new OptionException($"Parameter '{prefix}ivgen-alg' does not accept value '{ivgen}'") };
+            o = o with { IvGen = CryptoAlgorithms.ParseIvGen(ivgen) ?? throw new OptionException($"Parameter 'ivgen-alg' does not accept value '{ivgen}'") };
         if (get(prefix + "ivgen-hash-alg") is { } ivHash)
-            o = o with { IvGenHash = CryptoAlgorithms.ParseHash(ivHash) ?? throw new OptionException($"Parameter '{prefix}ivgen-hash-alg' does not accept value '{ivHash}'") };
+            o = o with { IvGenHash = CryptoAlgorithms.ParseHash(ivHash) ?? throw new OptionException($"Parameter 'ivgen-hash-alg' does not accept value '{ivHash}'") };
         if (get(prefix + "hash-alg") is { } hash)
-            o = o with { Hash = CryptoAlgorithms.ParseHash(hash) ?? throw new OptionException($"Parameter '{prefix}hash-alg' does not accept value '{hash}'") };
+            o = o with { Hash = CryptoAlgorithms.ParseHash(hash) ?? throw new OptionException($"Parameter 'hash-alg' does not accept value '{hash}'") };
         if (get(prefix + "iter-time") is { } iter)
         {
-            if (!ulong.TryParse(iter, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ms))
-                throw new OptionException($"Parameter '{prefix}iter-time' expects an integer");
-            o = o with { IterTimeMs = ms };
+            // The keyval visitor's int64, kept in QEMU's uint64_t: "-5" is a huge time.
+            if (QemuNumber.ParseLong(iter, 0, out long ms) != QemuNumberStatus.Ok)
+                throw new OptionException($"Parameter '{visitorPath ?? prefix}iter-time' expects integer");
+            o = o with { IterTimeMs = unchecked((ulong)ms) };
         }
         if (o.IvGen == IvGenAlgorithm.Essiv && o.IvGenHash is null) o = o with { IvGenHash = HashAlgorithm.Sha256 };
         return o;
