@@ -323,10 +323,10 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     /// Changes format options in place (bdrv_amend_options); <paramref name="options"/> come from
     /// the driver's amend list, <paramref name="status"/> gets (done, total).
     /// </summary>
-    public ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken cancellationToken = default)
+    public ValueTask AmendAsync(QemuOpts options, bool force, Action<long, long>? status = null, CancellationToken cancellationToken = default)
     {
         CheckPermission(BlockPermission.Write);
-        return Root.AmendAsync(options, status, cancellationToken);
+        return Root.AmendAsync(options, force, status, cancellationToken);
     }
 
     /// <summary>

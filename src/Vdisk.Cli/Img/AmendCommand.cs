@@ -6,7 +6,7 @@ using Vdisk.Permissions;
 namespace Vdisk.Cli.Img;
 
 /// <summary>
-/// <c>vdisk amend</c>: qemu-img amend for qcow2 (compat, lazy_refcounts, size), with img_amend's
+/// <c>vdisk amend</c>: qemu-img amend for qcow2 (compat, lazy_refcounts, size, encrypt.* key slots) and luks (key slots), with img_amend's
 /// checks in its order; the options are all read and checked before the image is changed.
 /// </summary>
 internal static class AmendCommand
@@ -16,10 +16,10 @@ internal static class AmendCommand
         var image = new ImageArguments(longFormat: false, format: "format of the image (probed if not given)", imageOpts: "the file name is a key=value option string");
         var format = image.Format;
         var imageOpts = image.ImageOpts;
-        var options = new Option<string[]>("-o") { Description = "options to change, key=value[,...]: compat, lazy_refcounts, size (-o help lists them)" };
+        var options = new Option<string[]>("-o") { Description = "options to change, key=value[,...]: compat, lazy_refcounts, size, LUKS key slots (-o help lists them)" };
         var quiet = new Option<bool>("-q") { Description = "quiet: no progress" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
-        var force = new Option<bool>("--force") { Description = "allow changes QEMU considers unsafe (encryption options; none apply to vdisk)" };
+        var force = new Option<bool>("--force") { Description = "allow changes QEMU considers unsafe: overwriting an active LUKS key slot, erasing the last one" };
         var cache = new Option<string?>("-t") { Description = "cache mode: writeback (default), writethrough, none, directsync, unsafe" };
         var files = new Argument<string[]>("filename") { Arity = ArgumentArity.ZeroOrMore, Description = "the image to change" };
         var command = new Command("amend", "Change format options of an image like qemu-img amend");
@@ -64,7 +64,7 @@ internal static class AmendCommand
             meter.Print(0, 0);
             try
             {
-                await disk.AmendAsync(opts, (done, total) => meter.Print(total == 0 ? 0 : 100f * done / total, 0), ct);
+                await disk.AmendAsync(opts, result.GetValue(force), (done, total) => meter.Print(total == 0 ? 0 : 100f * done / total, 0), ct);
                 await disk.FlushAsync(ct);
             }
             catch (IOException e)

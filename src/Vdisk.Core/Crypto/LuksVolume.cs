@@ -28,29 +28,32 @@ public sealed record LuksCreateOptions
     /// <summary>
     /// Reads the create options <c>cipher-alg</c>, <c>cipher-mode</c>, <c>ivgen-alg</c>,
     /// <c>ivgen-hash-alg</c>, <c>hash-alg</c>, <c>iter-time</c> (with <paramref name="prefix"/>,
-    /// e.g. "encrypt.") from <paramref name="get"/>.
+    /// e.g. "encrypt.") from <paramref name="get"/>, as QEMU's QAPI visitor does: an enum value
+    /// it refuses is named by its bare key, a number by its path (<paramref name="visitorPath"/>,
+    /// the prefix unless the caller's visitor sees the options without it).
     /// </summary>
     /// <exception cref="OptionException">A value QEMU refuses (its words) or vdisk cannot run.</exception>
-    public static LuksCreateOptions From(Func<string, string?> get, string prefix = "")
+    public static LuksCreateOptions From(Func<string, string?> get, string prefix = "", string? visitorPath = null)
     {
         var o = new LuksCreateOptions();
-        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption(prefix + "cipher-alg", alg) };
+        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption("cipher-alg", alg) };
         if (get(prefix + "cipher-mode") is { } mode)
         {
-            var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter '{prefix}cipher-mode' does not accept value '{mode}'");
+            var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter 'cipher-mode' does not accept value '{mode}'");
             o = o with { Mode = m };
         }
         if (get(prefix + "ivgen-alg") is { } ivgen)
-            o = o with { IvGen = CryptoAlgorithms.ParseIvGen(ivgen) ?? throw new OptionException($"Parameter '{prefix}ivgen-alg' does not accept value '{ivgen}'") };
+            o = o with { IvGen = CryptoAlgorithms.ParseIvGen(ivgen) ?? throw new OptionException($"Parameter 'ivgen-alg' does not accept value '{ivgen}'") };
         if (get(prefix + "ivgen-hash-alg") is { } ivHash)
-            o = o with { IvGenHash = CryptoAlgorithms.ParseHash(ivHash) ?? throw new OptionException($"Parameter '{prefix}ivgen-hash-alg' does not accept value '{ivHash}'") };
+            o = o with { IvGenHash = CryptoAlgorithms.ParseHash(ivHash) ?? throw new OptionException($"Parameter 'ivgen-hash-alg' does not accept value '{ivHash}'") };
         if (get(prefix + "hash-alg") is { } hash)
-            o = o with { Hash = CryptoAlgorithms.ParseHash(hash) ?? throw new OptionException($"Parameter '{prefix}hash-alg' does not accept value '{hash}'") };
+            o = o with { Hash = CryptoAlgorithms.ParseHash(hash) ?? throw new OptionException($"Parameter 'hash-alg' does not accept value '{hash}'") };
         if (get(prefix + "iter-time") is { } iter)
         {
-            if (!ulong.TryParse(iter, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong ms))
-                throw new OptionException($"Parameter '{prefix}iter-time' expects an integer");
-            o = o with { IterTimeMs = ms };
+            // The keyval visitor's int64, kept in QEMU's uint64_t: "-5" is a huge time.
+            if (QemuNumber.ParseLong(iter, 0, out long ms) != QemuNumberStatus.Ok)
+                throw new OptionException($"Parameter '{visitorPath ?? prefix}iter-time' expects integer");
+            o = o with { IterTimeMs = unchecked((ulong)ms) };
         }
         if (o.IvGen == IvGenAlgorithm.Essiv && o.IvGenHash is null) o = o with { IvGenHash = HashAlgorithm.Sha256 };
         return o;
@@ -62,7 +65,7 @@ public sealed record LuksCreateOptions
 /// cipher of the payload. Opened without a passphrase (qemu-img info's no-I/O open) it has the
 /// header only.
 /// </summary>
-public sealed class LuksVolume : IDisposable
+public sealed partial class LuksVolume : IDisposable
 {
     private LuksVolume(LuksHeader header, SectorCipher? cipher)
     {
@@ -93,16 +96,20 @@ public sealed class LuksVolume : IDisposable
         CryptoAlgorithms.EnsureSupported(header.Hash, forPbkdf2: true);
         for (int i = 0; i < LuksHeader.SlotCount; i++)
         {
-            var slot = header.Slots[i];
-            if (!slot.IsEnabled) continue;
-            int keyLength = (int)header.KeyBytes;
-            var split = new byte[keyLength * (int)slot.Stripes];
-            await read((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
-            var masterKey = await Task.Run(() => TryKey(header, slot, passphrase, split), cancellationToken).ConfigureAwait(false);
-            if (masterKey is not null)
+            if (await TryUnlockSlotAsync(header, i, passphrase, read, cancellationToken).ConfigureAwait(false) is { } masterKey)
                 return new LuksVolume(header, NewCipher(header, masterKey));
         }
         throw new LuksFormatException("Invalid password, cannot unlock any keyslot");
+    }
+
+    /// <summary>qcrypto_block_luks_load_key: the master key slot <paramref name="index"/> gives for the passphrase; null for a disabled slot or another passphrase.</summary>
+    private static async Task<byte[]?> TryUnlockSlotAsync(LuksHeader header, int index, byte[] passphrase, CryptoReadFunc read, CancellationToken cancellationToken)
+    {
+        var slot = header.Slots[index];
+        if (!slot.IsEnabled) return null;
+        var split = new byte[(int)header.KeyBytes * (int)slot.Stripes];
+        await read((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
+        return await Task.Run(() => TryKey(header, slot, passphrase, split), cancellationToken).ConfigureAwait(false);
     }
 
     private static byte[]? TryKey(LuksHeader header, LuksKeySlot slot, byte[] passphrase, byte[] split)
@@ -132,17 +139,12 @@ public sealed class LuksVolume : IDisposable
         int keyLength = (int)header.KeyBytes;
         RandomNumberGenerator.Fill(header.MasterKeySalt);
         var masterKey = RandomNumberGenerator.GetBytes(keyLength);
-        var slot = header.Slots[0];
-        RandomNumberGenerator.Fill(slot.Salt);
         await Task.Run(() =>
         {
             ulong iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, masterKey, header.MasterKeySalt, LuksHeader.DigestLength);
             iters = ScaleIterations(iters, o.IterTimeMs) / 8;
             header.MasterKeyIterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
             header.MasterKeyDigest = CryptoAlgorithms.Pbkdf2(o.Hash, masterKey, header.MasterKeySalt, (int)Math.Min(header.MasterKeyIterations, int.MaxValue), LuksHeader.DigestLength);
-            iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(o.Hash, passphrase, slot.Salt, keyLength);
-            iters = ScaleIterations(iters, o.IterTimeMs);
-            slot.Iterations = (uint)Math.Max(Math.Min(iters, uint.MaxValue), 1000);
         }, cancellationToken).ConfigureAwait(false);
 
         long slotSectors = header.SplitKeySectors(LuksHeader.Stripes);
@@ -154,15 +156,36 @@ public sealed class LuksVolume : IDisposable
         header.PayloadOffsetSector = (uint)(LuksHeader.KeySlotOffset / SectorCipher.SectorSize + slotSectors * LuksHeader.SlotCount);
         var volume = new LuksVolume(header, NewCipher(header, masterKey));
         await reserve(volume.PayloadOffset, cancellationToken).ConfigureAwait(false);
+        await volume.StoreKeyAsync(0, passphrase, masterKey, o.IterTimeMs, write, cancellationToken).ConfigureAwait(false);
+        return volume;
+    }
 
-        // qcrypto_block_luks_store_key: the key material, then the header with the slot enabled.
-        var slotKey = CryptoAlgorithms.Pbkdf2(o.Hash, passphrase, slot.Salt, (int)slot.Iterations, keyLength);
-        var split = AfSplit.Split(o.Hash, masterKey, (int)LuksHeader.Stripes);
-        using (var cipher = NewCipher(header, slotKey)) cipher.Encrypt(0, split);
+    /// <summary>
+    /// qcrypto_block_luks_store_key: a new salt and iteration count (iter-time of PBKDF2 as
+    /// measured here, at least 1000), the master key split and encrypted with the slot key
+    /// written to the slot's material, then the header with the slot enabled.
+    /// </summary>
+    private async Task StoreKeyAsync(int slotIndex, byte[] passphrase, byte[] masterKey, ulong iterTimeMs, CryptoWriteFunc write, CancellationToken cancellationToken)
+    {
+        var header = Header;
+        var slot = header.Slots[slotIndex];
+        int keyLength = (int)header.KeyBytes;
+        RandomNumberGenerator.Fill(slot.Salt);
+        var split = await Task.Run(() =>
+        {
+            ulong iters = CryptoAlgorithms.Pbkdf2IterationsPerSecond(header.Hash, passphrase, slot.Salt, keyLength);
+            iters = ScaleIterations(iters, iterTimeMs);
+            if (iters > uint.MaxValue)
+                throw new OptionException($"PBKDF iterations {iters} larger than {uint.MaxValue}: Numerical result out of range");
+            slot.Iterations = (uint)Math.Max(iters, 1000);
+            var slotKey = CryptoAlgorithms.Pbkdf2(header.Hash, passphrase, slot.Salt, (int)Math.Min(slot.Iterations, int.MaxValue), keyLength);
+            var material = AfSplit.Split(header.Hash, masterKey, (int)slot.Stripes);
+            using (var cipher = NewCipher(header, slotKey)) cipher.Encrypt(0, material);
+            return material;
+        }, cancellationToken).ConfigureAwait(false);
         await write((long)slot.KeyOffsetSector * SectorCipher.SectorSize, split, cancellationToken).ConfigureAwait(false);
         slot.Active = LuksKeySlot.Enabled;
         await write(0, header.ToArray(), cancellationToken).ConfigureAwait(false);
-        return volume;
     }
 
     /// <summary>iters * iter_time / 1000, refused as QEMU refuses a product that overflows.</summary>

@@ -73,7 +73,7 @@ public abstract partial class BlockNode
     /// Changes format options in place (bdrv_amend_options) from the driver's amend list
     /// (<see cref="IBlockDriver.CreateAmendOptions"/>); <paramref name="status"/> gets (done, total).
     /// </summary>
-    public virtual ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken cancellationToken = default) =>
+    public virtual ValueTask AmendAsync(QemuOpts options, bool force, Action<long, long>? status = null, CancellationToken cancellationToken = default) =>
         throw new NativeIOException(Errno.ENOTSUP, $"Block driver '{DriverName}' does not support option amendment");
 
     /// <summary>True when the driver can rewrite the backing file name it stores (has bdrv_change_backing_file).</summary>

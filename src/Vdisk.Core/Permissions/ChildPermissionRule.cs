@@ -63,14 +63,23 @@ public sealed class LeafChildPermissionRule : IChildPermissionRule
 public sealed class CryptoChildPermissionRule : IChildPermissionRule
 {
     /// <summary>The shared instance.</summary>
-    public static readonly CryptoChildPermissionRule Instance = new();
+    public static readonly CryptoChildPermissionRule Instance = new(updatingKeys: false);
+
+    /// <summary>block_crypto_child_perms while <c>updating_keys</c> (a luks amend): write taken, consistent read and write unshared.</summary>
+    public static readonly CryptoChildPermissionRule UpdatingKeys = new(updatingKeys: true);
+
+    private readonly bool _updatingKeys;
+
+    private CryptoChildPermissionRule(bool updatingKeys) => _updatingKeys = updatingKeys;
 
     /// <inheritdoc />
     public PermissionPair ChildPermissions(ChildRole role, NodeFlags nodeFlags, PermissionPair cumulative)
     {
         var p = DefaultPermissions.ForChild(role, nodeFlags, cumulative);
         const BlockPermission writeResize = BlockPermission.Write | BlockPermission.Resize;
-        return new PermissionPair((p.Perm & ~writeResize) | (cumulative.Perm & writeResize), p.Shared | (cumulative.Shared & writeResize));
+        var pair = new PermissionPair((p.Perm & ~writeResize) | (cumulative.Perm & writeResize), p.Shared | (cumulative.Shared & writeResize));
+        // While key slots change (amend), the file is written and nobody else may read or write it.
+        return _updatingKeys ? new PermissionPair(pair.Perm | BlockPermission.Write, pair.Shared & ~(BlockPermission.ConsistentRead | BlockPermission.Write)) : pair;
     }
 }
 

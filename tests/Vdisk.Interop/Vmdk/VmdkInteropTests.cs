@@ -56,6 +56,27 @@ public class VmdkInteropTests
         AssertSame("check", "--output=json", img);
     }
 
+    /// <summary>
+    /// A descriptor file longer than QEMU's 10 KiB descriptor area (a 700G twoGbMaxExtentFlat has
+    /// 350 extent lines): the first write renews the CID in the whole file, as qemu-io does,
+    /// instead of cutting it at 10 KiB (iotest 059 read EIO past the broken extent line).
+    /// </summary>
+    [Fact]
+    public void FirstWrite_RenewsTheCidOfALongDescriptorFileAsQemu()
+    {
+        using var dir = new TempDir();
+        string theirs = dir.File("q.vmdk"), mine = dir.File("v.vmdk");
+        Ok(Img("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", theirs, "700G"));
+        Ok(Img("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", mine, "700G"));
+        Assert.True(new FileInfo(mine).Length > 10240);
+        Ok(Io("-f", "vmdk", "-c", "write -P 0x59 690G 512", theirs));
+        Ok(Qemu.Vdisk("io", "-f", "vmdk", "-c", "write -P 0x59 690G 512", mine));
+        Ok(Io("-f", "vmdk", "-c", "read -P 0x59 690G 512", mine));
+        static string WithoutCid(string path) => string.Join('\n', File.ReadAllText(path).Split('\n').Where(l => !l.StartsWith("CID=", StringComparison.Ordinal)));
+        Assert.Equal(new FileInfo(theirs).Length, new FileInfo(mine).Length);
+        Assert.Equal(WithoutCid(theirs).Replace("q-f", "v-f", StringComparison.Ordinal), WithoutCid(mine));
+    }
+
     [Fact]
     public void QemuMadeStreamOptimizedImage_ReadsInfoMapAndCheckAsQemu()
     {

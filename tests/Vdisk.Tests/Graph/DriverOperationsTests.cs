@@ -71,7 +71,7 @@ public sealed class DriverOperationsTests : IDisposable
         Assert.Equal(Errno.ENOTSUP, compressed.Errno);
         var check = await Assert.ThrowsAsync<NativeIOException>(() => image.CheckAsync(RepairMode.None, null));
         Assert.Equal("This image format does not support checks", check.Message);
-        var amend = await Assert.ThrowsAsync<NativeIOException>(async () => await image.AmendAsync(new Vdisk.Options.QemuOpts([])));
+        var amend = await Assert.ThrowsAsync<NativeIOException>(async () => await image.AmendAsync(new Vdisk.Options.QemuOpts([]), force: false));
         Assert.Equal("Block driver 'raw' does not support option amendment", amend.Message);
         var empty = await Assert.ThrowsAsync<NativeIOException>(async () => await image.MakeEmptyAsync());
         Assert.Equal("raw does not support emptying nodes", empty.Message);

@@ -29,6 +29,19 @@ public sealed class LuksDriver : IBlockDriver
     /// <inheritdoc />
     public IReadOnlyList<QemuOptDesc>? CreateOptionList => s_createOptions;
 
+    /// <summary>block_crypto_amend_opts_luks, in QEMU's order.</summary>
+    private static readonly QemuOptDesc[] s_amendOptions =
+    [
+        new("state", QemuOptType.String, "Select new state of affected keyslots (active/inactive)"),
+        new("keyslot", QemuOptType.Number, "Select a single keyslot to modify explicitly"),
+        new("old-secret", QemuOptType.String, "Select all keyslots that match this password"),
+        new("new-secret", QemuOptType.String, "New secret to set in the matching keyslots. Empty string to erase"),
+        new("iter-time", QemuOptType.Number, "Time to spend in PBKDF in milliseconds"),
+    ];
+
+    /// <inheritdoc />
+    public QemuOpts? CreateAmendOptions() => new(s_amendOptions);
+
     /// <inheritdoc />
     public async Task CreateAsync(CreateOptions options, CancellationToken cancellationToken = default)
     {

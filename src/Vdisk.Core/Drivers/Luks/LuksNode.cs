@@ -37,7 +37,9 @@ public sealed class LuksNode : BlockNode, IImageInfoSource
     public override bool IsProtocol => false;
 
     /// <inheritdoc />
-    public override IChildPermissionRule PermissionRule => CryptoChildPermissionRule.Instance;
+    public override IChildPermissionRule PermissionRule => _updatingKeys ? CryptoChildPermissionRule.UpdatingKeys : CryptoChildPermissionRule.Instance;
+
+    private bool _updatingKeys;
 
     /// <summary>The file child's node.</summary>
     public BlockNode File => _fileChild.Node;
@@ -135,6 +137,37 @@ public sealed class LuksNode : BlockNode, IImageInfoSource
     /// <summary>block_crypto_co_truncate: the file grows or shrinks by the same amount past the payload offset.</summary>
     public override ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
         File.TruncateAsync(_volume.PayloadOffset + length, cancellationToken);
+
+    /// <summary>
+    /// block_crypto_amend_options_luks: the options read as QCryptoBlockAmendOptionsLUKS, the
+    /// file child taken for exclusive writing while the key slots change (updating_keys), then
+    /// released again whatever happened.
+    /// </summary>
+    /// <exception cref="NativeIOException">QEMU's refusal (EINVAL), or the I/O error.</exception>
+    public override async ValueTask AmendAsync(Options.QemuOpts options, bool force, Action<long, long>? status = null, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var amend = LuksAmendOptions.From(options.Get);
+            _updatingKeys = true;
+            try
+            {
+                PermissionRefresh.Refresh([this]);
+                await _volume.AmendAsync(amend, _keySecret!, force,
+                    (o, b, c) => File.ReadAsync(o, b, c),
+                    (o, d, c) => File.WriteAsync(o, d, WriteFlags.None, c), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _updatingKeys = false;
+                PermissionRefresh.Refresh([this]);
+            }
+        }
+        catch (Options.OptionException e)
+        {
+            throw new NativeIOException(Errno.EINVAL, e.Message);
+        }
+    }
 
     /// <summary>A new image reads as what the file held: only a file that reads zeroes makes zeroes of nothing.</summary>
     public override bool HasZeroInit => false;

@@ -38,15 +38,17 @@ public static class Qcow2Measure
         }
         if (s.Preallocation is Preallocation.Full or Preallocation.Falloc) required = aligned;
         long fully = PreallocSize(aligned, clusterSize, System.Numerics.BitOperations.Log2((ulong)s.RefcountBits), s.ExtendedL2);
-        return new MeasureResult(fully - aligned + required, fully, s.Version >= 3 && input is Qcow2Node { Header.Version: >= 3 });
+        // The LUKS header's clusters count in both figures (qcow2_measure's luks_payload_size).
+        return new MeasureResult(s.LuksPayloadBytes + fully - aligned + required, s.LuksPayloadBytes + fully, s.Version >= 3 && input is Qcow2Node { Header.Version: >= 3 });
     }
 
     /// <summary>The qcow2 create options qcow2_measure reads.</summary>
-    internal sealed record MeasureSettings(long ClusterSize, int Version, long RefcountBits, Preallocation Preallocation, bool HasBackingFile, bool ExtendedL2);
+    internal sealed record MeasureSettings(long ClusterSize, int Version, long RefcountBits, Preallocation Preallocation, bool HasBackingFile, bool ExtendedL2, long LuksPayloadBytes);
 
     /// <summary>
     /// qcow2_measure's reading of the options, in its order: extended_l2, cluster_size,
-    /// compat (0.10 or 1.1 only), refcount_bits, preallocation, backing_file, encryption.
+    /// compat (0.10 or 1.1 only), refcount_bits, preallocation, backing_file, encrypt.format
+    /// (luks: its header, rounded up to clusters).
     /// </summary>
     internal static MeasureSettings Settings(QemuOpts options)
     {
@@ -77,9 +79,31 @@ public static class Qcow2Measure
             "full" => Preallocation.Full,
             var v => throw Refused($"invalid parameter value: {v}"),
         };
-        if (options.Contains("encrypt.format") || options.GetBool("encryption") == true)
-            throw Refused("vdisk does not support encrypted qcow2 images");
-        return new MeasureSettings((long)clusterSize, version, (long)refcountBits, preallocation, options.Contains("backing_file"), extendedL2);
+        bool hasBackingFile = options.Contains("backing_file");
+        long luksPayload = options.Get("encrypt.format") == "luks" ? (long)RoundUp((ulong)LuksHeaderBytes(options), clusterSize) : 0;
+        return new MeasureSettings((long)clusterSize, version, (long)refcountBits, preallocation, hasBackingFile, extendedL2, luksPayload);
+    }
+
+    /// <summary>
+    /// qcrypto_block_calculate_payload_offset for encrypt.format=luks: the encrypt.* options
+    /// read as a LUKS create (the visitor sees them without the prefix, so its messages name
+    /// them bare), the secret looked up, and the header's length for the master key's size.
+    /// Only "aes" encryption leaves the size as without encryption.
+    /// </summary>
+    private static long LuksHeaderBytes(QemuOpts options)
+    {
+        try
+        {
+            var luks = Crypto.LuksCreateOptions.From(options.Get, "encrypt.", visitorPath: "");
+            string secret = options.Get("encrypt.key-secret") ?? throw new OptionException("Parameter 'encrypt.key-secret' is required for cipher");
+            Crypto.Secrets.LookupPassphrase(secret);
+            int keyBytes = Crypto.CryptoAlgorithms.KeyLength(luks.Cipher) * (luks.Mode == Crypto.CipherMode.Xts ? 2 : 1);
+            return Crypto.LuksHeader.PayloadOffsetFor(keyBytes);
+        }
+        catch (OptionException e)
+        {
+            throw new NativeIOException(Errno.EINVAL, e.Message);
+        }
     }
 
     /// <summary>The input's data clusters: allocated data ranges, each widened to whole target clusters.</summary>

@@ -9,17 +9,24 @@ namespace Vdisk.Drivers.Qcow2;
 public sealed partial class Qcow2Node
 {
     /// <summary>
-    /// qcow2_amend_options: reads the amend options in their list order (size, compat,
-    /// backing_file, backing_fmt, data_file, data_file_raw, lazy_refcounts, refcount_bits,
-    /// encrypt.*), refusing bad values before anything is written; then upgrades the version,
-    /// changes the refcount width, refuses a backing file change, changes lazy_refcounts and
+    /// qcow2_amend_options: reads the amend options in their list order (encrypt.*, size,
+    /// compat, backing_file, backing_fmt, data_file, data_file_raw, lazy_refcounts,
+    /// refcount_bits), refusing bad values before anything is written; then upgrades the
+    /// version, changes the LUKS key slots (<paramref name="force"/> allows overwriting an
+    /// active slot and erasing the last), changes the refcount width, refuses a backing file change, changes lazy_refcounts and
     /// the size, and downgrades last.
     /// <paramref name="status"/> gets (done, total) while a downgrade works.
     /// </summary>
     /// <exception cref="NativeIOException">QEMU's refusal (its hint, if any, on the lines after the message).</exception>
-    public override async ValueTask AmendAsync(QemuOpts options, Action<long, long>? status = null, CancellationToken ct = default)
+    public override async ValueTask AmendAsync(QemuOpts options, bool force, Action<long, long>? status = null, CancellationToken ct = default)
     {
         EnsureWritable();
+        // The encrypt.* options come first in QEMU's list, so their checks come first.
+        bool encryptionUpdate = options.Descriptors.Any(d => d.Name.StartsWith("encrypt.", StringComparison.Ordinal) && options.Contains(d.Name));
+        if (encryptionUpdate && !IsEncrypted)
+            throw new NativeIOException(Errno.EINVAL, "Can't amend encryption options - encryption not present");
+        if (encryptionUpdate && _header.CryptMethod != CryptLuks)
+            throw new NativeIOException(Errno.ENOTSUP, "Only LUKS encryption options can be amended");
         int oldVersion = (int)_header.Version, newVersion = oldVersion;
         switch (options.Get("compat"))
         {
@@ -42,11 +49,10 @@ public sealed partial class Qcow2Node
                 throw new NativeIOException(Errno.EINVAL, "Refcount width must be a power of two and may not exceed 64 bits");
             refcountBits = (long)bits;
         }
-        if (options.Descriptors.Any(d => d.Name.StartsWith("encrypt.", StringComparison.Ordinal) && options.Contains(d.Name)))
-            throw new NativeIOException(Errno.EINVAL, "Can't amend encryption options - encryption not present");
         // The steps in qemu-img 7.2's order (as it behaves): upgrade, refcount width, the
         // backing file check, lazy refcounts, size, downgrade.
         if (newVersion > oldVersion) await WriteVersionAsync(newVersion, ct).ConfigureAwait(false);
+        if (encryptionUpdate) await AmendEncryptionAsync(options, force, ct).ConfigureAwait(false);
         if (refcountBits != _g.RefcountBits)
         {
             if (newVersion < 3 && refcountBits != 16)

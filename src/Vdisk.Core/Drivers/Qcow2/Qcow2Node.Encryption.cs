@@ -21,6 +21,7 @@ public sealed partial class Qcow2Node
     private SectorCipher? _crypto;
     private bool _cryptPhysicalOffset;
     private LuksVolume? _luks;
+    private string? _keySecret;
     private readonly SemaphoreSlim _unalignedWrites = new(1, 1);
 
     /// <summary>True for an encrypted image.</summary>
@@ -58,14 +59,43 @@ public sealed partial class Qcow2Node
             _cryptPhysicalOffset = false;
             return;
         }
-        var (offset, length) = CryptoHeaderRange() ?? throw new Qcow2FormatException("Missing crypto header for crypt method 2");
-        _luks = await LuksVolume.OpenAsync(async (o, b, c) =>
-        {
-            if (o + b.Length > length) throw new NativeIOException(Errno.EINVAL, "Request for data outside of extension header");
-            await File.ReadAsync(offset + o, b, c).ConfigureAwait(false);
-        }, passphrase, ct).ConfigureAwait(false);
+        _luks = await LuksVolume.OpenAsync(ReadCryptoHeaderAsync, passphrase, ct).ConfigureAwait(false);
+        _keySecret = keySecret;
         _crypto = _luks.Cipher;
         _cryptPhysicalOffset = true;
+    }
+
+    /// <summary>qcow2_crypto_hdr_read_func: a read inside the LUKS header's clusters.</summary>
+    private async ValueTask ReadCryptoHeaderAsync(long offset, Memory<byte> buffer, CancellationToken ct)
+    {
+        var (start, length) = CryptoHeaderRange() ?? throw new Qcow2FormatException("Missing crypto header for crypt method 2");
+        if (offset + buffer.Length > length) throw new NativeIOException(Errno.EINVAL, "Request for data outside of extension header");
+        await File.ReadAsync(start + offset, buffer, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>qcow2_crypto_hdr_write_func: a write inside the LUKS header's clusters.</summary>
+    private async ValueTask WriteCryptoHeaderAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        var (start, length) = CryptoHeaderRange() ?? throw new Qcow2FormatException("Missing crypto header for crypt method 2");
+        if (offset + data.Length > length) throw new NativeIOException(Errno.EINVAL, "Request for data outside of extension header");
+        await File.WriteAsync(start + offset, data, WriteFlags.None, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// qcow2_amend_options' encryption step: the encrypt.* options read as
+    /// QCryptoBlockAmendOptionsLUKS and applied to the LUKS header's key slots.
+    /// </summary>
+    private async ValueTask AmendEncryptionAsync(Options.QemuOpts options, bool force, CancellationToken ct)
+    {
+        try
+        {
+            var amend = LuksAmendOptions.From(options.Get, "encrypt.");
+            await _luks!.AmendAsync(amend, _keySecret!, force, ReadCryptoHeaderAsync, WriteCryptoHeaderAsync, ct).ConfigureAwait(false);
+        }
+        catch (Options.OptionException e)
+        {
+            throw new NativeIOException(Errno.EINVAL, e.Message);
+        }
     }
 
     /// <summary>Where the full disk encryption header extension says the LUKS header lies, or null without one.</summary>

@@ -319,12 +319,14 @@ public static class VmdkDescriptor
     /// vmdk_write_cid: the descriptor area with the number after the first <c>CID</c> replaced
     /// by <paramref name="cid"/> (lower-case hex) and the text from <c>parentCID</c> on appended
     /// after it; everything between them is dropped, as in QEMU. Null when there is no
-    /// <c>parentCID</c> (QEMU fails the write with EINVAL).
+    /// <c>parentCID</c> (QEMU fails the write with EINVAL). <paramref name="areaSize"/> is the
+    /// buffer QEMU works in: the 10 KiB area of an embedded descriptor, or a descriptor file's
+    /// whole sectors.
     /// </summary>
-    public static byte[]? WithCid(ReadOnlySpan<byte> area, uint cid)
+    public static byte[]? WithCid(ReadOnlySpan<byte> area, uint cid, int areaSize = DescriptorAreaSize)
     {
-        var desc = new byte[DescriptorAreaSize];
-        area[..Math.Min(area.Length, DescriptorAreaSize - 1)].CopyTo(desc);
+        var desc = new byte[areaSize];
+        area[..Math.Min(area.Length, areaSize - 1)].CopyTo(desc);
         string text = CString(desc);
         int parent = text.IndexOf("parentCID", StringComparison.Ordinal);
         if (parent < 0) return null;
@@ -335,7 +337,7 @@ public static class VmdkDescriptor
         // snprintf and pstrcat write a NUL-terminated string and stop one byte short of the
         // buffer's end; bytes after the new terminator keep their old contents, as in QEMU.
         var bytes = Encoding.Latin1.GetBytes(cid.ToString("x", CultureInfo.InvariantCulture) + "\n" + tail);
-        int n = Math.Min(bytes.Length, DescriptorAreaSize - 1 - at);
+        int n = Math.Min(bytes.Length, areaSize - 1 - at);
         bytes.AsSpan(0, n).CopyTo(desc.AsSpan(at));
         desc[at + n] = 0;
         return desc;

@@ -500,17 +500,23 @@ public sealed partial class VmdkNode
 
     /// <summary>
     /// vmdk_write_cid on the first write after opening: a random CID written into the
-    /// descriptor (as much of the 10 KiB descriptor area as the file's whole sectors hold), then
-    /// a flush.
+    /// descriptor (as much of the 10 KiB descriptor area as the file's whole sectors hold; a
+    /// descriptor file is rewritten whole, in whole sectors, however long it is, as qemu-io 7.2
+    /// does: a 10 KiB cut would break the extent line across it), then a flush.
     /// </summary>
     private async ValueTask UpdateCidOnceAsync(CancellationToken ct)
     {
         if (_cidUpdated) return;
-        long length = Math.Min(VmdkDescriptor.DescriptorAreaSize, File.Length - _descriptorOffset);
-        var area = new byte[VmdkDescriptor.DescriptorAreaSize];
-        if (length > 0) await File.ReadAsync(_descriptorOffset, area.AsMemory(0, (int)length), ct).ConfigureAwait(false);
+        bool descriptorFile = _descriptorOffset == 0;
+        int areaSize = descriptorFile
+            ? (int)Math.Min(VmdkDescriptor.MaxDescriptorFileBytes + 1, Math.Max(VmdkDescriptor.DescriptorAreaSize, (File.Length + 511) / 512 * 512))
+            : VmdkDescriptor.DescriptorAreaSize;
+        long length = Math.Min(areaSize, descriptorFile ? (File.Length + 511) / 512 * 512 : File.Length - _descriptorOffset);
+        var area = new byte[areaSize];
+        long available = Math.Min(length, File.Length - _descriptorOffset);
+        if (available > 0) await File.ReadAsync(_descriptorOffset, area.AsMemory(0, (int)available), ct).ConfigureAwait(false);
         uint cid = (uint)Random.Shared.NextInt64(0, 1L << 32);
-        var updated = VmdkDescriptor.WithCid(area, cid) ?? throw Error(Errno.EINVAL);
+        var updated = VmdkDescriptor.WithCid(area, cid, areaSize) ?? throw Error(Errno.EINVAL);
         await File.WriteAsync(_descriptorOffset, updated.AsMemory(0, (int)Math.Max(0, length)), WriteFlags.None, ct).ConfigureAwait(false);
         await File.FlushAsync(ct).ConfigureAwait(false);
         _cidUpdated = true;
