@@ -30,6 +30,9 @@ internal static class Program
                 // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
                 return await ServeCommand.RunAsync(args[1..], tool);
         }
+        // The everyday info and io lines skip System.CommandLine (OneShotCommandLine says which).
+        if (OneShotCommandLine.TryRead(tool, args) is { } oneShot && Environment.GetEnvironmentVariable("VDISK_FULL_PARSER") is not "1")
+            return await RunVerbAsync(oneShot);
         var root = CommandTree(tool, args, out var fullTree);
         if (root is null) return PrintVersion(tool);
         var argv = FrontDoor.Rewrite(root, args, fullTree, out int usageError);
@@ -61,9 +64,15 @@ internal static class Program
             Stdio.Error(e.Message);
             return parse.CommandResult.Command.Name == "locks" ? LocksCommand.ExitError : 1;
         }
+        return await RunVerbAsync(() => parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }));
+    }
+
+    /// <summary>Runs the verb, then flushes stdout; a failure ends the run with one line, never a stack trace.</summary>
+    private static async Task<int> RunVerbAsync(Func<Task<int>> verb)
+    {
         try
         {
-            int rc = await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
+            int rc = await verb();
             Stdio.Out.Flush();
             return rc;
         }

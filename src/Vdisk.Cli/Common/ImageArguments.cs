@@ -31,10 +31,14 @@ internal sealed class ImageArguments
     }
 
     /// <summary>Builds the source; with --image-opts the filename is an option string.</summary>
-    public ImageSource Source(ParseResult result, string filename)
+    public ImageSource Source(ParseResult result, string filename) =>
+        Source(filename, result.GetValue(Format), result.GetValue(ImageOpts));
+
+    /// <summary>The same for the options' values.</summary>
+    public static ImageSource Source(string filename, string? format, bool imageOpts)
     {
-        if (!result.GetValue(ImageOpts)) return ImageSource.FromFile(filename, result.GetValue(Format));
-        if (result.GetValue(Format) is not null)
+        if (!imageOpts) return ImageSource.FromFile(filename, format);
+        if (format is not null)
             throw new OptionException("--image-opts and --format are mutually exclusive");
         return ImageSource.FromImageOptions(filename, Diagnostics.WarningSink);
     }

@@ -39,16 +39,6 @@ internal sealed class LockWaitOption : Option<string?>
         ? new LockWaitOptions { Timeout = timeout == TimeSpan.MaxValue ? null : timeout, Waiting = Announce }
         : null;
 
-    /// <summary>
-    /// Runs <paramref name="open"/>, waiting on lock conflicts when <c>--wait</c> was given. A
-    /// cancelled wait (Ctrl-C, SIGTERM) throws <see cref="OperationCanceledException"/>.
-    /// </summary>
-    public T Open<T>(ParseResult result, Func<T> open, CancellationToken cancellationToken)
-    {
-        var options = Options(result);
-        return options is null ? open() : LockWait.Run(open, options, cancellationToken);
-    }
-
     /// <summary>Seconds as a time span, <see cref="TimeSpan.MaxValue"/> for no limit, null when invalid.</summary>
     internal static TimeSpan? ParseTimeout(string? text)
     {

@@ -10,9 +10,12 @@ internal sealed class OutputOption
     public void AddTo(Command command) => command.Options.Add(Option);
 
     /// <summary>True for json, false for human; null (after printing qemu-img's message) otherwise.</summary>
-    public bool? IsJson(ParseResult result)
+    public bool? IsJson(ParseResult result) => IsJson(result.GetValue(Option));
+
+    /// <summary>The same for the option's value.</summary>
+    public static bool? IsJson(string? value)
     {
-        switch (result.GetValue(Option))
+        switch (value)
         {
             case "json": return true;
             case "human": return false;

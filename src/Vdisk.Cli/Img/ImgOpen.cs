@@ -13,9 +13,12 @@ namespace Vdisk.Cli.Img;
 internal static class ImgOpen
 {
     /// <summary>Runs an open (or a create) under the verb's <c>--wait</c>, if any.</summary>
-    public static T Run<T>(ParseResult result, Func<T> open)
+    public static T Run<T>(ParseResult result, Func<T> open) => Run(LockWaitOption.Of(result), open);
+
+    /// <summary>Runs an open under <paramref name="wait"/> (null: no waiting).</summary>
+    public static T Run<T>(Vdisk.Locking.LockWaitOptions? wait, Func<T> open)
     {
-        if (LockWaitOption.Of(result) is not { } wait) return open();
+        if (wait is null) return open();
         using var signals = new Signals();
         try
         {

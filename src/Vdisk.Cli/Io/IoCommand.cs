@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Vdisk.Cli.Common;
 using Vdisk.Options;
+using Vdisk.Locking;
+using Vdisk.Locking.Cluster;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Io;
@@ -42,114 +44,148 @@ internal static class IoCommand
         command.Options.Add(trace);
         command.Options.Add(version);
         command.Arguments.Add(file);
-        command.SetAction(async (result, _) =>
+        command.SetAction((result, _) => RunAsync(new IoRequest(
+            result.GetValue(file),
+            result.GetValue(image.Format),
+            result.GetValue(image.ImageOpts),
+            result.GetValue(image.ForceShare),
+            result.GetValue(commands) ?? [],
+            result.GetValue(readOnly),
+            result.GetValue(noCache),
+            result.GetValue(cache),
+            result.GetValue(discard),
+            result.GetValue(aio),
+            result.GetValue(nativeAio),
+            result.GetValue(trace) ?? [],
+            result.GetValue(version),
+            wait.Options(result),
+            ClusterOption.Settings(result))
         {
-            if (result.GetValue(version))
-            {
-                // qemu-io prints its version and exits at -V, whatever else is on the line; vdisk io is its twin.
-                Stdio.Out.Write(Personality.VersionText(Tool.QemuIo, Personality.VdiskVersion));
-                return 0;
-            }
-            if (result.GetValue(image.Format) is not null && result.GetValue(image.ImageOpts))
-            {
-                Stdio.Error("--image-opts and -f are mutually exclusive");
-                return 1;
-            }
-            if (result.GetValue(discard) is { } discardMode && !IoCacheMode.IsDiscardMode(discardMode))
-            {
-                Stdio.Error("Invalid discard option: " + discardMode);
-                return 1;
-            }
-            var cacheMode = IoCacheMode.Default;
-            if (result.GetValue(cache) is { } cacheText)
-            {
-                if (IoCacheMode.Parse(cacheText) is not { } parsed)
-                {
-                    Stdio.Error("Invalid cache option: " + cacheText);
-                    return 1;
-                }
-                cacheMode = parsed;
-            }
-            if (result.GetValue(noCache)) cacheMode = cacheMode.WithNoCache();
-            string? aioMode = result.GetValue(nativeAio) ? "native" : null;
-            if (result.GetValue(aio) is { } aioText)
-            {
-                if (aioText is not ("threads" or "native" or "io_uring"))
-                {
-                    Stdio.Error("Invalid aio option: " + aioText);
-                    return 1;
-                }
-                aioMode = aioText;
-            }
-            foreach (var pattern in result.GetValue(trace) ?? [])
-                Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
-            using var signals = new Signals();
-            await using var session = new IoSession(signals.Token)
-            {
-                OpenWrapper = wait.Options(result) is null ? null : open => wait.Open(result, open, signals.Token),
-                ClusterLocks = ClusterOption.Settings(result),
-            };
-            string? filename = result.GetValue(file);
-            bool forceShare = result.GetValue(image.ForceShare);
-            if (filename is not null)
-            {
-                ImageSource source;
-                try
-                {
-                    source = image.Source(result, filename);
-                    if (forceShare && source.RefusesForceShare)
-                    {
-                        Stdio.Error("-U conflicts with image options");
-                        return 1;
-                    }
-                }
-                catch (OptionException e)
-                {
-                    Stdio.Error(result.GetValue(image.ImageOpts) ? $"can't open: {e.Message}" : $"can't open device {filename}: {e.Message}");
-                    return 1;
-                }
-                if (aioMode == "native" && !cacheMode.Direct)
-                {
-                    // raw_open_common: Linux AIO needs O_DIRECT.
-                    const string nativeNeedsDirect = "aio=native was specified, but it requires cache.direct=on, which was not specified.";
-                    Stdio.Error(result.GetValue(image.ImageOpts) ? $"can't open: {nativeNeedsDirect}" : $"can't open device {filename}: {nativeNeedsDirect}");
-                    return 1;
-                }
-                var flags = result.GetValue(readOnly) ? OpenFlags.None : OpenFlags.ReadWrite;
-                if (forceShare) flags |= OpenFlags.ForceShare;
-                if (result.GetValue(snapshot)) flags |= OpenFlags.Snapshot;
-                if (result.GetValue(copyOnRead)) flags |= OpenFlags.CopyOnRead;
-                // qemu-io opens with BDRV_O_UNMAP unless -d ignore: its discards reach the image.
-                if (result.GetValue(discard) is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
-                if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);
-            }
-
-            int lastError = 0;
-            string[] lines = result.GetValue(commands) ?? [];
-            if (lines.Length > 0)
-            {
-                foreach (var line in lines)
-                {
-                    if (session.QuitRequested || signals.Token.IsCancellationRequested) break;
-                    int ret = await session.RunAsync(line);
-                    if (ret < 0) lastError = ret;
-                }
-            }
-            else
-            {
-                while (!session.QuitRequested && !signals.Token.IsCancellationRequested)
-                {
-                    Stdio.Out.Write("qemu-io> ");
-                    Stdio.Out.Flush();
-                    string? line = await Console.In.ReadLineAsync(signals.Token).AsTask().ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : null);
-                    if (line is null) break;
-                    int ret = await session.RunAsync(line);
-                    if (ret < 0) lastError = ret;
-                }
-            }
-            Stdio.Out.Flush();
-            return signals.ExitCode(lastError < 0 ? 1 : 0);
-        });
+            Snapshot = result.GetValue(snapshot),
+            CopyOnRead = result.GetValue(copyOnRead),
+        }));
         return command;
+    }
+
+    /// <summary>What an io run was asked for, however its command line was read (<see cref="OneShotCommandLine"/>).</summary>
+    public sealed record IoRequest(
+        string? File, string? Format, bool ImageOpts, bool ForceShare, string[] Commands, bool ReadOnly, bool NoCache,
+        string? Cache, string? Discard, string? Aio, bool NativeAio, string[] Trace, bool Version,
+        LockWaitOptions? Wait, ClusterLockSettings? Cluster)
+    {
+        /// <summary>-s: a temporary overlay takes the writes.</summary>
+        public bool Snapshot { get; init; }
+
+        /// <summary>-C: reads copy what they find in the backing chain into the image.</summary>
+        public bool CopyOnRead { get; init; }
+    }
+
+    public static async Task<int> RunAsync(IoRequest request)
+    {
+        if (request.Version)
+        {
+            // qemu-io prints its version and exits at -V, whatever else is on the line; vdisk io is its twin.
+            Stdio.Out.Write(Personality.VersionText(Tool.QemuIo, Personality.VdiskVersion));
+            return 0;
+        }
+        if (request.Format is not null && request.ImageOpts)
+        {
+            Stdio.Error("--image-opts and -f are mutually exclusive");
+            return 1;
+        }
+        if (request.Discard is { } discardMode && !IoCacheMode.IsDiscardMode(discardMode))
+        {
+            Stdio.Error("Invalid discard option: " + discardMode);
+            return 1;
+        }
+        var cacheMode = IoCacheMode.Default;
+        if (request.Cache is { } cacheText)
+        {
+            if (IoCacheMode.Parse(cacheText) is not { } parsed)
+            {
+                Stdio.Error("Invalid cache option: " + cacheText);
+                return 1;
+            }
+            cacheMode = parsed;
+        }
+        if (request.NoCache) cacheMode = cacheMode.WithNoCache();
+        string? aioMode = request.NativeAio ? "native" : null;
+        if (request.Aio is { } aioText)
+        {
+            if (aioText is not ("threads" or "native" or "io_uring"))
+            {
+                Stdio.Error("Invalid aio option: " + aioText);
+                return 1;
+            }
+            aioMode = aioText;
+        }
+        foreach (var pattern in request.Trace)
+            Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
+        using var signals = new Signals();
+        await using var session = new IoSession(signals.Token)
+        {
+            OpenWrapper = request.Wait is not { } waitOptions ? null : open => LockWait.Run(open, waitOptions, signals.Token),
+            ClusterLocks = request.Cluster,
+        };
+        string? filename = request.File;
+        bool forceShare = request.ForceShare;
+        if (filename is not null)
+        {
+            ImageSource source;
+            try
+            {
+                source = ImageArguments.Source(filename, request.Format, request.ImageOpts);
+                if (forceShare && source.RefusesForceShare)
+                {
+                    Stdio.Error("-U conflicts with image options");
+                    return 1;
+                }
+            }
+            catch (OptionException e)
+            {
+                Stdio.Error(request.ImageOpts ? $"can't open: {e.Message}" : $"can't open device {filename}: {e.Message}");
+                return 1;
+            }
+            if (aioMode == "native" && !cacheMode.Direct)
+            {
+                // raw_open_common: Linux AIO needs O_DIRECT.
+                const string nativeNeedsDirect = "aio=native was specified, but it requires cache.direct=on, which was not specified.";
+                Stdio.Error(request.ImageOpts ? $"can't open: {nativeNeedsDirect}" : $"can't open device {filename}: {nativeNeedsDirect}");
+                return 1;
+            }
+            var flags = request.ReadOnly ? OpenFlags.None : OpenFlags.ReadWrite;
+            if (forceShare) flags |= OpenFlags.ForceShare;
+            if (request.Snapshot) flags |= OpenFlags.Snapshot;
+            if (request.CopyOnRead) flags |= OpenFlags.CopyOnRead;
+            // qemu-io opens with BDRV_O_UNMAP unless -d ignore: its discards reach the image.
+            if (request.Discard is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
+            if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);
+        }
+
+        int lastError = 0;
+        string[] lines = request.Commands;
+        if (lines.Length > 0)
+        {
+            foreach (var line in lines)
+            {
+                if (session.QuitRequested || signals.Token.IsCancellationRequested) break;
+                int ret = await session.RunAsync(line);
+                if (ret < 0) lastError = ret;
+            }
+        }
+        else
+        {
+            while (!session.QuitRequested && !signals.Token.IsCancellationRequested)
+            {
+                Stdio.Out.Write("qemu-io> ");
+                Stdio.Out.Flush();
+                string? line = await Console.In.ReadLineAsync(signals.Token).AsTask().ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : null);
+                if (line is null) break;
+                int ret = await session.RunAsync(line);
+                if (ret < 0) lastError = ret;
+            }
+        }
+        Stdio.Out.Flush();
+        return signals.ExitCode(lastError < 0 ? 1 : 0);
     }
 }
