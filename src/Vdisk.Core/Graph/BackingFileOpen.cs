@@ -38,7 +38,7 @@ public static class BackingFileOpen
                 string? full = null;
                 if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
                 {
-                    full = BackingPath.Combine(node.Filename, backingName);
+                    full = BackingPath.Combine(node.PathBase, backingName);
                     string name = full;
                     Run(() => options.Set("file", ProtocolOptions(name)));
                 }
@@ -46,7 +46,7 @@ public static class BackingFileOpen
                 Run(() => attach(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
-                string path = BackingPath.Combine(node.Filename, backingName);
+                string path = BackingPath.Combine(node.PathBase, backingName);
                 var opts = new OptionDict();
                 if (backingFormat is not null) opts.Set("driver", backingFormat);
                 Run(() => opts.Set("file", ProtocolOptions(path)));
