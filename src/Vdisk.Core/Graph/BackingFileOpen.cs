@@ -47,12 +47,32 @@ public static class BackingFileOpen
                 return;
             case null when backingName is not null:
                 string path = BackingPath.Combine(node.PathBase, backingName);
-                var opts = new OptionDict();
-                if (backingFormat is not null) opts.Set("driver", backingFormat);
-                Run(() => opts.Set("file", ProtocolOptions(path)));
+                OptionDict opts = null!;
+                Run(() => opts = NodeOptionsFor(path, backingFormat));
                 Run(() => attach(context.Opener.OpenBacking(context, opts), path));
                 return;
         }
+    }
+
+    /// <summary>
+    /// The options of a backing node named <paramref name="name"/> (resolved) with the format
+    /// <paramref name="format"/> (null: probe): a <c>json:</c> name describes the node itself
+    /// (its own driver wins over the format), any other name is its protocol node's filename.
+    /// </summary>
+    public static OptionDict NodeOptionsFor(string name, string? format)
+    {
+        OptionDict options;
+        if (JsonOptions.IsJsonFilename(name))
+        {
+            options = OptionTree.Crumple(JsonOptions.ParseFilename(name));
+        }
+        else
+        {
+            options = new OptionDict();
+            options.Set("file", ProtocolOptions(name));
+        }
+        if (format is not null && !options.Contains("driver")) options.Set("driver", format);
+        return options;
     }
 
     /// <summary>

@@ -278,6 +278,12 @@ public abstract partial class BlockNode
     /// </summary>
     public virtual ValueTask DebugEventAsync(BlkdebugEvent e) => ValueTask.CompletedTask;
 
+    /// <summary>
+    /// The node a filter passes every request to (bdrv_filter_bs), or null for formats and
+    /// protocols. Walks through the backing chain step over it as over a backing file.
+    /// </summary>
+    public virtual BlockNode? FilteredNode => null;
+
     /// <summary>The child a filter or format keeps its data in (bdrv_primary_child), or null.</summary>
     public BdrvChild? PrimaryChild => _children.FirstOrDefault(c => (c.Role & ChildRole.Primary) != 0);
 

@@ -54,6 +54,9 @@ public sealed class BlkdebugNode : BlockNode
     public BlockNode Image => _image.Node;
 
     /// <inheritdoc />
+    public override BlockNode? FilteredNode => Image;
+
+    /// <inheritdoc />
     public override long Length => Image.Length;
 
     /// <inheritdoc />
@@ -180,14 +183,64 @@ public sealed class BlkdebugNode : BlockNode
         await DebugEventAsync(BlkdebugEvent.PwritevDone).ConfigureAwait(false);
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// bdrv_co_do_pwrite_zeroes over blkdebug's limits: the range is cut at the write-zeroes
+    /// alignment (<c>opt-write-zero</c>, at least <c>align</c>) and <c>max-write-zero</c>; pieces
+    /// smaller than the alignment blkdebug refuses (ENOTSUP), so the block layer writes them as
+    /// buffers of zeroes (at most <c>max-transfer</c> each). Only aligned pieces reach the image
+    /// as zero writes, which decides what the image allocates.
+    /// </summary>
     public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
     {
         await DebugEventAsync(BlkdebugEvent.PwritevZero).ConfigureAwait(false);
-        Check(offset, length, BlkdebugIoType.WriteZeroes);
-        await Image.WriteZeroesAsync(offset, length, flags, cancellationToken).ConfigureAwait(false);
+        long alignment = Math.Max(Math.Max(Limits.OptWriteZero, Limits.Align), 1);
+        long maxZeroes = Limits.MaxWriteZero != 0 ? Limits.MaxWriteZero / alignment * alignment : long.MaxValue / alignment * alignment;
+        long head = offset % alignment;
+        long tail = (offset + length) % alignment;
+        while (length > 0)
+        {
+            long num = length;
+            if (head != 0)
+            {
+                num = Math.Min(length, alignment - head);
+                head = (head + num) % alignment;
+            }
+            else if (tail != 0 && num > alignment)
+            {
+                num -= tail;
+            }
+            num = Math.Min(num, maxZeroes);
+            if (num >= alignment)
+            {
+                Check(offset, num, BlkdebugIoType.WriteZeroes);
+                await Image.WriteZeroesAsync(offset, num, flags, cancellationToken).ConfigureAwait(false);
+            }
+            else if ((flags & ZeroFlags.NoFallback) != 0)
+            {
+                throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP), Filename);
+            }
+            else
+            {
+                // The bounce-buffer fallback: plain writes of zeroes through blkdebug's write.
+                long chunkLimit = Limits.MaxTransfer != 0 ? Limits.MaxTransfer : MaxBounceBuffer;
+                var zeroes = new byte[Math.Min(num, chunkLimit)];
+                for (long done = 0; done < num;)
+                {
+                    int n = (int)Math.Min(num - done, zeroes.Length);
+                    Check(offset + done, n, BlkdebugIoType.Write);
+                    await Image.WriteAsync(offset + done, zeroes.AsMemory(0, n),
+                        (flags & ZeroFlags.Fua) != 0 ? WriteFlags.Fua : WriteFlags.None, cancellationToken).ConfigureAwait(false);
+                    done += n;
+                }
+            }
+            offset += num;
+            length -= num;
+        }
         await DebugEventAsync(BlkdebugEvent.PwritevDone).ConfigureAwait(false);
     }
+
+    // MAX_BOUNCE_BUFFER of block/io.c: 32768 sectors.
+    private const long MaxBounceBuffer = 32768L * 512;
 
     /// <inheritdoc />
     public override async ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
