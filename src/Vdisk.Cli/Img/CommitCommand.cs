@@ -57,8 +57,9 @@ internal static class CommitCommand
                 var dict = options ?? new OptionDict();
                 if (options is null)
                 {
+                    // A protocol prefix (blkdebug:, nbd://) chooses the protocol node, as bdrv_open does.
                     var f = new OptionDict();
-                    f.Set("filename", filename);
+                    BlockDrivers.FillProtocolOptions(f, filename);
                     dict.Set("file", f);
                     if (result.GetValue(format) is { } fmt) dict.Set("driver", fmt);
                 }

@@ -19,6 +19,14 @@ public sealed class BlkdebugNode : BlockNode
     private readonly BlkdebugPermissionRule _permissionRule;
     private readonly List<(string Tag, TaskCompletionSource Resume)> _suspended = new();
     private readonly object _gate = new();
+    private TaskCompletionSource _suspension = NewSignal();
+
+    // bs->write_gen and bs->flushed_gen: a flush with no write since the last one does not reach
+    // blkdebug's flush (so an active error does not fail it), as bdrv_co_flush skips it.
+    private long _writeGeneration;
+    private long _flushedGeneration;
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     internal BlkdebugNode(string nodeName, NodeFlags flags, BlockNode image, BlkdebugRuleSet rules, BlkdebugLimits limits,
         BlockPermission takeChildPerms, BlockPermission unshareChildPerms, string? configFile, bool exactFilename)
@@ -98,14 +106,34 @@ public sealed class BlkdebugNode : BlockNode
         foreach (string tag in tags) await SuspendAsync(tag).ConfigureAwait(false);
     }
 
-    // suspend_request: the request waits here until "resume TAG" (or "remove_break TAG").
+    // suspend_request: the request waits here until "resume TAG" (or "remove_break TAG"). The
+    // line is out before anyone can see the request suspended, so qemu-io's next lines follow it.
     private async ValueTask SuspendAsync(string tag)
     {
-        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_gate) _suspended.Add((tag, resume));
+        var resume = NewSignal();
         SuspendReports.Write($"blkdebug: Suspended request '{tag}'\n");
         SuspendReports.Flush();
+        TaskCompletionSource signal;
+        lock (_gate)
+        {
+            _suspended.Add((tag, resume));
+            signal = _suspension;
+            _suspension = NewSignal();
+        }
+        signal.SetResult();
         await resume.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>Completes when a request is next suspended (qemu-io's wait_break polls with it).</summary>
+    public Task NextSuspensionAsync()
+    {
+        lock (_gate) return _suspension.Task;
+    }
+
+    // QEMU prints this as the request continues, inside the resume command: printed here, before
+    // the request runs on, so it precedes anything the request then prints.
+    private static void ReportResuming(string tag)
+    {
         SuspendReports.Write($"blkdebug: Resuming request '{tag}'\n");
         SuspendReports.Flush();
     }
@@ -131,8 +159,10 @@ public sealed class BlkdebugNode : BlockNode
                 _suspended.RemoveAt(i);
             }
         }
-        resume?.SetResult();
-        return resume is not null;
+        if (resume is null) return false;
+        ReportResuming(tag);
+        resume.SetResult();
+        return true;
     }
 
     /// <summary>bdrv_debug_remove_breakpoint: drops the breakpoints and resumes the requests with <paramref name="tag"/>.</summary>
@@ -146,7 +176,11 @@ public sealed class BlkdebugNode : BlockNode
             resumed = _suspended.Where(s => s.Tag == tag).Select(s => s.Resume).ToList();
             _suspended.RemoveAll(s => s.Tag == tag);
         }
-        foreach (var r in resumed) r.SetResult();
+        foreach (var r in resumed)
+        {
+            ReportResuming(tag);
+            r.SetResult();
+        }
         return removed || resumed.Count > 0;
     }
 
@@ -174,13 +208,120 @@ public sealed class BlkdebugNode : BlockNode
         await Image.ReadAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// bdrv_co_pwritev over blkdebug's <c>align</c>: a write that does not cover whole aligned
+    /// blocks waits for the overlapping requests before it, reads the partial head and tail blocks
+    /// (events pwritev_rmw_head/after_head, pwritev_rmw_tail/after_tail, a single head read when
+    /// both lie in one block) and writes the whole blocks; then pwritev and pwritev_done.
+    /// </summary>
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
-        await DebugEventAsync(BlkdebugEvent.Pwritev).ConfigureAwait(false);
-        Check(offset, data.Length, BlkdebugIoType.Write);
-        await Image.WriteAsync(offset, data, flags, cancellationToken).ConfigureAwait(false);
-        await DebugEventAsync(BlkdebugEvent.PwritevDone).ConfigureAwait(false);
+        long align = Math.Max(Limits.Align, 1);
+        long start = offset / align * align;
+        long end = (offset + data.Length + align - 1) / align * align;
+        bool padded = start != offset || end != offset + data.Length;
+        var request = Track(start, end, padded);
+        try
+        {
+            // bdrv_make_request_serialising before the reads of a padded request.
+            if (padded) await WaitSerialisingAsync(request).ConfigureAwait(false);
+            long writeOffset = offset;
+            var payload = data;
+            if (padded)
+            {
+                var buffer = new byte[end - start];
+                // bdrv_init_padding: one read of the head block(s) when the request lies in
+                // them (merge_reads), else the head block and the tail block each.
+                long head = offset - start;
+                long tail = end - (offset + data.Length);
+                long sum = end - start;
+                long bufLength = sum > align && head > 0 && tail > 0 ? 2 * align : align;
+                bool mergeReads = sum == bufLength;
+                if (head > 0)
+                {
+                    await DebugEventAsync(BlkdebugEvent.PwritevRmwHead).ConfigureAwait(false);
+                    await ReadPaddingAsync(start, buffer, 0, mergeReads ? bufLength : align, cancellationToken).ConfigureAwait(false);
+                    await DebugEventAsync(BlkdebugEvent.PwritevRmwAfterHead).ConfigureAwait(false);
+                }
+                if (tail > 0 && !(head > 0 && mergeReads))
+                {
+                    await DebugEventAsync(BlkdebugEvent.PwritevRmwTail).ConfigureAwait(false);
+                    await ReadPaddingAsync(start, buffer, end - align - start, align, cancellationToken).ConfigureAwait(false);
+                    await DebugEventAsync(BlkdebugEvent.PwritevRmwAfterTail).ConfigureAwait(false);
+                }
+                data.Span.CopyTo(buffer.AsSpan((int)head));
+                writeOffset = start;
+                // The image ends where it ends: the padding past it is not written.
+                payload = buffer.AsMemory(0, (int)(Math.Max(offset + data.Length, Math.Min(end, Length)) - start));
+            }
+            // bdrv_co_write_req_prepare waits again (for every write) before the write itself.
+            await WaitSerialisingAsync(request).ConfigureAwait(false);
+            await DebugEventAsync(BlkdebugEvent.Pwritev).ConfigureAwait(false);
+            // bdrv_co_write_req_finish counts the write whether it succeeded or not.
+            Interlocked.Increment(ref _writeGeneration);
+            Check(writeOffset, payload.Length, BlkdebugIoType.Write);
+            await Image.WriteAsync(writeOffset, payload, flags, cancellationToken).ConfigureAwait(false);
+            await DebugEventAsync(BlkdebugEvent.PwritevDone).ConfigureAwait(false);
+        }
+        finally
+        {
+            EndRequest(request);
+        }
+    }
+
+    // Reads [bufferStart + at, +length) of the image into buffer[at..], as far as the image goes.
+    private async ValueTask ReadPaddingAsync(long bufferStart, byte[] buffer, long at, long length, CancellationToken cancellationToken)
+    {
+        long offset = bufferStart + at;
+        long n = Math.Min(length, Length - offset);
+        Check(offset, length, BlkdebugIoType.Read);
+        if (n > 0) await Image.ReadAsync(offset, buffer.AsMemory((int)at, (int)n), cancellationToken).ConfigureAwait(false);
+    }
+
+    // The tracked write requests (BdrvTrackedRequest): a padded (read-modify-write) request is
+    // serialising; a request waits while another overlapping one, serialising or facing a
+    // serialising one, runs, unless that one is itself waiting (bdrv_find_conflicting_request:
+    // it will wait for this one when it wakes, so waiting for it would deadlock).
+    private sealed class TrackedWrite(long start, long end, bool serialising)
+    {
+        public long Start { get; } = start;
+        public long End { get; } = end;
+        public bool Serialising { get; } = serialising;
+        public bool Waiting { get; set; }
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly List<TrackedWrite> _tracked = new();
+
+    private TrackedWrite Track(long start, long end, bool serialising)
+    {
+        var request = new TrackedWrite(start, end, serialising);
+        // QLIST_INSERT_HEAD: the newest request is looked at first.
+        lock (_gate) _tracked.Insert(0, request);
+        return request;
+    }
+
+    private async ValueTask WaitSerialisingAsync(TrackedWrite self)
+    {
+        while (true)
+        {
+            TrackedWrite? conflict;
+            lock (_gate)
+            {
+                self.Waiting = false;
+                conflict = _tracked.FirstOrDefault(r => r != self && (r.Serialising || self.Serialising)
+                    && r.Start < self.End && self.Start < r.End && !r.Waiting);
+                if (conflict is null) return;
+                self.Waiting = true;
+            }
+            await conflict.Done.Task.ConfigureAwait(false);
+        }
+    }
+
+    private void EndRequest(TrackedWrite request)
+    {
+        lock (_gate) _tracked.Remove(request);
+        request.Done.SetResult();
     }
 
     /// <summary>
@@ -193,6 +334,7 @@ public sealed class BlkdebugNode : BlockNode
     public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
     {
         await DebugEventAsync(BlkdebugEvent.PwritevZero).ConfigureAwait(false);
+        Interlocked.Increment(ref _writeGeneration);
         long alignment = Math.Max(Math.Max(Limits.OptWriteZero, Limits.Align), 1);
         long maxZeroes = Limits.MaxWriteZero != 0 ? Limits.MaxWriteZero / alignment * alignment : long.MaxValue / alignment * alignment;
         long head = offset % alignment;
@@ -245,6 +387,7 @@ public sealed class BlkdebugNode : BlockNode
     /// <inheritdoc />
     public override async ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        Interlocked.Increment(ref _writeGeneration);
         Check(offset, length, BlkdebugIoType.Discard);
         await Image.DiscardAsync(offset, length, cancellationToken).ConfigureAwait(false);
     }
@@ -252,7 +395,12 @@ public sealed class BlkdebugNode : BlockNode
     /// <inheritdoc />
     public override async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
-        Check(0, 0, BlkdebugIoType.Flush);
+        long generation = Interlocked.Read(ref _writeGeneration);
+        if (generation != Interlocked.Read(ref _flushedGeneration))
+        {
+            Check(0, 0, BlkdebugIoType.Flush);
+            Interlocked.Exchange(ref _flushedGeneration, generation);
+        }
         await Image.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
