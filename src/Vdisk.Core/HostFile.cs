@@ -31,4 +31,50 @@ public static class HostFile
         }
         return length;
     }
+
+    /// <summary>
+    /// Reads a small text file (blkdebug's config file) whole, as UTF-8. Bookkept like an image's
+    /// descriptor, so closing it cannot drop this process's POSIX locks on the same inode.
+    /// </summary>
+    /// <exception cref="Native.NativeIOException">The file could not be opened or read (errno set).</exception>
+    public static unsafe string ReadAllText(string path)
+    {
+        var handle = Native.LibC.Open(path, Native.LibC.O_RDONLY | Native.LibC.O_CLOEXEC, 0);
+        if (handle.IsInvalid)
+        {
+            int errno = Native.LibC.LastError;
+            handle.Dispose();
+            throw new Native.NativeIOException(errno, Native.NativeIOException.Describe(errno), path);
+        }
+        Native.StatXBuffer st;
+        if (Native.LibC.FStatX(handle, &st) != 0)
+        {
+            int errno = Native.LibC.LastError;
+            handle.Dispose();
+            throw new Native.NativeIOException(errno, Native.NativeIOException.Describe(errno), path);
+        }
+        var identity = new Native.FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
+        Locking.ProcessInodeTable.Opened(identity);
+        try
+        {
+            var bytes = new List<byte>();
+            var chunk = new byte[4096];
+            long offset = 0;
+            int n;
+            while ((n = RandomAccess.Read(handle, chunk, offset)) > 0)
+            {
+                bytes.AddRange(chunk.AsSpan(0, n));
+                offset += n;
+            }
+            return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
+        }
+        catch (IOException e) when (e is not Native.NativeIOException)
+        {
+            throw new Native.NativeIOException(Native.Errno.EIO, e.Message, path);
+        }
+        finally
+        {
+            Locking.ProcessInodeTable.Close(identity, handle);
+        }
+    }
 }

@@ -107,10 +107,8 @@ public static class ImageCreator
         DiskImage backing;
         try
         {
-            var options = new OptionDict();
-            if (o.BackingFormat is not null) options.Set("driver", o.BackingFormat);
-            // Opened by name as bdrv_img_create does: an nbd URL opens the NBD export.
-            options.Set("file", BackingFileOpen.ProtocolOptions(full));
+            // Opened by name as bdrv_img_create does: an nbd URL opens the NBD export, a json: name the node it describes.
+            var options = BackingFileOpen.NodeOptionsFor(full, o.BackingFormat);
             // As bdrv_img_create: metadata only and sharing everything, so it takes no lock at all.
             backing = DiskImage.Open(ImageSource.FromOptions(options), OpenFlags.ForceShare | OpenFlags.NoBacking | OpenFlags.NoIo);
         }

@@ -42,6 +42,18 @@ internal static class Stdio
         Console.Error.Write($"{Program}: warning: {message}\n");
     }
 
+    /// <summary>
+    /// error_report where QEMU's tests show stdio's buffering: glibc line-buffers stdout into a
+    /// terminal but block-buffers it into a pipe or file, so there the error overtakes what the
+    /// tool printed before it (img_compare's "Warning: Image size mismatch!" comes after the
+    /// read error it led to). Flushes stdout first only for a terminal.
+    /// </summary>
+    public static void ErrorOvertakingStdout(string message)
+    {
+        if (!Console.IsOutputRedirected) Out.Flush();
+        Console.Error.Write($"{Program}: {message}\n");
+    }
+
     /// <summary>Prints text on stderr as is.</summary>
     public static void ErrorRaw(string text)
     {

@@ -57,8 +57,9 @@ internal static class CommitCommand
                 var dict = options ?? new OptionDict();
                 if (options is null)
                 {
+                    // A protocol prefix (blkdebug:, nbd://) chooses the protocol node, as bdrv_open does.
                     var f = new OptionDict();
-                    f.Set("filename", filename);
+                    BlockDrivers.FillProtocolOptions(f, filename);
                     dict.Set("file", f);
                     if (result.GetValue(format) is { } fmt) dict.Set("driver", fmt);
                 }
@@ -146,23 +147,28 @@ internal static class CommitCommand
             }
             await baseNode.FlushAsync(ct);
             meter.Print(100, 0);
-            if (empty)
-            {
-                try
-                {
-                    await disk.MakeEmptyAsync(ct);
-                }
-                catch (NativeIOException e) when (e.Errno == Errno.ENOTSUP)
-                {
-                    // img_commit leaves a top that its format cannot empty as it is.
-                }
-            }
-            return null;
         }
         catch (IOException e)
         {
-            return Stdio.Describe(e) ?? e.Message;
+            // run_block_job: the commit job's error.
+            return $"Block job failed: {Stdio.Describe(e) ?? e.Message}";
         }
+        if (empty)
+        {
+            try
+            {
+                await disk.MakeEmptyAsync(ct);
+            }
+            catch (NativeIOException e) when (e.Errno == Errno.ENOTSUP)
+            {
+                // img_commit leaves a top that its format cannot empty as it is.
+            }
+            catch (IOException e)
+            {
+                return $"Failed to empty {filename}: {Stdio.Describe(e) ?? e.Message}";
+            }
+        }
+        return null;
     }
 
     /// <summary>

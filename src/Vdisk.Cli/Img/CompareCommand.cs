@@ -194,7 +194,7 @@ internal static class CompareCommand
             }
             catch (IOException e)
             {
-                Stdio.Error($"Error while reading offset {offset} of {name}: {Stdio.Describe(e)}");
+                Stdio.ErrorOvertakingStdout($"Error while reading offset {offset} of {name}: {Stdio.Describe(e)}");
                 return 4;
             }
         }

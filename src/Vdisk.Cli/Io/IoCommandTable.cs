@@ -35,6 +35,7 @@ internal static class IoCommandTable
             " Writes like writev, but reports when the request completes: at aio_flush or the next\n" +
             " command that waits for I/O. -z writes zeroes (one length), -u lets them unmap.\n", Polls: false),
         new("alloc", "a", static (s, w) => s.AllocAsync(w), 1, 2, false, false, BlockPermission.None, "offset [count]", "checks if offset is allocated in the file"),
+        new("break", "b", static (s, w) => Task.FromResult(s.Break(w)), 2, 2, false, false, BlockPermission.None, "event tag", "sets a breakpoint on event and tags the stopped request as tag", Polls: false),
         new("close", "c", static (s, _) => s.CloseAsync(), 0, 0, false, false, BlockPermission.None, null, "close the current open file"),
         new("discard", "d", static (s, w) => s.DiscardAsync(w), 2, -1, false, false, BlockPermission.Write, "[-Cq] off len", "discards a number of bytes at a specified offset",
             " Tells the image that a range is no longer needed; its content becomes undefined.\n" +
@@ -67,8 +68,11 @@ internal static class IoCommandTable
             " -o  read-only=on|off, cache.direct=on|off, cache.no-flush=on|off\n"),
         new("sigraise", null, static (s, w) => Task.FromResult(s.SigRaise(w)), 1, 1, true, false, BlockPermission.None, "signal", "raises a signal",
             " Raises the signal numbered by the argument (e.g. 'sigraise 15' raises SIGTERM).\n", Polls: false),
+        new("remove_break", "rb", static (s, w) => Task.FromResult(s.RemoveBreak(w)), 1, 1, false, false, BlockPermission.None, "tag", "remove a breakpoint by tag", Polls: false),
+        new("resume", "r", static (s, w) => Task.FromResult(s.Resume(w)), 1, 1, false, false, BlockPermission.None, "tag", "resumes the request tagged as tag", Polls: false),
         new("sleep", null, static (s, w) => s.SleepAsync(w), 1, 1, true, false, BlockPermission.None, null, "waits for the given value in milliseconds"),
         new("truncate", "t", static (s, w) => s.TruncateAsync(w), 1, 3, false, false, BlockPermission.Write | BlockPermission.Resize, "[-m prealloc_mode] off", "truncates the current file at the given offset"),
+        new("wait_break", null, static (s, w) => s.WaitBreakAsync(w), 1, 1, false, false, BlockPermission.None, "tag", "waits for the suspension of a request", Polls: false),
         new("write", "w", static (s, w) => s.WriteAsync(w), 2, -1, false, false, BlockPermission.Write, "[-bcCfnquz] [-P pattern | -s source_file] off len", "writes a number of bytes at a specified offset",
             " Writes len bytes at off, filled with 0xcd unless told otherwise.\n" +
             " -P  fill with a byte pattern   -s  take the bytes from a file\n" +

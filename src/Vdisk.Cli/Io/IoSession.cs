@@ -28,6 +28,12 @@ internal sealed class IoSession : IAsyncDisposable
     /// </summary>
     private readonly System.Text.StringBuilder _aioReports = new();
 
+    /// <summary>
+    /// aio requests still running (held at a blkdebug breakpoint, or waiting behind one): their
+    /// reports join <see cref="_aioReports"/> when they finish; aio_flush and close wait for them.
+    /// </summary>
+    private readonly List<Task> _inflight = new();
+
     /// <summary>Writes since the last flush: closing the image flushes them, as bdrv_close does.</summary>
     private bool _unflushed;
 
@@ -35,6 +41,8 @@ internal sealed class IoSession : IAsyncDisposable
     {
         _cancel = cancel;
         _err = new ErrorWriter();
+        // blkdebug's "Suspended request" lines are printf()s between qemu-io's own.
+        Vdisk.Drivers.Blkdebug.BlkdebugNode.SuspendReports = _out;
     }
 
     public bool QuitRequested { get; private set; }
@@ -389,9 +397,110 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>The completion reports of earlier aio requests, as qemu-io's event loop prints them.</summary>
     private void DeliverAioReports()
     {
-        if (_aioReports.Length == 0) return;
-        _out.Write(_aioReports.ToString());
-        _aioReports.Clear();
+        string text;
+        lock (_aioReports)
+        {
+            if (_aioReports.Length == 0) return;
+            text = _aioReports.ToString();
+            _aioReports.Clear();
+        }
+        _out.Write(text);
+    }
+
+    /// <summary>
+    /// Runs an aio request: one that completes at once is reported like before; one that waits
+    /// (at a blkdebug breakpoint) keeps running while the next commands do, as in qemu-io.
+    /// </summary>
+    private void StartAio(Func<TextWriter, Task> request)
+    {
+        var output = new StringWriter();
+        var task = request(output);
+        if (task.IsCompleted)
+        {
+            task.GetAwaiter().GetResult();
+            lock (_aioReports) _aioReports.Append(output.ToString());
+            return;
+        }
+        _inflight.Add(task.ContinueWith(t =>
+        {
+            lock (_aioReports) _aioReports.Append(output.ToString());
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default));
+    }
+
+    /// <summary>blk_drain_all: waits for every running aio request.</summary>
+    private async Task DrainAsync()
+    {
+        while (_inflight.Count > 0)
+        {
+            var pending = _inflight.ToArray();
+            _inflight.Clear();
+            // A request held at a breakpoint forever must not keep a signalled qemu-io alive.
+            try
+            {
+                await Task.WhenAll(pending).WaitAsync(_cancel);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>The blkdebug node bdrv_debug_* reach: the first one down the primary children.</summary>
+    private Vdisk.Drivers.Blkdebug.BlkdebugNode? DebugNode()
+    {
+        for (var node = _image?.Root; node is not null; node = node.PrimaryChild?.Node)
+        {
+            if (node is Vdisk.Drivers.Blkdebug.BlkdebugNode blkdebug) return blkdebug;
+        }
+        return null;
+    }
+
+    /// <summary>break EVENT TAG: the next request reaching EVENT is suspended under TAG.</summary>
+    internal int Break(string[] words)
+    {
+        var node = DebugNode();
+        int errno = node is null ? Errno.ENOTSUP : node.AddBreakpoint(words[1], words[2]) ? 0 : Errno.ENOENT;
+        if (errno == 0) return 0;
+        _out.Write($"Could not set breakpoint: {NativeIOException.Describe(errno)}\n");
+        return -errno;
+    }
+
+    /// <summary>remove_break TAG: drops the breakpoints named TAG and resumes requests held there.</summary>
+    internal int RemoveBreak(string[] words)
+    {
+        var node = DebugNode();
+        int errno = node is null ? Errno.ENOTSUP : node.RemoveBreakpoint(words[1]) ? 0 : Errno.ENOENT;
+        if (errno == 0) return 0;
+        _out.Write($"Could not remove breakpoint {words[1]}: {NativeIOException.Describe(errno)}\n");
+        return -errno;
+    }
+
+    /// <summary>resume TAG: lets the request held under TAG go on.</summary>
+    internal int Resume(string[] words)
+    {
+        var node = DebugNode();
+        int errno = node is null ? Errno.ENOTSUP : node.Resume(words[1]) ? 0 : Errno.ENOENT;
+        if (errno == 0) return 0;
+        _out.Write($"Could not resume request: {NativeIOException.Describe(errno)}\n");
+        return -errno;
+    }
+
+    /// <summary>
+    /// wait_break TAG: waits until a request is held under TAG. qemu-io would wait forever when
+    /// none can get there; vdisk stops waiting once no aio request is left running.
+    /// </summary>
+    internal async Task<int> WaitBreakAsync(string[] words)
+    {
+        var node = DebugNode();
+        if (node is null) return 0;
+        while (!node.IsSuspended(words[1]))
+        {
+            _inflight.RemoveAll(t => t.IsCompleted);
+            if (_inflight.Count == 0) return 0;
+            await Task.WhenAny(node.NextSuspensionAsync(), Task.WhenAny(_inflight)).WaitAsync(_cancel);
+        }
+        return 0;
     }
 
     /// <summary>
@@ -452,7 +561,16 @@ internal sealed class IoSession : IAsyncDisposable
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
         if (SumLengths(operands, 1) is not { } count) return -Errno.EINVAL;
 
-        var output = aio ? new StringWriter() : _out;
+        if (aio)
+        {
+            StartAio(output => ReadVectorBodyAsync(output, offset, count, verify, pattern, quiet, dump, machine));
+            return 0;
+        }
+        return await ReadVectorBodyAsync(_out, offset, count, verify, pattern, quiet, dump, machine);
+    }
+
+    private async Task<int> ReadVectorBodyAsync(TextWriter output, long offset, long count, bool verify, byte pattern, bool quiet, bool dump, bool machine)
+    {
         var buffer = GC.AllocateUninitializedArray<byte>((int)count);
         var watch = Stopwatch.StartNew();
         int ret = 0;
@@ -476,9 +594,7 @@ internal sealed class IoSession : IAsyncDisposable
             output.Write($"readv failed: {ErrorText(e)}\n");
             ret = -ErrnoOf(e);
         }
-        if (!aio) return ret;
-        _aioReports.Append(output.ToString());
-        return 0;
+        return ret;
     }
 
     /// <summary>
@@ -530,8 +646,17 @@ internal sealed class IoSession : IAsyncDisposable
         else if (SumLengths(operands, 1) is { } sum) count = sum;
         else return -Errno.EINVAL;
 
-        var output = aio ? new StringWriter() : _out;
         fua |= _writeThrough;
+        if (aio)
+        {
+            StartAio(output => WriteVectorBodyAsync(output, name, offset, count, zero, unmap, fua, pattern, quiet, machine));
+            return 0;
+        }
+        return await WriteVectorBodyAsync(_out, name, offset, count, zero, unmap, fua, pattern, quiet, machine);
+    }
+
+    private async Task<int> WriteVectorBodyAsync(TextWriter output, string name, long offset, long count, bool zero, bool unmap, bool fua, byte pattern, bool quiet, bool machine)
+    {
         var watch = Stopwatch.StartNew();
         int ret = 0;
         try
@@ -556,13 +681,16 @@ internal sealed class IoSession : IAsyncDisposable
             output.Write($"{name} failed: {ErrorText(e)}\n");
             ret = -ErrnoOf(e);
         }
-        if (!aio) return ret;
-        _aioReports.Append(output.ToString());
-        return 0;
+        return ret;
     }
 
     /// <summary>aio_flush: waits for every outstanding request (blk_drain_all); their reports come first.</summary>
-    internal Task<int> AioFlushAsync() => Task.FromResult(0);
+    internal async Task<int> AioFlushAsync()
+    {
+        await DrainAsync();
+        DeliverAioReports();
+        return 0;
+    }
 
     /// <summary>
     /// alloc: how many of <c>count</c> bytes (default one sector) from <c>offset</c> the image's own
@@ -985,6 +1113,7 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>blk_unref: closing flushes what earlier requests left unflushed; a failure is not reported.</summary>
     private async Task CloseImageAsync()
     {
+        await DrainAsync();
         DeliverAioReports();
         if (_image is null) return;
         try

@@ -38,7 +38,7 @@ public static class BackingFileOpen
                 string? full = null;
                 if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
                 {
-                    full = BackingPath.Combine(node.Filename, backingName);
+                    full = BackingPath.Combine(node.PathBase, backingName);
                     string name = full;
                     Run(() => options.Set("file", ProtocolOptions(name)));
                 }
@@ -46,13 +46,33 @@ public static class BackingFileOpen
                 Run(() => attach(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
-                string path = BackingPath.Combine(node.Filename, backingName);
-                var opts = new OptionDict();
-                if (backingFormat is not null) opts.Set("driver", backingFormat);
-                Run(() => opts.Set("file", ProtocolOptions(path)));
+                string path = BackingPath.Combine(node.PathBase, backingName);
+                OptionDict opts = null!;
+                Run(() => opts = NodeOptionsFor(path, backingFormat));
                 Run(() => attach(context.Opener.OpenBacking(context, opts), path));
                 return;
         }
+    }
+
+    /// <summary>
+    /// The options of a backing node named <paramref name="name"/> (resolved) with the format
+    /// <paramref name="format"/> (null: probe): a <c>json:</c> name describes the node itself
+    /// (its own driver wins over the format), any other name is its protocol node's filename.
+    /// </summary>
+    public static OptionDict NodeOptionsFor(string name, string? format)
+    {
+        OptionDict options;
+        if (JsonOptions.IsJsonFilename(name))
+        {
+            options = OptionTree.Crumple(JsonOptions.ParseFilename(name));
+        }
+        else
+        {
+            options = new OptionDict();
+            options.Set("file", ProtocolOptions(name));
+        }
+        if (format is not null && !options.Contains("driver")) options.Set("driver", format);
+        return options;
     }
 
     /// <summary>

@@ -9,6 +9,9 @@ public static class BlockChain
     /// <summary>The backing node of <paramref name="node"/>, or null.</summary>
     public static BlockNode? BackingOf(BlockNode node) => node.Child("backing")?.Node;
 
+    /// <summary>bdrv_filter_or_cow_bs: the node a filter passes requests to, else the backing node, or null.</summary>
+    public static BlockNode? FilterOrCowOf(BlockNode node) => node.FilteredNode ?? BackingOf(node);
+
     /// <summary>
     /// The status of the range at <paramref name="offset"/> through the chain: Allocated is set
     /// when some layer holds it, Depth says which (0 = <paramref name="top"/>); ranges no layer
@@ -22,7 +25,7 @@ public static class BlockChain
         {
             var status = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
             if ((status.Flags & BlockStatusFlags.Allocated) != 0 || status.Length == 0) return status with { Depth = depth };
-            var backing = BackingOf(node);
+            var backing = FilterOrCowOf(node);
             if (backing is null && !node.UnallocatedReadsAsZeroes) return status with { Depth = depth };
             if (backing is null || offset >= backing.Length)
                 return status with { Flags = BlockStatusFlags.Zero, Depth = backing is null ? depth : depth + 1 };
@@ -41,7 +44,7 @@ public static class BlockChain
     public static async ValueTask<BlockStatus> AllocatedAboveAsync(BlockNode top, BlockNode? baseNode, long offset, long length, CancellationToken ct = default)
     {
         int depth = 0;
-        for (var node = top; node is not null && node != baseNode; node = BackingOf(node), depth++)
+        for (var node = top; node is not null && node != baseNode; node = FilterOrCowOf(node), depth++)
         {
             if (offset >= node.Length) continue;
             var st = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);

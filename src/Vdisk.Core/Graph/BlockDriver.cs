@@ -142,6 +142,7 @@ public static class BlockDrivers
         Register(new Drivers.Nbd.NbdDriver());
         Register(new Drivers.Null.NullDriver("null-co"));
         Register(new Drivers.Null.NullDriver("null-aio"));
+        Register(new Drivers.Blkdebug.BlkdebugDriver());
     }
 
     /// <summary>Adds a driver.</summary>

@@ -118,22 +118,15 @@ public abstract partial class BlockNode
     /// to its primary child, as QEMU does; at the bottom the answer is ENOTSUP.
     /// </summary>
     public virtual ValueTask SaveVmStateAsync(long position, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default) =>
-        PrimaryChild() is { } child
+        PrimaryChild?.Node is { } child
             ? child.SaveVmStateAsync(position, data, cancellationToken)
             : throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
 
     /// <summary>bdrv_co_readv_vmstate: reads the VM state area, like <see cref="SaveVmStateAsync"/>.</summary>
     public virtual ValueTask LoadVmStateAsync(long position, Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-        PrimaryChild() is { } child
+        PrimaryChild?.Node is { } child
             ? child.LoadVmStateAsync(position, buffer, cancellationToken)
             : throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
-
-    private BlockNode? PrimaryChild()
-    {
-        foreach (var child in Children)
-            if ((child.Role & Permissions.ChildRole.Primary) != 0) return child.Node;
-        return null;
-    }
 
     /// <summary>
     /// bdrv_snapshot_load_tmp: a read-only node shows an internal snapshot in place of its active

@@ -300,6 +300,37 @@ public abstract partial class BlockNode
     /// </summary>
     public virtual bool HasDriverInfo => Children.Count == 0 || Children[0].Node.HasDriverInfo;
 
+    /// <summary>
+    /// bdrv_debug_event: a format announces that it is about to do <paramref name="e"/> on this
+    /// node (its file child). Only a blkdebug node reacts (injecting errors, changing state,
+    /// suspending the request at a breakpoint); every other node ignores it.
+    /// </summary>
+    public virtual ValueTask DebugEventAsync(BlkdebugEvent e) => ValueTask.CompletedTask;
+
+    /// <summary>
+    /// The node a filter passes every request to (bdrv_filter_bs), or null for formats and
+    /// protocols. Walks through the backing chain step over it as over a backing file.
+    /// </summary>
+    public virtual BlockNode? FilteredNode => null;
+
+    /// <summary>The child a filter or format keeps its data in (bdrv_primary_child), or null.</summary>
+    public BdrvChild? PrimaryChild => _children.FirstOrDefault(c => (c.Role & ChildRole.Primary) != 0);
+
+    /// <summary>
+    /// The filename relative backing names are resolved against (bdrv_dirname): that of the node
+    /// at the bottom of the primary children, so a filter's or format's own json: filename (or
+    /// a <c>blkdebug:</c> one) never gets in the way.
+    /// </summary>
+    public string PathBase
+    {
+        get
+        {
+            var node = this;
+            while (node.PrimaryChild is { } child) node = child.Node;
+            return node.Filename;
+        }
+    }
+
     /// <summary>Releases the node's own resources (children are closed by the graph).</summary>
     protected internal virtual ValueTask CloseAsync() => ValueTask.CompletedTask;
 

@@ -83,6 +83,7 @@ public static class CopyOnRead
                     bounce ??= ArrayPool<byte>.Shared.Rent((int)Math.Min(MaxBounceBytes, alignBytes));
                     var chunk = bounce.AsMemory(0, (int)pnum);
                     await node.ReadAsync(alignOffset, chunk, cancellationToken).ConfigureAwait(false);
+                    await node.DebugEventAsync(BlkdebugEvent.CorWrite).ConfigureAwait(false);
                     if (!chunk.Span.ContainsAnyExcept((byte)0))
                         await node.WriteZeroesAsync(alignOffset, pnum, ZeroFlags.None, cancellationToken).ConfigureAwait(false);
                     else

@@ -106,6 +106,7 @@ public sealed partial class Qcow2Node
             switch (m.Kind)
             {
                 case Qcow2ClusterKind.Unallocated:
+                    if (Backing is not null) await File.DebugEventAsync(BlkdebugEvent.ReadBackingAio).ConfigureAwait(false);
                     await ReadBackingAsync(offset + pos, segment, cancellationToken).ConfigureAwait(false);
                     break;
                 case Qcow2ClusterKind.ZeroPlain:
@@ -115,6 +116,7 @@ public sealed partial class Qcow2Node
                 case Qcow2ClusterKind.Normal:
                     try
                     {
+                        await File.DebugEventAsync(BlkdebugEvent.ReadAio).ConfigureAwait(false);
                         await File.ReadAsync(m.HostOffset, segment, cancellationToken).ConfigureAwait(false);
                         DecryptAfterRead(offset + pos, m.HostOffset, segment.Span);
                     }
@@ -155,6 +157,7 @@ public sealed partial class Qcow2Node
         long hostOffset = entry.CompressedHostOffset(_g);
         int length = entry.CompressedSectors(_g) * 512 - (int)(hostOffset & 511);
         var compressed = new byte[length];
+        await File.DebugEventAsync(BlkdebugEvent.ReadCompressed).ConfigureAwait(false);
         await File.ReadAsync(hostOffset, compressed, cancellationToken).ConfigureAwait(false);
         var cluster = new byte[_g.ClusterSize];
         if (!Qcow2Compression.TryDecompress(_header.CompressionType, compressed, cluster))
@@ -233,6 +236,7 @@ public sealed partial class Qcow2Node
             }
             try
             {
+                await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
                 await File.WriteAsync(m.HostOffset, EncryptForWrite(offset + pos, m.HostOffset, data.Slice((int)pos, (int)m.Bytes)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
                 _dataSinceSync = true;
             }
@@ -285,16 +289,19 @@ public sealed partial class Qcow2Node
         await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
         if (head == 0 && tail == 0)
         {
+            await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
             await File.WriteAsync(host, EncryptForWrite(offset, host, data[..consumed]), WriteFlags.None, ct).ConfigureAwait(false);
         }
         else
         {
             var buffer = new byte[(long)count * cs];
+            await File.DebugEventAsync(BlkdebugEvent.CowRead).ConfigureAwait(false);
             if (head > 0) await ReadOldAsync(first, clusterStart, 0, buffer.AsMemory(0, head), ct).ConfigureAwait(false);
             data.Span[..consumed].CopyTo(buffer.AsSpan(head));
             if (tail > 0)
                 await ReadOldAsync(lastEntry, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
             if (IsEncrypted) Crypto.Encrypt(CryptOffset(clusterStart, host), buffer);
+            await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
             await File.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
         }
         _dataSinceSync = true;
@@ -605,10 +612,12 @@ public sealed partial class Qcow2Node
     public override async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         if (IsReadOnly) return;
+        await File.DebugEventAsync(BlkdebugEvent.FlushToOs).ConfigureAwait(false);
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
+            await File.DebugEventAsync(BlkdebugEvent.FlushToDisk).ConfigureAwait(false);
         }
         finally
         {
@@ -639,6 +648,7 @@ public sealed partial class Qcow2Node
             var punch = new List<long>();
             foreach (var f in frees)
             {
+                await File.DebugEventAsync(BlkdebugEvent.ClusterFree).ConfigureAwait(false);
                 await _refcounts.ChangeAsync(f.Offset, f.Length, -1).ConfigureAwait(false);
                 for (long c = f.Offset >> _g.ClusterBits; c <= (f.Offset + f.Length - 1) >> _g.ClusterBits; c++)
                 {
@@ -663,6 +673,7 @@ public sealed partial class Qcow2Node
             _dataSinceSync = true;
         }
         if (_dataSinceSync) await SyncFileAsync().ConfigureAwait(false);
+        await File.DebugEventAsync(BlkdebugEvent.L2Update).ConfigureAwait(false);
         await File.WriteAsync(table.Offset, table.Data).ConfigureAwait(false);
     }
 
@@ -670,6 +681,7 @@ public sealed partial class Qcow2Node
     {
         var raw = new byte[_l1.Length * 8];
         for (int i = 0; i < _l1.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), _l1[i]);
+        await File.DebugEventAsync(BlkdebugEvent.L1Update).ConfigureAwait(false);
         await File.WriteAsync((long)_header.L1TableOffset, raw).ConfigureAwait(false);
     }
 

@@ -46,7 +46,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         int tablesForWholeDisk = (int)Math.Min(int.MaxValue, Math.Max(1, _g.L1EntriesFor((long)header.Size)));
         int maxTables = (int)Math.Min(4096, (32L << 20) >> _g.ClusterBits);
         int l2Capacity = Math.Clamp(tablesForWholeDisk, 16, Math.Max(16, maxTables));
-        _l2Cache = new Qcow2Cache(l2Capacity, _g.ClusterSize, ReadTableAsync, WriteL2BackAsync);
+        _l2Cache = new Qcow2Cache(l2Capacity, _g.ClusterSize, ReadL2TableAsync, WriteL2BackAsync);
         long allocatedEnd = _g.SizeToClusters(file.Length);
         _refcounts = new Qcow2Refcounts(file, _g, refcountTable, (long)header.RefcountTableOffset,
             (int)header.RefcountTableClusters, Math.Clamp(l2Capacity / 4, 16, 4096), allocatedEnd, SyncFileAsync)
@@ -235,7 +235,11 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         _fullBackingFilename = fullName;
     }
 
-    private ValueTask ReadTableAsync(long offset, byte[] buffer) => File.ReadAsync(offset, buffer);
+    private async ValueTask ReadL2TableAsync(long offset, byte[] buffer)
+    {
+        await File.DebugEventAsync(BlkdebugEvent.L2Load).ConfigureAwait(false);
+        await File.ReadAsync(offset, buffer).ConfigureAwait(false);
+    }
 
     private async ValueTask SyncFileAsync()
     {
@@ -275,7 +279,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             VmStateOffset = VmStateOffset,
             DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
             BackingFilename = _header.BackingFile,
-            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(Filename, _header.BackingFile),
+            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(PathBase, _header.BackingFile),
             BackingFormat = _header.BackingFormat,
             Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
                 (long)s.VmClockNanoseconds, s.Icount is ulong ic and not ulong.MaxValue ? (long)ic : null)).ToList(),

@@ -31,8 +31,16 @@ internal sealed class Qcow2Refcounts
         TableClusters = tableClusters;
         AllocatedEnd = allocatedEnd;
         Blocks = new Qcow2Cache(cacheCapacity, geometry.ClusterSize,
-            (offset, buffer) => _file.ReadAsync(offset, buffer),
-            t => _file.WriteAsync(t.Offset, t.Data));
+            async (offset, buffer) =>
+            {
+                await _file.DebugEventAsync(BlkdebugEvent.RefblockLoad).ConfigureAwait(false);
+                await _file.ReadAsync(offset, buffer).ConfigureAwait(false);
+            },
+            async t =>
+            {
+                await _file.DebugEventAsync(BlkdebugEvent.RefblockUpdatePart).ConfigureAwait(false);
+                await _file.WriteAsync(t.Offset, t.Data).ConfigureAwait(false);
+            });
     }
 
     /// <summary>The refcount table entries.</summary>
@@ -122,6 +130,7 @@ internal sealed class Qcow2Refcounts
     /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>
     public async ValueTask<long> AllocateAsync(long count)
     {
+        await _file.DebugEventAsync(BlkdebugEvent.ClusterAlloc).ConfigureAwait(false);
         while (true)
         {
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
@@ -146,6 +155,7 @@ internal sealed class Qcow2Refcounts
     /// </summary>
     public async ValueTask<long> AllocateBytesAsync(int size)
     {
+        await _file.DebugEventAsync(BlkdebugEvent.ClusterAllocBytes).ConfigureAwait(false);
         while (true)
         {
             long offset = _freeByteOffset;
@@ -351,6 +361,7 @@ internal sealed class Qcow2Refcounts
         Table[tableIndex] = (ulong)(b << _g.ClusterBits);
         var entry = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(entry, Table[tableIndex]);
+        await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocHookup).ConfigureAwait(false);
         await _file.WriteAsync(TableOffset + tableIndex * 8, entry).ConfigureAwait(false);
     }
 
@@ -406,11 +417,13 @@ internal sealed class Qcow2Refcounts
             if (created.TryGetValue(ti, out var data)) RefcountCodec.Set(data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
             else await SetAsync(c, 1).ConfigureAwait(false);
         }
+        await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocWriteBlocks).ConfigureAwait(false);
         foreach (var (ti, data) in created) await _file.WriteAsync((long)table[ti], data).ConfigureAwait(false);
         await Blocks.WriteDirtyAsync().ConfigureAwait(false);
         var raw = new byte[table.Length * 8];
         for (int i = 0; i < table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
         long tableOffset = (start + newBlocks) << _g.ClusterBits;
+        await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocWriteTable).ConfigureAwait(false);
         await _file.WriteAsync(tableOffset, raw).ConfigureAwait(false);
         await _sync().ConfigureAwait(false);
 
