@@ -337,25 +337,12 @@ public sealed class BlkdebugNode : BlockNode
         Interlocked.Increment(ref _writeGeneration);
         long alignment = Math.Max(Math.Max(Limits.OptWriteZero, Limits.Align), 1);
         long maxZeroes = Limits.MaxWriteZero != 0 ? Limits.MaxWriteZero / alignment * alignment : long.MaxValue / alignment * alignment;
-        long head = offset % alignment;
-        long tail = (offset + length) % alignment;
-        while (length > 0)
+        foreach (var (at, num) in ZeroWritePieces.Split(offset, length, alignment, maxZeroes))
         {
-            long num = length;
-            if (head != 0)
-            {
-                num = Math.Min(length, alignment - head);
-                head = (head + num) % alignment;
-            }
-            else if (tail != 0 && num > alignment)
-            {
-                num -= tail;
-            }
-            num = Math.Min(num, maxZeroes);
             if (num >= alignment)
             {
-                Check(offset, num, BlkdebugIoType.WriteZeroes);
-                await Image.WriteZeroesAsync(offset, num, flags, cancellationToken).ConfigureAwait(false);
+                Check(at, num, BlkdebugIoType.WriteZeroes);
+                await Image.WriteZeroesAsync(at, num, flags, cancellationToken).ConfigureAwait(false);
             }
             else if ((flags & ZeroFlags.NoFallback) != 0)
             {
@@ -369,14 +356,12 @@ public sealed class BlkdebugNode : BlockNode
                 for (long done = 0; done < num;)
                 {
                     int n = (int)Math.Min(num - done, zeroes.Length);
-                    Check(offset + done, n, BlkdebugIoType.Write);
-                    await Image.WriteAsync(offset + done, zeroes.AsMemory(0, n),
+                    Check(at + done, n, BlkdebugIoType.Write);
+                    await Image.WriteAsync(at + done, zeroes.AsMemory(0, n),
                         (flags & ZeroFlags.Fua) != 0 ? WriteFlags.Fua : WriteFlags.None, cancellationToken).ConfigureAwait(false);
                     done += n;
                 }
             }
-            offset += num;
-            length -= num;
         }
         await DebugEventAsync(BlkdebugEvent.PwritevDone).ConfigureAwait(false);
     }

@@ -426,32 +426,17 @@ public sealed partial class VmdkNode
             // each tried as zeroed grains first and written as zeroes if the driver cannot.
             long alignment = Math.Max(1, _extents.Where(e => !e.IsFlat).Select(e => e.GrainBytes).DefaultIfEmpty(1).Max());
             long maxPiece = int.MaxValue / alignment * alignment;
-            long head = offset % alignment;
-            long tail = (offset + length) % alignment;
-            while (length > 0)
+            foreach (var (at, num) in ZeroWritePieces.Split(offset, length, alignment, maxPiece))
             {
-                long num = length;
-                if (head != 0)
-                {
-                    num = Math.Min(length, alignment - head);
-                    head = (head + num) % alignment;
-                }
-                else if (tail != 0 && num > alignment)
-                {
-                    num -= tail;
-                }
-                num = Math.Min(num, maxPiece);
-                bool done = await ZeroGrainsLockedAsync(offset, num, dryRun: true, cancellationToken).ConfigureAwait(false)
-                    && await ZeroGrainsLockedAsync(offset, num, dryRun: false, cancellationToken).ConfigureAwait(false);
+                bool done = await ZeroGrainsLockedAsync(at, num, dryRun: true, cancellationToken).ConfigureAwait(false)
+                    && await ZeroGrainsLockedAsync(at, num, dryRun: false, cancellationToken).ConfigureAwait(false);
                 if (!done)
                 {
                     if ((flags & ZeroFlags.NoFallback) != 0) throw Error(Errno.ENOTSUP);
                     var zeroes = new byte[Math.Min(num, ZeroBounceBytes)];
                     for (long p = 0; p < num; p += zeroes.Length)
-                        await WriteLockedAsync(offset + p, zeroes.AsMemory(0, (int)Math.Min(zeroes.Length, num - p)), cancellationToken).ConfigureAwait(false);
+                        await WriteLockedAsync(at + p, zeroes.AsMemory(0, (int)Math.Min(zeroes.Length, num - p)), cancellationToken).ConfigureAwait(false);
                 }
-                offset += num;
-                length -= num;
             }
             if ((flags & ZeroFlags.Fua) != 0) await FlushFilesAsync(cancellationToken).ConfigureAwait(false);
         }
