@@ -75,48 +75,57 @@ public sealed class SectorCipher : IDisposable
     private void Transform(long offset, Span<byte> data, bool encrypt)
     {
         ulong sector = (ulong)offset / SectorSize;
-        Span<byte> iv = stackalloc byte[16];
+        // Sectors in batches, so that each batch's IVs and data are a few cipher calls, not one per sector or block.
+        const int batchSectors = 128;
+        Span<byte> ivs = stackalloc byte[batchSectors * 16];
         while (!data.IsEmpty)
         {
-            int n = Math.Min(data.Length, SectorSize);
-            var chunk = data[..n];
-            if (_ivLength > 0) MakeIv(sector, iv);
-            switch (_mode)
+            int n = Math.Min(data.Length, batchSectors * SectorSize);
+            int sectors = (n + SectorSize - 1) / SectorSize;
+            var batch = data[..n];
+            var batchIvs = ivs[..(sectors * 16)];
+            if (_ivLength > 0) MakeIvs(sector, batchIvs);
+            if (_mode == CipherMode.Xts && n % SectorSize == 0)
             {
-                case CipherMode.Xts:
-                    if (encrypt) _xts!.Encrypt(iv, chunk);
-                    else _xts!.Decrypt(iv, chunk);
-                    break;
-                case CipherMode.Cbc:
-                    if (encrypt) _aes!.EncryptCbc(chunk, iv, chunk, PaddingMode.None);
+                if (encrypt) _xts!.EncryptUnits(batchIvs, batch, SectorSize);
+                else _xts!.DecryptUnits(batchIvs, batch, SectorSize);
+            }
+            else if (_mode == CipherMode.Ecb)
+            {
+                if (encrypt) _aes!.EncryptEcb(batch, batch, PaddingMode.None);
+                else _aes!.DecryptEcb(batch, batch, PaddingMode.None);
+            }
+            else
+            {
+                for (int i = 0; i < sectors; i++)
+                {
+                    var chunk = batch[(i * SectorSize)..Math.Min(n, (i + 1) * SectorSize)];
+                    var iv = batchIvs.Slice(i * 16, 16);
+                    if (_mode == CipherMode.Xts)
+                    {
+                        if (encrypt) _xts!.Encrypt(iv, chunk);
+                        else _xts!.Decrypt(iv, chunk);
+                    }
+                    else if (encrypt) _aes!.EncryptCbc(chunk, iv, chunk, PaddingMode.None);
                     else _aes!.DecryptCbc(chunk, iv, chunk, PaddingMode.None);
-                    break;
-                default:
-                    if (encrypt) _aes!.EncryptEcb(chunk, chunk, PaddingMode.None);
-                    else _aes!.DecryptEcb(chunk, chunk, PaddingMode.None);
-                    break;
+                }
             }
             data = data[n..];
-            sector++;
+            sector += (ulong)sectors;
         }
     }
 
-    private void MakeIv(ulong sector, Span<byte> iv)
+    /// <summary>The IVs of <c>ivs.Length / 16</c> sectors from <paramref name="sector"/> on.</summary>
+    private void MakeIvs(ulong sector, Span<byte> ivs)
     {
-        iv.Clear();
-        switch (_ivGen)
+        ivs.Clear();
+        for (int i = 0; i < ivs.Length / 16; i++)
         {
-            case IvGenAlgorithm.Plain:
-                BinaryPrimitives.WriteUInt32LittleEndian(iv, (uint)sector);
-                break;
-            case IvGenAlgorithm.Plain64:
-                BinaryPrimitives.WriteUInt64LittleEndian(iv, sector);
-                break;
-            default:
-                BinaryPrimitives.WriteUInt64LittleEndian(iv, sector);
-                _essiv!.EncryptEcb(iv, iv, PaddingMode.None);
-                break;
+            var iv = ivs.Slice(i * 16, 16);
+            if (_ivGen == IvGenAlgorithm.Plain) BinaryPrimitives.WriteUInt32LittleEndian(iv, (uint)(sector + (ulong)i));
+            else BinaryPrimitives.WriteUInt64LittleEndian(iv, sector + (ulong)i);
         }
+        if (_ivGen == IvGenAlgorithm.Essiv) _essiv!.EncryptEcb(ivs, ivs, PaddingMode.None);
     }
 
     /// <inheritdoc />

@@ -1,3 +1,7 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
 namespace Vdisk.Crypto;
@@ -29,6 +33,68 @@ public sealed class XtsAes : IDisposable
 
     /// <summary>Decrypts one data unit in place.</summary>
     public void Decrypt(ReadOnlySpan<byte> iv, Span<byte> data) => Transform(iv, data, encrypt: false);
+
+    /// <summary>
+    /// Encrypts consecutive data units of <paramref name="unitSize"/> bytes (a multiple of 16) in
+    /// place; <paramref name="ivs"/> holds the 16-byte tweak input of each unit, in order.
+    /// </summary>
+    public void EncryptUnits(ReadOnlySpan<byte> ivs, Span<byte> data, int unitSize) => TransformUnits(ivs, data, unitSize, encrypt: true);
+
+    /// <summary>Decrypts consecutive data units in place (see <see cref="EncryptUnits"/>).</summary>
+    public void DecryptUnits(ReadOnlySpan<byte> ivs, Span<byte> data, int unitSize) => TransformUnits(ivs, data, unitSize, encrypt: false);
+
+    /// <summary>
+    /// Whole-block units as three passes over the buffer: every unit's tweaks into one buffer (the
+    /// first of each unit from one ECB call over all IVs), XOR, one ECB call over all the data,
+    /// XOR. Each AES call is an OpenSSL call, so a call per 16-byte block (the single-unit path)
+    /// made a 16 MiB luks image convert take seconds where qemu-img takes a tenth of one.
+    /// </summary>
+    private void TransformUnits(ReadOnlySpan<byte> ivs, Span<byte> data, int unitSize, bool encrypt)
+    {
+        if (unitSize <= 0 || unitSize % BlockSize != 0) throw new ArgumentException("XTS units here are whole blocks", nameof(unitSize));
+        if (data.Length % unitSize != 0) throw new ArgumentException("the data is not a whole number of units", nameof(data));
+        int units = data.Length / unitSize;
+        if (ivs.Length < units * BlockSize) throw new ArgumentException("one 16-byte IV per unit", nameof(ivs));
+        if (units == 0) return;
+        byte[] rented = ArrayPool<byte>.Shared.Rent(data.Length + units * BlockSize);
+        try
+        {
+            var tweaks = rented.AsSpan(0, data.Length);
+            var firstTweaks = rented.AsSpan(data.Length, units * BlockSize);
+            _tweak.EncryptEcb(ivs[..(units * BlockSize)], firstTweaks, PaddingMode.None);
+            int blocksPerUnit = unitSize / BlockSize;
+            for (int u = 0; u < units; u++)
+            {
+                ulong lo = BinaryPrimitives.ReadUInt64LittleEndian(firstTweaks[(u * BlockSize)..]);
+                ulong hi = BinaryPrimitives.ReadUInt64LittleEndian(firstTweaks[(u * BlockSize + 8)..]);
+                var unitTweaks = tweaks.Slice(u * unitSize, unitSize);
+                for (int b = 0; b < blocksPerUnit; b++)
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(unitTweaks[(b * BlockSize)..], lo);
+                    BinaryPrimitives.WriteUInt64LittleEndian(unitTweaks[(b * BlockSize + 8)..], hi);
+                    ulong carry = hi >> 63;
+                    hi = (hi << 1) | (lo >> 63);
+                    lo = (lo << 1) ^ (carry * 0x87);
+                }
+            }
+            Xor(data, tweaks);
+            if (encrypt) _data.EncryptEcb(data, data, PaddingMode.None);
+            else _data.DecryptEcb(data, data, PaddingMode.None);
+            Xor(data, tweaks);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private static void Xor(Span<byte> data, ReadOnlySpan<byte> with)
+    {
+        var d = MemoryMarshal.Cast<byte, Vector<byte>>(data);
+        var w = MemoryMarshal.Cast<byte, Vector<byte>>(with);
+        for (int i = 0; i < d.Length; i++) d[i] ^= w[i];
+        for (int i = d.Length * Vector<byte>.Count; i < data.Length; i++) data[i] ^= with[i];
+    }
 
     private void Transform(ReadOnlySpan<byte> iv, Span<byte> data, bool encrypt)
     {
