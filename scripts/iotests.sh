@@ -16,9 +16,9 @@
 #
 # The QEMU source comes from Debian (`apt-get source qemu`, the version of the installed
 # qemu-utils), enabling a deb-src entry for the same suites when none exists; only
-# tests/qemu-iotests and python/ are unpacked, under artifacts/qemu-iotests/. The copy's
-# testenv.py is patched to start VMs with `-accel tcg`: Debian's qemu-system has no qtest
-# accelerator. QEMU_PROG is always the real qemu-system-x86_64.
+# tests/qemu-iotests and python/ are unpacked, under artifacts/qemu-iotests/. The copy's harness
+# gets two fixes (see "fixes to the harness" below). QEMU_PROG is always the real
+# qemu-system-x86_64. Tests run in parallel, IOTESTS_JOBS at a time (default: one per core).
 #
 # Prints one line per test and format, then `iotests: P passed, F failed, N not run (FMT)` per
 # format; exits non-zero when any test failed.
@@ -78,11 +78,23 @@ fetch_source() {
     done < "$cache/debian/patches/series"
   fi
   rm -f "$cache"/qemu_*
-  sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
   touch "$stamp"
 }
 iotests=$cache/qemu/tests/qemu-iotests
 [[ -f $stamp && -d $iotests ]] || fetch_source
+
+# The fixes to the harness (to this copy, never to QEMU), applied on every run so that an older
+# copy gets them too:
+# - VMs start with `-accel tcg`: Debian's qemu-system has no qtest accelerator.
+# - _cleanup_qemu kills a VM and `wait`s for it, but the VM is a grandchild of the test's shell
+#   (_qemu_wrapper runs it in a subshell of a background job), so `wait` returns at once and the
+#   next command can find the VM's lock bytes still held. A tool that starts fast loses that race
+#   (130 failed one run in three with vdisk): the cleanup also waits until the process is gone.
+sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
+if ! grep -q 'until the VM is gone' "$iotests/common.qemu"; then
+  sed -i 's|^\( *\)wait \${QEMU_PID} 2>/dev/null # silent kill$|&\n\1# vdisk (scripts/iotests.sh): until the VM is gone, as it is no child of this shell\n\1while kill -0 ${QEMU_PID} 2>/dev/null; do sleep 0.01; done|' "$iotests/common.qemu"
+  grep -q 'until the VM is gone' "$iotests/common.qemu" || { echo "iotests.sh: could not patch common.qemu" >&2; exit 1; }
+fi
 
 # --- the programs ---------------------------------------------------------------------------
 personalities=(qemu-img qemu-io qemu-nbd qemu-storage-daemon)
@@ -112,15 +124,36 @@ list_for() { # $1 = format
   fi
 }
 
+# Tests that must run alone, not beside others (a second word "alone" on their line of the pass
+# list): their expected output is the timing of a VM's block job, which other tests' load changes.
+alone_for() { # $1 = format
+  [[ -f tests/iotests/$1.pass ]] || return 0
+  awk '!/^[[:space:]]*(#|$)/ && $2 == "alone" { print $1 }' "tests/iotests/$1.pass"
+}
+
 # Runs one format through ./check with TAP output; prints "FMT TEST RESULT" lines to $2.
 run_format() { # $1 = format, $2 = results file
-  local fmt=$1 out=$2 list
+  local fmt=$1 out=$2 list alone together=() apart=() t
   mapfile -t list < <(list_for "$fmt")
-  : > "$out"
-  ((${#list[@]})) || return 0
+  mapfile -t alone < <(alone_for "$fmt")
+  for t in "${list[@]}"; do
+    if [[ " ${alone[*]} " == *" $t "* ]]; then apart+=("$t"); else together+=("$t"); fi
+  done
+  : > "$out"; : > "$out.tap"
   rm -rf "$iotests/scratch"
+  # The others run in parallel (each in its own scratch directory): IOTESTS_JOBS at a time,
+  # default one per core.
+  ((${#together[@]})) && run_check "$fmt" "$out" "${IOTESTS_JOBS:-$(nproc)}" "${together[@]}"
+  ((${#apart[@]})) && run_check "$fmt" "$out" 1 "${apart[@]}"
+  return 0
+}
+
+run_check() { # $1 = format, $2 = results file, $3 = jobs, then the tests
+  local fmt=$1 out=$2 jobs=$3; shift 3
   # check exits non-zero when a test fails: the results say so, and the next format still runs.
-  (cd "$iotests" && python3 ./check -tap "-$fmt" "${list[@]}" 2>&1 || true) | tee "$out.tap" |
+  # Parallel workers' result lines can run together ("ok vmdk 005ok vmdk 010"): split them first.
+  (cd "$iotests" && python3 ./check -tap -j "$jobs" "-$fmt" "$@" 2>&1 || true) | tee -a "$out.tap" |
+    perl -pe "s/(?<=\\S)(?=(?:not )?ok $fmt )/\\n/g" |
     awk -v fmt="$fmt" '
       /^ok / && /# SKIP/ { print fmt, $3, "not-run"; fflush(); next }
       /^ok /             { print fmt, $3, "pass"; fflush(); next }

@@ -12,7 +12,7 @@ public sealed class EtcdFixture : IDisposable
     public void Dispose() => Cluster.Dispose();
 }
 
-[CollectionDefinition("etcd")]
+[CollectionDefinition("etcd", DisableParallelization = true)]
 public sealed class EtcdCollection : ICollectionFixture<EtcdFixture>;
 
 /// <summary>
