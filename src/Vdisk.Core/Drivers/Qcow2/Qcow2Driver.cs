@@ -136,15 +136,16 @@ public sealed class Qcow2Driver : IBlockDriver
     {
         var o = context.Options;
         var runtime = TakeRuntimeOptions(o);
-        if (o.TakeString("data-file") is not null)
-            throw new OptionException("'data-file' can only be set for images with an external data file");
+        // Opened once the header says whether the image has a data file (qcow2_do_open).
+        var dataFileOption = o.Take("data-file");
         bool hasBackingOption = o.Has("backing");
         var backingOption = o.Take("backing");
         var file = context.OpenChild("file");
         o.EnsureAllUsed(Name, isProtocol: false);
 
         var node = Qcow2Node.OpenAsync(context.NodeName, context.Flags, context.OpenFlags, file,
-            encryptKeySecret: runtime.EncryptKeySecret, encryptFormat: runtime.EncryptFormat).GetAwaiter().GetResult();
+            encryptKeySecret: runtime.EncryptKeySecret, encryptFormat: runtime.EncryptFormat,
+            openDataFile: header => OpenDataFile(context, header, dataFileOption)).GetAwaiter().GetResult();
         try
         {
             CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);
@@ -175,6 +176,37 @@ public sealed class Qcow2Driver : IBlockDriver
             chain.RemoveAt(chain.Count - 1);
         }
         return node;
+    }
+
+    /// <summary>
+    /// qcow2_do_open's data file: the <c>data-file</c> option (a node name or options) or else
+    /// the name in the header, opened as a file relative to the working directory, with role
+    /// DATA; null when the image keeps its data in its own file. A metadata-only open (info)
+    /// opens no data file, as QEMU 7.2 with the CVE-2024-4467 fix does, so that info on an
+    /// untrusted image touches no other file.
+    /// </summary>
+    private static BlockNode? OpenDataFile(NodeOpenContext context, Qcow2Header header, OptionValue? option)
+    {
+        if ((context.Flags & NodeFlags.NoIo) != 0) return null;
+        bool given = option is not null and not OptionScalar { Kind: ScalarKind.Null };
+        if (header.HasDataFile)
+        {
+            if (!given && header.DataFile is { } name)
+            {
+                var dict = new OptionDict();
+                dict.Set("filename", name);
+                option = dict;
+            }
+            else if (!given)
+            {
+                throw new OptionException("'data-file' is required for this image");
+            }
+            context.Options.Dictionary.Set("data-file", option!);
+            return context.OpenChild("data-file");
+        }
+        if (given) throw new OptionException("'data-file' can only be set for images with an external data file");
+        if (header.DataFileRaw) throw new OptionException("data-file-raw requires a data file");
+        return null;
     }
 
     private static void OpenBacking(NodeOpenContext context, Qcow2Node node, bool hasBackingOption, OptionValue? backingOption) =>
