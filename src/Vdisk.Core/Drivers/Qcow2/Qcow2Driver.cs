@@ -188,23 +188,26 @@ public sealed class Qcow2Driver : IBlockDriver
     private static BlockNode? OpenDataFile(NodeOpenContext context, Qcow2Header header, OptionValue? option)
     {
         if ((context.Flags & NodeFlags.NoIo) != 0) return null;
-        bool given = option is not null and not OptionScalar { Kind: ScalarKind.Null };
+        BlockNode? node = null;
+        // A data file given in the options is opened first, whatever the header says.
+        if (option is not null and not OptionScalar { Kind: ScalarKind.Null })
+        {
+            context.Options.Dictionary.Set("data-file", option);
+            node = context.OpenChild("data-file");
+        }
         if (header.HasDataFile)
         {
-            if (!given && header.DataFile is { } name)
+            if (node is null && header.DataFile is { } name)
             {
                 var dict = new OptionDict();
                 dict.Set("filename", name);
-                option = dict;
+                context.Options.Dictionary.Set("data-file", dict);
+                node = context.OpenChild("data-file");
             }
-            else if (!given)
-            {
-                throw new OptionException("'data-file' is required for this image");
-            }
-            context.Options.Dictionary.Set("data-file", option!);
-            return context.OpenChild("data-file");
+            return node ?? throw new OptionException("'data-file' is required for this image");
         }
-        if (given) throw new OptionException("'data-file' can only be set for images with an external data file");
+        // The opener closes what it opened when the open fails.
+        if (node is not null) throw new OptionException("'data-file' can only be set for images with an external data file");
         if (header.DataFileRaw) throw new OptionException("data-file-raw requires a data file");
         return null;
     }

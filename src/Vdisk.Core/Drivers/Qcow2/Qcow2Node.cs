@@ -363,6 +363,18 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             await _lock.WaitAsync().ConfigureAwait(false);
             try
             {
+                if (_dataChild is not null && _dataSinceSync)
+                {
+                    try
+                    {
+                        await DataFile.FlushAsync().ConfigureAwait(false);
+                    }
+                    catch (IOException)
+                    {
+                        // bdrv_close flushes the data file as a child and ignores its failure.
+                    }
+                    _dataSinceSync = false;
+                }
                 await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (_markedDirty) await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures & ~Qcow2Features.IncompatDirty).ConfigureAwait(false);
             }
