@@ -199,7 +199,10 @@ public sealed class Qcow2Driver : IBlockDriver
         {
             if (node is null && header.DataFile is { } name)
             {
+                // The name in the image is a file name, never parsed for a protocol prefix or
+                // json: (QEMU 7.2 with the CVE-2024-4467 fix opens it with parse_filename off).
                 var dict = new OptionDict();
+                dict.Set("driver", Native.FileSystemEntry.IsDevice(name) ? Drivers.File.FileDriver.HostDeviceName : "file");
                 dict.Set("filename", name);
                 context.Options.Dictionary.Set("data-file", dict);
                 node = context.OpenChild("data-file");

@@ -49,6 +49,8 @@ public sealed partial class Qcow2Node
                 await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
                 await WriteSizeAsync(length).ConfigureAwait(false);
                 await TrimFileLockedAsync().ConfigureAwait(false);
+                // qcow2_co_truncate shrinks the data file with the disk.
+                if (_dataChild is not null) await DataFile.TruncateAsync(length, cancellationToken).ConfigureAwait(false);
                 return;
             }
             if (l1Needed > _l1.Length) await GrowL1LockedAsync(l1Needed).ConfigureAwait(false);
