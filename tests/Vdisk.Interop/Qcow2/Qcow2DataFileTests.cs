@@ -173,6 +173,19 @@ public class Qcow2DataFileTests
         Assert.Equal(ReadIn(s.TheirDir, "check", "c.qcow2"), ReadIn(s.MyDir, "check", "c.qcow2"));
     }
 
+    /// <summary>img_compare: -f names the first image's format only; without -F the second is probed (244 compares a raw data file with its image so).</summary>
+    [Fact]
+    public void Compare_WithoutSecondFormat_ProbesTheSecondImage()
+    {
+        using var s = new SideBySide(dir =>
+        {
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["create", "-q", "-f", "qcow2", "-o", "data_file=d.raw,data_file_raw=on", "a.qcow2", "1M"]));
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-io", ["-f", "raw", "-c", "write -P 42 0 1M", "d.raw"]));
+        });
+        s.Same("compare", "-f", "raw", "d.raw", "a.qcow2");
+        s.Same("compare", "-f", "raw", "a.qcow2", "a.qcow2");
+    }
+
     // --- locking: QEMU's bytes on both files ----------------------------------------------------
 
     /// <summary>An image with an external data file (absolute name), made by qemu-img, with data in it.</summary>
