@@ -235,6 +235,38 @@ public class Qcow2DataFileTests
         Assert.Equal(qemu, vdisk);
     }
 
+    /// <summary>
+    /// A daemon with the data file as its own node, named by the qcow2 node's <c>data-file</c>
+    /// (a node reference): it serves the image's data over NBD and holds QEMU's bytes on both files.
+    /// </summary>
+    [Fact]
+    public void DaemonWithDataFileNodeReference_ServesTheImageAndHoldsQemusBytes()
+    {
+        string Run(Func<IEnumerable<string>, string[], Daemon> start, Image image)
+        {
+            string sock = Path.Combine(image.Dir, "s.sock");
+            string[] args =
+            [
+                "--blockdev", $"driver=file,node-name=data,filename={image.Data}",
+                "--blockdev", $"driver=file,node-name=meta,filename={image.Qcow2}",
+                "--blockdev", "driver=qcow2,node-name=q,file=meta,data-file=data",
+                "--nbd-server", $"addr.type=unix,addr.path={sock}",
+                "--export", "type=nbd,id=e,node-name=q,writable=on",
+            ];
+            using var daemon = start(args, [sock]);
+            var io = Qemu.Ok(Qemu.Io("-f", "raw", "-c", "read -P 0x11 0 64k", "-c", "write -P 0x4d 64k 64k", $"nbd+unix:///q?socket={sock}"));
+            return $"image {LockBytesHeld.Describe(LockBytesHeld.Read(daemon.Pid, image.Qcow2))}; data {LockBytesHeld.Describe(LockBytesHeld.Read(daemon.Pid, image.Data))}";
+        }
+        using var theirs = new Image();
+        using var mine = new Image();
+        Assert.Equal(Run(Daemon.Qsd, theirs), Run(Daemon.Vdisk, mine));
+        foreach (var image in new[] { theirs, mine })
+        {
+            Qemu.Ok(Qemu.Io("-c", "read -P 0x4d 64k 64k", image.Qcow2));
+            Qemu.AssertClean(image.Qcow2);
+        }
+    }
+
     private static Mode[] Openers(Image image) =>
     [
         new("io rw read", _ => QemuIo("-f", "qcow2", image.Qcow2, "-c", "read 0 4k"), _ => VdiskIo("-f", "qcow2", image.Qcow2, "-c", "read 0 4k")),
