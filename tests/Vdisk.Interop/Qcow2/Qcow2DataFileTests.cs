@@ -129,6 +129,7 @@ public class Qcow2DataFileTests
     [InlineData("data_file=e.raw", false)]
     [InlineData("data_file_raw=off", true)]
     [InlineData("data_file=e.raw,data_file_raw=on", true)]
+    [InlineData("data_file=", false)]
     public void Amend_RewritesTheHeaderLikeQemu(string options, bool raw)
     {
         using var s = new SideBySide(dir =>
@@ -139,6 +140,20 @@ public class Qcow2DataFileTests
         s.Same("amend", "-o", options, "a.qcow2");
         Assert.Equal(File.ReadAllBytes(Path.Combine(s.TheirDir, "a.qcow2")), File.ReadAllBytes(Path.Combine(s.MyDir, "a.qcow2")));
         s.AssertSameInfo("a.qcow2");
+    }
+
+    [Theory]
+    [InlineData("metadata", false)]
+    [InlineData("falloc", false)]
+    [InlineData("full", false)]
+    [InlineData("full", true)]
+    public void CreateWithPreallocation_PreparesBothFilesLikeQemu(string preallocation, bool raw)
+    {
+        using var s = new SideBySide();
+        s.Same("create", "-f", "qcow2", "-o", $"{CreateOptions(raw)},preallocation={preallocation}", "a.qcow2", "2M");
+        Assert.Equal(File.ReadAllBytes(Path.Combine(s.TheirDir, "a.qcow2")), File.ReadAllBytes(Path.Combine(s.MyDir, "a.qcow2")));
+        s.AssertSameFile("d.raw");
+        Assert.Equal(ReadIn(s.TheirDir, "map", "--output=json", "a.qcow2"), ReadIn(s.MyDir, "map", "--output=json", "a.qcow2"));
     }
 
     [Theory]
