@@ -95,6 +95,7 @@ public class Qcow2DataFileTests
         { "snapshot", ["snapshot", "-c", "s1", "a.qcow2"] },
         { "amend name without data file", ["amend", "-o", "data_file=x.raw", "plain.qcow2"] },
         { "amend raw on", ["amend", "-o", "data_file_raw=on", "a.qcow2"] },
+        { "downgrade", ["amend", "-o", "compat=0.10", "a.qcow2"] },
         { "data-file option without data file", ["info", "--image-opts", "driver=qcow2,file.filename=plain.qcow2,data-file.filename=d.raw"] },
         { "measure", ["measure", "-O", "qcow2", "-o", "data_file=x.raw", "--size", "4M"] },
     };

@@ -151,6 +151,7 @@ public sealed partial class Qcow2Node
     private async ValueTask DowngradeAsync(Action<long, long>? status, CancellationToken ct)
     {
         if (_g.RefcountOrder != 4) throw new NativeIOException(Errno.ENOTSUP, "compat=0.10 requires refcount_bits=16");
+        if (HasExternalDataFile) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with a data file");
         foreach (var snapshot in _snapshots)
             if (snapshot.VmStateSize > uint.MaxValue || snapshot.DiskSize != (ulong)Length)
                 throw new NativeIOException(Errno.ENOTSUP, "Internal snapshots prevent downgrade of image");
