@@ -21,7 +21,7 @@ internal static class CompareCommand
         var fmt1 = image.Format;
         var imageOpts = image.ImageOpts;
         var forceShare = image.ForceShare;
-        var fmt2 = new Option<string?>("-F") { Description = "format of the second image (default: the first's -f)" };
+        var fmt2 = new Option<string?>("-F") { Description = "format of the second image (default: probed, as img_compare does)" };
         var strict = new Option<bool>("-s") { Description = "strict: images of different sizes or allocation differ" };
         var quiet = new Option<bool>("-q") { Description = "quiet: only the exit code tells" };
         var progress = new Option<bool>("-p") { Description = "show progress: \"    (xx.xx/100%)\" lines on stdout (a bar on a terminal)" };
@@ -45,7 +45,7 @@ internal static class CompareCommand
             var flags = ImgOpen.WithForceShare(AccessProfiles.ImgRead, result.GetValue(forceShare));
             using var a = ImgOpen.Open(result, names[0], result.GetValue(fmt1), result.GetValue(imageOpts), flags);
             if (a is null) return 2;
-            using var b = ImgOpen.Open(result, names[1], result.GetValue(fmt2) ?? result.GetValue(fmt1), result.GetValue(imageOpts), flags);
+            using var b = ImgOpen.Open(result, names[1], result.GetValue(fmt2), result.GetValue(imageOpts), flags);
             if (b is null) return 2;
             var comparison = new Comparison(a, names[0], b, names[1], result.GetValue(strict), q, meter);
             try

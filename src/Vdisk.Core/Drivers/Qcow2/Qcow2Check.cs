@@ -322,7 +322,7 @@ public sealed partial class Qcow2Node
         for (int j = 0; j < _g.L2Entries; j++)
         {
             var e = new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j * 8)));
-            var kind = e.Kind;
+            var kind = KindOf(e);
             if (kind != Qcow2ClusterKind.Compressed && (e.Raw & L2Entry.ReservedMask) != 0)
             {
                 log($"ERROR found l2 entry with reserved bits set: {e.Raw:x}");
@@ -375,7 +375,8 @@ public sealed partial class Qcow2Node
                         if (nextContiguous != 0 && offset != nextContiguous) res.FragmentedClusters++;
                         nextContiguous = offset + _g.ClusterSize;
                     }
-                    Reference(refs, res, offset, _g.ClusterSize, log);
+                    // Clusters in an external data file are not counted in the image's refcounts.
+                    if (!HasExternalDataFile) Reference(refs, res, offset, _g.ClusterSize, log);
                     break;
             }
         }
@@ -513,8 +514,9 @@ public sealed partial class Qcow2Node
             for (int j = 0; j < _g.L2Entries; j++)
             {
                 var e = EntryAt(table, j);
-                if (e.Kind is not (Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)) continue;
-                if (await TryGetRefcountAsync(e.HostOffset >> _g.ClusterBits).ConfigureAwait(false) is not ulong rc) continue;
+                if (KindOf(e) is not (Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)) continue;
+                // check_oflag_copied: a data file cluster counts as referenced once.
+                if ((HasExternalDataFile ? 1UL : await TryGetRefcountAsync(e.HostOffset >> _g.ClusterBits).ConfigureAwait(false)) is not ulong rc) continue;
                 if ((rc == 1) == e.IsCopied) continue;
                 res.Corruptions++;
                 log($"{(repair && aligned ? "Repairing" : "ERROR")} OFLAG_COPIED data cluster: l2_entry={e.Raw:x} refcount={rc}");

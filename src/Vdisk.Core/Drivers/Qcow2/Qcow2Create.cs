@@ -10,7 +10,7 @@ namespace Vdisk.Drivers.Qcow2;
 /// <summary>The qcow2 settings of a create request, once QEMU's checks passed (qcow2_co_create).</summary>
 internal sealed record Qcow2CreateSettings(long Size, int Version, long ClusterSize, Preallocation Preallocation, bool LazyRefcounts,
     int RefcountBits, Qcow2CompressionType CompressionType, string? BackingFile, string? BackingFormat,
-    Qcow2Encryption? Encryption = null);
+    Qcow2Encryption? Encryption = null, string? DataFile = null, bool DataFileRaw = false);
 
 /// <summary>The encryption of a new qcow2 image: "aes" or "luks" (with its options), and the passphrase.</summary>
 internal sealed record Qcow2Encryption(string Format, Crypto.LuksCreateOptions? Luks, byte[] Passphrase);
@@ -73,21 +73,44 @@ internal static class Qcow2Create
     {
         ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
         var protocol = await ImageCreator.CreateProtocolAsync(o, ImageCreator.SectorsForExisting(size), fillFile: null, ct).ConfigureAwait(false);
+        string? dataFile = o.Options.Get("data_file");
+        bool dataFileCreated = false;
         try
         {
+            if (dataFile is not null)
+            {
+                // qcow2_co_create_opts: the data file is created like the image's own file, at
+                // the disk size with the preallocation asked for, before the options are checked.
+                var grow = o.Options.Get("preallocation") switch
+                {
+                    "full" => Preallocation.Full,
+                    "falloc" => Preallocation.Falloc,
+                    _ => Preallocation.Off,
+                };
+                long dataSize = ImageCreator.SectorsForExisting(size);
+                await FileCreate.CreateAsync(dataFile, o.Locking, (f, c) => FileCreate.GrowAsync(f, dataSize, grow, c), ct).ConfigureAwait(false);
+                dataFileCreated = true;
+            }
             await CreateOnProtocolAsync(o, Settings(o), protocol, ct).ConfigureAwait(false);
         }
-        catch when (protocol.IsFile)
+        catch when (protocol.IsFile || dataFileCreated)
         {
-            try
-            {
-                System.IO.File.Delete(o.Filename);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // bdrv_co_delete_file_noerr: the creation error is the one reported.
-            }
+            // bdrv_co_delete_file_noerr of both: the creation error is the one reported.
+            if (protocol.IsFile) DeleteQuietly(o.Filename);
+            if (dataFileCreated) DeleteQuietly(dataFile!);
             throw;
+        }
+    }
+
+    private static void DeleteQuietly(string path)
+    {
+        try
+        {
+            System.IO.File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The creation error is the one reported.
         }
     }
 
@@ -99,7 +122,6 @@ internal static class Qcow2Create
     internal static Qcow2CreateSettings Settings(CreateOptions o)
     {
         var opts = o.Options;
-        if (opts.Contains("data_file")) throw new CreateException("vdisk does not support the qcow2 option 'data_file'");
         int version = opts.Get("compat") switch
         {
             null or "1.1" or "v3" => 3,
@@ -137,7 +159,14 @@ internal static class Qcow2Create
             throw new CreateException("Refcount width must be a power of two and may not exceed 64 bits");
         if (version < 3 && refcountBits != 16)
             throw new CreateException("Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)");
-        if (opts.GetBool("data_file_raw") == true) throw new CreateException("data-file-raw requires data-file");
+        string? dataFile = opts.Get("data_file");
+        if (dataFile is not null && version < 3)
+            throw new CreateException("External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+        bool dataFileRaw = opts.GetBool("data_file_raw") == true;
+        if (dataFileRaw && dataFile is null) throw new CreateException("data-file-raw requires data-file");
+        if (dataFileRaw && o.BackingFile is not null) throw new CreateException("Backing file and data-file-raw cannot be used at the same time");
+        // A raw data file must read as the disk: every cluster is mapped (preallocated metadata).
+        if (dataFileRaw && preallocation == Preallocation.Off) preallocation = Preallocation.Metadata;
         if (compression != Qcow2CompressionType.Zlib && version < 3)
             throw new CreateException("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)");
         ulong size = o.Size ?? throw new CreateException("Image creation needs a size parameter");
@@ -145,7 +174,7 @@ internal static class Qcow2Create
         // QEMU rounds in int64_t: a size past the last whole sector turns negative.
         if (rounded < size || rounded > long.MaxValue) throw new CreateException("Could not resize image: Image size cannot be negative");
         return new Qcow2CreateSettings((long)rounded, version, (long)clusterSize, preallocation, lazy, (int)refcountBits, compression,
-            o.BackingFile, o.BackingFormat, EncryptionSettings(opts));
+            o.BackingFile, o.BackingFormat, EncryptionSettings(opts), dataFile, dataFileRaw);
     }
 
     /// <summary>
@@ -223,6 +252,12 @@ internal static class Qcow2Create
         if (o.LazyRefcounts) header.CompatibleFeatures |= Qcow2Features.CompatLazyRefcounts;
         if (o.CompressionType != Qcow2CompressionType.Zlib) header.IncompatibleFeatures |= Qcow2Features.IncompatCompression;
         if (o.BackingFile is not null && o.BackingFormat is not null) header.BackingFormat = o.BackingFormat;
+        if (o.DataFile is not null)
+        {
+            header.DataFile = o.DataFile;
+            header.IncompatibleFeatures |= Qcow2Features.IncompatDataFile;
+            if (o.DataFileRaw) header.AutoclearFeatures |= Qcow2Features.AutoclearDataFileRaw;
+        }
         byte[] cluster0;
         try
         {

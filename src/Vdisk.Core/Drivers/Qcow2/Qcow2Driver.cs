@@ -136,15 +136,16 @@ public sealed class Qcow2Driver : IBlockDriver
     {
         var o = context.Options;
         var runtime = TakeRuntimeOptions(o);
-        if (o.TakeString("data-file") is not null)
-            throw new OptionException("'data-file' can only be set for images with an external data file");
+        // Opened once the header says whether the image has a data file (qcow2_do_open).
+        var dataFileOption = o.Take("data-file");
         bool hasBackingOption = o.Has("backing");
         var backingOption = o.Take("backing");
         var file = context.OpenChild("file");
         o.EnsureAllUsed(Name, isProtocol: false);
 
         var node = Qcow2Node.OpenAsync(context.NodeName, context.Flags, context.OpenFlags, file,
-            encryptKeySecret: runtime.EncryptKeySecret, encryptFormat: runtime.EncryptFormat).GetAwaiter().GetResult();
+            encryptKeySecret: runtime.EncryptKeySecret, encryptFormat: runtime.EncryptFormat,
+            openDataFile: header => OpenDataFile(context, header, dataFileOption)).GetAwaiter().GetResult();
         try
         {
             CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);
@@ -175,6 +176,43 @@ public sealed class Qcow2Driver : IBlockDriver
             chain.RemoveAt(chain.Count - 1);
         }
         return node;
+    }
+
+    /// <summary>
+    /// qcow2_do_open's data file: the <c>data-file</c> option (a node name or options) or else
+    /// the name in the header, opened as a file relative to the working directory, with role
+    /// DATA; null when the image keeps its data in its own file. A metadata-only open (info)
+    /// opens no data file, as QEMU 7.2 with the CVE-2024-4467 fix does, so that info on an
+    /// untrusted image touches no other file.
+    /// </summary>
+    private static BlockNode? OpenDataFile(NodeOpenContext context, Qcow2Header header, OptionValue? option)
+    {
+        if ((context.Flags & NodeFlags.NoIo) != 0) return null;
+        BlockNode? node = null;
+        // A data file given in the options is opened first, whatever the header says.
+        if (option is not null and not OptionScalar { Kind: ScalarKind.Null })
+        {
+            context.Options.Dictionary.Set("data-file", option);
+            node = context.OpenChild("data-file");
+        }
+        if (header.HasDataFile)
+        {
+            if (node is null && header.DataFile is { } name)
+            {
+                // The name in the image is a file name, never parsed for a protocol prefix or
+                // json: (QEMU 7.2 with the CVE-2024-4467 fix opens it with parse_filename off).
+                var dict = new OptionDict();
+                dict.Set("driver", Native.FileSystemEntry.IsDevice(name) ? Drivers.File.FileDriver.HostDeviceName : "file");
+                dict.Set("filename", name);
+                context.Options.Dictionary.Set("data-file", dict);
+                node = context.OpenChild("data-file");
+            }
+            return node ?? throw new OptionException("'data-file' is required for this image");
+        }
+        // The opener closes what it opened when the open fails.
+        if (node is not null) throw new OptionException("'data-file' can only be set for images with an external data file");
+        if (header.DataFileRaw) throw new OptionException("data-file-raw requires a data file");
+        return null;
     }
 
     private static void OpenBacking(NodeOpenContext context, Qcow2Node node, bool hasBackingOption, OptionValue? backingOption) =>

@@ -18,7 +18,7 @@ public static class Qcow2Features
     /// <summary>The incompatible bits QEMU 7.2 knows.</summary>
     public const ulong IncompatKnownToQemu = 0x1f;
     /// <summary>The incompatible bits vdisk can open.</summary>
-    public const ulong IncompatSupported = IncompatDirty | IncompatCorrupt | IncompatCompression;
+    public const ulong IncompatSupported = IncompatDirty | IncompatCorrupt | IncompatDataFile | IncompatCompression;
 
     /// <summary>Compatible bit 0: lazy refcounts.</summary>
     public const ulong CompatLazyRefcounts = 1UL << 0;
@@ -197,15 +197,19 @@ public readonly record struct L2Entry(ulong Raw)
     /// <summary>The host cluster offset of a standard entry.</summary>
     public long HostOffset => (long)(Raw & OffsetMask);
 
-    /// <summary>qcow2_get_cluster_type for standard L2 entries.</summary>
-    public Qcow2ClusterKind Kind
+    /// <summary>qcow2_get_cluster_type for standard L2 entries of an image without an external data file.</summary>
+    public Qcow2ClusterKind Kind => KindWith(externalDataFile: false);
+
+    /// <summary>
+    /// qcow2_get_cluster_type: offset 0 means unallocated, except in an external data file,
+    /// where 0 is a valid offset and COPIED (always set there) tells a data cluster apart.
+    /// </summary>
+    public Qcow2ClusterKind KindWith(bool externalDataFile)
     {
-        get
-        {
-            if ((Raw & CompressedFlag) != 0) return Qcow2ClusterKind.Compressed;
-            if ((Raw & ZeroFlag) != 0) return HostOffset != 0 ? Qcow2ClusterKind.ZeroAllocated : Qcow2ClusterKind.ZeroPlain;
-            return HostOffset != 0 ? Qcow2ClusterKind.Normal : Qcow2ClusterKind.Unallocated;
-        }
+        if ((Raw & CompressedFlag) != 0) return Qcow2ClusterKind.Compressed;
+        if ((Raw & ZeroFlag) != 0) return HostOffset != 0 ? Qcow2ClusterKind.ZeroAllocated : Qcow2ClusterKind.ZeroPlain;
+        if (HostOffset != 0 || (externalDataFile && IsCopied)) return Qcow2ClusterKind.Normal;
+        return Qcow2ClusterKind.Unallocated;
     }
 
     /// <summary>Host byte offset of a compressed entry.</summary>

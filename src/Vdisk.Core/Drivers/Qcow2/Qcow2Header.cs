@@ -92,6 +92,26 @@ public sealed class Qcow2Header
         }
     }
 
+    /// <summary>
+    /// The external data file name from its extension, or null (qcow2_read_extensions keeps the
+    /// bytes as they are; setting null removes the extension, as amend with an empty name does).
+    /// </summary>
+    public string? DataFile
+    {
+        get => Extensions.FirstOrDefault(e => e.Type == ExtensionDataFile) is { } e ? Encoding.UTF8.GetString(e.Data) : null;
+        set
+        {
+            Extensions.RemoveAll(e => e.Type == ExtensionDataFile);
+            if (value is not null) Extensions.Add(new(ExtensionDataFile, Encoding.UTF8.GetBytes(value)));
+        }
+    }
+
+    /// <summary>Incompatible bit 2: guest data lives in an external data file.</summary>
+    public bool HasDataFile => (IncompatibleFeatures & Qcow2Features.IncompatDataFile) != 0;
+
+    /// <summary>Autoclear bit 1: the data file is a valid raw image of the guest disk.</summary>
+    public bool DataFileRaw => (AutoclearFeatures & Qcow2Features.AutoclearDataFileRaw) != 0;
+
     /// <summary>The geometry these fields describe.</summary>
     public Qcow2Geometry Geometry => new(ClusterBits, RefcountOrder);
 
@@ -235,6 +255,11 @@ public sealed class Qcow2Header
                         if (name.Length == 0) break;
                         names.Add((table[i], table[i + 1], name));
                     }
+                    break;
+                case ExtensionDataFile:
+                    // QEMU keeps the last one it reads (and writes back only that one).
+                    Extensions.RemoveAll(e => e.Type == ExtensionDataFile);
+                    Extensions.Add(new(type, body));
                     break;
                 case ExtensionBitmaps:
                     if (len != 24) throw new Qcow2FormatException("bitmaps_ext: Invalid extension length");

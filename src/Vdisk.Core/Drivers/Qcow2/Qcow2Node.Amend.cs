@@ -37,9 +37,11 @@ public sealed partial class Qcow2Node
         }
         long newSize = (long)(options.GetNumber("size") ?? 0);
         string? backingFile = options.Get("backing_file"), backingFormat = options.Get("backing_fmt");
-        if (options.Contains("data_file"))
+        string? dataFile = options.Get("data_file");
+        if (dataFile is not null && !HasExternalDataFile)
             throw new NativeIOException(Errno.EINVAL, "data-file can only be set for images that use an external data file");
-        if (options.GetBool("data_file_raw") == true)
+        bool dataFileRaw = options.GetBool("data_file_raw") ?? _header.DataFileRaw;
+        if (dataFileRaw && !_header.DataFileRaw)
             throw new NativeIOException(Errno.EINVAL, "data-file-raw cannot be set on existing images");
         bool lazy = options.GetBool("lazy_refcounts") ?? _header.LazyRefcounts;
         long refcountBits = _g.RefcountBits;
@@ -53,6 +55,9 @@ public sealed partial class Qcow2Node
         // backing file check, lazy refcounts, size, downgrade.
         if (newVersion > oldVersion) await WriteVersionAsync(newVersion, ct).ConfigureAwait(false);
         if (encryptionUpdate) await AmendEncryptionAsync(options, force, ct).ConfigureAwait(false);
+        // An empty name drops the extension: the data file must then be given at every open.
+        if (dataFile is not null || dataFileRaw != _header.DataFileRaw)
+            await RewriteDataFileHeaderAsync(dataFile is null ? _header.DataFile : dataFile.Length == 0 ? null : dataFile, dataFileRaw, ct).ConfigureAwait(false);
         if (refcountBits != _g.RefcountBits)
         {
             if (newVersion < 3 && refcountBits != 16)
@@ -70,6 +75,25 @@ public sealed partial class Qcow2Node
         }
         if (newSize != 0) await ResizeAsync(newSize, Preallocation.Off, ct).ConfigureAwait(false);
         if (newVersion < oldVersion) await DowngradeAsync(status, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The data file name and the data-file-raw bit changed, and the header rewritten (qcow2_update_header).</summary>
+    private async ValueTask RewriteDataFileHeaderAsync(string? name, bool raw, CancellationToken ct)
+    {
+        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await FlushLockedAsync(ct).ConfigureAwait(false);
+            _header.DataFile = name;
+            if (raw) _header.AutoclearFeatures |= Qcow2Features.AutoclearDataFileRaw;
+            else _header.AutoclearFeatures &= ~Qcow2Features.AutoclearDataFileRaw;
+            await File.WriteAsync(0, _header.Serialize(), WriteFlags.None, ct).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _lock.Release();
+        }
     }
 
     /// <summary>Changes lazy_refcounts (v3 only): switching them off makes the image clean first.</summary>
@@ -127,6 +151,7 @@ public sealed partial class Qcow2Node
     private async ValueTask DowngradeAsync(Action<long, long>? status, CancellationToken ct)
     {
         if (_g.RefcountOrder != 4) throw new NativeIOException(Errno.ENOTSUP, "compat=0.10 requires refcount_bits=16");
+        if (HasExternalDataFile) throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with a data file");
         foreach (var snapshot in _snapshots)
             if (snapshot.VmStateSize > uint.MaxValue || snapshot.DiskSize != (ulong)Length)
                 throw new NativeIOException(Errno.ENOTSUP, "Internal snapshots prevent downgrade of image");
@@ -181,7 +206,7 @@ public sealed partial class Qcow2Node
         var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
         bool any = false;
         for (int j = 0; j < _g.L2Entries && !any; j++)
-            any = EntryAt(table, j).Kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated;
+            any = KindOf(EntryAt(table, j)) is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated;
         if (!any) return;
         if (_snapshots.Count > 0)
             throw new NativeIOException(Errno.ENOTSUP, "vdisk cannot downgrade an image with internal snapshots and zero clusters");
@@ -190,7 +215,7 @@ public sealed partial class Qcow2Node
         {
             var entry = EntryAt(table, j);
             long host;
-            if (entry.Kind == Qcow2ClusterKind.ZeroPlain)
+            if (KindOf(entry) == Qcow2ClusterKind.ZeroPlain)
             {
                 if (Backing is null)
                 {
@@ -200,7 +225,7 @@ public sealed partial class Qcow2Node
                 host = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
                 table = await _l2Cache.GetAsync(table.Offset).ConfigureAwait(false);
             }
-            else if (entry.Kind == Qcow2ClusterKind.ZeroAllocated)
+            else if (KindOf(entry) == Qcow2ClusterKind.ZeroAllocated)
             {
                 host = entry.HostOffset;
             }
@@ -223,7 +248,7 @@ public sealed partial class Qcow2Node
             if (l2 == 0) continue;
             var table = await _l2Cache.GetAsync(l2).ConfigureAwait(false);
             for (int j = 0; j < _g.L2Entries; j++)
-                if (EntryAt(table, j).Kind == Qcow2ClusterKind.Compressed) return true;
+                if (KindOf(EntryAt(table, j)) == Qcow2ClusterKind.Compressed) return true;
         }
         return false;
     }

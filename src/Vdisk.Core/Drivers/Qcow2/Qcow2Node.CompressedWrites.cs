@@ -45,6 +45,8 @@ public sealed partial class Qcow2Node
     private void CheckCompressedWrite(long offset, int length)
     {
         EnsureWritable();
+        // qcow2_co_pwritev_compressed: compressed clusters cannot live in a data file.
+        if (HasExternalDataFile) throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP), Filename);
         if (_g.OffsetInCluster(offset) != 0 || (length != _g.ClusterSize && offset + length != Length))
             throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
     }

@@ -19,6 +19,9 @@ public sealed partial class Qcow2Node
     /// </summary>
     private DecompressedCluster? _lastDecompressed;
 
+    /// <summary>The entry's cluster kind in this image (offset 0 is valid in an external data file).</summary>
+    private Qcow2ClusterKind KindOf(L2Entry entry) => entry.KindWith(HasExternalDataFile);
+
     private static L2Entry EntryAt(CachedTable table, int index) => new(BinaryPrimitives.ReadUInt64BigEndian(table.Data.AsSpan(index * 8)));
 
     private static void SetEntry(CachedTable table, int index, L2Entry entry)
@@ -39,7 +42,7 @@ public sealed partial class Qcow2Node
         var table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
         int index = _g.L2Index(offset);
         var entry = EntryAt(table, index);
-        var kind = entry.Kind;
+        var kind = KindOf(entry);
         long inCluster = _g.OffsetInCluster(offset);
         long bytes = Math.Min(_g.ClusterSize - inCluster, limit - offset);
         // A v2 image has no zero flag: an entry with it is corruption, not zeroes (qcow2_get_host_offset).
@@ -53,7 +56,7 @@ public sealed partial class Qcow2Node
             for (int i = index + 1; offset + bytes < limit && i < _g.L2Entries; i++)
             {
                 var next = EntryAt(table, i);
-                if (next.Kind != kind) break;
+                if (KindOf(next) != kind) break;
                 if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)
                 {
                     if (next.HostOffset != expected || next.IsCopied != entry.IsCopied) break;
@@ -117,7 +120,7 @@ public sealed partial class Qcow2Node
                     try
                     {
                         await File.DebugEventAsync(BlkdebugEvent.ReadAio).ConfigureAwait(false);
-                        await File.ReadAsync(m.HostOffset, segment, cancellationToken).ConfigureAwait(false);
+                        await DataFile.ReadAsync(m.HostOffset, segment, cancellationToken).ConfigureAwait(false);
                         DecryptAfterRead(offset + pos, m.HostOffset, segment.Span);
                     }
                     finally
@@ -169,13 +172,13 @@ public sealed partial class Qcow2Node
     /// <summary>Old contents of part of a guest cluster (for copy-on-write of partial writes).</summary>
     private async ValueTask ReadOldAsync(L2Entry entry, long clusterGuestOffset, int offsetInCluster, Memory<byte> destination, CancellationToken ct)
     {
-        switch (entry.Kind)
+        switch (KindOf(entry))
         {
             case Qcow2ClusterKind.Unallocated:
                 await ReadBackingAsync(clusterGuestOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
                 break;
             case Qcow2ClusterKind.Normal:
-                await File.ReadAsync(entry.HostOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
+                await DataFile.ReadAsync(entry.HostOffset + offsetInCluster, destination, ct).ConfigureAwait(false);
                 DecryptAfterRead(clusterGuestOffset + offsetInCluster, entry.HostOffset + offsetInCluster, destination.Span);
                 break;
             case Qcow2ClusterKind.Compressed:
@@ -227,7 +230,7 @@ public sealed partial class Qcow2Node
                     }
                     continue;
                 }
-                await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
+                if (_dataChild is null) await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
                 Interlocked.Increment(ref _inflight);
             }
             finally
@@ -237,7 +240,7 @@ public sealed partial class Qcow2Node
             try
             {
                 await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
-                await File.WriteAsync(m.HostOffset, EncryptForWrite(offset + pos, m.HostOffset, data.Slice((int)pos, (int)m.Bytes)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
+                await DataFile.WriteAsync(m.HostOffset, EncryptForWrite(offset + pos, m.HostOffset, data.Slice((int)pos, (int)m.Bytes)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
                 _dataSinceSync = true;
             }
             finally
@@ -266,7 +269,7 @@ public sealed partial class Qcow2Node
         long clusterStart = _g.ClusterStart(offset);
         int index = _g.L2Index(offset);
         var first = EntryAt(table, index);
-        bool reuse = first.Kind == Qcow2ClusterKind.ZeroAllocated && first.IsCopied;
+        bool reuse = KindOf(first) == Qcow2ClusterKind.ZeroAllocated && first.IsCopied;
         long maxClusters = Math.Max(1, (32L << 20) >> _g.ClusterBits);
         int count = 1;
         if (!reuse)
@@ -274,7 +277,7 @@ public sealed partial class Qcow2Node
             while (clusterStart + (long)count * cs < end && count < maxClusters)
             {
                 var e = EntryAt(table, index + count);
-                if (e.IsCopied && e.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated) break;
+                if (e.IsCopied && KindOf(e) is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated) break;
                 count++;
             }
         }
@@ -285,12 +288,15 @@ public sealed partial class Qcow2Node
         int tail = (int)(runEnd - writeEnd);
         var lastEntry = EntryAt(table, index + count - 1);
 
-        long host = reuse ? first.HostOffset : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
-        await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
+        // An external data file keeps each cluster at its guest offset, outside the refcounts.
+        long host = reuse ? first.HostOffset
+            : HasExternalDataFile ? clusterStart
+            : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
+        if (!HasExternalDataFile) await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
         if (head == 0 && tail == 0)
         {
             await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
-            await File.WriteAsync(host, EncryptForWrite(offset, host, data[..consumed]), WriteFlags.None, ct).ConfigureAwait(false);
+            await DataFile.WriteAsync(host, EncryptForWrite(offset, host, data[..consumed]), WriteFlags.None, ct).ConfigureAwait(false);
         }
         else
         {
@@ -302,7 +308,7 @@ public sealed partial class Qcow2Node
                 await ReadOldAsync(lastEntry, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
             if (IsEncrypted) Crypto.Encrypt(CryptOffset(clusterStart, host), buffer);
             await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
-            await File.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
+            await DataFile.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
         }
         _dataSinceSync = true;
 
@@ -336,11 +342,19 @@ public sealed partial class Qcow2Node
     /// <summary>Queues the release of what an overwritten or discarded L2 entry referenced.</summary>
     private void QueueFree(L2Entry old, bool discard)
     {
-        switch (old.Kind)
+        switch (KindOf(old))
         {
             case Qcow2ClusterKind.Normal:
             case Qcow2ClusterKind.ZeroAllocated:
-                _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard));
+                // qcow2_free_any_cluster: a data file cluster has no refcount; it is only discarded.
+                if (HasExternalDataFile)
+                {
+                    if (discard) _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard, InDataFile: true));
+                }
+                else
+                {
+                    _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard));
+                }
                 break;
             case Qcow2ClusterKind.Compressed:
                 var (start, length) = old.CompressedHostRange(_g);
@@ -353,7 +367,9 @@ public sealed partial class Qcow2Node
     private async ValueTask PrepareForWritesLockedAsync()
     {
         if (_preparedForWrites) return;
-        if (_header.Version >= 3 && _header.AutoclearFeatures != 0) await WriteAutoclearFeaturesAsync(0, CancellationToken.None).ConfigureAwait(false);
+        // data-file-raw is kept up to date by every write; the other bits vdisk does not maintain.
+        ulong keep = _header.AutoclearFeatures & Qcow2Features.AutoclearDataFileRaw;
+        if (_header.Version >= 3 && _header.AutoclearFeatures != keep) await WriteAutoclearFeaturesAsync(keep, CancellationToken.None).ConfigureAwait(false);
         if (_header.Version >= 3 && _header.LazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
         {
             await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatDirty).ConfigureAwait(false);
@@ -524,6 +540,9 @@ public sealed partial class Qcow2Node
                 if (m.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed) return false;
             }
             await PrepareForWritesLockedAsync().ConfigureAwait(false);
+            // qcow2_subcluster_zeroize: a raw data file must read as the guest does, so it is zeroed first.
+            if (HasExternalDataFile && _header.DataFileRaw)
+                await DataFile.WriteZeroesAsync(start, end - start, unmap ? ZeroFlags.MayUnmap : ZeroFlags.None, ct).ConfigureAwait(false);
             long pos = start;
             while (pos < end)
             {
@@ -534,8 +553,8 @@ public sealed partial class Qcow2Node
                 {
                     int index = _g.L2Index(pos);
                     var old = EntryAt(table, index);
-                    bool allocated = old.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
-                    bool free = old.Kind == Qcow2ClusterKind.Compressed || (unmap && allocated);
+                    bool allocated = KindOf(old) is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
+                    bool free = KindOf(old) == Qcow2ClusterKind.Compressed || (unmap && allocated);
                     var next = new L2Entry((free ? 0 : old.Raw) | L2Entry.ZeroFlag);
                     if (next == old) continue;
                     SetEntry(table, index, next);
@@ -596,7 +615,7 @@ public sealed partial class Qcow2Node
             {
                 int index = _g.L2Index(pos);
                 var old = EntryAt(table, index);
-                bool allocated = old.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
+                bool allocated = KindOf(old) is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed or Qcow2ClusterKind.ZeroAllocated;
                 var next = old;
                 if (fullDiscard) next = default;
                 else if (Backing is not null || allocated) next = new L2Entry(_header.Version >= 3 ? L2Entry.ZeroFlag : 0);
@@ -648,6 +667,11 @@ public sealed partial class Qcow2Node
             var punch = new List<long>();
             foreach (var f in frees)
             {
+                if (f.InDataFile)
+                {
+                    await DataFile.DiscardAsync(f.Offset, f.Length, ct).ConfigureAwait(false);
+                    continue;
+                }
                 await File.DebugEventAsync(BlkdebugEvent.ClusterFree).ConfigureAwait(false);
                 await _refcounts.ChangeAsync(f.Offset, f.Length, -1).ConfigureAwait(false);
                 for (long c = f.Offset >> _g.ClusterBits; c <= (f.Offset + f.Length - 1) >> _g.ClusterBits; c++)
@@ -714,8 +738,8 @@ public sealed partial class Qcow2Node
             // With encryption the host bytes are ciphertext: no offset is reported (qcow2_co_block_status).
             Qcow2ClusterKind.Normal when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.ZeroAllocated when IsEncrypted => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
-            Qcow2ClusterKind.Normal => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, File),
-            Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, File),
+            Qcow2ClusterKind.Normal => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated, m.HostOffset, DataFile),
+            Qcow2ClusterKind.ZeroAllocated => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, m.HostOffset, DataFile),
             Qcow2ClusterKind.ZeroPlain => new BlockStatus(m.Bytes, BlockStatusFlags.Zero | BlockStatusFlags.Allocated),
             Qcow2ClusterKind.Compressed => new BlockStatus(m.Bytes, BlockStatusFlags.Data | BlockStatusFlags.Allocated),
             _ => new BlockStatus(m.Bytes, BlockStatusFlags.None),

@@ -49,6 +49,8 @@ public sealed partial class Qcow2Node
                 await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
                 await WriteSizeAsync(length).ConfigureAwait(false);
                 await TrimFileLockedAsync().ConfigureAwait(false);
+                // qcow2_co_truncate shrinks the data file with the disk.
+                if (_dataChild is not null) await DataFile.TruncateAsync(length, cancellationToken).ConfigureAwait(false);
                 return;
             }
             if (l1Needed > _l1.Length) await GrowL1LockedAsync(l1Needed).ConfigureAwait(false);
@@ -60,8 +62,13 @@ public sealed partial class Qcow2Node
         }
         if (length > oldLength && Backing is { } backing && backing.Length > oldLength)
             await WriteZeroesAsync(oldLength, length - oldLength, ZeroFlags.None, cancellationToken).ConfigureAwait(false);
+        // A raw data file must keep mapping every cluster (its metadata is preallocated).
+        if (_dataChild is not null && _header.DataFileRaw && preallocation == Preallocation.Off) preallocation = Preallocation.Metadata;
         if (preallocation != Preallocation.Off && length > oldLength)
             await PreallocateAsync(_g.ClusterStart(oldLength), length, preallocation, cancellationToken).ConfigureAwait(false);
+        // qcow2_co_truncate forwards the growth to the data file with the preallocation mode.
+        if (_dataChild is not null && length > DataFile.Length)
+            await DataFile.TruncateAsync(length, preallocation == Preallocation.Metadata ? Preallocation.Off : preallocation, cancellationToken).ConfigureAwait(false);
     }
 
     private async ValueTask WriteSizeAsync(long length)
@@ -129,15 +136,16 @@ public sealed partial class Qcow2Node
                 long tableEnd = Math.Min(end, (l1Index + 1) * _g.BytesPerL2Table);
                 int first = _g.L2Index(pos);
                 int count = (int)_g.SizeToClusters(tableEnd - pos);
-                long host = await _refcounts.AllocateAsync(count).ConfigureAwait(false);
+                // An external data file keeps clusters at their guest offsets, outside the refcounts.
+                long host = HasExternalDataFile ? _g.ClusterStart(pos) : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
                 table = await _l2Cache.GetAsync(table.Offset).ConfigureAwait(false);
                 for (int i = 0; i < count; i++)
                 {
                     var old = EntryAt(table, first + i);
-                    if (old.Kind != Qcow2ClusterKind.Unallocated && old.Kind != Qcow2ClusterKind.ZeroPlain) continue;
+                    if (KindOf(old) != Qcow2ClusterKind.Unallocated && KindOf(old) != Qcow2ClusterKind.ZeroPlain) continue;
                     SetEntry(table, first + i, L2Entry.Allocated(host + (long)i * cs));
                 }
-                fileEnd = Math.Max(fileEnd, host + (long)count * cs);
+                if (!HasExternalDataFile) fileEnd = Math.Max(fileEnd, host + (long)count * cs);
                 pos = tableEnd;
             }
             await FlushLockedAsync(ct).ConfigureAwait(false);

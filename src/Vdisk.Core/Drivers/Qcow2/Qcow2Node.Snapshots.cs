@@ -16,6 +16,8 @@ public sealed partial class Qcow2Node
     /// <summary>qcow2_snapshot_create with qemu-img's snapshot info: a name, the time, no VM state.</summary>
     public override async Task CreateSnapshotAsync(string name, DateTimeOffset now, CancellationToken cancellationToken = default)
     {
+        // A snapshot would share data clusters that the data file cannot keep apart.
+        if (HasExternalDataFile) throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
         var ct = cancellationToken;
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -184,7 +186,7 @@ public sealed partial class Qcow2Node
                 var entry = EntryAt(table, j);
                 ulong updated = entry.Raw & ~L2Entry.CopiedFlag;
                 ulong refcount;
-                switch (entry.Kind)
+                switch (KindOf(entry))
                 {
                     case Qcow2ClusterKind.Compressed:
                         if (addend != 0)

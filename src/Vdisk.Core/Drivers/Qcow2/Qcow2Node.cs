@@ -15,6 +15,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
 {
     private readonly BdrvChild _fileChild;
     private BdrvChild? _backingChild;
+    private readonly BdrvChild? _dataChild;
     private readonly SemaphoreSlim _lock = new(1, 1);
     private Qcow2Header _header;
     private readonly Qcow2Geometry _g;
@@ -31,10 +32,11 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     private bool _closed;
     private readonly OpenFlags _openFlags;
 
-    private readonly record struct PendingFree(long Offset, long Length, bool Discard);
+    /// <summary>A release queued until the references are gone on disk; <c>InDataFile</c>: a discard of data file clusters only.</summary>
+    private readonly record struct PendingFree(long Offset, long Length, bool Discard, bool InDataFile = false);
 
     private Qcow2Node(string nodeName, NodeFlags flags, BlockNode file, Qcow2Header header, ulong[] l1,
-        ulong[] refcountTable, List<Qcow2Snapshot> snapshots, OpenFlags openFlags)
+        ulong[] refcountTable, List<Qcow2Snapshot> snapshots, OpenFlags openFlags, BlockNode? dataFile)
         : base(nodeName, flags, file.Filename)
     {
         _header = header;
@@ -42,7 +44,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         _l1 = l1;
         _snapshots = snapshots;
         _openFlags = openFlags;
-        _fileChild = AttachChild("file", file, ChildRole.Image);
+        // With an external data file the image file holds no guest data ("No data here").
+        _fileChild = AttachChild("file", file, dataFile is null ? ChildRole.Image : ChildRole.Metadata | ChildRole.Primary);
+        if (dataFile is not null) _dataChild = AttachChild("data-file", dataFile, ChildRole.Data);
         int tablesForWholeDisk = (int)Math.Min(int.MaxValue, Math.Max(1, _g.L1EntriesFor((long)header.Size)));
         int maxTables = (int)Math.Min(4096, (32L << 20) >> _g.ClusterBits);
         int l2Capacity = Math.Clamp(tablesForWholeDisk, 16, Math.Max(16, maxTables));
@@ -66,6 +70,19 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
 
     /// <summary>The file child's node.</summary>
     public BlockNode File => _fileChild.Node;
+
+    /// <summary>Where guest data clusters live: the data-file child, or the image file itself.</summary>
+    public BlockNode DataFile => _dataChild?.Node ?? File;
+
+    /// <summary>
+    /// has_data_file: the header's external data file bit (true even when a metadata-only open
+    /// left the data file closed). Data clusters then sit at their guest offsets in the data
+    /// file and are not counted in the image's refcounts.
+    /// </summary>
+    public bool HasExternalDataFile => _header.HasDataFile;
+
+    /// <summary>bdrv_sum_allocated_file_size: the image file and the data file.</summary>
+    public override long? AllocatedSize => _dataChild is null ? File.AllocatedSize : File.AllocatedSize + DataFile.AllocatedSize;
 
     /// <summary>The backing node, or null.</summary>
     public BlockNode? Backing => _backingChild?.Node;
@@ -97,7 +114,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     /// qcow2_has_zero_init: an image without preallocated L2 tables reads as zeroes; a preallocated
     /// one does only where its file does, and never when encrypted (its clusters decrypt to noise).
     /// </summary>
-    public override bool HasZeroInit => _l1.Length == 0 || _l1[0] == 0 || (!IsEncrypted && File.HasZeroInit);
+    public override bool HasZeroInit => _l1.Length == 0 || _l1[0] == 0 || (!IsEncrypted && DataFile.HasZeroInit);
 
     /// <summary>
     /// Opens the image on <paramref name="file"/>: validates the header and tables like
@@ -105,7 +122,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     /// refcounts of a dirty image opened read-write.
     /// </summary>
     public static async Task<Qcow2Node> OpenAsync(string nodeName, NodeFlags flags, OpenFlags openFlags, BlockNode file, CancellationToken cancellationToken = default,
-        string? encryptKeySecret = null, string? encryptFormat = null)
+        string? encryptKeySecret = null, string? encryptFormat = null, Func<Qcow2Header, BlockNode?>? openDataFile = null)
     {
         bool check = (openFlags & OpenFlags.Check) != 0;
         bool writable = (flags & NodeFlags.ReadWrite) != 0;
@@ -138,9 +155,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken).ConfigureAwait(false);
         var refcountTable = await ReadTableEntriesAsync(file, (long)header.RefcountTableOffset,
             (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken).ConfigureAwait(false);
+        var dataFile = openDataFile?.Invoke(header);
         var snapshots = check ? new List<Qcow2Snapshot>() : await ReadSnapshotsAsync(file, header, cancellationToken).ConfigureAwait(false);
 
-        var node = new Qcow2Node(nodeName, flags, file, header, l1, refcountTable, snapshots, openFlags);
+        var node = new Qcow2Node(nodeName, flags, file, header, l1, refcountTable, snapshots, openFlags, dataFile);
         await node.SetUpEncryptionAsync(encryptKeySecret, encryptFormat, flags, cancellationToken).ConfigureAwait(false);
         if (!check && writable && (header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0)
         {
@@ -243,6 +261,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
 
     private async ValueTask SyncFileAsync()
     {
+        // Data must be durable before the metadata that points at it, wherever it lives.
+        if (_dataChild is not null && _dataSinceSync) await DataFile.FlushAsync().ConfigureAwait(false);
         await File.FlushAsync().ConfigureAwait(false);
         _dataSinceSync = false;
     }
@@ -264,6 +284,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             specific.Add(new("lazy-refcounts", _header.LazyRefcounts));
             if (ReadBitmapInfo() is { } bitmaps) specific.Add(new("bitmaps", bitmaps));
             specific.Add(new("refcount-bits", (long)_g.RefcountBits));
+            if (_header.DataFile is { } dataFile) specific.Add(new("data-file", dataFile));
+            if (_header.HasDataFile) specific.Add(new("data-file-raw", _header.DataFileRaw));
             specific.Add(new("corrupt", IsCorrupt));
             specific.Add(new("extended-l2", false));
         }
@@ -273,7 +295,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             Filename = Filename,
             Format = "qcow2",
             VirtualSize = Length,
-            ActualSize = File.AllocatedSize,
+            ActualSize = AllocatedSize,
             ClusterSize = _g.ClusterSize,
             Encrypted = IsEncrypted,
             VmStateOffset = VmStateOffset,
@@ -341,6 +363,18 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             await _lock.WaitAsync().ConfigureAwait(false);
             try
             {
+                if (_dataChild is not null && _dataSinceSync)
+                {
+                    try
+                    {
+                        await DataFile.FlushAsync().ConfigureAwait(false);
+                    }
+                    catch (IOException)
+                    {
+                        // bdrv_close flushes the data file as a child and ignores its failure.
+                    }
+                    _dataSinceSync = false;
+                }
                 await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (_markedDirty) await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures & ~Qcow2Features.IncompatDirty).ConfigureAwait(false);
             }

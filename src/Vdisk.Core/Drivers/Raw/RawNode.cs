@@ -118,8 +118,12 @@ public sealed class RawNode : BlockNode
     public override long Length => _size ?? Math.Max(0, File.Length - _offset);
 
     /// <inheritdoc />
-    public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-        File.ReadAsync(_offset + offset, buffer, cancellationToken);
+    public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        // raw_co_preadv tells a blkdebug file below about the read.
+        await File.DebugEventAsync(BlkdebugEvent.ReadAio).ConfigureAwait(false);
+        await File.ReadAsync(_offset + offset, buffer, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <inheritdoc />
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
@@ -133,6 +137,7 @@ public sealed class RawNode : BlockNode
             if (GraphOpener.LooksLikeOtherFormat(head))
                 throw new NativeIOException(Errno.EPERM, "Operation not permitted", Filename);
         }
+        await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
         await File.WriteAsync(_offset + offset, data, flags, cancellationToken).ConfigureAwait(false);
     }
 
