@@ -258,6 +258,53 @@ public sealed class QemuNbdTests : IDisposable
             (vc.ExitCode, ToolOutputTests.Normalize(vc.Stdout), vc.Stderr.Replace(_dir.File("v.sock"), "SOCK")));
     }
 
+    /// <summary>
+    /// -A offers qemu:allocation-depth: which layer of a backing chain holds each extent (0 for
+    /// none; past the end of a shorter backing file, that file). What nbdinfo lists and maps, with
+    /// base:allocation beside it and without -A, as with qemu-nbd.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AllocationDepth_MapsAsQemuNbds(bool allocationDepth)
+    {
+        string top = Chain();
+        string[] Inspect(string program, string name)
+        {
+            string socket = _dir.File(name + ".sock");
+            using var server = ChildProcess.Start(program, [.. allocationDepth ? new[] { "-A" } : [], "-t", "-r", "-f", "qcow2", "-k", socket, top]);
+            WaitForSocket(server, socket);
+            string uri = $"nbd+unix:///?socket={socket}";
+            var runs = new[]
+            {
+                Programs.Run("nbdinfo", "--map=qemu:allocation-depth", uri),
+                Programs.Run("nbdinfo", "--map", uri),
+                Programs.Run("nbdinfo", "--map=qemu:allocation-depth", "--totals", uri),
+                Programs.Run("nbdinfo", "--json", uri),
+            };
+            server.Kill();
+            return runs.Select(r => $"exit {r.ExitCode}\n{r.Stdout}{r.Stderr}".Replace(socket, "SOCK", StringComparison.Ordinal)).ToArray();
+        }
+        var theirs = Inspect("qemu-nbd", "q");
+        var mine = Inspect(VdiskNbd, "v");
+        Assert.Equal(theirs, mine);
+        Assert.Contains(allocationDepth ? "backing depth 3" : "exit 1", theirs[0]);
+    }
+
+    /// <summary>A 4 MiB qcow2 over a 2 MiB qcow2 over a 1 MiB one, with data and zeroes in each layer.</summary>
+    private string Chain()
+    {
+        string bottom = _dir.File("bottom.qcow2"), middle = _dir.File("middle.qcow2"), top = _dir.File("top.qcow2");
+        void Ok(params string[] args) => Assert.Equal(0, Programs.Run(args[0], args[1..]).ExitCode);
+        Ok("qemu-img", "create", "-q", "-f", "qcow2", bottom, "1M");
+        Ok("qemu-io", "-f", "qcow2", "-c", "write 0 64k", bottom);
+        Ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", bottom, "-F", "qcow2", middle, "2M");
+        Ok("qemu-io", "-f", "qcow2", "-c", "write 128k 64k", "-c", "write -z 1M 64k", middle);
+        Ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", middle, "-F", "qcow2", top, "4M");
+        Ok("qemu-io", "-f", "qcow2", "-c", "write 32k 64k", "-c", "write 3M 4k", "-c", "write -z 512k 64k", top);
+        return top;
+    }
+
     [Fact]
     public void Fork_ReturnsOnceServing_WithPidFile()
     {

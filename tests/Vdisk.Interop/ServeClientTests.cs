@@ -12,14 +12,14 @@ public class ServeClientTests
 {
     private static string Normalize(string output, string socket) => output.Replace(socket, "SOCKET");
 
-    private static (string Vdisk, string Qsd) BothDaemons(string image, string format, bool writable, Func<string, string> client)
+    private static (string Vdisk, string Qsd) BothDaemons(string image, string format, bool writable, Func<string, string> client, string exportOptions = "")
     {
         using var dir = new TempDir();
         string vsock = dir.File("v.sock"), qsock = dir.File("q.sock");
         string vdisk, qsd;
-        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export"), .. Serve.Monitor(dir.File("vm.sock"))], dir.File("vm.sock")))
+        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("vm.sock"))], dir.File("vm.sock")))
             vdisk = Normalize(client(vsock), vsock);
-        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export"), .. Serve.Monitor(dir.File("qm.sock"))], dir.File("qm.sock")))
+        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("qm.sock"))], dir.File("qm.sock")))
             qsd = Normalize(client(qsock), qsock);
         return (vdisk, qsd);
     }
@@ -73,6 +73,22 @@ public class ServeClientTests
         using var d = Daemon.Vdisk([.. Serve.Blockdevs(overlay, "qcow2"), .. Serve.NbdServer(socket), .. Serve.Export(), .. Serve.Monitor(dir.File("m.sock"))], dir.File("m.sock"));
         Run("nbdcopy", Serve.Uri(socket), copy);
         Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", overlay, copy));
+    }
+
+    /// <summary>allocation-depth=on offers qemu:allocation-depth: the chain layer of each extent, listed and mapped as by qsd.</summary>
+    [Fact]
+    public void AllocationDepth_IsListedAndMapped_LikeQsd()
+    {
+        using var dir = new TempDir();
+        var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
+        var overlay = Serve.Overlay(dir, baseImage);
+        Serve.Check(Programs.Run("qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 2M 64k", "-c", "write -z 1M 4k"));
+        var (vdisk, qsd) = BothDaemons(overlay, "qcow2", writable: true, socket =>
+            Run("nbdinfo", "--map=qemu:allocation-depth", Serve.Uri(socket)) + Run("nbdinfo", "--json", Serve.Uri(socket)) +
+            Run("nbdinfo", "--list", Serve.Uri(socket, "")), exportOptions: ",allocation-depth=on");
+        Assert.Equal(qsd, vdisk);
+        Assert.Contains("local", vdisk);
+        Assert.Contains("backing depth 2", vdisk);
     }
 
     [Theory]

@@ -31,6 +31,7 @@ internal sealed record QemuNbdSettings
     public bool Unmap { get; init; }
     public string DetectZeroes { get; init; } = "off";
     public ulong Offset { get; init; }
+    public bool AllocationDepth { get; init; }
 }
 
 /// <summary>
@@ -61,6 +62,7 @@ internal static class QemuNbdCommand
 
         Exposing part of the image:
           -o, --offset=OFFSET       offset into the image
+          -A, --allocation-depth    expose the allocation depth
 
         General purpose options:
           --fork                    fork off the server process and exit the parent
@@ -88,7 +90,7 @@ internal static class QemuNbdCommand
               --image-opts          treat FILE as a full set of image options
 
         Not supported by vdisk: -c/--connect, -d/--disconnect, -L/--list,
-        -B/--bitmap, -A/--allocation-depth, --tls-*, --selinux-label, -T/--trace.
+        -B/--bitmap, --tls-*, --selinux-label, -T/--trace.
 
         """;
 
@@ -232,7 +234,7 @@ internal static class QemuNbdCommand
                     s = s with { LoadSnapshot = snapshot, ReadOnly = true };
                     break;
                 case Opt.Bitmap: unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
-                case Opt.AllocationDepth: unsupported.Add("-A/--allocation-depth is not supported by vdisk"); break;
+                case Opt.AllocationDepth: s = s with { AllocationDepth = true }; break;
                 case Opt.Object:
                     // qemu-nbd defines each object as it reads the option.
                     try
@@ -352,7 +354,7 @@ internal static class QemuNbdCommand
                 image = DiskImage.Open(source, flags, name: null, graph: daemon.Graph);
                 if (settings.LoadSnapshot is { } snapshot && !await snapshot.LoadAsync([image], CancellationToken.None).ConfigureAwait(false)) return 1;
                 bool writable = !settings.ReadOnly;
-                await daemon.AddExportAsync(new ExportRequest(ExportId, image.Root.NodeName, settings.ExportName, settings.Description, writable, ShareRw: false),
+                await daemon.AddExportAsync(new ExportRequest(ExportId, image.Root.NodeName, settings.ExportName, settings.Description, writable, ShareRw: false, settings.AllocationDepth),
                     BackendPermissions.StorageDaemonExport(writable)).ConfigureAwait(false);
             }
             catch (DaemonException e)

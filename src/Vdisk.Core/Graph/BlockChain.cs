@@ -58,6 +58,27 @@ public static class BlockChain
     }
 
     /// <summary>
+    /// bdrv_is_allocated_above(top, NULL, false) as NBD's <c>qemu:allocation-depth</c> reports it:
+    /// the 1-based depth of the first layer that holds the range at <paramref name="offset"/>
+    /// (1 = <paramref name="top"/>), or 0 when none does, and for how long. Unlike
+    /// <see cref="AllocatedAboveAsync"/>, a lower layer the offset lies past holds the range (as
+    /// the zeroes synthesized past its end, bdrv_co_common_block_status_above).
+    /// </summary>
+    public static async ValueTask<(long Length, int Depth)> AllocationDepthAsync(BlockNode top, long offset, long length, CancellationToken ct = default)
+    {
+        int depth = 1;
+        for (var node = top; node is not null; node = FilterOrCowOf(node), depth++)
+        {
+            if (node != top && offset >= node.Length) return (length, depth);
+            var st = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
+            if (st.Length <= 0) return (0, 0);
+            length = Math.Min(st.Length, length);
+            if ((st.Flags & BlockStatusFlags.Allocated) != 0) return (length, depth);
+        }
+        return (length, 0);
+    }
+
+    /// <summary>
     /// The status of <paramref name="node"/>'s own layer, as qemu-img convert asks it with a target
     /// backing file (block status above the source's backing file): what the layer does not hold
     /// reads as zeroes when it has no backing file or lies past the backing file's end; the rest

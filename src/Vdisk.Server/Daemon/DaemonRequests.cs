@@ -11,7 +11,8 @@ namespace Vdisk.Server.Daemon;
 /// <param name="Description">The NBD description, or null.</param>
 /// <param name="Writable">Clients may write.</param>
 /// <param name="ShareRw">vdisk's share-rw=on: admit other writers (raw images).</param>
-public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw)
+/// <param name="AllocationDepth">Offer the qemu:allocation-depth metadata context.</param>
+public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw, bool AllocationDepth = false)
 {
     /// <summary>Reads options already checked against <see cref="QmpSchema.BlockExportOptions"/>.</summary>
     public static ExportRequest From(OptionDict o)
@@ -19,12 +20,10 @@ public sealed record ExportRequest(string Id, string NodeName, string Name, stri
         string nodeName = Text(o, "node-name")!;
         if (o["bitmaps"] is OptionList { Items.Count: > 0 })
             throw new DaemonException("Parameter 'bitmaps' is not supported by vdisk serve");
-        if (Flag(o, "allocation-depth") == true)
-            throw new DaemonException("Parameter 'allocation-depth' is not supported by vdisk serve");
         if (Text(o, "iothread") is not null)
             throw new DaemonException("Parameter 'iothread' is not supported by vdisk serve");
         return new ExportRequest(Text(o, "id")!, nodeName, Text(o, "name") ?? nodeName, Text(o, "description"),
-            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false);
+            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false);
     }
 
     internal static string? Text(OptionDict o, string key) => o[key] is OptionScalar { Kind: not ScalarKind.Null } s ? s.Text : null;

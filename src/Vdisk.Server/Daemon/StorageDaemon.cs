@@ -271,7 +271,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
                 throw new DaemonException($"export name '{request.Name}' too long");
             if (request.Description is { } d && System.Text.Encoding.UTF8.GetByteCount(d) > NbdLimits.MaxString)
                 throw new DaemonException($"description '{d}' too long");
-            var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw);
+            var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw, request.AllocationDepth);
             _nbd.AddExport(export);
             _exports.Add(export);
             _exportIds.Add(export.Id);

@@ -14,8 +14,9 @@ public sealed class NbdExport
     private readonly TaskCompletionSource _noClients = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates an export over an attached user.</summary>
-    public NbdExport(string id, string name, string? description, DiskImage image, bool writable, bool shareRw)
+    public NbdExport(string id, string name, string? description, DiskImage image, bool writable, bool shareRw, bool allocationDepth = false)
     {
+        AllocationDepth = allocationDepth;
         Id = id;
         Name = name;
         Description = description;
@@ -44,6 +45,9 @@ public sealed class NbdExport
 
     /// <summary>True when the export lets other writers in (raw images only).</summary>
     public bool ShareRw { get; }
+
+    /// <summary>True when clients may select the qemu:allocation-depth context (qemu-nbd -A).</summary>
+    public bool AllocationDepth { get; }
 
     /// <summary>True once deletion has begun: no new clients, waiting for current ones.</summary>
     public bool ShuttingDown { get; private set; }

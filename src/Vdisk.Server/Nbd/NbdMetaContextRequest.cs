@@ -54,19 +54,25 @@ public sealed record NbdMetaContextRequest(string ExportName, IReadOnlyList<stri
     }
 
     /// <summary>
-    /// The contexts this server knows that the queries select. LIST with no query lists every
-    /// context and accepts namespace wildcards ("base:"); SET needs exact names. Unknown
-    /// namespaces and names are ignored, as the protocol requires.
+    /// The contexts of an export that the queries select, in QEMU's order with QEMU's ids
+    /// (nbd_negotiate_meta_queries): base:allocation, then qemu:allocation-depth when the export
+    /// offers it. LIST with no query selects every context and takes namespace wildcards
+    /// ("base:", "qemu:"); SET needs exact names. Unknown namespaces and names are ignored, as the
+    /// protocol requires.
     /// </summary>
-    public IReadOnlyList<string> Select(bool listing)
+    public IReadOnlyList<(uint Id, string Name)> Select(bool listing, bool allocationDepth)
     {
-        if (listing && Queries.Count == 0) return [NbdLimits.BaseAllocation];
+        bool baseAllocation = listing && Queries.Count == 0;
+        bool depth = baseAllocation && allocationDepth;
         foreach (var query in Queries)
         {
-            if (query == NbdLimits.BaseAllocation || (listing && query == "base:"))
-                return [NbdLimits.BaseAllocation];
+            if (query == NbdLimits.BaseAllocation || (listing && query == "base:")) baseAllocation = true;
+            else if (allocationDepth && (query == NbdLimits.AllocationDepth || (listing && query == "qemu:"))) depth = true;
         }
-        return [];
+        var selected = new List<(uint, string)>(2);
+        if (baseAllocation) selected.Add((NbdLimits.BaseAllocationId, NbdLimits.BaseAllocation));
+        if (depth) selected.Add((NbdLimits.AllocationDepthId, NbdLimits.AllocationDepth));
+        return selected;
     }
 
     /// <summary>Writes the data (used by tests and clients).</summary>

@@ -4,8 +4,8 @@ namespace Vdisk.Server.Nbd;
 /// <param name="Export">The export the client chose (the connection is one of its clients).</param>
 /// <param name="Size">The export's size as announced.</param>
 /// <param name="StructuredReplies">NBD_OPT_STRUCTURED_REPLY was negotiated.</param>
-/// <param name="BaseAllocation">base:allocation was selected for this export.</param>
-internal sealed record NbdSession(NbdExport Export, long Size, bool StructuredReplies, bool BaseAllocation);
+/// <param name="MetaContexts">The ids of the metadata contexts selected for this export, in reply order.</param>
+internal sealed record NbdSession(NbdExport Export, long Size, bool StructuredReplies, IReadOnlyList<uint> MetaContexts);
 
 /// <summary>
 /// The handshake of one connection: greeting, client flags, then options until one starts
@@ -20,7 +20,7 @@ internal sealed class NbdNegotiation
     private bool _noZeroes;
     private bool _structuredReplies;
     private string? _metaContextExport;
-    private bool _baseAllocationSelected;
+    private IReadOnlyList<uint> _selectedContexts = [];
     private NbdSession? _session;
 
     public NbdNegotiation(NbdConnection connection, NbdServer server, NbdSocketReader reader, NbdReplyChannel replies)
@@ -164,15 +164,15 @@ internal sealed class NbdNegotiation
             return OptionOutcome.Continue;
         }
         bool listing = option == NbdOption.ListMetaContext;
-        var selected = request.Select(listing);
+        var selected = request.Select(listing, _server.FindExport(request.ExportName)!.AllocationDepth);
         if (!listing)
         {
             _metaContextExport = request.ExportName;
-            _baseAllocationSelected = selected.Count > 0;
+            _selectedContexts = selected.Select(c => c.Id).ToArray();
         }
-        // One context, id 0 (the id QEMU gives base:allocation); LIST replies carry 0 by rule.
-        foreach (var name in selected)
-            await ReplyAsync(NbdOptionReply.MetaContext(option, 0, name), token).ConfigureAwait(false);
+        // LIST replies carry id 0 by rule (nbd_negotiate_send_meta_context).
+        foreach (var (id, name) in selected)
+            await ReplyAsync(NbdOptionReply.MetaContext(option, listing ? 0 : id, name), token).ConfigureAwait(false);
         await ReplyAsync(NbdOptionReply.Ack(option), token).ConfigureAwait(false);
         return OptionOutcome.Continue;
     }
@@ -182,8 +182,8 @@ internal sealed class NbdNegotiation
     {
         if (!_connection.Attach(export)) return false;
         // Contexts were selected for one export; going to another drops them.
-        bool baseAllocation = _baseAllocationSelected && _metaContextExport == export.Name;
-        _session = new NbdSession(export, export.Image.Length, _structuredReplies, baseAllocation);
+        var contexts = _metaContextExport == export.Name ? _selectedContexts : [];
+        _session = new NbdSession(export, export.Image.Length, _structuredReplies, contexts);
         return true;
     }
 

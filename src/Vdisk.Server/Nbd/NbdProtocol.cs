@@ -240,6 +240,18 @@ public static class NbdLimits
     /// <summary>Most extents in one BLOCK_STATUS reply (QEMU's limit: 1 MiB of extents).</summary>
     public const int MaxExtents = 1024 * 1024 / 8;
 
-    /// <summary>The one metadata context offered, and its id.</summary>
+    /// <summary>The metadata context of allocation and zeroes (id <see cref="BaseAllocationId"/>).</summary>
     public const string BaseAllocation = "base:allocation";
+
+    /// <summary>QEMU's id for base:allocation (NBD_META_ID_BASE_ALLOCATION).</summary>
+    public const uint BaseAllocationId = 0;
+
+    /// <summary>
+    /// QEMU's context of the backing chain layer holding each extent (1 = the exported node, 0 =
+    /// none), offered by exports with allocation-depth (qemu-nbd -A).
+    /// </summary>
+    public const string AllocationDepth = "qemu:allocation-depth";
+
+    /// <summary>QEMU's id for qemu:allocation-depth (NBD_META_ID_ALLOCATION_DEPTH).</summary>
+    public const uint AllocationDepthId = 1;
 }

@@ -162,38 +162,29 @@ internal sealed class NbdRequestHandler
         return extents;
     }
 
+    /// <summary>
+    /// One BLOCK_STATUS chunk per negotiated context, in QEMU's order (nbd_handle_request):
+    /// base:allocation from block status through the chain, qemu:allocation-depth from the layer
+    /// holding each range; the last chunk is DONE.
+    /// </summary>
     private async ValueTask BlockStatusAsync(NbdPendingRequest pending)
     {
         var request = pending.Request;
         var image = Image;
         bool one = (request.Flags & NbdCommandFlags.RequestOne) != 0;
-        var extents = ArrayPool<NbdExtent>.Shared.Rent(one ? 1 : 64);
-        int count = 0;
+        var contexts = _session.MetaContexts;
+        var collected = new ExtentCollector[contexts.Count];
+        for (int i = 0; i < collected.Length; i++) collected[i] = new ExtentCollector(one);
         try
         {
             var refusal = await GatedAsync(async () =>
             {
-                await foreach (var extent in BlockExtents.WalkAsync(image.Root, (long)request.Offset, request.Length, ExtentScope.Chain).ConfigureAwait(false))
+                for (int i = 0; i < contexts.Count; i++)
                 {
-                    long n = extent.Length;
-                    var flags = ((extent.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
-                        | ((extent.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
-                    if (count > 0 && extents[count - 1].Flags == flags)
-                    {
-                        extents[count - 1] = new NbdExtent(extents[count - 1].Length + (uint)n, flags);
-                    }
+                    if (contexts[i] == NbdLimits.AllocationDepthId)
+                        await CollectAllocationDepthAsync(image.Root, (long)request.Offset, request.Length, collected[i]).ConfigureAwait(false);
                     else
-                    {
-                        if (count == NbdLimits.MaxExtents || (one && count == 1)) break;
-                        if (count == extents.Length)
-                        {
-                            var bigger = ArrayPool<NbdExtent>.Shared.Rent(Math.Min(extents.Length * 2, NbdLimits.MaxExtents));
-                            extents.AsSpan(0, count).CopyTo(bigger);
-                            ArrayPool<NbdExtent>.Shared.Return(extents);
-                            extents = bigger;
-                        }
-                        extents[count++] = new NbdExtent((uint)n, flags);
-                    }
+                        await CollectAllocationAsync(image.Root, (long)request.Offset, request.Length, collected[i]).ConfigureAwait(false);
                 }
             }).ConfigureAwait(false);
             if (refusal is { } r)
@@ -201,12 +192,71 @@ internal sealed class NbdRequestHandler
                 await ReplyErrorAsync(pending, r).ConfigureAwait(false);
                 return;
             }
-            await ReplyBlockStatusAsync(pending, extents.AsMemory(0, count)).ConfigureAwait(false);
+            if (!pending.TryClaimReply()) return;
+            for (int i = 0; i < contexts.Count; i++)
+                await SendBlockStatusChunkAsync(pending, contexts[i], collected[i].Extents, done: i == contexts.Count - 1).ConfigureAwait(false);
         }
         finally
         {
-            ArrayPool<NbdExtent>.Shared.Return(extents);
+            foreach (var c in collected) c.Dispose();
         }
+    }
+
+    /// <summary>blockstatus_to_extents: hole and zero flags through the backing chain.</summary>
+    private static async ValueTask CollectAllocationAsync(BlockNode root, long offset, uint length, ExtentCollector extents)
+    {
+        await foreach (var extent in BlockExtents.WalkAsync(root, offset, length, ExtentScope.Chain).ConfigureAwait(false))
+        {
+            var flags = ((extent.Flags & BlockStatusFlags.Data) == 0 ? NbdAllocationFlags.Hole : NbdAllocationFlags.Data)
+                | ((extent.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
+            if (!extents.Add(extent.Length, (uint)flags)) break;
+        }
+    }
+
+    /// <summary>blockalloc_to_extents: the depth of the layer holding each range (0 = none).</summary>
+    private static async ValueTask CollectAllocationDepthAsync(BlockNode root, long offset, uint length, ExtentCollector extents)
+    {
+        long end = offset + length;
+        while (offset < end)
+        {
+            var (n, depth) = await BlockChain.AllocationDepthAsync(root, offset, end - offset).ConfigureAwait(false);
+            if (n <= 0 || !extents.Add(n, (uint)depth)) break;
+            offset += n;
+        }
+    }
+
+    /// <summary>
+    /// The extents of one context's reply (nbd_extent_array_add): neighbours with the same value
+    /// merge; the array is full at QEMU's limit, or at one extent for NBD_CMD_FLAG_REQ_ONE.
+    /// </summary>
+    private sealed class ExtentCollector(bool one) : IDisposable
+    {
+        private NbdExtent[] _extents = ArrayPool<NbdExtent>.Shared.Rent(one ? 1 : 64);
+        private int _count;
+
+        public ReadOnlyMemory<NbdExtent> Extents => _extents.AsMemory(0, _count);
+
+        /// <summary>Adds a range; false when the array is full (the reply ends before it).</summary>
+        public bool Add(long length, uint flags)
+        {
+            if (_count > 0 && _extents[_count - 1].Flags == flags && _extents[_count - 1].Length + length <= uint.MaxValue)
+            {
+                _extents[_count - 1] = new NbdExtent(_extents[_count - 1].Length + (uint)length, flags);
+                return true;
+            }
+            if (_count == NbdLimits.MaxExtents || (one && _count == 1)) return false;
+            if (_count == _extents.Length)
+            {
+                var bigger = ArrayPool<NbdExtent>.Shared.Rent(Math.Min(_extents.Length * 2, NbdLimits.MaxExtents));
+                _extents.AsSpan(0, _count).CopyTo(bigger);
+                ArrayPool<NbdExtent>.Shared.Return(_extents);
+                _extents = bigger;
+            }
+            _extents[_count++] = new NbdExtent((uint)length, flags);
+            return true;
+        }
+
+        public void Dispose() => ArrayPool<NbdExtent>.Shared.Return(_extents);
     }
 
     // ---------------------------------------------------------------- replies
@@ -281,14 +331,13 @@ internal sealed class NbdRequestHandler
         }
     }
 
-    private async ValueTask ReplyBlockStatusAsync(NbdPendingRequest pending, ReadOnlyMemory<NbdExtent> extents)
+    private async ValueTask SendBlockStatusChunkAsync(NbdPendingRequest pending, uint contextId, ReadOnlyMemory<NbdExtent> extents, bool done)
     {
-        if (!pending.TryClaimReply()) return;
         int chunkLength = NbdStructuredReply.BlockStatusLength(extents.Length);
         var chunk = ArrayPool<byte>.Shared.Rent(chunkLength);
         try
         {
-            NbdStructuredReply.WriteBlockStatus(chunk, true, pending.Request.Cookie, 0, extents.Span);
+            NbdStructuredReply.WriteBlockStatus(chunk, done, pending.Request.Cookie, contextId, extents.Span);
             await _replies.SendAsync(chunk.AsMemory(0, chunkLength), CancellationToken.None).ConfigureAwait(false);
         }
         finally

@@ -63,7 +63,7 @@ public static class NbdStructuredReply
         foreach (var e in extents)
         {
             BinaryPrimitives.WriteUInt32BigEndian(at, e.Length);
-            BinaryPrimitives.WriteUInt32BigEndian(at[4..], (uint)e.Flags);
+            BinaryPrimitives.WriteUInt32BigEndian(at[4..], e.Flags);
             at = at[8..];
         }
     }
@@ -96,5 +96,5 @@ public enum NbdAllocationFlags : uint
 
 /// <summary>One extent of a BLOCK_STATUS reply.</summary>
 /// <param name="Length">Bytes covered.</param>
-/// <param name="Flags">Their status.</param>
-public readonly record struct NbdExtent(uint Length, NbdAllocationFlags Flags);
+/// <param name="Flags">The context's value: <see cref="NbdAllocationFlags"/> for base:allocation, the depth for qemu:allocation-depth.</param>
+public readonly record struct NbdExtent(uint Length, uint Flags);

@@ -167,7 +167,7 @@ internal sealed class NbdTransmission
         }
         if (request.Command == NbdCommand.BlockStatus)
         {
-            if (!_session.BaseAllocation) return new(NbdError.Invalid, "No meta contexts negotiated");
+            if (_session.MetaContexts.Count == 0) return new(NbdError.Invalid, "No meta contexts negotiated");
             if (request.Length == 0) return new(NbdError.Invalid, "need non-zero length");
         }
         return null;

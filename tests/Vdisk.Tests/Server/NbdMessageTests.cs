@@ -109,23 +109,31 @@ public class NbdMessageTests
     }
 
     [Fact]
-    public void MetaContextRequest_RoundTrips_AndSelectsBaseAllocation()
+    public void MetaContextRequest_RoundTrips_AndSelectsWhatTheExportOffers()
     {
         var request = new NbdMetaContextRequest("exp", ["qemu:allocation-depth", "base:allocation"]);
         Assert.True(NbdMetaContextRequest.TryParse(NbdOption.SetMetaContext, request.ToBytes(), out var parsed, out _));
         Assert.Equal(request.Queries, parsed!.Queries);
-        Assert.Equal(["base:allocation"], parsed.Select(listing: false));
+        Assert.Equal([(0u, "base:allocation")], parsed.Select(listing: false, allocationDepth: false));
+        Assert.Equal([(0u, "base:allocation"), (1u, "qemu:allocation-depth")], parsed.Select(listing: false, allocationDepth: true));
     }
 
+    /// <summary>nbd_negotiate_meta_queries: LIST without queries and namespace wildcards select every context; SET needs names.</summary>
     [Theory]
-    [InlineData(true, new string[0], "base:allocation")]
-    [InlineData(true, new[] { "base:" }, "base:allocation")]
-    [InlineData(false, new[] { "base:" }, "")]
-    [InlineData(true, new[] { "qemu:" }, "")]
-    [InlineData(false, new[] { "x-foo:bar", "base:allocation" }, "base:allocation")]
-    [InlineData(false, new string[0], "")]
-    public void MetaContextSelection_FollowsListAndSetRules(bool listing, string[] queries, string expected) =>
-        Assert.Equal(expected, string.Join(",", new NbdMetaContextRequest("e", queries).Select(listing)));
+    [InlineData(true, new string[0], false, "base:allocation")]
+    [InlineData(true, new string[0], true, "base:allocation,qemu:allocation-depth")]
+    [InlineData(true, new[] { "base:" }, true, "base:allocation")]
+    [InlineData(false, new[] { "base:" }, false, "")]
+    [InlineData(true, new[] { "qemu:" }, false, "")]
+    [InlineData(true, new[] { "qemu:" }, true, "qemu:allocation-depth")]
+    [InlineData(false, new[] { "qemu:" }, true, "")]
+    [InlineData(false, new[] { "qemu:allocation-depth" }, false, "")]
+    [InlineData(false, new[] { "qemu:allocation-depth" }, true, "qemu:allocation-depth")]
+    [InlineData(false, new[] { "qemu:allocation-depth", "x-foo:bar", "base:allocation" }, true, "base:allocation,qemu:allocation-depth")]
+    [InlineData(false, new[] { "x-foo:bar", "base:allocation" }, false, "base:allocation")]
+    [InlineData(false, new string[0], true, "")]
+    public void MetaContextSelection_FollowsListAndSetRules(bool listing, string[] queries, bool allocationDepth, string expected) =>
+        Assert.Equal(expected, string.Join(",", new NbdMetaContextRequest("e", queries).Select(listing, allocationDepth).Select(c => c.Name)));
 
     [Fact]
     public void MetaContextRequest_WithTrailingBytes_IsInvalid()
@@ -170,7 +178,7 @@ public class NbdMessageTests
         Assert.Equal("668e33ef" + "0001" + "0002" + "0000000000000001" + "0000000c" + "0000000000010000" + "00010000", Hex(hole));
 
         var status = new byte[NbdStructuredReply.BlockStatusLength(2)];
-        NbdStructuredReply.WriteBlockStatus(status, true, 7, 0, [new(65536, NbdAllocationFlags.Data), new(983040, NbdAllocationFlags.Hole | NbdAllocationFlags.Zero)]);
+        NbdStructuredReply.WriteBlockStatus(status, true, 7, 0, [new(65536, (uint)NbdAllocationFlags.Data), new(983040, (uint)(NbdAllocationFlags.Hole | NbdAllocationFlags.Zero))]);
         Assert.Equal("668e33ef" + "0001" + "0005" + "0000000000000007" + "00000014" + "00000000" + "00010000" + "00000000" + "000f0000" + "00000003", Hex(status));
     }
 
