@@ -89,7 +89,7 @@ public static class CryptoAlgorithms
 {
     /// <summary>
     /// QCryptoCipherAlgorithm's names in QEMU 7.2 as Debian builds it (without sm4, which only
-    /// exists with CONFIG_CRYPTO_SM4), in QAPI order: the index is the enum value up to twofish-256.
+    /// exists with CONFIG_CRYPTO_SM4): the values its option visitor accepts.
     /// </summary>
     private static readonly string[] s_qemuCiphers =
         ["aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256"];

@@ -75,8 +75,7 @@ public sealed record LuksCreateOptions
     {
         if (RefusedCipher is { } refused) throw CryptoAlgorithms.UnsupportedCipher(refused);
         if (IvGen == IvGenAlgorithm.Essiv) SectorCipher.EssivCipher(Cipher, IvGenHash!.Value);
-        if (Mode == CipherMode.Xts && CryptoAlgorithms.BlockLength(Cipher) != 16)
-            throw new OptionException($"Unsupported cipher mode {CryptoAlgorithms.Name(Mode)}");
+        SectorCipher.EnsureModeSupported(Cipher, Mode);
     }
 }
 

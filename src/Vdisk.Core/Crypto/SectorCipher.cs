@@ -34,10 +34,9 @@ public sealed class SectorCipher : IDisposable
         _mode = mode;
         _ivGen = ivGen;
         int blockLength = CryptoAlgorithms.BlockLength(algorithm);
+        EnsureModeSupported(algorithm, mode);
         if (mode == CipherMode.Xts)
         {
-            // nettle's and gcrypt's XTS need 16-byte blocks.
-            if (blockLength != 16) throw new Options.OptionException($"Unsupported cipher mode {CryptoAlgorithms.Name(mode)}");
             _xts = new XtsCipher(algorithm, key);
         }
         else
@@ -51,6 +50,14 @@ public sealed class SectorCipher : IDisposable
             var digest = CryptoAlgorithms.Hash(ivHash, key);
             _essiv = BlockCipher.Create(ivCipher, digest.AsSpan(0, Math.Min(digest.Length, CryptoAlgorithms.KeyLength(ivCipher))));
         }
+    }
+
+    /// <summary>The backend's refusal of a mode for a cipher: nettle's XTS needs 16-byte blocks, so not cast5.</summary>
+    /// <exception cref="Options.OptionException">"Unsupported cipher mode xts".</exception>
+    public static void EnsureModeSupported(CipherAlgorithm algorithm, CipherMode mode)
+    {
+        if (mode == CipherMode.Xts && CryptoAlgorithms.BlockLength(algorithm) != 16)
+            throw new Options.OptionException($"Unsupported cipher mode {CryptoAlgorithms.Name(mode)}");
     }
 
     /// <summary>
