@@ -135,6 +135,27 @@ public partial class ToolOutputTests
         Assert.Equal(qo.Stderr.Replace("qemu-io: ", "vdisk: "), vo.Stderr);
     }
 
+    /// <summary>
+    /// With --image-opts on the command line, the open command reads its operand as options
+    /// (qemu-io's open_f; iotest 033 opens so), with open's own flags before it (-U: QEMU's refusal).
+    /// </summary>
+    [Fact]
+    public void OpenCommand_UnderImageOpts_ReadsItsOperandAsOptions()
+    {
+        using var dir = new TempDir();
+        var img = dir.RawImage();
+        foreach (var extra in new[] { "", " -U" })
+        {
+            string[] args = ["--image-opts", "-c", $"open{extra} driver=raw,file.filename={img}", "-c", "write -P 0xa 512 1k", "-c", "read -P 0xa 512 1k"];
+            var q = Programs.Run("qemu-io", args);
+            var v = Programs.Run(Programs.Vdisk, ["io", .. args]);
+            Assert.True(q.ExitCode == v.ExitCode && q.Stderr.Replace("qemu-io: ", "vdisk: ") == v.Stderr, $"QEMU: {q}\nvdisk: {v}");
+            Assert.Equal(q.Stdout.Split('\n').Where(l => l.StartsWith("wrote", StringComparison.Ordinal) || l.StartsWith("read", StringComparison.Ordinal)),
+                v.Stdout.Split('\n').Where(l => l.StartsWith("wrote", StringComparison.Ordinal) || l.StartsWith("read", StringComparison.Ordinal)));
+            if (extra.Length == 0) Assert.Contains("read 1024/1024 bytes at offset 512", v.Stdout);
+        }
+    }
+
     /// <summary>qemu-io opens write-through: each write is flushed; writeback flushes once on close; unsafe never.</summary>
     [Theory]
     [InlineData(new string[0], "write -q 0 512")]

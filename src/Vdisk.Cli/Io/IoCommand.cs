@@ -126,6 +126,7 @@ internal static class IoCommand
         {
             OpenWrapper = request.Wait is not { } waitOptions ? null : open => LockWait.Run(open, waitOptions, signals.Token),
             ClusterLocks = request.Cluster,
+            ImageOpts = request.ImageOpts,
         };
         string? filename = request.File;
         bool forceShare = request.ForceShare;

@@ -55,6 +55,9 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>The cluster-lock settings of the run's <c>--cluster</c> (null: the <c>VDISK_ETCD_*</c> environment).</summary>
     public Locking.Cluster.ClusterLockSettings? ClusterLocks { get; init; }
 
+    /// <summary>The command line's --image-opts: the open command then reads its path operand as options, as qemu-io's open_f does.</summary>
+    public bool ImageOpts { get; init; }
+
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
     public bool OpenImage(ImageSource source, OpenFlags flags, IoCacheMode cache)
     {
@@ -1075,6 +1078,11 @@ internal sealed class IoSession : IAsyncDisposable
             }
         }
         var operands = parsed.Value.Operands;
+        if (ImageOpts && operands.Count == 1)
+        {
+            extra.Add(operands[0]);
+            operands = [];
+        }
         if (operands.Count > 1) { Usage("open"); return -Errno.EINVAL; }
         ImageSource source;
         var extraOptions = new OptionDict();

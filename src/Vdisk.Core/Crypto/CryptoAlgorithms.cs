@@ -3,7 +3,7 @@ using Vdisk.Options;
 
 namespace Vdisk.Crypto;
 
-/// <summary>QCryptoCipherAlgorithm values vdisk can run (AES; QEMU also has cast5, serpent, twofish, des, sm4).</summary>
+/// <summary>QCryptoCipherAlgorithm values vdisk can run (QEMU 7.2 also has des and 3des, which its LUKS refuses).</summary>
 public enum CipherAlgorithm
 {
     /// <summary>aes-128.</summary>
@@ -12,6 +12,33 @@ public enum CipherAlgorithm
     Aes192,
     /// <summary>aes-256.</summary>
     Aes256,
+    /// <summary>cast5-128 (8-byte blocks).</summary>
+    Cast5_128,
+    /// <summary>serpent-128.</summary>
+    Serpent128,
+    /// <summary>serpent-192.</summary>
+    Serpent192,
+    /// <summary>serpent-256.</summary>
+    Serpent256,
+    /// <summary>twofish-128.</summary>
+    Twofish128,
+    /// <summary>twofish-192.</summary>
+    Twofish192,
+    /// <summary>twofish-256.</summary>
+    Twofish256,
+}
+
+/// <summary>A cipher without its key length: the LUKS header's cipher name.</summary>
+public enum CipherFamily
+{
+    /// <summary>aes.</summary>
+    Aes,
+    /// <summary>cast5.</summary>
+    Cast5,
+    /// <summary>serpent.</summary>
+    Serpent,
+    /// <summary>twofish.</summary>
+    Twofish,
 }
 
 /// <summary>QCryptoCipherMode.</summary>
@@ -60,12 +87,56 @@ public enum HashAlgorithm
 /// <summary>The QAPI names of the crypto enums, their sizes, and the primitives behind them.</summary>
 public static class CryptoAlgorithms
 {
-    /// <summary>QCryptoCipherAlgorithm's names that QEMU 7.2 knows.</summary>
+    /// <summary>
+    /// QCryptoCipherAlgorithm's names in QEMU 7.2 as Debian builds it (without sm4, which only
+    /// exists with CONFIG_CRYPTO_SM4): the values its option visitor accepts.
+    /// </summary>
     private static readonly string[] s_qemuCiphers =
-        ["aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256", "sm4"];
+        ["aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256"];
 
     /// <summary>The QAPI name of a cipher.</summary>
-    public static string Name(CipherAlgorithm a) => a switch { CipherAlgorithm.Aes128 => "aes-128", CipherAlgorithm.Aes192 => "aes-192", _ => "aes-256" };
+    public static string Name(CipherAlgorithm a) => a switch
+    {
+        CipherAlgorithm.Aes128 => "aes-128", CipherAlgorithm.Aes192 => "aes-192", CipherAlgorithm.Aes256 => "aes-256",
+        CipherAlgorithm.Cast5_128 => "cast5-128",
+        CipherAlgorithm.Serpent128 => "serpent-128", CipherAlgorithm.Serpent192 => "serpent-192", CipherAlgorithm.Serpent256 => "serpent-256",
+        CipherAlgorithm.Twofish128 => "twofish-128", CipherAlgorithm.Twofish192 => "twofish-192", _ => "twofish-256",
+    };
+
+    /// <summary>The family of a cipher.</summary>
+    public static CipherFamily Family(CipherAlgorithm a) => a switch
+    {
+        CipherAlgorithm.Aes128 or CipherAlgorithm.Aes192 or CipherAlgorithm.Aes256 => CipherFamily.Aes,
+        CipherAlgorithm.Cast5_128 => CipherFamily.Cast5,
+        CipherAlgorithm.Serpent128 or CipherAlgorithm.Serpent192 or CipherAlgorithm.Serpent256 => CipherFamily.Serpent,
+        _ => CipherFamily.Twofish,
+    };
+
+    /// <summary>The LUKS header's name of a family (qcrypto_block_luks_cipher_alg_lookup).</summary>
+    public static string LuksName(CipherFamily f) => f switch
+    {
+        CipherFamily.Aes => "aes", CipherFamily.Cast5 => "cast5", CipherFamily.Serpent => "serpent", _ => "twofish",
+    };
+
+    /// <summary>
+    /// qcrypto_block_luks_cipher_name_lookup: the cipher of a LUKS header's name and key length
+    /// (16, 24 or 32 bytes; cast5 only 16), or null.
+    /// </summary>
+    public static CipherAlgorithm? FromLuksName(string name, int keyBytes)
+    {
+        CipherFamily? family = name switch
+        {
+            "aes" => CipherFamily.Aes, "cast5" => CipherFamily.Cast5, "serpent" => CipherFamily.Serpent, "twofish" => CipherFamily.Twofish, _ => null,
+        };
+        if (family is not { } f) return null;
+        foreach (var a in Enum.GetValues<CipherAlgorithm>())
+            if (Family(a) == f && KeyLength(a) == keyBytes) return a;
+        return null;
+    }
+
+    /// <summary>Bytes per block of a cipher (qcrypto_cipher_get_block_len).</summary>
+    public static int BlockLength(CipherAlgorithm a) => a == CipherAlgorithm.Cast5_128 ? 8 : 16;
+
     /// <summary>The QAPI name of a mode.</summary>
     public static string Name(CipherMode m) => m switch { CipherMode.Ecb => "ecb", CipherMode.Cbc => "cbc", CipherMode.Xts => "xts", _ => "ctr" };
     /// <summary>The QAPI name of an IV generator.</summary>
@@ -77,13 +148,12 @@ public static class CryptoAlgorithms
         HashAlgorithm.Sha384 => "sha384", HashAlgorithm.Sha512 => "sha512", _ => "ripemd160",
     };
 
-    /// <summary>The key length of an AES variant.</summary>
-    public static int KeyLength(CipherAlgorithm a) => a switch { CipherAlgorithm.Aes128 => 16, CipherAlgorithm.Aes192 => 24, _ => 32 };
-
-    /// <summary>The AES variant with a key of <paramref name="bytes"/>, or null.</summary>
-    public static CipherAlgorithm? AesWithKeyLength(int bytes) => bytes switch
+    /// <summary>The key length of a cipher, in bytes (qcrypto_cipher_get_key_len).</summary>
+    public static int KeyLength(CipherAlgorithm a) => a switch
     {
-        16 => CipherAlgorithm.Aes128, 24 => CipherAlgorithm.Aes192, 32 => CipherAlgorithm.Aes256, _ => null,
+        CipherAlgorithm.Aes128 or CipherAlgorithm.Cast5_128 or CipherAlgorithm.Serpent128 or CipherAlgorithm.Twofish128 => 16,
+        CipherAlgorithm.Aes192 or CipherAlgorithm.Serpent192 or CipherAlgorithm.Twofish192 => 24,
+        _ => 32,
     };
 
     /// <summary>The digest length of a hash, in bytes.</summary>
@@ -105,21 +175,20 @@ public static class CryptoAlgorithms
     };
 
     /// <summary>
-    /// A create option's cipher name: QEMU's word for names it does not know (the enum's
-    /// "Invalid parameter value"), vdisk's for the ciphers it knows but vdisk cannot run.
+    /// A create option's cipher name: QEMU's enum refusal for names it does not know; null for
+    /// des and 3des, which the enum has but LUKS refuses later (see <see cref="UnsupportedCipher"/>).
     /// </summary>
-    /// <exception cref="OptionException">Unknown or unsupported.</exception>
-    public static CipherAlgorithm ParseCipherOption(string key, string s)
+    /// <exception cref="OptionException">Not a QEMU cipher name.</exception>
+    public static CipherAlgorithm? ParseCipherOption(string key, string s)
     {
-        switch (s)
-        {
-            case "aes-128": return CipherAlgorithm.Aes128;
-            case "aes-192": return CipherAlgorithm.Aes192;
-            case "aes-256": return CipherAlgorithm.Aes256;
-        }
-        if (s_qemuCiphers.Contains(s)) throw new OptionException($"vdisk does not support the cipher algorithm '{s}' (only aes-128, aes-192, aes-256)");
+        foreach (var a in Enum.GetValues<CipherAlgorithm>())
+            if (Name(a) == s) return a;
+        if (s_qemuCiphers.Contains(s)) return null;
         throw new OptionException($"Parameter '{key}' does not accept value '{s}'");
     }
+
+    /// <summary>qcrypto_block_luks_cipher_alg_lookup's refusal of a QEMU cipher LUKS has no name for.</summary>
+    public static OptionException UnsupportedCipher(string name) => new($"Algorithm '{name}' not supported");
 
     /// <summary>.NET's name of a hash, or an error for those it lacks.</summary>
     private static HashAlgorithmName DotNetHash(HashAlgorithm h) => h switch

@@ -50,7 +50,7 @@ public sealed class LuksHeader
 
     /// <summary>The format version (1).</summary>
     public ushort Version { get; set; } = 1;
-    /// <summary>The cipher name ("aes").</summary>
+    /// <summary>The cipher name ("aes", "twofish", "serpent", "cast5").</summary>
     public string CipherName { get; set; } = "";
     /// <summary>MODE-IVGEN[:HASH], e.g. xts-plain64.</summary>
     public string CipherModeSpec { get; set; } = "";
@@ -180,10 +180,8 @@ public sealed class LuksHeader
         }
         CipherMode = CryptoAlgorithms.ParseMode(modeName) ?? throw new LuksFormatException($"Cipher mode '{modeName}' not supported");
         uint keyBytes = CipherMode == CipherMode.Xts ? KeyBytes / 2 : KeyBytes;
-        CipherAlgorithm = (CipherName == "aes" ? CryptoAlgorithms.AesWithKeyLength((int)keyBytes) : null)
-            ?? throw new LuksFormatException(CipherName is "cast5" or "serpent" or "twofish" && IsQemuKeyLength(CipherName, keyBytes)
-                ? $"vdisk does not support the cipher '{CipherName}' (only aes)"
-                : $"Algorithm '{CipherName}' with key size {keyBytes} bytes not supported");
+        CipherAlgorithm = CryptoAlgorithms.FromLuksName(CipherName, (int)keyBytes)
+            ?? throw new LuksFormatException($"Algorithm '{CipherName}' with key size {keyBytes} bytes not supported");
         Hash = CryptoAlgorithms.ParseHash(HashSpec) ?? throw new LuksFormatException($"Hash algorithm '{HashSpec}' not supported");
         IvGenAlgorithm = CryptoAlgorithms.ParseIvGen(ivGenName) ?? throw new LuksFormatException($"IV generator '{ivGenName}' not supported");
         if (IvGenAlgorithm == IvGenAlgorithm.Essiv)
@@ -197,12 +195,10 @@ public sealed class LuksHeader
         }
     }
 
-    private static bool IsQemuKeyLength(string name, uint keyBytes) => name == "cast5" ? keyBytes == 16 : keyBytes is 16 or 24 or 32;
-
     /// <summary>Sets the cipher fields of a header being created.</summary>
     public void SetAlgorithms(CipherAlgorithm cipher, CipherMode mode, IvGenAlgorithm ivGen, HashAlgorithm? ivHash, HashAlgorithm hash)
     {
-        CipherName = "aes";
+        CipherName = CryptoAlgorithms.LuksName(CryptoAlgorithms.Family(cipher));
         CipherModeSpec = $"{CryptoAlgorithms.Name(mode)}-{CryptoAlgorithms.Name(ivGen)}" + (ivHash is { } ih ? ":" + CryptoAlgorithms.Name(ih) : "");
         HashSpec = CryptoAlgorithms.Name(hash);
         KeyBytes = (uint)(CryptoAlgorithms.KeyLength(cipher) * (mode == CipherMode.Xts ? 2 : 1));

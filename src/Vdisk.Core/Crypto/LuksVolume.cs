@@ -36,7 +36,11 @@ public sealed record LuksCreateOptions
     public static LuksCreateOptions From(Func<string, string?> get, string prefix = "", string? visitorPath = null)
     {
         var o = new LuksCreateOptions();
-        if (get(prefix + "cipher-alg") is { } alg) o = o with { Cipher = CryptoAlgorithms.ParseCipherOption("cipher-alg", alg) };
+        if (get(prefix + "cipher-alg") is { } alg)
+        {
+            if (CryptoAlgorithms.ParseCipherOption("cipher-alg", alg) is { } a) o = o with { Cipher = a };
+            else o = o with { RefusedCipher = alg };
+        }
         if (get(prefix + "cipher-mode") is { } mode)
         {
             var m = CryptoAlgorithms.ParseMode(mode) ?? throw new OptionException($"Parameter 'cipher-mode' does not accept value '{mode}'");
@@ -57,6 +61,21 @@ public sealed record LuksCreateOptions
         }
         if (o.IvGen == IvGenAlgorithm.Essiv && o.IvGenHash is null) o = o with { IvGenHash = HashAlgorithm.Sha256 };
         return o;
+    }
+
+    /// <summary>A cipher QEMU's enum has but its LUKS cannot name (des, 3des): refused by <see cref="Validate"/>.</summary>
+    public string? RefusedCipher { get; init; }
+
+    /// <summary>
+    /// qcrypto_block_luks_create's checks after the secret, in its order: the cipher's LUKS name,
+    /// ESSIV's cipher, then the backend's refusal of XTS for 8-byte blocks.
+    /// </summary>
+    /// <exception cref="OptionException">QEMU's message.</exception>
+    public void Validate()
+    {
+        if (RefusedCipher is { } refused) throw CryptoAlgorithms.UnsupportedCipher(refused);
+        if (IvGen == IvGenAlgorithm.Essiv) SectorCipher.EssivCipher(Cipher, IvGenHash!.Value);
+        SectorCipher.EnsureModeSupported(Cipher, Mode);
     }
 }
 
@@ -132,6 +151,7 @@ public sealed partial class LuksVolume : IDisposable
     /// </summary>
     public static async Task<LuksVolume> CreateAsync(LuksCreateOptions o, byte[] passphrase, Func<long, CancellationToken, ValueTask> reserve, CryptoWriteFunc write, CancellationToken cancellationToken = default)
     {
+        o.Validate();
         CryptoAlgorithms.EnsureSupported(o.Hash, forPbkdf2: true);
         if (o.IvGen == IvGenAlgorithm.Essiv) CryptoAlgorithms.EnsureSupported(o.IvGenHash!.Value, forPbkdf2: false);
         var header = new LuksHeader { Uuid = Guid.NewGuid().ToString() };

@@ -1,13 +1,13 @@
 using System.Buffers.Binary;
-using System.Security.Cryptography;
 
 namespace Vdisk.Crypto;
 
 /// <summary>
 /// QEMU's qcrypto_block_cipher_{en,de}crypt_helper: a cipher in a mode with an IV generator,
 /// reset at every sector: sector N of a buffer that starts at byte offset O has the IV of sector
-/// O/512+N. AES in ECB, CBC or XTS; IVs plain (32-bit sector), plain64, or ESSIV (the sector
-/// encrypted with the hash of the key).
+/// O/512+N. Any <see cref="BlockCipher"/> in ECB, CBC, CTR or XTS; IVs plain (32-bit sector),
+/// plain64, or ESSIV (the sector encrypted with the hash of the key), each as long as the
+/// cipher's block (qcrypto_cipher_get_iv_len; none for ECB).
 /// </summary>
 public sealed class SectorCipher : IDisposable
 {
@@ -16,54 +16,65 @@ public sealed class SectorCipher : IDisposable
 
     private readonly CipherMode _mode;
     private readonly IvGenAlgorithm _ivGen;
-    private readonly Aes? _aes;
-    private readonly XtsAes? _xts;
-    private readonly Aes? _essiv;
+    private readonly BlockCipher? _cipher;
+    private readonly XtsCipher? _xts;
+    private readonly BlockCipher? _essiv;
     private readonly int _ivLength;
 
     /// <summary>A cipher for <paramref name="key"/> (both halves for XTS).</summary>
-    /// <param name="algorithm">The AES variant of the data key (of each half for XTS).</param>
-    /// <param name="mode">ECB, CBC or XTS.</param>
+    /// <param name="algorithm">The cipher of the data key (of each half for XTS).</param>
+    /// <param name="mode">ECB, CBC, CTR or XTS.</param>
     /// <param name="ivGen">The IV generator.</param>
     /// <param name="ivCipher">ESSIV's cipher (see <see cref="EssivCipher"/>).</param>
     /// <param name="ivHash">ESSIV's hash.</param>
     /// <param name="key">The key.</param>
+    /// <exception cref="Options.OptionException">XTS of a cipher with 8-byte blocks, in the backend's words.</exception>
     public SectorCipher(CipherAlgorithm algorithm, CipherMode mode, IvGenAlgorithm ivGen, CipherAlgorithm ivCipher, HashAlgorithm ivHash, ReadOnlySpan<byte> key)
     {
         _mode = mode;
         _ivGen = ivGen;
-        switch (mode)
+        int blockLength = CryptoAlgorithms.BlockLength(algorithm);
+        EnsureModeSupported(algorithm, mode);
+        if (mode == CipherMode.Xts)
         {
-            case CipherMode.Xts:
-                _xts = new XtsAes(key);
-                break;
-            case CipherMode.Ecb or CipherMode.Cbc:
-                _aes = Aes.Create();
-                _aes.Key = key.ToArray();
-                break;
-            default:
-                throw new Options.OptionException($"vdisk does not support the cipher mode '{CryptoAlgorithms.Name(mode)}'");
+            _xts = new XtsCipher(algorithm, key);
         }
-        _ivLength = mode == CipherMode.Ecb ? 0 : 16;
+        else
+        {
+            _cipher = BlockCipher.Create(algorithm, key);
+        }
+        _ivLength = mode == CipherMode.Ecb ? 0 : blockLength;
         if (ivGen == IvGenAlgorithm.Essiv)
         {
+            // qcrypto_ivgen_essiv_init: the hash of the whole key, cut to the IV cipher's key length.
             var digest = CryptoAlgorithms.Hash(ivHash, key);
-            _essiv = Aes.Create();
-            _essiv.Key = digest[..Math.Min(digest.Length, CryptoAlgorithms.KeyLength(ivCipher))];
+            _essiv = BlockCipher.Create(ivCipher, digest.AsSpan(0, Math.Min(digest.Length, CryptoAlgorithms.KeyLength(ivCipher))));
         }
-        _ = algorithm;
+    }
+
+    /// <summary>The backend's refusal of a mode for a cipher: nettle's XTS needs 16-byte blocks, so not cast5.</summary>
+    /// <exception cref="Options.OptionException">"Unsupported cipher mode xts".</exception>
+    public static void EnsureModeSupported(CipherAlgorithm algorithm, CipherMode mode)
+    {
+        if (mode == CipherMode.Xts && CryptoAlgorithms.BlockLength(algorithm) != 16)
+            throw new Options.OptionException($"Unsupported cipher mode {CryptoAlgorithms.Name(mode)}");
     }
 
     /// <summary>
-    /// qcrypto_block_luks_essiv_cipher: ESSIV encrypts with the cipher whose key is as long as
-    /// the hash's digest (dm-crypt's rule), so AES-128 with sha256 makes IVs with AES-256.
+    /// qcrypto_block_luks_essiv_cipher: ESSIV encrypts with the cipher of the same family whose
+    /// key is as long as the hash's digest (dm-crypt's rule), so AES-128 with sha256 makes IVs
+    /// with AES-256; cast5 has no ESSIV.
     /// </summary>
-    /// <exception cref="Options.OptionException">No AES variant has that key length.</exception>
+    /// <exception cref="Options.OptionException">No cipher of the family has that key length, in QEMU's words.</exception>
     public static CipherAlgorithm EssivCipher(CipherAlgorithm cipher, HashAlgorithm hash)
     {
         int digest = CryptoAlgorithms.DigestLength(hash);
         if (digest == CryptoAlgorithms.KeyLength(cipher)) return cipher;
-        return CryptoAlgorithms.AesWithKeyLength(digest) ?? throw new Options.OptionException($"No AES cipher with key size {digest} available");
+        var family = CryptoAlgorithms.Family(cipher);
+        if (family == CipherFamily.Cast5) throw new Options.OptionException($"Cipher {CryptoAlgorithms.Name(cipher)} not supported with essiv");
+        string familyName = family switch { CipherFamily.Aes => "AES", CipherFamily.Serpent => "Serpent", _ => "Twofish" };
+        return CryptoAlgorithms.FromLuksName(CryptoAlgorithms.LuksName(family), digest)
+            ?? throw new Options.OptionException($"No {familyName} cipher with key size {digest} available");
     }
 
     /// <summary>Encrypts whole sectors in place; <paramref name="offset"/> (a multiple of 512) picks the IVs.</summary>
@@ -75,63 +86,68 @@ public sealed class SectorCipher : IDisposable
     private void Transform(long offset, Span<byte> data, bool encrypt)
     {
         ulong sector = (ulong)offset / SectorSize;
-        // Sectors in batches, so that each batch's IVs and data are a few cipher calls, not one per sector or block.
-        const int batchSectors = 128;
-        Span<byte> ivs = stackalloc byte[batchSectors * 16];
+        Span<byte> iv = stackalloc byte[16];
+        iv = iv[.._ivLength];
         while (!data.IsEmpty)
         {
-            int n = Math.Min(data.Length, batchSectors * SectorSize);
-            int sectors = (n + SectorSize - 1) / SectorSize;
-            var batch = data[..n];
-            var batchIvs = ivs[..(sectors * 16)];
-            if (_ivLength > 0) MakeIvs(sector, batchIvs);
-            if (_mode == CipherMode.Xts && n % SectorSize == 0)
+            int n = Math.Min(data.Length, SectorSize);
+            var chunk = data[..n];
+            if (_ivLength > 0) MakeIv(sector, iv);
+            switch (_mode)
             {
-                if (encrypt) _xts!.EncryptUnits(batchIvs, batch, SectorSize);
-                else _xts!.DecryptUnits(batchIvs, batch, SectorSize);
-            }
-            else if (_mode == CipherMode.Ecb)
-            {
-                if (encrypt) _aes!.EncryptEcb(batch, batch, PaddingMode.None);
-                else _aes!.DecryptEcb(batch, batch, PaddingMode.None);
-            }
-            else
-            {
-                for (int i = 0; i < sectors; i++)
-                {
-                    var chunk = batch[(i * SectorSize)..Math.Min(n, (i + 1) * SectorSize)];
-                    var iv = batchIvs.Slice(i * 16, 16);
-                    if (_mode == CipherMode.Xts)
-                    {
-                        if (encrypt) _xts!.Encrypt(iv, chunk);
-                        else _xts!.Decrypt(iv, chunk);
-                    }
-                    else if (encrypt) _aes!.EncryptCbc(chunk, iv, chunk, PaddingMode.None);
-                    else _aes!.DecryptCbc(chunk, iv, chunk, PaddingMode.None);
-                }
+                case CipherMode.Xts:
+                    if (encrypt) _xts!.Encrypt(iv, chunk);
+                    else _xts!.Decrypt(iv, chunk);
+                    break;
+                case CipherMode.Cbc:
+                    if (encrypt) _cipher!.EncryptCbc(chunk, iv);
+                    else _cipher!.DecryptCbc(chunk, iv);
+                    break;
+                case CipherMode.Ctr:
+                    _cipher!.TransformCtr(chunk, iv);
+                    break;
+                default:
+                    if (encrypt) _cipher!.EncryptEcb(chunk, chunk);
+                    else _cipher!.DecryptEcb(chunk, chunk);
+                    break;
             }
             data = data[n..];
-            sector += (ulong)sectors;
+            sector++;
         }
     }
 
-    /// <summary>The IVs of <c>ivs.Length / 16</c> sectors from <paramref name="sector"/> on.</summary>
-    private void MakeIvs(ulong sector, Span<byte> ivs)
+    /// <summary>
+    /// qcrypto_ivgen_{plain,plain64,essiv}_calculate: the little-endian sector number cut to the
+    /// IV's length and zero-padded; ESSIV encrypts one block of the ESSIV cipher made so.
+    /// </summary>
+    private void MakeIv(ulong sector, Span<byte> iv)
     {
-        ivs.Clear();
-        for (int i = 0; i < ivs.Length / 16; i++)
+        Span<byte> number = stackalloc byte[16];
+        number.Clear();
+        switch (_ivGen)
         {
-            var iv = ivs.Slice(i * 16, 16);
-            if (_ivGen == IvGenAlgorithm.Plain) BinaryPrimitives.WriteUInt32LittleEndian(iv, (uint)(sector + (ulong)i));
-            else BinaryPrimitives.WriteUInt64LittleEndian(iv, sector + (ulong)i);
+            case IvGenAlgorithm.Plain:
+                BinaryPrimitives.WriteUInt32LittleEndian(number, (uint)sector);
+                number[..iv.Length].CopyTo(iv);
+                break;
+            case IvGenAlgorithm.Plain64:
+                BinaryPrimitives.WriteUInt64LittleEndian(number, sector);
+                number[..iv.Length].CopyTo(iv);
+                break;
+            default:
+                var block = number[.._essiv!.BlockSize];
+                BinaryPrimitives.WriteUInt64LittleEndian(number, sector);
+                _essiv.EncryptEcb(block, block);
+                iv.Clear();
+                block[..Math.Min(block.Length, iv.Length)].CopyTo(iv);
+                break;
         }
-        if (_ivGen == IvGenAlgorithm.Essiv) _essiv!.EncryptEcb(ivs, ivs, PaddingMode.None);
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
-        _aes?.Dispose();
+        _cipher?.Dispose();
         _xts?.Dispose();
         _essiv?.Dispose();
     }

@@ -22,6 +22,9 @@ public class Qcow2EncryptionTests
         "encrypt.format=aes",
         "encrypt.format=luks,encrypt.iter-time=10",
         "encrypt.format=luks,encrypt.iter-time=10,encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,cluster_size=4096",
+        "encrypt.format=luks,encrypt.iter-time=10,encrypt.cipher-alg=twofish-256",
+        "encrypt.format=luks,encrypt.iter-time=10,encrypt.cipher-alg=serpent-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,cluster_size=4096",
+        "encrypt.format=luks,encrypt.iter-time=10,encrypt.cipher-alg=cast5-128,encrypt.cipher-mode=cbc",
     ];
 
     private static readonly string[] Writes = ["write -P 0x11 0 1k", "write -P 0xb 512 512", "write -P 0x22 100k 200k", "write -P 0x33 1M 64k"];

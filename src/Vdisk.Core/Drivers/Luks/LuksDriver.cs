@@ -64,7 +64,7 @@ public sealed class LuksDriver : IBlockDriver
 
     private sealed record CheckedOptions(LuksCreateOptions? Options, string? Error);
 
-    /// <summary>The create options and the passphrase; a missing or unusable secret is kept as the error for after the file step.</summary>
+    /// <summary>The create options and the passphrase; a missing or unusable secret, or a cipher LUKS refuses, is kept as the error for after the file step.</summary>
     private static (CheckedOptions Luks, byte[]? Passphrase) CheckOptions(QemuOpts options, Func<OptionException, Exception> refusal)
     {
         LuksCreateOptions luks;
@@ -79,7 +79,9 @@ public sealed class LuksDriver : IBlockDriver
         if (options.Get("key-secret") is not { } secret) return (new(luks, "Parameter 'key-secret' is required for cipher"), null);
         try
         {
-            return (new(luks, null), Secrets.LookupPassphrase(secret));
+            var passphrase = Secrets.LookupPassphrase(secret);
+            luks.Validate();
+            return (new(luks, null), passphrase);
         }
         catch (OptionException e)
         {

@@ -196,7 +196,9 @@ internal static class Qcow2Create
         {
             var luks = format == "luks" ? Crypto.LuksCreateOptions.From(opts.Get, "encrypt.") : null;
             string secret = opts.Get("encrypt.key-secret") ?? throw new CreateException("Parameter 'encrypt.key-secret' is required for cipher");
-            return new Qcow2Encryption(format, luks, Crypto.Secrets.LookupPassphrase(secret));
+            var passphrase = Crypto.Secrets.LookupPassphrase(secret);
+            luks?.Validate();
+            return new Qcow2Encryption(format, luks, passphrase);
         }
         catch (OptionException e)
         {

@@ -97,6 +97,7 @@ public static class Qcow2Measure
             var luks = Crypto.LuksCreateOptions.From(options.Get, "encrypt.", visitorPath: "");
             string secret = options.Get("encrypt.key-secret") ?? throw new OptionException("Parameter 'encrypt.key-secret' is required for cipher");
             Crypto.Secrets.LookupPassphrase(secret);
+            luks.Validate();
             int keyBytes = Crypto.CryptoAlgorithms.KeyLength(luks.Cipher) * (luks.Mode == Crypto.CipherMode.Xts ? 2 : 1);
             return Crypto.LuksHeader.PayloadOffsetFor(keyBytes);
         }
