@@ -1,3 +1,4 @@
+using CsCheck;
 using Vdisk.Crypto;
 using Xunit;
 
@@ -150,6 +151,35 @@ public class CipherTests
         sc.Decrypt(0, expected);
         Parallel.For(0, sectors, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => sc.Decrypt(i * 512L, parallel.AsSpan(i * 512, 512)));
         Assert.True(expected.AsSpan().SequenceEqual(parallel));
+    }
+
+    /// <summary>
+    /// A buffer of many sectors against the same cipher one sector at a time, each with the IV of
+    /// its own sector (the sector number carried across the buffer).
+    /// </summary>
+    [Theory]
+    [InlineData(CipherMode.Xts, IvGenAlgorithm.Plain64)]
+    [InlineData(CipherMode.Xts, IvGenAlgorithm.Plain)]
+    [InlineData(CipherMode.Xts, IvGenAlgorithm.Essiv)]
+    [InlineData(CipherMode.Cbc, IvGenAlgorithm.Essiv)]
+    [InlineData(CipherMode.Cbc, IvGenAlgorithm.Plain64)]
+    [InlineData(CipherMode.Ecb, IvGenAlgorithm.Plain64)]
+    public void SectorCipher_ABufferOfSectors_IsEachSectorWithItsOwnIv(CipherMode mode, IvGenAlgorithm ivGen)
+    {
+        Gen.Select(Gen.Byte.Array[mode == CipherMode.Xts ? 64 : 32], Gen.Int[1, 300], Gen.Long[0, 1L << 40]).Sample((key, sectors, firstSector) =>
+        {
+            const int sector = SectorCipher.SectorSize;
+            using var cipher = new SectorCipher(CipherAlgorithm.Aes256, mode, ivGen, CipherAlgorithm.Aes256, HashAlgorithm.Sha256, key);
+            var plain = new byte[sectors * sector];
+            for (int i = 0; i < plain.Length; i++) plain[i] = (byte)(i * 13 + key[i % key.Length]);
+            var each = (byte[])plain.Clone();
+            for (int i = 0; i < sectors; i++) cipher.Encrypt((firstSector + i) * sector, each.AsSpan(i * sector, sector));
+            var all = (byte[])plain.Clone();
+            cipher.Encrypt(firstSector * sector, all);
+            Assert.Equal(each, all);
+            cipher.Decrypt(firstSector * sector, all);
+            Assert.Equal(plain, all);
+        });
     }
 
     [Fact]
