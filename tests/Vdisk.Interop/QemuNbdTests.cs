@@ -282,6 +282,15 @@ public sealed class QemuNbdTests : IDisposable
                 Programs.Run("nbdinfo", "--map=qemu:allocation-depth", "--totals", uri),
                 Programs.Run("nbdinfo", "--json", uri),
             };
+            if (allocationDepth)
+            {
+                // The NBD client side: qemu-img map reading the context as x-dirty-bitmap (a depth of
+                // 0 is a hole that is not zero: neither present nor zero, and no offset).
+                string[] map = ["map", "--output=json", "--image-opts", $"driver=nbd,server.type=unix,server.path={socket},x-dirty-bitmap=qemu:allocation-depth"];
+                var qemuMap = Programs.Run("qemu-img", map);
+                Assert.True(qemuMap.ExitCode == 0, qemuMap.ToString());
+                Assert.Equal(qemuMap.Stdout, Programs.Run(Programs.Vdisk, map).Stdout);
+            }
             server.Kill();
             return runs.Select(r => $"exit {r.ExitCode}\n{r.Stdout}{r.Stderr}".Replace(socket, "SOCK", StringComparison.Ordinal)).ToArray();
         }

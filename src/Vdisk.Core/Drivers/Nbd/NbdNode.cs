@@ -118,6 +118,13 @@ public sealed class NbdNode : BlockNode
     /// <inheritdoc />
     public override bool IsProtocol => true;
 
+    /// <summary>
+    /// QEMU's nbd driver has no backing support: a range the server reports as a hole that is not
+    /// zero (a context of x-dirty-bitmap, such as qemu:allocation-depth's 0) is not allocated and
+    /// not zero, and qemu-img map shows it with no offset.
+    /// </summary>
+    public override bool UnallocatedReadsAsZeroes => false;
+
     /// <inheritdoc />
     public override IChildPermissionRule PermissionRule => LeafChildPermissionRule.Instance;
 
@@ -276,11 +283,19 @@ public sealed class NbdNode : BlockNode
         long request = Math.Min(Math.Min(length, size - offset), int.MaxValue - int.MaxValue % alignment);
         var result = await RunAsync(s => s.RequestAsync(NbdWire.CmdBlockStatus, NbdWire.CmdFlagReqOne, (ulong)offset, (uint)request, default, default,
             cancellationToken), cancellationToken).ConfigureAwait(false);
+        uint extentFlags = result.ExtentFlags;
+        // nbd_parse_blockstatus_payload's hack: read as x-dirty-bitmap, qemu:allocation-depth's depths
+        // over 2 count as 2, since only the low two bits are looked at.
+        if (_options.MetaContext == "qemu:allocation-depth" && extentFlags > 2) extentFlags = 2;
         var flags = BlockStatusFlags.None;
-        if ((result.ExtentFlags & NbdWire.StateHole) == 0) flags |= BlockStatusFlags.Data;
-        if ((result.ExtentFlags & NbdWire.StateZero) != 0) flags |= BlockStatusFlags.Zero;
+        if ((extentFlags & NbdWire.StateHole) == 0) flags |= BlockStatusFlags.Data;
+        if ((extentFlags & NbdWire.StateZero) != 0) flags |= BlockStatusFlags.Zero;
         // A protocol node's range counts as allocated when it holds data or reads as zeroes (bdrv_co_block_status).
         if (flags != BlockStatusFlags.None) flags |= BlockStatusFlags.Allocated;
+        else
+            // Neither data nor zeroes (a hole of an x-dirty-bitmap context): qemu-img map's walk ends
+            // below this node with status 0, so no offset is shown.
+            return new BlockStatus(Math.Min(result.ExtentLength, length), flags);
         return new BlockStatus(Math.Min(result.ExtentLength, length), flags, offset, this);
     }
 
