@@ -103,4 +103,31 @@ public partial class SnapshotCompatTests
             Assert.Equal(q.Stdout, v.Stdout);
         }
     }
+
+    /// <summary>
+    /// iotest 217: freeing the clusters of a deleted snapshot fails (blkdebug's cluster_free
+    /// event). qemu-img reports the failed free and the failed refcount update, the snapshot is gone
+    /// and its clusters leak; check -r leaks then repairs the leaks and, as the counts are then
+    /// right, the COPIED flags too.
+    /// </summary>
+    [Fact]
+    public void A_snapshot_delete_whose_frees_fail_leaks_the_clusters_as_qemu_img_does()
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["create", "-q", "-f", "qcow2", "s.qcow2", "64M"]));
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-io", ["-c", "write 0 64k", "s.qcow2"]));
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["snapshot", "-c", "foo", "s.qcow2"]));
+            File.WriteAllText(Path.Combine(dir, "blkdebug.conf"), "[inject-error]\nevent = \"cluster_free\"\nerrno = \"5\"\n");
+        });
+        sides.Same("snapshot", "-d", "foo", "blkdebug:blkdebug.conf:s.qcow2");
+        foreach (var args in new[] { new[] { "snapshot", "-l", "s.qcow2" }, ["check", "s.qcow2"] })
+        {
+            var theirs = SideBySide.RunIn(sides.TheirDir, "qemu-img", args);
+            var mine = SideBySide.RunIn(sides.MyDir, "qemu-img", args);
+            Assert.Equal((theirs.ExitCode, theirs.Stdout, theirs.Stderr), (mine.ExitCode, mine.Stdout, mine.Stderr));
+        }
+        sides.Same("check", "-r", "leaks", "s.qcow2");
+        Qemu.Ok(SideBySide.RunIn(sides.MyDir, "qemu-img", ["check", "s.qcow2"]));
+    }
 }

@@ -482,7 +482,10 @@ public sealed partial class Qcow2Node
     /// <summary>check_oflag_copied: COPIED must be set exactly when the refcount is 1 (active tables only).</summary>
     private async Task CheckCopiedFlagsAsync(ImageCheck res, RepairMode fix, Action<string> log)
     {
-        bool repair = (fix & RepairMode.Errors) != 0 && !IsReadOnly;
+        // -r leaks repairs the flags too when the refcounts came out right: they run after the
+        // refcount repair, so the counts are then accurate.
+        bool repair = !IsReadOnly && ((fix & RepairMode.Errors) != 0
+            || ((fix & RepairMode.Leaks) != 0 && res.CheckErrors == 0 && res.Corruptions == 0 && res.Leaks == 0));
         for (int i = 0; i < _l1.Length; i++)
         {
             ulong l1Entry = _l1[i];

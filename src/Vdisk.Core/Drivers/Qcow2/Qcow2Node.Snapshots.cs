@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Globalization;
+using Vdisk.Graph;
 using Vdisk.Native;
 
 namespace Vdisk.Drivers.Qcow2;
@@ -131,15 +132,21 @@ public sealed partial class Qcow2Node
             ValidateTable(_g, snapshot.L1TableOffset, snapshot.L1Size, 8, Qcow2Geometry.MaxL1Bytes, "Snapshot L1 table");
             await BeginSnapshotChangeLockedAsync(ct).ConfigureAwait(false);
             var rest = _snapshots.Where((_, i) => i != index).ToList();
-            await WriteSnapshotTableLockedAsync(rest, ct).ConfigureAwait(false);
+            await WithErrorPrefixAsync("Failed to remove snapshot from snapshot list",
+                () => WriteSnapshotTableLockedAsync(rest, ct)).ConfigureAwait(false);
 
+            // From here on a failure leaks clusters but leaves a consistent image, as in QEMU.
             var raw = new byte[snapshot.L1Size * 8L];
-            await File.ReadAsync((long)snapshot.L1TableOffset, raw, ct).ConfigureAwait(false);
-            var l1 = new ulong[snapshot.L1Size];
-            for (int i = 0; i < l1.Length; i++) l1[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
-            await UpdateSnapshotRefcountLockedAsync(l1, addend: -1, ct).ConfigureAwait(false);
-            await _refcounts.ChangeAsync((long)snapshot.L1TableOffset, raw.Length, -1).ConfigureAwait(false);
-            await UpdateSnapshotRefcountLockedAsync(_l1, addend: 0, ct).ConfigureAwait(false);
+            await WithErrorPrefixAsync("Failed to free the cluster and L1 table", async () =>
+            {
+                await File.ReadAsync((long)snapshot.L1TableOffset, raw, ct).ConfigureAwait(false);
+                var l1 = new ulong[snapshot.L1Size];
+                for (int i = 0; i < l1.Length; i++) l1[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
+                await UpdateSnapshotRefcountLockedAsync(l1, addend: -1, ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            await FreeClustersLockedAsync((long)snapshot.L1TableOffset, raw.Length).ConfigureAwait(false);
+            await WithErrorPrefixAsync("Failed to update snapshot status in disk",
+                () => UpdateSnapshotRefcountLockedAsync(_l1, addend: 0, ct)).ConfigureAwait(false);
         }
         finally
         {
@@ -266,9 +273,39 @@ public sealed partial class Qcow2Node
         _header.SnapshotCount = (uint)snapshots.Count;
         _header.SnapshotsOffset = (ulong)offset;
         _snapshots = snapshots;
-        if (oldOffset != 0 && oldSize > 0) await _refcounts.ChangeAsync(oldOffset, oldSize, -1).ConfigureAwait(false);
-        await _refcounts.WriteBackAsync().ConfigureAwait(false);
-        await SyncFileAsync().ConfigureAwait(false);
+        if (oldOffset != 0 && oldSize > 0) await FreeClustersLockedAsync(oldOffset, oldSize).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// qcow2_free_clusters: drops one reference from the clusters of [offset, offset+length) and
+    /// makes that durable. A failure only leaks the clusters: QEMU prints it and carries on.
+    /// </summary>
+    private async ValueTask FreeClustersLockedAsync(long offset, long length)
+    {
+        await File.DebugEventAsync(BlkdebugEvent.ClusterFree).ConfigureAwait(false);
+        try
+        {
+            await _refcounts.ChangeAsync(offset, length, -1).ConfigureAwait(false);
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            Diagnostics.Report($"qcow2_free_clusters failed: {NativeIOException.Describe(e.Errno)}");
+        }
+    }
+
+    /// <summary>error_setg_errno: a step's I/O error as "<paramref name="prefix"/>: strerror".</summary>
+    private static async ValueTask WithErrorPrefixAsync(string prefix, Func<ValueTask> step)
+    {
+        try
+        {
+            await step().ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new NativeIOException(e.Errno, $"{prefix}: {NativeIOException.Describe(e.Errno)}");
+        }
     }
 
     /// <summary>vm_state_size_large, disk_size and icount, then any extra data QEMU did not know.</summary>
