@@ -35,7 +35,8 @@ done
 # QEMU's own regression tests on the pass list: a regression there fails the run.
 echo "== qemu-iotests (pass list)"
 rm -f artifacts/iotests-vdisk.txt
-scripts/iotests.sh --ci --raw --qcow2 --vmdk --vpc --vdi --luks || status=1
+# A hung test fails the run instead of stalling it (the whole list takes a few minutes).
+timeout --kill-after=30 1500 scripts/iotests.sh --ci --raw --qcow2 --vmdk --vpc --vdi --luks || status=1
 
 passed=0; failed=0; skipped=0
 if [[ -f artifacts/iotests-vdisk.txt ]]; then
