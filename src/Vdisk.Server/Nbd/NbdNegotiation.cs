@@ -158,13 +158,13 @@ internal sealed class NbdNegotiation
             return await InvalidAsync(option, $"request option '{NbdOptionRequest.Name(option)}' when structured reply is not negotiated", token).ConfigureAwait(false);
         if (!NbdMetaContextRequest.TryParse(option, data, out var request, out string? error))
             return await InvalidAsync(option, error!, token).ConfigureAwait(false);
-        if (_server.FindExport(request!.ExportName) is null)
+        if (_server.FindExport(request!.ExportName) is not { } export)
         {
             await ReplyAsync(NbdOptionReply.Error(option, NbdOptionReplyType.ErrUnknown, $"export '{request.ExportName}' not present"), token).ConfigureAwait(false);
             return OptionOutcome.Continue;
         }
         bool listing = option == NbdOption.ListMetaContext;
-        var selected = request.Select(listing, _server.FindExport(request.ExportName)!.AllocationDepth);
+        var selected = request.Select(listing, export.AllocationDepth);
         if (!listing)
         {
             _metaContextExport = request.ExportName;
