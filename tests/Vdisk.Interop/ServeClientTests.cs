@@ -58,13 +58,20 @@ public class ServeClientTests
         Assert.Equal(qsd, vdisk);
     }
 
+    /// <summary>A qcow2 overlay over a patterned qcow2, with data and zeroes of its own.</summary>
+    private static string WrittenOverlay(TempDir dir)
+    {
+        var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
+        var overlay = Serve.Overlay(dir, baseImage);
+        Serve.Check(Programs.Run("qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 2M 64k", "-c", "write -z 1M 4k"));
+        return overlay;
+    }
+
     [Fact]
     public void NbdinfoAndNbdcopy_OnAnOverlay_SeeTheWholeChain_LikeQsd()
     {
         using var dir = new TempDir();
-        var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
-        var overlay = Serve.Overlay(dir, baseImage);
-        Serve.Check(Programs.Run("qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 2M 64k", "-c", "write -z 1M 4k"));
+        var overlay = WrittenOverlay(dir);
         var (vdisk, qsd) = BothDaemons(overlay, "qcow2", writable: false, socket =>
             Run("nbdinfo", "--json", Serve.Uri(socket)) + Run("nbdinfo", "--map", Serve.Uri(socket)));
         Assert.Equal(qsd, vdisk);
@@ -80,9 +87,7 @@ public class ServeClientTests
     public void AllocationDepth_IsListedAndMapped_LikeQsd()
     {
         using var dir = new TempDir();
-        var baseImage = Serve.PatternedQcow2(dir, "base.qcow2");
-        var overlay = Serve.Overlay(dir, baseImage);
-        Serve.Check(Programs.Run("qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 2M 64k", "-c", "write -z 1M 4k"));
+        var overlay = WrittenOverlay(dir);
         var (vdisk, qsd) = BothDaemons(overlay, "qcow2", writable: true, socket =>
             Run("nbdinfo", "--map=qemu:allocation-depth", Serve.Uri(socket)) + Run("nbdinfo", "--json", Serve.Uri(socket)) +
             Run("nbdinfo", "--list", Serve.Uri(socket, "")), exportOptions: ",allocation-depth=on");
