@@ -40,6 +40,23 @@ public class ProcessLifetimeTests
     }
 
     [Fact]
+    public void SigtermEndsVdiskIo_WhileAnAioWriteIsHeldAtABreakpoint()
+    {
+        // 060 kills such a qemu-io, which dies by the signal (143); vdisk once waited for the held
+        // write forever. (qemu-io's own notice is block-buffered on a pipe, so it cannot be awaited here.)
+        using var dir = new TempDir();
+        var img = dir.File("disk.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
+        using var holder = Support.Holder.Start(img, Programs.Vdisk,
+            "io", "-f", "qcow2", "blkdebug::" + img, "-c", "break write_aio A", "-c", "aio_write 0 4k", "-c", "sleep 600000");
+        holder.Process.WaitForStdout("blkdebug: Suspended request 'A'");
+        Assert.Equal(0, Programs.Run("kill", "-TERM", holder.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        var exit = holder.Process.Result(TimeSpan.FromSeconds(10));
+        Assert.Equal(128 + 15, exit.ExitCode);
+        Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", img, "-c", "write 0 4k")));
+    }
+
+    [Fact]
     public void SixteenSimultaneousExclusiveWriters_NeverTwoAdmitted()
     {
         using var dir = new TempDir();

@@ -3,6 +3,7 @@ using Vdisk.Cli.Common;
 using Vdisk.Options;
 using Vdisk.Locking;
 using Vdisk.Locking.Cluster;
+using Vdisk.Native;
 using Vdisk.Permissions;
 
 namespace Vdisk.Cli.Io;
@@ -187,6 +188,11 @@ internal static class IoCommand
             }
         }
         Stdio.Out.Flush();
+        // A request that will never finish (held at a breakpoint, or behind one) cannot be closed
+        // cleanly: end as qemu-io does on SIGTERM/SIGINT, killed by the signal, and let the kernel
+        // drop the locks with the descriptors.
+        if (signals.Received != 0 && session.HasRequestsInFlight)
+            ProcessSignals.RaiseWithDefaultAction(signals.Received);
         return signals.ExitCode(lastError < 0 ? 1 : 0);
     }
 }

@@ -430,6 +430,9 @@ internal sealed class IoSession : IAsyncDisposable
         }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default));
     }
 
+    /// <summary>Whether an aio request is still running (held at a blkdebug breakpoint, say).</summary>
+    internal bool HasRequestsInFlight => _inflight.Exists(t => !t.IsCompleted);
+
     /// <summary>blk_drain_all: waits for every running aio request.</summary>
     private async Task DrainAsync()
     {
