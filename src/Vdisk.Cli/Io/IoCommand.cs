@@ -129,6 +129,13 @@ internal static class IoCommand
             ClusterLocks = request.Cluster,
             ImageOpts = request.ImageOpts,
         };
+        // A request that will never finish (held at a breakpoint, or another request waiting behind
+        // one) cannot be closed cleanly: on SIGTERM/SIGINT end as qemu-io does, killed by the signal,
+        // and let the kernel drop the locks with the descriptors.
+        using var endWhenStuck = signals.Token.Register(() =>
+        {
+            if (session.HasRequestsInFlight) ProcessSignals.RaiseWithDefaultAction(signals.Received);
+        });
         string? filename = request.File;
         bool forceShare = request.ForceShare;
         if (filename is not null)
@@ -188,11 +195,6 @@ internal static class IoCommand
             }
         }
         Stdio.Out.Flush();
-        // A request that will never finish (held at a breakpoint, or behind one) cannot be closed
-        // cleanly: end as qemu-io does on SIGTERM/SIGINT, killed by the signal, and let the kernel
-        // drop the locks with the descriptors.
-        if (signals.Received != 0 && session.HasRequestsInFlight)
-            ProcessSignals.RaiseWithDefaultAction(signals.Received);
         return signals.ExitCode(lastError < 0 ? 1 : 0);
     }
 }

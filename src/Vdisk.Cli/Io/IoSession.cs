@@ -424,22 +424,36 @@ internal sealed class IoSession : IAsyncDisposable
             lock (_aioReports) _aioReports.Append(output.ToString());
             return;
         }
-        _inflight.Add(task.ContinueWith(t =>
+        var reported = task.ContinueWith(t =>
         {
             lock (_aioReports) _aioReports.Append(output.ToString());
-        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default));
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        lock (_inflight) _inflight.Add(reported);
     }
 
-    /// <summary>Whether an aio request is still running (held at a blkdebug breakpoint, say).</summary>
-    internal bool HasRequestsInFlight => _inflight.Exists(t => !t.IsCompleted);
+    /// <summary>
+    /// Whether an aio request is still running (held at a blkdebug breakpoint, say); asked from
+    /// the signal handler's thread, hence the lock around the list.
+    /// </summary>
+    internal bool HasRequestsInFlight
+    {
+        get
+        {
+            lock (_inflight) return _inflight.Exists(t => !t.IsCompleted);
+        }
+    }
 
     /// <summary>blk_drain_all: waits for every running aio request.</summary>
     private async Task DrainAsync()
     {
         while (_inflight.Count > 0)
         {
-            var pending = _inflight.ToArray();
-            _inflight.Clear();
+            Task[] pending;
+            lock (_inflight)
+            {
+                pending = _inflight.ToArray();
+                _inflight.Clear();
+            }
             // A request held at a breakpoint forever must not keep a signalled qemu-io alive.
             try
             {
@@ -502,9 +516,14 @@ internal sealed class IoSession : IAsyncDisposable
         if (node is null) return 0;
         while (!node.IsSuspended(words[1]))
         {
-            _inflight.RemoveAll(t => t.IsCompleted);
-            if (_inflight.Count == 0) return 0;
-            await Task.WhenAny(node.NextSuspensionAsync(), Task.WhenAny(_inflight)).WaitAsync(_cancel);
+            Task[] running;
+            lock (_inflight)
+            {
+                _inflight.RemoveAll(t => t.IsCompleted);
+                running = _inflight.ToArray();
+            }
+            if (running.Length == 0) return 0;
+            await Task.WhenAny(node.NextSuspensionAsync(), Task.WhenAny(running)).WaitAsync(_cancel);
         }
         return 0;
     }
