@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Vdisk.Native;
 
 namespace Vdisk.Cli.Common;
 
@@ -22,6 +23,13 @@ internal sealed class Signals : IDisposable
 
     public CancellationToken Token => _cts.Token;
 
+    /// <summary>
+    /// Asked as a signal arrives, before the token is cancelled: true when the verb cannot end
+    /// cleanly (qemu-io with a request that will never finish), and the process then ends by the
+    /// signal at once, as a C program would.
+    /// </summary>
+    public Func<bool>? EndBySignalWhen { get; set; }
+
     /// <summary>The signal that arrived, or 0.</summary>
     public int Received { get; private set; }
 
@@ -32,6 +40,8 @@ internal sealed class Signals : IDisposable
     {
         context.Cancel = true;
         Received = context.Signal == PosixSignal.SIGINT ? 2 : 15;
+        // Before cancelling: cancellation runs the verb's continuations on this thread first.
+        if (EndBySignalWhen?.Invoke() == true) ProcessSignals.RaiseWithDefaultAction(Received);
         _cts.Cancel();
     }
 

@@ -132,10 +132,7 @@ internal static class IoCommand
         // A request that will never finish (held at a breakpoint, or another request waiting behind
         // one) cannot be closed cleanly: on SIGTERM/SIGINT end as qemu-io does, killed by the signal,
         // and let the kernel drop the locks with the descriptors.
-        using var endWhenStuck = signals.Token.Register(() =>
-        {
-            if (session.HasRequestsInFlight) ProcessSignals.RaiseWithDefaultAction(signals.Received);
-        });
+        signals.EndBySignalWhen = () => session.HasRequestsInFlight;
         string? filename = request.File;
         bool forceShare = request.ForceShare;
         if (filename is not null)
