@@ -121,6 +121,15 @@ public sealed class QemuNbdTests : IDisposable
         { ["-l", "snapshot.x", "-k", "SOCK", "IMG"] },
         { ["-l", "sn1", "-f", "raw", "-k", "SOCK", "IMG"] },
         { ["--persistent=1", "IMG"] },
+        { ["-L", "IMG"] },
+        { ["-L", "-x", "disk"] },
+        { ["-L", "-f", "raw"] },
+        { ["-L", "-A", "-k", "SOCK"] },
+        { ["-L", "--cache=none"] },
+        { ["-L", "-c", "/dev/nbd0"] },
+        { ["-L", "--fork"] },
+        { ["-L", "-k", "SOCK"] },
+        { ["--list", "-b", "127.0.0.1", "-p", "1"] },
     };
 
     [Theory]
@@ -141,6 +150,64 @@ public sealed class QemuNbdTests : IDisposable
         // Both name the program as started (getopt, and the "Try ... --help" hint).
         Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (v.ExitCode, v.Stdout, v.Stderr.Replace(VdiskNbd, "qemu-nbd", StringComparison.Ordinal)));
     }
+
+    /// <summary>The servers <c>-L</c> is tried against: each real one and its vdisk twin, several exports, descriptions, meta contexts.</summary>
+    public static TheoryData<string> ListedServers => new() { "qemu-nbd", "vdisk-as-qemu-nbd", "qsd", "vdisk-serve", "no-structured", "oldstyle", "not-fixed" };
+
+    /// <summary>
+    /// <c>qemu-nbd -L</c> (and <c>--list</c> over TCP) prints what qemu-nbd prints for each export:
+    /// name, description, size, flags, block sizes, meta contexts; or its error for a server
+    /// that cannot list.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ListedServers))]
+    public void List_PrintsWhatQemuNbdPrints(string kind)
+    {
+        string img = Image("qcow2");
+        string socket = _dir.File("s.sock");
+        IDisposable server = kind switch
+        {
+            "qemu-nbd" or "vdisk-as-qemu-nbd" => Daemon.Start(kind == "qemu-nbd" ? "qemu-nbd" : VdiskNbd,
+                ["-t", "-r", "-A", "-f", "qcow2", "-x", "disk", "-D", "a listed disk", "-k", socket, img], socket),
+            "qsd" => Daemon.Qsd(ListedExports(img, socket), socket),
+            "vdisk-serve" => Daemon.Vdisk(ListedExports(img, socket), socket),
+            "no-structured" => new ScriptedNbdServer(socket, NbdMisbehaviour.NoStructuredReplies),
+            "oldstyle" => new ScriptedNbdServer(socket, NbdMisbehaviour.Oldstyle),
+            "not-fixed" => new ScriptedNbdServer(socket, NbdMisbehaviour.NotFixedNewstyle),
+            _ => throw new ArgumentException(kind),
+        };
+        RunResult mine;
+        using (server)
+        {
+            foreach (var args in new[] { new[] { "-L", "-k", socket }, ["--list", "--socket", socket] })
+            {
+                var q = Programs.Run("qemu-nbd", args);
+                mine = Programs.Run(VdiskNbd, args);
+                Assert.Equal((q.ExitCode, q.Stdout, q.Stderr), (mine.ExitCode, mine.Stdout, mine.Stderr));
+            }
+            mine = Programs.Run(VdiskNbd, "-L", "-k", socket);
+        }
+        var expected = kind switch
+        {
+            "qemu-nbd" or "vdisk-as-qemu-nbd" => "  description: a listed disk\n",
+            "qsd" or "vdisk-serve" => "exports available: 2\n",
+            "oldstyle" => "exports available: 1\n export: ''\n  size:  1048576\n",
+            "no-structured" => "exports available: 0\n",
+            _ => "",
+        };
+        Assert.Contains(expected, mine.Stdout);
+        if (kind == "not-fixed") Assert.Equal("qemu-nbd: Server does not support export lists\n", mine.Stderr.Replace(VdiskNbd, "qemu-nbd", StringComparison.Ordinal));
+    }
+
+    /// <summary>A storage daemon command line with two exports of one image: a read-only one with a description and a writable one offering qemu:allocation-depth.</summary>
+    private static string[] ListedExports(string img, string socket) =>
+    [
+        "--blockdev", $"driver=file,node-name=file0,filename={img}",
+        "--blockdev", "driver=qcow2,node-name=fmt0,file=file0",
+        "--nbd-server", $"addr.type=unix,addr.path={socket}",
+        "--export", "type=nbd,id=e0,node-name=fmt0,name=first,description=the first export",
+        "--export", "type=nbd,id=e1,node-name=fmt0,name=second,writable=on,allocation-depth=on",
+    ];
 
     [Fact]
     public void ConnectIsRefusedWithAClearMessage()

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Io;
+using Vdisk.Drivers.Nbd;
 using Vdisk.Native;
 using Vdisk.Options;
 using OptionValue = Vdisk.Cli.Common.OptionValue;
@@ -32,6 +33,9 @@ internal sealed record QemuNbdSettings
     public string DetectZeroes { get; init; } = "off";
     public ulong Offset { get; init; }
     public bool AllocationDepth { get; init; }
+
+    /// <summary><c>-L</c>: list the exports of the server at the address instead of serving.</summary>
+    public bool List { get; init; }
 }
 
 /// <summary>
@@ -55,6 +59,7 @@ internal static class QemuNbdCommand
           -b, --bind=IFACE          interface to bind to (default `0.0.0.0')
           -k, --socket=PATH         path to the unix socket
           -e, --shared=NUM          device can be shared by NUM clients (default '1')
+          -L, --list                list exports available from another NBD server
           -t, --persistent          don't exit on the last connection
           -v, --verbose             display extra debugging information
           -x, --export-name=NAME    expose export by name (default is empty string)
@@ -89,7 +94,7 @@ internal static class QemuNbdCommand
               --detect-zeroes=MODE  set detect-zeroes mode (off, on, unmap)
               --image-opts          treat FILE as a full set of image options
 
-        Not supported by vdisk: -c/--connect, -d/--disconnect, -L/--list,
+        Not supported by vdisk: -c/--connect, -d/--disconnect,
         -B/--bitmap, --tls-*, --selinux-label, -T/--trace.
 
         """;
@@ -155,7 +160,8 @@ internal static class QemuNbdCommand
     {
         var result = s_getOpt.Parse(args);
         var s = new QemuNbdSettings { Image = "" };
-        bool seenCache = false, seenAio = false, seenDiscard = false;
+        bool seenCache = false, seenAio = false, seenDiscard = false, list = false;
+        bool seenDevice = false, seenFormat = false, seenBitmap = false;
         string? exportName = null;
         var unsupported = new List<string>();
         foreach (var (option, value) in result.Options)
@@ -202,7 +208,7 @@ internal static class QemuNbdCommand
                     if (ParseCInteger(v) is not { } shared || shared < 0 || shared > int.MaxValue) return Fail($"Invalid shared device number '{v}'");
                     s = s with { Shared = (int)shared };
                     break;
-                case Opt.Format: s = s with { Format = v }; break;
+                case Opt.Format: s = s with { Format = v }; seenFormat = true; break;
                 case Opt.Persistent: s = s with { Persistent = true }; break;
                 case Opt.ExportName:
                     if (System.Text.Encoding.UTF8.GetByteCount(v) > NbdMaxString) return Fail($"export name '{v}' too long");
@@ -225,15 +231,16 @@ internal static class QemuNbdCommand
                 case Opt.Fork: s = s with { Fork = true }; break;
                 case Opt.PidFile: s = s with { PidFile = v }; break;
                 case Opt.Connect or Opt.Disconnect:
+                    seenDevice = true;
                     unsupported.Add("-c/--connect and -d/--disconnect (the kernel NBD client) are not supported by vdisk; connect a client to its socket instead (nbd-client, or qemu-nbd -c of QEMU)");
                     break;
-                case Opt.List: unsupported.Add("-L/--list is not supported by vdisk (use nbdinfo --list)"); break;
+                case Opt.List: list = true; break;
                 case Opt.LoadSnapshot:
                     // qemu-nbd: the snapshot is parsed at once, and -l implies -r.
                     if (!SnapshotChoice.TryParse(v, out var snapshot, nbdQuotes: true)) return new(null, 1);
                     s = s with { LoadSnapshot = snapshot, ReadOnly = true };
                     break;
-                case Opt.Bitmap: unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
+                case Opt.Bitmap: seenBitmap = true; unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
                 case Opt.AllocationDepth: s = s with { AllocationDepth = true }; break;
                 case Opt.Object:
                     // qemu-nbd defines each object as it reads the option.
@@ -257,6 +264,16 @@ internal static class QemuNbdCommand
             Console.Error.Write($"{argv0}: {error.GlibcMessage}\n");
             Stdio.Error($"Try `{argv0} --help' for more information.");
             return new(null, 1);
+        }
+        if (list)
+        {
+            if (result.Operands.Count != 0) return Fail("List mode is incompatible with a file name");
+            if (exportName is not null || s.Description is not null || s.Offset != 0 || seenDevice || seenFormat || s.LoadSnapshot is not null ||
+                seenBitmap || s.AllocationDepth || seenAio || seenDiscard || seenCache)
+                return Fail("List mode is incompatible with per-device settings");
+            if (s.Fork) return Fail("List mode is incompatible with forking");
+            if (unsupported.Count > 0) return Fail(unsupported[0]);
+            return new(s with { List = true }, 0);
         }
         if (result.Operands.Count != 1)
         {
@@ -310,6 +327,7 @@ internal static class QemuNbdCommand
         string argv0 = Personality.ProgramPath() ?? "qemu-nbd";
         var (settings, exitCode) = Parse(args, argv0);
         if (settings is null) return exitCode;
+        if (settings.List) return await ListAsync(settings).ConfigureAwait(false);
 
         using var start = DaemonStart.Begin(ReadyFdVariable);
         // --fork: the child must run under the name qemu-nbd, through the link this process was started by.
@@ -393,6 +411,25 @@ internal static class QemuNbdCommand
             await daemon.ShutdownAsync().ConfigureAwait(false);
             if (image is not null) await image.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>qemu_nbd_client_list: the exports of the server at <c>-k</c> (or <c>-b</c>/<c>-p</c>), printed as qemu-nbd prints them.</summary>
+    private static async Task<int> ListAsync(QemuNbdSettings settings)
+    {
+        var address = settings.SocketPath is { } path ? NbdServerAddress.Unix(path) : NbdServerAddress.Inet(settings.Bind, settings.Port);
+        IReadOnlyList<NbdListedExport> exports;
+        try
+        {
+            exports = await NbdExportList.ListAsync(address, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            Stdio.Error(e.Message);
+            return 1;
+        }
+        Stdio.Out.Write(QemuNbdListing.Format(exports));
+        Stdio.Out.Flush();
+        return 0;
     }
 
     /// <summary>qemu-nbd's export id.</summary>

@@ -16,6 +16,10 @@ public enum NbdMisbehaviour
     ChunkOutsideRequest,
     /// <summary>Closes the connection in the middle of the greeting.</summary>
     ClosesDuringGreeting,
+    /// <summary>Greets oldstyle: size and flags at once, no options (so no export names, no list).</summary>
+    Oldstyle,
+    /// <summary>Newstyle without the fixed bit: only NBD_OPT_EXPORT_NAME is understood.</summary>
+    NotFixedNewstyle,
 }
 
 /// <summary>
@@ -27,6 +31,9 @@ public sealed class ScriptedNbdServer : IDisposable
 {
     public const long Size = 1 << 20;
     public const byte Fill = 0x5a;
+
+    /// <summary>NBD_CLIENT_MAGIC: an oldstyle server's second magic.</summary>
+    private const ulong OldstyleMagic = 0x00420281861253;
 
     private readonly Socket _listener;
     private readonly NbdMisbehaviour _mode;
@@ -81,10 +88,21 @@ public sealed class ScriptedNbdServer : IDisposable
 
     private async Task ServeConnectionAsync(Socket s)
     {
+        if (_mode == NbdMisbehaviour.Oldstyle)
+        {
+            var old = new byte[8 + 8 + 8 + 4 + 124];
+            BinaryPrimitives.WriteUInt64BigEndian(old, NbdMagic.Init);
+            BinaryPrimitives.WriteUInt64BigEndian(old.AsSpan(8), OldstyleMagic);
+            BinaryPrimitives.WriteUInt64BigEndian(old.AsSpan(16), Size);
+            BinaryPrimitives.WriteUInt32BigEndian(old.AsSpan(24), (uint)(NbdTransmissionFlags.HasFlags | NbdTransmissionFlags.SendFlush));
+            await s.SendAsync(old);
+            await TransmitAsync(s, structured: false);
+            return;
+        }
         var greeting = new byte[18];
         BinaryPrimitives.WriteUInt64BigEndian(greeting, NbdMagic.Init);
         BinaryPrimitives.WriteUInt64BigEndian(greeting.AsSpan(8), NbdMagic.Option);
-        BinaryPrimitives.WriteUInt16BigEndian(greeting.AsSpan(16), 3);
+        BinaryPrimitives.WriteUInt16BigEndian(greeting.AsSpan(16), _mode == NbdMisbehaviour.NotFixedNewstyle ? (ushort)0 : (ushort)3);
         if (_mode == NbdMisbehaviour.ClosesDuringGreeting)
         {
             await s.SendAsync(greeting.AsMemory(0, 10));
@@ -123,6 +141,14 @@ public sealed class ScriptedNbdServer : IDisposable
                     return;
                 case NbdOption.Abort:
                     await OptionReplyAsync(s, option, NbdOptionReplyType.Ack, []);
+                    return;
+                case NbdOption.ExportName:
+                    // No reply header: size, flags and (the client did not ask otherwise) 124 zeroes.
+                    var export = new byte[8 + 2 + 124];
+                    BinaryPrimitives.WriteUInt64BigEndian(export, Size);
+                    BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(8), (ushort)(NbdTransmissionFlags.HasFlags | NbdTransmissionFlags.SendFlush));
+                    await s.SendAsync(export);
+                    await TransmitAsync(s, structured: false);
                     return;
                 default:
                     await OptionReplyAsync(s, option, NbdOptionReplyType.ErrUnsupported, []);

@@ -20,6 +20,10 @@ internal sealed record NbdExportInfo
     public bool Has(ushort flag) => (Flags & flag) != 0;
 }
 
+/// <summary>One export as <c>qemu-nbd --list</c> reports it (QEMU's NBDExportInfo after nbd_receive_export_list): Flags is 0 when the server would not describe it.</summary>
+public sealed record NbdListedExport(string Name, string? Description, ulong Size, ushort Flags, uint MinBlock, uint OptBlock, uint MaxBlock,
+    IReadOnlyList<string> MetaContexts);
+
 /// <summary>
 /// The client side of the handshake as QEMU 7.2's nbd_receive_negotiate does it: fixed newstyle,
 /// NBD_OPT_STRUCTURED_REPLY (a refusal only means simple replies), NBD_OPT_SET_META_CONTEXT for
@@ -31,34 +35,21 @@ internal static class NbdHandshake
 {
     public static async Task<NbdExportInfo> NegotiateAsync(NbdChannel channel, string export, string? metaContext, CancellationToken ct)
     {
-        ulong magic = await channel.ReadUInt64Async("initial magic", ct).ConfigureAwait(false);
-        if (magic != NbdWire.InitMagic) throw Fail($"Bad initial magic received: 0x{magic:x}");
-        magic = await channel.ReadUInt64Async("server magic", ct).ConfigureAwait(false);
-        if (magic == NbdWire.OldstyleMagic)
+        var (style, zeroes) = await StartAsync(channel, structuredReply: true, ct).ConfigureAwait(false);
+        if (style == NbdServerStyle.Oldstyle)
         {
             if (export.Length > 0) throw Fail("Server does not support non-empty export names");
-            ulong oldSize = await channel.ReadUInt64Async("export length", ct).ConfigureAwait(false);
-            uint oldFlags = await channel.ReadUInt32Async("export flags", ct).ConfigureAwait(false);
-            if (oldFlags > 0xffff) throw Fail($"Unexpected export flags 0x{oldFlags:x}");
+            var old = await FinishOldstyleAsync(channel, ct).ConfigureAwait(false);
             await channel.SkipAsync(124, "reserved block", ct).ConfigureAwait(false);
-            return new NbdExportInfo { Size = oldSize, Flags = (ushort)oldFlags };
+            return old;
         }
-        if (magic != NbdWire.OptionMagic) throw Fail($"Bad server magic received: 0x{magic:x}");
 
-        ushort serverFlags = await channel.ReadUInt16Async("server flags", ct).ConfigureAwait(false);
-        bool fixedNewstyle = (serverFlags & NbdWire.FlagFixedNewstyle) != 0;
-        bool zeroes = (serverFlags & NbdWire.FlagNoZeroes) == 0;
-        uint clientFlags = (fixedNewstyle ? NbdWire.FlagFixedNewstyle : 0u) | (zeroes ? 0u : NbdWire.FlagNoZeroes);
-        var flagBytes = new byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(flagBytes, clientFlags);
-        await channel.WriteAsync(flagBytes, ct).ConfigureAwait(false);
-
-        if (fixedNewstyle)
+        if (style >= NbdServerStyle.Newstyle)
         {
-            bool structured = await RequestSimpleOptionAsync(channel, NbdWire.OptStructuredReply, ct).ConfigureAwait(false);
+            bool structured = style == NbdServerStyle.NewstyleStructured;
             uint? baseAllocation = null;
             if (structured && metaContext is not null) baseAllocation = await SetMetaContextAsync(channel, export, metaContext, ct).ConfigureAwait(false);
-            var go = await GoAsync(channel, export, ct).ConfigureAwait(false);
+            var go = await InfoOrGoAsync(channel, NbdWire.OptGo, export, ct).ConfigureAwait(false);
             if (go is not null) return Validate(go with { StructuredReplies = structured, BaseAllocationId = baseAllocation });
             await QueryExportsAsync(channel, export, ct).ConfigureAwait(false);
         }
@@ -68,6 +59,116 @@ internal static class NbdHandshake
         ushort flags = await channel.ReadUInt16Async("export flags", ct).ConfigureAwait(false);
         if (zeroes) await channel.SkipAsync(124, "reserved block", ct).ConfigureAwait(false);
         return new NbdExportInfo { Size = size, Flags = flags };
+    }
+
+    /// <summary>
+    /// nbd_receive_export_list, as <c>qemu-nbd --list</c> uses it: NBD_OPT_LIST for the names, then
+    /// NBD_OPT_INFO (asking for block sizes) and, with structured replies, NBD_OPT_LIST_META_CONTEXT
+    /// for each; an oldstyle server describes its one export by itself.
+    /// </summary>
+    public static async Task<IReadOnlyList<NbdListedExport>> ListExportsAsync(NbdChannel channel, CancellationToken ct)
+    {
+        var (style, _) = await StartAsync(channel, structuredReply: true, ct).ConfigureAwait(false);
+        switch (style)
+        {
+            case NbdServerStyle.Oldstyle:
+            {
+                var old = await FinishOldstyleAsync(channel, ct).ConfigureAwait(false);
+                // NBD_CMD_DISC as a courtesy; the information is in hand, so failures do not matter.
+                try
+                {
+                    await channel.SkipAsync(124, "reserved block", ct).ConfigureAwait(false);
+                    var disconnect = new byte[NbdWire.RequestSize];
+                    BinaryPrimitives.WriteUInt32BigEndian(disconnect, NbdWire.RequestMagic);
+                    BinaryPrimitives.WriteUInt16BigEndian(disconnect.AsSpan(6), NbdWire.CmdDisconnect);
+                    await channel.WriteAsync(disconnect, ct).ConfigureAwait(false);
+                }
+                catch (IOException)
+                {
+                }
+                return [new NbdListedExport("", null, old.Size, old.Flags, 0, 0, 0, [])];
+            }
+            case NbdServerStyle.ExportNameOnly:
+                throw Fail("Server does not support export lists");
+        }
+
+        await SendOptionAsync(channel, NbdWire.OptList, ReadOnlyMemory<byte>.Empty, ct).ConfigureAwait(false);
+        var names = new List<(string Name, string? Description)>();
+        while (await ReceiveListEntryAsync(channel, ct).ConfigureAwait(false) is { } entry) names.Add(entry);
+
+        var exports = new List<NbdListedExport>(names.Count);
+        bool described = true;
+        foreach (var (name, description) in names)
+        {
+            var listed = new NbdListedExport(name, description, 0, 0, 0, 0, 0, []);
+            if (described)
+            {
+                // When NBD_OPT_INFO is not understood, the rest is pointless to ask (QEMU stops there too).
+                var info = await InfoOrGoAsync(channel, NbdWire.OptInfo, name, ct).ConfigureAwait(false);
+                if (info is null)
+                {
+                    described = false;
+                }
+                else
+                {
+                    var contexts = style == NbdServerStyle.NewstyleStructured
+                        ? await ListMetaContextsAsync(channel, name, ct).ConfigureAwait(false)
+                        : [];
+                    listed = listed with
+                    {
+                        Size = info.Size, Flags = info.Flags, MinBlock = info.MinBlock, OptBlock = info.OptBlock,
+                        MaxBlock = info.MaxBlock, MetaContexts = contexts,
+                    };
+                }
+            }
+            exports.Add(listed);
+        }
+        await AbortAsync(channel).ConfigureAwait(false);
+        return exports;
+    }
+
+    /// <summary>nbd_start_negotiate's verdict on the server.</summary>
+    private enum NbdServerStyle
+    {
+        Oldstyle,
+        /// <summary>Newstyle without the fixed bit: only NBD_OPT_EXPORT_NAME.</summary>
+        ExportNameOnly,
+        Newstyle,
+        NewstyleStructured,
+    }
+
+    /// <summary>
+    /// nbd_start_negotiate: the magics, the flags exchange, and NBD_OPT_STRUCTURED_REPLY on a
+    /// fixed-newstyle server (a refusal only means simple replies). <c>Zeroes</c>: the server still
+    /// pads its NBD_OPT_EXPORT_NAME answer with 124 zero bytes.
+    /// </summary>
+    private static async Task<(NbdServerStyle Style, bool Zeroes)> StartAsync(NbdChannel channel, bool structuredReply, CancellationToken ct)
+    {
+        ulong magic = await channel.ReadUInt64Async("initial magic", ct).ConfigureAwait(false);
+        if (magic != NbdWire.InitMagic) throw Fail($"Bad initial magic received: 0x{magic:x}");
+        magic = await channel.ReadUInt64Async("server magic", ct).ConfigureAwait(false);
+        if (magic == NbdWire.OldstyleMagic) return (NbdServerStyle.Oldstyle, true);
+        if (magic != NbdWire.OptionMagic) throw Fail($"Bad server magic received: 0x{magic:x}");
+
+        ushort serverFlags = await channel.ReadUInt16Async("server flags", ct).ConfigureAwait(false);
+        bool fixedNewstyle = (serverFlags & NbdWire.FlagFixedNewstyle) != 0;
+        bool zeroes = (serverFlags & NbdWire.FlagNoZeroes) == 0;
+        uint clientFlags = (fixedNewstyle ? NbdWire.FlagFixedNewstyle : 0u) | (zeroes ? 0u : NbdWire.FlagNoZeroes);
+        var flagBytes = new byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(flagBytes, clientFlags);
+        await channel.WriteAsync(flagBytes, ct).ConfigureAwait(false);
+        if (!fixedNewstyle) return (NbdServerStyle.ExportNameOnly, zeroes);
+        bool structured = structuredReply && await RequestSimpleOptionAsync(channel, NbdWire.OptStructuredReply, ct).ConfigureAwait(false);
+        return (structured ? NbdServerStyle.NewstyleStructured : NbdServerStyle.Newstyle, zeroes);
+    }
+
+    /// <summary>nbd_negotiate_finish_oldstyle: size and flags, the 124 reserved bytes left unread.</summary>
+    private static async Task<NbdExportInfo> FinishOldstyleAsync(NbdChannel channel, CancellationToken ct)
+    {
+        ulong size = await channel.ReadUInt64Async("export length", ct).ConfigureAwait(false);
+        uint flags = await channel.ReadUInt32Async("export flags", ct).ConfigureAwait(false);
+        if (flags > 0xffff) throw Fail($"Unexpected export flags 0x{flags:x}");
+        return new NbdExportInfo { Size = size, Flags = (ushort)flags };
     }
 
     private static NbdExportInfo Validate(NbdExportInfo info)
@@ -197,32 +298,24 @@ internal static class NbdHandshake
     /// <summary>nbd_negotiate_simple_meta_context (base:allocation, or x-dirty-bitmap's context): its id, or null when the server has none.</summary>
     private static async Task<uint?> SetMetaContextAsync(NbdChannel channel, string export, string context, CancellationToken ct)
     {
-        byte[] name = Encoding.UTF8.GetBytes(export);
-        byte[] query = Encoding.UTF8.GetBytes(context);
-        var data = new byte[4 + name.Length + 4 + 4 + query.Length];
-        BinaryPrimitives.WriteUInt32BigEndian(data, (uint)name.Length);
-        name.CopyTo(data, 4);
-        BinaryPrimitives.WriteUInt32BigEndian(data.AsSpan(4 + name.Length), 1);
-        BinaryPrimitives.WriteUInt32BigEndian(data.AsSpan(8 + name.Length), (uint)query.Length);
-        query.CopyTo(data, 12 + name.Length);
-        await SendOptionAsync(channel, NbdWire.OptSetMetaContext, data, ct).ConfigureAwait(false);
+        await SendMetaQueryAsync(channel, NbdWire.OptSetMetaContext, export, context, ct).ConfigureAwait(false);
 
-        var first = await ReceiveMetaContextAsync(channel, ct).ConfigureAwait(false);
+        var first = await ReceiveMetaContextAsync(channel, NbdWire.OptSetMetaContext, ct).ConfigureAwait(false);
         if (first is null) return null;
         if (first.Value.Name != context)
         {
             throw await AbortWith(channel, $"Failed to negotiate meta context '{context}', server answered with different context '{first.Value.Name}'")
                 .ConfigureAwait(false);
         }
-        if (await ReceiveMetaContextAsync(channel, ct).ConfigureAwait(false) is not null)
+        if (await ReceiveMetaContextAsync(channel, NbdWire.OptSetMetaContext, ct).ConfigureAwait(false) is not null)
             throw await AbortWith(channel, "Server answered with more than one context").ConfigureAwait(false);
         return first.Value.Id;
     }
 
     /// <summary>nbd_receive_one_meta_context: a context, or null at the ACK (or an ignored error).</summary>
-    private static async Task<(uint Id, string Name)?> ReceiveMetaContextAsync(NbdChannel channel, CancellationToken ct)
+    private static async Task<(uint Id, string Name)?> ReceiveMetaContextAsync(NbdChannel channel, uint option, CancellationToken ct)
     {
-        var reply = await ReceiveReplyAsync(channel, NbdWire.OptSetMetaContext, ct).ConfigureAwait(false);
+        var reply = await ReceiveReplyAsync(channel, option, ct).ConfigureAwait(false);
         if (!await HandleReplyErrorAsync(channel, reply, strict: false, ct).ConfigureAwait(false)) return null;
         if (reply.Type == NbdWire.RepAck)
         {
@@ -242,8 +335,8 @@ internal static class NbdHandshake
         return (id, Encoding.UTF8.GetString(name));
     }
 
-    /// <summary>nbd_opt_info_or_go for GO: the export's description, or null when the server does not know GO.</summary>
-    private static async Task<NbdExportInfo?> GoAsync(NbdChannel channel, string export, CancellationToken ct)
+    /// <summary>nbd_opt_info_or_go (GO or INFO, asking for block sizes): the export's description, or null when the server does not know the option.</summary>
+    private static async Task<NbdExportInfo?> InfoOrGoAsync(NbdChannel channel, uint option, string export, CancellationToken ct)
     {
         byte[] name = Encoding.UTF8.GetBytes(export);
         var data = new byte[4 + name.Length + 2 + 2];
@@ -251,14 +344,14 @@ internal static class NbdHandshake
         name.CopyTo(data, 4);
         BinaryPrimitives.WriteUInt16BigEndian(data.AsSpan(4 + name.Length), 1);
         BinaryPrimitives.WriteUInt16BigEndian(data.AsSpan(6 + name.Length), NbdWire.InfoBlockSize);
-        await SendOptionAsync(channel, NbdWire.OptGo, data, ct).ConfigureAwait(false);
+        await SendOptionAsync(channel, option, data, ct).ConfigureAwait(false);
 
         ulong size = 0;
         ushort flags = 0;
         uint min = 0, opt = 0, max = 0;
         while (true)
         {
-            var reply = await ReceiveReplyAsync(channel, NbdWire.OptGo, ct).ConfigureAwait(false);
+            var reply = await ReceiveReplyAsync(channel, option, ct).ConfigureAwait(false);
             if (!await HandleReplyErrorAsync(channel, reply, strict: true, ct).ConfigureAwait(false)) return null;
             if (reply.Type == NbdWire.RepAck)
             {
@@ -300,35 +393,97 @@ internal static class NbdHandshake
         }
     }
 
-    /// <summary>nbd_receive_query_exports: NBD_OPT_LIST, for a clear error before NBD_OPT_EXPORT_NAME.</summary>
+    /// <summary>nbd_send_meta_query: the export and one query, or none (every context, for LIST only).</summary>
+    private static async Task SendMetaQueryAsync(NbdChannel channel, uint option, string export, string? query, CancellationToken ct)
+    {
+        byte[] name = Encoding.UTF8.GetBytes(export);
+        byte[] text = query is null ? [] : Encoding.UTF8.GetBytes(query);
+        var data = new byte[4 + name.Length + 4 + (query is null ? 0 : 4 + text.Length)];
+        BinaryPrimitives.WriteUInt32BigEndian(data, (uint)name.Length);
+        name.CopyTo(data, 4);
+        BinaryPrimitives.WriteUInt32BigEndian(data.AsSpan(4 + name.Length), query is null ? 0u : 1u);
+        if (query is not null)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(data.AsSpan(8 + name.Length), (uint)text.Length);
+            text.CopyTo(data, 12 + name.Length);
+        }
+        await SendOptionAsync(channel, option, data, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// nbd_list_meta_contexts: every context the server offers for the export. QEMU 3.0 servers
+    /// forgot the qemu: contexts in an empty query, so when none came, they are asked for by prefix.
+    /// </summary>
+    private static async Task<IReadOnlyList<string>> ListMetaContextsAsync(NbdChannel channel, string export, CancellationToken ct)
+    {
+        await SendMetaQueryAsync(channel, NbdWire.OptListMetaContext, export, null, ct).ConfigureAwait(false);
+        var contexts = new List<string>();
+        bool seenQemu = false;
+        while (true)
+        {
+            var context = await ReceiveMetaContextAsync(channel, NbdWire.OptListMetaContext, ct).ConfigureAwait(false);
+            if (context is null && contexts.Count > 0 && !seenQemu)
+            {
+                seenQemu = true;
+                await SendMetaQueryAsync(channel, NbdWire.OptListMetaContext, export, "qemu:", ct).ConfigureAwait(false);
+                continue;
+            }
+            if (context is null) return contexts;
+            seenQemu |= context.Value.Name.StartsWith("qemu:", StringComparison.Ordinal);
+            contexts.Add(context.Value.Name);
+        }
+    }
+
+    /// <summary>nbd_receive_list: one export of an NBD_OPT_LIST answer, or null at its end (or when the server does not list).</summary>
+    private static async Task<(string Name, string? Description)?> ReceiveListEntryAsync(NbdChannel channel, CancellationToken ct)
+    {
+        var reply = await ReceiveReplyAsync(channel, NbdWire.OptList, ct).ConfigureAwait(false);
+        if (!await HandleReplyErrorAsync(channel, reply, strict: true, ct).ConfigureAwait(false)) return null;
+        if (reply.Type == NbdWire.RepAck)
+        {
+            if (reply.Length != 0) throw await AbortWith(channel, "length too long for option end").ConfigureAwait(false);
+            return null;
+        }
+        if (reply.Type != NbdWire.RepServer)
+        {
+            throw await AbortWith(channel, $"Unexpected reply type {reply.Type} ({NbdWire.ReplyName(reply.Type)}), " +
+                $"expected {NbdWire.RepServer} ({NbdWire.ReplyName(NbdWire.RepServer)})").ConfigureAwait(false);
+        }
+        if (reply.Length < 4 || reply.Length > NbdWire.MaxBufferSize)
+            throw await AbortWith(channel, $"incorrect option length {reply.Length}").ConfigureAwait(false);
+        uint nameLength = await channel.ReadUInt32Async("option name length", ct).ConfigureAwait(false);
+        uint rest = reply.Length - 4;
+        if (nameLength > rest || nameLength > NbdWire.MaxStringSize)
+            throw await AbortWith(channel, "incorrect name length in server's list response").ConfigureAwait(false);
+        var name = new byte[nameLength];
+        await channel.ReadExactlyAsync(name, "export name", ct).ConfigureAwait(false);
+        rest -= nameLength;
+        string? description = null;
+        if (rest > 0)
+        {
+            if (rest > NbdWire.MaxStringSize)
+                throw await AbortWith(channel, "incorrect description length in server's list response").ConfigureAwait(false);
+            var text = new byte[rest];
+            await channel.ReadExactlyAsync(text, "export description", ct).ConfigureAwait(false);
+            description = Encoding.UTF8.GetString(text);
+        }
+        return (Encoding.UTF8.GetString(name), description);
+    }
+
+    /// <summary>
+    /// nbd_receive_query_exports: NBD_OPT_LIST, for a clear error before NBD_OPT_EXPORT_NAME. An empty
+    /// list cannot be told from a server that does not list, so then the export is assumed to exist.
+    /// </summary>
     private static async Task QueryExportsAsync(NbdChannel channel, string export, CancellationToken ct)
     {
         await SendOptionAsync(channel, NbdWire.OptList, ReadOnlyMemory<byte>.Empty, ct).ConfigureAwait(false);
-        bool found = false;
-        while (true)
+        bool empty = true, found = false;
+        while (await ReceiveListEntryAsync(channel, ct).ConfigureAwait(false) is { } entry)
         {
-            var reply = await ReceiveReplyAsync(channel, NbdWire.OptList, ct).ConfigureAwait(false);
-            if (!await HandleReplyErrorAsync(channel, reply, strict: true, ct).ConfigureAwait(false)) return;
-            if (reply.Type == NbdWire.RepAck)
-            {
-                if (reply.Length != 0) throw await AbortWith(channel, "length too long for option end").ConfigureAwait(false);
-                if (!found) throw await AbortWith(channel, $"No export with name '{export}' available").ConfigureAwait(false);
-                return;
-            }
-            if (reply.Type != NbdWire.RepServer)
-            {
-                throw await AbortWith(channel, $"Unexpected reply type {reply.Type} ({NbdWire.ReplyName(reply.Type)}), " +
-                    $"expected {NbdWire.RepServer} ({NbdWire.ReplyName(NbdWire.RepServer)})").ConfigureAwait(false);
-            }
-            if (reply.Length < 4 || reply.Length > NbdWire.MaxBufferSize)
-                throw await AbortWith(channel, $"incorrect option length {reply.Length}").ConfigureAwait(false);
-            uint nameLength = await channel.ReadUInt32Async("option name length", ct).ConfigureAwait(false);
-            if (nameLength > reply.Length - 4) throw await AbortWith(channel, "incorrect name length in server's list response").ConfigureAwait(false);
-            var name = new byte[nameLength];
-            await channel.ReadExactlyAsync(name, "export name", ct).ConfigureAwait(false);
-            await channel.SkipAsync(reply.Length - 4 - nameLength, "export description", ct).ConfigureAwait(false);
-            if (Encoding.UTF8.GetString(name) == export) found = true;
+            empty = false;
+            if (entry.Name == export) found = true;
         }
+        if (!empty && !found) throw await AbortWith(channel, $"No export with name '{export}' available").ConfigureAwait(false);
     }
 
     private static NbdProtocolException Fail(string message) => new(message);
