@@ -1,7 +1,6 @@
 using System.Globalization;
 using Vdisk.Cli.Common;
 using Vdisk.Cli.Io;
-using Vdisk.Drivers.Nbd;
 using Vdisk.Native;
 using Vdisk.Options;
 using OptionValue = Vdisk.Cli.Common.OptionValue;
@@ -416,11 +415,10 @@ internal static class QemuNbdCommand
     /// <summary>qemu_nbd_client_list: the exports of the server at <c>-k</c> (or <c>-b</c>/<c>-p</c>), printed as qemu-nbd prints them.</summary>
     private static async Task<int> ListAsync(QemuNbdSettings settings)
     {
-        var address = settings.SocketPath is { } path ? NbdServerAddress.Unix(path) : NbdServerAddress.Inet(settings.Bind, settings.Port);
         IReadOnlyList<NbdListedExport> exports;
         try
         {
-            exports = await NbdExportList.ListAsync(address, CancellationToken.None).ConfigureAwait(false);
+            exports = await NbdExportList.ListAsync(settings.SocketPath, settings.Bind, settings.Port, CancellationToken.None).ConfigureAwait(false);
         }
         catch (IOException e)
         {

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using Vdisk.Drivers.Nbd;
 
 namespace Vdisk.Cli.Nbd;
 

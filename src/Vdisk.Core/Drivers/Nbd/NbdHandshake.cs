@@ -20,10 +20,6 @@ internal sealed record NbdExportInfo
     public bool Has(ushort flag) => (Flags & flag) != 0;
 }
 
-/// <summary>One export as <c>qemu-nbd --list</c> reports it (QEMU's NBDExportInfo after nbd_receive_export_list): Flags is 0 when the server would not describe it.</summary>
-public sealed record NbdListedExport(string Name, string? Description, ulong Size, ushort Flags, uint MinBlock, uint OptBlock, uint MaxBlock,
-    IReadOnlyList<string> MetaContexts);
-
 /// <summary>
 /// The client side of the handshake as QEMU 7.2's nbd_receive_negotiate does it: fixed newstyle,
 /// NBD_OPT_STRUCTURED_REPLY (a refusal only means simple replies), NBD_OPT_SET_META_CONTEXT for

@@ -47,7 +47,7 @@ public sealed partial class Qcow2Node
 
     private async Task<ImageCheck> CheckLockedAsync(RepairMode fix, Action<string> log, CancellationToken ct)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);

@@ -26,20 +26,19 @@ public sealed class Qcow2Driver : IBlockDriver
     /// <inheritdoc />
     public bool SupportsCompressedWrites => true;
 
-    /// <summary>The overlap-check.* switches (qcow2_runtime_opts), checked for their type only.</summary>
-    private static readonly string[] OverlapSwitches =
-    [
-        "main-header", "active-l1", "active-l2", "refcount-table", "refcount-block", "snapshot-table", "inactive-l1",
-        "inactive-l2", "bitmap-directory",
-    ];
-
     /// <summary>
-    /// qcow2's runtime options as vdisk reads them: caches, discard passing and overlap checks do
-    /// not change what vdisk does, but their values are checked as qcow2_update_options does.
+    /// qcow2's runtime options as vdisk reads them: caches and discard passing do not change what
+    /// vdisk does, but their values are checked as qcow2_update_options does; the overlap checks
+    /// decide which metadata every write is checked against.
     /// </summary>
     internal sealed record RuntimeOptions(ulong? CacheSize, ulong? L2CacheSize, ulong? L2CacheEntrySize, ulong? RefcountCacheSize,
         ulong? CacheCleanInterval, bool? LazyRefcounts, string? OverlapCheck, string? OverlapTemplate,
-        string? EncryptKeySecret = null, string? EncryptFormat = null);
+        string? EncryptKeySecret = null, string? EncryptFormat = null, IReadOnlyDictionary<string, bool>? OverlapSwitches = null)
+    {
+        /// <summary>The overlap checks these options select.</summary>
+        public Qcow2OverlapChecks OverlapChecks =>
+            Qcow2OverlapCheckNames.Resolve(OverlapCheck ?? OverlapTemplate, OverlapSwitches ?? new Dictionary<string, bool>());
+    }
 
     /// <summary>Takes the runtime options, refusing values of the wrong type with QemuOpts' messages.</summary>
     internal static RuntimeOptions TakeRuntimeOptions(NodeOptions o)
@@ -49,11 +48,15 @@ public sealed class Qcow2Driver : IBlockDriver
         o.TakeBool("pass-discard-snapshot");
         o.TakeBool("pass-discard-other");
         string? overlap = null, template = null;
+        var overlapSwitches = new Dictionary<string, bool>();
         if (o.Has("overlap-check") && o.Dictionary["overlap-check"] is OptionDict switches)
         {
             var inner = new NodeOptions(switches);
             template = inner.TakeString("template");
-            foreach (var name in OverlapSwitches) inner.TakeBool(name);
+            foreach (var name in Qcow2OverlapCheckNames.Switches)
+            {
+                if (inner.TakeBool(name) is { } on) overlapSwitches[name] = on;
+            }
             o.Take("overlap-check");
         }
         else
@@ -73,7 +76,8 @@ public sealed class Qcow2Driver : IBlockDriver
             format = inner.TakeString("format");
         }
         o.Take("encrypt");
-        return new RuntimeOptions(cacheSize, l2CacheSize, l2EntrySize, refcountCacheSize, cleanInterval, lazy, overlap, template, keySecret, format);
+        return new RuntimeOptions(cacheSize, l2CacheSize, l2EntrySize, refcountCacheSize, cleanInterval, lazy, overlap, template, keySecret, format,
+            overlapSwitches);
     }
 
     /// <summary>
@@ -149,6 +153,7 @@ public sealed class Qcow2Driver : IBlockDriver
         try
         {
             CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);
+            node.OverlapChecks = runtime.OverlapChecks;
         }
         catch
         {

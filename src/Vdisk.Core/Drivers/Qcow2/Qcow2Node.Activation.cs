@@ -19,7 +19,7 @@ public sealed partial class Qcow2Node
 
     private async ValueTask InactivateAsync()
     {
-        await _lock.WaitAsync().ConfigureAwait(false);
+        await LockQuiescedAsync().ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
@@ -50,7 +50,7 @@ public sealed partial class Qcow2Node
 
     private async ValueTask ReloadAsync()
     {
-        await _lock.WaitAsync().ConfigureAwait(false);
+        await LockQuiescedAsync().ConfigureAwait(false);
         try
         {
             var first = new byte[Qcow2Header.V3HeaderLength];

@@ -80,7 +80,7 @@ public sealed partial class Qcow2Node
     /// <summary>The data file name and the data-file-raw bit changed, and the header rewritten (qcow2_update_header).</summary>
     private async ValueTask RewriteDataFileHeaderAsync(string? name, bool raw, CancellationToken ct)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);
@@ -99,7 +99,7 @@ public sealed partial class Qcow2Node
     /// <summary>Changes lazy_refcounts (v3 only): switching them off makes the image clean first.</summary>
     private async ValueTask SetLazyRefcountsAsync(bool enabled, CancellationToken ct)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);
@@ -128,7 +128,7 @@ public sealed partial class Qcow2Node
     /// <summary>Rewrites the header with another version (an upgrade keeps everything else).</summary>
     private async ValueTask WriteVersionAsync(int version, CancellationToken ct)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);
@@ -155,7 +155,7 @@ public sealed partial class Qcow2Node
         foreach (var snapshot in _snapshots)
             if (snapshot.VmStateSize > uint.MaxValue || snapshot.DiskSize != (ulong)Length)
                 throw new NativeIOException(Errno.ENOTSUP, "Internal snapshots prevent downgrade of image");
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);

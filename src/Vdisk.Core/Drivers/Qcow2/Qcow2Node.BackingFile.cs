@@ -15,7 +15,7 @@ public sealed partial class Qcow2Node
     public override async ValueTask ChangeBackingFileAsync(string? name, string? format, CancellationToken ct = default)
     {
         EnsureWritable();
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);

@@ -79,7 +79,7 @@ public sealed partial class Qcow2Node
             await WriteAsync(offset, cluster, WriteFlags.None, ct).ConfigureAwait(false);
             return;
         }
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockWithoutAllocationsAsync(_g.ClusterStart(offset), _g.ClusterStart(offset) + _g.ClusterSize, ct).ConfigureAwait(false);
         try
         {
             await PrepareForWritesLockedAsync().ConfigureAwait(false);

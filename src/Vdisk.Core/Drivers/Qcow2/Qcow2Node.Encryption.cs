@@ -174,7 +174,7 @@ public sealed partial class Qcow2Node
     internal async Task EncryptNewImageAsync(Qcow2Encryption encryption, CancellationToken ct)
     {
         EnsureWritable();
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await FlushLockedAsync(ct).ConfigureAwait(false);

@@ -19,6 +19,53 @@ public sealed partial class Qcow2Node
     /// </summary>
     private DecompressedCluster? _lastDecompressed;
 
+    /// <summary>
+    /// A request that owns a guest range while it works without the lock: other requests that
+    /// would change the range's L2 entries wait for <see cref="Done"/> (QEMU's cluster_allocs and
+    /// handle_dependencies).
+    /// </summary>
+    private class InFlightAllocation(long guestStart, int length)
+    {
+        public long GuestStart { get; } = guestStart;
+        public int Length { get; } = length;
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Allocating writes between choosing their host clusters and linking them; guarded by the lock.</summary>
+    private readonly List<InFlightAllocation> _allocations = [];
+
+    /// <summary>An in-flight allocation whose clusters overlap [start, end), or null.</summary>
+    private InFlightAllocation? OverlappingAllocation(long start, long end)
+    {
+        foreach (var a in _allocations)
+        {
+            long aStart = _g.ClusterStart(a.GuestStart);
+            long aEnd = _g.ClusterStart(a.GuestStart + a.Length + _g.ClusterSize - 1);
+            if (start < aEnd && aStart < end) return a;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Takes the lock once no allocating write overlapping [start, end) is in flight: for requests
+    /// that change L2 entries themselves (zeroes, discards, compressed writes) and, over the whole
+    /// image, for operations that rework the metadata (snapshots, resize, amend, check, close).
+    /// </summary>
+    private async ValueTask LockWithoutAllocationsAsync(long start, long end, CancellationToken ct)
+    {
+        while (true)
+        {
+            await _lock.WaitAsync(ct).ConfigureAwait(false);
+            var pending = OverlappingAllocation(start, end);
+            if (pending is null) return;
+            _lock.Release();
+            await pending.Done.Task.WaitAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary><see cref="LockWithoutAllocationsAsync"/> over the whole image.</summary>
+    private ValueTask LockQuiescedAsync(CancellationToken ct = default) => LockWithoutAllocationsAsync(0, long.MaxValue, ct);
+
     /// <summary>The entry's cluster kind in this image (offset 0 is valid in an external data file).</summary>
     private Qcow2ClusterKind KindOf(L2Entry entry) => entry.KindWith(HasExternalDataFile);
 
@@ -214,28 +261,47 @@ public sealed partial class Qcow2Node
         {
             await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
             Mapping m;
+            AllocatingWrite? allocation = null;
+            InFlightAllocation? dependency = null;
             try
             {
                 await PrepareForWritesLockedAsync().ConfigureAwait(false);
                 m = await MapLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
                 if (m.Kind != Qcow2ClusterKind.Normal || !m.Entry.IsCopied)
                 {
-                    try
+                    dependency = OverlappingAllocation(_g.ClusterStart(offset + pos), _g.ClusterStart(offset + pos) + _g.ClusterSize);
+                    if (dependency is null)
                     {
-                        pos += await AllocatingWriteLockedAsync(offset + pos, data[(int)pos..], cancellationToken).ConfigureAwait(false);
+                        try
+                        {
+                            allocation = await BeginAllocatingWriteLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
+                        }
+                        catch (NativeIOException) when (_refcounts.TakeFoundCorruption() is { } corruption)
+                        {
+                            await SignalCorruptionAsync(corruption).ConfigureAwait(false);
+                        }
                     }
-                    catch (NativeIOException) when (_refcounts.TakeFoundCorruption() is { } corruption)
-                    {
-                        await SignalCorruptionAsync(corruption).ConfigureAwait(false);
-                    }
-                    continue;
                 }
-                if (_dataChild is null) await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
-                Interlocked.Increment(ref _inflight);
+                else
+                {
+                    if (_dataChild is null) await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
+                    Interlocked.Increment(ref _inflight);
+                }
             }
             finally
             {
                 _lock.Release();
+            }
+            if (dependency is not null)
+            {
+                // Another write is filling this cluster: once it is linked, the cluster is looked up again.
+                await dependency.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            if (allocation is not null)
+            {
+                pos += await FinishAllocatingWriteAsync(allocation, data[(int)pos..], cancellationToken).ConfigureAwait(false);
+                continue;
             }
             try
             {
@@ -254,18 +320,35 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>
-    /// Writes into clusters that need a new host cluster (unallocated, zero, compressed, shared)
-    /// or a preallocated zero cluster: allocates a contiguous run, writes the data with the old
-    /// contents around it, then points the L2 entries at it. Returns the bytes consumed.
+    /// A write into clusters that need a new host cluster (unallocated, zero, compressed, shared)
+    /// or into a preallocated zero cluster, between choosing its host clusters and linking them
+    /// into the L2 table (QEMU's QCowL2Meta). Its guest clusters are in <see cref="_allocations"/>
+    /// meanwhile, so no other request changes their entries.
     /// </summary>
-    private async ValueTask<int> AllocatingWriteLockedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+    private sealed class AllocatingWrite(long offset, int consumed, long host, int count, bool reuse, L2Entry first, L2Entry last)
+        : InFlightAllocation(offset, consumed)
+    {
+        public long Host { get; } = host;
+        public int Count { get; } = count;
+        public bool Reuse { get; } = reuse;
+        /// <summary>The old entries of the first and last cluster: where the copy-on-write reads.</summary>
+        public L2Entry First { get; } = first;
+        public L2Entry Last { get; } = last;
+    }
+
+    /// <summary>
+    /// qcow2_alloc_host_offset for clusters that need one: allocates a contiguous run (stopping
+    /// before a cluster another write is filling), checks it against the metadata, and registers
+    /// the write as in flight. The data I/O and the L2 update happen in
+    /// <see cref="FinishAllocatingWriteAsync"/>, the data part without the lock.
+    /// </summary>
+    private async ValueTask<AllocatingWrite> BeginAllocatingWriteLockedAsync(long offset, long length)
     {
         int cs = _g.ClusterSize;
         long l1Index = _g.L1Index(offset);
         var table = await GetL2ForWriteLockedAsync(l1Index).ConfigureAwait(false);
-        long l2Offset = table.Offset;
         long tableEnd = (l1Index + 1) * _g.BytesPerL2Table;
-        long end = Math.Min(offset + data.Length, tableEnd);
+        long end = Math.Min(offset + length, tableEnd);
         long clusterStart = _g.ClusterStart(offset);
         int index = _g.L2Index(offset);
         var first = EntryAt(table, index);
@@ -276,50 +359,118 @@ public sealed partial class Qcow2Node
         {
             while (clusterStart + (long)count * cs < end && count < maxClusters)
             {
+                long next = clusterStart + (long)count * cs;
                 var e = EntryAt(table, index + count);
                 if (e.IsCopied && KindOf(e) is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated) break;
+                if (OverlappingAllocation(next, next + cs) is not null) break;
                 count++;
             }
         }
         long runEnd = clusterStart + (long)count * cs;
-        long writeEnd = Math.Min(end, runEnd);
-        int consumed = (int)(writeEnd - offset);
-        int head = (int)(offset - clusterStart);
-        int tail = (int)(runEnd - writeEnd);
-        var lastEntry = EntryAt(table, index + count - 1);
+        int consumed = (int)(Math.Min(end, runEnd) - offset);
+        var last = EntryAt(table, index + count - 1);
 
         // An external data file keeps each cluster at its guest offset, outside the refcounts.
         long host = reuse ? first.HostOffset
             : HasExternalDataFile ? clusterStart
             : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
         if (!HasExternalDataFile) await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
-        if (head == 0 && tail == 0)
-        {
-            await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
-            await DataFile.WriteAsync(host, EncryptForWrite(offset, host, data[..consumed]), WriteFlags.None, ct).ConfigureAwait(false);
-        }
-        else
-        {
-            var buffer = new byte[(long)count * cs];
-            await File.DebugEventAsync(BlkdebugEvent.CowRead).ConfigureAwait(false);
-            if (head > 0) await ReadOldAsync(first, clusterStart, 0, buffer.AsMemory(0, head), ct).ConfigureAwait(false);
-            data.Span[..consumed].CopyTo(buffer.AsSpan(head));
-            if (tail > 0)
-                await ReadOldAsync(lastEntry, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
-            if (IsEncrypted) Crypto.Encrypt(CryptOffset(clusterStart, host), buffer);
-            await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
-            await DataFile.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
-        }
-        _dataSinceSync = true;
+        var write = new AllocatingWrite(offset, consumed, host, count, reuse, first, last);
+        _allocations.Add(write);
+        return write;
+    }
 
-        table = await _l2Cache.GetAsync(l2Offset).ConfigureAwait(false);
-        for (int i = 0; i < count; i++)
+    /// <summary>
+    /// The rest of an allocating write: the data with the old contents around it (copy-on-write),
+    /// without the lock, as QEMU's perform_cow runs with its lock dropped; then, locked, the L2
+    /// entries pointed at the new clusters and the old ones queued for freeing. A failure gives the
+    /// new clusters back (qcow2_alloc_cluster_abort). Returns the bytes consumed.
+    /// </summary>
+    private async ValueTask<int> FinishAllocatingWriteAsync(AllocatingWrite write, ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        int cs = _g.ClusterSize;
+        long clusterStart = _g.ClusterStart(write.GuestStart);
+        long runEnd = clusterStart + (long)write.Count * cs;
+        int head = (int)(write.GuestStart - clusterStart);
+        int tail = (int)(runEnd - write.GuestStart - write.Length);
+        bool linked = false;
+        // The old clusters the copy-on-write reads must not be freed while it reads them.
+        Interlocked.Increment(ref _inflight);
+        try
         {
-            var old = EntryAt(table, index + i);
-            SetEntry(table, index + i, L2Entry.Allocated(host + (long)i * cs));
-            if (!reuse) QueueFree(old, discard: false);
+            if (head == 0 && tail == 0)
+            {
+                await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
+                await DataFile.WriteAsync(write.Host, EncryptForWrite(write.GuestStart, write.Host, data[..write.Length]), WriteFlags.None, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                var buffer = new byte[(long)write.Count * cs];
+                await File.DebugEventAsync(BlkdebugEvent.CowRead).ConfigureAwait(false);
+                // do_perform_cow_read: a node made unusable meanwhile (a fatal corruption) is not read.
+                EnsureUsable();
+                if (head > 0) await ReadOldAsync(write.First, clusterStart, 0, buffer.AsMemory(0, head), ct).ConfigureAwait(false);
+                data.Span[..write.Length].CopyTo(buffer.AsSpan(head));
+                if (tail > 0)
+                    await ReadOldAsync(write.Last, runEnd - cs, cs - tail, buffer.AsMemory(buffer.Length - tail), ct).ConfigureAwait(false);
+                if (IsEncrypted) Crypto.Encrypt(CryptOffset(clusterStart, write.Host), buffer);
+                await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
+                await DataFile.WriteAsync(write.Host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
+            }
+            _dataSinceSync = true;
+
+            await _lock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+            try
+            {
+                // Looked up again: the table may have been written back, or copied for a snapshot, meanwhile.
+                var table = await GetL2ForWriteLockedAsync(_g.L1Index(clusterStart)).ConfigureAwait(false);
+                int index = _g.L2Index(clusterStart);
+                for (int i = 0; i < write.Count; i++)
+                {
+                    var old = EntryAt(table, index + i);
+                    SetEntry(table, index + i, L2Entry.Allocated(write.Host + (long)i * cs));
+                    if (!write.Reuse) QueueFree(old, discard: false);
+                }
+                _allocations.Remove(write);
+                linked = true;
+            }
+            finally
+            {
+                _lock.Release();
+            }
+            return write.Length;
         }
-        return consumed;
+        finally
+        {
+            Interlocked.Decrement(ref _inflight);
+            if (!linked) await AbandonAllocationAsync(write).ConfigureAwait(false);
+            write.Done.TrySetResult();
+        }
+    }
+
+    /// <summary>qcow2_alloc_cluster_abort: new clusters that never got linked go back to the free pool.</summary>
+    private async ValueTask AbandonAllocationAsync(AllocatingWrite write)
+    {
+        await _lock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            if (!write.Reuse && !HasExternalDataFile && !_unusable)
+            {
+                try
+                {
+                    await _refcounts.ChangeAsync(write.Host, (long)write.Count * _g.ClusterSize, -1).ConfigureAwait(false);
+                }
+                catch (IOException)
+                {
+                    // The clusters leak; check -r leaks reclaims them, as with QEMU.
+                }
+            }
+        }
+        finally
+        {
+            _allocations.Remove(write);
+            _lock.Release();
+        }
     }
 
     /// <summary>The L2 table for <paramref name="l1Index"/>, allocated or copied (when shared with a snapshot) so it can be changed.</summary>
@@ -399,20 +550,82 @@ public sealed partial class Qcow2Node
         _header.IncompatibleFeatures = value;
     }
 
+    /// <summary>Which metadata writes are checked against (the overlap-check options; QEMU's default is cached).</summary>
+    internal Qcow2OverlapChecks OverlapChecks { get; set; } = Qcow2OverlapChecks.Cached;
+
     /// <summary>
-    /// The pre-write overlap check (QEMU's default "cached" template): data must never land on
-    /// the header, the active L1 table, the refcount table or the snapshot table.
+    /// qcow2_pre_write_overlap_check for data: a write must never land on the image's metadata
+    /// (those <see cref="OverlapChecks"/> selects); one that would marks the image corrupt and fails.
     /// </summary>
     private async ValueTask CheckMetadataOverlapAsync(long offset, long length)
     {
-        string? hit = null;
-        if (offset < _g.ClusterSize) hit = "qcow2_header";
-        else if (Overlaps(offset, length, (long)_header.L1TableOffset, _l1.Length * 8L)) hit = "active L1 table";
-        else if (Overlaps(offset, length, _refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits)) hit = "refcount table";
-        else if (_header.SnapshotCount > 0 && Overlaps(offset, length, (long)_header.SnapshotsOffset, Qcow2Snapshot.TableSize(_snapshots))) hit = "snapshot table";
-        if (hit is not null)
-            await SignalCorruptionAsync($"Preventing invalid write on metadata (overlaps with {hit})").ConfigureAwait(false);
+        var hit = await FindMetadataOverlapAsync(offset, length, OverlapChecks).ConfigureAwait(false);
+        if (hit != Qcow2OverlapChecks.None)
+            await SignalCorruptionAsync($"Preventing invalid write on metadata (overlaps with {Qcow2OverlapCheckNames.Describe(hit)})").ConfigureAwait(false);
     }
+
+    /// <summary>qcow2_check_metadata_overlap: the first kind of metadata (in QEMU's order) the range overlaps, or None.</summary>
+    private async ValueTask<Qcow2OverlapChecks> FindMetadataOverlapAsync(long offset, long length, Qcow2OverlapChecks checks)
+    {
+        if (length == 0) return Qcow2OverlapChecks.None;
+        int cs = _g.ClusterSize;
+        if ((checks & Qcow2OverlapChecks.MainHeader) != 0 && offset < cs) return Qcow2OverlapChecks.MainHeader;
+        // The range is widened to whole clusters: metadata owns its clusters.
+        long start = _g.ClusterStart(offset);
+        long size = _g.ClusterStart(offset - start + length + cs - 1);
+        bool Hits(long metadataOffset, long metadataLength) => Overlaps(start, size, metadataOffset, metadataLength);
+
+        if ((checks & Qcow2OverlapChecks.ActiveL1) != 0 && _l1.Length > 0 && Hits((long)_header.L1TableOffset, _l1.Length * 8L))
+            return Qcow2OverlapChecks.ActiveL1;
+        if ((checks & Qcow2OverlapChecks.RefcountTable) != 0 && Hits(_refcounts.TableOffset, (long)_refcounts.TableClusters << _g.ClusterBits))
+            return Qcow2OverlapChecks.RefcountTable;
+        if ((checks & Qcow2OverlapChecks.SnapshotTable) != 0 && _header.SnapshotCount > 0 &&
+            Hits((long)_header.SnapshotsOffset, Qcow2Snapshot.TableSize(_snapshots)))
+            return Qcow2OverlapChecks.SnapshotTable;
+        if ((checks & Qcow2OverlapChecks.InactiveL1) != 0 && _snapshots.Any(sn => sn.L1Size > 0 && Hits((long)sn.L1TableOffset, sn.L1Size * 8L)))
+            return Qcow2OverlapChecks.InactiveL1;
+        if ((checks & Qcow2OverlapChecks.ActiveL2) != 0)
+        {
+            foreach (ulong entry in _l1)
+            {
+                long l2 = (long)(entry & L2Entry.OffsetMask);
+                if (l2 != 0 && Hits(l2, cs)) return Qcow2OverlapChecks.ActiveL2;
+            }
+        }
+        if ((checks & Qcow2OverlapChecks.RefcountBlock) != 0)
+        {
+            foreach (ulong entry in _refcounts.Table)
+            {
+                long block = (long)(entry & Qcow2Refcounts.TableOffsetMask);
+                if (block != 0 && Hits(block, cs)) return Qcow2OverlapChecks.RefcountBlock;
+            }
+        }
+        if ((checks & Qcow2OverlapChecks.InactiveL2) != 0)
+        {
+            foreach (var snapshot in _snapshots)
+            {
+                // qcow2_validate_table, then the snapshot's L1 table as it is on disk.
+                if (snapshot.L1Size > MaxL1Bytes / 8)
+                    throw new NativeIOException(Errno.EFBIG, NativeIOException.Describe(Errno.EFBIG), Filename);
+                if (long.MaxValue - snapshot.L1Size * 8L < (long)snapshot.L1TableOffset || _g.OffsetInCluster((long)snapshot.L1TableOffset) != 0)
+                    throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
+                var l1 = new byte[snapshot.L1Size * 8];
+                await File.ReadAsync((long)snapshot.L1TableOffset, l1).ConfigureAwait(false);
+                for (int i = 0; i < l1.Length; i += 8)
+                {
+                    long l2 = (long)(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)) & L2Entry.OffsetMask);
+                    if (l2 != 0 && Hits(l2, cs)) return Qcow2OverlapChecks.InactiveL2;
+                }
+            }
+        }
+        if ((checks & Qcow2OverlapChecks.BitmapDirectory) != 0 && (_header.AutoclearFeatures & Qcow2Features.AutoclearBitmaps) != 0 &&
+            _header.Bitmaps is { } bitmaps && Hits((long)bitmaps.DirectoryOffset, (long)bitmaps.DirectorySize))
+            return Qcow2OverlapChecks.BitmapDirectory;
+        return Qcow2OverlapChecks.None;
+    }
+
+    /// <summary>QCOW_MAX_L1_SIZE.</summary>
+    private const long MaxL1Bytes = 32L << 20;
 
     private static bool Overlaps(long a, long alen, long b, long blen) => blen > 0 && a < b + blen && b < a + alen;
 
@@ -524,7 +737,7 @@ public sealed partial class Qcow2Node
     /// </summary>
     private async ValueTask<bool> ZeroClustersAsync(long start, long end, bool unmap, CancellationToken ct, bool onlyIfUnallocatedOrZero = false)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockWithoutAllocationsAsync(start, end, ct).ConfigureAwait(false);
         try
         {
             if (_header.Version < 3)
@@ -581,7 +794,7 @@ public sealed partial class Qcow2Node
         long alignedEnd = _g.ClusterStart(end);
         if (end == Length && end > alignedEnd && start <= alignedEnd) alignedEnd = end;
         if (alignedEnd <= start) return;
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await LockWithoutAllocationsAsync(start, alignedEnd, cancellationToken).ConfigureAwait(false);
         try
         {
             await PrepareForWritesLockedAsync().ConfigureAwait(false);

@@ -7,7 +7,7 @@ public sealed partial class Qcow2Node
     public override async ValueTask MakeEmptyAsync(CancellationToken ct = default)
     {
         EnsureWritable();
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await DiscardClustersLockedAsync(0, Length, fullDiscard: true).ConfigureAwait(false);

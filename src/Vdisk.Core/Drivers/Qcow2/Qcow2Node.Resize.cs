@@ -29,7 +29,7 @@ public sealed partial class Qcow2Node
         if (_header.SnapshotCount > 0) throw new NativeIOException(Errno.ENOTSUP, "Can't resize an image which has snapshots");
         if (_header.Bitmaps is not null && (_header.AutoclearFeatures & Qcow2Features.AutoclearBitmaps) != 0)
             throw new NativeIOException(Errno.ENOTSUP, "Can't resize an image which has bitmaps");
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await LockQuiescedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await PrepareForWritesLockedAsync().ConfigureAwait(false);
@@ -125,7 +125,7 @@ public sealed partial class Qcow2Node
     {
         int cs = _g.ClusterSize;
         long fileEnd = 0;
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             long pos = start;

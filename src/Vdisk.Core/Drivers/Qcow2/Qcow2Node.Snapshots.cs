@@ -20,7 +20,7 @@ public sealed partial class Qcow2Node
         // A snapshot would share data clusters that the data file cannot keep apart.
         if (HasExternalDataFile) throw new NativeIOException(Errno.ENOTSUP, NativeIOException.Describe(Errno.ENOTSUP));
         var ct = cancellationToken;
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             await BeginSnapshotChangeLockedAsync(ct).ConfigureAwait(false);
@@ -61,7 +61,7 @@ public sealed partial class Qcow2Node
     public override async Task ApplySnapshotAsync(string idOrName, CancellationToken cancellationToken = default)
     {
         var ct = cancellationToken;
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             var snapshot = _snapshots.FirstOrDefault(s => s.Id == idOrName) ?? _snapshots.FirstOrDefault(s => s.Name == idOrName)
@@ -98,7 +98,7 @@ public sealed partial class Qcow2Node
     public override async Task LoadSnapshotTemporarilyAsync(string? id, string? name, CancellationToken cancellationToken = default)
     {
         if (!IsReadOnly) throw new InvalidOperationException("a snapshot is loaded temporarily only into a read-only node");
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await LockQuiescedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var snapshot = _snapshots.FirstOrDefault(s => (id is null || s.Id == id) && (name is null || s.Name == name))
@@ -123,7 +123,7 @@ public sealed partial class Qcow2Node
     public override async Task DeleteSnapshotAsync(string id, string name, CancellationToken cancellationToken = default)
     {
         var ct = cancellationToken;
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {
             int index = _snapshots.FindIndex(s => s.Id == id && s.Name == name);

@@ -360,7 +360,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         if (IsReadOnly || IsInactive) return;
         try
         {
-            await _lock.WaitAsync().ConfigureAwait(false);
+            await LockQuiescedAsync().ConfigureAwait(false);
             try
             {
                 if (_dataChild is not null && _dataSinceSync)
