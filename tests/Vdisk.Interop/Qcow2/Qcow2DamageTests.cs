@@ -20,6 +20,9 @@ public class Qcow2DamageTests
         public long RefcountBlock => (long)U64(RefcountTable);
         public long L2 => (long)(U64(L1) & 0x00fffffffffffe00UL);
         public long Snapshots => (long)U64(64);
+        /// <summary>The first L2 table of the first snapshot (still the pre-snapshot table: the active one was copied on write).</summary>
+        public long SnapshotL2 => (long)(U64((long)U64(Snapshots)) & 0x00fffffffffffe00UL);
+        public long SnapshotL1 => (long)U64(Snapshots);
         public long L2Entry(int i) => L2 + 8L * i;
 
         public ulong U64(long at)
@@ -80,6 +83,10 @@ public class Qcow2DamageTests
         ["refcount of a data cluster too high"] = ("v3", l => l.W16(l.RefcountBlock + 2 * 6, 2)),
         ["data cluster on the refcount block"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.RefcountBlock)),
         ["data cluster on the L1 table"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.L1)),
+        ["data cluster on the L2 table"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.L2)),
+        ["data cluster on the refcount table"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.RefcountTable)),
+        ["data cluster on a snapshot's L1 table"] = ("snapshot", l => l.W64(l.L2Entry(20), Copied | (ulong)l.SnapshotL1)),
+        ["data cluster on a snapshot's L2 table"] = ("snapshot", l => l.W64(l.L2Entry(20), Copied | (ulong)l.SnapshotL2)),
         ["copied flag missing on data"] = ("v3", l => l.W64(l.L2Entry(2), l.U64(l.L2Entry(2)) & ~Copied)),
         ["copied flag missing on an L2 table"] = ("v3", l => l.W64(l.L1, l.U64(l.L1) & ~Copied)),
         ["misaligned snapshot table"] = ("snapshot", l => l.W64(64, (ulong)l.Snapshots + 8)),
@@ -227,6 +234,49 @@ public class Qcow2DamageTests
         Assert.Contains("s1", theirs.Stdout);
         Assert.Equal(theirs.ToString(), mine.ToString());
     }
+    public static TheoryData<string, string> MetadataOverlaps => new()
+    {
+        { "data cluster on the refcount block", "" },
+        { "data cluster on the refcount block", "overlap-check.refcount-block=off" },
+        { "data cluster on the refcount block", "overlap-check=constant" },
+        { "data cluster on the L1 table", "overlap-check=cached" },
+        { "data cluster on the L1 table", "overlap-check=none" },
+        { "data cluster on the L2 table", "" },
+        { "data cluster on the L2 table", "overlap-check.template=none,overlap-check.active-l2=on" },
+        { "data cluster on the refcount table", "" },
+        { "data cluster on a snapshot's L1 table", "" },
+        { "data cluster on a snapshot's L1 table", "overlap-check.inactive-l1=off" },
+        { "data cluster on a snapshot's L2 table", "" },
+        { "data cluster on a snapshot's L2 table", "overlap-check=all" },
+    };
+
+    /// <summary>
+    /// A write into a data cluster whose L2 entry points at metadata is stopped (image marked
+    /// corrupt, EIO) exactly where QEMU's overlap checks stop it, as the overlap-check options
+    /// select them; where they do not, the write lands on the metadata in both. The image is then
+    /// checked the same way. vdisk used to check only the header, L1, refcount and snapshot tables,
+    /// and took the options without applying them.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(MetadataOverlaps))]
+    public void Writes_onto_metadata_are_stopped_as_qemu_io_stops_them(string damage, string options)
+    {
+        using var dir = new TempDir();
+        var seen = new List<string>();
+        foreach (var (program, tool) in new[] { ("qemu-io", new[] { "qemu-io" }), ("vdisk", new[] { Programs.Vdisk, "io" }) })
+        {
+            string img = Damaged(dir, damage);
+            string open = options.Length > 0 ? $"open -o {options} {img}" : $"open {img}";
+            var r = Programs.Run(tool[0], [.. tool.Skip(1), "-c", open, "-c", "write -P 0x2a 1280k 512", "-c", "read -P 0x2a 1280k 512"]);
+            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
+            var check = Qemu.Img("check", img);
+            string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
+            seen.Add($"exit {r.ExitCode}\n{stdout}\n{r.Stderr.Replace(program + ":", "PROGRAM:")}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
+                $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
+        }
+        Assert.Equal(seen[0], seen[1]);
+    }
+
     /// <summary>
     /// iotest 305: an allocating write that meets an unaligned refcount block offset marks the
     /// image corrupt with qemu-io's line and fails with EIO, as QEMU's qcow2_get_refcount does.
