@@ -16,7 +16,7 @@ public sealed class LocksTests(ITestOutputHelper output)
 {
     /// <summary>A kind of holder: how to start it, and what it must be decoded as.</summary>
     public sealed record HolderCase(string Name, string ImageFormat, string Command, string[] Holds, string[] Refuses,
-        Func<string, string, string[]> Args, string Program)
+        Func<string, string, string[]> Args, string Program, Func<IReadOnlySet<int>, bool>? Ready = null)
     {
         public override string ToString() => Name;
     }
@@ -37,7 +37,7 @@ public sealed class LocksTests(ITestOutputHelper output)
             (img, dir) => ["-f", "qcow2", $"--socket={Path.Combine(dir, "nbd.sock")}", img], "qemu-nbd"),
         new("qemu-system virtio-blk raw", "raw", "qemu-system-x86_64", ["consistent-read", "write"], ["write"],
             (img, _) => ["-S", "-nodefaults", "-display", "none", "-machine", "pc", "-drive", $"if=none,id=d0,file={img},format=raw", "-device", "virtio-blk-pci,drive=d0"],
-            "qemu-system-x86_64"),
+            "qemu-system-x86_64", VmHoldsDisk),
         new("vdisk io rw raw", "raw", "vdisk", ["consistent-read", "write"], [],
             (img, _) => ["io", "-f", "raw", img, "-c", "sleep 600000"], "vdisk"),
         new("LockProbe hold read,write refusing write", "raw", "LockProbe", ["consistent-read", "write"], ["write"],
@@ -72,7 +72,8 @@ public sealed class LocksTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         string image = Image(dir, c.ImageFormat);
-        using var holder = Holder.Start(image, ProgramPath(c.Program), c.Args(image, dir.Path));
+        // A VM opens its disk read-only and takes the write bytes only when the device attaches.
+        using var holder = Holder.Start(image, ProgramPath(c.Program), c.Args(image, dir.Path), c.Ready ?? (_ => true));
 
         var (run, json) = LocksCli.Json(image, c.ImageFormat);
         output.WriteLine(run.Stdout);

@@ -62,7 +62,7 @@ public sealed class Holder : IDisposable
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         string target = Path.GetFullPath(Image);
         var history = new List<string>();
-        SortedSet<int>? last = null;
+        string? last = null;
         long lastCpu = -1;
         int same = 0;
         while (true)
@@ -75,16 +75,20 @@ public sealed class Holder : IDisposable
             if (ImageDescriptors(_process.Pid, target).Count > 0)
             {
                 var now = LockBytesHeld.Read(_process.Pid, target);
+                // Per descriptor: QEMU moves its locks to a new descriptor when a device attaches
+                // (the read-only one takes the new bytes, then the read-write one, then the first
+                // is closed), and the union of both reads the same as the end state.
+                string perDescriptor = LockBytesHeld.DescribeByDescriptor(_process.Pid, target);
                 // A holder still starting (running, or runnable but not scheduled on a loaded
                 // machine) may have the image open and its locks not yet taken: only polls that
                 // find it idle, having used no CPU since the last one, count.
                 var cpu = ProcessState.CpuTicks(_process.Pid);
                 bool idle = cpu is { } c && c.Ticks == lastCpu && c.Idle;
                 lastCpu = cpu?.Ticks ?? -1;
-                same = idle && last is not null && now.SetEquals(last) ? same + 1 : 1;
-                if (same == 1) history.Add("[" + LockBytesHeld.Describe(now) + "]");
+                same = idle && last == perDescriptor ? same + 1 : 1;
+                if (same == 1) history.Add("[" + perDescriptor + "]");
                 if (same >= SettledPolls && ready(now)) return;
-                last = now;
+                last = perDescriptor;
             }
             if (DateTime.UtcNow > deadline)
                 throw new TimeoutException($"holder never settled on {Image} in the expected state; lock bytes seen: {string.Join(" ", history)}");
@@ -123,23 +127,31 @@ public static class LockBytesHeld
     public static SortedSet<int> Read(int pid, string image)
     {
         var bytes = new SortedSet<int>();
-        foreach (int fd in Holder.ImageDescriptors(pid, image))
-        {
-            List<KernelLock> locks;
-            try
-            {
-                locks = KernelLock.ReadFdInfo(pid, fd);
-            }
-            catch (IOException)
-            {
-                continue;
-            }
-            foreach (var l in locks)
-                foreach (int b in new[] { 100, 101, 102, 103, 104, 200, 201, 202, 203, 204 })
-                    if (l.Covers(b)) bytes.Add(b);
-        }
+        foreach (int fd in Holder.ImageDescriptors(pid, image)) bytes.UnionWith(Read(pid, fd));
         return bytes;
     }
 
     public static string Describe(IEnumerable<int> bytes) => string.Join(",", bytes);
+
+    /// <summary>Each descriptor of the image with the lock bytes it holds, as "fd:bytes" joined by spaces.</summary>
+    public static string DescribeByDescriptor(int pid, string image) =>
+        string.Join(" ", Holder.ImageDescriptors(pid, image).Order().Select(fd => $"{fd}:{Describe(Read(pid, fd))}"));
+
+    private static SortedSet<int> Read(int pid, int fd)
+    {
+        var bytes = new SortedSet<int>();
+        List<KernelLock> locks;
+        try
+        {
+            locks = KernelLock.ReadFdInfo(pid, fd);
+        }
+        catch (IOException)
+        {
+            return bytes;
+        }
+        foreach (var l in locks)
+            foreach (int b in new[] { 100, 101, 102, 103, 104, 200, 201, 202, 203, 204 })
+                if (l.Covers(b)) bytes.Add(b);
+        return bytes;
+    }
 }

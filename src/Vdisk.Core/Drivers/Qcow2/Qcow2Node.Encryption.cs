@@ -184,7 +184,7 @@ public sealed partial class Qcow2Node
                 var volume = await LuksVolume.CreateAsync(encryption.Luks!, encryption.Passphrase, async (headerLength, c) =>
                 {
                     long clusters = _g.SizeToClusters(headerLength);
-                    offset = await _refcounts.AllocateAsync(clusters).ConfigureAwait(false);
+                    offset = await AllocateMetadataAsync(clusters).ConfigureAwait(false);
                     length = headerLength;
                     await File.WriteZeroesAsync(offset, clusters * _g.ClusterSize, ZeroFlags.None, c).ConfigureAwait(false);
                 }, (o, d, c) => File.WriteAsync(offset + o, d, WriteFlags.None, c), ct).ConfigureAwait(false);

@@ -482,6 +482,7 @@ public sealed partial class Qcow2Node
         byte[]? initial = null;
         if (oldOffset != 0) initial = (await _l2Cache.GetAsync(oldOffset).ConfigureAwait(false)).Data.ToArray();
         long newOffset = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
+        if (newOffset == 0) await SignalCorruptionAsync("Preventing invalid allocation of L2 table at offset 0").ConfigureAwait(false);
         await CheckMetadataOverlapAsync(newOffset, _g.ClusterSize).ConfigureAwait(false);
         var table = await _l2Cache.CreateAsync(newOffset, initial).ConfigureAwait(false);
         _l1[l1Index] = (ulong)newOffset | L2Entry.CopiedFlag;
@@ -622,6 +623,17 @@ public sealed partial class Qcow2Node
             _header.Bitmaps is { } bitmaps && Hits((long)bitmaps.DirectoryOffset, (long)bitmaps.DirectorySize))
             return Qcow2OverlapChecks.BitmapDirectory;
         return Qcow2OverlapChecks.None;
+    }
+
+    /// <summary>
+    /// Clusters for new metadata (a grown L1 table, a snapshot's L1 table or table, an encryption
+    /// header), checked before anything is written there as QEMU checks those writes.
+    /// </summary>
+    private async ValueTask<long> AllocateMetadataAsync(long clusters)
+    {
+        long offset = await _refcounts.AllocateAsync(clusters).ConfigureAwait(false);
+        await CheckMetadataOverlapAsync(offset, clusters << _g.ClusterBits).ConfigureAwait(false);
+        return offset;
     }
 
     /// <summary>QCOW_MAX_L1_SIZE.</summary>

@@ -86,7 +86,7 @@ public sealed partial class Qcow2Node
         if (entries * 8 > Qcow2Geometry.MaxL1Bytes) throw new NativeIOException(Errno.EFBIG, "Failed to grow the L1 table: File too large");
         await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
         long bytes = entries * 8;
-        long newOffset = await _refcounts.AllocateAsync(_g.SizeToClusters(bytes)).ConfigureAwait(false);
+        long newOffset = await AllocateMetadataAsync(_g.SizeToClusters(bytes)).ConfigureAwait(false);
         var newL1 = new ulong[entries];
         Array.Copy(_l1, newL1, _l1.Length);
         var raw = new byte[bytes];

@@ -44,7 +44,7 @@ public sealed partial class Qcow2Node
                 L1Size = (uint)_l1.Length,
             };
             long l1Bytes = _l1.Length * 8L;
-            long l1Offset = await _refcounts.AllocateAsync(_g.SizeToClusters(l1Bytes)).ConfigureAwait(false);
+            long l1Offset = await AllocateMetadataAsync(_g.SizeToClusters(l1Bytes)).ConfigureAwait(false);
             snapshot.L1TableOffset = (ulong)l1Offset;
             await File.WriteAsync(l1Offset, SerializeL1(_l1, _l1.Length), cancellationToken: ct).ConfigureAwait(false);
             await UpdateSnapshotRefcountLockedAsync(_l1, addend: 1, ct).ConfigureAwait(false);
@@ -257,7 +257,7 @@ public sealed partial class Qcow2Node
         long offset = 0;
         if (table.Length > 0)
         {
-            offset = await _refcounts.AllocateAsync(_g.SizeToClusters(table.Length)).ConfigureAwait(false);
+            offset = await AllocateMetadataAsync(_g.SizeToClusters(table.Length)).ConfigureAwait(false);
             await _refcounts.WriteBackAsync().ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
             await File.WriteAsync(offset, table, cancellationToken: ct).ConfigureAwait(false);

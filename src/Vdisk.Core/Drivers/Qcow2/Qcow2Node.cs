@@ -56,6 +56,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             (int)header.RefcountTableClusters, Math.Clamp(l2Capacity / 4, 16, 4096), allocatedEnd, SyncFileAsync)
         {
             TableMoved = WriteRefcountTablePointerAsync,
+            CorruptionFound = ReportCorruptionAsync,
         };
     }
 
@@ -358,6 +359,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         _closed = true;
         // An inactive node has handed the image over (and flushed when it did): leave it alone.
         if (IsReadOnly || IsInactive) return;
+        // After a fatal corruption QEMU's node has no driver left: bdrv_close neither flushes
+        // nor closes it, so metadata still cached (a refcount raised for a refused allocation)
+        // never reaches the file. Only the corrupt bit, written when it was set, does.
+        if (_unusable) return;
         try
         {
             await LockQuiescedAsync().ConfigureAwait(false);

@@ -64,6 +64,16 @@ internal sealed class Qcow2Refcounts
     /// <summary>One past the highest cluster ever handed out or found in the file (allocations never need to look past it).</summary>
     public long AllocatedEnd { get; private set; }
 
+    /// <summary>Reports a corruption the refcounts found as fatal (qcow2_signal_corruption, which the node does).</summary>
+    public Func<string, ValueTask>? CorruptionFound { get; init; }
+
+    /// <summary>Signals the corruption; the request that met it fails with EIO.</summary>
+    private async ValueTask<NativeIOException> CorruptAsync(string message)
+    {
+        if (CorruptionFound is not null) await CorruptionFound(message).ConfigureAwait(false);
+        return new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), _file.Filename);
+    }
+
     /// <summary>Raised after the table moved, with the new offset and cluster count (the header must follow).</summary>
     public Func<long, int, ValueTask>? TableMoved { get; set; }
 
@@ -164,6 +174,7 @@ internal sealed class Qcow2Refcounts
             if (offset == 0 || freeInCluster < size)
             {
                 long next = await FindFreeRunAsync(1).ConfigureAwait(false);
+                if (next == 0) throw await CorruptAsync("Preventing invalid allocation of compressed cluster at offset 0").ConfigureAwait(false);
                 long roundUp = (offset + _g.ClusterSize - 1) & ~(long)(_g.ClusterSize - 1);
                 if (offset == 0 || roundUp != next << _g.ClusterBits) offset = next << _g.ClusterBits;
             }
@@ -249,7 +260,9 @@ internal sealed class Qcow2Refcounts
     /// <summary>The first run of <paramref name="count"/> free clusters at or after the hint.</summary>
     public async ValueTask<long> FindFreeRunAsync(long count)
     {
-        long c = Math.Max(FreeHint, 1), runStart = c, run = 0;
+        // Cluster 0 too: in a damaged image its refcount can be 0, and then, as in QEMU, it is
+        // handed out and the caller's check refuses it (nothing is ever written there).
+        long c = FreeHint, runStart = c, run = 0;
         while (run < count)
         {
             if (c >= AllocatedEnd)
@@ -332,6 +345,7 @@ internal sealed class Qcow2Refcounts
     private async ValueTask CreateBlockAsync(long tableIndex)
     {
         long b = await FindFreeRunAsync(1).ConfigureAwait(false);
+        if (b == 0) throw await CorruptAsync("Preventing invalid allocation of refcount block at offset 0").ConfigureAwait(false);
         long bti = _g.RefcountTableIndex(b);
         if (bti >= Table.Length)
         {
