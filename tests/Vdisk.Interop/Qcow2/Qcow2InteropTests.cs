@@ -272,5 +272,43 @@ public class Qcow2InteropTests
         Assert.Equal(before, File.ReadAllBytes(img));
     }
 
+    public static TheoryData<string> PlacementWorkloads => new()
+    {
+        // After a write in place, the rest of the request goes right behind it when that is free
+        // (qcow2_alloc_clusters_at), not into the first hole: here the hole left by the discard.
+        "write 0 4k|write 8k 4k|write 16k 4k|discard 0 4k|flush|write 16k 8k",
+        // The cluster behind is taken: the rest goes to the first free one.
+        "write 0 4k|write 4k 4k|write 12k 4k|discard 4k 4k|flush|write 12k 8k",
+        // A new refcount block goes behind the clusters whose allocation needed it (512-byte
+        // clusters: one block covers 256 of them), not in front of them.
+        "write 0 120k|write 120k 20k|write 200k 1k",
+    };
+
+    /// <summary>
+    /// New clusters land where qemu-io puts them, so images (and qemu-img map of them) look the
+    /// same whichever tool wrote them. vdisk used to take the first free cluster for every
+    /// allocation and put a new refcount block in front of the clusters that needed it.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PlacementWorkloads))]
+    public void New_clusters_are_placed_where_qemu_io_places_them(string workload)
+    {
+        using var dir = new TempDir();
+        var maps = new List<string>();
+        foreach (var (name, tool) in new[] { ("qemu", new[] { "qemu-io" }), ("vdisk", new[] { Programs.Vdisk, "io" }) })
+        {
+            string img = dir.File(name + ".qcow2");
+            string clusterSize = workload.Contains("120k") ? "512" : "4k";
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", $"cluster_size={clusterSize}", img, "1M"));
+            var args = new List<string>(tool.Skip(1));
+            foreach (var command in workload.Split('|')) args.AddRange(["-c", command]);
+            args.Add(img);
+            Qemu.Ok(Programs.Run(tool[0], [.. args]));
+            Qemu.Ok(Qemu.Img("check", img));
+            maps.Add(Qemu.Ok(Qemu.Img("map", "--output=json", img)).Stdout);
+        }
+        Assert.Equal(maps[0], maps[1]);
+    }
+
     internal static string Size(long v) => v.ToString(CultureInfo.InvariantCulture);
 }

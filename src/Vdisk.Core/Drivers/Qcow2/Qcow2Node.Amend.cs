@@ -163,7 +163,15 @@ public sealed partial class Qcow2Node
             ulong incompatible = _header.IncompatibleFeatures & ~Qcow2Features.IncompatCompression;
             if (incompatible != 0)
                 throw new NativeIOException(Errno.ENOTSUP, $"Cannot downgrade an image with incompatible features 0x{incompatible:x} set");
-            await ExpandZeroClustersLockedAsync(status, ct).ConfigureAwait(false);
+            try
+            {
+                await ExpandZeroClustersLockedAsync(status, ct).ConfigureAwait(false);
+            }
+            catch (NativeIOException e) when (e.Errno != Errno.ENOTSUP)
+            {
+                // qcow2_downgrade's wording for whatever failed underneath (ENOTSUP is vdisk's own refusal).
+                throw new NativeIOException(e.Errno, $"Failed to turn zero into data clusters: {NativeIOException.Describe(e.Errno)}", e.Path);
+            }
             bool zstd = (_header.IncompatibleFeatures & Qcow2Features.IncompatCompression) != 0;
             if (zstd && await HasCompressedClustersLockedAsync().ConfigureAwait(false))
                 throw new NativeIOException(Errno.ENOTSUP, "Cannot downgrade an image with zstd compression type and existing compressed clusters");
@@ -233,6 +241,8 @@ public sealed partial class Qcow2Node
             {
                 continue;
             }
+            if (_g.OffsetInCluster(host) != 0)
+                await SignalCorruptionAsync($"Cluster allocation offset {Hex(host)} unaligned (L2 offset: {Hex(table.Offset)}, L2 index: {Hex(j)})").ConfigureAwait(false);
             await CheckMetadataOverlapAsync(host, cs).ConfigureAwait(false);
             await File.WriteZeroesAsync(host, cs, ZeroFlags.None, ct).ConfigureAwait(false);
             SetEntry(table, j, L2Entry.Allocated(host));

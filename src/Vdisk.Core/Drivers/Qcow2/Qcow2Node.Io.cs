@@ -77,8 +77,12 @@ public sealed partial class Qcow2Node
         table.Dirty = true;
     }
 
-    /// <summary>qcow2_get_host_offset: the mapping at <paramref name="offset"/>, for at most <paramref name="maxBytes"/>.</summary>
-    private async ValueTask<Mapping> MapLockedAsync(long offset, long maxBytes)
+    /// <summary>
+    /// qcow2_get_host_offset: the mapping at <paramref name="offset"/>, for at most <paramref name="maxBytes"/>.
+    /// <paramref name="forWrite"/> checks the entry as a write does (handle_copied): only a cluster the
+    /// write would go into in place must be aligned; any other is replaced and its old offset freed.
+    /// </summary>
+    private async ValueTask<Mapping> MapLockedAsync(long offset, long maxBytes, bool forWrite = false)
     {
         long l1Index = _g.L1Index(offset);
         long tableEnd = (l1Index + 1) * _g.BytesPerL2Table;
@@ -95,8 +99,11 @@ public sealed partial class Qcow2Node
         // A v2 image has no zero flag: an entry with it is corruption, not zeroes (qcow2_get_host_offset).
         if (_header.Version < 3 && kind is Qcow2ClusterKind.ZeroPlain or Qcow2ClusterKind.ZeroAllocated)
             await SignalCorruptionAsync($"Zero cluster entry found in pre-v3 image (L2 offset: {Hex(l2Offset)}, L2 index: {Hex(index)})").ConfigureAwait(false);
-        if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated && (entry.Raw & (ulong)(_g.ClusterSize - 1) & L2Entry.OffsetMask) != 0)
+        bool unaligned = kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated && (entry.Raw & (ulong)(_g.ClusterSize - 1) & L2Entry.OffsetMask) != 0;
+        if (unaligned && !forWrite)
             await SignalCorruptionAsync($"Cluster allocation offset {Hex(entry.HostOffset)} unaligned (L2 offset: {Hex(l2Offset)}, L2 index: {Hex(index)})").ConfigureAwait(false);
+        if (unaligned && entry.IsCopied)
+            await SignalCorruptionAsync($"{(kind == Qcow2ClusterKind.ZeroAllocated ? "Preallocated zero" : "Data")} cluster offset {Hex(entry.HostOffset)} unaligned (guest offset: {Hex(offset)})").ConfigureAwait(false);
         if (kind != Qcow2ClusterKind.Compressed)
         {
             long expected = entry.HostOffset + _g.ClusterSize;
@@ -257,6 +264,8 @@ public sealed partial class Qcow2Node
             return;
         }
         long pos = 0;
+        // Where the part written in place just ended: new clusters go there if free (handle_alloc's host_offset).
+        long contiguousHost = -1;
         while (pos < data.Length)
         {
             await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -266,7 +275,7 @@ public sealed partial class Qcow2Node
             try
             {
                 await PrepareForWritesLockedAsync().ConfigureAwait(false);
-                m = await MapLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
+                m = await MapLockedAsync(offset + pos, data.Length - pos, forWrite: true).ConfigureAwait(false);
                 if (m.Kind != Qcow2ClusterKind.Normal || !m.Entry.IsCopied)
                 {
                     dependency = OverlappingAllocation(_g.ClusterStart(offset + pos), _g.ClusterStart(offset + pos) + _g.ClusterSize);
@@ -274,7 +283,7 @@ public sealed partial class Qcow2Node
                     {
                         try
                         {
-                            allocation = await BeginAllocatingWriteLockedAsync(offset + pos, data.Length - pos).ConfigureAwait(false);
+                            allocation = await BeginAllocatingWriteLockedAsync(offset + pos, data.Length - pos, contiguousHost).ConfigureAwait(false);
                         }
                         catch (NativeIOException) when (_refcounts.TakeFoundCorruption() is { } corruption)
                         {
@@ -296,10 +305,12 @@ public sealed partial class Qcow2Node
             {
                 // Another write is filling this cluster: once it is linked, the cluster is looked up again.
                 await dependency.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+                contiguousHost = -1;
                 continue;
             }
             if (allocation is not null)
             {
+                contiguousHost = -1;
                 pos += await FinishAllocatingWriteAsync(allocation, data[(int)pos..], cancellationToken).ConfigureAwait(false);
                 continue;
             }
@@ -314,6 +325,7 @@ public sealed partial class Qcow2Node
                 Interlocked.Decrement(ref _inflight);
             }
             pos += m.Bytes;
+            contiguousHost = m.HostOffset + m.Bytes;
         }
         Volatile.Write(ref _lastDecompressed, null);
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -342,7 +354,7 @@ public sealed partial class Qcow2Node
     /// the write as in flight. The data I/O and the L2 update happen in
     /// <see cref="FinishAllocatingWriteAsync"/>, the data part without the lock.
     /// </summary>
-    private async ValueTask<AllocatingWrite> BeginAllocatingWriteLockedAsync(long offset, long length)
+    private async ValueTask<AllocatingWrite> BeginAllocatingWriteLockedAsync(long offset, long length, long contiguousHost = -1)
     {
         int cs = _g.ClusterSize;
         long l1Index = _g.L1Index(offset);
@@ -366,14 +378,20 @@ public sealed partial class Qcow2Node
                 count++;
             }
         }
+        // An external data file keeps each cluster at its guest offset, outside the refcounts.
+        long host;
+        if (reuse) host = first.HostOffset;
+        else if (HasExternalDataFile) host = clusterStart;
+        else if (contiguousHost >= 0 && await _refcounts.AllocateAtAsync(contiguousHost, count).ConfigureAwait(false) is > 0 and var extended)
+        {
+            // Right after the clusters this request just wrote in place, as far as they are free.
+            host = contiguousHost;
+            count = (int)extended;
+        }
+        else host = await _refcounts.AllocateAsync(count).ConfigureAwait(false);
         long runEnd = clusterStart + (long)count * cs;
         int consumed = (int)(Math.Min(end, runEnd) - offset);
         var last = EntryAt(table, index + count - 1);
-
-        // An external data file keeps each cluster at its guest offset, outside the refcounts.
-        long host = reuse ? first.HostOffset
-            : HasExternalDataFile ? clusterStart
-            : await _refcounts.AllocateAsync(count).ConfigureAwait(false);
         if (!HasExternalDataFile) await CheckMetadataOverlapAsync(host, (long)count * cs).ConfigureAwait(false);
         var write = new AllocatingWrite(offset, consumed, host, count, reuse, first, last);
         _allocations.Add(write);
@@ -429,7 +447,7 @@ public sealed partial class Qcow2Node
                 {
                     var old = EntryAt(table, index + i);
                     SetEntry(table, index + i, L2Entry.Allocated(write.Host + (long)i * cs));
-                    if (!write.Reuse) QueueFree(old, discard: false);
+                    if (!write.Reuse) await QueueFreeAsync(old, discard: false).ConfigureAwait(false);
                 }
                 _allocations.Remove(write);
                 linked = true;
@@ -492,7 +510,7 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>Queues the release of what an overwritten or discarded L2 entry referenced.</summary>
-    private void QueueFree(L2Entry old, bool discard)
+    private async ValueTask QueueFreeAsync(L2Entry old, bool discard)
     {
         switch (KindOf(old))
         {
@@ -502,6 +520,11 @@ public sealed partial class Qcow2Node
                 if (HasExternalDataFile)
                 {
                     if (discard) _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard, InDataFile: true));
+                }
+                else if (_g.OffsetInCluster(old.HostOffset) != 0)
+                {
+                    // Which cluster was meant is unknown: none is freed, and the request goes on.
+                    await ReportCorruptionAsync($"Cannot free unaligned cluster {Hex(old.HostOffset)}", fatal: false).ConfigureAwait(false);
                 }
                 else
                 {
@@ -558,9 +581,9 @@ public sealed partial class Qcow2Node
     /// qcow2_pre_write_overlap_check for data: a write must never land on the image's metadata
     /// (those <see cref="OverlapChecks"/> selects); one that would marks the image corrupt and fails.
     /// </summary>
-    private async ValueTask CheckMetadataOverlapAsync(long offset, long length)
+    private async ValueTask CheckMetadataOverlapAsync(long offset, long length, Qcow2OverlapChecks ignore = Qcow2OverlapChecks.None)
     {
-        var hit = await FindMetadataOverlapAsync(offset, length, OverlapChecks).ConfigureAwait(false);
+        var hit = await FindMetadataOverlapAsync(offset, length, OverlapChecks & ~ignore).ConfigureAwait(false);
         if (hit != Qcow2OverlapChecks.None)
             await SignalCorruptionAsync($"Preventing invalid write on metadata (overlaps with {Qcow2OverlapCheckNames.Describe(hit)})").ConfigureAwait(false);
     }
@@ -655,9 +678,9 @@ public sealed partial class Qcow2Node
     /// set and the node refuses every later request, as QEMU's drops its driver); on a read-only
     /// one it is reported once and requests go on. Printed as QEMU prints it, without a prefix.
     /// </summary>
-    private async ValueTask ReportCorruptionAsync(string message)
+    private async ValueTask ReportCorruptionAsync(string message, bool fatal = true)
     {
-        bool fatal = !IsReadOnly;
+        fatal &= !IsReadOnly;
         if (_signaledCorruption && (!fatal || IsCorrupt)) return;
         Diagnostics.Report(fatal
             ? $"qcow2: Marking image as corrupt: {message}; further corruption events will be suppressed"
@@ -783,7 +806,7 @@ public sealed partial class Qcow2Node
                     var next = new L2Entry((free ? 0 : old.Raw) | L2Entry.ZeroFlag);
                     if (next == old) continue;
                     SetEntry(table, index, next);
-                    if (free) QueueFree(old, discard: true);
+                    if (free) await QueueFreeAsync(old, discard: true).ConfigureAwait(false);
                 }
             }
             Volatile.Write(ref _lastDecompressed, null);
@@ -846,7 +869,7 @@ public sealed partial class Qcow2Node
                 else if (Backing is not null || allocated) next = new L2Entry(_header.Version >= 3 ? L2Entry.ZeroFlag : 0);
                 if (next == old) continue;
                 SetEntry(table, index, next);
-                QueueFree(old, discard: true);
+                await QueueFreeAsync(old, discard: true).ConfigureAwait(false);
             }
         }
         Volatile.Write(ref _lastDecompressed, null);
@@ -922,6 +945,8 @@ public sealed partial class Qcow2Node
             _dataSinceSync = true;
         }
         if (_dataSinceSync) await SyncFileAsync().ConfigureAwait(false);
+        // qcow2_cache_entry_flush: a table is checked against every other kind of metadata.
+        await CheckMetadataOverlapAsync(table.Offset, table.Data.Length, ignore: Qcow2OverlapChecks.ActiveL2).ConfigureAwait(false);
         await File.DebugEventAsync(BlkdebugEvent.L2Update).ConfigureAwait(false);
         await File.WriteAsync(table.Offset, table.Data).ConfigureAwait(false);
     }

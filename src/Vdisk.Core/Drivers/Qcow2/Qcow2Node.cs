@@ -56,7 +56,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             (int)header.RefcountTableClusters, Math.Clamp(l2Capacity / 4, 16, 4096), allocatedEnd, SyncFileAsync)
         {
             TableMoved = WriteRefcountTablePointerAsync,
-            CorruptionFound = ReportCorruptionAsync,
+            CorruptionFound = message => ReportCorruptionAsync(message),
+            BeforeBlockWrite = (offset, length) => CheckMetadataOverlapAsync(offset, length, ignore: Qcow2OverlapChecks.RefcountBlock),
         };
     }
 

@@ -38,6 +38,7 @@ internal sealed class Qcow2Refcounts
             },
             async t =>
             {
+                if (BeforeBlockWrite is not null) await BeforeBlockWrite(t.Offset, t.Data.Length).ConfigureAwait(false);
                 await _file.DebugEventAsync(BlkdebugEvent.RefblockUpdatePart).ConfigureAwait(false);
                 await _file.WriteAsync(t.Offset, t.Data).ConfigureAwait(false);
             });
@@ -63,6 +64,9 @@ internal sealed class Qcow2Refcounts
 
     /// <summary>One past the highest cluster ever handed out or found in the file (allocations never need to look past it).</summary>
     public long AllocatedEnd { get; private set; }
+
+    /// <summary>Runs before a refcount block is written (the node's overlap check, which signals and throws on a hit).</summary>
+    public Func<long, long, ValueTask>? BeforeBlockWrite { get; init; }
 
     /// <summary>Reports a corruption the refcounts found as fatal (qcow2_signal_corruption, which the node does).</summary>
     public Func<string, ValueTask>? CorruptionFound { get; init; }
@@ -144,19 +148,45 @@ internal sealed class Qcow2Refcounts
         while (true)
         {
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
-            if (await EnsureBlocksAsync(start, start + count).ConfigureAwait(false)) continue;
-            // One block lookup per refcount block, not per cluster.
-            for (long c = start; c < start + count;)
-            {
-                var block = (await BlockOfAsync(c).ConfigureAwait(false))!;
-                for (long stop = Math.Min(start + count, BlockEnd(c)); c < stop; c++)
-                    RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
-                block.Dirty = true;
-            }
+            if (await EnsureBlocksAsync(start, start + count, blocksFrom: start + count).ConfigureAwait(false)) continue;
+            await MarkAllocatedAsync(start, count).ConfigureAwait(false);
             if (start <= FreeHint) FreeHint = start + count;
-            AllocatedEnd = Math.Max(AllocatedEnd, start + count);
             return start << _g.ClusterBits;
         }
+    }
+
+    /// <summary>
+    /// qcow2_alloc_clusters_at: of <paramref name="count"/> clusters from <paramref name="hostOffset"/>,
+    /// those free up to the first taken one get refcount 1; returns how many (0 when the first is
+    /// taken). A write extends its data this way past clusters it overwrites in place. New
+    /// refcount blocks go where the search hint points, as QEMU's do.
+    /// </summary>
+    public async ValueTask<long> AllocateAtAsync(long hostOffset, long count)
+    {
+        long start = hostOffset >> _g.ClusterBits;
+        while (true)
+        {
+            long free = 0;
+            while (free < count && await GetAsync(start + free).ConfigureAwait(false) == 0) free++;
+            if (free == 0) return 0;
+            if (await EnsureBlocksAsync(start, start + free).ConfigureAwait(false)) continue;
+            await MarkAllocatedAsync(start, free).ConfigureAwait(false);
+            return free;
+        }
+    }
+
+    /// <summary>Sets the refcount of <paramref name="count"/> clusters from <paramref name="start"/> (all with blocks) to 1.</summary>
+    private async ValueTask MarkAllocatedAsync(long start, long count)
+    {
+        // One block lookup per refcount block, not per cluster.
+        for (long c = start; c < start + count;)
+        {
+            var block = (await BlockOfAsync(c).ConfigureAwait(false))!;
+            for (long stop = Math.Min(start + count, BlockEnd(c)); c < stop; c++)
+                RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(c), _g.RefcountOrder, 1);
+            block.Dirty = true;
+        }
+        AllocatedEnd = Math.Max(AllocatedEnd, start + count);
     }
 
     /// <summary>
@@ -179,7 +209,7 @@ internal sealed class Qcow2Refcounts
                 if (offset == 0 || roundUp != next << _g.ClusterBits) offset = next << _g.ClusterBits;
             }
             long first = offset >> _g.ClusterBits, last = (offset + size - 1) >> _g.ClusterBits;
-            if (await EnsureBlocksAsync(first, last + 1).ConfigureAwait(false)) continue;
+            if (await EnsureBlocksAsync(first, last + 1, blocksFrom: last + 1).ConfigureAwait(false)) continue;
             for (long c = first; c <= last; c++)
             {
                 ulong rc = await GetAsync(c).ConfigureAwait(false);
@@ -257,12 +287,12 @@ internal sealed class Qcow2Refcounts
     /// <summary>Writes every changed refcount block.</summary>
     public ValueTask WriteBackAsync() => Blocks.WriteDirtyAsync();
 
-    /// <summary>The first run of <paramref name="count"/> free clusters at or after the hint.</summary>
-    public async ValueTask<long> FindFreeRunAsync(long count)
+    /// <summary>The first run of <paramref name="count"/> free clusters at or after <paramref name="from"/> (default: the hint).</summary>
+    public async ValueTask<long> FindFreeRunAsync(long count, long? from = null)
     {
         // Cluster 0 too: in a damaged image its refcount can be 0, and then, as in QEMU, it is
         // handed out and the caller's check refuses it (nothing is ever written there).
-        long c = FreeHint, runStart = c, run = 0;
+        long c = from ?? FreeHint, runStart = c, run = 0;
         while (run < count)
         {
             if (c >= AllocatedEnd)
@@ -323,8 +353,11 @@ internal sealed class Qcow2Refcounts
     /// <summary>
     /// Makes sure clusters [<paramref name="first"/>, <paramref name="end"/>) have refcount
     /// blocks. Returns true when it had to create one (free space changed: the caller retries).
+    /// A new block goes to the first free cluster at or after <paramref name="blocksFrom"/>
+    /// (default: the hint): for a run just found, after it, as QEMU's search has moved past the
+    /// run when alloc_refcount_block looks for room; the caller's retry then finds the run again.
     /// </summary>
-    private async ValueTask<bool> EnsureBlocksAsync(long first, long end)
+    private async ValueTask<bool> EnsureBlocksAsync(long first, long end, long? blocksFrom = null)
     {
         for (long ti = _g.RefcountTableIndex(first); ti <= _g.RefcountTableIndex(end - 1); ti++)
         {
@@ -335,16 +368,16 @@ internal sealed class Qcow2Refcounts
             }
             if (BlockOffset(ti) == 0)
             {
-                await CreateBlockAsync(ti).ConfigureAwait(false);
+                await CreateBlockAsync(ti, blocksFrom).ConfigureAwait(false);
                 return true;
             }
         }
         return false;
     }
 
-    private async ValueTask CreateBlockAsync(long tableIndex)
+    private async ValueTask CreateBlockAsync(long tableIndex, long? from = null)
     {
-        long b = await FindFreeRunAsync(1).ConfigureAwait(false);
+        long b = await FindFreeRunAsync(1, from).ConfigureAwait(false);
         if (b == 0) throw await CorruptAsync("Preventing invalid allocation of refcount block at offset 0").ConfigureAwait(false);
         long bti = _g.RefcountTableIndex(b);
         if (bti >= Table.Length)
@@ -363,7 +396,7 @@ internal sealed class Qcow2Refcounts
         {
             if (BlockOffset(bti) == 0)
             {
-                await CreateBlockAsync(bti).ConfigureAwait(false);
+                await CreateBlockAsync(bti, b + 1).ConfigureAwait(false);
                 return;
             }
             await SetAsync(b, 1).ConfigureAwait(false);
