@@ -82,6 +82,9 @@ public class Qcow2DamageTests
         ["refcount of a data cluster zeroed"] = ("v3", l => l.W16(l.RefcountBlock + 2 * 6, 0)),
         ["refcount of a data cluster too high"] = ("v3", l => l.W16(l.RefcountBlock + 2 * 6, 2)),
         ["refcount of the header cluster zeroed"] = ("v3", l => l.W16(l.RefcountBlock, 0)),
+        ["misaligned refcount block in a dirty image"] = ("v3", l => { l.W64(l.RefcountTable, l.U64(l.RefcountTable) + 0x200); l.W64(72, l.U64(72) | 1); }),
+        ["refcount table entry past the image"] = ("v3", l => l.W64(l.RefcountTable + 8, 0x00ffffff00000000)),
+        ["refcount table entry in bounds but uncovered"] = ("v3", l => l.W64(l.RefcountTable + 8, 0x0000001000000000)),
         ["data cluster on the refcount block"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.RefcountBlock)),
         ["data cluster on the L1 table"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.L1)),
         ["data cluster on the L2 table"] = ("v3", l => l.W64(l.L2Entry(20), Copied | (ulong)l.L2)),
@@ -314,6 +317,48 @@ public class Qcow2DamageTests
             string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
             string stderr = r.Stderr.Replace($"qemu-{tool}:", "PROGRAM:").Replace("vdisk:", "PROGRAM:");
             seen.Add($"exit {r.ExitCode}\n{stdout}\n{stderr}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
+                $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
+        }
+        Assert.Equal(seen[0], seen[1]);
+    }
+
+    public static TheoryData<string, string, string> RepairRuns => new()
+    {
+        // The refcount structures are rebuilt: where the new ones go decides the repaired file.
+        { "misaligned refcount block", "img", "check -r all" },
+        { "refcount block past the end of the file", "img", "check -r all" },
+        { "refcount table on the L1 table", "img", "check -r all" },
+        { "refcount of a data cluster zeroed", "img", "check -r all" },
+        // A dirty image is repaired when opened read-write, printing what the repair finds.
+        { "misaligned refcount block in a dirty image", "io", "close" },
+        // Shrinking drops unused refcount blocks; one whose own cluster nothing covers stops it.
+        { "refcount table entry past the image", "img", "resize --shrink 2M" },
+        { "refcount table entry in bounds but uncovered", "img", "resize --shrink 2M" },
+    };
+
+    /// <summary>
+    /// Repairs and shrinks that rebuild or drop refcount structures leave the file qemu-img
+    /// leaves: same lines, same exit, same size, same check afterwards. vdisk used to put rebuilt
+    /// structures after everything in use (QEMU fills the first free clusters), repaired a dirty
+    /// image silently, and kept every refcount block when shrinking.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RepairRuns))]
+    public void Repairs_and_shrinks_leave_the_file_qemu_leaves(string damage, string tool, string command)
+    {
+        using var dir = new TempDir();
+        var seen = new List<string>();
+        foreach (var (program, run) in new[] { ("qemu", new[] { $"qemu-{tool}" }), ("vdisk", tool == "io" ? new[] { Programs.Vdisk, "io" } : [Programs.Vdisk]) })
+        {
+            string img = Damaged(dir, damage);
+            string[] args = tool == "io" ? ["-c", command, img] : [.. command.Split(' ')[..^1], img, .. command.Split(' ')[^1..]];
+            if (command.StartsWith("check", StringComparison.Ordinal)) args = [.. command.Split(' '), img];
+            var r = Programs.Run(run[0], [.. run.Skip(1), .. args]);
+            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
+            var check = Qemu.Img("check", img);
+            string stderr = r.Stderr.Replace($"qemu-{tool}:", "PROGRAM:").Replace("vdisk:", "PROGRAM:");
+            string size = info.Split('\n').First(l => l.StartsWith("virtual size", StringComparison.Ordinal));
+            seen.Add($"exit {r.ExitCode}\n{r.Stdout}\n{stderr}\n{size}\nfile length {new FileInfo(img).Length}\n" +
                 $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
         }
         Assert.Equal(seen[0], seen[1]);

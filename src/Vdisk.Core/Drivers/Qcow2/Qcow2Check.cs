@@ -60,6 +60,8 @@ public sealed partial class Qcow2Node
             long fileClusters = _g.SizeToClusters(File.Length);
 
             var (refs, rebuild) = await CalculateReferencesAsync(res, fix, log, ct).ConfigureAwait(false);
+            // A repair may have grown the file to cover a refcount block outside it.
+            fileClusters = _g.SizeToClusters(File.Length);
             var pre = res.Clone();
             long highest = await CompareRefcountsAsync(refs, res, RepairMode.None, log, fileClusters).ConfigureAwait(false);
             rebuild |= _rebuildNeeded;
@@ -68,7 +70,7 @@ public sealed partial class Qcow2Node
             {
                 var old = res.Clone();
                 log("Rebuilding refcount structure");
-                await RebuildRefcountsAsync(refs).ConfigureAwait(false);
+                await RebuildRefcountsAsync(refs, res).ConfigureAwait(false);
                 res.Corruptions = 0;
                 res.Leaks = 0;
                 var fresh = new ImageCheck();
@@ -100,9 +102,11 @@ public sealed partial class Qcow2Node
                     highest = await CompareRefcountsAsync(refs, res, fix, log, fileClusters).ConfigureAwait(false);
                 }
             }
-            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            // A fatal corruption met on the way leaves QEMU's node without a driver, whose caches
+            // are never written: the repairs made in them (leaks freed) do not reach the file.
+            if (!_unusable) await _refcounts.WriteBackAsync().ConfigureAwait(false);
             await CheckCopiedFlagsAsync(res, fix, log).ConfigureAwait(false);
-            if (!IsReadOnly) await FlushLockedAsync(ct).ConfigureAwait(false);
+            if (!IsReadOnly && !_unusable) await FlushLockedAsync(ct).ConfigureAwait(false);
             res.ImageEndOffset = (highest + 1) << _g.ClusterBits;
             if (fix != RepairMode.None && res.CheckErrors == 0 && res.Corruptions == 0)
             {
@@ -242,10 +246,35 @@ public sealed partial class Qcow2Node
             long cluster = (long)((ulong)offset >> _g.ClusterBits);
             if ((ulong)offset >> _g.ClusterBits >= (ulong)fileClusters)
             {
-                // QEMU's -r all grows the file to cover the block; vdisk rebuilds the refcounts instead.
                 res.Corruptions++;
-                log($"ERROR refcount block {i} is outside image");
-                if ((fix & RepairMode.Errors) != 0) rebuild = true;
+                bool repair = (fix & RepairMode.Errors) != 0;
+                log($"{(repair ? "Repairing" : "ERROR")} refcount block {i} is outside image");
+                if (!repair) continue;
+                // check_refblocks: the file grows to cover the block, which then counts as referenced.
+                try
+                {
+                    if (offset < 0 || offset > long.MaxValue - _g.ClusterSize)
+                        throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
+                    try
+                    {
+                        await File.TruncateAsync(offset + _g.ClusterSize, ct).ConfigureAwait(false);
+                    }
+                    catch (NativeIOException e)
+                    {
+                        Diagnostics.Error($"Could not resize file: {NativeIOException.Describe(e.Errno)}");
+                        throw;
+                    }
+                    fileClusters = _g.SizeToClusters(File.Length);
+                    if (cluster >= fileClusters) throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), Filename);
+                    res.Corruptions--;
+                    res.CorruptionsFixed++;
+                    Reference(refs, res, offset, _g.ClusterSize, log);
+                }
+                catch (NativeIOException e)
+                {
+                    rebuild = true;
+                    log($"ERROR could not resize image: {NativeIOException.Describe(e.Errno)}");
+                }
                 continue;
             }
             Reference(refs, res, offset, _g.ClusterSize, log);
@@ -545,48 +574,170 @@ public sealed partial class Qcow2Node
         }
     }
 
+    /// <summary>What a refcount rebuild has laid out so far: the new table's entries and the clusters the references span.</summary>
+    private sealed class RebuildState(long clusters)
+    {
+        public ulong[] Table = [];
+        /// <summary>QEMU's nb_clusters: the in-memory refcounts cover [0, Clusters); allocations past it extend it.</summary>
+        public long Clusters = clusters;
+    }
+
     /// <summary>
-    /// rebuild_refcount_structure: new refcount blocks and table, written from the computed
-    /// references after everything in use, synced before the header points at them. The old
-    /// structures become leaks that the caller repairs.
+    /// rebuild_refcount_structure (QEMU 7.1 and later): refcount blocks for every range with
+    /// references go into the first free clusters of the computed references and are written at
+    /// once; then the table goes into the first free run, and the blocks covering it are written
+    /// again (growing the table, and starting over, if they need a new entry). The header points at
+    /// the table last. The old structures become leaks that the caller repairs. Placing them as
+    /// QEMU does keeps a repaired image's layout (and "Image end offset") the same.
     /// </summary>
-    private async Task RebuildRefcountsAsync(ReferenceMap refs)
+    private async Task RebuildRefcountsAsync(ReferenceMap refs, ImageCheck res)
+    {
+        try
+        {
+            await RebuildRefcountsCoreAsync(refs).ConfigureAwait(false);
+        }
+        catch (RebuildException e)
+        {
+            // qcow2_check_refcounts reports the step that failed (error_report_err), then fails the check.
+            res.CheckErrors++;
+            Diagnostics.Error($"{e.Step}: {NativeIOException.Describe(e.Errno)}");
+            throw new NativeIOException(e.Errno, NativeIOException.Describe(e.Errno), Filename);
+        }
+    }
+
+    /// <summary>A rebuild step that failed, named as QEMU names it ("ERROR writing refblock").</summary>
+    private sealed class RebuildException(string step, int errno) : Exception(step)
+    {
+        public string Step { get; } = step;
+        public int Errno { get; } = errno;
+    }
+
+    private static async Task RebuildStepAsync(string step, Func<Task> action)
+    {
+        try
+        {
+            await action().ConfigureAwait(false);
+        }
+        catch (NativeIOException e)
+        {
+            throw new RebuildException(step, e.Errno);
+        }
+    }
+
+    private async Task RebuildRefcountsCoreAsync(ReferenceMap refs)
+    {
+        var state = new RebuildState(refs.Count);
+        await WriteRebuiltBlocksAsync(refs, state, 0, state.Clusters).ConfigureAwait(false);
+        long tableOffset, tableClusters, tableBytes;
+        bool grown;
+        do
+        {
+            long firstFree = 0;
+            tableBytes = state.Table.LongLength * 8;
+            tableClusters = _g.SizeToClusters(tableBytes);
+            tableOffset = AllocateInReferences(refs, state, tableClusters, ref firstFree);
+            long first = tableOffset >> _g.ClusterBits;
+            grown = await WriteRebuiltBlocksAsync(refs, state, first, first + tableClusters).ConfigureAwait(false);
+        }
+        while (grown);
+
+        var raw = new byte[tableBytes];
+        for (int i = 0; i < state.Table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), state.Table[i]);
+        await RebuildStepAsync("ERROR writing reftable", async () =>
+        {
+            await CheckMetadataOverlapAsync(tableOffset, tableBytes).ConfigureAwait(false);
+            await File.WriteAsync(tableOffset, raw).ConfigureAwait(false);
+            // The new structures are durable before the header points at them (QEMU syncs only the header).
+            await SyncFileAsync().ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        await RebuildStepAsync("ERROR setting reftable", async () =>
+        {
+            await WriteRefcountTablePointerAsync(tableOffset, (int)tableClusters).ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        _refcounts.ReplaceTable(state.Table, tableOffset, (int)tableClusters, state.Clusters);
+    }
+
+    /// <summary>
+    /// rebuild_refcounts_write_refblocks: for each refcount block range in [<paramref name="first"/>,
+    /// <paramref name="end"/>) with a referenced cluster, writes its block (allocated first if the
+    /// new table has none). Returns true when the table had to grow.
+    /// </summary>
+    private async Task<bool> WriteRebuiltBlocksAsync(ReferenceMap refs, RebuildState state, long first, long end)
     {
         long perBlock = _g.RefcountBlockEntries;
-        long start = refs.HighestReferenced() + 1;
-        long entries = Math.Max(1, (start + perBlock - 1) / perBlock);
-        long blocks, tableClusters, areaEnd;
-        while (true)
-        {
-            blocks = entries;
-            tableClusters = _g.SizeToClusters(entries * 8);
-            areaEnd = start + blocks + tableClusters;
-            long needed = (areaEnd + perBlock - 1) / perBlock;
-            if (needed <= entries) break;
-            entries = needed;
-        }
-        for (long c = start; c < areaEnd; c++) refs[c] = 1;
-        var table = new ulong[tableClusters * (_g.ClusterSize / 8)];
+        long firstFree = 0;
+        bool grown = false;
         var block = new byte[_g.ClusterSize];
-        for (long b = 0; b < blocks; b++)
+        for (long c = first; c < end; c++)
         {
+            if (refs[c] == 0) continue;
+            long index = c / perBlock, blockStart = index * perBlock;
+            long blockOffset;
+            if (index < state.Table.LongLength && state.Table[index] != 0)
+            {
+                blockOffset = (long)state.Table[index];
+            }
+            else
+            {
+                // Not in a block already written.
+                if (firstFree < blockStart) firstFree = blockStart;
+                blockOffset = AllocateInReferences(refs, state, 1, ref firstFree);
+                if (blockOffset >> _g.ClusterBits >= end) end = (blockOffset >> _g.ClusterBits) + 1;
+                if (index >= state.Table.LongLength)
+                {
+                    long entriesPerCluster = _g.ClusterSize / 8;
+                    var table = new ulong[(index + 1 + entriesPerCluster - 1) / entriesPerCluster * entriesPerCluster];
+                    Array.Copy(state.Table, table, state.Table.Length);
+                    state.Table = table;
+                    grown = true;
+                }
+                state.Table[index] = (ulong)blockOffset;
+            }
             Array.Clear(block);
             for (long k = 0; k < perBlock; k++)
             {
-                ulong v = refs[b * perBlock + k];
+                ulong v = refs[blockStart + k];
                 if (v != 0) RefcountCodec.Set(block, k, _g.RefcountOrder, Math.Min(v, _g.RefcountMax));
             }
-            long at = (start + b) << _g.ClusterBits;
-            table[b] = (ulong)at;
-            await File.WriteAsync(at, block).ConfigureAwait(false);
+            await RebuildStepAsync("ERROR writing refblock", async () =>
+            {
+                await CheckMetadataOverlapAsync(blockOffset, _g.ClusterSize).ConfigureAwait(false);
+                await File.WriteAsync(blockOffset, block).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            c = blockStart + perBlock - 1;
         }
-        var raw = new byte[table.Length * 8];
-        for (int i = 0; i < table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
-        long tableOffset = (start + blocks) << _g.ClusterBits;
-        await File.WriteAsync(tableOffset, raw).ConfigureAwait(false);
-        await SyncFileAsync().ConfigureAwait(false);
-        await WriteRefcountTablePointerAsync(tableOffset, (int)tableClusters).ConfigureAwait(false);
-        await SyncFileAsync().ConfigureAwait(false);
-        _refcounts.ReplaceTable(table, tableOffset, (int)tableClusters, areaEnd);
+        return grown;
+    }
+
+    /// <summary>
+    /// alloc_clusters_imrt: the first run of <paramref name="count"/> clusters without references
+    /// at or after <paramref name="firstFree"/> (which moves to the first free cluster seen),
+    /// past the end if none; they get a reference. Returns its offset.
+    /// </summary>
+    private long AllocateInReferences(ReferenceMap refs, RebuildState state, long count, ref long firstFree)
+    {
+        long cluster = firstFree, contiguous = 0;
+        bool firstGap = true;
+        for (; cluster < state.Clusters && contiguous < count; cluster++)
+        {
+            if (refs[cluster] == 0)
+            {
+                contiguous++;
+                if (firstGap)
+                {
+                    firstFree = cluster;
+                    firstGap = false;
+                }
+            }
+            else
+            {
+                contiguous = 0;
+            }
+        }
+        if (contiguous < count) state.Clusters = cluster + count - contiguous;
+        cluster -= contiguous;
+        for (long i = 0; i < count; i++) refs[cluster + i] = 1;
+        return cluster << _g.ClusterBits;
     }
 }

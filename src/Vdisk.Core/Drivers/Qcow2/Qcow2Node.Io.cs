@@ -853,11 +853,8 @@ public sealed partial class Qcow2Node
             long l1Index = _g.L1Index(pos);
             long tableEnd = Math.Min(end, (l1Index + 1) * _g.BytesPerL2Table);
             if (l1Index >= _l1.Length) break;
-            if (await L2TableOffsetAsync(l1Index).ConfigureAwait(false) == 0 && (fullDiscard || Backing is null))
-            {
-                pos = tableEnd;
-                continue;
-            }
+            // discard_in_l2_slice gets the table as a write does: a range without one gets an
+            // (empty) L2 table, as in QEMU, so the image ends where QEMU's does.
             var table = await GetL2ForWriteLockedAsync(l1Index).ConfigureAwait(false);
             for (; pos < tableEnd; pos += _g.ClusterSize)
             {

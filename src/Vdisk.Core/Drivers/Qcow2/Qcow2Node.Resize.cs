@@ -47,6 +47,14 @@ public sealed partial class Qcow2Node
                     _pendingFrees.Add(new(l2, _g.ClusterSize, true));
                 }
                 await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    await _refcounts.ShrinkTableAsync().ConfigureAwait(false);
+                }
+                catch (NativeIOException e)
+                {
+                    throw new NativeIOException(e.Errno, $"Failed to discard unused refblocks: {NativeIOException.Describe(e.Errno)}", e.Path);
+                }
                 await WriteSizeAsync(length).ConfigureAwait(false);
                 await TrimFileLockedAsync().ConfigureAwait(false);
                 // qcow2_co_truncate shrinks the data file with the disk.

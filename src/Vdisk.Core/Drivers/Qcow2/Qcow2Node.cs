@@ -166,7 +166,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         {
             try
             {
-                var result = await node.CheckAsync(RepairMode.All, null, cancellationToken).ConfigureAwait(false);
+                // The repair prints what it finds and does, as QEMU's check on open does (its fprintf lines).
+                var result = await node.CheckAsync(RepairMode.All, Diagnostics.Report, cancellationToken).ConfigureAwait(false);
                 if (result.CheckErrors > 0) throw new NativeIOException(Errno.EIO, "Could not repair dirty image: " + NativeIOException.Describe(Errno.EIO));
             }
             catch (NativeIOException e) when (!e.Message.StartsWith("Could not repair", StringComparison.Ordinal))

@@ -284,6 +284,82 @@ internal sealed class Qcow2Refcounts
         FreeHint = 0;
     }
 
+    /// <summary>
+    /// qcow2_shrink_reftable, after a shrink freed the cropped clusters: refcount blocks that count
+    /// nothing (but themselves) leave the table, which is written and synced first; then each one
+    /// loses its own reference and its cluster is discarded. A block whose own cluster no block
+    /// covers, or whose refcount is not 1, is corruption (signalled; the rest of the table is
+    /// still dropped from memory, nothing more is discarded, and the first error is thrown).
+    /// </summary>
+    public async ValueTask ShrinkTableAsync()
+    {
+        var kept = new ulong[Table.Length];
+        for (long i = 0; i < Table.Length; i++)
+        {
+            long offset = (long)(Table[i] & TableOffsetMask);
+            if (offset == 0) continue;
+            if (_g.OffsetInCluster(offset) != 0)
+                throw await CorruptAsync($"Cannot get entry from refcount block cache: Offset {Qcow2Node.Hex(offset)} is unaligned").ConfigureAwait(false);
+            var block = await Blocks.GetAsync(offset).ConfigureAwait(false);
+            // A block describing its own cluster is unused if that is all it counts.
+            long own = _g.RefcountTableIndex(offset >> _g.ClusterBits) == i ? _g.RefcountBlockIndex(offset >> _g.ClusterBits) : -1;
+            bool unused = true;
+            for (long k = 0; k < _g.RefcountBlockEntries && unused; k++)
+                unused = k == own || RefcountCodec.Get(block.Data, k, _g.RefcountOrder) == 0;
+            kept[i] = unused ? 0 : Table[i];
+        }
+        var raw = new byte[Table.Length * 8];
+        for (int i = 0; i < kept.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), kept[i]);
+        await _file.WriteAsync(TableOffset, raw).ConfigureAwait(false);
+        await _sync().ConfigureAwait(false);
+
+        Exception? failure = null;
+        var discarded = new List<long>();
+        for (long i = 0; i < Table.Length; i++)
+        {
+            if (Table[i] == 0 || kept[i] != 0) continue;
+            long offset = (long)(Table[i] & TableOffsetMask);
+            if (failure is null)
+            {
+                try
+                {
+                    await DropOwnReferenceAsync(offset).ConfigureAwait(false);
+                    discarded.Add(offset);
+                }
+                catch (NativeIOException e)
+                {
+                    failure = e;
+                }
+            }
+            Table[i] = 0;
+        }
+        if (failure is not null) throw failure;
+        await WriteBackAsync().ConfigureAwait(false);
+        await _sync().ConfigureAwait(false);
+        foreach (long offset in discarded) await _file.DiscardAsync(offset, _g.ClusterSize).ConfigureAwait(false);
+    }
+
+    /// <summary>qcow2_discard_refcount_block: the refcount of an unused block's own cluster goes from 1 to 0.</summary>
+    private async ValueTask DropOwnReferenceAsync(long blockOffset)
+    {
+        long cluster = blockOffset >> _g.ClusterBits;
+        long index = _g.RefcountTableIndex(cluster);
+        long covering = index < Table.Length ? (long)(Table[index] & TableOffsetMask) : 0;
+        if (covering == 0)
+            throw await CorruptAsync($"Refblock at {Qcow2Node.Hex(blockOffset)} is not covered by the refcount structures").ConfigureAwait(false);
+        var block = await Blocks.GetAsync(covering).ConfigureAwait(false);
+        ulong refcount = RefcountCodec.Get(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder);
+        if (refcount != 1)
+        {
+            await CorruptAsync($"Invalid refcount: refblock offset {Qcow2Node.Hex(covering)}, reftable index {index}, block offset {Qcow2Node.Hex(blockOffset)}, refcount {Qcow2Node.Hex((long)refcount)}").ConfigureAwait(false);
+            throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), _file.Filename);
+        }
+        RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder, 0);
+        block.Dirty = true;
+        if (cluster < FreeHint) FreeHint = cluster;
+        Blocks.Discard(blockOffset);
+    }
+
     /// <summary>Writes every changed refcount block.</summary>
     public ValueTask WriteBackAsync() => Blocks.WriteDirtyAsync();
 
