@@ -47,6 +47,8 @@ public sealed partial class Qcow2Node
 
     private async Task<ImageCheck> CheckLockedAsync(RepairMode fix, Action<string> log, CancellationToken ct)
     {
+        // bdrv_co_check on a node a fatal corruption left without a driver (qemu-img's double check after such a repair).
+        EnsureUsable();
         await LockQuiescedAsync(ct).ConfigureAwait(false);
         try
         {

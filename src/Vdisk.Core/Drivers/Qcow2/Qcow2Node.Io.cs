@@ -502,6 +502,12 @@ public sealed partial class Qcow2Node
         long newOffset = await _refcounts.AllocateAsync(1).ConfigureAwait(false);
         if (newOffset == 0) await SignalCorruptionAsync("Preventing invalid allocation of L2 table at offset 0").ConfigureAwait(false);
         await CheckMetadataOverlapAsync(newOffset, _g.ClusterSize).ConfigureAwait(false);
+        // l2_allocate writes the refcounts out before the table, lazy refcounts or not.
+        if (!NeedAccurateRefcounts && _refcounts.IsDirty)
+        {
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
         var table = await _l2Cache.CreateAsync(newOffset, initial).ConfigureAwait(false);
         _l1[l1Index] = (ulong)newOffset | L2Entry.CopiedFlag;
         _l1Dirty = true;
@@ -526,15 +532,37 @@ public sealed partial class Qcow2Node
                     // Which cluster was meant is unknown: none is freed, and the request goes on.
                     await ReportCorruptionAsync($"Cannot free unaligned cluster {Hex(old.HostOffset)}", fatal: false).ConfigureAwait(false);
                 }
-                else
+                else if (await RefcountsReachableAsync(old.HostOffset, _g.ClusterSize).ConfigureAwait(false))
                 {
                     _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard));
                 }
                 break;
             case Qcow2ClusterKind.Compressed:
                 var (start, length) = old.CompressedHostRange(_g);
-                _pendingFrees.Add(new(start, length, discard));
+                if (await RefcountsReachableAsync(start, length).ConfigureAwait(false)) _pendingFrees.Add(new(start, length, discard));
                 break;
+        }
+    }
+
+    /// <summary>
+    /// Frees are applied after the metadata that dropped the reference is on disk, but QEMU's
+    /// qcow2_free_clusters looks the refcounts up at once: a refcount block it cannot use (an
+    /// unaligned one) is signalled now, and that free is reported failed and dropped (the cluster
+    /// leaks), as QEMU reports it.
+    /// </summary>
+    private async ValueTask<bool> RefcountsReachableAsync(long offset, long length)
+    {
+        try
+        {
+            for (long c = offset >> _g.ClusterBits; c <= (offset + length - 1) >> _g.ClusterBits; c++)
+                await _refcounts.GetAsync(c).ConfigureAwait(false);
+            return true;
+        }
+        catch (NativeIOException) when (_refcounts.TakeFoundCorruption() is { } corruption)
+        {
+            await ReportCorruptionAsync(corruption).ConfigureAwait(false);
+            Diagnostics.Report($"qcow2_free_clusters failed: {NativeIOException.Describe(Errno.EIO)}");
+            return false;
         }
     }
 
@@ -564,9 +592,22 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>Rewrites the incompatible feature field alone and syncs (qcow2_mark_dirty / mark_clean).</summary>
+    /// <summary>
+    /// qcow2_need_accurate_refcounts: while the dirty bit is set (lazy refcounts), refcount blocks
+    /// need not reach the file before the tables that use them; opening repairs them after a crash.
+    /// </summary>
+    private bool NeedAccurateRefcounts => (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0;
+
     internal async ValueTask SetIncompatibleFeaturesAsync(ulong value)
     {
         if (_header.Version < 3) return;
+        // The dirty bit goes only once the refcounts it excused are on disk (every path that marks clean).
+        bool cleaning = !NeedAccurateRefcounts && (value & Qcow2Features.IncompatDirty) == 0;
+        if (cleaning && !_unusable && _refcounts.IsDirty)
+        {
+            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await SyncFileAsync().ConfigureAwait(false);
+        }
         var buf = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(buf, value);
         await File.WriteAsync(Qcow2Header.IncompatibleFeaturesOffset, buf).ConfigureAwait(false);
@@ -839,6 +880,9 @@ public sealed partial class Qcow2Node
         {
             _lock.Release();
         }
+        // bdrv_co_pdiscard sends an unaligned tail as a request of its own, which a node made
+        // unusable meanwhile (a fatal corruption while freeing) refuses.
+        if (end > alignedEnd) EnsureUsable();
     }
 
     /// <summary>
@@ -898,12 +942,12 @@ public sealed partial class Qcow2Node
         await _l2Cache.WriteDirtyAsync().ConfigureAwait(false);
         if (_l1Dirty)
         {
-            if (_refcounts.IsDirty) await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            if (_refcounts.IsDirty && NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
             await WriteL1Async().ConfigureAwait(false);
             _l1Dirty = false;
         }
-        if (_refcounts.IsDirty) await _refcounts.WriteBackAsync().ConfigureAwait(false);
+        if (_refcounts.IsDirty && NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
         await SyncFileAsync().ConfigureAwait(false);
         if (_pendingFrees.Count > 0 && Volatile.Read(ref _inflight) == 0)
         {
@@ -926,7 +970,7 @@ public sealed partial class Qcow2Node
                     if (f.Discard) punch.Add(c);
                 }
             }
-            await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            if (NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
             foreach (long c in punch.Distinct())
                 await File.DiscardAsync(c << _g.ClusterBits, _g.ClusterSize, ct).ConfigureAwait(false);
@@ -936,7 +980,7 @@ public sealed partial class Qcow2Node
     /// <summary>Writes back one L2 table: refcounts and data must be on disk before any L2 entry that needs them.</summary>
     private async ValueTask WriteL2BackAsync(CachedTable table)
     {
-        if (_refcounts.IsDirty)
+        if (_refcounts.IsDirty && NeedAccurateRefcounts)
         {
             await _refcounts.WriteBackAsync().ConfigureAwait(false);
             _dataSinceSync = true;
