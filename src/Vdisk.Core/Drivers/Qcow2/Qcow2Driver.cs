@@ -154,6 +154,7 @@ public sealed class Qcow2Driver : IBlockDriver
         {
             CheckRuntimeOptions(runtime, node.Geometry.ClusterSize, node.Length, node.Header.Version);
             node.OverlapChecks = runtime.OverlapChecks;
+            node.UseLazyRefcounts = runtime.LazyRefcounts ?? node.Header.LazyRefcounts;
         }
         catch
         {

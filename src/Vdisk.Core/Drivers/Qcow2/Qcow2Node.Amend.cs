@@ -110,6 +110,7 @@ public sealed partial class Qcow2Node
             BinaryPrimitives.WriteUInt64BigEndian(buf, _header.CompatibleFeatures);
             await File.WriteAsync(80, buf, WriteFlags.None, ct).ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
+            UseLazyRefcounts = enabled;
         }
         finally
         {

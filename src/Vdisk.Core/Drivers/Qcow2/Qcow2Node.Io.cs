@@ -573,7 +573,7 @@ public sealed partial class Qcow2Node
         // data-file-raw is kept up to date by every write; the other bits vdisk does not maintain.
         ulong keep = _header.AutoclearFeatures & Qcow2Features.AutoclearDataFileRaw;
         if (_header.Version >= 3 && _header.AutoclearFeatures != keep) await WriteAutoclearFeaturesAsync(keep, CancellationToken.None).ConfigureAwait(false);
-        if (_header.Version >= 3 && _header.LazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
+        if (_header.Version >= 3 && UseLazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
         {
             await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures | Qcow2Features.IncompatDirty).ConfigureAwait(false);
             _markedDirty = true;

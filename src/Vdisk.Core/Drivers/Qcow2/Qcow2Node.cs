@@ -40,6 +40,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         : base(nodeName, flags, file.Filename)
     {
         _header = header;
+        UseLazyRefcounts = header.LazyRefcounts;
         _g = header.Geometry;
         _l1 = l1;
         _snapshots = snapshots;
