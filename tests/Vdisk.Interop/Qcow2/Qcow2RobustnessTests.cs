@@ -72,7 +72,8 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
         {
             string img = dir.File($"crash{run % 4}.qcow2");
             File.Copy(pristine, img, overwrite: true);
-            if (run % 5 == 4) Qemu.Ok(Qemu.Img("amend", "-o", "lazy_refcounts=on", img));
+            bool lazy = run % 5 == 4;
+            if (lazy) Qemu.Ok(Qemu.Img("amend", "-o", "lazy_refcounts=on", img));
             // 7M is written and flushed first; "length" prints "8 MiB" once that flush is done.
             // The trailing sleep means the writer never ends by itself: every run ends in SIGKILL.
             var ops = new List<string> { "write -P 0x5a 7M 64k", "flush", "length" };
@@ -89,18 +90,29 @@ public class Qcow2RobustnessTests(ITestOutputHelper output)
             Assert.StartsWith("wrote 65536/65536 bytes at offset 7340032\n", killed.Stdout);
             Assert.Contains("\n8 MiB\n", killed.Stdout);
 
-            var check = Qemu.Img("check", img);
-            Assert.True(check.ExitCode is 0 or 3, $"run {run}: {check}");
-            Assert.DoesNotContain("ERROR", check.Stderr);
-            if (check.ExitCode == 3)
+            if (lazy)
             {
-                leaks++;
-                Assert.Equal(0, Qemu.Img("check", "-r", "leaks", img).ExitCode);
+                // Lazy refcounts, as QEMU keeps them, may lag behind the tables after a crash: the
+                // dirty bit says so, and the next read-write open (here real qemu-io's) repairs them.
+                Assert.True((File.ReadAllBytes(img)[79] & 1) == 1, $"run {run}: the dirty bit is not set");
+                Qemu.Ok(Qemu.Io("-c", "read -P 0x5a 7M 64k", img));
                 Qemu.AssertClean(img);
+            }
+            else
+            {
+                var check = Qemu.Img("check", img);
+                Assert.True(check.ExitCode is 0 or 3, $"run {run}: {check}");
+                Assert.DoesNotContain("ERROR", check.Stderr);
+                if (check.ExitCode == 3)
+                {
+                    leaks++;
+                    Assert.Equal(0, Qemu.Img("check", "-r", "leaks", img).ExitCode);
+                    Qemu.AssertClean(img);
+                }
             }
             Qemu.Ok(Qemu.Io("-r", "-c", "read -P 0x5a 7M 64k", img));
         }
-        output.WriteLine($"{leaks} of 100 killed writers left leaked clusters (repaired by check -r leaks)");
+        output.WriteLine($"{leaks} of 80 killed writers without lazy refcounts left leaked clusters (repaired by check -r leaks)");
     }
 
     public static TheoryData<string, int, byte[]> Corruptions() => new()
