@@ -312,5 +312,31 @@ public class Qcow2InteropTests
         Assert.Equal(maps[0], maps[1]);
     }
 
+    /// <summary>
+    /// iotest 066's last case: a write over a data cluster, a preallocated zero cluster and a data
+    /// cluster, all in place and contiguous, is one request (blkdebug fails a second write_aio), and
+    /// the zero cluster becomes data where it was. vdisk used to write the zero cluster separately.
+    /// </summary>
+    [Fact]
+    public void A_write_through_a_preallocated_zero_cluster_goes_in_place_as_one_request()
+    {
+        using var dir = new TempDir();
+        var seen = new List<string>();
+        foreach (var (name, tool) in new[] { ("qemu", new[] { "qemu-io" }), ("vdisk", new[] { Programs.Vdisk, "io" }) })
+        {
+            string img = dir.File(name + ".qcow2");
+            Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", img, "192k"));
+            Qemu.Ok(Qemu.Io("-c", "write -P 42 0 192k", img));
+            Qemu.Ok(Qemu.Io("-c", "write -z 64k 64k", img));
+            string json = "json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'image.filename': '" + img + "', " +
+                "'set-state': [{'event': 'write_aio', 'new_state': 2}], 'inject-error': [{'event': 'write_aio', 'state': 2}]}}";
+            var r = Programs.Run(tool[0], [.. tool.Skip(1), "-c", "write -P 42 0 192k", json]);
+            string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
+            seen.Add($"exit {r.ExitCode}\n{stdout}\n{r.Stderr}\n{Qemu.Ok(Qemu.Img("map", "--output=json", img)).Stdout}{Qemu.Img("check", img).Stdout}");
+        }
+        Assert.Contains("wrote 196608/196608 bytes at offset 0", seen[0]);
+        Assert.Equal(seen[0], seen[1].Replace(dir.File("vdisk.qcow2"), dir.File("qemu.qcow2")));
+    }
+
     internal static string Size(long v) => v.ToString(CultureInfo.InvariantCulture);
 }

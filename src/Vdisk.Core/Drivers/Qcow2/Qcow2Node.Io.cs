@@ -7,7 +7,12 @@ namespace Vdisk.Drivers.Qcow2;
 public sealed partial class Qcow2Node
 {
     /// <summary>How a run of guest bytes is stored: one kind, contiguous on the host where that matters.</summary>
-    private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry);
+    /// <summary>
+    /// A run of clusters of one kind from a lookup. <c>PreallocatedZeroes</c>: a write's in-place
+    /// run that covers preallocated zero clusters whole (their entries lose the zero flag once the
+    /// data is written).
+    /// </summary>
+    private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry, bool PreallocatedZeroes = false);
 
     /// <summary>A decompressed cluster and the L2 entry it came from; immutable, so one reference swap publishes both.</summary>
     private sealed record DecompressedCluster(ulong Raw, byte[] Data);
@@ -104,12 +109,23 @@ public sealed partial class Qcow2Node
             await SignalCorruptionAsync($"Cluster allocation offset {Hex(entry.HostOffset)} unaligned (L2 offset: {Hex(l2Offset)}, L2 index: {Hex(index)})").ConfigureAwait(false);
         if (unaligned && entry.IsCopied)
             await SignalCorruptionAsync($"{(kind == Qcow2ClusterKind.ZeroAllocated ? "Preallocated zero" : "Data")} cluster offset {Hex(entry.HostOffset)} unaligned (guest offset: {Hex(offset)})").ConfigureAwait(false);
+        bool zeroes = false;
         if (kind != Qcow2ClusterKind.Compressed)
         {
             long expected = entry.HostOffset + _g.ClusterSize;
             for (int i = index + 1; offset + bytes < limit && i < _g.L2Entries; i++)
             {
                 var next = EntryAt(table, i);
+                // handle_copied: a write goes in place through copied clusters, preallocated zero
+                // ones included (here only those it covers whole), as one request.
+                if (forWrite && kind == Qcow2ClusterKind.Normal && entry.IsCopied && KindOf(next) == Qcow2ClusterKind.ZeroAllocated
+                    && next.IsCopied && next.HostOffset == expected && offset + bytes + _g.ClusterSize <= limit)
+                {
+                    zeroes = true;
+                    expected += _g.ClusterSize;
+                    bytes += _g.ClusterSize;
+                    continue;
+                }
                 if (KindOf(next) != kind) break;
                 if (kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated)
                 {
@@ -120,7 +136,7 @@ public sealed partial class Qcow2Node
             }
         }
         long host = kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroAllocated ? entry.HostOffset + inCluster : 0;
-        return new(kind, host, bytes, entry);
+        return new(kind, host, bytes, entry, zeroes);
     }
 
     /// <summary>The L2 table offset of an L1 entry; an unaligned one is corruption (signalled, EIO).</summary>
@@ -271,7 +287,7 @@ public sealed partial class Qcow2Node
             await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
             Mapping m;
             AllocatingWrite? allocation = null;
-            InFlightAllocation? dependency = null;
+            InFlightAllocation? dependency = null, zeroRun = null;
             try
             {
                 await PrepareForWritesLockedAsync().ConfigureAwait(false);
@@ -293,8 +309,17 @@ public sealed partial class Qcow2Node
                 }
                 else
                 {
-                    if (_dataChild is null) await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
-                    Interlocked.Increment(ref _inflight);
+                    if (m.PreallocatedZeroes)
+                    {
+                        // Their entries change after the data: the clusters count as in flight until then.
+                        dependency = OverlappingAllocation(_g.ClusterStart(offset + pos), offset + pos + m.Bytes);
+                        if (dependency is null) _allocations.Add(zeroRun = new InFlightAllocation(offset + pos, (int)m.Bytes));
+                    }
+                    if (dependency is null)
+                    {
+                        if (_dataChild is null) await CheckMetadataOverlapAsync(m.HostOffset, m.Bytes).ConfigureAwait(false);
+                        Interlocked.Increment(ref _inflight);
+                    }
                 }
             }
             finally
@@ -319,16 +344,46 @@ public sealed partial class Qcow2Node
                 await File.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
                 await DataFile.WriteAsync(m.HostOffset, EncryptForWrite(offset + pos, m.HostOffset, data.Slice((int)pos, (int)m.Bytes)), WriteFlags.None, cancellationToken).ConfigureAwait(false);
                 _dataSinceSync = true;
+                if (zeroRun is not null) await ClearZeroFlagsAsync(offset + pos, m.Bytes).ConfigureAwait(false);
             }
             finally
             {
                 Interlocked.Decrement(ref _inflight);
+                if (zeroRun is not null) await ForgetInFlightAsync(zeroRun).ConfigureAwait(false);
             }
             pos += m.Bytes;
             contiguousHost = m.HostOffset + m.Bytes;
         }
         Volatile.Write(ref _lastDecompressed, null);
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Written in place, the preallocated zero clusters of [start, start+length) become data clusters.</summary>
+    private async ValueTask ClearZeroFlagsAsync(long start, long length)
+    {
+        await _lock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            var table = await GetL2ForWriteLockedAsync(_g.L1Index(start)).ConfigureAwait(false);
+            for (long c = _g.ClusterStart(start); c < start + length; c += _g.ClusterSize)
+            {
+                int index = _g.L2Index(c);
+                var entry = EntryAt(table, index);
+                if (KindOf(entry) == Qcow2ClusterKind.ZeroAllocated && entry.IsCopied) SetEntry(table, index, L2Entry.Allocated(entry.HostOffset));
+            }
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private async ValueTask ForgetInFlightAsync(InFlightAllocation allocation)
+    {
+        await _lock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        _allocations.Remove(allocation);
+        _lock.Release();
+        allocation.Done.TrySetResult();
     }
 
     /// <summary>
