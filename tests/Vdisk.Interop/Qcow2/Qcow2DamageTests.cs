@@ -142,6 +142,20 @@ public class Qcow2DamageTests
     private static string Seen(RunResult r, string program) =>
         $"exit {r.ExitCode}\n--- stdout\n{r.Stdout}--- stderr\n{r.Stderr.Replace(program + ":", "PROGRAM:")}";
 
+    /// <summary>
+    /// What a request on a damaged image left: the tool's exit and lines (timing lines dropped, the
+    /// program names taken out), whether the image is marked corrupt, and what qemu-img check says.
+    /// </summary>
+    private static string Outcome(RunResult r, string img, params string[] programs)
+    {
+        var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
+        var check = Qemu.Img("check", img);
+        string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
+        string stderr = programs.Aggregate(r.Stderr, (text, program) => text.Replace(program + ":", "PROGRAM:"));
+        return $"exit {r.ExitCode}\n{stdout}\n{stderr}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
+            $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}";
+    }
+
     [Theory]
     [MemberData(nameof(DamageNames))]
     public void Check_reports_the_damage_as_qemu_img_does(string damage)
@@ -272,11 +286,7 @@ public class Qcow2DamageTests
             string img = Damaged(dir, damage);
             string open = options.Length > 0 ? $"open -o {options} {img}" : $"open {img}";
             var r = Programs.Run(tool[0], [.. tool.Skip(1), "-c", open, "-c", "write -P 0x2a 1280k 512", "-c", "read -P 0x2a 1280k 512"]);
-            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
-            var check = Qemu.Img("check", img);
-            string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
-            seen.Add($"exit {r.ExitCode}\n{stdout}\n{r.Stderr.Replace(program + ":", "PROGRAM:")}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
-                $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
+            seen.Add(Outcome(r, img, program));
         }
         Assert.Equal(seen[0], seen[1]);
     }
@@ -315,12 +325,7 @@ public class Qcow2DamageTests
             string img = Damaged(dir, damage);
             string[] args = tool == "io" ? ["-c", command, img] : [.. command.Split(' '), img];
             var r = Programs.Run(run[0], [.. run.Skip(1), .. args]);
-            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
-            var check = Qemu.Img("check", img);
-            string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
-            string stderr = r.Stderr.Replace($"qemu-{tool}:", "PROGRAM:").Replace("vdisk:", "PROGRAM:");
-            seen.Add($"exit {r.ExitCode}\n{stdout}\n{stderr}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
-                $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
+            seen.Add(Outcome(r, img, $"qemu-{tool}", "vdisk"));
         }
         Assert.Equal(seen[0], seen[1]);
     }
@@ -386,11 +391,7 @@ public class Qcow2DamageTests
         {
             string img = Damaged(dir, "refcount of the header cluster zeroed");
             var r = Programs.Run(tool[0], [.. tool.Skip(1), "-c", write, "-c", "read -P 0xaa 0 64k", img]);
-            var info = Qemu.Ok(Qemu.Img("info", img)).Stdout;
-            var check = Qemu.Img("check", img);
-            string stdout = string.Join("\n", r.Stdout.Split('\n').Where(l => !l.Contains(" ops; ", StringComparison.Ordinal)));
-            seen.Add($"exit {r.ExitCode}\n{stdout}\n{r.Stderr.Replace(program + ":", "PROGRAM:")}\nimage corrupt: {info.Contains("corrupt: true")}\n" +
-                $"check exit {check.ExitCode}\n{check.Stdout}{check.Stderr}");
+            seen.Add(Outcome(r, img, program));
         }
         Assert.Equal(seen[0], seen[1]);
     }

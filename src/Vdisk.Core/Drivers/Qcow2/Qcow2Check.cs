@@ -29,13 +29,6 @@ public sealed partial class Qcow2Node
             for (long i = 0; i < _within.LongLength; i++) yield return i;
             foreach (var k in _beyond.Keys) yield return k;
         }
-
-        public long HighestReferenced()
-        {
-            if (_beyond.Count > 0) return _beyond.Keys.Last();
-            for (long i = _within.LongLength - 1; i >= 0; i--) if (_within[i] != 0) return i;
-            return -1;
-        }
     }
 
     /// <summary>
@@ -643,8 +636,7 @@ public sealed partial class Qcow2Node
         }
         while (grown);
 
-        var raw = new byte[tableBytes];
-        for (int i = 0; i < state.Table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), state.Table[i]);
+        var raw = SerializeTable(state.Table, state.Table.Length);
         await RebuildStepAsync("ERROR writing reftable", async () =>
         {
             await CheckMetadataOverlapAsync(tableOffset, tableBytes).ConfigureAwait(false);

@@ -6,11 +6,10 @@ namespace Vdisk.Drivers.Qcow2;
 
 public sealed partial class Qcow2Node
 {
-    /// <summary>How a run of guest bytes is stored: one kind, contiguous on the host where that matters.</summary>
     /// <summary>
-    /// A run of clusters of one kind from a lookup. <c>PreallocatedZeroes</c>: a write's in-place
-    /// run that covers preallocated zero clusters whole (their entries lose the zero flag once the
-    /// data is written).
+    /// How a run of guest bytes is stored: one kind, contiguous on the host where that matters.
+    /// <c>PreallocatedZeroes</c>: a write's in-place run that covers preallocated zero clusters
+    /// whole (their entries lose the zero flag once the data is written).
     /// </summary>
     private readonly record struct Mapping(Qcow2ClusterKind Kind, long HostOffset, long Bytes, L2Entry Entry, bool PreallocatedZeroes = false);
 
@@ -558,11 +557,7 @@ public sealed partial class Qcow2Node
         if (newOffset == 0) await SignalCorruptionAsync("Preventing invalid allocation of L2 table at offset 0").ConfigureAwait(false);
         await CheckMetadataOverlapAsync(newOffset, _g.ClusterSize).ConfigureAwait(false);
         // l2_allocate writes the refcounts out before the table, lazy refcounts or not.
-        if (!NeedAccurateRefcounts && _refcounts.IsDirty)
-        {
-            await _refcounts.WriteBackAsync().ConfigureAwait(false);
-            await SyncFileAsync().ConfigureAwait(false);
-        }
+        if (!NeedAccurateRefcounts) await WriteRefcountsDurablyAsync().ConfigureAwait(false);
         var table = await _l2Cache.CreateAsync(newOffset, initial).ConfigureAwait(false);
         _l1[l1Index] = (ulong)newOffset | L2Entry.CopiedFlag;
         _l1Dirty = true;
@@ -646,23 +641,27 @@ public sealed partial class Qcow2Node
         await SyncFileAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Rewrites the incompatible feature field alone and syncs (qcow2_mark_dirty / mark_clean).</summary>
     /// <summary>
     /// qcow2_need_accurate_refcounts: while the dirty bit is set (lazy refcounts), refcount blocks
     /// need not reach the file before the tables that use them; opening repairs them after a crash.
     /// </summary>
     private bool NeedAccurateRefcounts => (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0;
 
+    /// <summary>Changed refcount blocks written and synced.</summary>
+    private async ValueTask WriteRefcountsDurablyAsync()
+    {
+        if (!_refcounts.IsDirty) return;
+        await _refcounts.WriteBackAsync().ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Rewrites the incompatible feature field alone and syncs (qcow2_mark_dirty / mark_clean).</summary>
     internal async ValueTask SetIncompatibleFeaturesAsync(ulong value)
     {
         if (_header.Version < 3) return;
         // The dirty bit goes only once the refcounts it excused are on disk (every path that marks clean).
         bool cleaning = !NeedAccurateRefcounts && (value & Qcow2Features.IncompatDirty) == 0;
-        if (cleaning && !_unusable && _refcounts.IsDirty)
-        {
-            await _refcounts.WriteBackAsync().ConfigureAwait(false);
-            await SyncFileAsync().ConfigureAwait(false);
-        }
+        if (cleaning && !_unusable) await WriteRefcountsDurablyAsync().ConfigureAwait(false);
         var buf = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(buf, value);
         await File.WriteAsync(Qcow2Header.IncompatibleFeaturesOffset, buf).ConfigureAwait(false);
@@ -1049,10 +1048,8 @@ public sealed partial class Qcow2Node
 
     private async ValueTask WriteL1Async()
     {
-        var raw = new byte[_l1.Length * 8];
-        for (int i = 0; i < _l1.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), _l1[i]);
         await File.DebugEventAsync(BlkdebugEvent.L1Update).ConfigureAwait(false);
-        await File.WriteAsync((long)_header.L1TableOffset, raw).ConfigureAwait(false);
+        await File.WriteAsync((long)_header.L1TableOffset, SerializeTable(_l1, _l1.Length)).ConfigureAwait(false);
     }
 
     private async ValueTask WriteRefcountTablePointerAsync(long offset, int clusters)

@@ -46,7 +46,7 @@ public sealed partial class Qcow2Node
             long l1Bytes = _l1.Length * 8L;
             long l1Offset = await AllocateMetadataAsync(_g.SizeToClusters(l1Bytes)).ConfigureAwait(false);
             snapshot.L1TableOffset = (ulong)l1Offset;
-            await File.WriteAsync(l1Offset, SerializeL1(_l1, _l1.Length), cancellationToken: ct).ConfigureAwait(false);
+            await File.WriteAsync(l1Offset, SerializeTable(_l1, _l1.Length), cancellationToken: ct).ConfigureAwait(false);
             await UpdateSnapshotRefcountLockedAsync(_l1, addend: 1, ct).ConfigureAwait(false);
             await WriteSnapshotTableLockedAsync([.. _snapshots, snapshot], ct).ConfigureAwait(false);
         }
@@ -78,7 +78,7 @@ public sealed partial class Qcow2Node
             for (int i = 0; i < snapshot.L1Size; i++) newL1[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
             await UpdateSnapshotRefcountLockedAsync(newL1[..(int)snapshot.L1Size], addend: 1, ct,
                 (long)snapshot.L1TableOffset).ConfigureAwait(false);
-            await File.WriteAsync((long)_header.L1TableOffset, SerializeL1(newL1, newL1.Length), cancellationToken: ct).ConfigureAwait(false);
+            await File.WriteAsync((long)_header.L1TableOffset, SerializeTable(newL1, newL1.Length), cancellationToken: ct).ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
             // The old active tables lose the reference the active L1 held; then the new one is in memory.
             await UpdateSnapshotRefcountLockedAsync(_l1, addend: -1, ct).ConfigureAwait(false);
@@ -162,10 +162,11 @@ public sealed partial class Qcow2Node
         await FlushLockedAsync(ct).ConfigureAwait(false);
     }
 
-    private static byte[] SerializeL1(ulong[] l1, int entries)
+    /// <summary>The first <paramref name="entries"/> entries of an L1 or refcount table, as stored (big-endian).</summary>
+    internal static byte[] SerializeTable(ulong[] table, int entries)
     {
         var raw = new byte[entries * 8L];
-        for (int i = 0; i < entries; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), l1[i]);
+        for (int i = 0; i < entries; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
         return raw;
     }
 
@@ -240,7 +241,7 @@ public sealed partial class Qcow2Node
         if (addend >= 0 && l1Modified)
         {
             long at = l1Offset ?? (long)_header.L1TableOffset;
-            await File.WriteAsync(at, SerializeL1(l1, l1.Length), cancellationToken: ct).ConfigureAwait(false);
+            await File.WriteAsync(at, SerializeTable(l1, l1.Length), cancellationToken: ct).ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
         }
     }

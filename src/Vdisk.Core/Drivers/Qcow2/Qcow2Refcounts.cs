@@ -308,9 +308,7 @@ internal sealed class Qcow2Refcounts
                 unused = k == own || RefcountCodec.Get(block.Data, k, _g.RefcountOrder) == 0;
             kept[i] = unused ? 0 : Table[i];
         }
-        var raw = new byte[Table.Length * 8];
-        for (int i = 0; i < kept.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), kept[i]);
-        await _file.WriteAsync(TableOffset, raw).ConfigureAwait(false);
+        await _file.WriteAsync(TableOffset, Qcow2Node.SerializeTable(kept, kept.Length)).ConfigureAwait(false);
         await _sync().ConfigureAwait(false);
 
         Exception? failure = null;
@@ -543,8 +541,7 @@ internal sealed class Qcow2Refcounts
         await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocWriteBlocks).ConfigureAwait(false);
         foreach (var (ti, data) in created) await _file.WriteAsync((long)table[ti], data).ConfigureAwait(false);
         await Blocks.WriteDirtyAsync().ConfigureAwait(false);
-        var raw = new byte[table.Length * 8];
-        for (int i = 0; i < table.Length; i++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
+        var raw = Qcow2Node.SerializeTable(table, table.Length);
         long tableOffset = (start + newBlocks) << _g.ClusterBits;
         await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocWriteTable).ConfigureAwait(false);
         await _file.WriteAsync(tableOffset, raw).ConfigureAwait(false);
