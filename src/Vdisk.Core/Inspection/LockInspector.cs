@@ -70,10 +70,23 @@ public sealed class ImageLocks
 /// </example>
 public sealed class LockInspector
 {
+    /// <summary>
+    /// How many times a snapshot is taken when it shows locks no visible descriptor holds. The
+    /// kernel has no atomic view of /proc/locks and every fdinfo: a lock released between the two
+    /// reads (a process closing the image or exiting) is seen without an owner, and a snapshot
+    /// taken again a moment later no longer shows it. A lock still ownerless after these many
+    /// reads is reported as unknown.
+    /// </summary>
+    internal const int SnapshotAttempts = 3;
+
     private readonly string _proc;
+    private readonly Action<int>? _beforeSnapshot;
 
     /// <summary>Creates an inspector over <paramref name="procRoot"/> (a different root serves tests).</summary>
     public LockInspector(string procRoot = "/proc") => _proc = procRoot;
+
+    /// <summary>Test seam: <paramref name="beforeSnapshot"/> runs before each snapshot with its number (1, 2, ...).</summary>
+    internal LockInspector(string procRoot, Action<int> beforeSnapshot) : this(procRoot) => _beforeSnapshot = beforeSnapshot;
 
     /// <summary>Examines one file.</summary>
     /// <exception cref="IOException">/proc/locks could not be read.</exception>
@@ -82,6 +95,22 @@ public sealed class LockInspector
     /// <summary>Examines many files with one pass over /proc (in the order given).</summary>
     /// <exception cref="IOException">/proc/locks could not be read.</exception>
     public IReadOnlyList<ImageLocks> Inspect(IEnumerable<string> paths)
+    {
+        var list = paths as IReadOnlyList<string> ?? paths.ToList();
+        for (int attempt = 1; ; attempt++)
+        {
+            _beforeSnapshot?.Invoke(attempt);
+            var result = Snapshot(list, out bool ownerlessWhileAllVisible);
+            if (!ownerlessWhileAllVisible || attempt == SnapshotAttempts) return result;
+        }
+    }
+
+    /// <summary>
+    /// One read of /proc/locks and the descriptors of the locked files.
+    /// <paramref name="ownerlessWhileAllVisible"/> tells that some lock had no holder although every
+    /// process could be read: a lock released while scanning, worth another snapshot.
+    /// </summary>
+    private IReadOnlyList<ImageLocks> Snapshot(IReadOnlyList<string> paths, out bool ownerlessWhileAllVisible)
     {
         var byInode = ReadLocks();
         var identities = new List<(string Path, FileIdentity? Id, NativeIOException? Error)>();
@@ -122,6 +151,7 @@ public sealed class LockInspector
             }
             result.Add(new ImageLocks(path, file, holders, holders.Count > 0 ? scan.Uninspectable : 0));
         }
+        ownerlessWhileAllVisible = scan.Uninspectable == 0 && holdersByInode.Values.Any(hs => hs.Any(h => h.Kind == LockHolderKind.Unknown));
         return result;
     }
 

@@ -80,6 +80,31 @@ public sealed class LockInspectorTests : IDisposable
     }
 
     [Fact]
+    public void A_lock_released_while_scanning_is_not_reported_as_an_unknown_holder()
+    {
+        Process(1234, ["qemu-io", "-r", "disk.img"], (12, _image, [Line(1, "OFDLCK", "READ", -1, "100-100")]));
+        string held = Line(1, "OFDLCK", "READ", -1, "100-100") + "\n";
+        // The first read of /proc/locks still lists a lock whose descriptor was closed before the scan.
+        var inspector = new LockInspector(_proc, attempt => File.WriteAllText(Path.Combine(_proc, "locks"),
+            attempt == 1 ? held + Line(2, "OFDLCK", "READ", -1, "201-201") + "\n" : held));
+
+        var holder = Assert.Single(inspector.Inspect(_image).Holders);
+        Assert.Equal(1234, holder.Process!.Pid);
+    }
+
+    [Fact]
+    public void A_lock_no_visible_descriptor_holds_is_reported_after_the_last_snapshot()
+    {
+        File.WriteAllText(Path.Combine(_proc, "locks"), Line(1, "OFDLCK", "READ", -1, "201-201") + "\n");
+        Process(5, ["/bin/sleep", "100"], (3, "/dev/null", []));
+        int snapshots = 0;
+
+        var holder = Assert.Single(new LockInspector(_proc, n => snapshots = n).Inspect(_image).Holders);
+        Assert.Equal(LockHolderKind.Unknown, holder.Kind);
+        Assert.Equal(LockInspector.SnapshotAttempts, snapshots);
+    }
+
+    [Fact]
     public void Posix_holder_is_named_from_its_pid()
     {
         File.WriteAllText(Path.Combine(_proc, "locks"), Line(1, "POSIX", "WRITE", 77, "0-EOF") + "\n");
