@@ -2,13 +2,13 @@
 # Runs QEMU 7.2's own regression suite (tests/qemu-iotests) against vdisk, or against the real
 # QEMU tools (--reference), or both in one run (--compare).
 #
-#   scripts/iotests.sh [--reference|--compare] [--raw|--qcow2|--luks|--vmdk|--vpc|--vhdx|--vdi ...] [--ci|--quick] [TEST...]
+#   scripts/iotests.sh [--reference|--compare] [--raw|--qcow2|--luks|--vmdk|--vpc|--vhdx|--vdi|--bochs ...] [--ci|--quick] [TEST...]
 #
 #   TEST...     iotests to run (e.g. 001 153 nbd-qemu-allocation); default: --ci
 #   --ci        the tests vdisk is known to pass, kept in tests/iotests/FMT.pass (none for a
 #               format without such a list)
 #   --quick     every bash iotest of the quick group (the full acceptance run)
-#   --raw/--qcow2/--luks/--vmdk/--vpc/--vhdx/--vdi  the image formats to run, each given once (default:
+#   --raw/--qcow2/--luks/--vmdk/--vpc/--vhdx/--vdi/--bochs  the image formats to run, each given once (default:
 #               raw and qcow2); ./check runs the tests that support the format, the others are
 #               "not run"
 #   --reference run the real QEMU tools instead of vdisk
@@ -31,7 +31,7 @@ while (($#)); do
   case "$1" in
     --reference) mode=reference ;;
     --compare) mode=compare ;;
-    --raw|--qcow2|--luks|--vmdk|--vpc|--vhdx|--vdi) formats+=("${1#--}") ;;
+    --raw|--qcow2|--luks|--vmdk|--vpc|--vhdx|--vdi|--bochs) formats+=("${1#--}") ;;
     --ci) selection=ci ;;
     --quick) selection=quick ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

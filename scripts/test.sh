@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, interop tests against real QEMU 7.2, and the QEMU
-# iotests vdisk is known to pass (scripts/iotests.sh --ci: tests/iotests/{raw,qcow2,vmdk,vpc,vdi,luks}.pass;
-# the vmdk, vpc, vdi and luks lists hold only fast tests).
+# iotests vdisk is known to pass (scripts/iotests.sh --ci: tests/iotests/{raw,qcow2,vmdk,vpc,vdi,luks,bochs}.pass;
+# the vmdk, vpc, vdi, luks and bochs lists hold only fast tests).
 # Installs what is missing and builds bin/vdisk first (scripts/setup.sh --no-demo).
 # Ends with one line "N passed, N failed[, N skipped]" summed over all test projects and
 # every iotest run (one test per iotest and format).
@@ -36,7 +36,7 @@ done
 echo "== qemu-iotests (pass list)"
 rm -f artifacts/iotests-vdisk.txt
 # A hung test fails the run instead of stalling it (the whole list takes a few minutes).
-timeout --kill-after=30 1500 scripts/iotests.sh --ci --raw --qcow2 --vmdk --vpc --vdi --luks || status=1
+timeout --kill-after=30 1500 scripts/iotests.sh --ci --raw --qcow2 --vmdk --vpc --vdi --luks --bochs || status=1
 
 passed=0; failed=0; skipped=0
 if [[ -f artifacts/iotests-vdisk.txt ]]; then

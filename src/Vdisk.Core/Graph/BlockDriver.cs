@@ -83,8 +83,21 @@ public sealed class NodeOpenContext
     /// <summary>The node's name.</summary>
     public string NodeName { get; }
 
-    /// <summary>Read-write, force-share, no-I/O, inactive.</summary>
-    public NodeFlags Flags { get; }
+    /// <summary>Read-write, auto-read-only, force-share, no-I/O, inactive.</summary>
+    public NodeFlags Flags { get; private set; }
+
+    /// <summary>
+    /// bdrv_apply_auto_read_only, for drivers that can only read: a read-write open becomes
+    /// read-only (children opened afterwards inherit it) when auto-read-only is set, and fails
+    /// with EACCES "Image is read-only" otherwise.
+    /// </summary>
+    /// <exception cref="NativeIOException">The node is read-write without auto-read-only.</exception>
+    public void ApplyAutoReadOnly()
+    {
+        if ((Flags & NodeFlags.ReadWrite) == 0) return;
+        if ((Flags & NodeFlags.AutoReadOnly) == 0) throw new NativeIOException(Errno.EACCES, "Image is read-only");
+        Flags &= ~NodeFlags.ReadWrite;
+    }
 
     /// <summary>The flags of the whole open (NO_BACKING and the like).</summary>
     public OpenFlags OpenFlags { get; }
@@ -136,6 +149,7 @@ public static class BlockDrivers
         Register(new Drivers.Vpc.VpcDriver());
         Register(new Drivers.Vhdx.VhdxDriver());
         Register(new Drivers.Vdi.VdiDriver());
+        Register(new Drivers.Bochs.BochsDriver());
         Register(new Drivers.Vmdk.VmdkDriver());
         Register(new Drivers.Luks.LuksDriver());
         Register(new Drivers.CopyOnRead.CopyOnReadDriver());

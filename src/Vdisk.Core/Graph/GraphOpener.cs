@@ -123,7 +123,7 @@ public sealed class GraphOpener
                 return _graph.Find(reference.Text)
                     ?? throw new OptionException($"Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
             case OptionDict dict:
-                var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
+                var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.AutoReadOnly | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
                 return OpenNode(dict, inherited, parent.ChildOpenFlags, isTop: false, unmapByDefault: true);
             default:
                 throw new OptionException($"Invalid parameter type for '{childName}', expected: BlockdevRef");
@@ -158,7 +158,7 @@ public sealed class GraphOpener
 
         bool readOnly = o.TakeBool("read-only") ?? (inherited & NodeFlags.ReadWrite) == 0;
         bool forceShare = o.TakeBool("force-share") ?? (inherited & NodeFlags.ForceShare) != 0;
-        o.TakeBool("auto-read-only");
+        bool autoReadOnly = o.TakeBool("auto-read-only") ?? (inherited & NodeFlags.AutoReadOnly) != 0;
         bool unmap = TakeChoice(o, "discard", "ignore", "off", "unmap", "on") is { } discard ? discard is "unmap" or "on" : unmapByDefault;
         var detectZeroes = TakeChoice(o, "detect-zeroes", "off", "on", "unmap") switch
         {
@@ -183,6 +183,7 @@ public sealed class GraphOpener
         var flags = inherited & (NodeFlags.NoIo | NodeFlags.Inactive);
         if (!readOnly) flags |= NodeFlags.ReadWrite;
         if (forceShare) flags |= NodeFlags.ForceShare;
+        if (autoReadOnly) flags |= NodeFlags.AutoReadOnly;
         string name = nodeName ?? BlockGraph.GenerateName();
 
         bool probed = false;
@@ -277,6 +278,7 @@ public sealed class GraphOpener
         if (Drivers.Vpc.VpcDriver.Probe(firstSector)) return "vpc";
         if (Drivers.Vhdx.VhdxDriver.Probe(firstSector)) return "vhdx";
         if (Drivers.Vdi.VdiHeader.Probe(firstSector)) return "vdi";
+        if (Drivers.Bochs.BochsHeader.Probe(firstSector)) return "bochs";
         if (Drivers.Vmdk.VmdkDescriptor.Probe(firstSector)) return "vmdk";
         if (Crypto.LuksHeader.HasFormat(firstSector)) return "luks";
         return null;

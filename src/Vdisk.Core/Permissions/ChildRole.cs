@@ -34,4 +34,6 @@ public enum NodeFlags
     Inactive = 4,
     /// <summary>force-share=on: every child of this node is shared with everyone.</summary>
     ForceShare = 8,
+    /// <summary>BDRV_O_AUTO_RDONLY: a read-write open may fall back to read-only where read-write is impossible.</summary>
+    AutoReadOnly = 16,
 }
