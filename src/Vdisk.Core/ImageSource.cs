@@ -89,7 +89,9 @@ public sealed class ImageSource
                 dict.Set("file", file);
             }
         }
-        if (Format is not null && !dict.Contains("driver")) dict.Set("driver", Format);
+        // A format given beside the filename (-f, or driver= among the options) wins over a
+        // json: filename's own driver, as qdict_join(options, json_options, false) keeps it.
+        if (Format is not null) dict.Set("driver", Format);
         if (ExtraOptions is not null) Merge(dict, ExtraOptions);
         return dict;
     }

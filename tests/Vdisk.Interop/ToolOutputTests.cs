@@ -127,6 +127,46 @@ public partial class ToolOutputTests
         Assert.Equal(Programs.Run("qemu-img", "info", "--image-opts", opts).Stdout, Programs.Run(Programs.Vdisk, "info", "--image-opts", opts).Stdout);
     }
 
+    private static string QcowImageAndJson(TempDir dir, string jsonDriver)
+    {
+        string img = dir.File("disk.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
+        return $"json:{{\"driver\":\"{jsonDriver}\",\"file.filename\":\"{img}\"}}";
+    }
+
+    [Theory]
+    [InlineData("qcow2", "raw")]
+    [InlineData("raw", "qcow2")]
+    [InlineData("raw", null)]
+    public void FormatGivenBesideAJsonFilename_WinsOverItsDriverAsInQemu(string jsonDriver, string? format)
+    {
+        using var dir = new TempDir();
+        string json = QcowImageAndJson(dir, jsonDriver);
+        string[] f = format is null ? [] : ["-f", format];
+        var q = Programs.Run("qemu-img", ["info", .. f, json]);
+        var v = Programs.Run(Programs.Vdisk, ["info", .. f, json]);
+        Assert.Equal(q.Stdout, v.Stdout);
+        Assert.Equal(q.ExitCode, v.ExitCode);
+        Assert.Contains("file format: " + (format ?? jsonDriver), v.Stdout);
+        var qi = Programs.Run("qemu-io", [.. f, json, "-c", "info"]);
+        var vi = Programs.Run(Programs.Vdisk, ["io", .. f, json, "-c", "info"]);
+        Assert.Equal(qi.Stdout, vi.Stdout);
+    }
+
+    [Theory]
+    [InlineData("qcow2", "raw")]
+    [InlineData("raw", "qcow2")]
+    public void DriverOptionOfQemuIoOpen_WinsOverTheJsonFilenamesDriver(string jsonDriver, string driver)
+    {
+        // iotest 089's "option merging": qemu-io's open -o driver=X json:{"driver":"Y",...}.
+        using var dir = new TempDir();
+        string[] open = ["-c", $"open -o driver={driver} {QcowImageAndJson(dir, jsonDriver)}", "-c", "info"];
+        var q = Programs.Run("qemu-io", open);
+        var v = Programs.Run(Programs.Vdisk, ["io", .. open]);
+        Assert.Equal(q.Stdout, v.Stdout);
+        Assert.Contains("format name: " + driver, v.Stdout);
+    }
+
     [Fact]
     public void RawOffsetAndSizeWindow_ReadsAndWritesTheSameBytesAsQemu()
     {
