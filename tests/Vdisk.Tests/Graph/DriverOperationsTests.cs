@@ -90,7 +90,7 @@ public sealed class DriverOperationsTests : IDisposable
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "VdiskSuite.slnx"))) dir = dir.Parent;
         Assert.NotNull(dir);
         var cli = Path.Combine(dir.FullName, "src", "Vdisk.Cli");
-        var pattern = new System.Text.RegularExpressions.Regex(@"\b(Qcow2[A-Z]\w*|(Vmdk|Vpc|Vhdx|Vdi)[A-Z]\w*|RawNode|RawDriver|FileNode|FileDriver|NbdNode|NbdDriver|Drivers\.(Qcow2|Raw|File|Vmdk|Vpc|Vhdx|Vdi|Nbd))\b");
+        var pattern = new System.Text.RegularExpressions.Regex(@"\b(Qcow2[A-Z]\w*|(Vmdk|Vpc|Vhdx|Vdi|Bochs)[A-Z]\w*|RawNode|RawDriver|FileNode|FileDriver|NbdNode|NbdDriver|Drivers\.(Qcow2|Raw|File|Vmdk|Vpc|Vhdx|Vdi|Bochs|Nbd))\b");
         var offenders = Directory.EnumerateFiles(cli, "*.cs", SearchOption.AllDirectories)
             .Where(f => !f.Contains("/obj/") && !f.Contains("/bin/"))
             .SelectMany(f => File.ReadLines(f).Select((line, i) => (f, i, line)))
