@@ -37,7 +37,7 @@ symbols_file, binary = sys.argv[1], sys.argv[2]
 sections = {}
 for line in subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout.splitlines():
     parts = line.replace("[ ", "[").split()
-    if len(parts) > 5 and parts[0].startswith("["):
+    if len(parts) > 5 and parts[0][:1] == "[" and parts[0][1:-1].isdigit():
         sections[parts[1]] = (int(parts[3], 16), int(parts[5], 16))
 code = (sections["__managedcode"][0], sum(sections["__managedcode"]))
 data = (sections[".rodata"][0], sum(sections[".data"]))
