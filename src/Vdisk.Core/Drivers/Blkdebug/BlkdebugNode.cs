@@ -43,8 +43,18 @@ public sealed class BlkdebugNode : BlockNode
         _rules.OnEvent(BlkdebugEvent.None);
     }
 
-    /// <summary>Where "blkdebug: Suspended request" lines go (qemu-io points it at its output).</summary>
-    public static TextWriter SuspendReports { get; set; } = Console.Out;
+    /// <summary>
+    /// Where "blkdebug: Suspended request" lines go (qemu-io points it at its output); Console.Out
+    /// when unset, looked up at first use: an initialiser set up the console's writer (charset
+    /// lookup, encoder) in every qemu-io run, blkdebug or not.
+    /// </summary>
+    public static TextWriter SuspendReports
+    {
+        get => s_suspendReports ?? Console.Out;
+        set => s_suspendReports = value;
+    }
+
+    private static TextWriter? s_suspendReports;
 
     /// <summary>The request limits given as options.</summary>
     public BlkdebugLimits Limits { get; }

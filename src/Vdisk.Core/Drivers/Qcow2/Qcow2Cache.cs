@@ -81,6 +81,11 @@ internal sealed class Qcow2Cache
     /// <summary>Writes back every dirty table, in offset order.</summary>
     public async ValueTask WriteDirtyAsync()
     {
+        // A clean cache (every read-only run's close) skips the sort: the first OrderBy in a
+        // process is a generic virtual call that starts NativeAOT's type loader.
+        bool anyDirty = false;
+        foreach (var t in _tables.Values) anyDirty |= t.Dirty;
+        if (!anyDirty) return;
         foreach (var t in _tables.Values.Where(t => t.Dirty).OrderBy(t => t.Offset).ToArray())
         {
             await _writeBack(t).ConfigureAwait(false);

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using Vdisk.Graph;
 using Vdisk.Native;
 using Vdisk.Permissions;
@@ -155,9 +156,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         if (header.Size > long.MaxValue / 2 || l1Needed > int.MaxValue) throw new NativeIOException(Errno.EFBIG, "Image is too big");
         if (header.L1Size < l1Needed) throw new Qcow2FormatException("L1 table is too small");
 
-        var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken).ConfigureAwait(false);
+        var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken, cluster0).ConfigureAwait(false);
         var refcountTable = await ReadTableEntriesAsync(file, (long)header.RefcountTableOffset,
-            (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken).ConfigureAwait(false);
+            (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken, cluster0).ConfigureAwait(false);
         var dataFile = openDataFile?.Invoke(header);
         var snapshots = check ? new List<Qcow2Snapshot>() : await ReadSnapshotsAsync(file, header, cancellationToken).ConfigureAwait(false);
 
@@ -207,11 +208,17 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             throw new Qcow2FormatException($"{name} offset invalid");
     }
 
-    private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct)
+    /// <summary>
+    /// Reads a table of big-endian 64-bit entries. Its bytes go through <paramref name="scratch"/>
+    /// (cluster 0, parsed already) when they fit: a second fresh buffer costs a one-shot run its
+    /// zeroing and page faults (16 for a 64 KiB refcount table).
+    /// </summary>
+    private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct, byte[]? scratch = null)
     {
         var table = new ulong[entries];
         if (entries == 0) return table;
-        var raw = new byte[entries * 8L];
+        long bytes = entries * 8L;
+        Memory<byte> raw = scratch is not null && bytes <= scratch.Length ? scratch.AsMemory(0, (int)bytes) : new byte[bytes];
         try
         {
             await file.ReadAsync(offset, raw, ct).ConfigureAwait(false);
@@ -220,7 +227,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         {
             throw new NativeIOException(e.Errno, $"{what}: {NativeIOException.Describe(e.Errno)}");
         }
-        for (int i = 0; i < entries; i++) table[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
+        var bigEndian = MemoryMarshal.Cast<byte, ulong>(raw.Span);
+        if (BitConverter.IsLittleEndian) BinaryPrimitives.ReverseEndianness(bigEndian, table);
+        else bigEndian.CopyTo(table);
         return table;
     }
 

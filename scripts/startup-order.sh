@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Regenerates src/Vdisk.Cli/startup.order, the symbol order ILC lays the binary out in
+# (IlcOrderFile in Vdisk.Cli.csproj; docs/architecture.md, "Start-up"): the managed functions and
+# data a one-shot run touches, found by running the one-shot commands of bench/startup.sh under
+# valgrind's lackey (every instruction and data address) and naming the addresses with the
+# symbols of vdisk.dbg. Laid out together they take a few page faults instead of one per 64 KiB
+# of code they are spread over. Names that no longer exist are ignored by ILC, so a stale file
+# only loses speed; rerun this after large changes on the one-shot paths, then publish again.
+#   scripts/startup-order.sh [BINARY]     (default: artifacts/publish/vdisk, with vdisk.dbg beside it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=$(realpath "${1:-artifacts/publish/vdisk}")
+symbols="${binary%/*}/vdisk.dbg"
+[[ -f "$symbols" ]] || { echo "startup-order.sh: $symbols not found (publish with NativeDebugSymbols)" >&2; exit 1; }
+command -v valgrind >/dev/null || { echo "startup-order.sh: valgrind is needed" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vdisk-order.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# valgrind cannot read NativeAOT's debug file: run a copy without it beside.
+cp "$binary" "$work/vdisk"
+qemu-img create -q -f raw "$work/img.raw" 64M
+qemu-img create -q -f qcow2 "$work/img.qcow2" 64M
+nm -n --defined-only "$symbols" > "$work/symbols"
+
+# Each run's addresses stream through a filter that keeps the symbols it touched, in address
+# order; the runs' lists are joined in the order listed here, each symbol once.
+runs=(
+  "--version"
+  "info $work/img.qcow2"
+  "io -f raw $work/img.raw -c read_0_4k"
+  "io -f qcow2 $work/img.qcow2 -c read_0_4k"
+)
+cat > "$work/touched.py" <<'PY'
+import bisect, subprocess, sys
+symbols_file, binary = sys.argv[1], sys.argv[2]
+# The binary's managed code (__managedcode) and its data (.rodata to the end of .data).
+sections = {}
+for line in subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout.splitlines():
+    parts = line.replace("[ ", "[").split()
+    if len(parts) > 5 and parts[0][:1] == "[" and parts[0][1:-1].isdigit():
+        sections[parts[1]] = (int(parts[3], 16), int(parts[5], 16))
+code = (sections["__managedcode"][0], sum(sections["__managedcode"]))
+data = (sections[".rodata"][0], sum(sections[".data"]))
+symbols = []
+for line in open(symbols_file):
+    parts = line.split()
+    if len(parts) == 3:
+        symbols.append((int(parts[0], 16), parts[2]))
+starts = [address for address, _ in symbols]
+touched = set()
+for line in sys.stdin:
+    kind = line[:2]
+    try:
+        address = int(line[3:].split(",")[0], 16)
+    except ValueError:
+        continue
+    if (kind == "I " and code[0] <= address < code[1]) or (kind != "I " and data[0] <= address < data[1]):
+        at = bisect.bisect_right(starts, address) - 1
+        if at >= 0:
+            touched.add(symbols[at])
+for _, name in sorted(touched):
+    print(name)
+PY
+: > "$work/order"
+for run in "${runs[@]}"; do
+  read -ra args <<<"$run"
+  args=("${args[@]/read_0_4k/read 0 4k}")
+  valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" "${args[@]}" 9>&1 >/dev/null 2>/dev/null \
+    | python3 "$work/touched.py" "$work/symbols" "$binary" >> "$work/order"
+done
+awk '!seen[$0]++' "$work/order" > src/Vdisk.Cli/startup.order
+echo "src/Vdisk.Cli/startup.order: $(wc -l < src/Vdisk.Cli/startup.order) symbols" >&2
