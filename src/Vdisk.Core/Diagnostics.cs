@@ -19,4 +19,18 @@ public static class Diagnostics
 
     /// <summary>An error_report line, such as vhdx's notice of a BAT entry past the end of the file before the open fails.</summary>
     internal static void Error(string message) => ErrorSink?.Invoke(message);
+
+    /// <summary>
+    /// Receives a line QEMU prints on stderr right before exit(1) (blkverify's mismatch); the CLI
+    /// flushes its output first. Null: the line goes to <see cref="Console.Error"/>.
+    /// </summary>
+    public static Action<string>? FatalSink { get; set; }
+
+    /// <summary>Prints <paramref name="line"/> as it is and ends the process with status 1, as QEMU's exit(1) after an fprintf.</summary>
+    internal static void Fatal(string line)
+    {
+        if (FatalSink is { } sink) sink(line);
+        else Console.Error.WriteLine(line);
+        Environment.Exit(1);
+    }
 }

@@ -65,6 +65,12 @@ internal static class Stdio
     public static void InstallWarningSink()
     {
         Diagnostics.ErrorSink = Error;
+        // exit(1) flushes stdio before the process ends: what was printed stays printed.
+        Diagnostics.FatalSink = line =>
+        {
+            Out.Flush();
+            Console.Error.Write(line + "\n");
+        };
         // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
         Diagnostics.WarningSink = message =>

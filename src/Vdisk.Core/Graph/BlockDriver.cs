@@ -130,6 +130,13 @@ public sealed class NodeOpenContext
     public BlockNode OpenChild(string childName, bool required = true) =>
         Opener.OpenChild(this, childName, required)!;
 
+    /// <summary>
+    /// Opens a pure data child of a node that is no format (blkverify's <c>test</c>): given as a
+    /// filename without a driver, its format is probed, as bdrv_inherited_options clears
+    /// BDRV_O_PROTOCOL for such children.
+    /// </summary>
+    public BlockNode OpenProbedChild(string childName) => Opener.OpenChild(this, childName, required: true, probeFormat: true)!;
+
     /// <summary>Like <see cref="OpenChild"/> but returns null when the child is not given.</summary>
     public BlockNode? OpenOptionalChild(string childName) => Opener.OpenChild(this, childName, required: false);
 }
@@ -157,6 +164,7 @@ public static class BlockDrivers
         Register(new Drivers.Null.NullDriver("null-co"));
         Register(new Drivers.Null.NullDriver("null-aio"));
         Register(new Drivers.Blkdebug.BlkdebugDriver());
+        Register(new Drivers.Blkverify.BlkverifyDriver());
     }
 
     /// <summary>Adds a driver.</summary>

@@ -33,7 +33,7 @@ public sealed class GraphOpener
             // Copy-on-read is the top node's alone: bdrv_inherited_options clears it for children.
             var top = (flags & OpenFlags.Snapshot) != 0
                 ? OpenUnderTemporaryOverlay(options, flags)
-                : OpenNode(options, inherited, flags & ~OpenFlags.CopyOnRead, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+                : OpenNode(options, inherited, flags & ~OpenFlags.CopyOnRead, probeFormat: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
             if ((flags & OpenFlags.CopyOnRead) != 0)
             {
                 // bdrv_open_common, once the driver has opened the node.
@@ -72,7 +72,7 @@ public sealed class GraphOpener
     {
         var baseFlags = flags & ~(OpenFlags.Snapshot | OpenFlags.CopyOnRead | OpenFlags.ReadWrite);
         options.Remove("read-only");
-        var image = OpenNode(options, BackendPermissions.NodeFlagsFor(baseFlags), baseFlags, isTop: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+        var image = OpenNode(options, BackendPermissions.NodeFlagsFor(baseFlags), baseFlags, probeFormat: true, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
 
         string overlayPath = Native.TemporaryFile.Create();
         try
@@ -81,7 +81,7 @@ public sealed class GraphOpener
             create.Options.Set("size", image.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
             ImageCreator.CreateAsync(create).GetAwaiter().GetResult();
             return OpenNode(OverlayOptions(overlayPath, image), BackendPermissions.NodeFlagsFor(flags | OpenFlags.ReadWrite) & ~NodeFlags.ForceShare,
-                (flags & ~(OpenFlags.Snapshot | OpenFlags.CopyOnRead)) | OpenFlags.ReadWrite, isTop: false, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
+                (flags & ~(OpenFlags.Snapshot | OpenFlags.CopyOnRead)) | OpenFlags.ReadWrite, probeFormat: false, unmapByDefault: (flags & OpenFlags.Unmap) != 0);
         }
         finally
         {
@@ -110,7 +110,7 @@ public sealed class GraphOpener
     /// <summary>The node named <paramref name="name"/> in this graph, or null.</summary>
     public BlockNode? FindNode(string name) => _graph.Find(name);
 
-    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required)
+    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required, bool probeFormat = false)
     {
         var value = parent.Options.Take(childName);
         switch (value)
@@ -124,7 +124,7 @@ public sealed class GraphOpener
                     ?? throw new OptionException($"Cannot find device='{reference.Text}' nor node-name='{reference.Text}'");
             case OptionDict dict:
                 var inherited = parent.Flags & (NodeFlags.ReadWrite | NodeFlags.AutoReadOnly | NodeFlags.ForceShare | NodeFlags.NoIo | NodeFlags.Inactive);
-                return OpenNode(dict, inherited, parent.ChildOpenFlags, isTop: false, unmapByDefault: true);
+                return OpenNode(dict, inherited, parent.ChildOpenFlags, probeFormat: probeFormat, unmapByDefault: true);
             default:
                 throw new OptionException($"Invalid parameter type for '{childName}', expected: BlockdevRef");
         }
@@ -140,13 +140,13 @@ public sealed class GraphOpener
         // so query-named-block-nodes lists the backing chain as newer than the overlay.
         parent.GraphSequence ??= _graph.NextSequence();
         var inherited = parent.Flags & (NodeFlags.ForceShare | NodeFlags.Inactive);
-        return OpenNode(options, inherited, parent.ChildOpenFlags & ~OpenFlags.ReadWrite, isTop: !options.Contains("driver"), unmapByDefault: true);
+        return OpenNode(options, inherited, parent.ChildOpenFlags & ~OpenFlags.ReadWrite, probeFormat: !options.Contains("driver"), unmapByDefault: true);
     }
 
     // unmapByDefault: discard=unmap unless the options say otherwise. Children defined inside
     // their parent's options get it (QEMU's bdrv_inherited_options: the parent already decides
     // whether to pass discards down), a top node only when opened with OpenFlags.Unmap.
-    private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool isTop, bool unmapByDefault)
+    private BlockNode OpenNode(OptionDict dict, NodeFlags inherited, OpenFlags openFlags, bool probeFormat, bool unmapByDefault)
     {
         var o = new NodeOptions(dict);
         string? driverName = o.TakeString("driver");
@@ -189,7 +189,7 @@ public sealed class GraphOpener
         bool probed = false;
         if (driverName is null)
         {
-            if (!isTop || !(dict.Contains("file") || dict.Contains("filename")))
+            if (!probeFormat || !(dict.Contains("file") || dict.Contains("filename")))
             {
                 if (!o.Has("filename")) throw new OptionException("Parameter 'driver' is missing");
                 driverName = Drivers.File.FileDriver.ProtocolFor((dict["filename"] as OptionScalar)?.Text ?? "");
