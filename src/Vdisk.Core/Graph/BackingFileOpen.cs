@@ -38,15 +38,16 @@ public static class BackingFileOpen
                 string? full = null;
                 if (!options.Contains("file") && !options.Contains("filename") && backingName is not null)
                 {
-                    full = BackingPath.Combine(node.PathBase, backingName);
-                    string name = full;
+                    // bdrv_get_full_backing_filename's error is the open's, without the backing file prefix.
+                    string name = BackingPath.Resolve(node, backingName);
+                    full = name;
                     Run(() => options.Set("file", ProtocolOptions(name)));
                 }
                 if (!options.Contains("driver") && backingFormat is not null) options.Set("driver", backingFormat);
                 Run(() => attach(context.Opener.OpenBacking(context, options), full));
                 return;
             case null when backingName is not null:
-                string path = BackingPath.Combine(node.PathBase, backingName);
+                string path = BackingPath.Resolve(node, backingName);
                 OptionDict opts = null!;
                 Run(() => opts = NodeOptionsFor(path, backingFormat));
                 Run(() => attach(context.Opener.OpenBacking(context, opts), path));

@@ -137,6 +137,12 @@ public sealed class NodeOpenContext
     /// </summary>
     public BlockNode OpenProbedChild(string childName) => Opener.OpenChild(this, childName, required: true, probeFormat: true)!;
 
+    /// <summary>
+    /// Opens one element of a child array (quorum's <c>children.N</c>), given as its option value,
+    /// with its format probed as <see cref="OpenProbedChild(string)"/> does.
+    /// </summary>
+    public BlockNode OpenProbedChild(string childName, OptionValue value) => Opener.OpenChild(this, childName, value, required: true, probeFormat: true)!;
+
     /// <summary>Like <see cref="OpenChild"/> but returns null when the child is not given.</summary>
     public BlockNode? OpenOptionalChild(string childName) => Opener.OpenChild(this, childName, required: false);
 }
@@ -165,6 +171,7 @@ public static class BlockDrivers
         Register(new Drivers.Null.NullDriver("null-aio"));
         Register(new Drivers.Blkdebug.BlkdebugDriver());
         Register(new Drivers.Blkverify.BlkverifyDriver());
+        Register(new Drivers.Quorum.QuorumDriver());
     }
 
     /// <summary>Adds a driver.</summary>

@@ -321,15 +321,35 @@ public abstract partial class BlockNode
     /// at the bottom of the primary children, so a filter's or format's own json: filename (or
     /// a <c>blkdebug:</c> one) never gets in the way.
     /// </summary>
-    public string PathBase
+    /// <remarks>
+    /// Null where bdrv_dirname fails: a driver that refuses (<see cref="HasDirname"/>), or a
+    /// bottom node known only by a json: filename (<see cref="DirnameDriver"/> names the node).
+    /// </remarks>
+    public string? PathBase
+    {
+        get
+        {
+            var node = DirnameNode;
+            return node.HasDirname && !node.Filename.StartsWith(Options.JsonOptions.Prefix, StringComparison.Ordinal) ? node.Filename : null;
+        }
+    }
+
+    /// <summary>The driver named by bdrv_dirname's refusal ("Cannot generate a base directory for DRIVER nodes").</summary>
+    public string DirnameDriver => DirnameNode.DriverName;
+
+    /// <summary>The node bdrv_dirname ends at: the first down the primary children that refuses, or the bottom one.</summary>
+    private BlockNode DirnameNode
     {
         get
         {
             var node = this;
-            while (node.PrimaryChild is { } child) node = child.Node;
-            return node.Filename;
+            while (node.HasDirname && node.PrimaryChild is { } child) node = child.Node;
+            return node;
         }
     }
+
+    /// <summary>False for drivers whose children have no single directory (their bdrv_dirname always fails: quorum, blkverify).</summary>
+    protected virtual bool HasDirname => true;
 
     /// <summary>Releases the node's own resources (children are closed by the graph).</summary>
     protected internal virtual ValueTask CloseAsync() => ValueTask.CompletedTask;

@@ -110,9 +110,12 @@ public sealed class GraphOpener
     /// <summary>The node named <paramref name="name"/> in this graph, or null.</summary>
     public BlockNode? FindNode(string name) => _graph.Find(name);
 
-    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required, bool probeFormat = false)
+    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, bool required, bool probeFormat = false) =>
+        OpenChild(parent, childName, parent.Options.Take(childName), required, probeFormat);
+
+    /// <summary>Opens a child from its option value (a dictionary of options, or a node name), taken already by the parent.</summary>
+    internal BlockNode? OpenChild(NodeOpenContext parent, string childName, OptionValue? value, bool required, bool probeFormat)
     {
-        var value = parent.Options.Take(childName);
         switch (value)
         {
             case null:

@@ -27,6 +27,10 @@ public sealed class BlkverifyNode : BlockNode
     }
 
     /// <inheritdoc />
+    /// <remarks>Its children have no one directory: "Cannot generate a base directory for blkverify nodes".</remarks>
+    protected override bool HasDirname => false;
+
+    /// <inheritdoc />
     public override string DriverName => "blkverify";
 
     /// <inheritdoc />

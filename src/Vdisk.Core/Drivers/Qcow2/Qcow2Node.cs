@@ -314,7 +314,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             VmStateOffset = VmStateOffset,
             DirtyFlag = (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) != 0,
             BackingFilename = _header.BackingFile,
-            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.Combine(PathBase, _header.BackingFile),
+            FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.TryResolve(this, _header.BackingFile),
             BackingFormat = _header.BackingFormat,
             Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
                 (long)s.VmClockNanoseconds, s.Icount is ulong ic and not ulong.MaxValue ? (long)ic : null)).ToList(),
