@@ -339,4 +339,28 @@ public class Qcow2InteropTests
     }
 
     internal static string Size(long v) => v.ToString(CultureInfo.InvariantCulture);
+
+    [Theory]
+    [InlineData("metadata", "")]
+    [InlineData("metadata", "write -P 1 1M 64k")]
+    [InlineData("metadata", "discard 0 64k")]
+    [InlineData("off", "write -P 1 1M 64k")]
+    [InlineData("falloc", "write -P 1 1M 64k")]
+    [InlineData("full", "write -z 2M 64k")]
+    public void Map_of_a_preallocated_image_shows_never_written_clusters_as_qemu_does(string preallocation, string write)
+    {
+        // iotest 250: with metadata preallocation detected (more clusters in use than the file
+        // holds), data clusters ask the file, and its holes map as zeroes.
+        using var dir = new TempDir();
+        string img = dir.File("p.qcow2");
+        Qemu.Ok(Qemu.Img("create", "-q", "-f", "qcow2", "-o", $"preallocation={preallocation}", img, "4M"));
+        if (write.Length > 0) Qemu.Ok(Qemu.Io("-f", "qcow2", img, "-c", write));
+        foreach (var output in new[] { "json", "human" })
+        {
+            var q = Qemu.Img("map", $"--output={output}", img);
+            var v = Qemu.Vdisk("map", $"--output={output}", img);
+            Assert.Equal(q.Stdout, v.Stdout);
+        }
+        Assert.Equal(Qemu.Io("-r", "-f", "qcow2", img, "-c", "map").Stdout, Qemu.Vdisk("io", "-r", "-f", "qcow2", img, "-c", "map").Stdout);
+    }
 }

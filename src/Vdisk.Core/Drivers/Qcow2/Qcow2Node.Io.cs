@@ -1062,20 +1062,59 @@ public sealed partial class Qcow2Node
         _header.RefcountTableClusters = (uint)clusters;
     }
 
+    /// <summary>
+    /// Whether the image looks preallocated with preallocation=metadata (qcow2_detect_metadata_preallocation),
+    /// found at the first block-status query of the node: null until then.
+    /// </summary>
+    private bool? _metadataPreallocation;
+
+    /// <summary>
+    /// qcow2_detect_metadata_preallocation: more clusters of the file in use (refcount not 0) than
+    /// its allocated bytes can hold (with a ninth and two clusters to spare) means clusters were
+    /// mapped without being written. A file whose allocation is unknown, or a refcount that cannot
+    /// be read, means no.
+    /// </summary>
+    private async ValueTask<bool> DetectMetadataPreallocationLockedAsync()
+    {
+        if (File.AllocatedSize is not { } allocated) return false;
+        long realClusters = allocated / _g.ClusterSize;
+        long threshold = Math.Max(realClusters * 10 / 9, realClusters + 2);
+        long end = _g.SizeToClusters(File.Length);
+        long inUse = 0;
+        try
+        {
+            for (long i = 0; i < end && inUse < threshold; i++)
+                if (await _refcounts.GetAsync(i).ConfigureAwait(false) != 0) inUse++;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        return inUse >= threshold;
+    }
+
     /// <inheritdoc />
+    /// <remarks>
+    /// In an image preallocated with metadata, data clusters ask the file whether they are holes
+    /// (BDRV_BLOCK_RECURSE), so never-written clusters read as zeroes in map and convert, as in QEMU.
+    /// </remarks>
     public override async ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         EnsureUsable();
         Mapping m;
+        bool recurse;
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             m = await MapLockedAsync(offset, Math.Min(length, Length - offset)).ConfigureAwait(false);
+            recurse = m.Kind == Qcow2ClusterKind.Normal && !IsEncrypted
+                && (_metadataPreallocation ??= await DetectMetadataPreallocationLockedAsync().ConfigureAwait(false));
         }
         finally
         {
             _lock.Release();
         }
+        if (recurse) return await FormatIo.RecurseIntoFileAsync(DataFile, m.HostOffset, m.Bytes, cancellationToken).ConfigureAwait(false);
         return m.Kind switch
         {
             // With encryption the host bytes are ciphertext: no offset is reported (qcow2_co_block_status).
