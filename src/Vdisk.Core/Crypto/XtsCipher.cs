@@ -1,7 +1,5 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 
 namespace Vdisk.Crypto;
 
@@ -131,10 +129,10 @@ public sealed class XtsCipher : IDisposable
                         BinaryPrimitives.WriteUInt64LittleEndian(nextTweak[8..], hi);
                     }
                 }
-                Xor(run, blockTweaks);
+                CipherBuffers.Xor(run, blockTweaks);
                 if (encrypt) _data.EncryptEcb(run, run);
                 else _data.DecryptEcb(run, run);
-                Xor(run, blockTweaks);
+                CipherBuffers.Xor(run, blockTweaks);
             }
         }
         finally
@@ -150,14 +148,6 @@ public sealed class XtsCipher : IDisposable
         if (encrypt) _data.EncryptEcb(x, block);
         else _data.DecryptEcb(x, block);
         for (int i = 0; i < BlockSize; i++) block[i] ^= t[i];
-    }
-
-    private static void Xor(Span<byte> data, ReadOnlySpan<byte> with)
-    {
-        // Both are whole 16-byte blocks.
-        var d = MemoryMarshal.Cast<byte, Vector128<byte>>(data);
-        var w = MemoryMarshal.Cast<byte, Vector128<byte>>(with);
-        for (int i = 0; i < d.Length; i++) d[i] ^= w[i];
     }
 
     /// <summary>The tweak as two little-endian halves times alpha in GF(2^128) (IEEE 1619).</summary>
