@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark in one run, one table: start-up (--version, info, io read 4k, refused open,
-# serve ready), convert both ways with the sparse-copy floor, convert from vmdk, vhdx, vpc and
+# serve ready), convert both ways with the sparse-copy floor, convert from vmdk, vhdx, vpc, luks and
 # from an NBD source, nbdcopy in/out and fio through vdisk serve vs qemu-storage-daemon, RSS per held
 # image, and the `locks` scan. On demand (not
 # in CI); needs what scripts/setup.sh installs and builds (bin/vdisk, or VDISK=...). Sizes are
@@ -17,6 +17,7 @@ bench/startup.sh
 SIZE=1024 RUNS=5 bench/convert.sh
 RUNS=3 bench/convert-vmdk.sh
 RUNS=3 bench/convert-vhdx-vpc.sh
+RUNS=3 bench/convert-luks.sh
 RUNS=3 bench/convert-nbd.sh
 SIZE=512 RUNS=3 bench/serve-nbdcopy.sh
 SIZE=512 SECONDS_PER_JOB=4 ROUNDS=2 bench/serve-fio.sh

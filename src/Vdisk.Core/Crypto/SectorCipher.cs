@@ -83,9 +83,32 @@ public sealed class SectorCipher : IDisposable
     /// <summary>Decrypts whole sectors in place.</summary>
     public void Decrypt(long offset, Span<byte> data) => Transform(offset, data, encrypt: false);
 
+    /// <summary>Sectors per batched cipher call (their IVs, at most 16 bytes each, are 2 KiB on the stack).</summary>
+    private const int SectorsPerCall = 128;
+
     private void Transform(long offset, Span<byte> data, bool encrypt)
     {
         ulong sector = (ulong)offset / SectorSize;
+        // XTS, and CBC decryption, run whole sectors in batches: their IVs at once, then one call
+        // over all of them (the per-call set-up of the cipher is what costs, not the blocks).
+        // CBC encryption chains each block to the one before and stays sector by sector.
+        if (_mode == CipherMode.Xts || (_mode == CipherMode.Cbc && !encrypt))
+        {
+            Span<byte> ivs = stackalloc byte[SectorsPerCall * 16];
+            while (data.Length >= SectorSize)
+            {
+                int sectors = Math.Min(SectorsPerCall, data.Length / SectorSize);
+                var batchIvs = ivs[..(sectors * _ivLength)];
+                MakeIvs(sector, batchIvs);
+                var run = data[..(sectors * SectorSize)];
+                if (_mode == CipherMode.Cbc) _cipher!.DecryptCbcUnits(batchIvs, run);
+                else if (encrypt) _xts!.EncryptUnits(batchIvs, run);
+                else _xts!.DecryptUnits(batchIvs, run);
+                data = data[run.Length..];
+                sector += (ulong)sectors;
+            }
+            // A partial last sector (key material whose length is not a multiple of 512) goes below.
+        }
         Span<byte> iv = stackalloc byte[16];
         iv = iv[.._ivLength];
         while (!data.IsEmpty)
@@ -113,6 +136,33 @@ public sealed class SectorCipher : IDisposable
             }
             data = data[n..];
             sector++;
+        }
+    }
+
+    /// <summary>
+    /// The IVs of consecutive sectors from <paramref name="first"/>, one per <c>_ivLength</c> bytes
+    /// of <paramref name="ivs"/>, as <see cref="MakeIv"/> makes them; ESSIV encrypts all the
+    /// sector numbers in one call.
+    /// </summary>
+    private void MakeIvs(ulong first, Span<byte> ivs)
+    {
+        int count = ivs.Length / _ivLength;
+        if (_ivGen != IvGenAlgorithm.Essiv)
+        {
+            for (int i = 0; i < count; i++) MakeIv(first + (ulong)i, ivs.Slice(i * _ivLength, _ivLength));
+            return;
+        }
+        int block = _essiv!.BlockSize;
+        Span<byte> numbers = stackalloc byte[SectorsPerCall * 16];
+        numbers = numbers[..(count * block)];
+        numbers.Clear();
+        for (int i = 0; i < count; i++) BinaryPrimitives.WriteUInt64LittleEndian(numbers[(i * block)..], first + (ulong)i);
+        _essiv.EncryptEcb(numbers, numbers);
+        for (int i = 0; i < count; i++)
+        {
+            var iv = ivs.Slice(i * _ivLength, _ivLength);
+            iv.Clear();
+            numbers.Slice(i * block, Math.Min(block, _ivLength)).CopyTo(iv);
         }
     }
 

@@ -98,6 +98,21 @@ public class CipherTests
     }
 
     [Fact]
+    public void BlockCipher_DecryptCbcUnits_Sp800_38aVector_EachUnitFromItsOwnIv()
+    {
+        // NIST SP 800-38A F.2.2 (CBC-AES128.Decrypt) twice in one call: the second unit with an
+        // all-zero IV, so only its first block differs (the plaintext XOR the standard's IV).
+        using var c = BlockCipher.Create(CipherAlgorithm.Aes128, Convert.FromHexString("2b7e151628aed2a6abf7158809cf4f3c"));
+        const string iv = "000102030405060708090a0b0c0d0e0f";
+        const string cipher = "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2" +
+                              "73bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7";
+        const string plainTail = "ae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+        var data = Convert.FromHexString(cipher + cipher);
+        c.DecryptCbcUnits(Convert.FromHexString(iv + "00000000000000000000000000000000"), data);
+        Assert.Equal("6bc1bee22e409f96e93d7e117393172a" + plainTail + "6bc0bce12a459991e134741a7f9e1925" + plainTail, Convert.ToHexStringLower(data));
+    }
+
+    [Fact]
     public void BlockCipher_AesCtr_Sp800_38aVector()
     {
         // NIST SP 800-38A F.5.1 (CTR-AES128.Encrypt), two blocks: the counter is one big-endian number.
