@@ -73,11 +73,15 @@ public sealed class LockInspector
     /// <summary>
     /// How many times a snapshot is taken when it shows locks no visible descriptor holds. The
     /// kernel has no atomic view of /proc/locks and every fdinfo: a lock released between the two
-    /// reads (a process closing the image or exiting) is seen without an owner, and a snapshot
-    /// taken again a moment later no longer shows it. A lock still ownerless after these many
-    /// reads is reported as unknown.
+    /// reads (a process closing the image or exiting, whose descriptors may also be unreadable
+    /// for that moment) is seen without an owner, and a snapshot taken again a moment later no
+    /// longer shows it. A lock still ownerless after these many reads is reported as unknown
+    /// (another user's process, when this one is not root).
     /// </summary>
     internal const int SnapshotAttempts = 3;
+
+    /// <summary>The pause before snapshot N+1 is N times this: long enough for an exiting process to be gone.</summary>
+    private static readonly TimeSpan s_snapshotPause = TimeSpan.FromMilliseconds(5);
 
     private readonly string _proc;
     private readonly Action<int>? _beforeSnapshot;
@@ -100,17 +104,18 @@ public sealed class LockInspector
         for (int attempt = 1; ; attempt++)
         {
             _beforeSnapshot?.Invoke(attempt);
-            var result = Snapshot(list, out bool ownerlessWhileAllVisible);
-            if (!ownerlessWhileAllVisible || attempt == SnapshotAttempts) return result;
+            var result = Snapshot(list, out bool ownerless);
+            if (!ownerless || attempt == SnapshotAttempts) return result;
+            Thread.Sleep(s_snapshotPause * attempt);
         }
     }
 
     /// <summary>
     /// One read of /proc/locks and the descriptors of the locked files.
-    /// <paramref name="ownerlessWhileAllVisible"/> tells that some lock had no holder although every
-    /// process could be read: a lock released while scanning, worth another snapshot.
+    /// <paramref name="ownerless"/> tells that some lock had no visible holder: perhaps a lock
+    /// released while scanning, worth another snapshot.
     /// </summary>
-    private IReadOnlyList<ImageLocks> Snapshot(IReadOnlyList<string> paths, out bool ownerlessWhileAllVisible)
+    private IReadOnlyList<ImageLocks> Snapshot(IReadOnlyList<string> paths, out bool ownerless)
     {
         var byInode = ReadLocks();
         var identities = new List<(string Path, FileIdentity? Id, NativeIOException? Error)>();
@@ -151,7 +156,7 @@ public sealed class LockInspector
             }
             result.Add(new ImageLocks(path, file, holders, holders.Count > 0 ? scan.Uninspectable : 0));
         }
-        ownerlessWhileAllVisible = scan.Uninspectable == 0 && holdersByInode.Values.Any(hs => hs.Any(h => h.Kind == LockHolderKind.Unknown));
+        ownerless = holdersByInode.Values.Any(hs => hs.Any(h => h.Kind == LockHolderKind.Unknown));
         return result;
     }
 

@@ -7,17 +7,46 @@ namespace Vdisk.Interop.Support;
 /// <summary>A line-oriented QMP client for tests: sends raw text, returns the reply line; events are kept apart.</summary>
 public sealed class QmpClient : IDisposable
 {
-    private readonly Socket _socket;
+    private Socket _socket;
     private readonly byte[] _buffer = new byte[65536];
     private readonly StringBuilder _pending = new();
 
     public QmpClient(string path)
     {
-        _socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        _socket.Connect(new UnixDomainSocketEndPoint(path));
-        _socket.ReceiveTimeout = 30_000;
-        _socket.SendTimeout = 30_000;
-        Greeting = ReadLine() ?? throw new IOException("no greeting");
+        // A monitor serves one client at a time (qemu-storage-daemon's chardev does): a connection
+        // made while the server is still closing the previous one (Daemon's readiness probe) was
+        // seen closed without a greeting in CI once; a client then connects again, as a script would.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            _socket = OpenSocket(path);
+            string? greeting;
+            try
+            {
+                greeting = ReadLine();
+            }
+            catch (SocketException)
+            {
+                greeting = null;
+            }
+            if (greeting is not null)
+            {
+                Greeting = greeting;
+                return;
+            }
+            _socket.Dispose();
+            _pending.Clear();
+            if (DateTime.UtcNow > deadline) throw new IOException("no greeting");
+        }
+    }
+
+    private static Socket OpenSocket(string path)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint(path));
+        socket.ReceiveTimeout = 30_000;
+        socket.SendTimeout = 30_000;
+        return socket;
     }
 
     public string Greeting { get; }
