@@ -42,6 +42,25 @@ public class ServeQmpTests
     private const string Capabilities = "{\"execute\":\"qmp_capabilities\"}";
 
     [Fact]
+    public void A_refused_quorum_leaves_its_children_without_a_parent()
+    {
+        // Children of different lengths fail the open; the nodes named as children must stay
+        // free (deletable, writable by others), as in qemu-storage-daemon.
+        var (qsd, vdisk) = Both(
+        [
+            Capabilities,
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"file\",\"node-name\":\"s\",\"filename\":\"{dir}/second.raw\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"quorum\",\"node-name\":\"q\",\"vote-threshold\":1,\"children\":[\"disk\",\"s\"]}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"s\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"quorum\",\"node-name\":\"q\",\"vote-threshold\":1,\"children\":[\"disk\"]}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"disk\"}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"q\"}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"disk\"}}",
+        ]);
+        Assert.Equal(string.Join("\n", qsd), string.Join("\n", vdisk));
+    }
+
+    [Fact]
     public void Negotiation_AndRequestErrors_MatchQsd()
     {
         var (qsd, vdisk) = Both(

@@ -78,9 +78,14 @@ public sealed class BlockGraph
     public async ValueTask DeleteNodeAsync(string nodeName)
     {
         var node = Find(nodeName) ?? throw new InvalidOperationException($"Failed to find node with node-name='{nodeName}'");
-        if (node.Parents.Count > 0) throw new InvalidOperationException($"Node {nodeName} is in use");
-        if (!_implicitChildren.Remove(node, out var implicitChildren))
+        // qmp_blockdev_del's order: a user that is no node (an export's backend) first, then
+        // ownership, then parent nodes (a quorum or a format over it).
+        if (node.Parents.Any(p => p.Parent is not BlockNode)) throw new InvalidOperationException($"Node {nodeName} is in use");
+        if (!_implicitChildren.ContainsKey(node))
             throw new InvalidOperationException($"Node {nodeName} is not owned by the monitor");
+        if (node.Parents.Count > 0) throw new InvalidOperationException($"Block device {nodeName} is in use");
+        _implicitChildren.Remove(node, out var implicitChildren);
+        implicitChildren ??= [];
         await CloseSubtreeAsync(node, implicitChildren).ConfigureAwait(false);
     }
 

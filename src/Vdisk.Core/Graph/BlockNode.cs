@@ -174,6 +174,27 @@ public abstract partial class BlockNode
         return edge;
     }
 
+    /// <summary>
+    /// Attaches every child of <paramref name="children"/> in order; when one fails (a permission
+    /// conflict), the edges already made are removed again and their children's permissions (and
+    /// locks) refreshed, so a node that fails to open leaves no parent behind on existing nodes.
+    /// </summary>
+    protected internal List<BdrvChild> AttachChildren(IEnumerable<(string Name, BlockNode Node, ChildRole Role)> children)
+    {
+        var edges = new List<BdrvChild>();
+        try
+        {
+            foreach (var (name, node, role) in children) edges.Add(AttachChild(name, node, role));
+        }
+        catch
+        {
+            foreach (var edge in edges) DetachChild(edge);
+            PermissionRefresh.Refresh(edges.Select(e => e.Node));
+            throw;
+        }
+        return edges;
+    }
+
     /// <summary>Removes an edge to a child.</summary>
     protected internal void DetachChild(BdrvChild edge)
     {

@@ -81,12 +81,27 @@ public static class QmpSchema
         O("data-file", BlockdevRef),
     ];
 
+    /// <summary>BlockdevOptionsBlkverify.</summary>
+    private static readonly QapiMember[] BlkverifyMembers = [M("test", BlockdevRef), M("raw", BlockdevRef)];
+
+    /// <summary>BlockdevOptionsQuorum.</summary>
+    private static readonly QapiMember[] QuorumMembers =
+    [
+        O("blkverify", Bool),
+        M("children", new QapiList(BlockdevRef)),
+        M("vote-threshold", Int),
+        O("rewrite-corrupted", Bool),
+        O("read-pattern", new QapiEnum("quorum", "fifo")),
+    ];
+
     private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
     {
         "file" => FileMembers,
         "raw" => RawMembers,
         "qcow2" => Qcow2Members,
-        "vdi" or "vhdx" or "vpc" => GenericFormatMembers,
+        "vdi" or "vhdx" or "vpc" or "bochs" => GenericFormatMembers,
+        "blkverify" => BlkverifyMembers,
+        "quorum" => QuorumMembers,
         _ => null,
     };
 
@@ -97,7 +112,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "file", "qcow2", "raw", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "blkverify", "bochs", "file", "qcow2", "quorum", "raw", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>

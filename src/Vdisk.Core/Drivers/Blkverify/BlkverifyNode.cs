@@ -20,8 +20,9 @@ public sealed class BlkverifyNode : BlockNode
     internal BlkverifyNode(string nodeName, NodeFlags flags, BlockNode raw, BlockNode test)
         : base(nodeName, flags, test.Filename)
     {
-        _raw = AttachChild("raw", raw, ChildRole.Filtered | ChildRole.Primary);
-        _test = AttachChild("test", test, ChildRole.Data);
+        var edges = AttachChildren([("raw", raw, ChildRole.Filtered | ChildRole.Primary), ("test", test, ChildRole.Data)]);
+        _raw = edges[0];
+        _test = edges[1];
         // blkverify_refresh_filename
         Filename = $"blkverify:{raw.Filename}:{test.Filename}";
     }
@@ -55,15 +56,18 @@ public sealed class BlkverifyNode : BlockNode
     public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         var reference = new byte[buffer.Length];
-        await BothAsync(false, offset, buffer.Length,
-            Test.ReadAsync(offset, buffer, cancellationToken), Raw.ReadAsync(offset, reference, cancellationToken)).ConfigureAwait(false);
+        int result = await BothAsync(false, offset, buffer.Length,
+            () => Test.ReadAsync(offset, buffer, cancellationToken), () => Raw.ReadAsync(offset, reference, cancellationToken)).ConfigureAwait(false);
+        // Compared whatever the result, as blkverify_co_preadv does.
         int differs = buffer.Span.CommonPrefixLength(reference);
         if (differs < buffer.Length) Mismatch(false, offset, buffer.Length, $"contents mismatch at offset {offset + differs}");
+        ThrowIfFailed(result);
     }
 
     /// <inheritdoc />
-    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
-        BothAsync(true, offset, data.Length, Test.WriteAsync(offset, data, flags, cancellationToken), Raw.WriteAsync(offset, data, flags, cancellationToken));
+    public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default) =>
+        ThrowIfFailed(await BothAsync(true, offset, data.Length,
+            () => Test.WriteAsync(offset, data, flags, cancellationToken), () => Raw.WriteAsync(offset, data, flags, cancellationToken)).ConfigureAwait(false));
 
     /// <inheritdoc />
     public override ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default) =>
@@ -82,23 +86,28 @@ public sealed class BlkverifyNode : BlockNode
     /// <remarks>A protocol driver without its own answer: qemu-img info shows "disk size: unavailable".</remarks>
     public override long? AllocatedSize => null;
 
-    /// <summary>blkverify_co_prwv: both requests in flight together; their results (0 or -errno) must agree.</summary>
-    private async ValueTask BothAsync(bool write, long offset, long bytes, ValueTask onTest, ValueTask onRaw)
+    /// <summary>blkverify_co_prwv: both requests in flight together; their results (0 or -errno) must agree. The test image's result is the request's.</summary>
+    private async ValueTask<int> BothAsync(bool write, long offset, long bytes, Func<ValueTask> onTest, Func<ValueTask> onRaw)
     {
-        var test = onTest.AsTask();
-        var raw = onRaw.AsTask();
-        int testResult = await ResultOf(test).ConfigureAwait(false);
-        int rawResult = await ResultOf(raw).ConfigureAwait(false);
+        var test = ResultOf(onTest);
+        var raw = ResultOf(onRaw);
+        int testResult = await test.ConfigureAwait(false);
+        int rawResult = await raw.ConfigureAwait(false);
         if (testResult != rawResult) Mismatch(write, offset, bytes, $"return value mismatch {testResult} != {rawResult}");
-        // The test image's failure is the request's.
-        await test.ConfigureAwait(false);
+        return testResult;
     }
 
-    private static async Task<int> ResultOf(Task request)
+    private void ThrowIfFailed(int result)
+    {
+        if (result != 0) throw new NativeIOException(-result, NativeIOException.Describe(-result), Filename);
+    }
+
+    /// <summary>0, or -errno of the request's failure, whether it fails at once or later.</summary>
+    private static async Task<int> ResultOf(Func<ValueTask> request)
     {
         try
         {
-            await request.ConfigureAwait(false);
+            await request().ConfigureAwait(false);
             return 0;
         }
         catch (NativeIOException e)

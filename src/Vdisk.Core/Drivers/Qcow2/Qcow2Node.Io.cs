@@ -1106,9 +1106,10 @@ public sealed partial class Qcow2Node
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            // Detected at the first query, whatever it finds, as qcow2_co_block_status does.
+            _metadataPreallocation ??= await DetectMetadataPreallocationLockedAsync().ConfigureAwait(false);
             m = await MapLockedAsync(offset, Math.Min(length, Length - offset)).ConfigureAwait(false);
-            recurse = m.Kind == Qcow2ClusterKind.Normal && !IsEncrypted
-                && (_metadataPreallocation ??= await DetectMetadataPreallocationLockedAsync().ConfigureAwait(false));
+            recurse = m.Kind == Qcow2ClusterKind.Normal && !IsEncrypted && _metadataPreallocation.Value;
         }
         finally
         {

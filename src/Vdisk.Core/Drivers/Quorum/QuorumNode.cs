@@ -29,11 +29,12 @@ public sealed class QuorumNode : BlockNode
     {
         _settings = settings;
         PermissionRule = new QuorumChildPermissionRule(settings.RewriteCorrupted);
-        foreach (var (name, node) in children) _children.Add(AttachChild(name, node, ChildRole.Data));
-        // quorum_getlength: every child must be as long as the first.
+        // quorum_getlength: every child must be as long as the first (checked before any edge is
+        // made, so a refused open leaves existing nodes without a parent).
         _length = children[0].Node.Length;
         if (children.Any(c => c.Node.Length != _length))
             throw new NativeIOException(Errno.EIO, "Could not refresh total sector count: Input/output error");
+        _children.AddRange(AttachChildren(children.Select(c => (c.Name, c.Node, ChildRole.Data))));
         Filename = JsonOptions.Prefix + JsonFilename(children.Select(c => c.Node), settings);
     }
 
@@ -121,7 +122,8 @@ public sealed class QuorumNode : BlockNode
         for (int i = 0; i < n; i++)
         {
             buffers[i] = new byte[buffer.Length];
-            reads[i] = ResultOf(_children[i].Node.ReadAsync(offset, buffers[i], cancellationToken).AsTask());
+            var (child, into) = (_children[i].Node, buffers[i]);
+            reads[i] = ResultOf(() => child.ReadAsync(offset, into, cancellationToken));
         }
         var results = await Task.WhenAll(reads).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
@@ -147,7 +149,7 @@ public sealed class QuorumNode : BlockNode
         {
             // A correction attempt on data already found bad: its errors are ignored.
             var outvoted = Enumerable.Range(0, n).Where(i => results[i] == 0 && !winner.Members.Contains(i));
-            await Task.WhenAll(outvoted.Select(i => ResultOf(_children[i].Node.WriteAsync(offset, buffers[winner.Index], WriteFlags.None, cancellationToken).AsTask()))).ConfigureAwait(false);
+            await Task.WhenAll(outvoted.Select(i => ResultOf(() => _children[i].Node.WriteAsync(offset, buffers[winner.Index], WriteFlags.None, cancellationToken)))).ConfigureAwait(false);
         }
     }
 
@@ -187,7 +189,7 @@ public sealed class QuorumNode : BlockNode
     /// <summary>quorum_co_pwritev: the request on every child at once; fewer successes than the threshold fail with the voted error.</summary>
     private async ValueTask OnAllAsync(Func<BlockNode, ValueTask> request)
     {
-        var results = await Task.WhenAll(_children.Select(c => ResultOf(request(c.Node).AsTask()))).ConfigureAwait(false);
+        var results = await Task.WhenAll(_children.Select(c => ResultOf(() => request(c.Node)))).ConfigureAwait(false);
         ThrowIfTooFewSucceeded(results);
     }
 
@@ -196,7 +198,11 @@ public sealed class QuorumNode : BlockNode
     public override async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         var results = new int[_children.Count];
-        for (int i = 0; i < results.Length; i++) results[i] = await ResultOf(_children[i].Node.FlushAsync(cancellationToken).AsTask()).ConfigureAwait(false);
+        for (int i = 0; i < results.Length; i++)
+        {
+            var child = _children[i].Node;
+            results[i] = await ResultOf(() => child.FlushAsync(cancellationToken)).ConfigureAwait(false);
+        }
         ThrowIfTooFewSucceeded(results);
     }
 
@@ -209,11 +215,12 @@ public sealed class QuorumNode : BlockNode
         throw new NativeIOException(errno, NativeIOException.Describe(errno), Filename);
     }
 
-    private static async Task<int> ResultOf(Task request)
+    /// <summary>0, or -errno of the request's failure, whether it fails at once or later.</summary>
+    private static async Task<int> ResultOf(Func<ValueTask> request)
     {
         try
         {
-            await request.ConfigureAwait(false);
+            await request().ConfigureAwait(false);
             return 0;
         }
         catch (NativeIOException e)
