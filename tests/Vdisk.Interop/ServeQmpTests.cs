@@ -175,7 +175,32 @@ public class ServeQmpTests
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
-    public void QuitAndSigterm_ReportEveryExportDeleted_LikeQsd(bool quit)
+    public void QuitAndSigterm_ReportEveryExportDeleted_LikeQsd(bool quit) => QuitAndSigterm(quit);
+
+    /// <summary>
+    /// Each run of BLOCK_EXPORT_DELETED events in sorted order: an export goes when its last NBD
+    /// client has been dropped, so the order of the events is a race in qemu-storage-daemon as in
+    /// vdisk (seen swapped once in CI under load); which events come, and where, is not.
+    /// </summary>
+    private static List<string> DeletionEventsSorted(List<string> transcript)
+    {
+        var result = new List<string>();
+        for (int i = 0; i < transcript.Count;)
+        {
+            int end = i;
+            while (end < transcript.Count && transcript[end].Contains("BLOCK_EXPORT_DELETED", StringComparison.Ordinal)) end++;
+            if (end == i)
+            {
+                result.Add(transcript[i++]);
+                continue;
+            }
+            result.AddRange(transcript.GetRange(i, end - i).Order(StringComparer.Ordinal));
+            i = end;
+        }
+        return result;
+    }
+
+    private static void QuitAndSigterm(bool quit)
     {
         List<string> Run(bool vdisk)
         {
@@ -197,7 +222,7 @@ public class ServeQmpTests
             else Programs.Run("kill", "-TERM", d.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
             transcript.AddRange(RestOfConversation(c));
             transcript.Add($"exit {d.WaitForExit()}");
-            return transcript;
+            return DeletionEventsSorted(transcript);
         }
         var qsd = Run(false);
         Assert.Equal(qsd, Run(true));
