@@ -73,4 +73,25 @@ internal static class FormatIo
         if (zero && hostOffset + inFile.Length >= file.Length) return new BlockStatus(length, mapped | BlockStatusFlags.Zero, hostOffset, file);
         return new BlockStatus(Math.Min(length, inFile.Length), zero ? mapped | BlockStatusFlags.Zero : mapped, hostOffset, file);
     }
+
+    /// <summary>
+    /// A child request's result as QEMU's drivers vote on it (blkverify, quorum): 0, or -errno of
+    /// its failure, whether it fails at once or later.
+    /// </summary>
+    public static async Task<int> ResultOf(Func<ValueTask> request)
+    {
+        try
+        {
+            await request().ConfigureAwait(false);
+            return 0;
+        }
+        catch (NativeIOException e)
+        {
+            return -e.Errno;
+        }
+        catch (IOException)
+        {
+            return -Errno.EIO;
+        }
+    }
 }

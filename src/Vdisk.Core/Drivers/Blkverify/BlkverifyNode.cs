@@ -89,8 +89,8 @@ public sealed class BlkverifyNode : BlockNode
     /// <summary>blkverify_co_prwv: both requests in flight together; their results (0 or -errno) must agree. The test image's result is the request's.</summary>
     private async ValueTask<int> BothAsync(bool write, long offset, long bytes, Func<ValueTask> onTest, Func<ValueTask> onRaw)
     {
-        var test = ResultOf(onTest);
-        var raw = ResultOf(onRaw);
+        var test = FormatIo.ResultOf(onTest);
+        var raw = FormatIo.ResultOf(onRaw);
         int testResult = await test.ConfigureAwait(false);
         int rawResult = await raw.ConfigureAwait(false);
         if (testResult != rawResult) Mismatch(write, offset, bytes, $"return value mismatch {testResult} != {rawResult}");
@@ -100,24 +100,6 @@ public sealed class BlkverifyNode : BlockNode
     private void ThrowIfFailed(int result)
     {
         if (result != 0) throw new NativeIOException(-result, NativeIOException.Describe(-result), Filename);
-    }
-
-    /// <summary>0, or -errno of the request's failure, whether it fails at once or later.</summary>
-    private static async Task<int> ResultOf(Func<ValueTask> request)
-    {
-        try
-        {
-            await request().ConfigureAwait(false);
-            return 0;
-        }
-        catch (NativeIOException e)
-        {
-            return -e.Errno;
-        }
-        catch (IOException)
-        {
-            return -Errno.EIO;
-        }
     }
 
     private static void Mismatch(bool write, long offset, long bytes, string what) =>

@@ -123,7 +123,7 @@ public sealed class QuorumNode : BlockNode
         {
             buffers[i] = new byte[buffer.Length];
             var (child, into) = (_children[i].Node, buffers[i]);
-            reads[i] = ResultOf(() => child.ReadAsync(offset, into, cancellationToken));
+            reads[i] = FormatIo.ResultOf(() => child.ReadAsync(offset, into, cancellationToken));
         }
         var results = await Task.WhenAll(reads).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
@@ -149,7 +149,7 @@ public sealed class QuorumNode : BlockNode
         {
             // A correction attempt on data already found bad: its errors are ignored.
             var outvoted = Enumerable.Range(0, n).Where(i => results[i] == 0 && !winner.Members.Contains(i));
-            await Task.WhenAll(outvoted.Select(i => ResultOf(() => _children[i].Node.WriteAsync(offset, buffers[winner.Index], WriteFlags.None, cancellationToken)))).ConfigureAwait(false);
+            await Task.WhenAll(outvoted.Select(i => FormatIo.ResultOf(() => _children[i].Node.WriteAsync(offset, buffers[winner.Index], WriteFlags.None, cancellationToken)))).ConfigureAwait(false);
         }
     }
 
@@ -189,7 +189,7 @@ public sealed class QuorumNode : BlockNode
     /// <summary>quorum_co_pwritev: the request on every child at once; fewer successes than the threshold fail with the voted error.</summary>
     private async ValueTask OnAllAsync(Func<BlockNode, ValueTask> request)
     {
-        var results = await Task.WhenAll(_children.Select(c => ResultOf(() => request(c.Node)))).ConfigureAwait(false);
+        var results = await Task.WhenAll(_children.Select(c => FormatIo.ResultOf(() => request(c.Node)))).ConfigureAwait(false);
         ThrowIfTooFewSucceeded(results);
     }
 
@@ -201,7 +201,7 @@ public sealed class QuorumNode : BlockNode
         for (int i = 0; i < results.Length; i++)
         {
             var child = _children[i].Node;
-            results[i] = await ResultOf(() => child.FlushAsync(cancellationToken)).ConfigureAwait(false);
+            results[i] = await FormatIo.ResultOf(() => child.FlushAsync(cancellationToken)).ConfigureAwait(false);
         }
         ThrowIfTooFewSucceeded(results);
     }
@@ -213,24 +213,6 @@ public sealed class QuorumNode : BlockNode
         var failed = Enumerable.Range(0, results.Length).Where(i => results[i] != 0);
         int errno = -results[QuorumVote.Winner(failed, i => BitConverter.GetBytes(results[i])).Index];
         throw new NativeIOException(errno, NativeIOException.Describe(errno), Filename);
-    }
-
-    /// <summary>0, or -errno of the request's failure, whether it fails at once or later.</summary>
-    private static async Task<int> ResultOf(Func<ValueTask> request)
-    {
-        try
-        {
-            await request().ConfigureAwait(false);
-            return 0;
-        }
-        catch (NativeIOException e)
-        {
-            return -e.Errno;
-        }
-        catch (IOException)
-        {
-            return -Errno.EIO;
-        }
     }
 
     /// <inheritdoc />
