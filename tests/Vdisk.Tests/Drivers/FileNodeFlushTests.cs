@@ -39,6 +39,7 @@ public sealed class FileNodeFlushTests : IDisposable
         {
             int syncs = 0;
             node.SyncData = _ => ++syncs == 1 ? errno : 0;
+            await node.WriteAsync(0, new byte[512]);
             Assert.Equal(errno, FlushErrno(node));
             // The disk "recovered": fdatasync would now succeed, but what it lost stays lost.
             Assert.Equal(errno, FlushErrno(node));
@@ -60,9 +61,43 @@ public sealed class FileNodeFlushTests : IDisposable
         {
             int syncs = 0;
             node.SyncData = _ => { syncs++; return 0; };
+            await node.WriteAsync(0, new byte[512]);
             await node.FlushAsync();
+            await node.WriteZeroesAsync(512, 512);
             await node.FlushAsync();
             Assert.Equal(2, syncs);
+        }
+        finally
+        {
+            await node.CloseAsync();
+        }
+    }
+
+    /// <summary>
+    /// bdrv_co_flush skips the fdatasync when nothing was written since the last one
+    /// (write_gen == flushed_gen): closing an image opened read-write that was only read costs
+    /// no disk flush, as with qemu-io.
+    /// </summary>
+    [Fact]
+    public async Task AFlushWithNoWriteSinceTheLastOne_DoesNotReachTheDisk()
+    {
+        var node = OpenNode();
+        try
+        {
+            int syncs = 0;
+            node.SyncData = _ => { syncs++; return 0; };
+            await node.FlushAsync();
+            Assert.Equal(0, syncs);
+            await node.WriteAsync(0, new byte[512]);
+            await node.FlushAsync();
+            await node.FlushAsync();
+            Assert.Equal(1, syncs);
+            await node.DiscardAsync(0, 4096);
+            await node.FlushAsync();
+            Assert.Equal(2, syncs);
+            await node.TruncateAsync(8192);
+            await node.FlushAsync();
+            Assert.Equal(3, syncs);
         }
         finally
         {

@@ -331,6 +331,10 @@ public sealed class FileNode : BlockNode
             // offset read from a damaged qcow2 table) into this; QEMU reports the errno.
             throw new NativeIOException(Errno.EFBIG, NativeIOException.Describe(Errno.EFBIG), Filename);
         }
+        finally
+        {
+            WriteFinished();
+        }
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -428,6 +432,19 @@ public sealed class FileNode : BlockNode
         if (length <= 0) return;
         // bdrv_co_pwrite_zeroes: only a node with discard=unmap may deallocate.
         if (!Unmap) flags &= ~ZeroFlags.MayUnmap;
+        try
+        {
+            await ZeroRangeAsync(offset, length, flags, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            WriteFinished();
+        }
+        if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask ZeroRangeAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken)
+    {
         if (IsRegularFile)
         {
             long fileLength = Length;
@@ -435,15 +452,13 @@ public sealed class FileNode : BlockNode
             if ((flags & ZeroFlags.MayUnmap) != 0 && offset + length <= fileLength &&
                 FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
             {
-                goto done;
+                return;
             }
-            if (FAllocate(LibC.FALLOC_FL_ZERO_RANGE, offset, length) == 0) goto done;
+            if (FAllocate(LibC.FALLOC_FL_ZERO_RANGE, offset, length) == 0) return;
         }
         if ((flags & ZeroFlags.NoFallback) != 0)
             throw new NativeIOException(Errno.ENOTSUP, LibC.StrError(Errno.ENOTSUP), Filename);
         await WriteZeroBuffersAsync(offset, length, cancellationToken).ConfigureAwait(false);
-    done:
-        if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async ValueTask WriteZeroBuffersAsync(long offset, long length, CancellationToken cancellationToken)
@@ -466,6 +481,7 @@ public sealed class FileNode : BlockNode
         // Discard is advisory: filesystems without hole punching just keep the data, and a
         // node with discard=ignore drops it (bdrv_co_pdiscard).
         if (Unmap && IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
+        WriteFinished();
         return ValueTask.CompletedTask;
     }
 
@@ -483,11 +499,21 @@ public sealed class FileNode : BlockNode
     /// </summary>
     private int _pageCacheInconsistent;
 
+    // bs->write_gen and bs->flushed_gen: counted when a write, zero write, discard or resize has
+    // finished (failed or not), so a flush covers every request that completed before it began.
+    private long _writeGeneration;
+    private long _flushedGeneration;
+
+    private void WriteFinished() => Interlocked.Increment(ref _writeGeneration);
+
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfFenced();
         if (NoFlush) return ValueTask.CompletedTask;
+        // bdrv_co_flush: nothing written since the last successful flush, nothing to sync.
+        long generation = Interlocked.Read(ref _writeGeneration);
+        if (generation == Interlocked.Read(ref _flushedGeneration)) return ValueTask.CompletedTask;
         int errno = _pageCacheInconsistent;
         if (errno == 0)
         {
@@ -496,6 +522,12 @@ public sealed class FileNode : BlockNode
             if (errno != 0 && !_direct) _pageCacheInconsistent = errno;
         }
         if (errno != 0) throw new NativeIOException(errno, LibC.StrError(errno), Filename);
+        // Flushes may overlap: the flushed generation only moves forward.
+        long flushed;
+        while ((flushed = Interlocked.Read(ref _flushedGeneration)) < generation &&
+               Interlocked.CompareExchange(ref _flushedGeneration, generation, flushed) != flushed)
+        {
+        }
         return ValueTask.CompletedTask;
     }
 
@@ -504,8 +536,15 @@ public sealed class FileNode : BlockNode
     {
         ThrowIfFenced();
         bool fromEmpty = length > 0 && RandomAccess.GetLength(_handle) == 0;
-        if (LibC.FTruncate(_handle, length) != 0) throw LibC.LastErrorException($"Failed to resize '{Filename}'", Filename);
-        if (fromEmpty) AllocateFirstBlock(length);
+        try
+        {
+            if (LibC.FTruncate(_handle, length) != 0) throw LibC.LastErrorException($"Failed to resize '{Filename}'", Filename);
+            if (fromEmpty) AllocateFirstBlock(length);
+        }
+        finally
+        {
+            WriteFinished();
+        }
     }
 
     /// <summary>
@@ -578,7 +617,12 @@ public sealed class FileNode : BlockNode
     public void UnlockAfterCreate() => _locks?.UnlockEveryByte();
 
     /// <summary>Allocates a range (preallocation=falloc); false when the filesystem cannot.</summary>
-    public bool Preallocate(long offset, long length) => FAllocate(0, offset, length) == 0;
+    public bool Preallocate(long offset, long length)
+    {
+        bool done = FAllocate(0, offset, length) == 0;
+        WriteFinished();
+        return done;
+    }
 
     /// <inheritdoc />
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
