@@ -102,6 +102,50 @@ public class Qcow2FormatTests
         Assert.Equal(bytes, back.Serialize());
     }
 
+    /// <summary>
+    /// Opening reads the first 4 KiB of cluster 0 and the rest only when <see cref="Qcow2Header.BytesToRead"/>
+    /// says the header area runs further: whatever the extensions, backing name and damage, the
+    /// header parsed from what was read is the one parsed from the whole cluster (or both are refused
+    /// with the same message).
+    /// </summary>
+    [Fact]
+    public void The_header_area_read_first_parses_as_the_whole_cluster()
+    {
+        var extension = Gen.Select(Gen.UInt[0x10000000, 0x7fffffff], Gen.Int[0, 2500]);
+        Gen.Select(Gen.Int[12, 16], extension.List[0, 4], Gen.Int[0, 1023], Gen.Select(Gen.Int[0, 16383], Gen.Byte).Array[0, 3])
+            .Where((bits, extensions, backingLength, _) => extensions.Sum(e => e.Item2 + 16) + backingLength + 1024 < (1 << bits))
+            .Sample((bits, extensions, backingLength, damage) =>
+            {
+                var h = new Qcow2Header { Size = 1 << 30, ClusterBits = bits, L1Size = 2, L1TableOffset = 0x30000, RefcountTableOffset = 0x10000, RefcountTableClusters = 1 };
+                if (backingLength > 0) h.BackingFile = new string('b', backingLength);
+                foreach (var (type, length) in extensions) h.Extensions.Add(new Qcow2HeaderExtension(type, Enumerable.Repeat((byte)0xa5, length).ToArray()));
+                var cluster = h.Serialize();
+                foreach (var (offset, value) in damage)
+                    if (offset < cluster.Length) cluster[offset] = value;
+
+                var prefix = new byte[Qcow2Header.HeaderAreaPrefix];
+                cluster.AsSpan(0, Math.Min(cluster.Length, prefix.Length)).CopyTo(prefix);
+                int needed = Qcow2Header.BytesToRead(prefix);
+                var read = needed <= prefix.Length ? prefix : cluster[..needed];
+                Assert.Equal(Describe(() => Qcow2Header.Parse(cluster)), Describe(() => Qcow2Header.Parse(read)));
+            });
+
+        static string Describe(Func<Qcow2Header> parse)
+        {
+            try
+            {
+                var h = parse();
+                return $"{h.Version} {h.HeaderLength} {h.BackingFile} {h.BackingFormat} " +
+                    string.Join(",", h.Extensions.Select(e => $"{e.Type:x}:{Convert.ToHexString(e.Data)}")) +
+                    (h.UnknownHeaderFields is { } u ? Convert.ToHexString(u) : "");
+            }
+            catch (Qcow2FormatException e)
+            {
+                return "refused: " + e.Message;
+            }
+        }
+    }
+
     /// <summary>QEMU keeps the last backing format extension it reads (iotest 114 appends a second one) and writes one back.</summary>
     [Fact]
     public void The_last_backing_format_extension_wins_and_only_it_is_written_back()

@@ -133,12 +133,44 @@ public sealed class Qcow2Header
         }
     }
 
-    /// <summary>Bytes of cluster 0 <see cref="Parse"/> needs: the whole first cluster (at most 2 MiB).</summary>
-    public static int BytesToRead(ReadOnlySpan<byte> first104)
+    /// <summary>Bytes of cluster 0 read first: enough for the header area of images qemu-img writes.</summary>
+    public const int HeaderAreaPrefix = 4096;
+
+    /// <summary>
+    /// Bytes of cluster 0 that <see cref="Parse"/> needs, given its first bytes in
+    /// <paramref name="prefix"/>: at most <c>prefix.Length</c> when the header, the extension
+    /// chain up to its end marker and the backing file name all lie inside it, else the whole
+    /// cluster (at most 2 MiB). A header that Parse refuses needs no more than the prefix: it is
+    /// refused on the same bytes.
+    /// </summary>
+    public static int BytesToRead(ReadOnlySpan<byte> prefix)
     {
-        if (first104.Length < 24) return V3HeaderLength;
-        uint bits = BinaryPrimitives.ReadUInt32BigEndian(first104[20..]);
-        return bits is >= Qcow2Geometry.MinClusterBits and <= Qcow2Geometry.MaxClusterBits ? 1 << (int)bits : V3HeaderLength;
+        if (prefix.Length < V3HeaderLength || BinaryPrimitives.ReadUInt32BigEndian(prefix) != Magic) return prefix.Length;
+        uint version = BinaryPrimitives.ReadUInt32BigEndian(prefix[4..]);
+        uint bits = BinaryPrimitives.ReadUInt32BigEndian(prefix[20..]);
+        if (version is < 2 or > 3 || bits is < Qcow2Geometry.MinClusterBits or > Qcow2Geometry.MaxClusterBits) return prefix.Length;
+        int clusterSize = 1 << (int)bits;
+        if (clusterSize <= prefix.Length) return clusterSize;
+        ulong backingOffset = BinaryPrimitives.ReadUInt64BigEndian(prefix[8..]);
+        uint backingSize = BinaryPrimitives.ReadUInt32BigEndian(prefix[16..]);
+        long headerLength = version == 2 ? V2HeaderLength : BinaryPrimitives.ReadUInt32BigEndian(prefix[100..]);
+        if (headerLength < V2HeaderLength || headerLength > clusterSize || backingOffset > (ulong)clusterSize) return prefix.Length;
+        if (headerLength > prefix.Length) return clusterSize;
+        if (backingOffset != 0 && (long)backingOffset + backingSize > prefix.Length) return clusterSize;
+        // The extension chain as ReadExtensions walks it.
+        long end = backingOffset != 0 ? (long)backingOffset : clusterSize;
+        long offset = headerLength;
+        while (offset < end)
+        {
+            if (offset + 8 > prefix.Length) return clusterSize;
+            uint type = BinaryPrimitives.ReadUInt32BigEndian(prefix[(int)offset..]);
+            uint length = BinaryPrimitives.ReadUInt32BigEndian(prefix[((int)offset + 4)..]);
+            offset += 8;
+            if (offset > end || length > end - offset || type == ExtensionEnd) return prefix.Length;
+            offset += (length + 7) & ~7u;
+            if (offset > prefix.Length) return clusterSize;
+        }
+        return prefix.Length;
     }
 
     /// <summary>

@@ -53,16 +53,12 @@ public sealed partial class Qcow2Node
         await LockQuiescedAsync().ConfigureAwait(false);
         try
         {
-            var first = new byte[Qcow2Header.V3HeaderLength];
-            await ReadHeaderBytesAsync(File, 0, first, CancellationToken.None).ConfigureAwait(false);
-            var cluster0 = new byte[Qcow2Header.BytesToRead(first)];
-            await ReadHeaderBytesAsync(File, 0, cluster0, CancellationToken.None).ConfigureAwait(false);
-            var header = Qcow2Header.Parse(cluster0);
+            var header = Qcow2Header.Parse(await ReadHeaderAreaAsync(File, CancellationToken.None).ConfigureAwait(false));
             if (header.ClusterBits != _header.ClusterBits || header.RefcountOrder != _header.RefcountOrder)
                 throw new Qcow2FormatException("The image's cluster or refcount geometry changed while the node was inactive");
-            var l1 = await ReadTableEntriesAsync(File, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", CancellationToken.None, cluster0).ConfigureAwait(false);
+            var l1 = await ReadTableEntriesAsync(File, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", CancellationToken.None).ConfigureAwait(false);
             var refcountTable = await ReadTableEntriesAsync(File, (long)header.RefcountTableOffset,
-                (int)(header.RefcountTableClusters * (_g.ClusterSize / 8)), "Could not read refcount table", CancellationToken.None, cluster0).ConfigureAwait(false);
+                (int)(header.RefcountTableClusters * (_g.ClusterSize / 8)), "Could not read refcount table", CancellationToken.None).ConfigureAwait(false);
             var snapshots = await ReadSnapshotsAsync(File, header, CancellationToken.None).ConfigureAwait(false);
 
             _header = header;

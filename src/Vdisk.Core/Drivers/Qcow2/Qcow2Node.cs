@@ -130,12 +130,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     {
         bool check = (openFlags & OpenFlags.Check) != 0;
         bool writable = (flags & NodeFlags.ReadWrite) != 0;
-        var first = new byte[Qcow2Header.V3HeaderLength];
-        await ReadHeaderBytesAsync(file, 0, first, cancellationToken).ConfigureAwait(false);
-        int headerBytes = Qcow2Header.BytesToRead(first);
-        var cluster0 = new byte[headerBytes];
-        await ReadHeaderBytesAsync(file, 0, cluster0, cancellationToken).ConfigureAwait(false);
-        var header = Qcow2Header.Parse(cluster0);
+        var header = Qcow2Header.Parse(await ReadHeaderAreaAsync(file, cancellationToken).ConfigureAwait(false));
 
         ulong unsupported = header.IncompatibleFeatures & ~Qcow2Features.IncompatSupported;
         if (unsupported != 0)
@@ -156,9 +151,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         if (header.Size > long.MaxValue / 2 || l1Needed > int.MaxValue) throw new NativeIOException(Errno.EFBIG, "Image is too big");
         if (header.L1Size < l1Needed) throw new Qcow2FormatException("L1 table is too small");
 
-        var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken, cluster0).ConfigureAwait(false);
+        var l1 = await ReadTableEntriesAsync(file, (long)header.L1TableOffset, (int)header.L1Size, "Could not read L1 table", cancellationToken).ConfigureAwait(false);
         var refcountTable = await ReadTableEntriesAsync(file, (long)header.RefcountTableOffset,
-            (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken, cluster0).ConfigureAwait(false);
+            (int)(header.RefcountTableClusters * (g.ClusterSize / 8)), "Could not read refcount table", cancellationToken).ConfigureAwait(false);
         var dataFile = openDataFile?.Invoke(header);
         var snapshots = check ? new List<Qcow2Snapshot>() : await ReadSnapshotsAsync(file, header, cancellationToken).ConfigureAwait(false);
 
@@ -209,27 +204,39 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     }
 
     /// <summary>
-    /// Reads a table of big-endian 64-bit entries. Its bytes go through <paramref name="scratch"/>
-    /// (cluster 0, parsed already) when they fit: a second fresh buffer costs a one-shot run its
-    /// zeroing and page faults (16 for a 64 KiB refcount table).
+    /// The part of cluster 0 that <see cref="Qcow2Header.Parse"/> reads: its first 4 KiB, which
+    /// hold the header, its extensions and the backing file name of every image qemu-img writes,
+    /// or the whole cluster when they run further. A one-shot run then does not zero and fault in
+    /// a 64 KiB (up to 2 MiB) buffer for a few hundred bytes.
     /// </summary>
-    private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct, byte[]? scratch = null)
+    private static async ValueTask<byte[]> ReadHeaderAreaAsync(BlockNode file, CancellationToken ct)
+    {
+        var prefix = new byte[Qcow2Header.HeaderAreaPrefix];
+        await ReadHeaderBytesAsync(file, 0, prefix, ct).ConfigureAwait(false);
+        int needed = Qcow2Header.BytesToRead(prefix);
+        if (needed <= prefix.Length) return prefix;
+        var cluster0 = new byte[needed];
+        await ReadHeaderBytesAsync(file, 0, cluster0, ct).ConfigureAwait(false);
+        return cluster0;
+    }
+
+    /// <summary>
+    /// Reads a table of big-endian 64-bit entries straight into the array it is kept in (no
+    /// second buffer of its size to zero and fault in), then byte-swaps it in place.
+    /// </summary>
+    private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct)
     {
         var table = new ulong[entries];
         if (entries == 0) return table;
-        long bytes = entries * 8L;
-        Memory<byte> raw = scratch is not null && bytes <= scratch.Length ? scratch.AsMemory(0, (int)bytes) : new byte[bytes];
         try
         {
-            await file.ReadAsync(offset, raw, ct).ConfigureAwait(false);
+            await file.ReadAsync(offset, new Copy.ArrayByteMemory<ulong>(table).Memory, ct).ConfigureAwait(false);
         }
         catch (NativeIOException e)
         {
             throw new NativeIOException(e.Errno, $"{what}: {NativeIOException.Describe(e.Errno)}");
         }
-        var bigEndian = MemoryMarshal.Cast<byte, ulong>(raw.Span);
-        if (BitConverter.IsLittleEndian) BinaryPrimitives.ReverseEndianness(bigEndian, table);
-        else bigEndian.CopyTo(table);
+        if (BitConverter.IsLittleEndian) BinaryPrimitives.ReverseEndianness(table, table);
         return table;
     }
 
