@@ -9,7 +9,7 @@ namespace Vdisk.Drivers.Throttle;
 /// limits (a discard and a zero write count as writes of their length), then go to the child;
 /// flushes and everything else pass straight through.
 /// </summary>
-public sealed class ThrottleNode : BlockNode
+public sealed class ThrottleNode : BlockNode, IImageInfoSource
 {
     private readonly BdrvChild _file;
     private readonly ThrottleGroupMember _member;
@@ -66,6 +66,26 @@ public sealed class ThrottleNode : BlockNode
     /// <inheritdoc />
     public override long Length => File.Length;
 
+    /// <summary>
+    /// bdrv_query_image_info on a filter: its own name, format and sizes, and what bdrv_get_info
+    /// passes through from the filtered node (cluster size, dirty flag); no format-specific data.
+    /// </summary>
+    public ImageInfo GetImageInfo()
+    {
+        var filtered = File is IImageInfoSource source ? source.GetImageInfo() : null;
+        return new ImageInfo
+        {
+            Filename = Filename,
+            Format = DriverName,
+            VirtualSize = Length,
+            ActualSize = AllocatedSize,
+            ClusterSize = filtered?.ClusterSize,
+            VmStateOffset = filtered?.VmStateOffset ?? 0,
+            DirtyFlag = filtered?.DirtyFlag ?? false,
+            HasDirtyFlag = HasDriverInfo,
+        };
+    }
+
     /// <inheritdoc />
     public override bool HasZeroInit => File.HasZeroInit;
 
@@ -99,6 +119,33 @@ public sealed class ThrottleNode : BlockNode
         await _member.InterceptAsync(length, isWrite: true, cancellationToken).ConfigureAwait(false);
         await File.DiscardAsync(offset, length, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <inheritdoc />
+    /// <remarks>throttle_co_pwritev_compressed: a throttled write, compressed by the child.</remarks>
+    public override bool SupportsCompressedWrites => File.SupportsCompressedWrites;
+
+    /// <inheritdoc />
+    public override int CompressedWriteUnit => File.CompressedWriteUnit;
+
+    /// <inheritdoc />
+    public override async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        await _member.InterceptAsync(data.Length, isWrite: true, cancellationToken).ConfigureAwait(false);
+        await File.WriteCompressedAsync(offset, data, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override byte[]? CompressUnit(ReadOnlySpan<byte> unit) => File.CompressUnit(unit);
+
+    /// <inheritdoc />
+    public override async ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default)
+    {
+        await _member.InterceptAsync(unit.Length, isWrite: true, cancellationToken).ConfigureAwait(false);
+        await File.WriteCompressedUnitAsync(offset, unit, compressed, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) => File.EndCompressedWritesAsync(cancellationToken);
 
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => File.FlushAsync(cancellationToken);
