@@ -12,6 +12,9 @@ namespace Vdisk.Tests.Drivers;
 /// </summary>
 public class ThrottleTests
 {
+    /// <summary>Turns a request that is never let go (a scheduling bug) into a failure instead of a hung run; no timing is measured.</summary>
+    private const int HangGuardMilliseconds = 60_000;
+
     private static ThrottleConfig Parse(string properties) =>
         ThrottleGroups.ParseProperties(KeyValParser.Parse("throttle-group,id=g0," + properties, impliedKey: "qom-type"));
 
@@ -126,7 +129,7 @@ public class ThrottleTests
         Assert.Equal(0, state.ComputeWait(isWrite: true, 0));
     }
 
-    [Fact]
+    [Fact(Timeout = HangGuardMilliseconds)]
     public async Task Group_LetsRequestsGoInOrder_AsTheBucketLeaks()
     {
         var clock = new FakeTimeProvider();
@@ -148,7 +151,7 @@ public class ThrottleTests
         await fourth;
     }
 
-    [Fact]
+    [Fact(Timeout = HangGuardMilliseconds)]
     public async Task Group_ReadsAndWritesQueueApart()
     {
         var clock = new FakeTimeProvider();
@@ -164,7 +167,7 @@ public class ThrottleTests
         await read;
     }
 
-    [Fact]
+    [Fact(Timeout = HangGuardMilliseconds)]
     public async Task Group_TakesTurnsBetweenMembersWithWaitingRequests()
     {
         var clock = new FakeTimeProvider();
@@ -189,7 +192,7 @@ public class ThrottleTests
         await firstB;
     }
 
-    [Fact]
+    [Fact(Timeout = HangGuardMilliseconds)]
     public async Task Group_CancelledWaiter_LeavesTheQueue_AndTheNextStillGoes()
     {
         var clock = new FakeTimeProvider();
@@ -205,5 +208,20 @@ public class ThrottleTests
         Assert.False(next.IsCompleted);
         clock.Advance(TimeSpan.FromMilliseconds(100));
         await next;
+    }
+
+    [Fact(Timeout = HangGuardMilliseconds)]
+    public async Task Group_MemberLeaving_LetsItsWaitingRequestsGo()
+    {
+        var clock = new FakeTimeProvider();
+        var group = new ThrottleGroup("g0", Parse("x-iops-total=10"), clock);
+        var member = group.Register();
+        await member.InterceptAsync(512, isWrite: true);
+        await member.InterceptAsync(512, isWrite: true);
+        var waiting = member.InterceptAsync(512, isWrite: true).AsTask();
+        Assert.False(waiting.IsCompleted);
+        member.Dispose();
+        await waiting;
+        Assert.Equal(0, group.MemberCount);
     }
 }

@@ -80,6 +80,11 @@ public sealed class ThrottleGroup
             }
             _members.Remove(member);
             member.DisposeTimers();
+            // QEMU drains a node before it leaves (limits off): whatever still waits goes now.
+            for (int i = 0; i < 2; i++)
+            {
+                while (member.Release(i)) { }
+            }
         }
     }
 
@@ -110,6 +115,8 @@ public sealed class ThrottleGroup
         lock (_lock)
         {
             if (waiter is not null) member.Pending[direction]--;
+            // Let go by the member's departure: nothing to account, nobody to schedule for.
+            if (!_members.Contains(member)) return;
             _state.Account(isWrite, (ulong)bytes);
             ScheduleNext(member, direction);
         }
