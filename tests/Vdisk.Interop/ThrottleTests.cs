@@ -149,4 +149,12 @@ public sealed class ThrottleTests
         Assert.Equal(myFormats.OrderBy(f => qemuFormats.IndexOf(f)).ToList(), myFormats);
         Assert.All(myFormats, f => Assert.Contains(f, qemuFormats));
     }
+
+    [Fact]
+    public void StorageDaemonAndQemuNbd_TakeThrottleGroups_WithTheirErrors()
+    {
+        AssertSame("qemu-storage-daemon", "--object", "throttle-group,id=g0,x-iops-total=-1");
+        AssertSame("qemu-nbd", "--object", "throttle-group,id=g0,limits.bogus=1", "{img}");
+        AssertSame("qemu-nbd", "--object", "throttle-group,id=g0", "--image-opts", "driver=throttle,throttle-group=nope,file.filename={img}");
+    }
 }
