@@ -30,6 +30,13 @@ internal static class Program
                 // serve takes qemu-storage-daemon's ordered, repeated options: it parses them itself.
                 return await ServeCommand.RunAsync(args[1..], tool);
         }
+        if (tool == Tool.QemuImg && Img.QemuImgHelp.IsRequest(args))
+        {
+            // qemu-img's own help (QEMU's text), not System.CommandLine's.
+            Stdio.Out.Write(Img.QemuImgHelp.Text(Personality.VersionText(tool, Personality.VdiskVersion), Vdisk.Graph.BlockDrivers.Names));
+            Stdio.Out.Flush();
+            return 0;
+        }
         // The everyday info and io lines skip System.CommandLine (OneShotCommandLine says which).
         if (OneShotCommandLine.TryRead(tool, args) is { } oneShot && Environment.GetEnvironmentVariable("VDISK_FULL_PARSER") is not "1")
             return await RunVerbAsync(oneShot);

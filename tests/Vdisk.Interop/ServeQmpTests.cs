@@ -61,6 +61,27 @@ public class ServeQmpTests
     }
 
     [Fact]
+    public void ThrottleNodes_OverAnExistingNode_MatchQsd()
+    {
+        var (qsd, vdisk) = Both(
+        [
+            Capabilities,
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"throttle\",\"node-name\":\"t0\",\"file\":\"disk\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"throttle\",\"node-name\":\"t0\",\"throttle-group\":\"nope\",\"file\":\"disk\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"throttle\",\"node-name\":\"t0\",\"throttle-group\":\"g0\",\"file\":\"disk\",\"bogus\":1}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"throttle\",\"node-name\":\"t0\",\"throttle-group\":\"g0\",\"file\":\"disk\"}}",
+            "{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"disk\"}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t0\"}}",
+            "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"throttle\",\"node-name\":\"t1\",\"throttle-group\":\"g0\",\"file\":{\"driver\":\"raw\",\"file\":\"disk\"}}}",
+            "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t1\"}}",
+        ], (_, _) => ["--object", "throttle-group,id=g0,limits.iops-total=1000"]);
+        // vdisk's query-named-block-nodes adds QEMU 10.0's "active".
+        Assert.Equal(string.Join("\n", qsd), string.Join("\n", vdisk).Replace("\"active\": true, ", "", StringComparison.Ordinal));
+        Assert.Contains("\"drv\": \"throttle\"", string.Join("\n", qsd));
+    }
+
+    [Fact]
     public void Negotiation_AndRequestErrors_MatchQsd()
     {
         var (qsd, vdisk) = Both(

@@ -5,7 +5,7 @@ namespace Vdisk.Cli.Common;
 
 /// <summary>
 /// <c>--object TYPE,id=ID,...</c> on every verb that opens images, as qemu-img and qemu-io take
-/// it: each value defines an object (vdisk has secrets) before the verb runs.
+/// it: each value defines an object (vdisk has secrets and throttle groups) before the verb runs.
 /// </summary>
 internal sealed class ObjectOption : Option<string[]>
 {
@@ -13,8 +13,8 @@ internal sealed class ObjectOption : Option<string[]>
     {
         Arity = ArgumentArity.OneOrMore;
         AllowMultipleArgumentsPerToken = false;
-        HelpName = "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]";
-        Description = "define a secret object, named by key-secret=ID or encrypt.key-secret=ID";
+        HelpName = "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64] | throttle-group,id=ID,limits.KEY=N";
+        Description = "define a secret (named by key-secret=ID) or a throttle group (named by throttle-group=ID)";
     }
 
     /// <summary>Adds the option to a verb that opens images (one with --wait).</summary>
@@ -36,7 +36,7 @@ internal sealed class ObjectOption : Option<string[]>
         {
             if (text is "help" or "?")
             {
-                Stdio.Out.Write("List of user creatable objects:\n  secret\n");
+                Stdio.Out.Write("List of user creatable objects:\n  secret\n  throttle-group\n");
                 Stdio.Out.Flush();
                 return 0;
             }

@@ -36,6 +36,11 @@ public static class Secrets
         string id = Scalar(options, "id") ?? throw new OptionException("Parameter 'id' is missing");
         if (!IsIdentifier(id))
             throw new OptionException("Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
+        if (type == Drivers.Throttle.ThrottleGroups.TypeName)
+        {
+            Drivers.Throttle.ThrottleGroups.Add(id, options);
+            return;
+        }
         if (type != "secret") throw new OptionException($"vdisk does not support objects of type '{type}'");
 
         string? data = null, file = null, format = null, keyId = null;
@@ -84,10 +89,14 @@ public static class Secrets
         }
         lock (s_secrets)
         {
-            if (!s_secrets.TryAdd(id, bytes))
-                throw new OptionException($"attempt to add duplicate property '{id}' to object (type 'container')");
+            // One namespace for every object, as QEMU's /objects container.
+            if (Drivers.Throttle.ThrottleGroups.Contains(id) || !s_secrets.TryAdd(id, bytes))
+                throw new OptionException(DuplicateIdMessage(id));
         }
     }
+
+    /// <summary>object_property_try_add_child's refusal of an id already under /objects.</summary>
+    public static string DuplicateIdMessage(string id) => $"attempt to add duplicate property '{id}' to object (type 'container')";
 
     /// <summary>True when a secret named <paramref name="id"/> exists.</summary>
     public static bool Contains(string id)

@@ -14,8 +14,8 @@ public static class BlockChain
 
     /// <summary>
     /// The status of the range at <paramref name="offset"/> through the chain: Allocated is set
-    /// when some layer holds it, Depth says which (0 = <paramref name="top"/>); ranges no layer
-    /// holds read as zeroes and report the depth of the bottom layer.
+    /// when some layer holds it, Depth says which (0 = <paramref name="top"/>, filters not
+    /// counted); ranges no layer holds read as zeroes and report the depth of the bottom layer.
     /// </summary>
     public static async ValueTask<BlockStatus> StatusAboveAsync(BlockNode top, long offset, long length, CancellationToken ct = default)
     {
@@ -26,12 +26,14 @@ public static class BlockChain
             var status = await node.GetBlockStatusAsync(offset, length, ct).ConfigureAwait(false);
             if ((status.Flags & BlockStatusFlags.Allocated) != 0 || status.Length == 0) return status with { Depth = depth };
             var backing = FilterOrCowOf(node);
+            // qemu-img map skips filters (bdrv_skip_filters): only backing files add to the depth.
+            int below = node.FilteredNode is null ? depth + 1 : depth;
             if (backing is null && !node.UnallocatedReadsAsZeroes) return status with { Depth = depth };
             if (backing is null || offset >= backing.Length)
-                return status with { Flags = BlockStatusFlags.Zero, Depth = backing is null ? depth : depth + 1 };
+                return status with { Flags = BlockStatusFlags.Zero, Depth = backing is null ? depth : below };
             length = Math.Min(status.Length, backing.Length - offset);
             node = backing;
-            depth++;
+            depth = below;
         }
     }
 

@@ -172,10 +172,25 @@ public static class BlockDrivers
         Register(new Drivers.Blkdebug.BlkdebugDriver());
         Register(new Drivers.Blkverify.BlkverifyDriver());
         Register(new Drivers.Quorum.QuorumDriver());
+        Register(new Drivers.Throttle.ThrottleDriver());
     }
 
     /// <summary>Adds a driver.</summary>
     public static void Register(IBlockDriver driver) => s_drivers[driver.Name] = driver;
+
+    /// <summary>
+    /// The names of every driver, sorted as bdrv_iterate_format sorts them (strcmp order): the
+    /// "Supported formats:" list of qemu-img's help.
+    /// </summary>
+    public static IReadOnlyList<string> Names
+    {
+        get
+        {
+            var names = s_drivers.Keys.ToList();
+            names.Sort(StringComparer.Ordinal);
+            return names;
+        }
+    }
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>
     public static IBlockDriver? Find(string name) => s_drivers.GetValueOrDefault(name);

@@ -94,6 +94,9 @@ public static class QmpSchema
         O("read-pattern", new QapiEnum("quorum", "fifo")),
     ];
 
+    /// <summary>BlockdevOptionsThrottle.</summary>
+    private static readonly QapiMember[] ThrottleMembers = [M("throttle-group", Str), M("file", BlockdevRef)];
+
     private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
     {
         "file" => FileMembers,
@@ -102,6 +105,7 @@ public static class QmpSchema
         "vdi" or "vhdx" or "vpc" or "bochs" => GenericFormatMembers,
         "blkverify" => BlkverifyMembers,
         "quorum" => QuorumMembers,
+        "throttle" => ThrottleMembers,
         _ => null,
     };
 
@@ -112,7 +116,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "blkverify", "bochs", "file", "qcow2", "quorum", "raw", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "blkverify", "bochs", "file", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>

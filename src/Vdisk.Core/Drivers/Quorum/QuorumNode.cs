@@ -85,7 +85,7 @@ public sealed class QuorumNode : BlockNode
     {
         var dict = new OptionDict();
         var list = new OptionList();
-        foreach (var child in children) list.Items.Add(OpenOptions(child));
+        foreach (var child in children) list.Items.Add(NodeFullOptions.Of(child));
         dict.Set("children", list);
         dict.Set("driver", "quorum");
         if (settings.Fifo) dict.Set("read-pattern", "fifo");
@@ -95,17 +95,6 @@ public sealed class QuorumNode : BlockNode
         var sb = new System.Text.StringBuilder();
         dict.WriteJson(sb);
         return sb.ToString();
-    }
-
-    /// <summary>A child's options as its json: filename, or its driver over its file child's, or its driver and filename.</summary>
-    private static OptionDict OpenOptions(BlockNode node)
-    {
-        if (node.Filename.StartsWith(JsonOptions.Prefix, StringComparison.Ordinal)) return JsonOptions.ParseFilename(node.Filename);
-        var dict = new OptionDict();
-        dict.Set("driver", node.DriverName);
-        if (!node.IsProtocol && node.Children.Count == 1 && node.Children[0].Name == "file") dict.Set("file", OpenOptions(node.Children[0].Node));
-        else dict.Set("filename", node.Filename);
-        return dict;
     }
 
     /// <inheritdoc />
