@@ -285,6 +285,21 @@ internal sealed class Qcow2Refcounts
     }
 
     /// <summary>
+    /// make_completely_empty: the refcounts start over from an empty table at <paramref name="offset"/>
+    /// whose blocks (none yet) the caller enters; nothing cached or counted before is kept.
+    /// </summary>
+    public void StartOver(ulong[] table, long offset, int clusters)
+    {
+        Blocks.Clear();
+        Table = table;
+        TableOffset = offset;
+        TableClusters = clusters;
+        AllocatedEnd = 0;
+        FreeHint = 0;
+        _freeByteOffset = 0;
+    }
+
+    /// <summary>
     /// qcow2_shrink_reftable, after a shrink freed the cropped clusters: refcount blocks that count
     /// nothing (but themselves) leave the table, which is written and synced first; then each one
     /// loses its own reference and its cluster is discarded. A block whose own cluster no block
