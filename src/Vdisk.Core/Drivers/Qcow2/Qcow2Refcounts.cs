@@ -38,6 +38,7 @@ internal sealed class Qcow2Refcounts
             },
             async t =>
             {
+                if (BeforeBlocksWritten is not null) await BeforeBlocksWritten().ConfigureAwait(false);
                 if (BeforeBlockWrite is not null) await BeforeBlockWrite(t.Offset, t.Data.Length).ConfigureAwait(false);
                 await _file.DebugEventAsync(BlkdebugEvent.RefblockUpdatePart).ConfigureAwait(false);
                 await _file.WriteAsync(t.Offset, t.Data).ConfigureAwait(false);
@@ -67,6 +68,22 @@ internal sealed class Qcow2Refcounts
 
     /// <summary>Runs before a refcount block is written (the node's overlap check, which signals and throws on a hit).</summary>
     public Func<long, long, ValueTask>? BeforeBlockWrite { get; init; }
+
+    /// <summary>
+    /// Runs before any refcount is raised in the cache: the node orders the metadata writes
+    /// (tables still to be written that dropped references go first, see Qcow2Node's write order).
+    /// </summary>
+    public Func<ValueTask>? BeforeIncrease { get; init; }
+
+    /// <summary>Runs before any refcount is lowered in the cache (the node's write order).</summary>
+    public Func<ValueTask>? BeforeDecrease { get; init; }
+
+    /// <summary>Runs before a refcount block is written back (the node writes the tables that must precede it).</summary>
+    public Func<ValueTask>? BeforeBlocksWritten { get; init; }
+
+    private ValueTask OnIncreaseAsync() => BeforeIncrease?.Invoke() ?? ValueTask.CompletedTask;
+
+    private ValueTask OnDecreaseAsync() => BeforeDecrease?.Invoke() ?? ValueTask.CompletedTask;
 
     /// <summary>Reports a corruption the refcounts found as fatal (qcow2_signal_corruption, which the node does).</summary>
     public Func<string, ValueTask>? CorruptionFound { get; init; }
@@ -141,10 +158,16 @@ internal sealed class Qcow2Refcounts
         return found;
     }
 
-    /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>
-    public async ValueTask<long> AllocateAsync(long count)
+    /// <summary>
+    /// Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host
+    /// offset. <paramref name="orderedAtLink"/>: the caller orders the metadata writes when it
+    /// links the clusters into a table (a data write, as QEMU's qcow2_alloc_cluster_link_l2 sets
+    /// the cache dependency), not now.
+    /// </summary>
+    public async ValueTask<long> AllocateAsync(long count, bool orderedAtLink = false)
     {
         await _file.DebugEventAsync(BlkdebugEvent.ClusterAlloc).ConfigureAwait(false);
+        if (!orderedAtLink) await OnIncreaseAsync().ConfigureAwait(false);
         while (true)
         {
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
@@ -159,7 +182,8 @@ internal sealed class Qcow2Refcounts
     /// qcow2_alloc_clusters_at: of <paramref name="count"/> clusters from <paramref name="hostOffset"/>,
     /// those free up to the first taken one get refcount 1; returns how many (0 when the first is
     /// taken). A write extends its data this way past clusters it overwrites in place. New
-    /// refcount blocks go where the search hint points, as QEMU's do.
+    /// refcount blocks go where the search hint points, as QEMU's do. Only data writes use it:
+    /// they order the metadata writes when they link the clusters.
     /// </summary>
     public async ValueTask<long> AllocateAtAsync(long hostOffset, long count)
     {
@@ -196,6 +220,7 @@ internal sealed class Qcow2Refcounts
     public async ValueTask<long> AllocateBytesAsync(int size)
     {
         await _file.DebugEventAsync(BlkdebugEvent.ClusterAllocBytes).ConfigureAwait(false);
+        await OnIncreaseAsync().ConfigureAwait(false);
         while (true)
         {
             long offset = _freeByteOffset;
@@ -230,8 +255,10 @@ internal sealed class Qcow2Refcounts
     {
         if (length <= 0) return;
         long first = offset >> _g.ClusterBits, last = (offset + length - 1) >> _g.ClusterBits;
+        if (addend < 0) await OnDecreaseAsync().ConfigureAwait(false);
         if (addend > 0)
         {
+            await OnIncreaseAsync().ConfigureAwait(false);
             while (await EnsureBlocksAsync(first, last + 1).ConfigureAwait(false)) { }
         }
         for (long c = first; c <= last; c++)
@@ -367,6 +394,7 @@ internal sealed class Qcow2Refcounts
             await CorruptAsync($"Invalid refcount: refblock offset {Qcow2Node.Hex(covering)}, reftable index {index}, block offset {Qcow2Node.Hex(blockOffset)}, refcount {Qcow2Node.Hex((long)refcount)}").ConfigureAwait(false);
             throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), _file.Filename);
         }
+        await OnDecreaseAsync().ConfigureAwait(false);
         RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder, 0);
         block.Dirty = true;
         if (cluster < FreeHint) FreeHint = cluster;
