@@ -60,7 +60,10 @@ internal sealed class Qcow2Refcounts
     /// <summary>True when refcount blocks changed in memory since they were last written.</summary>
     public bool IsDirty => Blocks.HasDirty;
 
-    /// <summary>Lowest cluster index that may be free.</summary>
+    /// <summary>
+    /// Where the next allocation starts looking (QEMU's free_cluster_index): a cluster freed
+    /// before it moves it back; an allocation leaves it after the run it took.
+    /// </summary>
     public long FreeHint { get; set; }
 
     /// <summary>One past the highest cluster ever handed out or found in the file (allocations never need to look past it).</summary>
@@ -173,7 +176,9 @@ internal sealed class Qcow2Refcounts
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
             if (await EnsureBlocksAsync(start, start + count, blocksFrom: start + count).ConfigureAwait(false)) continue;
             await MarkAllocatedAsync(start, count).ConfigureAwait(false);
-            if (start <= FreeHint) FreeHint = start + count;
+            // alloc_clusters_noref leaves free_cluster_index after the run it found, even when
+            // smaller holes before it were skipped: the next allocation starts there, as QEMU's.
+            FreeHint = start + count;
             return start << _g.ClusterBits;
         }
     }
