@@ -948,7 +948,10 @@ public sealed partial class Qcow2Node
     /// discard_in_l2_slice: a discarded cluster reads as zeroes (v3 zero flag), or falls through
     /// to the backing file with <paramref name="fullDiscard"/>; its host cluster is freed.
     /// </summary>
-    private async ValueTask DiscardClustersLockedAsync(long start, long end, bool fullDiscard)
+    private ValueTask DiscardClustersLockedAsync(long start, long end, bool fullDiscard) =>
+        WithHeldDiscardsAsync(() => DiscardEntriesLockedAsync(start, end, fullDiscard));
+
+    private async ValueTask DiscardEntriesLockedAsync(long start, long end, bool fullDiscard)
     {
         long pos = start;
         while (pos < end)
@@ -999,6 +1002,7 @@ public sealed partial class Qcow2Node
     /// </summary>
     private async ValueTask FlushLockedAsync(CancellationToken ct)
     {
+        await IssueHeldDiscardsAsync().ConfigureAwait(false);
         if (_pendingFrees.Count > 0 && Volatile.Read(ref _inflight) == 0) await ApplyPendingFreesLockedAsync(ct).ConfigureAwait(false);
         await _l2Cache.WriteDirtyAsync().ConfigureAwait(false);
         if (_l1Dirty)
@@ -1115,8 +1119,56 @@ public sealed partial class Qcow2Node
         {
             if (await _refcounts.GetAsync(c).ConfigureAwait(false) != 0) continue;
             _l2Cache.Discard(c << _g.ClusterBits);
-            if (free.Discard) await File.DiscardAsync(c << _g.ClusterBits, _g.ClusterSize, ct).ConfigureAwait(false);
+            if (free.Discard) await DiscardFreedClusterAsync(c << _g.ClusterBits).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Freed clusters to discard in the file, one range of adjacent ones (update_refcount_discard
+    /// merges them); held only while <see cref="_holdDiscards"/> and until the next search for
+    /// free clusters, which could otherwise hand one out before its discard.
+    /// </summary>
+    private (long Offset, long Length) _heldDiscard;
+
+    /// <summary>Set while a discard or zeroing request frees its clusters (QEMU's cache_discards).</summary>
+    private bool _holdDiscards;
+
+    private async ValueTask DiscardFreedClusterAsync(long offset)
+    {
+        if (_heldDiscard.Length > 0 && _heldDiscard.Offset + _heldDiscard.Length == offset)
+        {
+            _heldDiscard.Length += _g.ClusterSize;
+        }
+        else
+        {
+            await IssueHeldDiscardsAsync().ConfigureAwait(false);
+            _heldDiscard = (offset, _g.ClusterSize);
+        }
+        if (!_holdDiscards) await IssueHeldDiscardsAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>qcow2_process_discards: the held range discarded in the file.</summary>
+    private async ValueTask IssueHeldDiscardsAsync()
+    {
+        var (offset, length) = _heldDiscard;
+        if (length == 0) return;
+        _heldDiscard = default;
+        await File.DiscardAsync(offset, length).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs a request's frees with their file discards merged, issued at its end.</summary>
+    private async ValueTask WithHeldDiscardsAsync(Func<ValueTask> frees)
+    {
+        _holdDiscards = true;
+        try
+        {
+            await frees().ConfigureAwait(false);
+        }
+        finally
+        {
+            _holdDiscards = false;
+        }
+        await IssueHeldDiscardsAsync().ConfigureAwait(false);
     }
 
     /// <summary>Writes back one L2 table: raised refcounts and data must be on disk before any L2 entry that needs them.</summary>

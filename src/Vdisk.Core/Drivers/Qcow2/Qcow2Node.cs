@@ -64,6 +64,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             BeforeIncrease = BeforeRefcountIncreaseAsync,
             BeforeDecrease = BeforeRefcountDecreaseAsync,
             BeforeBlocksWritten = WriteTablesBeforeRefcountsAsync,
+            BeforeSearch = IssueHeldDiscardsAsync,
             BeforeBlockWrite = (offset, length) => CheckMetadataOverlapAsync(offset, length, ignore: Qcow2OverlapChecks.RefcountBlock),
         };
     }

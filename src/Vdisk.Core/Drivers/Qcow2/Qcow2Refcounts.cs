@@ -84,6 +84,12 @@ internal sealed class Qcow2Refcounts
     /// <summary>Runs before a refcount block is written back (the node writes the tables that must precede it).</summary>
     public Func<ValueTask>? BeforeBlocksWritten { get; init; }
 
+    /// <summary>
+    /// Runs before free clusters are looked for: the node issues the file discards it holds back
+    /// for freed clusters (merged, as QEMU's), which must happen before a cluster is reused.
+    /// </summary>
+    public Func<ValueTask>? BeforeSearch { get; init; }
+
     private ValueTask OnIncreaseAsync() => BeforeIncrease?.Invoke() ?? ValueTask.CompletedTask;
 
     private ValueTask OnDecreaseAsync() => BeforeDecrease?.Invoke() ?? ValueTask.CompletedTask;
@@ -193,6 +199,7 @@ internal sealed class Qcow2Refcounts
     public async ValueTask<long> AllocateAtAsync(long hostOffset, long count)
     {
         long start = hostOffset >> _g.ClusterBits;
+        if (BeforeSearch is not null) await BeforeSearch().ConfigureAwait(false);
         while (true)
         {
             long free = 0;
@@ -412,6 +419,7 @@ internal sealed class Qcow2Refcounts
     /// <summary>The first run of <paramref name="count"/> free clusters at or after <paramref name="from"/> (default: the hint).</summary>
     public async ValueTask<long> FindFreeRunAsync(long count, long? from = null)
     {
+        if (BeforeSearch is not null) await BeforeSearch().ConfigureAwait(false);
         // Cluster 0 too: in a damaged image its refcount can be 0, and then, as in QEMU, it is
         // handed out and the caller's check refuses it (nothing is ever written there).
         long c = from ?? FreeHint, runStart = c, run = 0;
