@@ -51,6 +51,49 @@ public class ChainVerbsCompatTests
         AssertChainUnchangedAbove(sides);
     }
 
+    /// <summary>
+    /// qcow2_make_empty of a v3 top without snapshots is make_completely_empty: the file is cut
+    /// to the header, refcount table, refcount block and L1 table, so what is written next lands
+    /// where QEMU puts it.
+    /// </summary>
+    [Fact]
+    public void Commit_empties_a_v3_top_down_to_its_first_clusters_as_qemu_does()
+    {
+        using var sides = new SideBySide(Chain);
+        sides.Same("commit", "top.qcow2");
+        sides.AssertSameFile("top.qcow2");
+        foreach (string dir in new[] { sides.TheirDir, sides.MyDir }) Io(dir, "top.qcow2", "write -P 4 1M 128k");
+        sides.Same("check", "top.qcow2");
+        sides.AssertSameImage("top.qcow2");
+    }
+
+    /// <summary>
+    /// An I/O error injected at each of make_completely_empty's blkdebug events (iotest 098) fails
+    /// the commit with QEMU's message and leaves the top image as QEMU leaves it: what check finds
+    /// there (leaks, or refcounts gone with the zeroed table) is the same.
+    /// </summary>
+    [Theory]
+    [InlineData("l1_update")]
+    [InlineData("empty_image_prepare")]
+    [InlineData("reftable_update")]
+    [InlineData("refblock_alloc")]
+    public void Commit_with_an_error_injected_while_emptying_leaves_the_top_as_qemu_does(string blkdebugEvent)
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Img(dir, "create", "-q", "-f", "qcow2", "base.qcow2", "64M");
+            Img(dir, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2", "64M");
+            Io(dir, "top.qcow2", "write 0 64k");
+            File.WriteAllText(Path.Combine(dir, "blkdebug.conf"), $"[inject-error]\nevent = \"{blkdebugEvent}\"\n");
+        });
+        var (_, mine) = sides.Same("commit", "blkdebug:blkdebug.conf:top.qcow2");
+        Assert.Contains("Failed to empty", mine.Stderr);
+        sides.AssertSameFile("top.qcow2");
+        var theirCheck = SideBySide.RunIn(sides.TheirDir, "qemu-img", ["check", "top.qcow2"]);
+        var myCheck = SideBySide.RunIn(sides.MyDir, "qemu-img", ["check", "top.qcow2"]);
+        SideBySide.AssertSameOutput(theirCheck, myCheck);
+    }
+
     [Fact]
     public void Commit_b_with_a_path_from_elsewhere_finds_the_base_relative_to_the_overlay()
     {

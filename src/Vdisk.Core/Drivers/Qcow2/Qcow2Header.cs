@@ -414,6 +414,8 @@ public sealed class Qcow2Header
     public const int SizeOffset = 24;
     /// <summary>Byte offset of l1_size (followed by l1_table_offset).</summary>
     public const int L1SizeOffset = 36;
+    /// <summary>Byte offset of l1_table_offset (followed by refcount_table_offset).</summary>
+    public const int L1TableOffsetOffset = 40;
     /// <summary>Byte offset of refcount_table_offset (followed by refcount_table_clusters).</summary>
     public const int RefcountTableOffsetOffset = 48;
     /// <summary>Byte offset of nb_snapshots (followed by snapshots_offset).</summary>

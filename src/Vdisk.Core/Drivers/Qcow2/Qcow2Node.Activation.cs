@@ -68,6 +68,8 @@ public sealed partial class Qcow2Node
             _refcounts.ReplaceTable(refcountTable, (long)header.RefcountTableOffset, (int)header.RefcountTableClusters, _g.SizeToClusters(File.Length));
             _snapshots = snapshots;
             _pendingFrees.Clear();
+            _tablesAwaitRefcounts = false;
+            _refcountsAwaitTables = false;
             _markedDirty = false;
             _preparedForWrites = false;
         }

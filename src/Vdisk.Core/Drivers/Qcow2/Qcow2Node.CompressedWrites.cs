@@ -93,7 +93,7 @@ public sealed partial class Qcow2Node
             int index = _g.L2Index(offset);
             var old = EntryAt(table, index);
             SetEntry(table, index, L2Entry.CompressedAt(_g, host, compressed.Length));
-            await QueueFreeAsync(old, discard: false).ConfigureAwait(false);
+            await FreeAnyClusterAsync(old, discard: false).ConfigureAwait(false);
             _lastDecompressed = null;
         }
         finally

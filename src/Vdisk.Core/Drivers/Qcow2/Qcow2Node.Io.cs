@@ -442,7 +442,7 @@ public sealed partial class Qcow2Node
             host = contiguousHost;
             count = (int)extended;
         }
-        else host = await _refcounts.AllocateAsync(count).ConfigureAwait(false);
+        else host = await _refcounts.AllocateAsync(count, orderedAtLink: true).ConfigureAwait(false);
         long runEnd = clusterStart + (long)count * cs;
         int consumed = (int)(Math.Min(end, runEnd) - offset);
         var last = EntryAt(table, index + count - 1);
@@ -468,6 +468,7 @@ public sealed partial class Qcow2Node
         bool linked = false;
         // The old clusters the copy-on-write reads must not be freed while it reads them.
         Interlocked.Increment(ref _inflight);
+        bool reading = true;
         try
         {
             if (head == 0 && tail == 0)
@@ -490,18 +491,23 @@ public sealed partial class Qcow2Node
                 await DataFile.WriteAsync(write.Host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
             }
             _dataSinceSync = true;
+            // Read and written: the clusters it replaces may be freed (and reused) as it links its own.
+            Interlocked.Decrement(ref _inflight);
+            reading = false;
 
             await _lock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
             try
             {
                 // Looked up again: the table may have been written back, or copied for a snapshot, meanwhile.
                 var table = await GetL2ForWriteLockedAsync(_g.L1Index(clusterStart)).ConfigureAwait(false);
+                // The table points at the new clusters from here: their raised refcounts go first.
+                if (!write.Reuse && !HasExternalDataFile) await BeforeRefcountIncreaseAsync().ConfigureAwait(false);
                 int index = _g.L2Index(clusterStart);
                 for (int i = 0; i < write.Count; i++)
                 {
                     var old = EntryAt(table, index + i);
                     SetEntry(table, index + i, L2Entry.Allocated(write.Host + (long)i * cs));
-                    if (!write.Reuse) await QueueFreeAsync(old, discard: false).ConfigureAwait(false);
+                    if (!write.Reuse) await FreeAnyClusterAsync(old, discard: false).ConfigureAwait(false);
                 }
                 _allocations.Remove(write);
                 linked = true;
@@ -514,7 +520,7 @@ public sealed partial class Qcow2Node
         }
         finally
         {
-            Interlocked.Decrement(ref _inflight);
+            if (reading) Interlocked.Decrement(ref _inflight);
             if (!linked) await AbandonAllocationAsync(write).ConfigureAwait(false);
             write.Done.TrySetResult();
         }
@@ -561,12 +567,12 @@ public sealed partial class Qcow2Node
         var table = await _l2Cache.CreateAsync(newOffset, initial).ConfigureAwait(false);
         _l1[l1Index] = (ulong)newOffset | L2Entry.CopiedFlag;
         _l1Dirty = true;
-        if (oldOffset != 0) _pendingFrees.Add(new(oldOffset, _g.ClusterSize, false));
+        if (oldOffset != 0) await FreeLockedAsync(new(oldOffset, _g.ClusterSize, false)).ConfigureAwait(false);
         return table;
     }
 
-    /// <summary>Queues the release of what an overwritten or discarded L2 entry referenced.</summary>
-    private async ValueTask QueueFreeAsync(L2Entry old, bool discard)
+    /// <summary>qcow2_free_any_cluster: releases what an overwritten or discarded L2 entry referenced.</summary>
+    private async ValueTask FreeAnyClusterAsync(L2Entry old, bool discard)
     {
         switch (KindOf(old))
         {
@@ -575,7 +581,7 @@ public sealed partial class Qcow2Node
                 // qcow2_free_any_cluster: a data file cluster has no refcount; it is only discarded.
                 if (HasExternalDataFile)
                 {
-                    if (discard) _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard, InDataFile: true));
+                    if (discard) await FreeLockedAsync(new(old.HostOffset, _g.ClusterSize, discard, InDataFile: true)).ConfigureAwait(false);
                 }
                 else if (_g.OffsetInCluster(old.HostOffset) != 0)
                 {
@@ -584,21 +590,20 @@ public sealed partial class Qcow2Node
                 }
                 else if (await RefcountsReachableAsync(old.HostOffset, _g.ClusterSize).ConfigureAwait(false))
                 {
-                    _pendingFrees.Add(new(old.HostOffset, _g.ClusterSize, discard));
+                    await FreeLockedAsync(new(old.HostOffset, _g.ClusterSize, discard)).ConfigureAwait(false);
                 }
                 break;
             case Qcow2ClusterKind.Compressed:
                 var (start, length) = old.CompressedHostRange(_g);
-                if (await RefcountsReachableAsync(start, length).ConfigureAwait(false)) _pendingFrees.Add(new(start, length, discard));
+                if (await RefcountsReachableAsync(start, length).ConfigureAwait(false)) await FreeLockedAsync(new(start, length, discard)).ConfigureAwait(false);
                 break;
         }
     }
 
     /// <summary>
-    /// Frees are applied after the metadata that dropped the reference is on disk, but QEMU's
-    /// qcow2_free_clusters looks the refcounts up at once: a refcount block it cannot use (an
-    /// unaligned one) is signalled now, and that free is reported failed and dropped (the cluster
-    /// leaks), as QEMU reports it.
+    /// A free may wait for reads in flight, but QEMU's qcow2_free_clusters looks the refcounts up
+    /// at once: a refcount block it cannot use (an unaligned one) is signalled now, and that free
+    /// is reported failed and dropped (the cluster leaks), as QEMU reports it.
     /// </summary>
     private async ValueTask<bool> RefcountsReachableAsync(long offset, long length)
     {
@@ -901,7 +906,7 @@ public sealed partial class Qcow2Node
                     var next = new L2Entry((free ? 0 : old.Raw) | L2Entry.ZeroFlag);
                     if (next == old) continue;
                     SetEntry(table, index, next);
-                    if (free) await QueueFreeAsync(old, discard: true).ConfigureAwait(false);
+                    if (free) await FreeAnyClusterAsync(old, discard: true).ConfigureAwait(false);
                 }
             }
             Volatile.Write(ref _lastDecompressed, null);
@@ -943,7 +948,10 @@ public sealed partial class Qcow2Node
     /// discard_in_l2_slice: a discarded cluster reads as zeroes (v3 zero flag), or falls through
     /// to the backing file with <paramref name="fullDiscard"/>; its host cluster is freed.
     /// </summary>
-    private async ValueTask DiscardClustersLockedAsync(long start, long end, bool fullDiscard)
+    private ValueTask DiscardClustersLockedAsync(long start, long end, bool fullDiscard) =>
+        WithHeldDiscardsAsync(() => DiscardEntriesLockedAsync(start, end, fullDiscard));
+
+    private async ValueTask DiscardEntriesLockedAsync(long start, long end, bool fullDiscard)
     {
         long pos = start;
         while (pos < end)
@@ -964,7 +972,7 @@ public sealed partial class Qcow2Node
                 else if (Backing is not null || allocated) next = new L2Entry(_header.Version >= 3 ? L2Entry.ZeroFlag : 0);
                 if (next == old) continue;
                 SetEntry(table, index, next);
-                await QueueFreeAsync(old, discard: true).ConfigureAwait(false);
+                await FreeAnyClusterAsync(old, discard: true).ConfigureAwait(false);
             }
         }
         Volatile.Write(ref _lastDecompressed, null);
@@ -988,58 +996,186 @@ public sealed partial class Qcow2Node
     }
 
     /// <summary>
-    /// Makes everything durable in the crash-safe order: refcount blocks, sync, L2 tables, sync,
-    /// L1 table, sync; then applies queued frees (their references are gone on disk) and syncs.
+    /// Makes everything durable in the crash-safe order: frees that waited for reads applied,
+    /// L2 tables (after the raised refcounts they need), sync, L1 table, then the refcount blocks
+    /// (after every table that dropped a reference they lowered), sync.
     /// </summary>
     private async ValueTask FlushLockedAsync(CancellationToken ct)
     {
+        await IssueHeldDiscardsAsync().ConfigureAwait(false);
+        if (_pendingFrees.Count > 0 && Volatile.Read(ref _inflight) == 0) await ApplyPendingFreesLockedAsync(ct).ConfigureAwait(false);
         await _l2Cache.WriteDirtyAsync().ConfigureAwait(false);
         if (_l1Dirty)
         {
-            if (_refcounts.IsDirty && NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
+            await MakeIncreasesDurableAsync().ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
             await WriteL1Async().ConfigureAwait(false);
             _l1Dirty = false;
         }
         if (_refcounts.IsDirty && NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
         await SyncFileAsync().ConfigureAwait(false);
-        if (_pendingFrees.Count > 0 && Volatile.Read(ref _inflight) == 0)
+        _tablesAwaitRefcounts = false;
+        _refcountsAwaitTables = false;
+    }
+
+    /// <summary>
+    /// Set when a refcount was raised in the cache and not yet written and synced: L2 and L1
+    /// tables, which may point at the cluster, are written only after the refcount blocks
+    /// (QEMU's l2_table_cache depending on refcount_block_cache). Never set together with
+    /// <see cref="_refcountsAwaitTables"/>: setting one makes the other's writes durable first.
+    /// </summary>
+    private bool _tablesAwaitRefcounts;
+
+    /// <summary>
+    /// Set when a refcount was lowered in the cache: the refcount blocks are written only after
+    /// every changed L2 table and the L1 table (one of them dropped the reference), so the disk
+    /// never holds a reference to a cluster whose refcount is 0 there and which a later
+    /// allocation may take (refcount_block_cache depending on l2_table_cache).
+    /// </summary>
+    private bool _refcountsAwaitTables;
+
+    /// <summary>
+    /// A refcount is about to be raised, or a table to point at clusters whose refcount was
+    /// raised: lowered ones wait for their tables no longer, then tables wait for the raised ones.
+    /// </summary>
+    private async ValueTask BeforeRefcountIncreaseAsync()
+    {
+        if (!NeedAccurateRefcounts) return;
+        await WriteTablesBeforeRefcountsAsync().ConfigureAwait(false);
+        _tablesAwaitRefcounts = true;
+    }
+
+    /// <summary>A refcount is about to be lowered: raised ones are made durable first, then the blocks wait for the tables.</summary>
+    private async ValueTask BeforeRefcountDecreaseAsync()
+    {
+        if (!NeedAccurateRefcounts) return;
+        await MakeIncreasesDurableAsync().ConfigureAwait(false);
+        _refcountsAwaitTables = true;
+    }
+
+    /// <summary>Raised refcounts written and synced, when tables wait for them.</summary>
+    private async ValueTask MakeIncreasesDurableAsync()
+    {
+        if (!_tablesAwaitRefcounts) return;
+        await _refcounts.WriteBackAsync().ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        _tablesAwaitRefcounts = false;
+    }
+
+    /// <summary>Before a refcount block is written: the tables that dropped references it lowered, written and synced.</summary>
+    private async ValueTask WriteTablesBeforeRefcountsAsync()
+    {
+        if (!_refcountsAwaitTables) return;
+        await _l2Cache.WriteDirtyAsync().ConfigureAwait(false);
+        if (_l1Dirty)
         {
-            var frees = _pendingFrees.ToArray();
-            _pendingFrees.Clear();
-            var punch = new List<long>();
-            foreach (var f in frees)
-            {
-                if (f.InDataFile)
-                {
-                    await DataFile.DiscardAsync(f.Offset, f.Length, ct).ConfigureAwait(false);
-                    continue;
-                }
-                await File.DebugEventAsync(BlkdebugEvent.ClusterFree).ConfigureAwait(false);
-                await _refcounts.ChangeAsync(f.Offset, f.Length, -1).ConfigureAwait(false);
-                for (long c = f.Offset >> _g.ClusterBits; c <= (f.Offset + f.Length - 1) >> _g.ClusterBits; c++)
-                {
-                    if (await _refcounts.GetAsync(c).ConfigureAwait(false) != 0) continue;
-                    _l2Cache.Discard(c << _g.ClusterBits);
-                    if (f.Discard) punch.Add(c);
-                }
-            }
-            if (NeedAccurateRefcounts) await _refcounts.WriteBackAsync().ConfigureAwait(false);
             await SyncFileAsync().ConfigureAwait(false);
-            foreach (long c in punch.Distinct())
-                await File.DiscardAsync(c << _g.ClusterBits, _g.ClusterSize, ct).ConfigureAwait(false);
+            await WriteL1Async().ConfigureAwait(false);
+            _l1Dirty = false;
+        }
+        await SyncFileAsync().ConfigureAwait(false);
+        _refcountsAwaitTables = false;
+    }
+
+    /// <summary>
+    /// qcow2_free_clusters: the refcount is lowered now, so the freed clusters are the next ones
+    /// allocated (QEMU moves free_cluster_index back); the write order above keeps the disk safe.
+    /// Only a read in flight outside the lock, which may still be reading an old cluster, makes
+    /// the free wait (until the next free or flush without reads in flight).
+    /// </summary>
+    private async ValueTask FreeLockedAsync(PendingFree free)
+    {
+        if (Volatile.Read(ref _inflight) != 0)
+        {
+            _pendingFrees.Add(free);
+            return;
+        }
+        if (_pendingFrees.Count > 0) await ApplyPendingFreesLockedAsync(CancellationToken.None).ConfigureAwait(false);
+        await ApplyFreeLockedAsync(free, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private async ValueTask ApplyPendingFreesLockedAsync(CancellationToken ct)
+    {
+        var frees = _pendingFrees.ToArray();
+        _pendingFrees.Clear();
+        foreach (var f in frees) await ApplyFreeLockedAsync(f, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Lowers the refcounts of one freed range; a cluster left unused leaves the L2 cache and,
+    /// for a discard, is discarded in the file at once, as QEMU's update_refcount_discard does
+    /// (before anything can reuse it).
+    /// </summary>
+    private async ValueTask ApplyFreeLockedAsync(PendingFree free, CancellationToken ct)
+    {
+        if (free.InDataFile)
+        {
+            await DataFile.DiscardAsync(free.Offset, free.Length, ct).ConfigureAwait(false);
+            return;
+        }
+        await File.DebugEventAsync(BlkdebugEvent.ClusterFree).ConfigureAwait(false);
+        await _refcounts.ChangeAsync(free.Offset, free.Length, -1).ConfigureAwait(false);
+        for (long c = free.Offset >> _g.ClusterBits; c <= (free.Offset + free.Length - 1) >> _g.ClusterBits; c++)
+        {
+            if (await _refcounts.GetAsync(c).ConfigureAwait(false) != 0) continue;
+            _l2Cache.Discard(c << _g.ClusterBits);
+            if (free.Discard) await DiscardFreedClusterAsync(c << _g.ClusterBits).ConfigureAwait(false);
         }
     }
 
-    /// <summary>Writes back one L2 table: refcounts and data must be on disk before any L2 entry that needs them.</summary>
+    /// <summary>
+    /// Freed clusters to discard in the file, one range of adjacent ones (update_refcount_discard
+    /// merges them); held only while <see cref="_holdDiscards"/> and until the next search for
+    /// free clusters, which could otherwise hand one out before its discard.
+    /// </summary>
+    private (long Offset, long Length) _heldDiscard;
+
+    /// <summary>Set while a discard or zeroing request frees its clusters (QEMU's cache_discards).</summary>
+    private bool _holdDiscards;
+
+    private async ValueTask DiscardFreedClusterAsync(long offset)
+    {
+        if (_heldDiscard.Length > 0 && _heldDiscard.Offset + _heldDiscard.Length == offset)
+        {
+            _heldDiscard.Length += _g.ClusterSize;
+        }
+        else
+        {
+            await IssueHeldDiscardsAsync().ConfigureAwait(false);
+            _heldDiscard = (offset, _g.ClusterSize);
+        }
+        if (!_holdDiscards) await IssueHeldDiscardsAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>qcow2_process_discards: the held range discarded in the file.</summary>
+    private async ValueTask IssueHeldDiscardsAsync()
+    {
+        var (offset, length) = _heldDiscard;
+        if (length == 0) return;
+        _heldDiscard = default;
+        await File.DiscardAsync(offset, length).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs a request's frees with their file discards merged, issued at its end.</summary>
+    private async ValueTask WithHeldDiscardsAsync(Func<ValueTask> frees)
+    {
+        _holdDiscards = true;
+        try
+        {
+            await frees().ConfigureAwait(false);
+        }
+        finally
+        {
+            _holdDiscards = false;
+        }
+        await IssueHeldDiscardsAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Writes back one L2 table: raised refcounts and data must be on disk before any L2 entry that needs them.</summary>
     private async ValueTask WriteL2BackAsync(CachedTable table)
     {
-        if (_refcounts.IsDirty && NeedAccurateRefcounts)
-        {
-            await _refcounts.WriteBackAsync().ConfigureAwait(false);
-            _dataSinceSync = true;
-        }
-        if (_dataSinceSync) await SyncFileAsync().ConfigureAwait(false);
+        if (_tablesAwaitRefcounts) await MakeIncreasesDurableAsync().ConfigureAwait(false);
+        else if (_dataSinceSync) await SyncFileAsync().ConfigureAwait(false);
         // qcow2_cache_entry_flush: a table is checked against every other kind of metadata.
         await CheckMetadataOverlapAsync(table.Offset, table.Data.Length, ignore: Qcow2OverlapChecks.ActiveL2).ConfigureAwait(false);
         await File.DebugEventAsync(BlkdebugEvent.L2Update).ConfigureAwait(false);

@@ -44,7 +44,7 @@ public sealed partial class Qcow2Node
                     if (l2 == 0) continue;
                     _l1[i] = 0;
                     _l1Dirty = true;
-                    _pendingFrees.Add(new(l2, _g.ClusterSize, true));
+                    await FreeLockedAsync(new(l2, _g.ClusterSize, true)).ConfigureAwait(false);
                 }
                 await FlushLockedAsync(cancellationToken).ConfigureAwait(false);
                 try

@@ -9,8 +9,10 @@ namespace Vdisk.Drivers.Qcow2;
 /// <summary>
 /// The qcow2 format node: guest offsets map through the L1 and L2 tables to host clusters of the
 /// file child; unallocated ranges read from the backing child. Metadata changes are serialized
-/// by an async lock and reach the disk in the order refcounts, data, L2 tables, L1 table, so a
-/// crash can only leak clusters. Frees are applied only after the references are gone on disk.
+/// by an async lock. A crash can only leak clusters: a raised refcount reaches the disk before
+/// the tables that use it, a lowered one after the tables that dropped the reference (QEMU's
+/// cache dependencies, see <see cref="_tablesAwaitRefcounts"/>). A freed cluster is free at
+/// once, as in QEMU, so the next allocation may take it.
 /// </summary>
 public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
 {
@@ -33,7 +35,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     private bool _closed;
     private readonly OpenFlags _openFlags;
 
-    /// <summary>A release queued until the references are gone on disk; <c>InDataFile</c>: a discard of data file clusters only.</summary>
+    /// <summary>A release queued while reads are in flight; <c>InDataFile</c>: a discard of data file clusters only.</summary>
     private readonly record struct PendingFree(long Offset, long Length, bool Discard, bool InDataFile = false);
 
     private Qcow2Node(string nodeName, NodeFlags flags, BlockNode file, Qcow2Header header, ulong[] l1,
@@ -59,6 +61,10 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         {
             TableMoved = WriteRefcountTablePointerAsync,
             CorruptionFound = message => ReportCorruptionAsync(message),
+            BeforeIncrease = BeforeRefcountIncreaseAsync,
+            BeforeDecrease = BeforeRefcountDecreaseAsync,
+            BeforeBlocksWritten = WriteTablesBeforeRefcountsAsync,
+            BeforeSearch = IssueHeldDiscardsAsync,
             BeforeBlockWrite = (offset, length) => CheckMetadataOverlapAsync(offset, length, ignore: Qcow2OverlapChecks.RefcountBlock),
         };
     }

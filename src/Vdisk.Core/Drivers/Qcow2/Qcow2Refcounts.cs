@@ -38,6 +38,7 @@ internal sealed class Qcow2Refcounts
             },
             async t =>
             {
+                if (BeforeBlocksWritten is not null) await BeforeBlocksWritten().ConfigureAwait(false);
                 if (BeforeBlockWrite is not null) await BeforeBlockWrite(t.Offset, t.Data.Length).ConfigureAwait(false);
                 await _file.DebugEventAsync(BlkdebugEvent.RefblockUpdatePart).ConfigureAwait(false);
                 await _file.WriteAsync(t.Offset, t.Data).ConfigureAwait(false);
@@ -59,7 +60,10 @@ internal sealed class Qcow2Refcounts
     /// <summary>True when refcount blocks changed in memory since they were last written.</summary>
     public bool IsDirty => Blocks.HasDirty;
 
-    /// <summary>Lowest cluster index that may be free.</summary>
+    /// <summary>
+    /// Where the next allocation starts looking (QEMU's free_cluster_index): a cluster freed
+    /// before it moves it back; an allocation leaves it after the run it took.
+    /// </summary>
     public long FreeHint { get; set; }
 
     /// <summary>One past the highest cluster ever handed out or found in the file (allocations never need to look past it).</summary>
@@ -67,6 +71,28 @@ internal sealed class Qcow2Refcounts
 
     /// <summary>Runs before a refcount block is written (the node's overlap check, which signals and throws on a hit).</summary>
     public Func<long, long, ValueTask>? BeforeBlockWrite { get; init; }
+
+    /// <summary>
+    /// Runs before any refcount is raised in the cache: the node orders the metadata writes
+    /// (tables still to be written that dropped references go first, see Qcow2Node's write order).
+    /// </summary>
+    public Func<ValueTask>? BeforeIncrease { get; init; }
+
+    /// <summary>Runs before any refcount is lowered in the cache (the node's write order).</summary>
+    public Func<ValueTask>? BeforeDecrease { get; init; }
+
+    /// <summary>Runs before a refcount block is written back (the node writes the tables that must precede it).</summary>
+    public Func<ValueTask>? BeforeBlocksWritten { get; init; }
+
+    /// <summary>
+    /// Runs before free clusters are looked for: the node issues the file discards it holds back
+    /// for freed clusters (merged, as QEMU's), which must happen before a cluster is reused.
+    /// </summary>
+    public Func<ValueTask>? BeforeSearch { get; init; }
+
+    private ValueTask OnIncreaseAsync() => BeforeIncrease?.Invoke() ?? ValueTask.CompletedTask;
+
+    private ValueTask OnDecreaseAsync() => BeforeDecrease?.Invoke() ?? ValueTask.CompletedTask;
 
     /// <summary>Reports a corruption the refcounts found as fatal (qcow2_signal_corruption, which the node does).</summary>
     public Func<string, ValueTask>? CorruptionFound { get; init; }
@@ -141,16 +167,24 @@ internal sealed class Qcow2Refcounts
         return found;
     }
 
-    /// <summary>Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host offset.</summary>
-    public async ValueTask<long> AllocateAsync(long count)
+    /// <summary>
+    /// Allocates <paramref name="count"/> contiguous clusters with refcount 1; returns the host
+    /// offset. <paramref name="orderedAtLink"/>: the caller orders the metadata writes when it
+    /// links the clusters into a table (a data write, as QEMU's qcow2_alloc_cluster_link_l2 sets
+    /// the cache dependency), not now.
+    /// </summary>
+    public async ValueTask<long> AllocateAsync(long count, bool orderedAtLink = false)
     {
         await _file.DebugEventAsync(BlkdebugEvent.ClusterAlloc).ConfigureAwait(false);
+        if (!orderedAtLink) await OnIncreaseAsync().ConfigureAwait(false);
         while (true)
         {
             long start = await FindFreeRunAsync(count).ConfigureAwait(false);
             if (await EnsureBlocksAsync(start, start + count, blocksFrom: start + count).ConfigureAwait(false)) continue;
             await MarkAllocatedAsync(start, count).ConfigureAwait(false);
-            if (start <= FreeHint) FreeHint = start + count;
+            // alloc_clusters_noref leaves free_cluster_index after the run it found, even when
+            // smaller holes before it were skipped: the next allocation starts there, as QEMU's.
+            FreeHint = start + count;
             return start << _g.ClusterBits;
         }
     }
@@ -159,11 +193,13 @@ internal sealed class Qcow2Refcounts
     /// qcow2_alloc_clusters_at: of <paramref name="count"/> clusters from <paramref name="hostOffset"/>,
     /// those free up to the first taken one get refcount 1; returns how many (0 when the first is
     /// taken). A write extends its data this way past clusters it overwrites in place. New
-    /// refcount blocks go where the search hint points, as QEMU's do.
+    /// refcount blocks go where the search hint points, as QEMU's do. Only data writes use it:
+    /// they order the metadata writes when they link the clusters.
     /// </summary>
     public async ValueTask<long> AllocateAtAsync(long hostOffset, long count)
     {
         long start = hostOffset >> _g.ClusterBits;
+        if (BeforeSearch is not null) await BeforeSearch().ConfigureAwait(false);
         while (true)
         {
             long free = 0;
@@ -196,6 +232,7 @@ internal sealed class Qcow2Refcounts
     public async ValueTask<long> AllocateBytesAsync(int size)
     {
         await _file.DebugEventAsync(BlkdebugEvent.ClusterAllocBytes).ConfigureAwait(false);
+        await OnIncreaseAsync().ConfigureAwait(false);
         while (true)
         {
             long offset = _freeByteOffset;
@@ -230,8 +267,10 @@ internal sealed class Qcow2Refcounts
     {
         if (length <= 0) return;
         long first = offset >> _g.ClusterBits, last = (offset + length - 1) >> _g.ClusterBits;
+        if (addend < 0) await OnDecreaseAsync().ConfigureAwait(false);
         if (addend > 0)
         {
+            await OnIncreaseAsync().ConfigureAwait(false);
             while (await EnsureBlocksAsync(first, last + 1).ConfigureAwait(false)) { }
         }
         for (long c = first; c <= last; c++)
@@ -282,6 +321,21 @@ internal sealed class Qcow2Refcounts
         TableClusters = clusters;
         AllocatedEnd = Math.Max(AllocatedEnd, allocatedEnd);
         FreeHint = 0;
+    }
+
+    /// <summary>
+    /// make_completely_empty: the refcounts start over from an empty table at <paramref name="offset"/>
+    /// whose blocks (none yet) the caller enters; nothing cached or counted before is kept.
+    /// </summary>
+    public void StartOver(ulong[] table, long offset, int clusters)
+    {
+        Blocks.Clear();
+        Table = table;
+        TableOffset = offset;
+        TableClusters = clusters;
+        AllocatedEnd = 0;
+        FreeHint = 0;
+        _freeByteOffset = 0;
     }
 
     /// <summary>
@@ -352,6 +406,7 @@ internal sealed class Qcow2Refcounts
             await CorruptAsync($"Invalid refcount: refblock offset {Qcow2Node.Hex(covering)}, reftable index {index}, block offset {Qcow2Node.Hex(blockOffset)}, refcount {Qcow2Node.Hex((long)refcount)}").ConfigureAwait(false);
             throw new NativeIOException(Errno.EINVAL, NativeIOException.Describe(Errno.EINVAL), _file.Filename);
         }
+        await OnDecreaseAsync().ConfigureAwait(false);
         RefcountCodec.Set(block.Data, _g.RefcountBlockIndex(cluster), _g.RefcountOrder, 0);
         block.Dirty = true;
         if (cluster < FreeHint) FreeHint = cluster;
@@ -364,6 +419,7 @@ internal sealed class Qcow2Refcounts
     /// <summary>The first run of <paramref name="count"/> free clusters at or after <paramref name="from"/> (default: the hint).</summary>
     public async ValueTask<long> FindFreeRunAsync(long count, long? from = null)
     {
+        if (BeforeSearch is not null) await BeforeSearch().ConfigureAwait(false);
         // Cluster 0 too: in a damaged image its refcount can be 0, and then, as in QEMU, it is
         // handed out and the caller's check refuses it (nothing is ever written there).
         long c = from ?? FreeHint, runStart = c, run = 0;
