@@ -26,7 +26,7 @@ internal static class BitmapCommand
         var clear = new Option<bool>("--clear") { Description = "clear every bit of the bitmap" };
         var enable = new Option<bool>("--enable") { Description = "let the bitmap track writes" };
         var disable = new Option<bool>("--disable") { Description = "stop the bitmap tracking writes" };
-        var merge = new Option<string[]>("--merge") { Description = "set the bits that bitmap SOURCE has set", Arity = ArgumentArity.ExactlyOne, AllowMultipleArgumentsPerToken = false };
+        var merge = new Option<string[]>("--merge") { Description = "set the bits that bitmap SOURCE has set", AllowMultipleArgumentsPerToken = false };
         var granularity = new Option<string?>("--granularity", "-g") { Description = "bytes of disk one bit covers (with --add)" };
         var sourceFile = new Option<string?>("--source-file", "-b") { Description = "the image holding the --merge source bitmap" };
         var sourceFormat = new Option<string?>("--source-format", "-F") { Description = "the format of the -b image" };

@@ -13,7 +13,10 @@ namespace Vdisk.Drivers.Qcow2;
 /// </summary>
 public sealed partial class Qcow2Node
 {
+    /// <summary>Newest first, as QEMU's bs->dirty_bitmaps (each new bitmap goes to the head).</summary>
     private readonly List<DirtyBitmap> _bitmaps = new();
+    /// <summary>Directory entries of removed bitmaps, whose clusters the next store frees.</summary>
+    private readonly List<Qcow2BitmapEntry> _removedBitmaps = new();
     /// <summary>The directory as the file holds it now (its clusters are freed when it is replaced).</summary>
     private List<Qcow2BitmapEntry> _storedBitmaps = new();
     /// <summary>Whether closing must store the bitmaps (they were loaded read-write or changed).</summary>
@@ -23,7 +26,7 @@ public sealed partial class Qcow2Node
     public override IReadOnlyList<DirtyBitmap> DirtyBitmaps => _bitmaps;
 
     /// <inheritdoc />
-    public override bool SupportsPersistentBitmaps => true;
+    public override bool SupportsPersistentBitmaps => _header.Version >= 3;
 
     /// <inheritdoc />
     public override DirtyBitmap AddPersistentBitmap(string name, long granularity, bool disabled)
@@ -45,7 +48,7 @@ public sealed partial class Qcow2Node
             Persistent = true,
             Enabled = !disabled,
         };
-        _bitmaps.Add(bitmap);
+        _bitmaps.Insert(0, bitmap);
         _bitmapsNeedStore = true;
         return bitmap;
     }
@@ -54,6 +57,14 @@ public sealed partial class Qcow2Node
     public override void RemovePersistentBitmap(DirtyBitmap bitmap)
     {
         _bitmaps.Remove(bitmap);
+        // qcow2_co_remove_persistent_dirty_bitmap drops it from the directory at once: a new
+        // bitmap of the same name is a new entry at the end.
+        int stored = _storedBitmaps.FindIndex(e => e.Name == bitmap.Name);
+        if (stored >= 0)
+        {
+            _removedBitmaps.Add(_storedBitmaps[stored]);
+            _storedBitmaps.RemoveAt(stored);
+        }
         _bitmapsNeedStore = true;
     }
 
@@ -109,7 +120,7 @@ public sealed partial class Qcow2Node
                 Inconsistent = entry.InUse,
             };
             if (!entry.InUse) await LoadBitmapBitsAsync(entry, bitmap, ct).ConfigureAwait(false);
-            _bitmaps.Add(bitmap);
+            _bitmaps.Insert(0, bitmap);
         }
         if (writable && _storedBitmaps.Count > 0)
         {
@@ -169,9 +180,13 @@ public sealed partial class Qcow2Node
     {
         if (!_bitmapsNeedStore) return;
         var oldEntries = _storedBitmaps;
-        var oldTablesToFree = new List<Qcow2BitmapEntry>();
+        var oldTablesToFree = new List<Qcow2BitmapEntry>(_removedBitmaps);
         var entries = new List<Qcow2BitmapEntry>();
-        foreach (var bitmap in _bitmaps.Where(b => b.Persistent))
+        // Bitmaps already in the directory keep their places; new ones follow in list order.
+        var persistent = _bitmaps.Where(b => b.Persistent).ToList();
+        var ordered = oldEntries.Select(e => persistent.FirstOrDefault(b => b.Name == e.Name)).OfType<DirtyBitmap>()
+            .Concat(persistent.Where(b => !oldEntries.Any(e => e.Name == b.Name))).ToList();
+        foreach (var bitmap in ordered)
         {
             var stored = oldEntries.FirstOrDefault(e => e.Name == bitmap.Name);
             if (bitmap.Inconsistent && stored is not null)
@@ -224,6 +239,7 @@ public sealed partial class Qcow2Node
         await File.WriteAsync(0, _header.Serialize(), WriteFlags.None, ct).ConfigureAwait(false);
         await SyncFileAsync().ConfigureAwait(false);
         _storedBitmaps = entries;
+        _removedBitmaps.Clear();
         _bitmapsNeedStore = false;
 
         if (oldDirectory is { } old && old.DirectoryOffset != 0 && old.DirectorySize > 0)
