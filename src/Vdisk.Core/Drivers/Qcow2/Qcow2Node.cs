@@ -185,7 +185,8 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         ulong unknownAutoclear = header.AutoclearFeatures & ~Qcow2Features.AutoclearKnownToQemu;
         if (writable && (flags & NodeFlags.Inactive) == 0 && header.Version >= 3 && unknownAutoclear != 0)
             await node.WriteAutoclearFeaturesAsync(header.AutoclearFeatures & ~unknownAutoclear, cancellationToken).ConfigureAwait(false);
-        if (!check && (flags & NodeFlags.Inactive) == 0)
+        // qcow2_do_open loads the bitmaps for check too: a broken directory fails the check's open.
+        if ((flags & NodeFlags.Inactive) == 0)
         {
             try
             {
