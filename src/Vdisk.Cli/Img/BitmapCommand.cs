@@ -41,12 +41,12 @@ internal static class BitmapCommand
             long granularityValue = 0;
             if (result.GetValue(granularity) is { } g && !ImgOptions.TryCvtNum("granularity", g, out granularityValue)) return 1;
             string? srcFile = result.GetValue(sourceFile), srcFormat = result.GetValue(sourceFormat);
-            if (steps.Count == 0) return ImgOptions.ErrorExit("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge");
-            if (granularityValue != 0 && !steps.Any(s => s.Action == Action.Add)) return ImgOptions.ErrorExit("granularity only supported with --add");
-            if (srcFormat is not null && srcFile is null) return ImgOptions.ErrorExit("-F only supported with -b");
-            if (srcFile is not null && !steps.Any(s => s.Action == Action.Merge)) return ImgOptions.ErrorExit("Merge bitmap source file only supported with --merge");
+            if (steps.Count == 0) return Fail("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge");
+            if (granularityValue != 0 && !steps.Any(s => s.Action == Action.Add)) return Fail("granularity only supported with --add");
+            if (srcFormat is not null && srcFile is null) return Fail("-F only supported with -b");
+            if (srcFile is not null && !steps.Any(s => s.Action == Action.Merge)) return Fail("Merge bitmap source file only supported with --merge");
             var names = result.GetValue(files) ?? [];
-            if (names.Length != 2) return ImgOptions.ErrorExit("Expecting filename and bitmap name");
+            if (names.Length != 2) return Fail("Expecting filename and bitmap name");
             string bitmapName = names[1];
 
             using var disk = ImgOpen.Open(result, names[0], result.GetValue(image.Format), result.GetValue(image.ImageOpts), OpenFlags.ReadWrite | OpenFlags.NoBacking);
@@ -71,6 +71,13 @@ internal static class BitmapCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>img_bitmap's error_report and exit 1 (no help hint, unlike a bad option).</summary>
+    private static int Fail(string message)
+    {
+        Stdio.Error(message);
+        return 1;
     }
 
     /// <summary>The actions in command-line order (QSIMPLEQ_INSERT_TAIL as getopt meets them).</summary>

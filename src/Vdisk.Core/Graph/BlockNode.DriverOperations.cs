@@ -150,7 +150,7 @@ public abstract partial class BlockNode
     /// </summary>
     /// <exception cref="InvalidOperationException">QEMU's reason the bitmap cannot be added.</exception>
     public virtual DirtyBitmap AddPersistentBitmap(string name, long granularity, bool disabled) =>
-        throw new InvalidOperationException($"Can't store persistent bitmaps to {NodeName}");
+        throw new InvalidOperationException($"Can't store persistent bitmaps to {NodeName}: {NativeIOException.Describe(Errno.ENOTSUP)}");
 
     /// <summary>block-dirty-bitmap-remove: the bitmap leaves the node (and the image, when it closes).</summary>
     public virtual void RemovePersistentBitmap(DirtyBitmap bitmap) =>
