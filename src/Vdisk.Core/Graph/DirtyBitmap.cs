@@ -5,11 +5,13 @@ namespace Vdisk.Graph;
 /// is written while the bitmap is enabled. The bits are kept in chunks of
 /// <see cref="ChunkBytes"/> bytes and a chunk with no bit set is not stored, so a bitmap of a huge,
 /// mostly clean disk costs little memory. Bit i of the bitmap is bit i % 8 of byte i / 8 (the
-/// little-endian order qcow2 stores).
+/// little-endian order qcow2 stores). Thread-safe: concurrent writes set bits while an NBD
+/// client reads them.
 /// </summary>
 public sealed class DirtyBitmap
 {
     private readonly Dictionary<long, byte[]> _chunks = new();
+    private readonly Lock _sync = new();
 
     /// <summary>A clean bitmap of <paramref name="diskLength"/> bytes of disk.</summary>
     /// <param name="name">The bitmap's name.</param>
@@ -65,14 +67,20 @@ public sealed class DirtyBitmap
     private static long CeilDiv(long a, long b) => (a + b - 1) / b;
 
     /// <summary>The chunk's bytes, or null when no bit in it is set.</summary>
-    public byte[]? GetChunk(long index) => _chunks.GetValueOrDefault(index);
+    public byte[]? GetChunk(long index)
+    {
+        lock (_sync) return _chunks.GetValueOrDefault(index)?.ToArray();
+    }
 
     /// <summary>Replaces a chunk's bytes (an all-zero chunk is dropped).</summary>
     public void SetChunk(long index, byte[] bytes)
     {
         if (bytes.Length != ChunkBytes) throw new ArgumentException("chunk of the wrong size", nameof(bytes));
-        if (Array.TrueForAll(bytes, b => b == 0)) _chunks.Remove(index);
-        else _chunks[index] = bytes;
+        lock (_sync)
+        {
+            if (Array.TrueForAll(bytes, b => b == 0)) _chunks.Remove(index);
+            else _chunks[index] = bytes;
+        }
     }
 
     /// <summary>Sets the bits of the granules [offset, offset+length) touches.</summary>
@@ -82,14 +90,17 @@ public sealed class DirtyBitmap
         long end = Math.Min(offset + length, DiskLength);
         long first = offset >> GranularityBits, last = (end - 1) >> GranularityBits;
         long bitsPerChunk = ChunkBytes * 8L;
-        for (long bit = first; bit <= last;)
+        lock (_sync)
         {
-            long chunk = bit / bitsPerChunk;
-            if (!_chunks.TryGetValue(chunk, out var bytes)) _chunks[chunk] = bytes = new byte[ChunkBytes];
-            long inChunk = bit - chunk * bitsPerChunk;
-            long stop = Math.Min(last - chunk * bitsPerChunk, bitsPerChunk - 1);
-            for (long b = inChunk; b <= stop; b++) bytes[b >> 3] |= (byte)(1 << (int)(b & 7));
-            bit = chunk * bitsPerChunk + stop + 1;
+            for (long bit = first; bit <= last;)
+            {
+                long chunk = bit / bitsPerChunk;
+                if (!_chunks.TryGetValue(chunk, out var bytes)) _chunks[chunk] = bytes = new byte[ChunkBytes];
+                long inChunk = bit - chunk * bitsPerChunk;
+                long stop = Math.Min(last - chunk * bitsPerChunk, bitsPerChunk - 1);
+                for (long b = inChunk; b <= stop; b++) bytes[b >> 3] |= (byte)(1 << (int)(b & 7));
+                bit = chunk * bitsPerChunk + stop + 1;
+            }
         }
     }
 
@@ -98,20 +109,25 @@ public sealed class DirtyBitmap
     {
         long bit = offset >> GranularityBits;
         long bitsPerChunk = ChunkBytes * 8L;
-        return _chunks.TryGetValue(bit / bitsPerChunk, out var bytes) && (bytes[(bit % bitsPerChunk) >> 3] & (1 << (int)(bit & 7))) != 0;
+        lock (_sync)
+            return _chunks.TryGetValue(bit / bitsPerChunk, out var bytes) && (bytes[(bit % bitsPerChunk) >> 3] & (1 << (int)(bit & 7))) != 0;
     }
 
     /// <summary>Clears every bit (block-dirty-bitmap-clear).</summary>
-    public void Clear() => _chunks.Clear();
+    public void Clear()
+    {
+        lock (_sync) _chunks.Clear();
+    }
 
     /// <summary>The dirty byte ranges of the disk, in order, adjacent granules joined.</summary>
     public IEnumerable<(long Offset, long Length)> DirtyRanges()
     {
         long bitsPerChunk = ChunkBytes * 8L;
         long runStart = -1, runEnd = -1;
-        foreach (long chunk in _chunks.Keys.Order())
+        List<(long Index, byte[] Bytes)> chunks;
+        lock (_sync) chunks = _chunks.OrderBy(c => c.Key).Select(c => (c.Key, c.Value.ToArray())).ToList();
+        foreach (var (chunk, bytes) in chunks)
         {
-            var bytes = _chunks[chunk];
             for (int i = 0; i < bytes.Length; i++)
             {
                 if (bytes[i] == 0) continue;

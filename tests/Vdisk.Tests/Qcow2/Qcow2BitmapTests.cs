@@ -186,6 +186,24 @@ public sealed class Qcow2BitmapTests : IDisposable
     }
 
     [Fact]
+    public async Task A_read_only_node_reopened_read_write_marks_its_bitmaps_in_use_before_the_first_write_and_stores_them()
+    {
+        string path = await CreateAsync();
+        await using (var image = DiskImage.Open(ImageSource.FromFile(path, "qcow2"), OpenFlags.ReadWrite))
+            image.Root.AddPersistentBitmap("b", 65536, disabled: false);
+        await using (var image = DiskImage.Open(ImageSource.FromFile(path, "qcow2"), OpenFlags.None))
+        {
+            Assert.Equal([Qcow2BitmapDirectory.FlagAuto], StoredFlags(path));
+            Reopen.SetReadOnly(image.Root, readOnly: false);
+            await image.Root.WriteAsync(2 << 20, Pattern(512));
+            Assert.Equal([Qcow2BitmapDirectory.FlagAuto | Qcow2BitmapDirectory.FlagInUse], StoredFlags(path));
+        }
+        Assert.Equal([Qcow2BitmapDirectory.FlagAuto], StoredFlags(path));
+        await using var reopened = DiskImage.Open(ImageSource.FromFile(path, "qcow2"), OpenFlags.None);
+        Assert.Equal([(2L << 20, 65536L)], reopened.Root.DirtyBitmaps.Single().DirtyRanges().ToList());
+    }
+
+    [Fact]
     public async Task Removing_every_bitmap_drops_the_extension_and_frees_its_clusters()
     {
         string path = await CreateAsync();

@@ -21,6 +21,8 @@ public sealed partial class Qcow2Node
     private List<Qcow2BitmapEntry> _storedBitmaps = new();
     /// <summary>Whether closing must store the bitmaps (they were loaded read-write or changed).</summary>
     private bool _bitmapsNeedStore;
+    /// <summary>Whether the directory on disk has every stored bitmap in use (done before the first change).</summary>
+    private bool _bitmapsMarkedInUse;
 
     /// <inheritdoc />
     public override IReadOnlyList<DirtyBitmap> DirtyBitmaps => _bitmaps;
@@ -75,7 +77,27 @@ public sealed partial class Qcow2Node
     private void MarkBitmapsDirty(long offset, long length)
     {
         foreach (var bitmap in _bitmaps)
-            if (bitmap.Enabled && !bitmap.Inconsistent) bitmap.SetRange(offset, length);
+        {
+            if (!bitmap.Enabled || bitmap.Inconsistent) continue;
+            bitmap.SetRange(offset, length);
+            _bitmapsNeedStore = true;
+        }
+    }
+
+    /// <summary>
+    /// update_ext_header_and_dir_in_place: the same directory with every bitmap in use, so that
+    /// a writer that dies leaves them inconsistent. Done when a read-write open loads them, or
+    /// before the first change of a node opened read-only and reopened read-write.
+    /// </summary>
+    private async ValueTask MarkBitmapsInUseAsync(CancellationToken ct)
+    {
+        if (_bitmapsMarkedInUse || _storedBitmaps.Count == 0 || _header.Bitmaps is not { } ext) return;
+        var inUse = _storedBitmaps.Select(e => e with { Flags = e.Flags | Qcow2BitmapDirectory.FlagInUse }).ToList();
+        await File.WriteAsync((long)ext.DirectoryOffset, Qcow2BitmapDirectory.Serialize(inUse), WriteFlags.None, ct).ConfigureAwait(false);
+        await SyncFileAsync().ConfigureAwait(false);
+        _storedBitmaps = inUse;
+        _bitmapsMarkedInUse = true;
+        _bitmapsNeedStore = true;
     }
 
     /// <summary>
@@ -122,15 +144,7 @@ public sealed partial class Qcow2Node
             if (!entry.InUse) await LoadBitmapBitsAsync(entry, bitmap, ct).ConfigureAwait(false);
             _bitmaps.Insert(0, bitmap);
         }
-        if (writable && _storedBitmaps.Count > 0)
-        {
-            // update_ext_header_and_dir_in_place: the same directory, every bitmap in use.
-            var inUse = _storedBitmaps.Select(e => e with { Flags = e.Flags | Qcow2BitmapDirectory.FlagInUse }).ToList();
-            await File.WriteAsync((long)ext.DirectoryOffset, Qcow2BitmapDirectory.Serialize(inUse), WriteFlags.None, ct).ConfigureAwait(false);
-            await SyncFileAsync().ConfigureAwait(false);
-            _storedBitmaps = inUse;
-            _bitmapsNeedStore = true;
-        }
+        if (writable) await MarkBitmapsInUseAsync(ct).ConfigureAwait(false);
     }
 
     /// <summary>load_bitmap_data: each table entry is a cluster of bits, zero (no offset) or all ones (flag 1).</summary>
@@ -239,6 +253,7 @@ public sealed partial class Qcow2Node
         await File.WriteAsync(0, _header.Serialize(), WriteFlags.None, ct).ConfigureAwait(false);
         await SyncFileAsync().ConfigureAwait(false);
         _storedBitmaps = entries;
+        _bitmapsMarkedInUse = false;
         _removedBitmaps.Clear();
         _bitmapsNeedStore = false;
 

@@ -621,6 +621,8 @@ public sealed partial class Qcow2Node
     private async ValueTask PrepareForWritesLockedAsync()
     {
         if (_preparedForWrites) return;
+        // A node opened read-only and reopened read-write marks its bitmaps in use now.
+        await MarkBitmapsInUseAsync(CancellationToken.None).ConfigureAwait(false);
         // data-file-raw is kept up to date by every write, the bitmaps by closing; the other bits vdisk does not maintain.
         ulong keep = _header.AutoclearFeatures & (Qcow2Features.AutoclearDataFileRaw | Qcow2Features.AutoclearBitmaps);
         if (_header.Version >= 3 && _header.AutoclearFeatures != keep) await WriteAutoclearFeaturesAsync(keep, CancellationToken.None).ConfigureAwait(false);
