@@ -158,6 +158,25 @@ public sealed partial class Qcow2BitmapInteropTests : IDisposable
         Assert.Equal(theirs.ExitCode, Qemu.Vdisk("check", img).ExitCode);
     }
 
+    [Fact]
+    public void Bitmaps_touched_by_a_program_without_bitmap_support_are_dropped_with_qemus_warning()
+    {
+        using var sides = new SideBySide(dir =>
+        {
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["create", "-q", "-f", "qcow2", "x.qcow2", "10M"]));
+            Qemu.Ok(SideBySide.RunIn(dir, "qemu-img", ["bitmap", "--add", "x.qcow2", "b0"]));
+            // Autoclear bit 0 cleared, as a writer that does not know bitmaps leaves it.
+            FormatCompat.Patch(Path.Combine(dir, "x.qcow2"), 95, [0]);
+        });
+        var (theirs, mine) = sides.Same("check", "x.qcow2");
+        // error_printf: the notice ends without a newline.
+        Assert.Contains("vdisk: warning: a program lacking bitmap support modified this file", mine.Stderr);
+        Assert.Contains("run 'qemu-img check -r' on the image file to fix.Leaked cluster", mine.Stderr);
+        sides.Same("bitmap", "--add", "x.qcow2", "b1");
+        sides.AssertSameInfo("x.qcow2");
+        Assert.Equal(theirs.ExitCode, mine.ExitCode);
+    }
+
     /// <summary>The bitmap directory offset from the bitmaps header extension.</summary>
     private static long Qcow2DirectoryOffset(string img)
     {

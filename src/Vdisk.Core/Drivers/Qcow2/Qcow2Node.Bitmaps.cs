@@ -111,7 +111,7 @@ public sealed partial class Qcow2Node
         if ((_header.AutoclearFeatures & Qcow2Features.AutoclearBitmaps) == 0)
         {
             Diagnostics.Warn("a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent");
-            Diagnostics.Report("Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.");
+            Diagnostics.Print("Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.");
             if (writable)
             {
                 _header.Extensions.RemoveAll(e => e.Type == Qcow2Header.ExtensionBitmaps);
