@@ -14,6 +14,12 @@ public static class Diagnostics
     /// <summary>A line QEMU prints on stderr as it is (fprintf, no program prefix), such as qcow2's corruption notices.</summary>
     internal static void Report(string line) => WarningSink?.Invoke("\n" + line);
 
+    /// <summary>Receives text QEMU prints with error_printf: as it is, no newline added; null drops it.</summary>
+    public static Action<string>? PrintSink { get; set; }
+
+    /// <summary>An error_printf: <paramref name="text"/> on stderr as it is (QEMU's qcow2 bitmap notice has no newline).</summary>
+    internal static void Print(string text) => PrintSink?.Invoke(text);
+
     /// <summary>Receives errors that QEMU prints with error_report and then carries on (the CLI prints <c>vdisk: MESSAGE</c>); null drops them.</summary>
     public static Action<string>? ErrorSink { get; set; }
 

@@ -71,6 +71,11 @@ internal static class Stdio
             Out.Flush();
             Console.Error.Write(line + "\n");
         };
+        Diagnostics.PrintSink = text =>
+        {
+            Out.Flush();
+            Console.Error.Write(text);
+        };
         // Retried opens (--wait) would repeat the same warning on every attempt: say it once.
         var warned = new HashSet<string>(StringComparer.Ordinal);
         Diagnostics.WarningSink = message =>

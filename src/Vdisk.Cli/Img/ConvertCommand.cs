@@ -47,11 +47,13 @@ internal static class ConvertCommand
         var rate = new Option<string?>("-r") { Description = "limit the writes to the target to this many bytes per second (k, M, G... suffixes)" };
         var copyRange = new Option<bool>("-C") { Description = "try copy offloading (accepted; vdisk copies the same way with or without it)" };
         var salvage = new Option<bool>("--salvage") { Description = "copy what cannot be read as zeroes (a warning names each unreadable sector) instead of failing" };
+        var bitmaps = new Option<bool>("--bitmaps") { Description = "copy the source's persistent bitmaps into the target (qcow2 to qcow2)" };
+        var skipBroken = new Option<bool>("--skip-broken-bitmaps") { Description = "with --bitmaps: leave out inconsistent bitmaps instead of failing" };
         var snapshotParam = new Option<string?>("-l") { Description = "convert an internal snapshot of the source: snapshot.id=ID[,snapshot.name=NAME], or an id or name" };
         var files = new Argument<string[]>("files") { Arity = ArgumentArity.ZeroOrMore, Description = "the source images, then the target" };
         var command = new Command("convert", "Convert or copy images like qemu-img convert");
         image.AddTo(command, withForceShare: true);
-        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange, snapshotParam, salvage })
+        foreach (var o in new Option[] { outFormat, options, compress, progress, quiet, noCreate, sparse, backing, backingFormat, coroutines, outOfOrder, targetImageOpts, targetIsZero, cache, srcCache, rate, copyRange, snapshotParam, salvage, bitmaps, skipBroken })
             command.Options.Add(o);
         command.Arguments.Add(files);
         command.SetAction(async (result, ct) =>
@@ -120,6 +122,13 @@ internal static class ConvertCommand
             if (result.GetValue(srcCache) is { } sc && !ImgOptions.IsCacheMode(sc))
             {
                 Stdio.Error($"Invalid source cache option: {sc}");
+                return 1;
+            }
+
+            bool copyBitmaps = result.GetValue(bitmaps), skipBrokenBitmaps = result.GetValue(skipBroken);
+            if (skipBrokenBitmaps && !copyBitmaps)
+            {
+                Stdio.Error("Use of --skip-broken-bitmaps requires --bitmaps");
                 return 1;
             }
 
@@ -194,6 +203,7 @@ internal static class ConvertCommand
                         return 1;
                     }
                 }
+                if (copyBitmaps && !CheckBitmaps(sources, skipBrokenBitmaps)) return 1;
                 if (create is not null && !await ImgOpen.TryCreateTargetAsync(result, create, $"{target}: error while converting {outFmt}", ct)) return 1;
 
                 // qemu-img convert opens its target with cache=unsafe unless -t says otherwise.
@@ -208,6 +218,11 @@ internal static class ConvertCommand
                 if (cacheMode == "unsafe") targetFlags |= OpenFlags.NoFlush;
                 using var dest = ImgOpen.Open(result, target, targetOpts ? null : outFmt, targetOpts, targetFlags, openOptions: create?.OpenOptions());
                 if (dest is null) return 1;
+                if (copyBitmaps && !dest.Root.SupportsPersistentBitmaps)
+                {
+                    Stdio.Error($"Format driver '{dest.Root.DriverName}' does not support bitmaps");
+                    return 1;
+                }
                 // A format that takes only compressed writes (stream-optimized vmdk) gets -c implied.
                 if (dest.Root.RequiresCompressedWrites) compressed = true;
                 if (compressed && !dest.SupportsCompressedWrites)
@@ -244,6 +259,7 @@ internal static class ConvertCommand
                 var failure = await copier.RunAsync(percent => meter.Print((float)percent, 0), ct);
                 if (failure is null)
                 {
+                    if (copyBitmaps && !CopyBitmaps(sources[0].Root, dest.Root, skipBrokenBitmaps)) return 1;
                     meter.Print(100, 0);
                     return 0;
                 }
@@ -263,5 +279,62 @@ internal static class ConvertCommand
             }
         });
         return command;
+    }
+
+    /// <summary>convert_check_bitmaps: one source that stores bitmaps, none of them inconsistent unless skipped.</summary>
+    private static bool CheckBitmaps(List<DiskImage> sources, bool skipBroken)
+    {
+        if (sources.Count > 1)
+        {
+            Stdio.Error("Copying bitmaps only possible with single source");
+            return false;
+        }
+        var source = sources[0].Root;
+        if (!source.SupportsPersistentBitmaps)
+        {
+            Stdio.Error("Source lacks bitmap support");
+            return false;
+        }
+        if (!skipBroken && source.DirtyBitmaps.FirstOrDefault(b => b.Persistent && b.Inconsistent) is { } broken)
+        {
+            Stdio.Error($"Cannot copy inconsistent bitmap '{broken.Name}'");
+            Stdio.ErrorRaw("Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it\n");
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>convert_copy_bitmaps: each persistent bitmap of the source, with its granularity, enabled state and bits.</summary>
+    private static bool CopyBitmaps(Graph.BlockNode source, Graph.BlockNode target, bool skipBroken)
+    {
+        foreach (var bitmap in source.DirtyBitmaps.Where(b => b.Persistent).ToList())
+        {
+            if (skipBroken && bitmap.Inconsistent)
+            {
+                Stdio.Warning($"Skipping inconsistent bitmap '{bitmap.Name}'");
+                continue;
+            }
+            Graph.DirtyBitmap copy;
+            try
+            {
+                copy = target.AddPersistentBitmap(bitmap.Name, bitmap.Granularity, disabled: !bitmap.Enabled);
+            }
+            catch (InvalidOperationException e)
+            {
+                Stdio.Error($"Failed to create bitmap {bitmap.Name}: {e.Message}");
+                return false;
+            }
+            try
+            {
+                copy.MergeFrom(bitmap);
+            }
+            catch (InvalidOperationException e)
+            {
+                Stdio.Error($"Failed to populate bitmap {bitmap.Name}: {e.Message}");
+                target.RemovePersistentBitmap(copy);
+                return false;
+            }
+        }
+        return true;
     }
 }

@@ -25,6 +25,7 @@ internal static class ImgVerbs
         ("amend", () => WithWait(AmendCommand.Create())),
         ("dd", () => WithWait(DdCommand.Create())),
         ("bench", () => WithWait(BenchCommand.Create())),
+        ("bitmap", () => WithWait(BitmapCommand.Create())),
     ];
 
     /// <summary>Adds <c>--wait</c> to a verb that opens images through <see cref="ImgOpen"/>.</summary>

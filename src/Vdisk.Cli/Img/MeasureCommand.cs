@@ -95,14 +95,16 @@ internal static class MeasureCommand
             }
             if (asJson)
             {
-                var json = new QemuJsonObject().Add("required", measured.Required).Add("fully-allocated", measured.FullyAllocated);
-                if (measured.HasBitmaps) json.Add("bitmaps", 0L);
+                // QEMU's JSON output puts the optional bitmaps member first.
+                var json = new QemuJsonObject();
+                if (measured.BitmapsSize is long bitmaps) json.Add("bitmaps", bitmaps);
+                json.Add("required", measured.Required).Add("fully-allocated", measured.FullyAllocated);
                 Stdio.Out.Write(json.ToPrettyJson() + "\n");
             }
             else
             {
                 Stdio.Out.Write($"required size: {measured.Required}\nfully allocated size: {measured.FullyAllocated}\n");
-                if (measured.HasBitmaps) Stdio.Out.Write("bitmaps size: 0\n");
+                if (measured.BitmapsSize is long bitmaps) Stdio.Out.Write($"bitmaps size: {bitmaps}\n");
             }
             Stdio.Out.Flush();
             return 0;

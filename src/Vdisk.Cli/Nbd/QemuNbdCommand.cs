@@ -32,6 +32,8 @@ internal sealed record QemuNbdSettings
     public string DetectZeroes { get; init; } = "off";
     public ulong Offset { get; init; }
     public bool AllocationDepth { get; init; }
+    /// <summary><c>-B NAME</c>, each given: bitmaps exported as qemu:dirty-bitmap:NAME.</summary>
+    public IReadOnlyList<string> Bitmaps { get; init; } = [];
 
     /// <summary><c>-L</c>: list the exports of the server at the address instead of serving.</summary>
     public bool List { get; init; }
@@ -67,6 +69,7 @@ internal static class QemuNbdCommand
         Exposing part of the image:
           -o, --offset=OFFSET       offset into the image
           -A, --allocation-depth    expose the allocation depth
+          -B, --bitmap=NAME         expose a persistent dirty bitmap
 
         General purpose options:
           --fork                    fork off the server process and exit the parent
@@ -94,7 +97,7 @@ internal static class QemuNbdCommand
               --image-opts          treat FILE as a full set of image options
 
         Not supported by vdisk: -c/--connect, -d/--disconnect,
-        -B/--bitmap, --tls-*, --selinux-label, -T/--trace.
+        --tls-*, --selinux-label, -T/--trace.
 
         """;
 
@@ -239,7 +242,7 @@ internal static class QemuNbdCommand
                     if (!SnapshotChoice.TryParse(v, out var snapshot, nbdQuotes: true)) return new(null, 1);
                     s = s with { LoadSnapshot = snapshot, ReadOnly = true };
                     break;
-                case Opt.Bitmap: seenBitmap = true; unsupported.Add("-B/--bitmap is not supported by vdisk"); break;
+                case Opt.Bitmap: seenBitmap = true; s = s with { Bitmaps = [v, .. s.Bitmaps] }; break; // QAPI_LIST_PREPEND, as qemu-nbd
                 case Opt.AllocationDepth: s = s with { AllocationDepth = true }; break;
                 case Opt.Object:
                     // qemu-nbd defines each object as it reads the option.
@@ -371,7 +374,7 @@ internal static class QemuNbdCommand
                 image = DiskImage.Open(source, flags, name: null, graph: daemon.Graph);
                 if (settings.LoadSnapshot is { } snapshot && !await snapshot.LoadAsync([image], CancellationToken.None).ConfigureAwait(false)) return 1;
                 bool writable = !settings.ReadOnly;
-                await daemon.AddExportAsync(new ExportRequest(ExportId, image.Root.NodeName, settings.ExportName, settings.Description, writable, ShareRw: false, settings.AllocationDepth),
+                await daemon.AddExportAsync(new ExportRequest(ExportId, image.Root.NodeName, settings.ExportName, settings.Description, writable, ShareRw: false, settings.AllocationDepth, settings.Bitmaps),
                     BackendPermissions.StorageDaemonExport(writable)).ConfigureAwait(false);
             }
             catch (DaemonException e)

@@ -45,8 +45,8 @@ public interface IBlockDriver
 /// <summary>What qemu-img measure reports: bytes the new image needs now and fully allocated.</summary>
 /// <param name="Required">Bytes for the data the input holds (or none) plus all metadata.</param>
 /// <param name="FullyAllocated">Bytes when every cluster is allocated.</param>
-/// <param name="HasBitmaps">Whether "bitmaps size" is reported (qcow2 v3 target, input that supports bitmaps).</param>
-public sealed record MeasureResult(long Required, long FullyAllocated, bool HasBitmaps);
+/// <param name="BitmapsSize">"bitmaps size": bytes for the input's persistent bitmaps (qcow2 v3 target, input that supports bitmaps), else null.</param>
+public sealed record MeasureResult(long Required, long FullyAllocated, long? BitmapsSize);
 /// <summary>
 /// A protocol driver that answers to filename prefixes (QEMU's <c>protocol_name</c> and
 /// <c>bdrv_parse_filename</c>): <c>nbd://...</c> names the nbd driver, which turns the rest of the

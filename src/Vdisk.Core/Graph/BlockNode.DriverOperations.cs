@@ -138,6 +138,27 @@ public abstract partial class BlockNode
         throw new NativeIOException(Errno.ENOTSUP,
             $"Block format '{DriverName}' used by device '' does not support temporarily loading internal snapshots");
 
+    /// <summary>The dirty bitmaps of this node (persistent ones are loaded from the image on open).</summary>
+    public virtual IReadOnlyList<DirtyBitmap> DirtyBitmaps => [];
+
+    /// <summary>True when the format stores bitmaps in the image (bdrv_supports_persistent_dirty_bitmap).</summary>
+    public virtual bool SupportsPersistentBitmaps => false;
+
+    /// <summary>
+    /// block-dirty-bitmap-add with persistent=true: a new clean bitmap of this granularity, stored
+    /// in the image when it closes.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">QEMU's reason the bitmap cannot be added.</exception>
+    public virtual DirtyBitmap AddPersistentBitmap(string name, long granularity, bool disabled) =>
+        throw new InvalidOperationException($"Can't store persistent bitmaps to {NodeName}: {NativeIOException.Describe(Errno.ENOTSUP)}");
+
+    /// <summary>block-dirty-bitmap-remove: the bitmap leaves the node (and the image, when it closes).</summary>
+    public virtual void RemovePersistentBitmap(DirtyBitmap bitmap) =>
+        throw new InvalidOperationException($"Can't store persistent bitmaps to {NodeName}");
+
+    /// <summary>Tells the node that one of its bitmaps was enabled, disabled, cleared or merged into.</summary>
+    public virtual void BitmapsChanged() { }
+
     /// <summary>True for a raw node whose format was probed rather than given (raw_open warns about it).</summary>
     public virtual bool IsProbedRaw => false;
 }

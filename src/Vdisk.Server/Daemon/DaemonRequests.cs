@@ -12,18 +12,23 @@ namespace Vdisk.Server.Daemon;
 /// <param name="Writable">Clients may write.</param>
 /// <param name="ShareRw">vdisk's share-rw=on: admit other writers (raw images).</param>
 /// <param name="AllocationDepth">Offer the qemu:allocation-depth metadata context.</param>
-public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw, bool AllocationDepth = false)
+/// <param name="Bitmaps">Dirty bitmaps of the node (or its backing chain) offered as qemu:dirty-bitmap:NAME contexts.</param>
+public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw, bool AllocationDepth = false,
+    IReadOnlyList<string>? Bitmaps = null)
 {
     /// <summary>Reads options already checked against <see cref="QmpSchema.BlockExportOptions"/>.</summary>
     public static ExportRequest From(OptionDict o)
     {
         string nodeName = Text(o, "node-name")!;
-        if (o["bitmaps"] is OptionList { Items.Count: > 0 })
-            throw new DaemonException("Parameter 'bitmaps' is not supported by vdisk serve");
+        var bitmaps = new List<string>();
+        if (o["bitmaps"] is OptionList list)
+            foreach (var item in list.Items)
+                bitmaps.Add(item is OptionScalar { Kind: ScalarKind.String } s ? s.Text
+                    : throw new DaemonException("Parameter 'bitmaps' takes bitmap names of the exported node (vdisk serve)"));
         if (Text(o, "iothread") is not null)
             throw new DaemonException("Parameter 'iothread' is not supported by vdisk serve");
         return new ExportRequest(Text(o, "id")!, nodeName, Text(o, "name") ?? nodeName, Text(o, "description"),
-            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false);
+            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false, bitmaps);
     }
 
     internal static string? Text(OptionDict o, string key) => o[key] is OptionScalar { Kind: not ScalarKind.Null } s ? s.Text : null;

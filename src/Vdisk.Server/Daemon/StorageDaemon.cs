@@ -271,7 +271,8 @@ public sealed partial class StorageDaemon : IAsyncDisposable
                 throw new DaemonException($"export name '{request.Name}' too long");
             if (request.Description is { } d && System.Text.Encoding.UTF8.GetByteCount(d) > NbdLimits.MaxString)
                 throw new DaemonException($"description '{d}' too long");
-            var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw, request.AllocationDepth);
+            var bitmaps = (request.Bitmaps ?? []).Select(name => ExportBitmap(node, name, readOnly: !request.Writable)).ToList();
+            var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw, request.AllocationDepth, bitmaps);
             _nbd.AddExport(export);
             _exports.Add(export);
             _exportIds.Add(export.Id);
@@ -281,6 +282,25 @@ public sealed partial class StorageDaemon : IAsyncDisposable
             await image.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// nbd_export_create's lookup of an exported bitmap: the first node down the filter and
+    /// backing chain that has it; an enabled bitmap on a writable node would change under a
+    /// read-only export, and an inconsistent one cannot be read.
+    /// </summary>
+    private static DirtyBitmap ExportBitmap(BlockNode node, string name, bool readOnly)
+    {
+        for (BlockNode? n = node; n is not null; n = BlockChain.FilterOrCowOf(n))
+        {
+            if (n.DirtyBitmaps.FirstOrDefault(b => b.Name == name) is not { } bitmap) continue;
+            if (readOnly && !n.IsReadOnly && bitmap.Enabled)
+                throw new DaemonException($"Enabled bitmap '{name}' incompatible with readonly export");
+            if (bitmap.Inconsistent)
+                throw new DaemonException($"Bitmap '{name}' is inconsistent and cannot be used");
+            return bitmap;
+        }
+        throw new DaemonException($"Bitmap '{name}' is not found");
     }
 
     /// <summary>

@@ -14,8 +14,10 @@ public sealed class NbdExport
     private readonly TaskCompletionSource _noClients = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates an export over an attached user.</summary>
-    public NbdExport(string id, string name, string? description, DiskImage image, bool writable, bool shareRw, bool allocationDepth = false)
+    public NbdExport(string id, string name, string? description, DiskImage image, bool writable, bool shareRw, bool allocationDepth = false,
+        IReadOnlyList<DirtyBitmap>? bitmaps = null)
     {
+        Bitmaps = bitmaps ?? [];
         AllocationDepth = allocationDepth;
         Id = id;
         Name = name;
@@ -48,6 +50,9 @@ public sealed class NbdExport
 
     /// <summary>True when clients may select the qemu:allocation-depth context (qemu-nbd -A).</summary>
     public bool AllocationDepth { get; }
+
+    /// <summary>The dirty bitmaps clients may read as qemu:dirty-bitmap:NAME contexts, in context id order.</summary>
+    public IReadOnlyList<DirtyBitmap> Bitmaps { get; }
 
     /// <summary>True once deletion has begun: no new clients, waiting for current ones.</summary>
     public bool ShuttingDown { get; private set; }

@@ -60,19 +60,38 @@ public sealed record NbdMetaContextRequest(string ExportName, IReadOnlyList<stri
     /// ("base:", "qemu:"); SET needs exact names. Unknown namespaces and names are ignored, as the
     /// protocol requires.
     /// </summary>
-    public IReadOnlyList<(uint Id, string Name)> Select(bool listing, bool allocationDepth)
+    public IReadOnlyList<(uint Id, string Name)> Select(bool listing, bool allocationDepth, IReadOnlyList<string>? bitmaps = null)
     {
+        bitmaps ??= [];
         bool baseAllocation = listing && Queries.Count == 0;
         bool depth = baseAllocation && allocationDepth;
+        var bitmapChosen = new bool[bitmaps.Count];
+        if (baseAllocation) Array.Fill(bitmapChosen, true);
         foreach (var query in Queries)
         {
             if (query == NbdLimits.BaseAllocation || (listing && query == "base:")) baseAllocation = true;
             else if (allocationDepth && (query == NbdLimits.AllocationDepth || (listing && query == "qemu:"))) depth = true;
+            // nbd_meta_qemu_query: "qemu:" and "qemu:dirty-bitmap:" list every exported bitmap.
+            if (listing && query is "qemu:" or NbdLimits.DirtyBitmapPrefix) Array.Fill(bitmapChosen, true);
+            else if (query.StartsWith(NbdLimits.DirtyBitmapPrefix, StringComparison.Ordinal))
+            {
+                int i = IndexOf(bitmaps, query[NbdLimits.DirtyBitmapPrefix.Length..]);
+                if (i >= 0) bitmapChosen[i] = true;
+            }
         }
         var selected = new List<(uint, string)>(2);
         if (baseAllocation) selected.Add((NbdLimits.BaseAllocationId, NbdLimits.BaseAllocation));
         if (depth) selected.Add((NbdLimits.AllocationDepthId, NbdLimits.AllocationDepth));
+        for (int i = 0; i < bitmaps.Count; i++)
+            if (bitmapChosen[i]) selected.Add((NbdLimits.DirtyBitmapId + (uint)i, NbdLimits.DirtyBitmapPrefix + bitmaps[i]));
         return selected;
+    }
+
+    private static int IndexOf(IReadOnlyList<string> names, string name)
+    {
+        for (int i = 0; i < names.Count; i++)
+            if (names[i] == name) return i;
+        return -1;
     }
 
     /// <summary>Writes the data (used by tests and clients).</summary>

@@ -164,7 +164,7 @@ internal sealed class NbdNegotiation
             return OptionOutcome.Continue;
         }
         bool listing = option == NbdOption.ListMetaContext;
-        var selected = request.Select(listing, export.AllocationDepth);
+        var selected = request.Select(listing, export.AllocationDepth, export.Bitmaps.Select(b => b.Name).ToList());
         if (!listing)
         {
             _metaContextExport = request.ExportName;

@@ -254,4 +254,10 @@ public static class NbdLimits
 
     /// <summary>QEMU's id for qemu:allocation-depth (NBD_META_ID_ALLOCATION_DEPTH).</summary>
     public const uint AllocationDepthId = 1;
+
+    /// <summary>The prefix of an exported bitmap's context (qemu-nbd -B NAME offers qemu:dirty-bitmap:NAME).</summary>
+    public const string DirtyBitmapPrefix = "qemu:dirty-bitmap:";
+
+    /// <summary>QEMU's id for the first exported bitmap (NBD_META_ID_DIRTY_BITMAP); the i-th has this plus i.</summary>
+    public const uint DirtyBitmapId = 2;
 }

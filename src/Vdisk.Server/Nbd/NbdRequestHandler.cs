@@ -183,6 +183,8 @@ internal sealed class NbdRequestHandler
                 {
                     if (contexts[i] == NbdLimits.AllocationDepthId)
                         await CollectAllocationDepthAsync(image.Root, (long)request.Offset, request.Length, collected[i]).ConfigureAwait(false);
+                    else if (contexts[i] >= NbdLimits.DirtyBitmapId)
+                        CollectBitmap(_session.Export.Bitmaps[(int)(contexts[i] - NbdLimits.DirtyBitmapId)], (long)request.Offset, request.Length, collected[i]);
                     else
                         await CollectAllocationAsync(image.Root, (long)request.Offset, request.Length, collected[i]).ConfigureAwait(false);
                 }
@@ -211,6 +213,22 @@ internal sealed class NbdRequestHandler
                 | ((extent.Flags & BlockStatusFlags.Zero) != 0 ? NbdAllocationFlags.Zero : NbdAllocationFlags.Data);
             if (!extents.Add(extent.Length, (uint)flags)) break;
         }
+    }
+
+    /// <summary>bitmap_to_extents: runs of clean (0) and dirty (NBD_STATE_DIRTY, 1) granules, clipped to the request.</summary>
+    private static void CollectBitmap(DirtyBitmap bitmap, long offset, uint length, ExtentCollector extents)
+    {
+        long end = offset + length, start = offset;
+        foreach (var (dirtyAt, dirtyLength) in bitmap.DirtyRanges())
+        {
+            long from = Math.Max(dirtyAt, start), to = Math.Min(dirtyAt + dirtyLength, end);
+            if (to <= from) continue;
+            if (from > start && !extents.Add(from - start, 0)) return;
+            if (!extents.Add(to - from, 1)) return;
+            start = to;
+            if (start >= end) return;
+        }
+        if (end > start) extents.Add(end - start, 0);
     }
 
     /// <summary>blockalloc_to_extents: the depth of the layer holding each range (0 = none).</summary>

@@ -135,6 +135,17 @@ public class NbdMessageTests
     public void MetaContextSelection_FollowsListAndSetRules(bool listing, string[] queries, bool allocationDepth, string expected) =>
         Assert.Equal(expected, string.Join(",", new NbdMetaContextRequest("e", queries).Select(listing, allocationDepth).Select(c => c.Name)));
 
+    /// <summary>nbd_meta_qemu_query: exported bitmaps by exact name, or all of them when LIST asks for "qemu:" or "qemu:dirty-bitmap:"; ids follow the export's order from 2.</summary>
+    [Theory]
+    [InlineData(true, new string[0], "0:base:allocation,2:qemu:dirty-bitmap:b3,3:qemu:dirty-bitmap:b0")]
+    [InlineData(true, new[] { "qemu:" }, "2:qemu:dirty-bitmap:b3,3:qemu:dirty-bitmap:b0")]
+    [InlineData(true, new[] { "qemu:dirty-bitmap:" }, "2:qemu:dirty-bitmap:b3,3:qemu:dirty-bitmap:b0")]
+    [InlineData(false, new[] { "qemu:dirty-bitmap:" }, "")]
+    [InlineData(false, new[] { "qemu:dirty-bitmap:b0" }, "3:qemu:dirty-bitmap:b0")]
+    [InlineData(false, new[] { "qemu:dirty-bitmap:b0", "base:allocation", "qemu:dirty-bitmap:nope" }, "0:base:allocation,3:qemu:dirty-bitmap:b0")]
+    public void MetaContextSelection_OffersExportedBitmaps(bool listing, string[] queries, string expected) =>
+        Assert.Equal(expected, string.Join(",", new NbdMetaContextRequest("e", queries).Select(listing, false, ["b3", "b0"]).Select(c => $"{c.Id}:{c.Name}")));
+
     [Fact]
     public void MetaContextRequest_WithTrailingBytes_IsInvalid()
     {

@@ -113,7 +113,7 @@ public sealed class LuksDriver : IBlockDriver
         var o = luks.Options!;
         int keyBytes = CryptoAlgorithms.KeyLength(o.Cipher) * (o.Mode == CipherMode.Xts ? 2 : 1);
         long total = LuksHeader.PayloadOffsetFor(keyBytes) + size;
-        return Task.FromResult(new MeasureResult(total, total, false));
+        return Task.FromResult(new MeasureResult(total, total, null));
     }
 
     /// <inheritdoc />

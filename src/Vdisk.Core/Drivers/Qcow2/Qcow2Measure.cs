@@ -39,7 +39,10 @@ public static class Qcow2Measure
         if (s.Preallocation is Preallocation.Full or Preallocation.Falloc) required = aligned;
         long fully = PreallocSize(aligned, clusterSize, System.Numerics.BitOperations.Log2((ulong)s.RefcountBits), s.ExtendedL2);
         // The LUKS header's clusters count in both figures (qcow2_measure's luks_payload_size).
-        return new MeasureResult(s.LuksPayloadBytes + fully - aligned + required, s.LuksPayloadBytes + fully, s.Version >= 3 && input is Qcow2Node { Header.Version: >= 3 });
+        long? bitmaps = s.Version >= 3 && input is Qcow2Node { Header.Version: >= 3 }
+            ? Qcow2BitmapDirectory.MeasureBytes(input.DirtyBitmaps.Where(b => b.Persistent).Select(b => (b.Name, b.Granularity)), input.Length, clusterSize)
+            : null;
+        return new MeasureResult(s.LuksPayloadBytes + fully - aligned + required, s.LuksPayloadBytes + fully, bitmaps);
     }
 
     /// <summary>The qcow2 create options qcow2_measure reads.</summary>

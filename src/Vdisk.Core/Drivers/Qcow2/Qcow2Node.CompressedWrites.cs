@@ -74,6 +74,7 @@ public sealed partial class Qcow2Node
     public async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> cluster, byte[]? compressed, CancellationToken ct = default)
     {
         CheckCompressedWrite(offset, cluster.Length);
+        MarkBitmapsDirty(offset, cluster.Length);
         if (compressed is null)
         {
             await WriteAsync(offset, cluster, WriteFlags.None, ct).ConfigureAwait(false);

@@ -273,6 +273,7 @@ public sealed partial class Qcow2Node
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None, CancellationToken cancellationToken = default)
     {
         EnsureWritable();
+        MarkBitmapsDirty(offset, data.Length);
         if (IsEncrypted && !IsSectorAligned(offset, data.Length))
         {
             await WriteUnalignedAsync(offset, data, flags, cancellationToken).ConfigureAwait(false);
@@ -625,8 +626,10 @@ public sealed partial class Qcow2Node
     private async ValueTask PrepareForWritesLockedAsync()
     {
         if (_preparedForWrites) return;
-        // data-file-raw is kept up to date by every write; the other bits vdisk does not maintain.
-        ulong keep = _header.AutoclearFeatures & Qcow2Features.AutoclearDataFileRaw;
+        // A node opened read-only and reopened read-write marks its bitmaps in use now.
+        await MarkBitmapsInUseAsync(CancellationToken.None).ConfigureAwait(false);
+        // data-file-raw is kept up to date by every write, the bitmaps by closing; the other bits vdisk does not maintain.
+        ulong keep = _header.AutoclearFeatures & (Qcow2Features.AutoclearDataFileRaw | Qcow2Features.AutoclearBitmaps);
         if (_header.Version >= 3 && _header.AutoclearFeatures != keep) await WriteAutoclearFeaturesAsync(keep, CancellationToken.None).ConfigureAwait(false);
         if (_header.Version >= 3 && UseLazyRefcounts && (_header.IncompatibleFeatures & Qcow2Features.IncompatDirty) == 0)
         {
@@ -814,6 +817,7 @@ public sealed partial class Qcow2Node
     public override async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags = ZeroFlags.None, CancellationToken cancellationToken = default)
     {
         EnsureWritable();
+        MarkBitmapsDirty(offset, length);
         if (length <= 0) return;
         int cs = _g.ClusterSize;
         long end = offset + length;
@@ -922,6 +926,7 @@ public sealed partial class Qcow2Node
     public override async ValueTask DiscardAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         EnsureWritable();
+        MarkBitmapsDirty(offset, length);
         // Without zero clusters (v2), a discard would expose the backing file's stale data.
         if (_header.Version < 3 && Backing is not null) return;
         long end = offset + length;

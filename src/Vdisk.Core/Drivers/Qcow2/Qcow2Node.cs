@@ -186,6 +186,20 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
         ulong unknownAutoclear = header.AutoclearFeatures & ~Qcow2Features.AutoclearKnownToQemu;
         if (writable && (flags & NodeFlags.Inactive) == 0 && header.Version >= 3 && unknownAutoclear != 0)
             await node.WriteAutoclearFeaturesAsync(header.AutoclearFeatures & ~unknownAutoclear, cancellationToken).ConfigureAwait(false);
+        // qcow2_do_open loads the bitmaps for check too: a broken directory fails the check's open.
+        if ((flags & NodeFlags.Inactive) == 0)
+        {
+            try
+            {
+                await node.LoadBitmapsAsync(writable, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                // The node was never handed out: nothing may be stored on a close.
+                node._closed = true;
+                throw;
+            }
+        }
         return node;
     }
 
@@ -405,6 +419,7 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
                     }
                     _dataSinceSync = false;
                 }
+                await StoreBitmapsLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 await FlushLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (_markedDirty) await SetIncompatibleFeaturesAsync(_header.IncompatibleFeatures & ~Qcow2Features.IncompatDirty).ConfigureAwait(false);
             }

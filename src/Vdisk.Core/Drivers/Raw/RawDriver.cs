@@ -66,6 +66,6 @@ public sealed class RawDriver : IBlockDriver
     public Task<MeasureResult> MeasureAsync(QemuOpts options, BlockNode? input, CancellationToken cancellationToken = default)
     {
         long size = input is not null ? input.Length : (long)(((options.GetNumber("size") ?? 0) + 511) / 512 * 512);
-        return Task.FromResult(new MeasureResult(size, size, false));
+        return Task.FromResult(new MeasureResult(size, size, null));
     }
 }
