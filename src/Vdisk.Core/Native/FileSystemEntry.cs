@@ -54,4 +54,15 @@ public static class FileSystemEntry
         if (LibC.StatX(path, LibC.AT_SYMLINK_NOFOLLOW, &st) != 0) return null;
         return new FileIdentity(st.DevMajor, st.DevMinor, st.Inode);
     }
+
+    /// <summary>
+    /// Null when <paramref name="path"/> (following links) is a regular file, else why not in
+    /// QEMU's words (is_regular_file of the FUSE export).
+    /// </summary>
+    public static unsafe string? WhyNotRegularFile(string path)
+    {
+        StatXBuffer st;
+        if (LibC.StatX(path, 0, &st) != 0) return $"Failed to stat '{path}': {LibC.StrError(LibC.LastError)}";
+        return (st.Mode & LibC.S_IFMT) == LibC.S_IFREG ? null : $"'{path}' is not a regular file";
+    }
 }

@@ -4,7 +4,7 @@ namespace Vdisk.Native;
 
 internal static unsafe partial class LibC
 {
-    public const short POLLOUT = 0x4;
+    public const short POLLIN = 0x1, POLLOUT = 0x4, POLLERR = 0x8, POLLHUP = 0x10;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct PollFd

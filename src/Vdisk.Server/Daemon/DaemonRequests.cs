@@ -13,8 +13,10 @@ namespace Vdisk.Server.Daemon;
 /// <param name="ShareRw">vdisk's share-rw=on: admit other writers (raw images).</param>
 /// <param name="AllocationDepth">Offer the qemu:allocation-depth metadata context.</param>
 /// <param name="Bitmaps">Dirty bitmaps of the node (or its backing chain) offered as qemu:dirty-bitmap:NAME contexts.</param>
+/// <param name="Type">BlockExportType: <c>nbd</c> or <c>fuse</c>.</param>
+/// <param name="Fuse">The FUSE variant's options, for <c>type=fuse</c>.</param>
 public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw, bool AllocationDepth = false,
-    IReadOnlyList<string>? Bitmaps = null)
+    IReadOnlyList<string>? Bitmaps = null, string Type = "nbd", FuseExportRequest? Fuse = null)
 {
     /// <summary>Reads options already checked against <see cref="QmpSchema.BlockExportOptions"/>.</summary>
     public static ExportRequest From(OptionDict o)
@@ -27,14 +29,24 @@ public sealed record ExportRequest(string Id, string NodeName, string Name, stri
                     : throw new DaemonException("Parameter 'bitmaps' takes bitmap names of the exported node (vdisk serve)"));
         if (Text(o, "iothread") is not null)
             throw new DaemonException("Parameter 'iothread' is not supported by vdisk serve");
+        string type = Text(o, "type")!;
+        FuseExportRequest? fuse = type == "fuse"
+            ? new FuseExportRequest(Text(o, "mountpoint")!, Flag(o, "growable") ?? false, Text(o, "allow-other") ?? "auto")
+            : null;
         return new ExportRequest(Text(o, "id")!, nodeName, Text(o, "name") ?? nodeName, Text(o, "description"),
-            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false, bitmaps);
+            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false, bitmaps, type, fuse);
     }
 
     internal static string? Text(OptionDict o, string key) => o[key] is OptionScalar { Kind: not ScalarKind.Null } s ? s.Text : null;
 
     internal static bool? Flag(OptionDict o, string key) => o[key] is OptionScalar { Kind: ScalarKind.Bool } s ? s.Text == "true" : null;
 }
+
+/// <summary>BlockExportOptionsFuse: where to mount, whether writes past the end grow the image, and allow_other (on, off, auto).</summary>
+/// <param name="Mountpoint">An existing regular file to mount over.</param>
+/// <param name="Growable">Writes past the end grow the image.</param>
+/// <param name="AllowOther">FuseExportAllowOther: <c>on</c>, <c>off</c> or <c>auto</c>.</param>
+public sealed record FuseExportRequest(string Mountpoint, bool Growable, string AllowOther);
 
 /// <summary>What <c>--nbd-server</c> and nbd-server-start ask for.</summary>
 /// <param name="Address">Where to listen.</param>

@@ -4,6 +4,8 @@ using Vdisk.Locking;
 using Vdisk.Native;
 using Vdisk.Options;
 using Vdisk.Permissions;
+using Vdisk.Server.Exports;
+using Vdisk.Server.Fuse;
 using Vdisk.Server.Nbd;
 using Vdisk.Server.Qmp;
 using static Vdisk.Server.Qmp.QmpJson;
@@ -19,7 +21,7 @@ namespace Vdisk.Server.Daemon;
 public sealed partial class StorageDaemon : IAsyncDisposable
 {
     private readonly SemaphoreSlim _control = new(1, 1);
-    private readonly List<NbdExport> _exports = new();
+    private readonly List<BlockExport> _exports = new();
     private readonly HashSet<string> _exportIds = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SocketListener> _chardevs = new(StringComparer.Ordinal);
     private readonly List<QmpServer> _monitors = new();
@@ -38,7 +40,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     public Task QuitRequested => _quit.Task;
 
     /// <summary>Exports, oldest first.</summary>
-    public IReadOnlyList<NbdExport> Exports => _exports;
+    public IReadOnlyList<BlockExport> Exports => _exports;
 
     /// <summary>
     /// The command line is being applied: servers started now listen, but accept nobody until
@@ -230,7 +232,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     public async Task StopNbdServerAsync()
     {
         var server = _nbd ?? throw new DaemonException("NBD server not running");
-        await DeleteAllExportsAsync().ConfigureAwait(false);
+        await DeleteAllExportsAsync("nbd").ConfigureAwait(false);
         _nbd = null;
         await server.StopAsync().ConfigureAwait(false);
     }
@@ -249,16 +251,19 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     /// <summary>
     /// block-export-add and <c>--export</c>, checked in QEMU's order. <paramref name="permissions"/>
     /// overrides <see cref="ExportPermissions"/> (qemu-nbd's export takes qsd's on every format).
+    /// A FUSE export that may write or grow also takes RESIZE (truncate and fallocate resize).
     /// </summary>
     public async Task AddExportAsync(ExportRequest request, PermissionPair? permissions = null)
     {
         if (!BlockGraph.IsValidNodeName(request.Id)) throw new DaemonException("Invalid block export id");
         if (_exportIds.Contains(request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
         var node = Graph.Find(request.NodeName) ?? throw new DaemonException($"Cannot find device='' nor node-name='{request.NodeName}'");
+        var wanted = permissions ?? ExportPermissions(node, request.Writable, request.ShareRw);
+        if (request.Fuse is { } f && (f.Growable || request.Writable)) wanted = wanted with { Perm = wanted.Perm | BlockPermission.Resize };
         DiskImage image;
         try
         {
-            image = DiskImage.Attach(node, permissions ?? ExportPermissions(node, request.Writable, request.ShareRw), Graph, request.Id);
+            image = DiskImage.Attach(node, wanted, Graph, request.Id);
         }
         catch (Exception e) when (UserErrors.MessageNamingHolder(e) is { } message)
         {
@@ -266,6 +271,11 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         }
         try
         {
+            if (request.Fuse is { } fuse)
+            {
+                AddFuseExport(request, fuse, image);
+                return;
+            }
             if (_nbd is null) throw new DaemonException("NBD server not running");
             if (System.Text.Encoding.UTF8.GetByteCount(request.Name) > NbdLimits.MaxString)
                 throw new DaemonException($"export name '{request.Name}' too long");
@@ -282,6 +292,19 @@ public sealed partial class StorageDaemon : IAsyncDisposable
             await image.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// fuse_export_create: one export per mount point (compared as given, as QEMU does), which
+    /// must be a regular file.
+    /// </summary>
+    private void AddFuseExport(ExportRequest request, FuseExportRequest fuse, DiskImage image)
+    {
+        if (_exports.OfType<FuseExport>().Any(e => e.Mountpoint == fuse.Mountpoint))
+            throw new DaemonException($"There already is a FUSE export on '{fuse.Mountpoint}'");
+        var export = FuseExport.Mount(request.Id, image, request.Writable, fuse.Mountpoint, fuse.Growable, fuse.AllowOther);
+        _exports.Add(export);
+        _exportIds.Add(export.Id);
     }
 
     /// <summary>
@@ -323,7 +346,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         return null;
     }
 
-    private async Task RunExclusiveDeletionAsync(NbdExport export)
+    private async Task RunExclusiveDeletionAsync(BlockExport export)
     {
         await _control.WaitAsync().ConfigureAwait(false);
         try
@@ -340,11 +363,12 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     /// Deletes every export, each with its BLOCK_EXPORT_DELETED event, in QEMU's order
     /// (blk_exp_close_all): all are asked to shut down, oldest first; one without clients goes
     /// at once, one with clients once they are disconnected (their requests answered first).
+    /// With <paramref name="type"/>, only exports of that type (nbd-server-stop's blk_exp_close_all_type).
     /// </summary>
-    public async Task DeleteAllExportsAsync()
+    public async Task DeleteAllExportsAsync(string? type = null)
     {
-        var waiting = new List<(NbdExport Export, Task NoClients)>();
-        foreach (var export in _exports.ToArray())
+        var waiting = new List<(BlockExport Export, Task NoClients)>();
+        foreach (var export in _exports.Where(e => type is null || e.Type == type).ToArray())
         {
             var noClients = export.BeginShutdown(disconnectClients: true);
             if (noClients.IsCompleted) await FinishDeletionAsync(export, disconnectClients: false).ConfigureAwait(false);
@@ -360,10 +384,10 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         }
     }
 
-    private async Task FinishDeletionAsync(NbdExport export, bool disconnectClients)
+    private async Task FinishDeletionAsync(BlockExport export, bool disconnectClients)
     {
         await export.BeginShutdown(disconnectClients).ConfigureAwait(false);
-        _nbd?.RemoveExport(export);
+        if (export is NbdExport nbd) _nbd?.RemoveExport(nbd);
         _exports.Remove(export);
         _exportIds.Remove(export.Id);
         await FlushQuietlyAsync(export.Node).ConfigureAwait(false);
@@ -403,7 +427,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
 
     /// <summary>query-block-exports: newest first, keys as QEMU inserts them.</summary>
     public OptionList QueryBlockExports() => List(Enumerable.Reverse(_exports).Select(e => (OptionValue)Dict(
-        ("id", Str(e.Id)), ("type", Str("nbd")), ("node-name", Str(e.Node.NodeName)), ("shutting-down", Bool(e.ShuttingDown)))));
+        ("id", Str(e.Id)), ("type", Str(e.Type)), ("node-name", Str(e.Node.NodeName)), ("shutting-down", Bool(e.ShuttingDown)))));
 
     /// <summary>query-named-block-nodes: a BlockDeviceInfo per node, newest first.</summary>
     public OptionList QueryNamedBlockNodes(bool flat = false) => List(Graph.NodesNewestFirst.Select(n => (OptionValue)BlockDeviceInfo(n, flat)));

@@ -1,13 +1,13 @@
 using Vdisk.Graph;
+using Vdisk.Server.Exports;
 
 namespace Vdisk.Server.Nbd;
 
 /// <summary>
-/// An NBD export: a user of one node (a <see cref="DiskImage"/> attached to the daemon's graph,
-/// which holds the export's lock bytes) under a name clients ask for. Its connections come and
+/// An NBD export: a user of one node under a name clients ask for. Its connections come and
 /// go; the export outlives them until it is deleted.
 /// </summary>
-public sealed class NbdExport
+public sealed class NbdExport : BlockExport
 {
     private readonly Lock _lock = new();
     private readonly List<NbdConnection> _clients = new();
@@ -16,34 +16,20 @@ public sealed class NbdExport
     /// <summary>Creates an export over an attached user.</summary>
     public NbdExport(string id, string name, string? description, DiskImage image, bool writable, bool shareRw, bool allocationDepth = false,
         IReadOnlyList<DirtyBitmap>? bitmaps = null)
+        : base(id, image, writable)
     {
         Bitmaps = bitmaps ?? [];
         AllocationDepth = allocationDepth;
-        Id = id;
         Name = name;
         Description = description;
-        Image = image;
-        Writable = writable;
         ShareRw = shareRw;
     }
-
-    /// <summary>The block export id (QMP <c>id</c>).</summary>
-    public string Id { get; }
 
     /// <summary>The name clients ask for.</summary>
     public string Name { get; }
 
     /// <summary>Text shown by <c>nbdinfo</c> and in LIST replies, or null.</summary>
     public string? Description { get; }
-
-    /// <summary>The user of the node: its permissions are the export's locks.</summary>
-    public DiskImage Image { get; }
-
-    /// <summary>The node exported.</summary>
-    public BlockNode Node => Image.Root;
-
-    /// <summary>True when clients may write.</summary>
-    public bool Writable { get; }
 
     /// <summary>True when the export lets other writers in (raw images only).</summary>
     public bool ShareRw { get; }
@@ -54,13 +40,11 @@ public sealed class NbdExport
     /// <summary>The dirty bitmaps clients may read as qemu:dirty-bitmap:NAME contexts, in context id order.</summary>
     public IReadOnlyList<DirtyBitmap> Bitmaps { get; }
 
-    /// <summary>True once deletion has begun: no new clients, waiting for current ones.</summary>
-    public bool ShuttingDown { get; private set; }
-
-    internal RequestGate Gate { get; } = new();
+    /// <inheritdoc />
+    public override string Type => "nbd";
 
     /// <summary>Connections using the export now.</summary>
-    public int ClientCount
+    public override int ClientCount
     {
         get
         {
@@ -107,7 +91,7 @@ public sealed class NbdExport
     /// Starts deletion: refuses new clients and, for a hard delete, disconnects current ones.
     /// The returned task completes once no client is left.
     /// </summary>
-    internal Task BeginShutdown(bool disconnectClients)
+    internal override Task BeginShutdown(bool disconnectClients)
     {
         NbdConnection[] clients;
         lock (_lock)

@@ -172,7 +172,7 @@ public static class QmpSchema
     /// </summary>
     public static readonly QapiStruct BlockExportOptions = new("BlockExportOptions",
     [
-        M("type", new QapiEnum("nbd")),
+        M("type", new QapiEnum("nbd", "fuse")),
         M("id", Str),
         O("fixed-iothread", Bool),
         O("iothread", Str),
@@ -184,9 +184,12 @@ public static class QmpSchema
     ])
     {
         Discriminator = "type",
-        Variants = type => type == "nbd"
-            ? [O("name", Str), O("description", Str), O("bitmaps", new QapiList(Str)), O("allocation-depth", Bool)]
-            : null,
+        Variants = type => type switch
+        {
+            "nbd" => [O("name", Str), O("description", Str), O("bitmaps", new QapiList(Str)), O("allocation-depth", Bool)],
+            "fuse" => [M("mountpoint", Str), O("growable", Bool), O("allow-other", new QapiEnum("off", "on", "auto"))],
+            _ => null,
+        },
     };
 
     /// <summary>Arguments of block-export-del.</summary>

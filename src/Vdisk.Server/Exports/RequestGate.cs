@@ -1,4 +1,4 @@
-namespace Vdisk.Server.Nbd;
+namespace Vdisk.Server.Exports;
 
 /// <summary>
 /// Counts an export's requests in flight and can close behind them (QEMU's drained section):
