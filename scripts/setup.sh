@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-utils qemu-system-x86 libnbd-bin hyperfine fio gcc libc6-dev clang zlib1g-dev util-linux python3 etcd-server etcd-client)
+packages=(qemu-utils qemu-system-x86 libnbd-bin libfuse3-3 hyperfine fio gcc libc6-dev clang zlib1g-dev util-linux python3 etcd-server etcd-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,7 +19,7 @@ internal static class ServeCommand
 
     private const string Usage = """
         Usage: vdisk serve [options]
-        Holds disk images like a running VM and exports them over NBD (qemu-storage-daemon's
+        Holds disk images like a running VM and exports them over NBD or FUSE (qemu-storage-daemon's
         command line; options act in the order given).
 
           -h, --help                display this help and exit
@@ -36,6 +36,10 @@ internal static class ServeCommand
                    [,description=<text>][,share-rw=on|off]
                                     export a node; on raw images an export refuses other
                                     writers like a VM's disk unless share-rw=on
+          --export [type=]fuse,id=<id>,node-name=<node>,mountpoint=<file>[,writable=on|off]
+                   [,growable=on|off][,allow-other=on|off|auto]
+                                    mount the node's contents over an existing regular file
+                                    (FUSE, through libfuse 3; locks as qemu-storage-daemon's)
           --chardev socket,id=<id>,path=<path>,server=on,wait=off
           --chardev socket,id=<id>,host=<host>,port=<port>,server=on,wait=off
                                     a listening socket for a monitor

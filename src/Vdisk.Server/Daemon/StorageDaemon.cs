@@ -251,15 +251,17 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     /// <summary>
     /// block-export-add and <c>--export</c>, checked in QEMU's order. <paramref name="permissions"/>
     /// overrides <see cref="ExportPermissions"/> (qemu-nbd's export takes qsd's on every format).
-    /// A FUSE export that may write or grow also takes RESIZE (truncate and fallocate resize).
+    /// A FUSE export takes qemu-storage-daemon's on every format (it exists for QEMU's users, not
+    /// as a VM's disk).
     /// </summary>
     public async Task AddExportAsync(ExportRequest request, PermissionPair? permissions = null)
     {
         if (!BlockGraph.IsValidNodeName(request.Id)) throw new DaemonException("Invalid block export id");
         if (_exportIds.Contains(request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
         var node = Graph.Find(request.NodeName) ?? throw new DaemonException($"Cannot find device='' nor node-name='{request.NodeName}'");
-        var wanted = permissions ?? ExportPermissions(node, request.Writable, request.ShareRw);
-        if (request.Fuse is { } f && (f.Growable || request.Writable)) wanted = wanted with { Perm = wanted.Perm | BlockPermission.Resize };
+        var wanted = permissions ?? (request.Fuse is { } fuseOptions
+            ? FuseExport.Permissions(request.Writable, fuseOptions.Growable)
+            : ExportPermissions(node, request.Writable, request.ShareRw));
         DiskImage image;
         try
         {

@@ -1,5 +1,6 @@
 using Vdisk.Graph;
 using Vdisk.Native;
+using Vdisk.Permissions;
 using Vdisk.Server.Daemon;
 using Vdisk.Server.Exports;
 
@@ -35,6 +36,18 @@ public sealed class FuseExport : BlockExport, IFuseFile
 
     /// <inheritdoc />
     public override string Type => "fuse";
+
+    /// <summary>
+    /// What qemu-storage-daemon 7.2's FUSE export takes: consistent read, write when writable,
+    /// RESIZE when it may write or grow (truncate and fallocate resize); it shares everything.
+    /// </summary>
+    public static PermissionPair Permissions(bool writable, bool growable)
+    {
+        var perm = BlockPermission.ConsistentRead;
+        if (writable) perm |= BlockPermission.Write;
+        if (writable || growable) perm |= BlockPermission.Resize;
+        return new PermissionPair(perm, BlockPermission.All);
+    }
 
     /// <summary>The file the export is mounted on.</summary>
     public string Mountpoint { get; }
@@ -163,9 +176,9 @@ public sealed class FuseExport : BlockExport, IFuseFile
     });
 
     /// <summary>
-    /// fallocate as fuse_fallocate: plain allocation only at the end (a preallocating truncate),
-    /// PUNCH_HOLE (with KEEP_SIZE) as zeroing that may unmap and must not fall back to writing,
-    /// ZERO_RANGE as zeroing, growing first unless KEEP_SIZE.
+    /// fallocate as 7.2's fuse_fallocate: plain allocation only at the end (a preallocating
+    /// truncate), PUNCH_HOLE (with KEEP_SIZE) as discard, ZERO_RANGE as zeroing, growing first
+    /// unless KEEP_SIZE.
     /// </summary>
     public void Allocate(FuseRequest request, int mode, long offset, long length) => _ = Serve(request, async () =>
     {
@@ -181,7 +194,9 @@ public sealed class FuseExport : BlockExport, IFuseFile
         else if ((mode & PunchHole) != 0)
         {
             if ((mode & KeepSize) == 0) return Errno.EINVAL;
-            await ZeroAsync(offset, length, ZeroFlags.MayUnmap | ZeroFlags.NoFallback).ConfigureAwait(false);
+            // 7.2 discards (later QEMUs zero): on a node without discard=unmap nothing changes.
+            for (long end = offset + length; offset < end; offset += MaxRequest)
+                await Image.DiscardAsync(offset, Math.Min(end - offset, MaxRequest)).ConfigureAwait(false);
         }
         else if ((mode & ZeroRange) != 0)
         {
@@ -199,13 +214,8 @@ public sealed class FuseExport : BlockExport, IFuseFile
 
     private async Task ZeroAsync(long offset, long length, ZeroFlags flags)
     {
-        while (length > 0)
-        {
-            long n = Math.Min(length, MaxRequest);
-            await Image.WriteZeroesAsync(offset, n, flags).ConfigureAwait(false);
-            offset += n;
-            length -= n;
-        }
+        for (long end = offset + length; offset < end; offset += MaxRequest)
+            await Image.WriteZeroesAsync(offset, Math.Min(end - offset, MaxRequest), flags).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
