@@ -82,6 +82,33 @@ public class ServeClientTests
         Assert.Equal("Images are identical.\n", Run("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", overlay, copy));
     }
 
+    /// <summary>
+    /// A copy-on-read filter over an overlay: the export sees the whole chain through the filter,
+    /// which is no layer of its own (QEMU's filters are skipped in chain walks), as under qsd.
+    /// </summary>
+    [Fact]
+    public void A_copy_on_read_filter_over_an_overlay_is_mapped_like_qsd()
+    {
+        using var dir = new TempDir();
+        var overlay = WrittenOverlay(dir);
+        string Map(bool vdisk)
+        {
+            string socket = dir.File(vdisk ? "v.sock" : "q.sock"), qmp = dir.File(vdisk ? "vm.sock" : "qm.sock");
+            string[] args =
+            [
+                .. Serve.Blockdevs(overlay, "qcow2", node: "overlay"), "--blockdev", "driver=copy-on-read,node-name=disk,file=overlay",
+                .. Serve.NbdServer(socket), .. Serve.Export(writable: true, extra: ",allocation-depth=on"), .. Serve.Monitor(qmp),
+            ];
+            using var daemon = vdisk ? Daemon.Vdisk(args, qmp) : Daemon.Qsd(args, qmp);
+            // Nothing here reads data, so the filter copies nothing up between the two runs.
+            return Normalize(Run("nbdinfo", "--map", Serve.Uri(socket)) + Run("nbdinfo", "--map=qemu:allocation-depth", Serve.Uri(socket)) +
+                Run("qemu-img", "map", "--output=json", "-f", "raw", Serve.Uri(socket)), socket);
+        }
+        string qsd = Map(vdisk: false), vdiskMap = Map(vdisk: true);
+        Assert.Equal(qsd, vdiskMap);
+        Assert.Contains("         0       65536    0  data\n", vdiskMap);
+    }
+
     /// <summary>allocation-depth=on offers qemu:allocation-depth: the chain layer of each extent, listed and mapped as by qsd.</summary>
     [Fact]
     public void AllocationDepth_IsListedAndMapped_LikeQsd()

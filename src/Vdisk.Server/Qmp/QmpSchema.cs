@@ -97,8 +97,12 @@ public static class QmpSchema
     /// <summary>BlockdevOptionsThrottle.</summary>
     private static readonly QapiMember[] ThrottleMembers = [M("throttle-group", Str), M("file", BlockdevRef)];
 
+    /// <summary>BlockdevOptionsCor.</summary>
+    private static readonly QapiMember[] CopyOnReadMembers = [M("file", BlockdevRef), O("bottom", Str)];
+
     private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
     {
+        "copy-on-read" => CopyOnReadMembers,
         "file" => FileMembers,
         "raw" => RawMembers,
         "qcow2" => Qcow2Members,
@@ -116,7 +120,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "blkverify", "bochs", "file", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "blkverify", "bochs", "copy-on-read", "file", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>

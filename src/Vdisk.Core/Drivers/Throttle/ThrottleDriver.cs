@@ -30,6 +30,15 @@ public sealed class ThrottleDriver : IBlockDriver
         context.Options.EnsureAllUsed(Name, isProtocol: false);
         if (groupName is null) throw new OptionException("Please specify a throttle group");
         var group = ThrottleGroups.Find(groupName) ?? throw new OptionException($"Throttle group '{groupName}' does not exist");
-        return new ThrottleNode(context.NodeName, context.Flags, file, group.Register());
+        var member = group.Register();
+        try
+        {
+            return new ThrottleNode(context.NodeName, context.Flags, file, member);
+        }
+        catch
+        {
+            member.Dispose();
+            throw;
+        }
     }
 }

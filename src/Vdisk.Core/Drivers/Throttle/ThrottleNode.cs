@@ -9,24 +9,15 @@ namespace Vdisk.Drivers.Throttle;
 /// limits (a discard and a zero write count as writes of their length), then go to the child;
 /// flushes and everything else pass straight through.
 /// </summary>
-public sealed class ThrottleNode : BlockNode, IImageInfoSource
+public sealed class ThrottleNode : FilterNode, IImageInfoSource
 {
-    private readonly BdrvChild _file;
     private readonly ThrottleGroupMember _member;
 
+    /// <summary>Creates the node; if attaching the child fails, the caller still owns <paramref name="member"/>.</summary>
     internal ThrottleNode(string nodeName, NodeFlags flags, BlockNode file, ThrottleGroupMember member)
-        : base(nodeName, flags, JsonFilename(member.Group.Name, file))
+        : base(nodeName, flags, JsonFilename(member.Group.Name, file), file)
     {
         _member = member;
-        try
-        {
-            _file = AttachChild("file", file, ChildRole.Filtered | ChildRole.Primary);
-        }
-        catch
-        {
-            member.Dispose();
-            throw;
-        }
     }
 
     /// <summary>
@@ -47,24 +38,8 @@ public sealed class ThrottleNode : BlockNode, IImageInfoSource
     /// <inheritdoc />
     public override string DriverName => ThrottleDriver.DriverName;
 
-    /// <inheritdoc />
-    public override bool IsProtocol => false;
-
-    /// <inheritdoc />
-    /// <remarks>bdrv_default_perms on a filtered child: the parents' requests, passed on.</remarks>
-    public override IChildPermissionRule PermissionRule => DefaultChildPermissionRule.Instance;
-
-    /// <summary>The throttled node.</summary>
-    public BlockNode File => _file.Node;
-
     /// <summary>The group the node belongs to.</summary>
     public ThrottleGroup Group => _member.Group;
-
-    /// <inheritdoc />
-    public override BlockNode? FilteredNode => File;
-
-    /// <inheritdoc />
-    public override long Length => File.Length;
 
     /// <summary>
     /// bdrv_query_image_info on a filter: its own name, format and sizes, and what bdrv_get_info
@@ -85,12 +60,6 @@ public sealed class ThrottleNode : BlockNode, IImageInfoSource
             HasDirtyFlag = HasDriverInfo,
         };
     }
-
-    /// <inheritdoc />
-    public override bool HasZeroInit => File.HasZeroInit;
-
-    /// <inheritdoc />
-    public override bool UnallocatedReadsAsZeroes => File.UnallocatedReadsAsZeroes;
 
     /// <inheritdoc />
     public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
@@ -121,13 +90,6 @@ public sealed class ThrottleNode : BlockNode, IImageInfoSource
     }
 
     /// <inheritdoc />
-    /// <remarks>throttle_co_pwritev_compressed: a throttled write, compressed by the child.</remarks>
-    public override bool SupportsCompressedWrites => File.SupportsCompressedWrites;
-
-    /// <inheritdoc />
-    public override int CompressedWriteUnit => File.CompressedWriteUnit;
-
-    /// <inheritdoc />
     public override async ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
     {
         await _member.InterceptAsync(data.Length, isWrite: true, cancellationToken).ConfigureAwait(false);
@@ -135,32 +97,11 @@ public sealed class ThrottleNode : BlockNode, IImageInfoSource
     }
 
     /// <inheritdoc />
-    public override byte[]? CompressUnit(ReadOnlySpan<byte> unit) => File.CompressUnit(unit);
-
-    /// <inheritdoc />
     public override async ValueTask WriteCompressedUnitAsync(long offset, ReadOnlyMemory<byte> unit, byte[]? compressed, CancellationToken cancellationToken = default)
     {
         await _member.InterceptAsync(unit.Length, isWrite: true, cancellationToken).ConfigureAwait(false);
         await File.WriteCompressedUnitAsync(offset, unit, compressed, cancellationToken).ConfigureAwait(false);
     }
-
-    /// <inheritdoc />
-    public override ValueTask EndCompressedWritesAsync(CancellationToken cancellationToken = default) => File.EndCompressedWritesAsync(cancellationToken);
-
-    /// <inheritdoc />
-    public override ValueTask FlushAsync(CancellationToken cancellationToken = default) => File.FlushAsync(cancellationToken);
-
-    /// <inheritdoc />
-    public override ValueTask TruncateAsync(long length, CancellationToken cancellationToken = default) =>
-        File.TruncateAsync(length, cancellationToken);
-
-    /// <inheritdoc />
-    public override ValueTask TruncateAsync(long length, Preallocation preallocation, CancellationToken cancellationToken = default) =>
-        File.TruncateAsync(length, preallocation, cancellationToken);
-
-    /// <summary>bdrv_co_block_status_from_file: the child answers.</summary>
-    public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default) =>
-        File.GetBlockStatusAsync(offset, length, cancellationToken);
 
     /// <inheritdoc />
     /// <remarks>throttle_close: the node leaves its group.</remarks>
