@@ -193,6 +193,9 @@ public class ServeFuseTests
                     Add("d", dir.File("subdir")),
                     Add("f", mountpoint),
                     Add("g", mountpoint),
+                    // Stopping the NBD server deletes NBD exports only.
+                    $"{{\"execute\":\"nbd-server-start\",\"arguments\":{{\"addr\":{{\"type\":\"unix\",\"data\":{{\"path\":\"{dir.File("n.sock")}\"}}}}}}}}",
+                    "{\"execute\":\"nbd-server-stop\"}",
                     "{\"execute\":\"query-block-exports\"}",
                     "{\"execute\":\"block-export-del\",\"arguments\":{\"id\":\"f\"}}",
                     "{\"execute\":\"query-block-exports\"}",
