@@ -97,12 +97,24 @@ public static class QmpSchema
     /// <summary>BlockdevOptionsThrottle.</summary>
     private static readonly QapiMember[] ThrottleMembers = [M("throttle-group", Str), M("file", BlockdevRef)];
 
+    /// <summary>BlockdevOptionsGenericCOWFormat: vmdk takes its file and a backing node.</summary>
+    private static readonly QapiMember[] GenericCowFormatMembers = [M("file", BlockdevRef), O("backing", BlockdevRefOrNull)];
+
+    /// <summary>BlockdevOptionsLUKS (7.2: no detached header).</summary>
+    private static readonly QapiMember[] LuksMembers = [M("file", BlockdevRef), O("key-secret", Str)];
+
+    /// <summary>BlockdevOptionsNull (null-co and null-aio).</summary>
+    private static readonly QapiMember[] NullMembers = [O("size", Int), O("latency-ns", QapiScalar.UInt64), O("read-zeroes", Bool)];
+
     /// <summary>BlockdevOptionsCor.</summary>
     private static readonly QapiMember[] CopyOnReadMembers = [M("file", BlockdevRef), O("bottom", Str)];
 
     private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
     {
         "copy-on-read" => CopyOnReadMembers,
+        "vmdk" => GenericCowFormatMembers,
+        "luks" => LuksMembers,
+        "null-co" or "null-aio" => NullMembers,
         "file" => FileMembers,
         "raw" => RawMembers,
         "qcow2" => Qcow2Members,
@@ -120,7 +132,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "blkverify", "bochs", "copy-on-read", "file", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "blkverify", "bochs", "copy-on-read", "file", "luks", "null-aio", "null-co", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vmdk", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>
