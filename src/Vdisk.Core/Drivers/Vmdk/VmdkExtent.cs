@@ -128,6 +128,7 @@ internal sealed class VmdkExtent
     {
         if (_tables.TryGetValue(tableSector, out var cached)) return cached;
         var table = new byte[TableBytes];
+        await File.Node.DebugEventAsync(BlkdebugEvent.L2Load).ConfigureAwait(false);
         await File.Node.ReadAsync((long)tableSector << 9, table, ct).ConfigureAwait(false);
         if (_tables.Count >= CachedTables) _tables.Remove(_tableOrder.Dequeue());
         _tables[tableSector] = table;
@@ -144,6 +145,7 @@ internal sealed class VmdkExtent
     {
         var bytes = new byte[values.Length * 4];
         for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(i * 4), values[i]);
+        await File.Node.DebugEventAsync(BlkdebugEvent.L2Update).ConfigureAwait(false);
         await File.Node.WriteAsync(((long)tableSector << 9) + first * 4L, bytes, WriteFlags.None, ct).ConfigureAwait(false);
         if (BackupDirectoryOffset != 0 && BackupDirectory is { } backup && dirIndex < backup.Length)
             await File.Node.WriteAsync(((long)backup[dirIndex] << 9) + first * 4L, bytes, WriteFlags.None, ct).ConfigureAwait(false);

@@ -100,6 +100,7 @@ public sealed partial class VmdkNode
             switch (run.Kind)
             {
                 case VmdkGrainKind.Allocated when extent.IsCompressed:
+                    await extent.File.Node.DebugEventAsync(BlkdebugEvent.ReadCompressed).ConfigureAwait(false);
                     long inGrain = extent.OffsetInGrain(at);
                     if (inGrain == 0 && segment.Length == extent.GrainBytes)
                     {
@@ -113,10 +114,12 @@ public sealed partial class VmdkNode
                     grain.AsSpan((int)inGrain, segment.Length).CopyTo(segment.Span);
                     break;
                 case VmdkGrainKind.Allocated:
+                    await extent.File.Node.DebugEventAsync(BlkdebugEvent.ReadAio).ConfigureAwait(false);
                     await extent.File.Node.ReadAsync(run.HostOffset, segment, cancellationToken).ConfigureAwait(false);
                     break;
                 case VmdkGrainKind.Unallocated when Backing is not null:
                     // Unallocated (and, as in QEMU, unreadable) grains come from the parent.
+                    await File.DebugEventAsync(BlkdebugEvent.ReadBackingAio).ConfigureAwait(false);
                     await ReadBackingAsync(at, segment, cancellationToken).ConfigureAwait(false);
                     break;
                 default:
@@ -223,6 +226,7 @@ public sealed partial class VmdkNode
             if (extent.IsFlat)
             {
                 long n = Math.Min(rest.Length, extent.EndSector * 512 - at);
+                await extent.File.Node.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
                 await extent.File.Node.WriteAsync(extent.FlatStartOffset + extent.OffsetInGrain(at), rest[..(int)n], WriteFlags.None, ct).ConfigureAwait(false);
                 done = n;
             }
@@ -262,6 +266,7 @@ public sealed partial class VmdkNode
                 if (next is not { Kind: VmdkGrainKind.Allocated } n || n.HostOffset != host + bytes) break;
                 bytes = Math.Min(limit, bytes + extent.GrainBytes);
             }
+            await extent.File.Node.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
             await extent.File.Node.WriteAsync(host, data[..(int)bytes], WriteFlags.None, ct).ConfigureAwait(false);
             return bytes;
         }
@@ -283,6 +288,9 @@ public sealed partial class VmdkNode
 
         long grainStart = extent.GrainStart(offset);
         var buffer = new byte[grains.Count * extent.GrainBytes];
+        // get_whole_cluster's events, then vmdk_write_extent's: here one write carries both.
+        bool copiesFromParent = Backing is not null && grains.Any(g => g.Kind != VmdkGrainKind.Zeroed);
+        if (copiesFromParent) await extent.File.Node.DebugEventAsync(BlkdebugEvent.CowRead).ConfigureAwait(false);
         for (int i = 0; i < grains.Count; i++)
         {
             long start = grainStart + i * extent.GrainBytes;
@@ -301,6 +309,8 @@ public sealed partial class VmdkNode
 
         long hostSector = extent.NextGrainSector;
         extent.NextGrainSector += grains.Count * extent.GrainSectors;
+        if (copiesFromParent) await extent.File.Node.DebugEventAsync(BlkdebugEvent.CowWrite).ConfigureAwait(false);
+        await extent.File.Node.DebugEventAsync(BlkdebugEvent.WriteAio).ConfigureAwait(false);
         await extent.File.Node.WriteAsync(hostSector << 9, buffer, WriteFlags.None, ct).ConfigureAwait(false);
         await RecordGrainsAsync(extent, grains, i => (uint)(hostSector + i * extent.GrainSectors), ct).ConfigureAwait(false);
         return covered;
@@ -345,6 +355,7 @@ public sealed partial class VmdkNode
         // the file always extends a whole grain past the newest one's start.
         var buffer = VmdkGrainCodec.WithMarker(offset >> 9, compressed, (int)extent.GrainBytes);
         long host = extent.NextGrainSector << 9;
+        await extent.File.Node.DebugEventAsync(BlkdebugEvent.WriteCompressed).ConfigureAwait(false);
         await extent.File.Node.WriteAsync(host, buffer, WriteFlags.None, ct).ConfigureAwait(false);
         extent.NextGrainSector = (host + VmdkMarker.GrainHeaderSize + compressed.Length + 511) / 512;
         await RecordGrainsAsync(extent, [grain], _ => (uint)(host >> 9), ct).ConfigureAwait(false);

@@ -60,8 +60,11 @@ public sealed partial class VmdkNode : BlockNode, IImageInfoSource
 
     private string? _fullBackingFilename;
 
-    /// <summary>The backing file name as given to the open, or the hint resolved against the image's directory.</summary>
-    public override string? FullBackingFilename => _fullBackingFilename ?? (BackingFileHint is null ? null : BackingPath.Combine(Filename, BackingFileHint));
+    /// <summary>
+    /// The backing file name as given to the open, or the hint resolved as bdrv_dirname does
+    /// (null where the node has no directory, as over quorum).
+    /// </summary>
+    public override string? FullBackingFilename => _fullBackingFilename ?? (BackingFileHint is null ? null : BackingPath.TryResolve(this, BackingFileHint));
 
     /// <summary>Where the descriptor starts in <see cref="File"/>: 0x200 for sparse files, 0 for descriptor files.</summary>
     private long _descriptorOffset;
@@ -336,11 +339,15 @@ public sealed partial class VmdkNode : BlockNode, IImageInfoSource
     /// <summary>
     /// One extent line: its file opened as child "extents.N" (DATA for flat extents, DATA and
     /// METADATA for sparse ones), with the options given under that name; relative names are
-    /// relative to the descriptor's directory.
+    /// relative to the descriptor's directory (bdrv_dirname).
     /// </summary>
     private async ValueTask OpenExtentAsync(NodeOpenContext context, VmdkExtentLine line, OptionDict? extentOptions, CancellationToken ct, int depth)
     {
-        string path = line.FileName.StartsWith('/') ? line.FileName : DirectoryOf(File.Filename) + line.FileName;
+        // vmdk_parse_extents: relative names are relative to bdrv_dirname of the descriptor's
+        // node, which fails under quorum (and other nodes without a directory).
+        string path = line.FileName.StartsWith('/') ? line.FileName
+            : DirectoryOf(File.PathBase ?? throw new NativeIOException(Errno.EINVAL,
+                $"Cannot use relative paths with VMDK descriptor file '{File.Filename}': Cannot generate a base directory for {File.DirnameDriver} nodes")) + line.FileName;
         string childName = $"extents.{_extents.Count}";
         var options = (extentOptions?[_extents.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)] as OptionDict)?.Clone() ?? new OptionDict();
         extentOptions?.Remove(_extents.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
