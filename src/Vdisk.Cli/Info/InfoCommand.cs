@@ -65,6 +65,12 @@ internal static class InfoCommand
                 {
                     var info = ImageInfo.Collect(disk.Root);
                     infos.Add(info);
+                    if (request.BackingChain && info.FullBackingFilename is null && info.BackingFilename is { } named)
+                    {
+                        // collect_image_info_list: a chain that cannot be followed is an error, and nothing is printed.
+                        Stdio.Error($"Could not determine absolute backing filename, but backing filename '{named}' present");
+                        return 1;
+                    }
                     if (!request.BackingChain || info.FullBackingFilename is null) break;
                     seen.Add(Path.GetFullPath(disk.Root.Filename));
                     if (!seen.Add(Path.GetFullPath(info.FullBackingFilename)))

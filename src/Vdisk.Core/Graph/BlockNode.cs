@@ -356,7 +356,10 @@ public abstract partial class BlockNode
     }
 
     /// <summary>The driver named by bdrv_dirname's refusal ("Cannot generate a base directory for DRIVER nodes").</summary>
-    public string DirnameDriver => DirnameNode.DriverName;
+    public string DirnameDriver => DirnameNode.DirnameRefusalName;
+
+    /// <summary>How bdrv_dirname's refusal names this node's driver: its name, unless the driver words its own refusal (NBD).</summary>
+    protected virtual string DirnameRefusalName => DriverName;
 
     /// <summary>The node bdrv_dirname ends at: the first down the primary children that refuses, or the bottom one.</summary>
     private BlockNode DirnameNode
@@ -369,7 +372,7 @@ public abstract partial class BlockNode
         }
     }
 
-    /// <summary>False for drivers whose children have no single directory (their bdrv_dirname always fails: quorum, blkverify).</summary>
+    /// <summary>False for drivers without a directory: quorum and blkverify (children in several places), NBD (export names are no paths).</summary>
     protected virtual bool HasDirname => true;
 
     /// <summary>Releases the node's own resources (children are closed by the graph).</summary>

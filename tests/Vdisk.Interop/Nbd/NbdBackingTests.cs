@@ -49,6 +49,30 @@ public partial class NbdClientTests
         SameAsQemuIo("-r", "-c", "read -P 0x77 1M 4k", "-c", "read -P 0xcd 1052672 60k", v);
     }
 
+    /// <summary>
+    /// A qcow2 image served over NBD whose backing name is relative: export names are no paths
+    /// (nbd_dirname), so info cannot say where the backing file is, the chain cannot be
+    /// followed, and opening fails, all in QEMU's words (vdisk used to resolve the name against
+    /// the URL and try to connect to a socket named like the backing file).
+    /// </summary>
+    [Theory]
+    [InlineData("qemu-nbd")]
+    [InlineData("vdisk")]
+    public void A_relative_backing_name_behind_an_NBD_export_cannot_be_resolved(string kind)
+    {
+        using var dir = new TempDir();
+        string baseImage = dir.File("base.qcow2"), top = dir.File("top.qcow2");
+        Ok(Img("create", "-q", "-f", "qcow2", baseImage, "1M"));
+        Ok(Img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top));
+        // The export is the qcow2 file itself (raw); the client opens it as qcow2.
+        using var server = Start(kind, dir, top, writable: false);
+        SameAsQemuImg("info", "-f", "qcow2", server.Uri);
+        SameAsQemuImg("info", "--backing-chain", "-f", "qcow2", server.Uri);
+        SameAsQemuImg("map", "-f", "qcow2", server.Uri);
+        var map = Programs.Run(Programs.Vdisk, "map", "-f", "qcow2", server.Uri);
+        Assert.Contains("Cannot generate a base directory for NBD nodes", map.Stderr, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("qemu-nbd")]
     [InlineData("qsd")]

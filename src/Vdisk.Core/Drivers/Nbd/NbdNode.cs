@@ -115,6 +115,12 @@ public sealed class NbdNode : BlockNode
     /// <inheritdoc />
     public override string DriverName => "nbd";
 
+    /// <summary>nbd_dirname: export names are no paths, so relative backing names cannot be resolved.</summary>
+    protected override bool HasDirname => false;
+
+    /// <inheritdoc />
+    protected override string DirnameRefusalName => "NBD";
+
     /// <inheritdoc />
     public override bool IsProtocol => true;
 
