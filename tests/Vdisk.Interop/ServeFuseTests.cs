@@ -63,6 +63,7 @@ public class ServeFuseTests
         Run(dir, "fallocate", "-z", "-o", "1048576", "-l", "4096", mountpoint),
         Run(dir, "fallocate", "-o", "0", "-l", "4096", mountpoint),
         Run(dir, "fallocate", "-o", "6291456", "-l", "65536", mountpoint),
+        Run(dir, "fallocate", "-z", "-n", "-o", "8388608", "-l", "4096", mountpoint),
         Run(dir, "stat", "-c", "%s", mountpoint),
         Run(dir, "qemu-img", "map", "-f", "raw", "--output=json", mountpoint),
         Run(dir, "qemu-io", "-f", "raw", "-c", "read -P 0 0 8k", "-c", "read -P 0 1M 4k", "-c", "read -P 0xcd 1052672 4096", "-c", "read -P 0x11 2M 4k", mountpoint),

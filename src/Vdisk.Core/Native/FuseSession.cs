@@ -121,6 +121,8 @@ public sealed class FuseSession
     /// <summary>The largest read the kernel sends (QEMU's FUSE_MAX_BOUNCE_BYTES): a mount option and FUSE_INIT's max_read must agree.</summary>
     public const int MaxRead = 64 * 1024 * 1024;
 
+    private const int ENODEV = 19;
+
     /// <summary>QEMU's BDRV_REQUEST_MAX_BYTES, the most FUSE_INIT offers for max_write.</summary>
     private const uint MaxWrite = 0x7FFFFE00;
 
@@ -156,12 +158,22 @@ public sealed class FuseSession
     /// <exception cref="DllNotFoundException">libfuse3 is not installed.</exception>
     public static FuseSession Mount(string mountpoint, bool allowOther, IFuseFile file)
     {
+        if (!StatLayout.IsKnown) throw new IOException($"FUSE exports are not supported on {RuntimeInformation.ProcessArchitecture}");
         var session = new FuseSession(file);
         try
         {
             session.Create(allowOther);
             if (LibFuse.SessionMount(session._session, mountpoint) != 0)
                 throw new IOException("Failed to mount FUSE session to export");
+            // Non-blocking, as in QEMU's event loop: a request the kernel drops between poll and
+            // read (its caller was killed) must not leave the loop asleep in read(2), deaf to Wake.
+            int fd = LibFuse.SessionFd(session._session);
+            int flags = LibC.FcntlFlags(fd, LibC.F_GETFL, 0);
+            if (flags < 0 || LibC.FcntlFlags(fd, LibC.F_SETFL, flags | LibC.O_NONBLOCK) < 0)
+            {
+                LibFuse.SessionUnmount(session._session);
+                throw LibC.LastErrorException("Failed to make the FUSE descriptor non-blocking", mountpoint);
+            }
         }
         catch
         {
@@ -265,9 +277,11 @@ public sealed class FuseSession
                     continue;
                 }
                 int received = LibFuse.SessionReceiveBuffer(_session, _buffer);
-                if (received == -Errno.EINTR || received == -Errno.EAGAIN) continue;
-                // 0: the file system was unmounted from outside.
-                if (received <= 0 || LibFuse.SessionExited(_session) != 0) return;
+                // 0 (ENODEV inside libfuse): the file system was unmounted from outside.
+                if (received == 0 || received == -ENODEV || LibFuse.SessionExited(_session) != 0) return;
+                // Anything else (EINTR, EAGAIN, a request the kernel took back: ENOENT) is
+                // passing, as QEMU treats it: wait for the next request.
+                if (received < 0) continue;
                 LibFuse.SessionProcessBuffer(_session, _buffer);
             }
         }
@@ -354,8 +368,19 @@ public sealed class FuseSession
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static unsafe void OnSetAttr(nint request, ulong inode, byte* stat, int fields, void* fileInfo)
     {
-        var change = StatLayout.ReadChange(stat, fields);
-        Dispatch(request, inode, (f, r) => f.SetAttributes(r, change));
+        FuseAttributeChange change;
+        Action<IFuseFile, FuseRequest> handle;
+        try
+        {
+            change = StatLayout.ReadChange(stat, fields);
+            handle = (f, r) => f.SetAttributes(r, change);
+        }
+        catch (Exception)
+        {
+            LibFuse.ReplyError(request, Errno.ENOMEM);
+            return;
+        }
+        Dispatch(request, inode, handle);
     }
 
     /// <summary>Opening needs nothing: the file is always there (QEMU answers the same).</summary>
@@ -383,9 +408,20 @@ public sealed class FuseSession
             return;
         }
         // The buffer is libfuse's and is reused for the next request: copy before returning.
-        var copy = GC.AllocateUninitializedArray<byte>((int)size);
-        new ReadOnlySpan<byte>(data, (int)size).CopyTo(copy);
-        Dispatch(request, inode, (f, r) => f.Write(r, offset, copy));
+        Action<IFuseFile, FuseRequest> handle;
+        try
+        {
+            var copy = GC.AllocateUninitializedArray<byte>((int)size);
+            new ReadOnlySpan<byte>(data, (int)size).CopyTo(copy);
+            handle = (f, r) => f.Write(r, offset, copy);
+        }
+        catch (Exception)
+        {
+            // An exception must not cross into libfuse: it would end the process.
+            LibFuse.ReplyError(request, Errno.ENOMEM);
+            return;
+        }
+        Dispatch(request, inode, handle);
     }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
@@ -412,6 +448,12 @@ public sealed class FuseSession
 internal static unsafe class StatLayout
 {
     private static readonly bool Generic = RuntimeInformation.ProcessArchitecture != Architecture.X64;
+
+    /// <summary>
+    /// The architectures whose layout this knows: x86-64's own, and the generic 64-bit one of
+    /// arm64, riscv64 and loongarch64 (32-bit ones, ppc64le and s390x differ).
+    /// </summary>
+    public static bool IsKnown => RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.Arm64 or Architecture.RiscV64 or Architecture.LoongArch64;
 
     public static int Size => Generic ? 128 : 144;
 

@@ -56,7 +56,13 @@ public sealed class FuseExport : BlockExport, IFuseFile
     public bool Growable { get; }
 
     /// <summary>Other users may use the mount (<c>allow_other</c> was a mount option).</summary>
-    public bool AllowOther { get; private set; }
+    public bool AllowOther
+    {
+        get => Volatile.Read(ref _allowOther);
+        private set => Volatile.Write(ref _allowOther, value);
+    }
+
+    private bool _allowOther;
 
     /// <summary>
     /// Mounts the export (fuse_export_create after its permission change). <paramref name="allowOther"/>
@@ -70,15 +76,17 @@ public sealed class FuseExport : BlockExport, IFuseFile
         mountpoint = Path.GetFullPath(mountpoint);
         try
         {
+            // AllowOther is set before mounting: requests arrive as soon as the mount exists.
             if (allowOther == "auto")
             {
                 try
                 {
-                    export._session = FuseSession.Mount(mountpoint, allowOther: true, export);
                     export.AllowOther = true;
+                    export._session = FuseSession.Mount(mountpoint, allowOther: true, export);
                 }
                 catch (IOException)
                 {
+                    export.AllowOther = false;
                     export._session = FuseSession.Mount(mountpoint, allowOther: false, export);
                 }
             }
@@ -185,6 +193,8 @@ public sealed class FuseExport : BlockExport, IFuseFile
         if (!Writable) return Errno.EACCES;
         long size = Image.Length;
         if ((mode & KeepSize) != 0) length = Math.Min(length, size - offset);
+        // Past the end with KEEP_SIZE: QEMU's loop issues one request of negative length, which fails.
+        if (length < 0) return Errno.EIO;
         if (mode == 0)
         {
             if (offset < size) return Errno.EOPNOTSUPP;
@@ -276,7 +286,7 @@ public sealed class FuseExport : BlockExport, IFuseFile
         catch (Exception e)
         {
             // Every request must be answered, or the program using the file hangs in the kernel.
-            errno = e is NativeIOException n ? n.Errno : Errno.EIO;
+            errno = e is NativeIOException { Errno: > 0 } n ? n.Errno : Errno.EIO;
             if (e is not IOException and not ObjectDisposedException)
                 Diagnostics.WarningSink?.Invoke($"FUSE export '{Id}': {e.GetType().Name}: {e.Message}");
         }
