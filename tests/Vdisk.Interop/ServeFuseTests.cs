@@ -35,6 +35,19 @@ public class ServeFuseTests
         return !left;
     }
 
+    /// <summary>
+    /// Removes a mount a failing test leaves behind (its daemon killed, not stopped), so that
+    /// neither the scratch directory nor a stale FUSE mount outlives the test. Declared before
+    /// the daemon, it is disposed after it.
+    /// </summary>
+    private sealed class MountGuard(string mountpoint) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (IsMounted(mountpoint)) Programs.Run("umount", "-l", mountpoint);
+        }
+    }
+
     private static bool IsMounted(string path) =>
         File.ReadLines("/proc/self/mountinfo").Any(line => line.Split(' ')[4] == path);
 
@@ -80,6 +93,7 @@ public class ServeFuseTests
             var dir = new TempDir();
             var image = format == "raw" ? Serve.PatternedRaw(dir) : Serve.PatternedQcow2(dir);
             string mountpoint = dir.File("mnt");
+            using var unmount = new MountGuard(mountpoint);
             using var daemon = StartExporting(vdisk, dir, image, format);
             var session = UserSession(dir, mountpoint);
             Assert.True(StopAndUnmount(daemon, mountpoint), "the daemon left its FUSE mount behind");
@@ -105,6 +119,7 @@ public class ServeFuseTests
             using var dir = new TempDir();
             var image = Serve.PatternedRaw(dir);
             string mountpoint = dir.File("mnt");
+            using var unmount = new MountGuard(mountpoint);
             using var daemon = StartExporting(vdisk, dir, image, "raw", writable: false);
             string session = string.Join("\n\n",
                 Run(dir, "stat", "-c", "%s %a", mountpoint),
@@ -129,6 +144,7 @@ public class ServeFuseTests
             var image = Serve.PatternedQcow2(dir);
             string mountpoint = dir.File("mnt");
             string session;
+            using var unmount = new MountGuard(mountpoint);
             using (var daemon = StartExporting(vdisk, dir, image, "qcow2", growable: true))
             {
                 session = string.Join("\n\n",
@@ -157,6 +173,7 @@ public class ServeFuseTests
         {
             using var dir = new TempDir();
             var image = format == "raw" ? dir.RawImage() : Serve.PatternedQcow2(dir);
+            using var unmount = new MountGuard(dir.File("mnt"));
             using var daemon = StartExporting(vdisk, dir, image, format, writable, growable);
             string held = LockBytesHeld.Describe(LockBytesHeld.Read(daemon.Pid, image));
             Assert.True(StopAndUnmount(daemon, dir.File("mnt")), "the daemon left its FUSE mount behind");
@@ -179,6 +196,7 @@ public class ServeFuseTests
             File.WriteAllBytes(mountpoint, []);
             Directory.CreateDirectory(dir.File("subdir"));
             string qmp = dir.File("m.sock");
+            using var unmount = new MountGuard(mountpoint);
             using var daemon = vdisk
                 ? Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.Monitor(qmp)], qmp)
                 : Daemon.Qsd([.. Serve.Blockdevs(image, "raw"), .. Serve.Monitor(qmp)], qmp);
@@ -221,6 +239,7 @@ public class ServeFuseTests
         using var dir = new TempDir();
         var image = dir.RawImage();
         string mountpoint = dir.File("mnt");
+        using var unmount = new MountGuard(mountpoint);
         using var daemon = StartExporting(vdisk: true, dir, image, "raw");
         Assert.Equal("100,101,103", LockBytesHeld.Describe(LockBytesHeld.Read(daemon.Pid, image)));
         using (var c = new QmpClient(dir.File("m.sock")))
