@@ -21,6 +21,8 @@ public static class Errno
     public const int EACCES = 13;
     /// <summary>EEXIST.</summary>
     public const int EEXIST = 17;
+    /// <summary>ENODEV.</summary>
+    public const int ENODEV = 19;
     /// <summary>ENOTDIR.</summary>
     public const int ENOTDIR = 20;
     /// <summary>EISDIR.</summary>

@@ -121,8 +121,6 @@ public sealed class FuseSession
     /// <summary>The largest read the kernel sends (QEMU's FUSE_MAX_BOUNCE_BYTES): a mount option and FUSE_INIT's max_read must agree.</summary>
     public const int MaxRead = 64 * 1024 * 1024;
 
-    private const int ENODEV = 19;
-
     /// <summary>QEMU's BDRV_REQUEST_MAX_BYTES, the most FUSE_INIT offers for max_write.</summary>
     private const uint MaxWrite = 0x7FFFFE00;
 
@@ -278,7 +276,7 @@ public sealed class FuseSession
                 }
                 int received = LibFuse.SessionReceiveBuffer(_session, _buffer);
                 // 0 (ENODEV inside libfuse): the file system was unmounted from outside.
-                if (received == 0 || received == -ENODEV || LibFuse.SessionExited(_session) != 0) return;
+                if (received == 0 || received == -Errno.ENODEV || LibFuse.SessionExited(_session) != 0) return;
                 // Anything else (EINTR, EAGAIN, a request the kernel took back: ENOENT) is
                 // passing, as QEMU treats it: wait for the next request.
                 if (received < 0) continue;

@@ -78,6 +78,19 @@ public static class BackendPermissions
         writable ? BlockPermission.ConsistentRead | BlockPermission.Write : BlockPermission.ConsistentRead,
         BlockPermission.All & ~BlockPermission.Resize);
 
+    /// <summary>
+    /// qemu-storage-daemon 7.2's FUSE export (blk_exp_add, then fuse_export_create): consistent
+    /// read, write when writable, RESIZE when it may write or grow (truncate and fallocate
+    /// resize); it shares everything.
+    /// </summary>
+    public static PermissionPair StorageDaemonFuseExport(bool writable, bool growable)
+    {
+        var perm = BlockPermission.ConsistentRead;
+        if (writable) perm |= BlockPermission.Write;
+        if (writable || growable) perm |= BlockPermission.Resize;
+        return new PermissionPair(perm, BlockPermission.All);
+    }
+
     /// <summary>The node flags an image opened with <paramref name="flags"/> gets.</summary>
     public static NodeFlags NodeFlagsFor(OpenFlags flags)
     {

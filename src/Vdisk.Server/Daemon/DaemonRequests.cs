@@ -13,10 +13,9 @@ namespace Vdisk.Server.Daemon;
 /// <param name="ShareRw">vdisk's share-rw=on: admit other writers (raw images).</param>
 /// <param name="AllocationDepth">Offer the qemu:allocation-depth metadata context.</param>
 /// <param name="Bitmaps">Dirty bitmaps of the node (or its backing chain) offered as qemu:dirty-bitmap:NAME contexts.</param>
-/// <param name="Type">BlockExportType: <c>nbd</c> or <c>fuse</c>.</param>
-/// <param name="Fuse">The FUSE variant's options, for <c>type=fuse</c>.</param>
+/// <param name="Fuse">The FUSE variant's options for <c>type=fuse</c>; null for NBD.</param>
 public sealed record ExportRequest(string Id, string NodeName, string Name, string? Description, bool Writable, bool ShareRw, bool AllocationDepth = false,
-    IReadOnlyList<string>? Bitmaps = null, string Type = "nbd", FuseExportRequest? Fuse = null)
+    IReadOnlyList<string>? Bitmaps = null, FuseExportRequest? Fuse = null)
 {
     /// <summary>Reads options already checked against <see cref="QmpSchema.BlockExportOptions"/>.</summary>
     public static ExportRequest From(OptionDict o)
@@ -29,12 +28,11 @@ public sealed record ExportRequest(string Id, string NodeName, string Name, stri
                     : throw new DaemonException("Parameter 'bitmaps' takes bitmap names of the exported node (vdisk serve)"));
         if (Text(o, "iothread") is not null)
             throw new DaemonException("Parameter 'iothread' is not supported by vdisk serve");
-        string type = Text(o, "type")!;
-        FuseExportRequest? fuse = type == "fuse"
+        FuseExportRequest? fuse = Text(o, "type") == "fuse"
             ? new FuseExportRequest(Text(o, "mountpoint")!, Flag(o, "growable") ?? false, Text(o, "allow-other") ?? "auto")
             : null;
         return new ExportRequest(Text(o, "id")!, nodeName, Text(o, "name") ?? nodeName, Text(o, "description"),
-            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false, bitmaps, type, fuse);
+            Flag(o, "writable") ?? false, Flag(o, "share-rw") ?? false, Flag(o, "allocation-depth") ?? false, bitmaps, fuse);
     }
 
     internal static string? Text(OptionDict o, string key) => o[key] is OptionScalar { Kind: not ScalarKind.Null } s ? s.Text : null;

@@ -260,7 +260,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
         if (_exportIds.Contains(request.Id)) throw new DaemonException($"Block export id '{request.Id}' is already in use");
         var node = Graph.Find(request.NodeName) ?? throw new DaemonException($"Cannot find device='' nor node-name='{request.NodeName}'");
         var wanted = permissions ?? (request.Fuse is { } fuseOptions
-            ? FuseExport.Permissions(request.Writable, fuseOptions.Growable)
+            ? BackendPermissions.StorageDaemonFuseExport(request.Writable, fuseOptions.Growable)
             : ExportPermissions(node, request.Writable, request.ShareRw));
         DiskImage image;
         try

@@ -1,6 +1,5 @@
 using Vdisk.Graph;
 using Vdisk.Native;
-using Vdisk.Permissions;
 using Vdisk.Server.Daemon;
 using Vdisk.Server.Exports;
 
@@ -36,18 +35,6 @@ public sealed class FuseExport : BlockExport, IFuseFile
 
     /// <inheritdoc />
     public override string Type => "fuse";
-
-    /// <summary>
-    /// What qemu-storage-daemon 7.2's FUSE export takes: consistent read, write when writable,
-    /// RESIZE when it may write or grow (truncate and fallocate resize); it shares everything.
-    /// </summary>
-    public static PermissionPair Permissions(bool writable, bool growable)
-    {
-        var perm = BlockPermission.ConsistentRead;
-        if (writable) perm |= BlockPermission.Write;
-        if (writable || growable) perm |= BlockPermission.Resize;
-        return new PermissionPair(perm, BlockPermission.All);
-    }
 
     /// <summary>The file the export is mounted on.</summary>
     public string Mountpoint { get; }
