@@ -66,6 +66,21 @@ public sealed class NullDriverTests
     }
 
     /// <summary>qemu-io's rate line ("512 bytes, 1 ops; 00.00 sec (...)") differs from run to run.</summary>
+    [Fact]
+    public void QemuIo_ReportsASlowRequestsTimeAsQemuIoDoes()
+    {
+        // A request of a second or more is timed "h:mm:ss.ss" (timestr), with and without -C.
+        string[] args = ["--image-opts", "driver=null-co,size=1M,latency-ns=1100000000", "-c", "read 0 4k", "-c", "read -C 0 4k"];
+        var theirs = Programs.Run("qemu-io", args);
+        var mine = Programs.Run(Programs.VdiskAs("qemu-io"), args);
+        Assert.Equal(0, theirs.ExitCode);
+        Assert.Contains("; 0:00:01.", theirs.Stdout);
+        Assert.Equal(theirs.ExitCode, mine.ExitCode);
+        Assert.Equal(DigitsMasked(theirs.Stdout), DigitsMasked(mine.Stdout));
+    }
+
+    private static string DigitsMasked(string text) => System.Text.RegularExpressions.Regex.Replace(text, "[0-9]", "N");
+
     private static string TimingMasked(string text) =>
         System.Text.RegularExpressions.Regex.Replace(text, @"; [0-9:.]+ sec \(.*\)", "; TIME");
 }

@@ -152,7 +152,11 @@ internal sealed class IoSession : IAsyncDisposable
             _err.Write($"{words[0]}: {error.GlibcMessage}\n");
             return null;
         }
-        return (parsed.Options.Select(o => (o.Option.Short!.Value, o.Value)).ToList(), parsed.Operands);
+        // A loop, not LINQ: Select over tuples is a generic instantiation that every command's
+        // first run would fault in (2% of `vdisk io -c 'read 0 4k'`).
+        var options = new List<(char Option, string? Value)>(parsed.Options.Count);
+        foreach (var (option, value) in parsed.Options) options.Add((option.Short!.Value, value));
+        return (options, parsed.Operands);
     }
 
     private void Usage(string name) => _out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");

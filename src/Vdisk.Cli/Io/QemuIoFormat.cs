@@ -1,4 +1,5 @@
 using System.Globalization;
+using Vdisk.Output;
 
 namespace Vdisk.Cli.Io;
 
@@ -18,32 +19,26 @@ internal static class QemuIoFormat
         else if (value >= K) { suffix = " KiB"; value /= K; }
         else suffix = " bytes";
         // "%.3f" for KiB and up, "%f" for bytes; then everything from a ".000" on is cut.
-        string text = value.ToString(suffix == " bytes" ? "F6" : "F3", CultureInfo.InvariantCulture);
+        string text = QemuText.Fixed(value, suffix == " bytes" ? 6 : 3);
         int trim = text.IndexOf(".000", StringComparison.Ordinal);
         return (trim >= 0 ? text[..trim] : text) + suffix;
     }
 
-    /// <summary>timestr: "00.00 sec", or h:mm:ss.ss in the -C form.</summary>
+    /// <summary>
+    /// timestr: "00.12 sec" under a second, else (and always in the -C form) "h:mm:ss.ss" —
+    /// "0:00:01.20" for a request of 1.2 s, as qemu-io prints it.
+    /// </summary>
     public static string Time(TimeSpan t, bool machine)
     {
-        double seconds = t.TotalSeconds;
-        if (machine)
-        {
-            int h = (int)(seconds / 3600);
-            int m = (int)(seconds % 3600 / 60);
-            double s = seconds % 60;
-            return string.Create(CultureInfo.InvariantCulture, $"{h}:{m:00}:{s:00.00}");
-        }
-        if (seconds >= 3600)
-        {
-            int h = (int)(seconds / 3600);
-            int m = (int)(seconds % 3600 / 60);
-            return string.Create(CultureInfo.InvariantCulture, $"{h}:{m:00}:{seconds % 60:00.00}");
-        }
-        if (seconds >= 60)
-            return string.Create(CultureInfo.InvariantCulture, $"{(int)(seconds / 60)}:{seconds % 60:00.00}");
-        return string.Create(CultureInfo.InvariantCulture, $"{seconds:00.00} sec");
+        long whole = t.Ticks / TimeSpan.TicksPerSecond;
+        double fraction = t.Ticks % TimeSpan.TicksPerSecond * 100 / 1e9; // tv_nsec / 1e9
+        if (!machine && whole == 0) return Seconds(fraction) + " sec";
+        string minutes = (whole % 3600 / 60).ToString(CultureInfo.InvariantCulture).PadLeft(2, '0');
+        return (whole / 3600).ToString(CultureInfo.InvariantCulture) + ":" + minutes + ":" + Seconds(whole % 60 + fraction);
     }
+
+    /// <summary>"%05.2f": seconds with two places, at least two digits before the point.</summary>
+    private static string Seconds(double seconds) => QemuText.Fixed(seconds, 2).PadLeft(5, '0');
 
     /// <summary>print_report: the two lines after read, write and discard.</summary>
     public static void Report(TextWriter o, string op, TimeSpan t, long offset, long count, long total, int ops, bool machine)
@@ -55,13 +50,14 @@ internal static class QemuIoFormat
         if (!machine)
         {
             o.Write(string.Create(CultureInfo.InvariantCulture, $"{op} {count}/{total} bytes at offset {offset}\n"));
-            string size = Size(total), time = Time(t, false), rate = Size(total / seconds);
-            o.Write(string.Create(CultureInfo.InvariantCulture, $"{size}, {ops} ops; {time} ({rate}/sec and {ops / seconds:F4} ops/sec)\n"));
+            string size = Size(total), time = Time(t, false), rate = Size(total / seconds), opsRate = QemuText.Fixed(ops / seconds, 4);
+            o.Write(string.Create(CultureInfo.InvariantCulture, $"{size}, {ops} ops; {time} ({rate}/sec and {opsRate} ops/sec)\n"));
         }
         else
         {
             string time = Time(t, true);
-            o.Write(string.Create(CultureInfo.InvariantCulture, $"{total},{ops},{time},{total / seconds:F3},{ops / seconds:F3}\n"));
+            string bytesRate = QemuText.Fixed(total / seconds, 3), opsRate = QemuText.Fixed(ops / seconds, 3);
+            o.Write(string.Create(CultureInfo.InvariantCulture, $"{total},{ops},{time},{bytesRate},{opsRate}\n"));
         }
     }
 

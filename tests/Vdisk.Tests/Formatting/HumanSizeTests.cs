@@ -14,6 +14,14 @@ public class HumanSizeTests
     [InlineData(200704L, "196 KiB")]
     [InlineData(67108864L, "64 MiB")]
     [InlineData(401408L, "392 KiB")]
+    // %0.3g switches to the exponent form when rounding reaches a fourth digit (qemu-img info of a
+    // 1023488-byte raw file: "virtual size: 1e+03 KiB").
+    [InlineData(1023488L, "1e+03 KiB")]
+    [InlineData(1047552L, "0.999 MiB")]
+    [InlineData(10234L, "9.99 KiB")]
+    [InlineData(10235L, "10 KiB")]
+    [InlineData(1152L, "1.12 KiB")]
+    [InlineData(999L, "999 B")]
     public void SizeToStrMatchesQemuImg(long bytes, string expected) => Assert.Equal(expected, Vdisk.Output.QemuText.SizeToStr(bytes));
 
     [Fact]

@@ -84,6 +84,27 @@ public sealed class DriverOperationsTests : IDisposable
     }
 
     [Fact]
+    public void EveryDriverIsFoundByItsName_AndOnlyOnce()
+    {
+        // qemu-img's "Supported formats:" list, in strcmp order.
+        Assert.Equal(["blkdebug", "blkverify", "bochs", "copy-on-read", "file", "host_cdrom", "host_device", "luks", "nbd", "null-aio",
+            "null-co", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vmdk", "vpc"], BlockDrivers.Names);
+        foreach (string name in BlockDrivers.Names)
+        {
+            var driver = BlockDrivers.Find(name);
+            Assert.NotNull(driver);
+            Assert.Equal(name, driver.Name);
+            Assert.Same(driver, BlockDrivers.Find(name));
+        }
+        Assert.Null(BlockDrivers.Find("qcow"));
+        Assert.Equal("nbd", BlockDrivers.FindProtocol("nbd+unix:///e?socket=/tmp/s").Name);
+        Assert.Equal("blkdebug", BlockDrivers.FindProtocol("blkdebug::/tmp/x").Name);
+        Assert.Equal("null-aio", BlockDrivers.FindProtocol("null-aio://").Name);
+        Assert.Equal("file", BlockDrivers.FindProtocol("file:/tmp/x").Name);
+        Assert.Equal("Unknown protocol 'gopher'", Assert.Throws<Vdisk.Options.OptionException>(() => BlockDrivers.FindProtocol("gopher://x")).Message);
+    }
+
+    [Fact]
     public void NoToolNamesADriverType()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
