@@ -198,6 +198,9 @@ public static class BlockDrivers
         }
     }
 
+    /// <summary>Whether vdisk has a driver called <paramref name="name"/> (without making it).</summary>
+    public static bool Exists(string name) => Array.IndexOf(s_names, name) >= 0;
+
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>
     public static IBlockDriver? Find(string name)
     {

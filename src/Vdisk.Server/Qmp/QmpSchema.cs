@@ -132,7 +132,7 @@ public static class QmpSchema
     private sealed class QapiEnumOfDrivers : QapiTypeProxy
     {
         protected override QapiType Resolve() =>
-            new QapiEnum(new[] { "blkverify", "bochs", "copy-on-read", "file", "luks", "null-aio", "null-co", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vmdk", "vpc" }.Where(d => BlockDrivers.Find(d) is not null).ToArray());
+            new QapiEnum(new[] { "blkverify", "bochs", "copy-on-read", "file", "luks", "null-aio", "null-co", "qcow2", "quorum", "raw", "throttle", "vdi", "vhdx", "vmdk", "vpc" }.Where(BlockDrivers.Exists).ToArray());
     }
 
     /// <summary>SocketAddress (flat, as on the command line: <c>addr.type=unix,addr.path=P</c>).</summary>

@@ -95,8 +95,10 @@ public sealed class DriverOperationsTests : IDisposable
             Assert.NotNull(driver);
             Assert.Equal(name, driver.Name);
             Assert.Same(driver, BlockDrivers.Find(name));
+            Assert.True(BlockDrivers.Exists(name));
         }
         Assert.Null(BlockDrivers.Find("qcow"));
+        Assert.False(BlockDrivers.Exists("qcow"));
         Assert.Equal("nbd", BlockDrivers.FindProtocol("nbd+unix:///e?socket=/tmp/s").Name);
         Assert.Equal("blkdebug", BlockDrivers.FindProtocol("blkdebug::/tmp/x").Name);
         Assert.Equal("null-aio", BlockDrivers.FindProtocol("null-aio://").Name);
