@@ -142,12 +142,15 @@ public static class KeyValParser
     {
         if (fragment.Length == 0 || fragment.Length > 127) return false;
         if (dialect == KeyValDialect.QemuOpts) return true;
-        if (fragment.All(char.IsAsciiDigit)) return true;
+        if (IsIndex(fragment)) return true;
         if (!char.IsAsciiLetter(fragment[0])) return false;
         foreach (char c in fragment)
             if (!(char.IsAsciiLetterOrDigit(c) || c == '-' || c == '_')) return false;
         return true;
     }
+
+    /// <summary>A key made of digits only (a list index). Spans, not LINQ: every --blockdev goes through here at start-up.</summary>
+    private static bool IsIndex(string key) => !key.AsSpan().ContainsAnyExceptInRange('0', '9');
 
     /// <summary>keyval_listify: dictionaries whose keys are all indexes become lists without gaps.</summary>
     private static OptionValue Listify(OptionDict dict, string path)
@@ -159,8 +162,13 @@ public static class KeyValParser
             result.Set(k, v is OptionDict d ? Listify(d, childPath) : v);
         }
         if (result.Count == 0) return result;
-        bool allIndexes = result.Entries.All(e => e.Key.All(char.IsAsciiDigit));
-        bool anyIndex = result.Entries.Any(e => e.Key.All(char.IsAsciiDigit));
+        bool allIndexes = true, anyIndex = false;
+        foreach (var (key, _) in result.Entries)
+        {
+            bool index = IsIndex(key);
+            allIndexes &= index;
+            anyIndex |= index;
+        }
         if (!anyIndex) return result;
         if (!allIndexes) throw new OptionException($"Parameters '{path}.*' used inconsistently");
         var list = new OptionList();
