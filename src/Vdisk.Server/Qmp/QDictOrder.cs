@@ -30,10 +30,25 @@ public static class QDictOrder
     {
         var entries = dict.Entries;
         if (entries.Count <= 1) return entries;
-        var order = new (int Bucket, int Index)[entries.Count];
-        for (int i = 0; i < entries.Count; i++) order[i] = (Bucket(entries[i].Key), i);
+        int n = entries.Count;
+        var buckets = new int[n];
+        for (int i = 0; i < n; i++) buckets[i] = Bucket(entries[i].Key);
         // Same bucket: the later insertion comes first (entries are prepended to their bucket).
-        Array.Sort(order, static (a, b) => a.Bucket != b.Bucket ? a.Bucket.CompareTo(b.Bucket) : b.Index.CompareTo(a.Index));
-        return order.Select(o => entries[o.Index]);
+        // An insertion sort by hand: objects are small, and a generic sort with a comparison over
+        // tuples costs every daemon start its first-use faults.
+        var ordered = new KeyValuePair<string, OptionValue>[n];
+        var order = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            int j = i - 1;
+            while (j >= 0 && (buckets[order[j]] > buckets[i] || (buckets[order[j]] == buckets[i] && order[j] < i)))
+            {
+                order[j + 1] = order[j];
+                j--;
+            }
+            order[j + 1] = i;
+        }
+        for (int i = 0; i < n; i++) ordered[i] = entries[order[i]];
+        return ordered;
     }
 }

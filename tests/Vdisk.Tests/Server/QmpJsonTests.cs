@@ -1,3 +1,4 @@
+using CsCheck;
 using System.Text;
 using Vdisk.Options;
 using Vdisk.Server.Qmp;
@@ -94,5 +95,23 @@ public class QmpJsonTests
         var big = "{\"a\": \"" + new string('x', QmpInputSplitter.MaxMessageLength) + "\"}";
         Assert.Contains("error(JSON token size limit exceeded,fatal)", Cut(big));
         Assert.Contains("error(JSON nesting depth limit exceeded,fatal)", Cut(new string('[', JsonOptions.MaxNesting + 1)));
+    }
+}
+
+public class QDictOrderTests
+{
+    [Fact]
+    public void Entries_GoBucketByBucket_NewestFirstWithinABucket()
+    {
+        // Keys of any count, with repeats of a bucket likely among many keys: the order is the
+        // bucket's, and within one bucket the later insertion comes first (QDict prepends).
+        Gen.Int[0, 5000].Array[0, 40].Sample(numbers =>
+        {
+            var dict = new OptionDict();
+            foreach (int n in numbers.Distinct()) dict.Set("key-" + n, "v");
+            var expected = dict.Entries.Select((e, i) => (e.Key, Bucket: QDictOrder.Bucket(e.Key), Index: i))
+                .OrderBy(e => e.Bucket).ThenByDescending(e => e.Index).Select(e => e.Key);
+            Assert.Equal(expected, QDictOrder.Entries(dict).Select(e => e.Key));
+        });
     }
 }
