@@ -17,10 +17,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "Building bin/vdisk (NativeAOT)..."
+echo "Building bin/vdisk and bin/vdisk-etcd (NativeAOT)..."
 dotnet publish src/Vdisk.Cli -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish --nologo -v quiet
+# The etcd client of cluster locks, a helper vdisk starts beside itself (docs/cluster.md).
+dotnet publish src/Vdisk.EtcdAgent -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-etcd --nologo -v quiet
 mkdir -p bin
 cp artifacts/publish/vdisk bin/vdisk
+cp artifacts/publish-etcd/vdisk-etcd bin/vdisk-etcd
 # Multi-call: under QEMU's tool names vdisk acts as those tools. The links live in bin/ only,
 # never beside the system's QEMU (docs/drop-in.md says how to put them first on PATH).
 for tool in qemu-img qemu-io qemu-nbd qemu-storage-daemon; do

@@ -29,7 +29,7 @@ internal static class ClusterLocksView
                 Stdio.Error($"--cluster needs etcd endpoints: set {ClusterLockSettings.EndpointsVariable}=http://HOST:PORT[,...] or --cluster endpoints=...");
                 return LocksCommand.ExitError;
             }
-            using var store = new EtcdStore(settings);
+            using var store = new Vdisk.Locking.Cluster.Agent.AgentClusterStore(settings);
             images = new ClusterInspector(store, settings.KeyPrefix).Inspect(ids);
         }
         catch (Exception e) when (e is Options.OptionException or IOException)

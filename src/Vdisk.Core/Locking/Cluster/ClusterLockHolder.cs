@@ -121,7 +121,7 @@ public sealed class ClusterLockHolder
         {
             try
             {
-                await store.WaitForChangeAsync(prefix, revision, key => key.EndsWith(own, StringComparison.Ordinal), token).ConfigureAwait(false);
+                await store.WaitForChangeAsync(prefix, revision, own, token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is ObjectDisposedException or ClusterLockException)
             {

@@ -104,7 +104,7 @@ public static class ClusterLocks
         lock (s_gate)
         {
             if (s_session is { IsFenced: false } live && live.Settings.Equals(settings)) return live;
-            var store = new EtcdStore(settings);
+            var store = new Agent.AgentClusterStore(settings);
             ClusterSession session;
             try
             {

@@ -139,7 +139,7 @@ public sealed class ClusterSession : IDisposable
             {
                 await Store.RevokeLeaseAsync(LeaseId, budget.Token).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or Grpc.Core.RpcException)
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
             {
                 // Unreachable: the lease expires by itself.
             }
@@ -225,7 +225,7 @@ public sealed class ClusterSession : IDisposable
             {
                 Store.RevokeLeaseAsync(LeaseId, budget.Token).GetAwaiter().GetResult();
             }
-            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or Grpc.Core.RpcException)
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
             {
                 // The lease expires by itself.
             }

@@ -46,10 +46,10 @@ public interface IClusterStore : IDisposable
 
     /// <summary>
     /// Completes when a key under <paramref name="prefix"/> changes after <paramref name="revision"/>
-    /// (a watch, not polling), not counting keys <paramref name="ignore"/> accepts (the waiter's
-    /// own); returns the revision of the change.
+    /// (a watch, not polling), not counting keys that end with <paramref name="ignoreSuffix"/> (the
+    /// waiter's own); returns the revision of the change.
     /// </summary>
-    Task<long> WaitForChangeAsync(string prefix, long revision, Func<string, bool>? ignore, CancellationToken cancellationToken);
+    Task<long> WaitForChangeAsync(string prefix, long revision, string? ignoreSuffix, CancellationToken cancellationToken);
 }
 
 /// <summary>A cluster lock operation failed for a reason other than a lock conflict.</summary>

@@ -134,9 +134,10 @@ internal sealed class MemoryClusterStore : IClusterStore
 
     public Task<StoreResult> ReadAsync(string prefix, CancellationToken cancellationToken) => CommitAsync([], prefix, cancellationToken);
 
-    public Task<long> WaitForChangeAsync(string prefix, long revision, Func<string, bool>? ignore, CancellationToken cancellationToken)
+    public Task<long> WaitForChangeAsync(string prefix, long revision, string? ignoreSuffix, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Func<string, bool>? ignore = ignoreSuffix is null ? null : key => key.EndsWith(ignoreSuffix, StringComparison.Ordinal);
         lock (_gate) _watches.Add((prefix, revision, ignore, done));
         cancellationToken.Register(() => done.TrySetCanceled(cancellationToken));
         return done.Task;

@@ -182,7 +182,7 @@ public sealed class EtcdStore : IClusterStore
     }
 
     /// <inheritdoc />
-    public async Task<long> WaitForChangeAsync(string prefix, long revision, Func<string, bool>? ignore, CancellationToken cancellationToken)
+    public async Task<long> WaitForChangeAsync(string prefix, long revision, string? ignoreSuffix, CancellationToken cancellationToken)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposed.Token);
         var token = linked.Token;
@@ -207,7 +207,7 @@ public sealed class EtcdStore : IClusterStore
                     var response = call.ResponseStream.Current;
                     // A compacted start revision means changes were missed: report one.
                     if (response.CompactRevision > 0) return response.CompactRevision;
-                    if (response.Events.Any(e => ignore?.Invoke(e.Kv.Key.ToStringUtf8()) != true)) return response.Header.Revision;
+                    if (response.Events.Any(e => ignoreSuffix is null || !e.Kv.Key.ToStringUtf8().EndsWith(ignoreSuffix, StringComparison.Ordinal))) return response.Header.Revision;
                     if (response.Canceled) break;
                 }
             }
