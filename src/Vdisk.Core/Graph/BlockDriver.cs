@@ -199,7 +199,14 @@ public static class BlockDrivers
     }
 
     /// <summary>Whether vdisk has a driver called <paramref name="name"/> (without making it).</summary>
-    public static bool Exists(string name) => Array.IndexOf(s_names, name) >= 0;
+    public static bool Exists(string name)
+    {
+        foreach (string known in s_names)
+        {
+            if (string.Equals(known, name, StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>
     public static IBlockDriver? Find(string name)

@@ -99,6 +99,8 @@ public sealed class DriverOperationsTests : IDisposable
         }
         Assert.Null(BlockDrivers.Find("qcow"));
         Assert.False(BlockDrivers.Exists("qcow"));
+        // vdisk serve's BlockdevDriver enum names drivers that exist.
+        Assert.All(Vdisk.Server.Qmp.QmpSchema.BlockdevDrivers, name => Assert.True(BlockDrivers.Exists(name), name));
         Assert.Equal("nbd", BlockDrivers.FindProtocol("nbd+unix:///e?socket=/tmp/s").Name);
         Assert.Equal("blkdebug", BlockDrivers.FindProtocol("blkdebug::/tmp/x").Name);
         Assert.Equal("null-aio", BlockDrivers.FindProtocol("null-aio://").Name);
