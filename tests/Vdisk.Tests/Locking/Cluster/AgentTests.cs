@@ -168,6 +168,29 @@ public class AgentTests
     }
 
     [Fact]
+    public async Task ManyCallsAtOnce_SomeCancelledAsTheyFinish_AllEnd_AndTheHelperServesOn()
+    {
+        // Cancellations that cross the helper's own completion of the same call (a cancel frame
+        // for a request that has just answered) must neither hang a caller nor end the helper.
+        var memory = new MemoryClusterStore();
+        var helper = new InProcessHelper(memory);
+        using var store = new AgentClusterStore(Settings, _ => helper.Channel());
+        var calls = new List<Task>();
+        for (int i = 0; i < 300; i++)
+        {
+            var cancel = new CancellationTokenSource();
+            var call = i % 2 == 0
+                ? (Task)store.ReadAsync("img/", cancel.Token)
+                : store.CommitAsync([new StoreWrite($"img/{i}", [1], 0)], "img/", cancel.Token);
+            if (i % 3 == 0) cancel.Cancel();
+            calls.Add(call.ContinueWith(_ => cancel.Dispose(), TaskScheduler.Default));
+        }
+        await Task.WhenAll(calls).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(helper.Served.IsCompleted);
+        Assert.Equal(memory.Revision, (await store.ReadAsync("img/", default)).Revision);
+    }
+
+    [Fact]
     public async Task AnUnreachableStore_IsAnUnavailableStoreOnThisSide()
     {
         var memory = new MemoryClusterStore { Down = true };

@@ -25,7 +25,17 @@ public static class AgentServer
                 var request = AgentRequest.Decode(frame);
                 if (request.Operation == AgentOperation.Cancel)
                 {
-                    if (running.TryGetValue(request.Id, out var target)) target.Cancel();
+                    if (running.TryGetValue(request.Id, out var target))
+                    {
+                        try
+                        {
+                            target.Cancel();
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                            // It finished between the lookup and the cancellation: nothing to stop.
+                        }
+                    }
                     continue;
                 }
                 var cts = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
