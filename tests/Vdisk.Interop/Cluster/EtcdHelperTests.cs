@@ -57,3 +57,94 @@ public class EtcdHelperTests
         }
     }
 }
+
+/// <summary>
+/// The etcd helper's lifetime is vdisk's: signals meant for vdisk's process group (Ctrl-C, a
+/// service manager's stop) leave it to vdisk, which still needs it to release its keys, and it
+/// never outlives vdisk, even when something else holds its input open.
+/// </summary>
+[Collection("etcd")]
+public class EtcdHelperLifetimeTests(EtcdFixture etcd)
+{
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            // Field 3 of stat is the state; a zombie has ended.
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The children of <paramref name="pid"/> named <paramref name="name"/> (/proc's comm).</summary>
+    private static List<int> Children(int pid, string name) =>
+        [.. Directory.GetDirectories($"/proc/{pid}/task")
+            .SelectMany(task => File.ReadAllText(Path.Combine(task, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(int.Parse)
+            .Where(child => File.ReadAllText($"/proc/{child}/comm").TrimEnd('\n') == name)];
+
+    /// <summary>kill -SIGNAL pid; false when there was no such process.</summary>
+    private static bool Signal(string signal, int pid) =>
+        Programs.Run("kill", $"-{signal}", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode == 0;
+
+    [Fact]
+    public void SignalsToVdisksGroup_LeaveTheHelperServing_SoVdiskStillReleasesItsKeysAndLease()
+    {
+        using var scope = new ClusterScope(etcd.Cluster.Endpoints);
+        using var dir = new TempDir();
+        string image = ClusterImages.Qcow2(dir, "a.qcow2");
+        using var holder = ChildProcess.Start(Programs.Vdisk, ["io", "--image-opts", ClusterScope.ImageOpts("qcow2", image, "g1"), "-c", "sleep 600000"], scope.Env("hostA"));
+        ClusterScope.Until(() => scope.Holders("g1").Count == 1, "saw the holder in etcd");
+        long lease = scope.Holders("g1")[0].Record.Lease;
+        int helper = Assert.Single(Children(holder.Pid, "vdisk-etcd"));
+
+        // As a Ctrl-C or `systemctl stop` does, the helper gets the signals too (first, the worst case).
+        // (A helper that died of one is caught below, by what vdisk says and leaves behind.)
+        Signal("TERM", helper);
+        Signal("INT", helper);
+        Signal("HUP", helper);
+        Assert.True(Signal("INT", holder.Pid));
+        var run = holder.Result(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("", run.Stderr);
+        Assert.Equal(130, run.ExitCode);
+        Assert.Empty(scope.Holders("g1"));
+        // Revoked by vdisk on its way out, not left to expire (the TTL is 3 s).
+        Assert.False(scope.LeaseAlive(lease));
+        Assert.False(Alive(helper));
+    }
+
+    [Fact]
+    public void TheHelper_EndsWithVdisk_EvenWhenItsInputStaysOpen()
+    {
+        string helperPath = Path.Combine(Path.GetDirectoryName(Programs.Vdisk)!, "vdisk-etcd");
+        // A stand-in for vdisk that starts the helper and is then killed; this test keeps the
+        // helper's input open (it is the stand-in's input, inherited), so only the kernel's
+        // parent-death signal can end it.
+        using var parent = ChildProcess.Start("bash",
+            ["-c", "exec 3<&0; \"$0\" --endpoints http://127.0.0.1:1 <&3 & echo $!; exec sleep 600", helperPath], keepStdinOpen: true);
+        parent.WaitFor((stdout, _) => stdout.EndsWith('\n'), "printed the helper's pid");
+        int helper = int.Parse(parent.Stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            // An answer means the helper is serving, so it has asked for the signal (before its loop).
+            var request = new Vdisk.Locking.Cluster.Agent.AgentRequest(1, Vdisk.Locking.Cluster.Agent.AgentOperation.Read, Prefix: "x/").Encode();
+            var frame = new byte[4 + request.Length];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame, request.Length);
+            request.CopyTo(frame, 4);
+            parent.StandardInput.BaseStream.Write(frame);
+            parent.StandardInput.BaseStream.Flush();
+            parent.WaitFor((stdout, _) => stdout.Contains("\"id\":1,", StringComparison.Ordinal), "the helper's answer");
+            Assert.True(Signal("KILL", parent.Pid));
+            ClusterScope.Until(() => !Alive(helper), "saw the helper end with its parent", TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            if (Alive(helper)) Signal("KILL", helper);
+        }
+    }
+}
