@@ -41,6 +41,27 @@ public class EtcdHelperTests
     }
 
     [Fact]
+    public void TheHelpersStderr_ComesThroughVdisk_BeforeWhatVdiskSaysOfItsEnd()
+    {
+        string image = Image();
+        string helper = Path.Combine(Path.GetTempPath(), $"vdisk-etcd-{Guid.NewGuid():N}");
+        File.WriteAllText(helper, "#!/bin/sh\necho 'vdisk-etcd: something broke' >&2\nexit 3\n");
+        File.SetUnixFileMode(helper, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        try
+        {
+            var run = Programs.Run(Programs.Vdisk, ["io", "--image-opts", $"driver=raw,file.driver=file,file.filename={image},file.cluster-lock-id=x", "-c", "read 0 512"],
+                new Dictionary<string, string> { ["VDISK_ETCD_ENDPOINTS"] = "http://127.0.0.1:1", ["VDISK_ETCD_AGENT"] = helper });
+            Assert.Equal(1, run.ExitCode);
+            Assert.Equal("vdisk-etcd: something broke\nvdisk: can't open: etcd unreachable: the etcd helper vdisk-etcd exited with status 3\n", run.Stderr);
+        }
+        finally
+        {
+            File.Delete(image);
+            File.Delete(helper);
+        }
+    }
+
+    [Fact]
     public void TheHelperBesideVdisk_ReportsEtcdsOwnError()
     {
         string image = Image();
@@ -116,6 +137,32 @@ public class EtcdHelperLifetimeTests(EtcdFixture etcd)
         // Revoked by vdisk on its way out, not left to expire (the TTL is 3 s).
         Assert.False(scope.LeaseAlive(lease));
         Assert.False(Alive(helper));
+    }
+
+    [Fact]
+    public void ADaemonWithAClusterLock_LetsGoOfItsStartersStderr()
+    {
+        using var scope = new ClusterScope(etcd.Cluster.Endpoints);
+        using var dir = new TempDir();
+        string image = ClusterImages.Raw(dir, "a.raw"), pidFile = dir.File("serve.pid");
+        int Daemon() => int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            // Programs.Run waits for the end of stdout and stderr: a helper that kept the daemon's
+            // first stderr would hold it open for the daemon's life.
+            var start = Programs.Run(Programs.Vdisk, ["serve", "--daemonize", "--pidfile", pidFile, "--blockdev", $"driver=file,node-name=f,filename={image},cluster-lock-id=d1"],
+                scope.Env("hostA"), TimeSpan.FromSeconds(30));
+            Assert.Equal((0, ""), (start.ExitCode, start.Stderr));
+            int daemon = Daemon();
+            // A node without users holds no lock bytes, so no keys; the session (lease) started the helper.
+            int helper = Assert.Single(Children(daemon, "vdisk-etcd"));
+            Assert.True(Signal("TERM", daemon));
+            ClusterScope.Until(() => !Alive(daemon) && !Alive(helper), "saw the daemon and its helper end");
+        }
+        finally
+        {
+            if (File.Exists(pidFile) && Alive(Daemon())) Signal("KILL", Daemon());
+        }
     }
 
     [Fact]
