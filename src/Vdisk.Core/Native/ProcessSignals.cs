@@ -1,6 +1,9 @@
 namespace Vdisk.Native;
 
-/// <summary>Raising signals at the process itself with their default action (qemu-io's abort, sigraise).</summary>
+/// <summary>
+/// Raising signals at the process itself with their default action (qemu-io's abort, sigraise),
+/// and a signal at the parent's end (the etcd helper).
+/// </summary>
 public static class ProcessSignals
 {
     /// <summary>The highest signal number raise(3) takes on Linux (NSIG - 1).</summary>
@@ -30,5 +33,19 @@ public static class ProcessSignals
     {
         LibC.Signal(6, LibC.SIG_DFL);
         LibC.Abort();
+    }
+
+    /// <summary>The parent process's id (getppid); it changes when the parent ends and the process is adopted.</summary>
+    public static int ParentId => LibC.GetPpid();
+
+    /// <summary>
+    /// Has the kernel send <paramref name="signal"/> to this process when its parent ends
+    /// (prctl PR_SET_PDEATHSIG). The kernel also sends it when the parent's thread that started
+    /// this process ends while the parent lives on: a receiver compares <see cref="ParentId"/>.
+    /// </summary>
+    /// <exception cref="IOException">prctl refused (the message has strerror).</exception>
+    public static void SignalAtParentEnd(int signal)
+    {
+        if (LibC.Prctl(LibC.PR_SET_PDEATHSIG, (nuint)signal, 0, 0, 0) != 0) throw LibC.LastErrorException("prctl(PR_SET_PDEATHSIG)", null);
     }
 }

@@ -250,6 +250,10 @@ public sealed class AgentChannel(Stream toAgent, Stream fromAgent, Func<string> 
             UseShellExecute = false,
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
+            // Through vdisk, not inherited: a daemon (serve --daemonize, qemu-nbd --fork) sends its
+            // stderr to /dev/null once ready, and a helper holding the original would keep whoever
+            // started the daemon waiting for the end of that pipe.
+            RedirectStandardError = true,
         };
         foreach (string arg in AgentArguments.Format(settings)) start.ArgumentList.Add(arg);
         Process process;
@@ -261,16 +265,39 @@ public sealed class AgentChannel(Stream toAgent, Stream fromAgent, Func<string> 
         {
             throw new ClusterLockException($"cluster locks need {AgentClusterStore.HelperName}: {path}: {e.Message}");
         }
+        var errors = Task.Run(() => ForwardErrorsAsync(process.StandardError));
         return new AgentChannel(process.StandardInput.BaseStream, process.StandardOutput.BaseStream,
-            () => process.WaitForExit(TimeSpan.FromSeconds(2))
-                ? $"exited with status {process.ExitCode.ToString(CultureInfo.InvariantCulture)}"
-                : "closed its output",
+            () =>
+            {
+                bool exited = process.WaitForExit(TimeSpan.FromSeconds(2));
+                // The helper's last words come before what vdisk says of its end.
+                errors.Wait(TimeSpan.FromSeconds(1));
+                return exited ? $"exited with status {process.ExitCode.ToString(CultureInfo.InvariantCulture)}" : "closed its output";
+            },
             () =>
             {
                 if (!process.WaitForExit(TimeSpan.FromSeconds(5))) process.Kill();
                 process.WaitForExit();
+                errors.Wait(TimeSpan.FromSeconds(1));
                 process.Dispose();
             });
+    }
+
+    /// <summary>
+    /// The helper's stderr, line by line, to vdisk's: wherever that is now (a daemon's is /dev/null
+    /// once it is ready). Console.Error is synchronized, so this thread may write to it.
+    /// </summary>
+    private static async Task ForwardErrorsAsync(StreamReader errors)
+    {
+        try
+        {
+            while (await errors.ReadLineAsync().ConfigureAwait(false) is { } line)
+                Console.Error.Write(line + "\n");
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The pipe went with the helper.
+        }
     }
 
     /// <summary>Closes the helper's input and waits for it to end.</summary>
