@@ -39,69 +39,48 @@ public sealed record AgentRequest(long Id, AgentOperation Operation, long Number
     private static readonly string[] Names = ["grant", "keepalive", "revoke", "ttl", "commit", "read", "wait", "cancel"];
 
     /// <summary>The request as UTF-8 JSON.</summary>
-    public byte[] Encode()
+    public byte[] Encode() => AgentJson.Object(w =>
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
+        w.WriteNumber("id", Id);
+        w.WriteString("op", Names[(int)Operation]);
+        w.WriteNumber("number", Number);
+        if (Prefix is not null) w.WriteString("prefix", Prefix);
+        if (IgnoreSuffix is not null) w.WriteString("ignore-suffix", IgnoreSuffix);
+        if (Writes is not null)
         {
-            w.WriteStartObject();
-            w.WriteNumber("id", Id);
-            w.WriteString("op", Names[(int)Operation]);
-            w.WriteNumber("number", Number);
-            if (Prefix is not null) w.WriteString("prefix", Prefix);
-            if (IgnoreSuffix is not null) w.WriteString("ignore-suffix", IgnoreSuffix);
-            if (Writes is not null)
+            w.WriteStartArray("writes");
+            foreach (var write in Writes)
             {
-                w.WriteStartArray("writes");
-                foreach (var write in Writes)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("key", write.Key);
-                    if (write.Value is null) w.WriteNull("value");
-                    else w.WriteBase64String("value", write.Value);
-                    w.WriteNumber("lease", write.Lease);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
+                w.WriteStartObject();
+                w.WriteString("key", write.Key);
+                if (write.Value is null) w.WriteNull("value");
+                else w.WriteBase64String("value", write.Value);
+                w.WriteNumber("lease", write.Lease);
+                w.WriteEndObject();
             }
-            w.WriteEndObject();
+            w.WriteEndArray();
         }
-        return stream.ToArray();
-    }
+    });
 
     /// <summary>Reads a request written by <see cref="Encode"/>.</summary>
     /// <exception cref="AgentProtocolException">Not a request.</exception>
-    public static AgentRequest Decode(ReadOnlySpan<byte> json)
+    public static AgentRequest Decode(ReadOnlySpan<byte> json) => AgentJson.Read(json, "request", root =>
     {
-        try
+        string op = root.GetProperty("op").GetString() ?? "";
+        int operation = Array.IndexOf(Names, op);
+        if (operation < 0) throw new AgentProtocolException($"unknown operation '{op}'");
+        List<StoreWrite>? writes = null;
+        if (root.TryGetProperty("writes", out var list))
         {
-            var reader = new Utf8JsonReader(json);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new AgentProtocolException("a request is not a JSON object");
-            string op = root.GetProperty("op").GetString() ?? "";
-            int operation = Array.IndexOf(Names, op);
-            if (operation < 0) throw new AgentProtocolException($"unknown operation '{op}'");
-            List<StoreWrite>? writes = null;
-            if (root.TryGetProperty("writes", out var list))
+            writes = [];
+            foreach (var item in list.EnumerateArray())
             {
-                writes = [];
-                foreach (var item in list.EnumerateArray())
-                {
-                    var value = item.GetProperty("value");
-                    writes.Add(new StoreWrite(item.GetProperty("key").GetString()!,
-                        value.ValueKind == JsonValueKind.Null ? null : value.GetBytesFromBase64(), item.GetProperty("lease").GetInt64()));
-                }
+                var value = item.GetProperty("value");
+                writes.Add(new StoreWrite(item.GetProperty("key").GetString()!,
+                    value.ValueKind == JsonValueKind.Null ? null : value.GetBytesFromBase64(), item.GetProperty("lease").GetInt64()));
             }
-            return new AgentRequest(root.GetProperty("id").GetInt64(), (AgentOperation)operation, root.GetProperty("number").GetInt64(),
-                OptionalString(root, "prefix"), OptionalString(root, "ignore-suffix"), writes);
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
-        {
-            throw new AgentProtocolException($"malformed request: {e.Message}");
-        }
-    }
-
-    internal static string? OptionalString(JsonElement root, string name) =>
-        root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        return new AgentRequest(root.GetProperty("id").GetInt64(), (AgentOperation)operation, root.GetProperty("number").GetInt64(),
+            AgentJson.OptionalString(root, "prefix"), AgentJson.OptionalString(root, "ignore-suffix"), writes);
+    });
 }

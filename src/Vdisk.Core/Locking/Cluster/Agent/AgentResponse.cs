@@ -53,72 +53,54 @@ public sealed record AgentResponse(long Id, AgentErrorKind Error = AgentErrorKin
     };
 
     /// <summary>The response as UTF-8 JSON.</summary>
-    public byte[] Encode()
+    public byte[] Encode() => AgentJson.Object(w =>
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
+        w.WriteNumber("id", Id);
+        if (Error != AgentErrorKind.None)
         {
-            w.WriteStartObject();
-            w.WriteNumber("id", Id);
-            if (Error != AgentErrorKind.None)
-            {
-                w.WriteString("error", Kinds[(int)Error]);
-                w.WriteString("message", Message ?? "");
-            }
-            w.WriteNumber("number", Number);
-            w.WriteNumber("ttl", Ttl);
-            w.WriteNumber("revision", Revision);
-            if (Entries is not null)
-            {
-                w.WriteStartArray("entries");
-                foreach (var e in Entries)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("key", e.Key);
-                    w.WriteBase64String("value", e.Value);
-                    w.WriteNumber("create-revision", e.CreateRevision);
-                    w.WriteNumber("mod-revision", e.ModRevision);
-                    w.WriteNumber("lease", e.Lease);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-            }
-            w.WriteEndObject();
+            w.WriteString("error", Kinds[(int)Error]);
+            w.WriteString("message", Message ?? "");
         }
-        return stream.ToArray();
-    }
+        w.WriteNumber("number", Number);
+        w.WriteNumber("ttl", Ttl);
+        w.WriteNumber("revision", Revision);
+        if (Entries is not null)
+        {
+            w.WriteStartArray("entries");
+            foreach (var e in Entries)
+            {
+                w.WriteStartObject();
+                w.WriteString("key", e.Key);
+                w.WriteBase64String("value", e.Value);
+                w.WriteNumber("create-revision", e.CreateRevision);
+                w.WriteNumber("mod-revision", e.ModRevision);
+                w.WriteNumber("lease", e.Lease);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+    });
 
     /// <summary>Reads a response written by <see cref="Encode"/>.</summary>
     /// <exception cref="AgentProtocolException">Not a response.</exception>
-    public static AgentResponse Decode(ReadOnlySpan<byte> json)
+    public static AgentResponse Decode(ReadOnlySpan<byte> json) => AgentJson.Read(json, "response", root =>
     {
-        try
+        var error = AgentErrorKind.None;
+        if (AgentJson.OptionalString(root, "error") is { } kind)
         {
-            var reader = new Utf8JsonReader(json);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new AgentProtocolException("a response is not a JSON object");
-            var error = AgentErrorKind.None;
-            if (AgentRequest.OptionalString(root, "error") is { } kind)
-            {
-                int k = Array.IndexOf(Kinds, kind);
-                if (k <= 0) throw new AgentProtocolException($"unknown error kind '{kind}'");
-                error = (AgentErrorKind)k;
-            }
-            List<StoreEntry>? entries = null;
-            if (root.TryGetProperty("entries", out var list))
-            {
-                entries = [];
-                foreach (var e in list.EnumerateArray())
-                    entries.Add(new StoreEntry(e.GetProperty("key").GetString()!, e.GetProperty("value").GetBytesFromBase64(),
-                        e.GetProperty("create-revision").GetInt64(), e.GetProperty("mod-revision").GetInt64(), e.GetProperty("lease").GetInt64()));
-            }
-            return new AgentResponse(root.GetProperty("id").GetInt64(), error, AgentRequest.OptionalString(root, "message"),
-                root.GetProperty("number").GetInt64(), root.GetProperty("ttl").GetInt64(), root.GetProperty("revision").GetInt64(), entries);
+            int k = Array.IndexOf(Kinds, kind);
+            if (k <= 0) throw new AgentProtocolException($"unknown error kind '{kind}'");
+            error = (AgentErrorKind)k;
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        List<StoreEntry>? entries = null;
+        if (root.TryGetProperty("entries", out var list))
         {
-            throw new AgentProtocolException($"malformed response: {e.Message}");
+            entries = [];
+            foreach (var e in list.EnumerateArray())
+                entries.Add(new StoreEntry(e.GetProperty("key").GetString()!, e.GetProperty("value").GetBytesFromBase64(),
+                    e.GetProperty("create-revision").GetInt64(), e.GetProperty("mod-revision").GetInt64(), e.GetProperty("lease").GetInt64()));
         }
-    }
+        return new AgentResponse(root.GetProperty("id").GetInt64(), error, AgentJson.OptionalString(root, "message"),
+            root.GetProperty("number").GetInt64(), root.GetProperty("ttl").GetInt64(), root.GetProperty("revision").GetInt64(), entries);
+    });
 }
