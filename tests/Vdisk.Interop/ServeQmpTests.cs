@@ -11,7 +11,7 @@ public class ServeQmpTests
 {
     private static List<string> Converse(Daemon daemon, string qmp, IEnumerable<string> script, TempDir dir)
     {
-        using var c = new QmpClient(qmp);
+        using var c = daemon.Monitor(qmp);
         var transcript = new List<string>();
         foreach (var line in script)
         {

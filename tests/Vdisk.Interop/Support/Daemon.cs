@@ -9,8 +9,13 @@ namespace Vdisk.Interop.Support;
 public sealed class Daemon : IDisposable
 {
     private readonly ChildProcess _process;
+    private readonly string _program;
 
-    private Daemon(ChildProcess process) => _process = process;
+    private Daemon(ChildProcess process, string program)
+    {
+        _process = process;
+        _program = program;
+    }
 
     public int Pid => _process.Pid;
     public bool HasExited => _process.HasExited;
@@ -27,7 +32,7 @@ public sealed class Daemon : IDisposable
 
     public static Daemon Start(string program, IEnumerable<string> args, params string[] readySockets)
     {
-        var daemon = new Daemon(ChildProcess.Start(program, args));
+        var daemon = new Daemon(ChildProcess.Start(program, args), program);
         try
         {
             daemon.WaitReady(readySockets);
@@ -71,6 +76,24 @@ public sealed class Daemon : IDisposable
         catch (SocketException)
         {
             return false;
+        }
+    }
+
+    /// <summary>
+    /// A QMP client on the daemon's monitor socket. A refused or failed connection names the
+    /// daemon and says whether it is still running and what it printed, so that a failure in CI
+    /// tells which daemon went away and why.
+    /// </summary>
+    public QmpClient Monitor(string socket)
+    {
+        try
+        {
+            return new QmpClient(socket);
+        }
+        catch (Exception e) when (e is SocketException or IOException)
+        {
+            string state = _process.WaitForExit(TimeSpan.FromSeconds(1)) ? $"exited with {_process.Result().ExitCode}" : "still running";
+            throw new IOException($"{Path.GetFileName(_program)} (pid {Pid}, {state}): {e.Message}; stderr: {Stderr}", e);
         }
     }
 
