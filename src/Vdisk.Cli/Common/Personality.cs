@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Vdisk.Cli.Common;
 
 /// <summary>The tool a vdisk process acts as, chosen by the name it was started under.</summary>
@@ -60,11 +62,14 @@ internal static class Personality
     }
 
     /// <summary>
-    /// argv[0] as the process was started. Environment.GetCommandLineArgs()[0] is the managed
-    /// entry assembly's path under the JIT host (not the symlink it was started through), so the
-    /// kernel's copy is read; it is the same under NativeAOT.
+    /// argv[0] as the process was started. NativeAOT keeps argv as given, so
+    /// Environment.GetCommandLineArgs()[0] is it; under the JIT host it is the managed entry
+    /// assembly's path instead (not the symlink it was started through), so there the kernel's
+    /// copy is read (opening /proc/self/cmdline was ~2% of a one-shot command).
     /// </summary>
-    public static string? ProgramPath() => Vdisk.Native.ProcessCommandLine.ProgramPath() ?? Environment.GetCommandLineArgs()[0];
+    public static string? ProgramPath() => RuntimeFeature.IsDynamicCodeSupported
+        ? Vdisk.Native.ProcessCommandLine.ProgramPath() ?? Environment.GetCommandLineArgs()[0]
+        : Environment.GetCommandLineArgs()[0];
 
     /// <summary>vdisk's version: major.minor.patch of the assembly.</summary>
     public static string VdiskVersion => BuildVersion.Short;

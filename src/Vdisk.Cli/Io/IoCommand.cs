@@ -122,7 +122,10 @@ internal static class IoCommand
         }
         foreach (var pattern in request.Trace)
             Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
-        using var signals = new Signals();
+        // Waiting for a lock and cluster locks (an etcd lease to revoke) need a clean end from the
+        // start; otherwise the handlers come once the image is open (Signals.Arm).
+        using var signals = new Signals(armed: request.Wait is not null || request.Cluster is not null
+            || request.File?.Contains("cluster-lock-id", StringComparison.Ordinal) == true);
         await using var session = new IoSession(signals.Token)
         {
             OpenWrapper = request.Wait is not { } waitOptions ? null : open => LockWait.Run(open, waitOptions, signals.Token),
@@ -167,6 +170,7 @@ internal static class IoCommand
             if (request.Discard is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
             if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);
         }
+        signals.Arm();
 
         int lastError = 0;
         string[] lines = request.Commands;
