@@ -29,7 +29,21 @@ runs=(
   "info $work/img.qcow2"
   "io -f raw $work/img.raw -c read_0_4k"
   "io -f qcow2 $work/img.qcow2 -c read_0_4k"
+  "io -f raw $work/held.raw -c write_0_4k"
 )
+# The last run is a refused open, bench/startup.sh's row: a paused VM's virtio-blk device holds
+# held.raw (it refuses other writers).
+qemu-img create -q -f raw "$work/held.raw" 1M
+qemu-system-x86_64 -S -nodefaults -display none -machine pc,accel=tcg \
+  -drive if=none,id=d0,file="$work/held.raw",format=raw -device virtio-blk-pci,drive=d0 2>/dev/null &
+holder=$!
+trap 'kill $holder 2>/dev/null; rm -rf "$work"' EXIT
+held_inode=$(stat -c %i "$work/held.raw")
+for _ in $(seq 400); do
+  grep -q ":$held_inode 201 201$" /proc/locks && break  # the unshared "write" byte
+  sleep 0.05
+done
+grep -q ":$held_inode 201 201$" /proc/locks || { echo "startup-order.sh: the VM never held $work/held.raw" >&2; exit 1; }
 cat > "$work/touched.py" <<'PY'
 import bisect, subprocess, sys
 symbols_file, binary = sys.argv[1], sys.argv[2]
@@ -65,8 +79,14 @@ PY
 for run in "${runs[@]}"; do
   read -ra args <<<"$run"
   args=("${args[@]/read_0_4k/read 0 4k}")
+  args=("${args[@]/write_0_4k/write 0 4k}")
+  # The refused open fails (status 1) by design; any other failure stops the script.
+  expected=0
+  [[ "$run" == *write_0_4k* ]] && expected=1
+  status=0
   valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" "${args[@]}" 9>&1 >/dev/null 2>/dev/null \
-    | python3 "$work/touched.py" "$work/symbols" "$binary" >> "$work/order"
+    | python3 "$work/touched.py" "$work/symbols" "$binary" >> "$work/order" || status=${PIPESTATUS[0]}
+  ((status == expected)) || { echo "startup-order.sh: vdisk $run: status $status, expected $expected" >&2; exit 1; }
 done
 awk '!seen[$0]++' "$work/order" > src/Vdisk.Cli/startup.order
 echo "src/Vdisk.Cli/startup.order: $(wc -l < src/Vdisk.Cli/startup.order) symbols" >&2

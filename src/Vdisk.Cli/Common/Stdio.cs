@@ -16,9 +16,18 @@ internal static class Stdio
     /// <summary>
     /// stdout, buffered: qemu-io's output can be many lines per second. Written with write(2)
     /// (<see cref="Native.DescriptorWriteStream"/>): the console's own stream would start the
-    /// runtime's terminal layer on the first write (docs/architecture.md, "Start-up").
+    /// runtime's terminal layer on the first write (docs/architecture.md, "Start-up"). Made at
+    /// its first use, not with the rest of this class: a run that only reports an error never
+    /// allocates its buffers.
     /// </summary>
-    public static readonly TextWriter Out = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 16) { AutoFlush = false, NewLine = "\n" };
+    public static TextWriter Out => StandardOutput.Writer;
+
+    private static class StandardOutput
+    {
+        // 8 Ki characters: twice what glibc gives QEMU's stdout on a pipe; 64 Ki cost a one-shot
+        // command ~300 KiB of fresh buffers (chars and their UTF-8 bytes) and their page faults.
+        public static readonly TextWriter Writer = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 13) { AutoFlush = false, NewLine = "\n" };
+    }
 
     /// <summary>
     /// Makes <see cref="Console.Error"/> write stderr with write(2), UTF-8, unbuffered, as

@@ -15,7 +15,8 @@ namespace Vdisk.Cli.Io;
 internal sealed class IoSession : IAsyncDisposable
 {
     private const long MaxRequestBytes = 2147483136; // BDRV_REQUEST_MAX_BYTES
-    private readonly TextWriter _out = Stdio.Out;
+    // Through Stdio at each use: a session whose open is refused never makes stdout's buffers.
+    private static TextWriter Out => Stdio.Out;
     private readonly TextWriter _err;
     private readonly CancellationToken _cancel;
     private DiskImage? _image;
@@ -42,7 +43,7 @@ internal sealed class IoSession : IAsyncDisposable
         _cancel = cancel;
         _err = new ErrorWriter();
         // blkdebug's "Suspended request" lines are printf()s between qemu-io's own.
-        Vdisk.Drivers.Blkdebug.BlkdebugNode.SuspendReports = _out;
+        Vdisk.Drivers.Blkdebug.BlkdebugNode.SuspendReports = Out;
     }
 
     public bool QuitRequested { get; private set; }
@@ -121,7 +122,7 @@ internal sealed class IoSession : IAsyncDisposable
         }
         finally
         {
-            _out.Flush();
+            Out.Flush();
         }
     }
 
@@ -159,13 +160,13 @@ internal sealed class IoSession : IAsyncDisposable
         return (options, parsed.Operands);
     }
 
-    private void Usage(string name) => _out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");
+    private void Usage(string name) => Out.Write(IoCommandTable.HelpLine(IoCommandTable.Find(name)!) + "\n");
 
     private bool TryNumber(string arg, out long value)
     {
         value = QemuIoFormat.ParseNumber(arg);
         if (value >= 0) return true;
-        _out.Write(QemuIoFormat.NumberError(value, arg) + "\n");
+        Out.Write(QemuIoFormat.NumberError(value, arg) + "\n");
         return false;
     }
 
@@ -175,7 +176,7 @@ internal sealed class IoSession : IAsyncDisposable
         pattern = 0;
         if (!QemuIoFormat.TryParseStrtol(arg, out long v) || v is < 0 or > 255)
         {
-            _out.Write($"{arg} is not a valid pattern byte\n");
+            Out.Write($"{arg} is not a valid pattern byte\n");
             return false;
         }
         pattern = (byte)v;
@@ -219,7 +220,7 @@ internal sealed class IoSession : IAsyncDisposable
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
         if (count > MaxRequestBytes)
         {
-            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            Out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
             return -Errno.EINVAL;
         }
         if (!verify && (sFlag || lFlag)) { Usage("read"); return -Errno.EINVAL; }
@@ -228,7 +229,7 @@ internal sealed class IoSession : IAsyncDisposable
         // allocating the comparison buffer; here such a range is simply out of range.
         if (patternCount < 0 || patternOffset > count || patternCount > count - patternOffset)
         {
-            _out.Write("pattern verification range exceeds end of read data\n");
+            Out.Write("pattern verification range exceeds end of read data\n");
             return -Errno.EINVAL;
         }
         if (vmState && (!SectorAligned(offset, "offset") || !SectorAligned(count, "count"))) return -Errno.EINVAL;
@@ -242,19 +243,19 @@ internal sealed class IoSession : IAsyncDisposable
         }
         catch (IOException e)
         {
-            _out.Write($"read failed: {ErrorText(e)}\n");
+            Out.Write($"read failed: {ErrorText(e)}\n");
             return -ErrnoOf(e);
         }
         watch.Stop();
         int ret = 0;
         if (verify && buffer.AsSpan((int)patternOffset, (int)patternCount).IndexOfAnyExcept(pattern) >= 0)
         {
-            _out.Write($"Pattern verification failed at offset {offset + patternOffset}, {patternCount} bytes\n");
+            Out.Write($"Pattern verification failed at offset {offset + patternOffset}, {patternCount} bytes\n");
             ret = -Errno.EINVAL;
         }
         if (quiet) return ret;
-        if (dump) QemuIoFormat.Dump(_out, buffer, offset);
-        QemuIoFormat.Report(_out, "read", watch.Elapsed, offset, count, count, 1, machine);
+        if (dump) QemuIoFormat.Dump(Out, buffer, offset);
+        QemuIoFormat.Report(Out, "read", watch.Elapsed, offset, count, count, 1, machine);
         return ret;
     }
 
@@ -262,7 +263,7 @@ internal sealed class IoSession : IAsyncDisposable
     private bool SectorAligned(long value, string what)
     {
         if (value % 512 == 0) return true;
-        _out.Write($"{value} is not a sector-aligned value for '{what}'\n");
+        Out.Write($"{value} is not a sector-aligned value for '{what}'\n");
         return false;
     }
 
@@ -304,14 +305,14 @@ internal sealed class IoSession : IAsyncDisposable
             : null;
         if (conflict is not null)
         {
-            _out.Write(conflict + "\n");
+            Out.Write(conflict + "\n");
             return -Errno.EINVAL;
         }
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
         if (count > MaxRequestBytes && !noFallback)
         {
-            _out.Write($"length cannot exceed {MaxRequestBytes} without -n, given {operands[1]}\n");
+            Out.Write($"length cannot exceed {MaxRequestBytes} without -n, given {operands[1]}\n");
             return -Errno.EINVAL;
         }
         if ((vmState || compressed) && (!SectorAligned(offset, "offset") || !SectorAligned(count, "count"))) return -Errno.EINVAL;
@@ -358,11 +359,11 @@ internal sealed class IoSession : IAsyncDisposable
         }
         catch (IOException e)
         {
-            _out.Write($"write failed: {ErrorText(e)}\n");
+            Out.Write($"write failed: {ErrorText(e)}\n");
             return -ErrnoOf(e);
         }
         watch.Stop();
-        if (!quiet) QemuIoFormat.Report(_out, "wrote", watch.Elapsed, offset, count, count, 1, machine);
+        if (!quiet) QemuIoFormat.Report(Out, "wrote", watch.Elapsed, offset, count, count, 1, machine);
         return 0;
     }
 
@@ -411,7 +412,7 @@ internal sealed class IoSession : IAsyncDisposable
             text = _aioReports.ToString();
             _aioReports.Clear();
         }
-        _out.Write(text);
+        Out.Write(text);
     }
 
     /// <summary>
@@ -486,7 +487,7 @@ internal sealed class IoSession : IAsyncDisposable
         var node = DebugNode();
         int errno = node is null ? Errno.ENOTSUP : node.AddBreakpoint(words[1], words[2]) ? 0 : Errno.ENOENT;
         if (errno == 0) return 0;
-        _out.Write($"Could not set breakpoint: {NativeIOException.Describe(errno)}\n");
+        Out.Write($"Could not set breakpoint: {NativeIOException.Describe(errno)}\n");
         return -errno;
     }
 
@@ -496,7 +497,7 @@ internal sealed class IoSession : IAsyncDisposable
         var node = DebugNode();
         int errno = node is null ? Errno.ENOTSUP : node.RemoveBreakpoint(words[1]) ? 0 : Errno.ENOENT;
         if (errno == 0) return 0;
-        _out.Write($"Could not remove breakpoint {words[1]}: {NativeIOException.Describe(errno)}\n");
+        Out.Write($"Could not remove breakpoint {words[1]}: {NativeIOException.Describe(errno)}\n");
         return -errno;
     }
 
@@ -506,7 +507,7 @@ internal sealed class IoSession : IAsyncDisposable
         var node = DebugNode();
         int errno = node is null ? Errno.ENOTSUP : node.Resume(words[1]) ? 0 : Errno.ENOENT;
         if (errno == 0) return 0;
-        _out.Write($"Could not resume request: {NativeIOException.Describe(errno)}\n");
+        Out.Write($"Could not resume request: {NativeIOException.Describe(errno)}\n");
         return -errno;
     }
 
@@ -544,12 +545,12 @@ internal sealed class IoSession : IAsyncDisposable
             if (!TryNumber(operands[i], out long length)) return null;
             if (length > MaxRequestBytes)
             {
-                _out.Write($"Argument '{operands[i]}' exceeds maximum size {MaxRequestBytes}\n");
+                Out.Write($"Argument '{operands[i]}' exceeds maximum size {MaxRequestBytes}\n");
                 return null;
             }
             if (total > MaxRequestBytes - length)
             {
-                _out.Write($"The total number of bytes exceed the maximum size {MaxRequestBytes}\n");
+                Out.Write($"The total number of bytes exceed the maximum size {MaxRequestBytes}\n");
                 return null;
             }
             total += length;
@@ -577,7 +578,7 @@ internal sealed class IoSession : IAsyncDisposable
                 case 'v': dump = true; break;
                 case 'i':
                     // Only counts an invalid request in the statistics, which vdisk io does not keep.
-                    _out.Write("injecting invalid read request\n");
+                    Out.Write("injecting invalid read request\n");
                     return 0;
                 case 'P':
                     verify = true;
@@ -595,7 +596,7 @@ internal sealed class IoSession : IAsyncDisposable
             StartAio(output => ReadVectorBodyAsync(output, offset, count, verify, pattern, quiet, dump, machine));
             return 0;
         }
-        return await ReadVectorBodyAsync(_out, offset, count, verify, pattern, quiet, dump, machine);
+        return await ReadVectorBodyAsync(Out, offset, count, verify, pattern, quiet, dump, machine);
     }
 
     private async Task<int> ReadVectorBodyAsync(TextWriter output, long offset, long count, bool verify, byte pattern, bool quiet, bool dump, bool machine)
@@ -647,7 +648,7 @@ internal sealed class IoSession : IAsyncDisposable
                 case 'u': unmap = true; break;
                 case 'z': zero = true; break;
                 case 'i':
-                    _out.Write("injecting invalid write request\n");
+                    Out.Write("injecting invalid write request\n");
                     return 0;
                 case 'P':
                     if (!TryPattern(value!, out pattern)) return -Errno.EINVAL;
@@ -658,12 +659,12 @@ internal sealed class IoSession : IAsyncDisposable
         if (operands.Count < 2) { Usage(name); return -Errno.EINVAL; }
         if (zero && operands.Count != 2)
         {
-            _out.Write("-z supports only a single length parameter\n");
+            Out.Write("-z supports only a single length parameter\n");
             return -Errno.EINVAL;
         }
         if (unmap && !zero)
         {
-            _out.Write("-u requires -z to be specified\n");
+            Out.Write("-u requires -z to be specified\n");
             return -Errno.EINVAL;
         }
         if (!TryNumber(operands[0], out long offset)) return -Errno.EINVAL;
@@ -681,7 +682,7 @@ internal sealed class IoSession : IAsyncDisposable
             StartAio(output => WriteVectorBodyAsync(output, name, offset, count, zero, unmap, fua, pattern, quiet, machine));
             return 0;
         }
-        return await WriteVectorBodyAsync(_out, name, offset, count, zero, unmap, fua, pattern, quiet, machine);
+        return await WriteVectorBodyAsync(Out, name, offset, count, zero, unmap, fua, pattern, quiet, machine);
     }
 
     private async Task<int> WriteVectorBodyAsync(TextWriter output, string name, long offset, long count, bool zero, bool unmap, bool fua, byte pattern, bool quiet, bool machine)
@@ -748,10 +749,10 @@ internal sealed class IoSession : IAsyncDisposable
         }
         catch (IOException e)
         {
-            _out.Write($"is_allocated failed: {ErrorText(e)}\n");
+            Out.Write($"is_allocated failed: {ErrorText(e)}\n");
             return -ErrnoOf(e);
         }
-        _out.Write($"{allocated}/{count} bytes allocated at offset {QemuIoFormat.Size(offset)}\n");
+        Out.Write($"{allocated}/{count} bytes allocated at offset {QemuIoFormat.Size(offset)}\n");
         return 0;
     }
 
@@ -878,10 +879,10 @@ internal sealed class IoSession : IAsyncDisposable
         if (!TryNumber(words[1], out long signal)) return -Errno.EINVAL;
         if (signal > ProcessSignals.Highest + 1)
         {
-            _out.Write($"signal argument '{words[1]}' is too large to be a valid signal\n");
+            Out.Write($"signal argument '{words[1]}' is too large to be a valid signal\n");
             return -Errno.EINVAL;
         }
-        _out.Flush();
+        Out.Flush();
         if (!ProcessSignals.QemuIoSurvives((int)signal)) ProcessSignals.RaiseWithDefaultAction((int)signal);
         return 0;
     }
@@ -898,7 +899,7 @@ internal sealed class IoSession : IAsyncDisposable
         if (!TryNumber(operands[1], out long count)) return -Errno.EINVAL;
         if (count > MaxRequestBytes)
         {
-            _out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
+            Out.Write($"length cannot exceed {MaxRequestBytes}, given {operands[1]}\n");
             return -Errno.EINVAL;
         }
         var watch = Stopwatch.StartNew();
@@ -909,11 +910,11 @@ internal sealed class IoSession : IAsyncDisposable
         }
         catch (IOException e)
         {
-            _out.Write($"discard failed: {ErrorText(e)}\n");
+            Out.Write($"discard failed: {ErrorText(e)}\n");
             return -ErrnoOf(e);
         }
         watch.Stop();
-        if (!quiet) QemuIoFormat.Report(_out, "discard", watch.Elapsed, offset, count, count, 1, machine);
+        if (!quiet) QemuIoFormat.Report(Out, "discard", watch.Elapsed, offset, count, count, 1, machine);
         return 0;
     }
 
@@ -977,7 +978,7 @@ internal sealed class IoSession : IAsyncDisposable
 
     internal int Length()
     {
-        _out.Write(QemuIoFormat.Size(_image!.Length) + "\n");
+        Out.Write(QemuIoFormat.Size(_image!.Length) + "\n");
         return 0;
     }
 
@@ -985,14 +986,14 @@ internal sealed class IoSession : IAsyncDisposable
     {
         var root = _image!.Root;
         var info = ImageInfo.Collect(root);
-        _out.Write($"format name: {info.Format}\n");
+        Out.Write($"format name: {info.Format}\n");
         // info_f prints a protocol driver's protocol_name under the same label.
-        if (root.IsProtocol) _out.Write($"format name: {root.DriverName}\n");
+        if (root.IsProtocol) Out.Write($"format name: {root.DriverName}\n");
         // bdrv_get_info fails for drivers without it (null-co, nbd): nothing more is printed.
         if (!root.HasDriverInfo) return -Errno.ENOTSUP;
-        _out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
-        _out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
-        if (Cli.Info.ImageInfoText.FormatSpecific(info) is { Length: > 0 } specific) _out.Write("Format specific information:\n" + specific);
+        Out.Write($"cluster size: {QemuIoFormat.Size(info.ClusterSize ?? 0)}\n");
+        Out.Write($"vm state offset: {QemuIoFormat.Size(info.VmStateOffset)}\n");
+        if (Cli.Info.ImageInfoText.FormatSpecific(info) is { Length: > 0 } specific) Out.Write("Format specific information:\n" + specific);
         return 0;
     }
 
@@ -1035,7 +1036,7 @@ internal sealed class IoSession : IAsyncDisposable
     private void WriteMapLine(long offset, long run, bool allocated)
     {
         string state = allocated ? "    allocated" : "not allocated";
-        _out.Write(string.Create(CultureInfo.InvariantCulture,
+        Out.Write(string.Create(CultureInfo.InvariantCulture,
             $"{QemuIoFormat.Size(run)} (0x{run:x}) bytes {state} at offset {QemuIoFormat.Size(offset)} (0x{offset:x})\n"));
     }
 
@@ -1044,10 +1045,10 @@ internal sealed class IoSession : IAsyncDisposable
         string arg = words[1];
         if (!QemuIoFormat.TryParseStrtol(arg, out long ms) || ms < 0)
         {
-            _out.Write($"{arg} is not a valid number\n");
+            Out.Write($"{arg} is not a valid number\n");
             return -Errno.EINVAL;
         }
-        _out.Flush();
+        Out.Flush();
         long nowNanoseconds = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
         var remaining = QemuIoFormat.SleepDuration(ms, nowNanoseconds);
         try
@@ -1175,15 +1176,15 @@ internal sealed class IoSession : IAsyncDisposable
             var info = IoCommandTable.Find(words[1]);
             if (info is null)
             {
-                _out.Write($"command {words[1]} not found\n");
+                Out.Write($"command {words[1]} not found\n");
                 return -Errno.EINVAL;
             }
-            _out.Write(IoCommandTable.HelpLine(info, words[1]) + "\n");
-            if (info.Details is not null) _out.Write("\n" + info.Details + "\n");
+            Out.Write(IoCommandTable.HelpLine(info, words[1]) + "\n");
+            if (info.Details is not null) Out.Write("\n" + info.Details + "\n");
             return 0;
         }
-        foreach (var c in IoCommandTable.Commands) _out.Write(IoCommandTable.HelpLine(c) + "\n");
-        _out.Write("\nUse 'help commandname' for extended help.\n");
+        foreach (var c in IoCommandTable.Commands) Out.Write(IoCommandTable.HelpLine(c) + "\n");
+        Out.Write("\nUse 'help commandname' for extended help.\n");
         return 0;
     }
 
