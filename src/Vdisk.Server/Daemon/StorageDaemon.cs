@@ -28,7 +28,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     private readonly TaskCompletionSource _quit = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private NbdServer? _nbd;
     private bool _shutDown;
-    private List<Action>? _acceptAfterStartup;
+    private List<Action<bool>>? _acceptAfterStartup;
 
     /// <summary>The daemon's nodes.</summary>
     public BlockGraph Graph { get; }
@@ -48,21 +48,28 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     /// every option, so a client that connects early waits in the backlog rather than finding
     /// the NBD export of a later <c>--export</c> missing.
     /// </summary>
-    public void BeginStartup() => _acceptAfterStartup ??= new List<Action>();
+    public void BeginStartup() => _acceptAfterStartup ??= new List<Action<bool>>();
 
     /// <summary>The command line is applied: the servers it started accept clients from now on.</summary>
     public void CompleteStartup()
     {
         var pending = _acceptAfterStartup;
         _acceptAfterStartup = null;
-        pending?.ForEach(start => start());
+        // The caller (the main thread, done with the command line) holds no lock and only waits
+        // from now on: the accept loops begin on it, so that the first client does not wait for a
+        // thread-pool thread to be created.
+        pending?.ForEach(start => start(true));
     }
 
-    /// <summary>Starts accepting on a server now, or once start-up is complete.</summary>
-    private void AcceptClients(Action start)
+    /// <summary>
+    /// Starts accepting on a server now, or once start-up is complete. Now means inside a QMP
+    /// command, under the control lock: the loop then begins on the thread pool, where a client
+    /// that negotiates at once cannot wait on that lock from this thread.
+    /// </summary>
+    private void AcceptClients(Action<bool> start)
     {
         if (_acceptAfterStartup is { } pending) pending.Add(start);
-        else start();
+        else start(false);
     }
 
     /// <summary>Runs <paramref name="operation"/> alone: operations never interleave.</summary>

@@ -65,8 +65,11 @@ public sealed class NbdServer : IAsyncDisposable
     /// </summary>
     public event Action<NbdConnection>? ConnectionClosed;
 
-    /// <summary>Starts accepting clients.</summary>
-    public void Start() => _acceptLoop ??= Task.Run(AcceptLoopAsync);
+    /// <summary>
+    /// Starts accepting clients: on the calling thread until the first accept waits (a caller
+    /// that holds no lock and has nothing else to do), or else on the thread pool.
+    /// </summary>
+    public void Start(bool onCallingThread = false) => _acceptLoop ??= onCallingThread ? AcceptLoopAsync() : Task.Run(AcceptLoopAsync);
 
     /// <summary>The export called <paramref name="name"/>, unless it is being deleted.</summary>
     public NbdExport? FindExport(string name)

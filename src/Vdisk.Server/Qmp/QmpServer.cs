@@ -28,8 +28,11 @@ public sealed class QmpServer
     /// <summary>The socket it serves.</summary>
     public SocketListener Listener { get; }
 
-    /// <summary>Starts accepting clients.</summary>
-    public void Start() => _acceptLoop ??= Task.Run(AcceptLoopAsync);
+    /// <summary>
+    /// Starts accepting clients: on the calling thread until the first accept waits (a caller
+    /// that holds no lock and has nothing else to do), or else on the thread pool.
+    /// </summary>
+    public void Start(bool onCallingThread = false) => _acceptLoop ??= onCallingThread ? AcceptLoopAsync() : Task.Run(AcceptLoopAsync);
 
     private async Task AcceptLoopAsync()
     {

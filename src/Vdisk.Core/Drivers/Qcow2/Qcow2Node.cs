@@ -246,7 +246,9 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
     /// </summary>
     private static async ValueTask<ulong[]> ReadTableEntriesAsync(BlockNode file, long offset, int entries, string what, CancellationToken ct)
     {
-        var table = new ulong[entries];
+        // Uninitialized: the read fills it (a short read throws), and the GC's zeroing of a fresh
+        // 64 KiB refcount table was ~4% of `vdisk serve`'s start on a default image.
+        var table = GC.AllocateUninitializedArray<ulong>(entries);
         if (entries == 0) return table;
         try
         {
