@@ -255,7 +255,14 @@ public sealed class FileNode : BlockNode
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         if (_direct) return DirectReadAsync(offset, buffer, cancellationToken);
-        if (buffer.Length > InlineIoLimit) return ReadSlowAsync(offset, buffer, cancellationToken);
+        if (buffer.Length > InlineIoLimit)
+        {
+            // What the page cache holds is copied inline too: the thread pool hop costs more than
+            // the copy, and only the part that would wait for the disk goes to the pool.
+            cancellationToken.ThrowIfCancellationRequested();
+            int cached = ReadCached(offset, buffer.Span);
+            return cached == buffer.Length ? ValueTask.CompletedTask : ReadSlowAsync(offset + cached, buffer[cached..], cancellationToken);
+        }
         // Small requests are served inline: a page-cache pread takes microseconds, less than a
         // hop through the thread pool (which a one-shot tool would otherwise have to start).
         cancellationToken.ThrowIfCancellationRequested();
@@ -275,6 +282,40 @@ public sealed class FileNode : BlockNode
 
     /// <summary>Requests up to this size are done inline rather than on the thread pool.</summary>
     private const int InlineIoLimit = 64 * 1024;
+
+    /// <summary>Set once the file's filesystem refuses RWF_NOWAIT reads, so that they are not tried again.</summary>
+    private bool _noWaitUnsupported;
+
+    /// <summary>
+    /// Reads from the start of <paramref name="buffer"/> as long as the page cache has the data
+    /// (preadv2 with RWF_NOWAIT); returns the bytes done. Past the end reads as zeroes. Any
+    /// failure just stops: the caller's ordinary read does the rest and reports real errors.
+    /// </summary>
+    private unsafe int ReadCached(long offset, Span<byte> buffer)
+    {
+        if (_noWaitUnsupported) return 0;
+        int done = 0;
+        fixed (byte* start = buffer)
+        {
+            while (done < buffer.Length)
+            {
+                var iov = new LibC.IoVec { Base = start + done, Length = (nuint)(buffer.Length - done) };
+                nint n = LibC.PReadV2(_handle, &iov, 1, offset + done, LibC.RWF_NOWAIT);
+                if (n < 0)
+                {
+                    if (LibC.LastError is Errno.EOPNOTSUPP or Errno.EINVAL) _noWaitUnsupported = true;
+                    break;
+                }
+                if (n == 0)
+                {
+                    buffer[done..].Clear();
+                    return buffer.Length;
+                }
+                done += (int)n;
+            }
+        }
+        return done;
+    }
 
     /// <summary>Writes from this size on allocate their range before writing.</summary>
     private const int PreallocateWriteMin = 1 << 20;
