@@ -29,6 +29,9 @@ public sealed class NbdServer : IAsyncDisposable
         if (maxConnections > 0) _connectionSlots = new SemaphoreSlim((int)Math.Min(maxConnections, int.MaxValue));
     }
 
+    /// <summary>Read and write payload buffers, shared by the connections.</summary>
+    internal NbdPayloadBuffers PayloadBuffers { get; } = new();
+
     /// <summary>Where the server listens.</summary>
     public ListenAddress Address => _listener.Address;
 
