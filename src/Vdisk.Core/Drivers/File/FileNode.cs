@@ -479,6 +479,7 @@ public sealed class FileNode : BlockNode
         }
         finally
         {
+            ForgetKnownData();
             WriteFinished();
         }
         if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -522,6 +523,7 @@ public sealed class FileNode : BlockNode
         // Discard is advisory: filesystems without hole punching just keep the data, and a
         // node with discard=ignore drops it (bdrv_co_pdiscard).
         if (Unmap && IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
+        ForgetKnownData();
         WriteFinished();
         return ValueTask.CompletedTask;
     }
@@ -584,6 +586,7 @@ public sealed class FileNode : BlockNode
         }
         finally
         {
+            ForgetKnownData();
             WriteFinished();
         }
     }
@@ -668,6 +671,8 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        if (Volatile.Read(ref _knownData) is { } known && offset >= known.Start && offset < known.End)
+            return ValueTask.FromResult(new BlockStatus(Math.Min(length, known.End - offset), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
         long fileLength = Length;
         if (offset >= fileLength || !IsRegularFile)
             return ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
@@ -692,9 +697,24 @@ public sealed class FileNode : BlockNode
         // with O_DIRECT the request alignment is a block.
         if (_direct && dataLength % DirectAlignment != 0)
             dataLength = (dataLength + DirectAlignment - 1) / DirectAlignment * DirectAlignment;
-        return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataLength),
-            BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+        long answered = Math.Min(length, dataLength);
+        Volatile.Write(ref _knownData, new DataRange(offset, offset + answered));
+        return ValueTask.FromResult(new BlockStatus(answered, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
+
+    /// <summary>A range block status found to be data.</summary>
+    private sealed record DataRange(long Start, long End);
+
+    /// <summary>
+    /// QEMU's block-status cache (bdrv_bsc_is_data/bdrv_bsc_fill, for protocol nodes): the last
+    /// data range found answers queries inside it without lseek. A sequential NBD read asks
+    /// block status once per request, inside the range a client's whole-image query found.
+    /// Written data stays data, so only what can make holes (zero writes, discard, truncate)
+    /// forgets it (bdrv_bsc_invalidate_range); changes by other processes go unseen, as in QEMU.
+    /// </summary>
+    private DataRange? _knownData;
+
+    private void ForgetKnownData() => Volatile.Write(ref _knownData, null);
 
     /// <summary>
     /// Self-fencing: once this process may have lost its cluster lease, nothing more reaches the
