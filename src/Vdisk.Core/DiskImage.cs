@@ -357,7 +357,8 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     private void CheckRequest(long offset, long length, BlockPermission needed)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (offset < 0 || length < 0 || offset > Length || Length - offset < length)
+        long size = Length; // one fstat per request, not two
+        if (offset < 0 || length < 0 || offset > size || size - offset < length)
             throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO));
         CheckPermission(needed);
     }

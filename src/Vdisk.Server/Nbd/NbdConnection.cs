@@ -129,7 +129,7 @@ public sealed class NbdConnection
             lock (_lock) _session = session;
             MoveTo(NbdConnectionState.Transmitting);
             Negotiated = true;
-            await new NbdTransmission(this, session, _reader, _replies).RunAsync(token).ConfigureAwait(false);
+            await new NbdTransmission(this, session, _reader, _replies, _server.PayloadBuffers).RunAsync(token).ConfigureAwait(false);
         }
         catch (Exception e) when (NbdErrors.IsDisconnect(e, token))
         {

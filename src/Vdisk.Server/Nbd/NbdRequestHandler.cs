@@ -12,11 +12,13 @@ internal sealed class NbdRequestHandler
 {
     private readonly NbdSession _session;
     private readonly NbdReplyChannel _replies;
+    private readonly NbdPayloadBuffers _buffers;
 
-    public NbdRequestHandler(NbdSession session, NbdReplyChannel replies)
+    public NbdRequestHandler(NbdSession session, NbdReplyChannel replies, NbdPayloadBuffers buffers)
     {
         _session = session;
         _replies = replies;
+        _buffers = buffers;
     }
 
     private NbdExport Export => _session.Export;
@@ -103,7 +105,7 @@ internal sealed class NbdRequestHandler
             return;
         }
         var image = Image;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        byte[] buffer = _buffers.Rent(length);
         try
         {
             List<ReadExtent>? extents = null;
@@ -130,7 +132,7 @@ internal sealed class NbdRequestHandler
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            _buffers.Return(buffer);
         }
     }
 

@@ -29,6 +29,9 @@ public sealed class NbdServer : IAsyncDisposable
         if (maxConnections > 0) _connectionSlots = new SemaphoreSlim((int)Math.Min(maxConnections, int.MaxValue));
     }
 
+    /// <summary>Read and write payload buffers, shared by the connections.</summary>
+    internal NbdPayloadBuffers PayloadBuffers { get; } = new();
+
     /// <summary>Where the server listens.</summary>
     public ListenAddress Address => _listener.Address;
 
@@ -98,6 +101,9 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Asked for; the kernel caps it at net.core.wmem_max (and doubles it for its bookkeeping).</summary>
+    private const int UnixSendBufferSize = 4 * 1024 * 1024;
+
     private async Task AcceptLoopAsync()
     {
         var token = _stopping.Token;
@@ -116,6 +122,10 @@ public sealed class NbdServer : IAsyncDisposable
                 continue;
             }
             if (client.AddressFamily != AddressFamily.Unix) client.NoDelay = true;
+            // A unix socket's default send buffer (wmem_default, ~208 KiB) is smaller than one
+            // 256 KiB read reply, so every such reply went out in two sends with a wait for the
+            // client in between. TCP sizes its buffers itself (setting one would stop that).
+            else client.SendBufferSize = UnixSendBufferSize;
             var connection = new NbdConnection(this, client, token);
             lock (_lock) _connections.Add(connection);
             var run = RunConnectionAsync(connection);

@@ -1,5 +1,3 @@
-using System.Buffers;
-
 namespace Vdisk.Server.Nbd;
 
 /// <summary>
@@ -25,18 +23,20 @@ internal sealed class NbdTransmission
     private readonly NbdSocketReader _reader;
     private readonly NbdReplyChannel _replies;
     private readonly NbdRequestHandler _handler;
+    private readonly NbdPayloadBuffers _buffers;
     private readonly SemaphoreSlim _slots = new(MaxInFlight, MaxInFlight);
     private readonly Lock _budgetLock = new();
     private long _budgetUsed;
     private TaskCompletionSource? _budgetWaiter;
 
-    public NbdTransmission(NbdConnection connection, NbdSession session, NbdSocketReader reader, NbdReplyChannel replies)
+    public NbdTransmission(NbdConnection connection, NbdSession session, NbdSocketReader reader, NbdReplyChannel replies, NbdPayloadBuffers buffers)
     {
+        _buffers = buffers;
         _connection = connection;
         _session = session;
         _reader = reader;
         _replies = replies;
-        _handler = new NbdRequestHandler(session, replies);
+        _handler = new NbdRequestHandler(session, replies, _buffers);
     }
 
     /// <summary>Reads requests until the client disconnects, breaks the framing, or the connection stops.</summary>
@@ -61,14 +61,14 @@ internal sealed class NbdTransmission
                 }
                 charge = request.Length;
                 await AcquireBudgetAsync(charge, token).ConfigureAwait(false);
-                payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                payload = _buffers.Rent((int)request.Length);
                 try
                 {
                     await _reader.ReadExactlyAsync(payload.AsMemory(0, (int)request.Length), token).ConfigureAwait(false);
                 }
                 catch
                 {
-                    ArrayPool<byte>.Shared.Return(payload);
+                    _buffers.Return(payload);
                     ReleaseBudget(charge);
                     throw;
                 }
@@ -76,7 +76,7 @@ internal sealed class NbdTransmission
 
             if (Validate(request) is { } invalid)
             {
-                if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
+                if (payload is not null) _buffers.Return(payload);
                 ReleaseBudget(charge);
                 await RefuseAsync(request, invalid).ConfigureAwait(false);
                 continue;
@@ -115,7 +115,7 @@ internal sealed class NbdTransmission
         }
         finally
         {
-            if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
+            if (payload is not null) _buffers.Return(payload);
             ReleaseBudget(charge);
             _slots.Release();
             _connection.EndRequest(pending);

@@ -255,7 +255,14 @@ public sealed class FileNode : BlockNode
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         if (_direct) return DirectReadAsync(offset, buffer, cancellationToken);
-        if (buffer.Length > InlineIoLimit) return ReadSlowAsync(offset, buffer, cancellationToken);
+        if (buffer.Length > InlineIoLimit)
+        {
+            // What the page cache holds is copied inline too: the thread pool hop costs more than
+            // the copy, and only the part that would wait for the disk goes to the pool.
+            cancellationToken.ThrowIfCancellationRequested();
+            int cached = ReadCached(offset, buffer.Span);
+            return cached == buffer.Length ? ValueTask.CompletedTask : ReadSlowAsync(offset + cached, buffer[cached..], cancellationToken);
+        }
         // Small requests are served inline: a page-cache pread takes microseconds, less than a
         // hop through the thread pool (which a one-shot tool would otherwise have to start).
         cancellationToken.ThrowIfCancellationRequested();
@@ -275,6 +282,40 @@ public sealed class FileNode : BlockNode
 
     /// <summary>Requests up to this size are done inline rather than on the thread pool.</summary>
     private const int InlineIoLimit = 64 * 1024;
+
+    /// <summary>Set once the file's filesystem refuses RWF_NOWAIT reads, so that they are not tried again.</summary>
+    private bool _noWaitUnsupported;
+
+    /// <summary>
+    /// Reads from the start of <paramref name="buffer"/> as long as the page cache has the data
+    /// (preadv2 with RWF_NOWAIT); returns the bytes done. Past the end reads as zeroes. Any
+    /// failure just stops: the caller's ordinary read does the rest and reports real errors.
+    /// </summary>
+    private unsafe int ReadCached(long offset, Span<byte> buffer)
+    {
+        if (_noWaitUnsupported) return 0;
+        int done = 0;
+        fixed (byte* start = buffer)
+        {
+            while (done < buffer.Length)
+            {
+                var iov = new LibC.IoVec { Base = start + done, Length = (nuint)(buffer.Length - done) };
+                nint n = LibC.PReadV2(_handle, &iov, 1, offset + done, LibC.RWF_NOWAIT);
+                if (n < 0)
+                {
+                    if (LibC.LastError is Errno.EOPNOTSUPP or Errno.EINVAL) _noWaitUnsupported = true;
+                    break;
+                }
+                if (n == 0)
+                {
+                    buffer[done..].Clear();
+                    return buffer.Length;
+                }
+                done += (int)n;
+            }
+        }
+        return done;
+    }
 
     /// <summary>Writes from this size on allocate their range before writing.</summary>
     private const int PreallocateWriteMin = 1 << 20;
@@ -438,6 +479,7 @@ public sealed class FileNode : BlockNode
         }
         finally
         {
+            ForgetKnownData();
             WriteFinished();
         }
         if ((flags & ZeroFlags.Fua) != 0) await FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -481,6 +523,7 @@ public sealed class FileNode : BlockNode
         // Discard is advisory: filesystems without hole punching just keep the data, and a
         // node with discard=ignore drops it (bdrv_co_pdiscard).
         if (Unmap && IsRegularFile && length > 0) FAllocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length);
+        ForgetKnownData();
         WriteFinished();
         return ValueTask.CompletedTask;
     }
@@ -543,6 +586,7 @@ public sealed class FileNode : BlockNode
         }
         finally
         {
+            ForgetKnownData();
             WriteFinished();
         }
     }
@@ -627,6 +671,8 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        if (Volatile.Read(ref _knownData) is { } known && offset >= known.Start && offset < known.End)
+            return ValueTask.FromResult(new BlockStatus(Math.Min(length, known.End - offset), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
         long fileLength = Length;
         if (offset >= fileLength || !IsRegularFile)
             return ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
@@ -651,9 +697,24 @@ public sealed class FileNode : BlockNode
         // with O_DIRECT the request alignment is a block.
         if (_direct && dataLength % DirectAlignment != 0)
             dataLength = (dataLength + DirectAlignment - 1) / DirectAlignment * DirectAlignment;
-        return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataLength),
-            BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+        long answered = Math.Min(length, dataLength);
+        Volatile.Write(ref _knownData, new DataRange(offset, offset + answered));
+        return ValueTask.FromResult(new BlockStatus(answered, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
+
+    /// <summary>A range block status found to be data.</summary>
+    private sealed record DataRange(long Start, long End);
+
+    /// <summary>
+    /// QEMU's block-status cache (bdrv_bsc_is_data/bdrv_bsc_fill, for protocol nodes): the last
+    /// data range found answers queries inside it without lseek. A sequential NBD read asks
+    /// block status once per request, inside the range a client's whole-image query found.
+    /// Written data stays data, so only what can make holes (zero writes, discard, truncate)
+    /// forgets it (bdrv_bsc_invalidate_range); changes by other processes go unseen, as in QEMU.
+    /// </summary>
+    private DataRange? _knownData;
+
+    private void ForgetKnownData() => Volatile.Write(ref _knownData, null);
 
     /// <summary>
     /// Self-fencing: once this process may have lost its cluster lease, nothing more reaches the
