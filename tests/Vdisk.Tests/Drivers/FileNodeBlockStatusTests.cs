@@ -17,12 +17,13 @@ public sealed class FileNodeBlockStatusTests : IDisposable
 
     public void Dispose() => File.Delete(_path);
 
+    /// <summary>Non-zero data in every byte, so the whole file is allocated data.</summary>
+    private static byte[] Pattern() => Enumerable.Range(0, Size).Select(i => (byte)(i * 31 + 7 | 1)).ToArray();
+
     [Fact]
     public async Task QueriesInsideAKnownDataRange_AnswerData_ClippedToTheQuery()
     {
-        var data = new byte[Size];
-        new Random(1).NextBytes(data);
-        File.WriteAllBytes(_path, data);
+        File.WriteAllBytes(_path, Pattern());
         var node = FileNode.Open("file0", _path, NodeFlags.None, LockingMode.Off);
         try
         {
@@ -42,9 +43,7 @@ public sealed class FileNodeBlockStatusTests : IDisposable
     [Fact]
     public async Task AfterTruncatingTheDataAway_TheHoleIsSeen()
     {
-        var data = new byte[Size];
-        new Random(2).NextBytes(data);
-        File.WriteAllBytes(_path, data);
+        File.WriteAllBytes(_path, Pattern());
         var node = FileNode.Open("file0", _path, NodeFlags.ReadWrite, LockingMode.Off);
         try
         {
@@ -54,6 +53,27 @@ public sealed class FileNodeBlockStatusTests : IDisposable
             // Grown from empty, the file gets its first block written (allocate_first_block); the rest is a hole.
             var first = await node.GetBlockStatusAsync(0, Size);
             Assert.Equal((4096L, BlockStatusFlags.Data | BlockStatusFlags.Allocated), (first.Length, first.Flags));
+            Assert.Equal(BlockStatusFlags.Zero | BlockStatusFlags.Allocated, (await node.GetBlockStatusAsync(65536, 4096)).Flags);
+        }
+        finally
+        {
+            await node.CloseAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AfterZeroingOrDiscardingWithUnmap_TheHoleIsSeen(bool discard)
+    {
+        File.WriteAllBytes(_path, Pattern());
+        var node = FileNode.Open("file0", _path, NodeFlags.ReadWrite, LockingMode.Off);
+        node.Unmap = true;
+        try
+        {
+            Assert.Equal(BlockStatusFlags.Data | BlockStatusFlags.Allocated, (await node.GetBlockStatusAsync(0, Size)).Flags);
+            if (discard) await node.DiscardAsync(65536, 65536);
+            else await node.WriteZeroesAsync(65536, 65536, ZeroFlags.MayUnmap);
             Assert.Equal(BlockStatusFlags.Zero | BlockStatusFlags.Allocated, (await node.GetBlockStatusAsync(65536, 4096)).Flags);
         }
         finally
