@@ -18,8 +18,9 @@ public sealed class FileNodeReadTests : IDisposable
 
     private byte[] WriteFile(int length)
     {
+        // A pattern that does not repeat at any power-of-two stride, so a misplaced chunk shows.
         var data = new byte[length];
-        new Random(length).NextBytes(data);
+        for (int i = 0; i < length; i++) data[i] = (byte)((i * 2654435761u) >> 24);
         File.WriteAllBytes(_path, data);
         return data;
     }
