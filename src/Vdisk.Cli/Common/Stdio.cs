@@ -24,9 +24,9 @@ internal static class Stdio
 
     private static class StandardOutput
     {
-        // 8 Ki characters: twice what glibc gives QEMU's stdout on a pipe; 64 Ki cost a one-shot
+        // 4 Ki characters, as glibc buffers QEMU's stdout on a pipe (4 KiB): 64 Ki cost a one-shot
         // command ~300 KiB of fresh buffers (chars and their UTF-8 bytes) and their page faults.
-        public static readonly TextWriter Writer = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 13) { AutoFlush = false, NewLine = "\n" };
+        public static readonly TextWriter Writer = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 12) { AutoFlush = false, NewLine = "\n" };
     }
 
     /// <summary>

@@ -50,7 +50,9 @@ internal sealed class Qcow2Cache
     private async ValueTask<CachedTable> LoadAsync(long offset)
     {
         await MakeRoomAsync().ConfigureAwait(false);
-        var data = new byte[_tableSize];
+        // The read fills it (past the end of the file reads as zeroes; a failed read caches
+        // nothing): zeroing a 64 KiB table first was ~3% of `vdisk io -c 'read 0 4k'` on qcow2.
+        var data = GC.AllocateUninitializedArray<byte>(_tableSize);
         await _read(offset, data).ConfigureAwait(false);
         var table = new CachedTable(offset, data) { LastUse = ++_clock };
         _tables[offset] = table;
