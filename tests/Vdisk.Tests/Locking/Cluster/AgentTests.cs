@@ -225,6 +225,43 @@ public class AgentTests
         Assert.Equal("cluster locks need vdisk-etcd: /nonexistent/vdisk-etcd: No such file or directory", e.Message);
     }
 
+    /// <summary>A helper's input whose reader is gone: writes fail as a closed pipe's do, and say so.</summary>
+    private sealed class BrokenPipeStream(TaskCompletionSource writeFailed) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Fail();
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromException(Fail());
+
+        private IOException Fail()
+        {
+            writeFailed.TrySetResult();
+            return new IOException("Broken pipe");
+        }
+    }
+
+    [Fact]
+    public async Task AHelperThatEndedBeforeTheFirstRequest_IsReportedByItsExit_NotByTheBrokenPipe()
+    {
+        // The helper exited before vdisk wrote: the write fails first, and only then does the
+        // answer reader see the end of the helper's output (CI's scheduling once did this).
+        var writeFailed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var output = new Pipe();
+        _ = writeFailed.Task.ContinueWith(_ => output.Writer.Complete(), TaskScheduler.Default);
+        using var store = new AgentClusterStore(Settings, _ => new AgentChannel(new BrokenPipeStream(writeFailed), output.Reader.AsStream(),
+            () => "exited with status 3", () => { }));
+        var e = await Assert.ThrowsAsync<ClusterUnavailableException>(() => store.GrantLeaseAsync(5, default));
+        Assert.Equal("etcd unreachable: the etcd helper vdisk-etcd exited with status 3", e.Message);
+    }
+
     [Fact]
     public void HelperArguments_RoundTrip()
     {

@@ -26,6 +26,8 @@ public sealed class AgentClusterStore : IClusterStore
     private readonly ConcurrentDictionary<long, TaskCompletionSource<AgentResponse>> _pending = new();
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private AgentChannel? _channel;
+    /// <summary>The reader of the helper's answers (it records why the helper ended).</summary>
+    private Task? _answers;
     private Exception? _broken;
     private long _nextId;
     private bool _disposed;
@@ -104,6 +106,11 @@ public sealed class AgentClusterStore : IClusterStore
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
             _pending.TryRemove(id, out _);
+            // A helper that ended before reading the request breaks the pipe before its answer
+            // reader sees the end of its output: what ended it (its exit status) is the telling
+            // message, so give the reader a moment to record it.
+            if (Volatile.Read(ref _broken) is null && Volatile.Read(ref _answers) is { } answers)
+                await answers.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
             throw Rethrowable(Volatile.Read(ref _broken) ?? Unavailable($"took no request: {e.Message}"));
         }
         using (cancellationToken.Register(() =>
@@ -155,7 +162,7 @@ public sealed class AgentClusterStore : IClusterStore
             if (_channel is not null) return _channel;
             var channel = _launch(_settings);
             _channel = channel;
-            _ = Task.Run(() => ReadAnswersAsync(channel));
+            _answers = Task.Run(() => ReadAnswersAsync(channel));
             return channel;
         }
     }
