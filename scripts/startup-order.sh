@@ -83,10 +83,11 @@ for run in "${runs[@]}"; do
   # The refused open fails (status 1) by design; any other failure stops the script.
   expected=0
   [[ "$run" == *write_0_4k* ]] && expected=1
-  status=0
+  statuses=(0 0)
   valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" "${args[@]}" 9>&1 >/dev/null 2>/dev/null \
-    | python3 "$work/touched.py" "$work/symbols" "$binary" >> "$work/order" || status=${PIPESTATUS[0]}
-  ((status == expected)) || { echo "startup-order.sh: vdisk $run: status $status, expected $expected" >&2; exit 1; }
+    | python3 "$work/touched.py" "$work/symbols" "$binary" >> "$work/order" || statuses=("${PIPESTATUS[@]}")
+  ((statuses[0] == expected)) || { echo "startup-order.sh: vdisk $run: status ${statuses[0]}, expected $expected" >&2; exit 1; }
+  ((statuses[1] == 0)) || { echo "startup-order.sh: naming the addresses of vdisk $run failed" >&2; exit 1; }
 done
 awk '!seen[$0]++' "$work/order" > src/Vdisk.Cli/startup.order
 echo "src/Vdisk.Cli/startup.order: $(wc -l < src/Vdisk.Cli/startup.order) symbols" >&2
