@@ -60,7 +60,7 @@ internal sealed record GetOptError(GetOptFailure Failure, string Word, string Op
 }
 
 /// <summary>What a command line holds: options in order with their values, the operands, or the first error.</summary>
-internal sealed record GetOptResult(IReadOnlyList<(GetOptOption Option, string? Value)> Options, IReadOnlyList<string> Operands, GetOptError? Error);
+internal sealed record GetOptResult(List<(GetOptOption Option, string? Value)> Options, List<string> Operands, GetOptError? Error);
 
 /// <summary>
 /// GNU getopt_long, as QEMU's tools read their command lines (and qemu-io the words of each
@@ -69,7 +69,7 @@ internal sealed record GetOptResult(IReadOnlyList<(GetOptOption Option, string? 
 /// order), <c>--</c> ends the options. A value of an optional-value option must be attached
 /// (<c>--wait=5</c>): the next word is never taken.
 /// </summary>
-internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
+internal sealed class GetOpt(List<GetOptOption> options)
 {
     /// <summary>Short options from a getopt string: <c>"bCl:P:"</c> (a colon after a letter: takes a value).</summary>
     public static GetOpt FromShortSpec(string spec)
@@ -85,16 +85,16 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
     }
 
     /// <summary>Reads <paramref name="args"/> from <paramref name="start"/>; stops at the first error.</summary>
-    public GetOptResult Parse(IReadOnlyList<string> args, int start = 0)
+    public GetOptResult Parse(string[] args, int start = 0)
     {
         var found = new List<(GetOptOption, string?)>();
         var operands = new List<string>();
-        for (int i = start; i < args.Count; i++)
+        for (int i = start; i < args.Length; i++)
         {
             string word = args[i];
             if (word == "--")
             {
-                for (i++; i < args.Count; i++) operands.Add(args[i]);
+                for (i++; i < args.Length; i++) operands.Add(args[i]);
                 break;
             }
             GetOptError? error;
@@ -112,7 +112,7 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
         return new GetOptResult(found, operands, null);
     }
 
-    private GetOptError? ParseLong(IReadOnlyList<string> args, ref int i, List<(GetOptOption, string?)> found)
+    private GetOptError? ParseLong(string[] args, ref int i, List<(GetOptOption, string?)> found)
     {
         string word = args[i];
         string body = word[2..];
@@ -138,10 +138,10 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
             case OptionValue.None when value is not null:
                 return new GetOptError(GetOptFailure.ArgumentNotAllowed, word, full, []);
             case OptionValue.Required when value is null:
-                if (i + 1 >= args.Count) return new GetOptError(GetOptFailure.MissingArgument, word, full, []);
+                if (i + 1 >= args.Length) return new GetOptError(GetOptFailure.MissingArgument, word, full, []);
                 value = args[++i];
                 break;
-            case OptionValue.OptionalKeyValue when value is null && i + 1 < args.Count && args[i + 1].Contains('='):
+            case OptionValue.OptionalKeyValue when value is null && i + 1 < args.Length && args[i + 1].Contains('='):
                 value = args[++i];
                 break;
         }
@@ -149,13 +149,13 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
         return null;
     }
 
-    private GetOptError? ParseShort(IReadOnlyList<string> args, ref int i, List<(GetOptOption, string?)> found)
+    private GetOptError? ParseShort(string[] args, ref int i, List<(GetOptOption, string?)> found)
     {
         string word = args[i];
         for (int j = 1; j < word.Length; j++)
         {
             char c = word[j];
-            var option = c == ':' ? null : options.FirstOrDefault(o => o.Short == c);
+            var option = c == ':' ? null : FindShort(c);
             if (option is null) return new GetOptError(GetOptFailure.InvalidOption, word, "-" + c, []);
             if (option.Value == OptionValue.None)
             {
@@ -165,12 +165,19 @@ internal sealed class GetOpt(IReadOnlyList<GetOptOption> options)
             string? value = j + 1 < word.Length ? word[(j + 1)..] : null;
             if (value is null && option.Value == OptionValue.Required)
             {
-                if (i + 1 >= args.Count) return new GetOptError(GetOptFailure.MissingArgument, word, "-" + c, []);
+                if (i + 1 >= args.Length) return new GetOptError(GetOptFailure.MissingArgument, word, "-" + c, []);
                 value = args[++i];
             }
             found.Add((option, value));
             break;
         }
+        return null;
+    }
+
+    private GetOptOption? FindShort(char c)
+    {
+        for (int k = 0; k < options.Count; k++)
+            if (options[k].Short == c) return options[k];
         return null;
     }
 }

@@ -145,7 +145,7 @@ internal sealed class IoSession : IAsyncDisposable
     }
 
     /// <summary>getopt over a command's words; null (after glibc's message, named by the command word) on a bad option.</summary>
-    private (List<(char Option, string? Value)> Options, IReadOnlyList<string> Operands)? ParseOptions(string[] words, string spec)
+    private (List<(char Option, string? Value)> Options, List<string> Operands)? ParseOptions(string[] words, string spec)
     {
         var parsed = GetOpt.FromShortSpec(spec).Parse(words, start: 1);
         if (parsed.Error is { } error)

@@ -94,7 +94,7 @@ public sealed class BlockGraph
         var children = node.Children.ToArray();
         foreach (var edge in children) node.DetachChild(edge);
         // Detaching loosens the children's requests: let their locks follow.
-        PermissionRefresh.Refresh(children.Select(c => c.Node).Distinct());
+        PermissionRefresh.Refresh(children.Select(c => c.Node).Distinct().ToArray());
         Remove(node);
         await node.CloseAsync().ConfigureAwait(false);
         foreach (var child in children.Select(c => c.Node).Distinct())

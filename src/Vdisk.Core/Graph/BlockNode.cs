@@ -1,3 +1,4 @@
+using Vdisk.Collections;
 using Vdisk.Permissions;
 
 namespace Vdisk.Graph;
@@ -136,10 +137,10 @@ public abstract partial class BlockNode
     }
 
     /// <summary>The edges to this node's children.</summary>
-    public IReadOnlyList<BdrvChild> Children => _children;
+    public ListView<BdrvChild> Children => new(_children);
 
     /// <summary>The edges from this node's users (parent nodes and images).</summary>
-    public IReadOnlyList<BdrvChild> Parents => _parents;
+    public ListView<BdrvChild> Parents => new(_parents);
 
     /// <summary>The committed cumulative request of all parents.</summary>
     public PermissionPair CumulativePermissions { get; internal set; } = PermissionPair.Unused;
@@ -148,7 +149,12 @@ public abstract partial class BlockNode
     public abstract IChildPermissionRule PermissionRule { get; }
 
     /// <summary>The child with the given name ("file", "backing"), or null.</summary>
-    public BdrvChild? Child(string name) => _children.FirstOrDefault(c => c.Name == name);
+    public BdrvChild? Child(string name)
+    {
+        foreach (var child in _children)
+            if (child.Name == name) return child;
+        return null;
+    }
 
     /// <summary>
     /// Adds an edge to a child node and takes the permissions this node asks of it at once, as
@@ -189,7 +195,7 @@ public abstract partial class BlockNode
         catch
         {
             foreach (var edge in edges) DetachChild(edge);
-            PermissionRefresh.Refresh(edges.Select(e => e.Node));
+            PermissionRefresh.Refresh(edges.Select(e => e.Node).ToArray());
             throw;
         }
         return edges;

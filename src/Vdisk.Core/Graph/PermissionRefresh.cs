@@ -13,7 +13,7 @@ public sealed class PermissionConflictException(string message) : IOException(me
 public static class PermissionRefresh
 {
     /// <summary>Refreshes everything below <paramref name="starts"/> (the nodes whose parents changed).</summary>
-    public static void Refresh(IEnumerable<BlockNode> starts)
+    public static void Refresh(ReadOnlySpan<BlockNode> starts)
     {
         var order = TopologicalOrder(starts);
         var savedEdges = new Dictionary<BdrvChild, PermissionPair>();
@@ -136,7 +136,7 @@ public static class PermissionRefresh
     }
 
     /// <summary>Nodes reachable downwards from <paramref name="starts"/>, every parent before its children.</summary>
-    public static List<BlockNode> TopologicalOrder(IEnumerable<BlockNode> starts)
+    public static List<BlockNode> TopologicalOrder(ReadOnlySpan<BlockNode> starts)
     {
         var visited = new HashSet<BlockNode>();
         var postOrder = new List<BlockNode>();

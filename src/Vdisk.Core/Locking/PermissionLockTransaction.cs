@@ -244,12 +244,16 @@ public sealed class PermissionLockTransaction
     private void CheckLockBytes(PermissionPair request)
     {
         foreach (var bit in BlockPermissions.Bits(request.Perm))
-            Test(LockBytes.UnsharedByte(bit), $"Failed to get \"{BlockPermissions.Name(bit)}\" lock");
+            Test(LockBytes.UnsharedByte(bit), bit, shared: false);
         foreach (var bit in BlockPermissions.Bits(request.Unshared))
-            Test(LockBytes.HoldByte(bit), $"Failed to get shared \"{BlockPermissions.Name(bit)}\" lock");
+            Test(LockBytes.HoldByte(bit), bit, shared: true);
     }
 
-    private void Test(int offset, string message)
+    /// <summary>
+    /// Tests one byte; the message (QEMU's "Failed to get [shared] "write" lock") is made only
+    /// when the test fails.
+    /// </summary>
+    private void Test(int offset, BlockPermission bit, bool shared)
     {
         bool conflict;
         try
@@ -258,9 +262,13 @@ public sealed class PermissionLockTransaction
         }
         catch (NativeIOException e)
         {
-            throw new LockConflictException($"{message}: {NativeIOException.Describe(e.Errno)}", _filename, offset, fromTest: true, e.Errno);
+            throw new LockConflictException($"{Message()}: {NativeIOException.Describe(e.Errno)}", _filename, offset, fromTest: true, e.Errno);
         }
         if (conflict)
-            throw new LockConflictException(message, _filename, offset, fromTest: true) { Detail = (_primitive as IBatchedLockPrimitive)?.Conflict(offset) };
+            throw new LockConflictException(Message(), _filename, offset, fromTest: true) { Detail = (_primitive as IBatchedLockPrimitive)?.Conflict(offset) };
+
+        string Message() => shared
+            ? $"Failed to get shared \"{BlockPermissions.Name(bit)}\" lock"
+            : $"Failed to get \"{BlockPermissions.Name(bit)}\" lock";
     }
 }

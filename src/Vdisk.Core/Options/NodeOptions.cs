@@ -121,8 +121,9 @@ public sealed class NodeOptions
     /// <param name="isProtocol">Protocol drivers word it "Block protocol 'file' doesn't support".</param>
     public void EnsureAllUsed(string driver, bool isProtocol)
     {
-        foreach (var key in Unused)
+        foreach (var (key, _) in _dict.Entries)
         {
+            if (_used.Contains(key)) continue;
             string shown = _dict[key] is OptionDict d ? key + "." + (d.Flatten().FirstOrDefault().Key ?? "") : key;
             throw new OptionException(isProtocol
                 ? $"Block protocol '{driver}' doesn't support the option '{shown}'"

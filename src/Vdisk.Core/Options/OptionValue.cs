@@ -1,3 +1,4 @@
+using Vdisk.Collections;
 using System.Text;
 
 namespace Vdisk.Options;
@@ -96,7 +97,7 @@ public sealed class OptionDict : OptionValue
     private readonly List<KeyValuePair<string, OptionValue>> _entries = new();
 
     /// <summary>The keys and values in insertion order.</summary>
-    public IReadOnlyList<KeyValuePair<string, OptionValue>> Entries => _entries;
+    public ListView<KeyValuePair<string, OptionValue>> Entries => new(_entries);
 
     /// <summary>Number of keys.</summary>
     public int Count => _entries.Count;
