@@ -42,7 +42,7 @@ public sealed class ImageInfo
     public string? BackingFormat { get; init; }
 
     /// <summary>Internal snapshots (empty when there are none).</summary>
-    public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
+    public List<SnapshotInfo> Snapshots { get; init; } = [];
 
     /// <summary>The format-specific union's type ("qcow2"), or null when the format has none.</summary>
     public string? FormatSpecificType { get; init; }
@@ -51,7 +51,7 @@ public sealed class ImageInfo
     /// The format-specific data (QAPI names and values: string, bool, long, or lists of strings or
     /// of <see cref="Output.QemuJsonObject"/>), in QAPI order.
     /// </summary>
-    public IReadOnlyList<KeyValuePair<string, object>> FormatSpecificData { get; init; } = [];
+    public List<KeyValuePair<string, object>> FormatSpecificData { get; init; } = [];
 
     /// <summary>The format-specific data as one object in QAPI order, or null when the format has none.</summary>
     public Output.QemuJsonObject? FormatSpecificObject()

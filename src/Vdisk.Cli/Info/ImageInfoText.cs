@@ -71,6 +71,17 @@ internal static class ImageInfoText
                 int i = 0;
                 foreach (var item in list) DumpMember(sb, indentation, $"[{i++}]", item);
                 break;
+            // Numbers by their own formatting: Convert.ToString(object) goes through IConvertible,
+            // an interface call that costs every `vdisk info` a dispatch-cell resolution.
+            case long n:
+                sb.Append(n.ToString(CultureInfo.InvariantCulture));
+                break;
+            case int n:
+                sb.Append(n.ToString(CultureInfo.InvariantCulture));
+                break;
+            case ulong n:
+                sb.Append(n.ToString(CultureInfo.InvariantCulture));
+                break;
             default:
                 sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture));
                 break;

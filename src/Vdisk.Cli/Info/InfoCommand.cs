@@ -91,7 +91,11 @@ internal static class InfoCommand
             }
             else
             {
-                Stdio.Out.Write(string.Join("\n", infos.Select(ImageInfoText.Human)));
+                for (int i = 0; i < infos.Count; i++)
+                {
+                    if (i > 0) Stdio.Out.Write('\n');
+                    Stdio.Out.Write(ImageInfoText.Human(infos[i]));
+                }
             }
             Stdio.Out.Flush();
             return 0;

@@ -20,7 +20,7 @@ public sealed class BlockGraph
     public IReadOnlyDictionary<string, BlockNode> Nodes => _nodes;
 
     /// <summary>The node named <paramref name="name"/>, or null.</summary>
-    public BlockNode? Find(string name) => _nodes.GetValueOrDefault(name);
+    public BlockNode? Find(string name) => _nodes.TryGetValue(name, out var node) ? node : null;
 
     /// <summary>Adds a node under its name.</summary>
     public void Add(BlockNode node) => Add(node, null);

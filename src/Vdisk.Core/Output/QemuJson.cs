@@ -28,7 +28,7 @@ public sealed class QemuJsonObject
     /// LINQ's ThenBy and a Select after OrderBy are generic virtual methods, whose first call
     /// starts the runtime's type loader (docs/architecture.md, "Start-up").
     /// </summary>
-    public IReadOnlyList<KeyValuePair<string, object?>> OrderedMembers
+    public KeyValuePair<string, object?>[] OrderedMembers
     {
         get
         {

@@ -33,11 +33,11 @@ public sealed class Qcow2Driver : IBlockDriver
     /// </summary>
     internal sealed record RuntimeOptions(ulong? CacheSize, ulong? L2CacheSize, ulong? L2CacheEntrySize, ulong? RefcountCacheSize,
         ulong? CacheCleanInterval, bool? LazyRefcounts, string? OverlapCheck, string? OverlapTemplate,
-        string? EncryptKeySecret = null, string? EncryptFormat = null, IReadOnlyDictionary<string, bool>? OverlapSwitches = null)
+        string? EncryptKeySecret = null, string? EncryptFormat = null, Dictionary<string, bool>? OverlapSwitches = null)
     {
         /// <summary>The overlap checks these options select.</summary>
         public Qcow2OverlapChecks OverlapChecks =>
-            Qcow2OverlapCheckNames.Resolve(OverlapCheck ?? OverlapTemplate, OverlapSwitches ?? new Dictionary<string, bool>());
+            Qcow2OverlapCheckNames.Resolve(OverlapCheck ?? OverlapTemplate, OverlapSwitches);
     }
 
     /// <summary>Takes the runtime options, refusing values of the wrong type with QemuOpts' messages.</summary>

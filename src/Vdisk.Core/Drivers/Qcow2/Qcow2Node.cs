@@ -345,11 +345,19 @@ public sealed partial class Qcow2Node : BlockNode, IImageInfoSource
             BackingFilename = _header.BackingFile,
             FullBackingFilename = _header.BackingFile is null ? null : FullBackingFilename ?? BackingPath.TryResolve(this, _header.BackingFile),
             BackingFormat = _header.BackingFormat,
-            Snapshots = _snapshots.Select(s => new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
-                (long)s.VmClockNanoseconds, s.Icount is ulong ic and not ulong.MaxValue ? (long)ic : null)).ToList(),
+            Snapshots = SnapshotInfos(),
             FormatSpecificType = "qcow2",
             FormatSpecificData = specific,
         };
+    }
+
+    private List<SnapshotInfo> SnapshotInfos()
+    {
+        var infos = new List<SnapshotInfo>(_snapshots.Count);
+        foreach (var s in _snapshots)
+            infos.Add(new SnapshotInfo(s.Id, s.Name, (long)s.VmStateSize, s.DateSeconds, s.DateNanoseconds,
+                (long)s.VmClockNanoseconds, s.Icount is ulong ic and not ulong.MaxValue ? (long)ic : null));
+        return infos;
     }
 
     /// <summary>

@@ -54,7 +54,7 @@ internal static class Qcow2OverlapCheckNames
     /// qcow2_update_options_prepare: the template (<c>overlap-check</c> or
     /// <c>overlap-check.template</c>, default cached), each bit then overridden by its switch.
     /// </summary>
-    public static Qcow2OverlapChecks Resolve(string? template, IReadOnlyDictionary<string, bool> switches)
+    public static Qcow2OverlapChecks Resolve(string? template, Dictionary<string, bool>? switches)
     {
         var checks = template switch
         {
@@ -65,7 +65,7 @@ internal static class Qcow2OverlapCheckNames
         };
         for (int bit = 0; bit < Switches.Length; bit++)
         {
-            if (!switches.TryGetValue(Switches[bit], out bool on)) continue;
+            if (switches is null || !switches.TryGetValue(Switches[bit], out bool on)) continue;
             checks = on ? checks | (Qcow2OverlapChecks)(1 << bit) : checks & ~(Qcow2OverlapChecks)(1 << bit);
         }
         return checks;
