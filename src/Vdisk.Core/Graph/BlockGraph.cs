@@ -66,7 +66,10 @@ public sealed class BlockGraph
             opener.CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
             throw;
         }
-        _implicitChildren[top] = opener.OpenedNodes.Where(n => n != top).ToList();
+        var implicitChildren = new List<BlockNode>();
+        foreach (var n in opener.OpenedNodes)
+            if (n != top) implicitChildren.Add(n);
+        _implicitChildren[top] = implicitChildren;
         return top;
     }
 
@@ -137,7 +140,11 @@ public sealed class BlockGraph
     }
 
     /// <summary>QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'; under 32 characters.</summary>
-    public static bool IsValidNodeName(string name) =>
-        name.Length is > 0 and < 32 && char.IsAsciiLetter(name[0]) &&
-        name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '_');
+    public static bool IsValidNodeName(string name)
+    {
+        if (name.Length is 0 or >= 32 || !char.IsAsciiLetter(name[0])) return false;
+        foreach (char c in name)
+            if (!char.IsAsciiLetterOrDigit(c) && c is not ('-' or '.' or '_')) return false;
+        return true;
+    }
 }

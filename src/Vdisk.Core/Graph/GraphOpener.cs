@@ -1,3 +1,4 @@
+using Vdisk.Collections;
 using Vdisk.Drivers.Raw;
 using Vdisk.Native;
 using Vdisk.Options;
@@ -22,7 +23,7 @@ public sealed class GraphOpener
     internal BlockGraph Graph => _graph;
 
     /// <summary>Nodes opened so far, children before parents.</summary>
-    public IReadOnlyList<BlockNode> OpenedNodes => _opened;
+    public ListView<BlockNode> OpenedNodes => new(_opened);
 
     /// <summary>Opens the top node of an image and everything below it.</summary>
     public BlockNode OpenTop(OptionDict options, OpenFlags flags)

@@ -290,7 +290,9 @@ public sealed partial class StorageDaemon : IAsyncDisposable
                 throw new DaemonException($"export name '{request.Name}' too long");
             if (request.Description is { } d && System.Text.Encoding.UTF8.GetByteCount(d) > NbdLimits.MaxString)
                 throw new DaemonException($"description '{d}' too long");
-            var bitmaps = (request.Bitmaps ?? []).Select(name => ExportBitmap(node, name, readOnly: !request.Writable)).ToList();
+            // A loop, not Select/ToList: LINQ's first generic use costs every daemon start its type loading.
+            var bitmaps = new List<DirtyBitmap>();
+            foreach (var name in request.Bitmaps ?? []) bitmaps.Add(ExportBitmap(node, name, readOnly: !request.Writable));
             var export = new NbdExport(request.Id, request.Name, request.Description, image, request.Writable, request.ShareRw, request.AllocationDepth, bitmaps);
             _nbd.AddExport(export);
             _exports.Add(export);

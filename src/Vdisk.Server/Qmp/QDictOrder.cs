@@ -26,10 +26,10 @@ public static class QDictOrder
     }
 
     /// <summary>The entries of <paramref name="dict"/> in the order QEMU would print them.</summary>
-    public static IEnumerable<KeyValuePair<string, OptionValue>> Entries(OptionDict dict)
+    public static KeyValuePair<string, OptionValue>[] Entries(OptionDict dict)
     {
         var entries = dict.Entries;
-        if (entries.Count <= 1) return entries;
+        if (entries.Count <= 1) return entries.ToArray();
         int n = entries.Count;
         var buckets = new int[n];
         for (int i = 0; i < n; i++) buckets[i] = Bucket(entries[i].Key);

@@ -67,7 +67,15 @@ public sealed class QapiScalar(QapiScalarKind kind) : QapiType
 public sealed class QapiEnum(params string[] values) : QapiType
 {
     /// <summary>The accepted values.</summary>
-    public IReadOnlyList<string> Values { get; } = values;
+    public string[] Values { get; } = values;
+
+    /// <summary>Whether <paramref name="value"/> is one of <see cref="Values"/> (ordinal).</summary>
+    public bool Accepts(string value)
+    {
+        foreach (var v in Values)
+            if (v == value) return true;
+        return false;
+    }
 
     /// <inheritdoc />
     public override string ExpectedName => "string";
@@ -93,19 +101,19 @@ public sealed record QapiMember(string Name, QapiType Type, bool Optional = fals
 /// An object. A flat union is a struct whose <see cref="Discriminator"/> member (an enum) selects
 /// further members from <see cref="Variants"/>.
 /// </summary>
-public sealed class QapiStruct(string name, IReadOnlyList<QapiMember> members) : QapiType
+public sealed class QapiStruct(string name, QapiMember[] members) : QapiType
 {
     /// <summary>The type's name.</summary>
     public string Name { get; } = name;
 
     /// <summary>The base members, in schema order.</summary>
-    public IReadOnlyList<QapiMember> Members { get; } = members;
+    public QapiMember[] Members { get; } = members;
 
     /// <summary>For flat unions: the member whose value picks the variant.</summary>
     public string? Discriminator { get; init; }
 
     /// <summary>For flat unions: the variant's extra members, by discriminator value (null: none).</summary>
-    public Func<string, IReadOnlyList<QapiMember>?>? Variants { get; init; }
+    public Func<string, QapiMember[]?>? Variants { get; init; }
 
     /// <inheritdoc />
     public override string ExpectedName => "object";
@@ -179,7 +187,7 @@ public sealed class QapiVisitor
         return output;
     }
 
-    private void VisitMembers(IReadOnlyList<QapiMember> members, OptionDict input, OptionDict output, HashSet<string> known, string path)
+    private void VisitMembers(QapiMember[] members, OptionDict input, OptionDict output, HashSet<string> known, string path)
     {
         foreach (var member in members)
         {
@@ -217,7 +225,7 @@ public sealed class QapiVisitor
     {
         if (value is not OptionScalar { Kind: ScalarKind.String } s) throw TypeError(path, type);
         // QEMU names only the member itself here, not its full path.
-        if (!type.Values.Contains(s.Text)) throw QmpException.Generic($"Parameter '{Leaf(path)}' does not accept value '{s.Text}'");
+        if (!type.Accepts(s.Text)) throw QmpException.Generic($"Parameter '{Leaf(path)}' does not accept value '{s.Text}'");
         return s;
     }
 

@@ -117,7 +117,7 @@ public static class QmpSchema
     /// <summary>BlockdevOptionsCor.</summary>
     private static readonly QapiMember[] CopyOnReadMembers = [M("file", BlockdevRef), O("bottom", Str)];
 
-    private static IReadOnlyList<QapiMember>? DriverMembers(string driver) => driver switch
+    private static QapiMember[]? DriverMembers(string driver) => driver switch
     {
         "copy-on-read" => CopyOnReadMembers,
         "vmdk" => GenericCowFormatMembers,
@@ -157,7 +157,7 @@ public static class QmpSchema
         O("ipv4", Bool), O("ipv6", Bool), O("keep-alive", Bool), O("mptcp", Bool),
     ];
 
-    private static QapiStruct Wrapped(string name, IReadOnlyList<QapiMember> members) => new(name, [M("data", new QapiStruct(name, members))]);
+    private static QapiStruct Wrapped(string name, QapiMember[] members) => new(name, [M("data", new QapiStruct(name, members))]);
 
     /// <summary>SocketAddressLegacy (QMP nbd-server-start: <c>{"type": "unix", "data": {"path": P}}</c>).</summary>
     public static readonly QapiStruct SocketAddressLegacy = new("SocketAddressLegacy", [M("type", new QapiEnum("inet", "unix", "vsock", "fd"))])
