@@ -89,14 +89,16 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         }
         var top = opener.OpenTop(options, flags);
         var image = new DiskImage(graph, opener, top, flags, name);
+        bool attached = false;
         try
         {
             image.Attach(request);
+            attached = true;
         }
-        catch
+        finally
         {
-            opener.CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
-            throw;
+            // Not catch-and-rethrow: a refused open should cost one exception dispatch, not one per layer.
+            if (!attached) opener.CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
         }
         return image;
     }
@@ -124,15 +126,19 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         IsSuspended = Root.IsInactive;
         _root.Permissions = IsSuspended ? PermissionPair.Unused : request;
         Root.AddParentEdge(_root);
+        bool refreshed = false;
         try
         {
             PermissionRefresh.Refresh([Root]);
+            refreshed = true;
         }
-        catch
+        finally
         {
-            Root.RemoveParentEdge(_root);
-            _root.Permissions = PermissionPair.Unused;
-            throw;
+            if (!refreshed)
+            {
+                Root.RemoveParentEdge(_root);
+                _root.Permissions = PermissionPair.Unused;
+            }
         }
     }
 

@@ -18,6 +18,9 @@ public static class PermissionRefresh
         var order = TopologicalOrder(starts);
         var savedEdges = new Dictionary<BdrvChild, PermissionPair>();
         var cumulative = new Dictionary<BlockNode, PermissionPair>();
+        // Undo in finally blocks, not catch-and-rethrow: each rethrow is another exception
+        // dispatch, and a refused open (a lock conflict) passes through several on its way out.
+        bool computed = false;
         try
         {
             foreach (var node in order)
@@ -33,14 +36,15 @@ public static class PermissionRefresh
                     child.Permissions = DefaultPermissions.ApplyForceShare(request, child.Node.Flags);
                 }
             }
+            computed = true;
         }
-        catch
+        finally
         {
-            Restore(savedEdges);
-            throw;
+            if (!computed) Restore(savedEdges);
         }
 
         var prepared = new List<BlockNode>();
+        bool allPrepared = false;
         try
         {
             foreach (var node in order)
@@ -48,12 +52,15 @@ public static class PermissionRefresh
                 node.PreparePermissions(cumulative[node]);
                 prepared.Add(node);
             }
+            allPrepared = true;
         }
-        catch
+        finally
         {
-            for (int i = prepared.Count - 1; i >= 0; i--) prepared[i].AbortPermissions();
-            Restore(savedEdges);
-            throw;
+            if (!allPrepared)
+            {
+                for (int i = prepared.Count - 1; i >= 0; i--) prepared[i].AbortPermissions();
+                Restore(savedEdges);
+            }
         }
 
         foreach (var node in order)

@@ -80,16 +80,19 @@ public sealed class PermissionLockTransaction
         var current = Committed;
         bool loosenOnly = (next.Perm & ~current.Perm) == 0 && (current.Shared & ~next.Shared) == 0;
         if (loosenOnly) return;
+        // Cleanup in a finally, not catch-and-rethrow: a rethrow is a second exception dispatch
+        // (a stack walk), and a refused open passes through several of these on its way out.
+        bool prepared = false;
         try
         {
             ApplyLockBytes(current.Perm | next.Perm, current.Unshared | next.Unshared, unlock: false);
             CheckLockBytes(next);
             Flush();
+            prepared = true;
         }
-        catch (IOException)
+        finally
         {
-            Abort();
-            throw;
+            if (!prepared) Abort();
         }
     }
 
