@@ -122,7 +122,7 @@ public sealed class NbdConnection
         try
         {
             var negotiation = new NbdNegotiation(this, _server, _reader, _replies);
-            if (!await negotiation.GreetAsync(token).ConfigureAwait(false)) return;
+            await negotiation.GreetAsync(token).ConfigureAwait(false);
             MoveTo(NbdConnectionState.Negotiating);
             var session = await negotiation.NegotiateAsync(token).ConfigureAwait(false);
             if (session is null) return;
@@ -130,6 +130,11 @@ public sealed class NbdConnection
             MoveTo(NbdConnectionState.Transmitting);
             Negotiated = true;
             await new NbdTransmission(this, session, _reader, _replies, _server.PayloadBuffers).RunAsync(token).ConfigureAwait(false);
+        }
+        catch (NbdNegotiationException e) when (!token.IsCancellationRequested)
+        {
+            // QEMU reports a client that fails the handshake (error_report in nbd_co_client_start).
+            Diagnostics.ErrorSink?.Invoke(e.Message);
         }
         catch (Exception e) when (NbdErrors.IsDisconnect(e, token))
         {

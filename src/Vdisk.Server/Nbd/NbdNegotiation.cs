@@ -1,3 +1,6 @@
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using Vdisk.Native;
 namespace Vdisk.Server.Nbd;
 
 /// <summary>What option haggling settled for the transmission phase.</summary>
@@ -31,41 +34,90 @@ internal sealed class NbdNegotiation
         _replies = replies;
     }
 
-    /// <summary>Sends the greeting and reads the client's flags; false when they are unacceptable.</summary>
-    public async Task<bool> GreetAsync(CancellationToken token)
+    /// <summary>
+    /// Sends the greeting and reads the client's flags.
+    /// </summary>
+    /// <exception cref="NbdNegotiationException">The greeting could not be sent, or the flags are missing or unknown.</exception>
+    public async Task GreetAsync(CancellationToken token)
     {
         var greeting = new byte[NbdGreeting.Length];
         NbdGreeting.Write(greeting);
-        await _replies.SendAsync(greeting, token).ConfigureAwait(false);
+        try
+        {
+            await _replies.SendAsync(greeting, token).ConfigureAwait(false);
+        }
+        catch (SocketException e)
+        {
+            throw new NbdNegotiationException($"write failed: Unable to write to socket: {NativeIOException.Describe(e.NativeErrorCode)}");
+        }
         var flags = new byte[NbdGreeting.ClientFlagsLength];
-        await _reader.ReadExactlyAsync(flags, token).ConfigureAwait(false);
-        if (!NbdGreeting.TryReadClientFlags(flags, out var clientFlags)) return false;
+        await ReadAsync(flags, "flags", token).ConfigureAwait(false);
+        if (!NbdGreeting.TryReadClientFlags(flags, out var clientFlags))
+            throw Failed($"Unknown client flags 0x{BinaryPrimitives.ReadUInt32BigEndian(flags) & ~(uint)NbdGreeting.ServerFlags:x} received");
         _noZeroes = (clientFlags & NbdHandshakeFlags.NoZeroes) != 0;
-        return true;
     }
 
     /// <summary>Answers options until one starts transmission (its session) or the session ends (null).</summary>
+    /// <exception cref="NbdNegotiationException">The client broke the protocol or left mid-option.</exception>
     public async Task<NbdSession?> NegotiateAsync(CancellationToken token)
     {
-        var header = new byte[NbdOptionRequest.HeaderLength];
+        // Field by field, as nbd_negotiate_options reads them: a client that leaves is reported
+        // by the field it left in ("Failed to read option length: ...").
+        var magic = new byte[8];
+        var word = new byte[4];
         while (true)
         {
-            await _reader.ReadExactlyAsync(header, token).ConfigureAwait(false);
-            if (!NbdOptionRequest.TryRead(header, out var option)) return null;
+            await ReadAsync(magic, "opts magic", token).ConfigureAwait(false);
+            if (BinaryPrimitives.ReadUInt64BigEndian(magic) != NbdMagic.Option) throw Failed("Bad magic received");
+            await ReadAsync(word, "option", token).ConfigureAwait(false);
+            var option = new NbdOptionRequest((NbdOption)BinaryPrimitives.ReadUInt32BigEndian(word), 0);
+            await ReadAsync(word, "option length", token).ConfigureAwait(false);
+            option = option with { Length = BinaryPrimitives.ReadUInt32BigEndian(word) };
             if (option.Length > NbdLimits.MaxOptionLength)
             {
-                if (option.Length > NbdLimits.MaxDiscardedOptionLength) return null;
-                await _reader.SkipAsync(option.Length, token).ConfigureAwait(false);
+                // QEMU's own wording, space included.
+                if (option.Length > NbdLimits.MaxDiscardedOptionLength)
+                    throw Failed($"len ({option.Length} ) is larger than max len ({NbdLimits.MaxDiscardedOptionLength})");
+                await ReadAsync(() => _reader.SkipAsync(option.Length, token), null).ConfigureAwait(false);
                 await ReplyAsync(NbdOptionReply.Error(option.Option, NbdOptionReplyType.ErrTooBig,
                     $"option '{NbdOptionRequest.Name(option.Option)}' length {option.Length} exceeds {NbdLimits.MaxOptionLength}"), token).ConfigureAwait(false);
                 continue;
             }
             var data = new byte[option.Length];
-            await _reader.ReadExactlyAsync(data, token).ConfigureAwait(false);
+            await ReadAsync(data, null, token).ConfigureAwait(false);
             var outcome = await HandleOptionAsync(option.Option, data, token).ConfigureAwait(false);
             if (outcome == OptionOutcome.Transmit) return _session;
             if (outcome == OptionOutcome.Close) return null;
         }
+    }
+
+    /// <summary>QEMU's report of a failed negotiation (nbd_negotiate_options' error, prefixed by nbd_negotiate).</summary>
+    private static NbdNegotiationException Failed(string reason) => new("option negotiation failed: " + reason);
+
+    private ValueTask ReadAsync(Memory<byte> destination, string? what, CancellationToken token) =>
+        ReadAsync(() => _reader.ReadExactlyAsync(destination, token), what);
+
+    /// <summary>
+    /// A read of client data with QEMU's failure text (nbd_read: "Failed to read WHAT: " and
+    /// qio_channel_read_all's reason; option data is read without a WHAT).
+    /// </summary>
+    private static async ValueTask ReadAsync(Func<ValueTask> read, string? what)
+    {
+        string reason;
+        try
+        {
+            await read().ConfigureAwait(false);
+            return;
+        }
+        catch (EndOfStreamException)
+        {
+            reason = "Unexpected end-of-file before all data were read";
+        }
+        catch (SocketException e)
+        {
+            reason = "Unable to read from socket: " + NativeIOException.Describe(e.NativeErrorCode);
+        }
+        throw Failed(what is null ? reason : $"Failed to read {what}: {reason}");
     }
 
     private enum OptionOutcome
@@ -81,10 +133,11 @@ internal sealed class NbdNegotiation
         {
             case NbdOption.ExportName:
             {
-                if (!NbdInfoRequest.TryDecodeName(data, out string name, out _) || data.Length > NbdLimits.MaxString) return OptionOutcome.Close;
-                var export = _server.FindExport(name);
+                if (data.Length > NbdLimits.MaxString) throw Failed("Bad length received");
+                if (!NbdInfoRequest.TryDecodeName(data, out string name, out _)) return OptionOutcome.Close;
                 // This option cannot fail politely: the protocol says to hang up.
-                if (export is null || !StartTransmission(export)) return OptionOutcome.Close;
+                var export = _server.FindExport(name) ?? throw Failed("export not found");
+                if (!StartTransmission(export)) return OptionOutcome.Close;
                 var reply = NbdExportNameReply.Create((ulong)_session!.Size, export.TransmissionFlags(_structuredReplies, _server.MultiConn), _noZeroes);
                 await _replies.SendAsync(reply, token).ConfigureAwait(false);
                 return OptionOutcome.Transmit;
@@ -195,3 +248,9 @@ internal sealed class NbdNegotiation
 
     private ValueTask ReplyAsync(byte[] reply, CancellationToken token) => _replies.SendAsync(reply, token);
 }
+
+/// <summary>
+/// The handshake failed on the client's side (it left, or broke the protocol). The message is
+/// what QEMU's NBD server reports with error_report ("option negotiation failed: ...").
+/// </summary>
+internal sealed class NbdNegotiationException(string message) : IOException(message);

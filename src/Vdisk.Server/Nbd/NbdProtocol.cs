@@ -231,8 +231,8 @@ public static class NbdLimits
     /// <summary>Longest option payload accepted; longer ones are discarded and refused.</summary>
     public const int MaxOptionLength = 64 * 1024;
 
-    /// <summary>Options longer than this are not even discarded: the connection is dropped.</summary>
-    public const int MaxDiscardedOptionLength = 16 * 1024 * 1024;
+    /// <summary>Options longer than this are not even discarded: the connection is dropped (QEMU's NBD_MAX_BUFFER_SIZE).</summary>
+    public const int MaxDiscardedOptionLength = 32 * 1024 * 1024;
 
     /// <summary>Longest string (export name, query, description) the protocol allows.</summary>
     public const int MaxString = 4096;
