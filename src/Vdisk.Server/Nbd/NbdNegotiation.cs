@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using Vdisk.Native;
-
 namespace Vdisk.Server.Nbd;
 
 /// <summary>What option haggling settled for the transmission phase.</summary>

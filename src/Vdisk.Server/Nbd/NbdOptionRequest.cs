@@ -4,8 +4,7 @@ namespace Vdisk.Server.Nbd;
 
 /// <summary>
 /// The header of an option the client sends during the handshake: IHAVEOPT, option, length,
-/// then <see cref="Length"/> bytes of data. The server reads it field by field
-/// (<see cref="NbdNegotiation"/>), to report which field a client left in, as QEMU does.
+/// then <see cref="Length"/> bytes of data.
 /// </summary>
 /// <param name="Option">The option code (unknown codes are kept as they are).</param>
 /// <param name="Length">Bytes of option data that follow.</param>
@@ -13,6 +12,15 @@ public readonly record struct NbdOptionRequest(NbdOption Option, uint Length)
 {
     /// <summary>Size of the header.</summary>
     public const int HeaderLength = 16;
+
+    /// <summary>Parses a header; false when the magic is wrong (the client is not speaking NBD).</summary>
+    public static bool TryRead(ReadOnlySpan<byte> source, out NbdOptionRequest request)
+    {
+        request = default;
+        if (BinaryPrimitives.ReadUInt64BigEndian(source) != NbdMagic.Option) return false;
+        request = new((NbdOption)BinaryPrimitives.ReadUInt32BigEndian(source[8..]), BinaryPrimitives.ReadUInt32BigEndian(source[12..]));
+        return true;
+    }
 
     /// <summary>Writes a header (used by tests and clients).</summary>
     public void Write(Span<byte> destination)
