@@ -95,12 +95,13 @@ public sealed class BlockGraph
     private async ValueTask CloseSubtreeAsync(BlockNode node, List<BlockNode> implicitChildren)
     {
         var children = node.Children.ToArray();
+        var childNodes = children.Select(c => c.Node).Distinct().ToArray();
         foreach (var edge in children) node.DetachChild(edge);
         // Detaching loosens the children's requests: let their locks follow.
-        PermissionRefresh.Refresh(children.Select(c => c.Node).Distinct().ToArray());
+        PermissionRefresh.Refresh(childNodes);
         Remove(node);
         await node.CloseAsync().ConfigureAwait(false);
-        foreach (var child in children.Select(c => c.Node).Distinct())
+        foreach (var child in childNodes)
             if (implicitChildren.Contains(child) && child.Parents.Count == 0)
                 await CloseSubtreeAsync(child, implicitChildren).ConfigureAwait(false);
     }

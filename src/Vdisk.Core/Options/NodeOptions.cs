@@ -113,17 +113,26 @@ public sealed class NodeOptions
         };
     }
 
-    /// <summary>Keys present but never taken.</summary>
-    public IEnumerable<string> Unused => _dict.Entries.Select(e => e.Key).Where(k => !_used.Contains(k));
+    /// <summary>Keys present but never taken, in insertion order.</summary>
+    /// <remarks>A loop into a list, not LINQ: every driver's open asks (see <see cref="EnsureAllUsed"/>).</remarks>
+    public List<string> Unused
+    {
+        get
+        {
+            var keys = new List<string>();
+            foreach (var (key, _) in _dict.Entries)
+                if (!_used.Contains(key)) keys.Add(key);
+            return keys;
+        }
+    }
 
     /// <summary>Throws QEMU's error for the first key the driver did not use.</summary>
     /// <param name="driver">Driver name.</param>
     /// <param name="isProtocol">Protocol drivers word it "Block protocol 'file' doesn't support".</param>
     public void EnsureAllUsed(string driver, bool isProtocol)
     {
-        foreach (var (key, _) in _dict.Entries)
+        foreach (var key in Unused)
         {
-            if (_used.Contains(key)) continue;
             string shown = _dict[key] is OptionDict d ? key + "." + (d.Flatten().FirstOrDefault().Key ?? "") : key;
             throw new OptionException(isProtocol
                 ? $"Block protocol '{driver}' doesn't support the option '{shown}'"

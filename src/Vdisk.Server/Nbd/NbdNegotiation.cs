@@ -70,9 +70,9 @@ internal sealed class NbdNegotiation
             await ReadAsync(magic, "opts magic", token).ConfigureAwait(false);
             if (BinaryPrimitives.ReadUInt64BigEndian(magic) != NbdMagic.Option) throw Failed("Bad magic received");
             await ReadAsync(word, "option", token).ConfigureAwait(false);
-            var option = new NbdOptionRequest((NbdOption)BinaryPrimitives.ReadUInt32BigEndian(word), 0);
+            var code = (NbdOption)BinaryPrimitives.ReadUInt32BigEndian(word);
             await ReadAsync(word, "option length", token).ConfigureAwait(false);
-            option = option with { Length = BinaryPrimitives.ReadUInt32BigEndian(word) };
+            var option = new NbdOptionRequest(code, BinaryPrimitives.ReadUInt32BigEndian(word));
             if (option.Length > NbdLimits.MaxOptionLength)
             {
                 // QEMU's own wording, space included.
