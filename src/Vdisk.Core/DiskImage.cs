@@ -46,6 +46,26 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     /// <summary>The graph the image's nodes live in.</summary>
     public BlockGraph Graph => _graph;
 
+    /// <summary>
+    /// Whether nothing below the image has been written since it opened: every node without
+    /// children is a file that has not been written (any other protocol counts as written). A
+    /// process killed now loses nothing; the kernel drops its locks with its descriptors.
+    /// </summary>
+    public bool HasWrittenNothing
+    {
+        get
+        {
+            var pending = new Stack<BlockNode>();
+            pending.Push(Root);
+            while (pending.TryPop(out var node))
+            {
+                if (node.Children.Count == 0 && node is not Drivers.File.FileNode { HasWritten: false }) return false;
+                foreach (var child in node.Children) pending.Push(child.Node);
+            }
+            return true;
+        }
+    }
+
     /// <summary>What this image takes and shares on its top node now (0/ALL while its node is inactive).</summary>
     public PermissionPair Permissions => _root.Permissions;
 

@@ -26,7 +26,7 @@ public class ProcessLifetimeTests
     [Theory]
     [InlineData("SIGTERM", 15)]
     [InlineData("SIGINT", 2)]
-    public void SignalEndsVdiskIoCleanly_ReleasingItsLocks(string signal, int number)
+    public void SignalEndsVdiskIo_ReleasingItsLocks(string signal, int number)
     {
         using var dir = new TempDir();
         var img = dir.RawImage();
@@ -37,6 +37,84 @@ public class ProcessLifetimeTests
         Assert.Equal(128 + number, exit.ExitCode);
         Assert.Equal("", exit.Stderr);
         Assert.Equal("ok", QemuWrite(img));
+    }
+
+    [Theory]
+    [InlineData("qemu-io")]
+    [InlineData("vdisk")]
+    public void SigtermKillsASessionThatOnlyRead_AsItKillsQemuIo(string program)
+    {
+        // Nothing to lose: the process dies by the signal, as qemu-io does, and the kernel drops the locks.
+        using var dir = new TempDir();
+        var img = dir.RawImage();
+        string[] io = ["-f", "raw", img, "-c", "read 0 4k", "-c", "sleep 600000"];
+        string end = program == "vdisk" ? EndAfterSigterm(img, Programs.Vdisk, ["io", .. io]) : EndAfterSigterm(img, "qemu-io", io);
+        Assert.Equal("killed by signal 15", end);
+        Assert.Equal("ok", QemuWrite(img));
+    }
+
+    [Fact]
+    public void SigtermEndsVdiskIoCleanly_OnceItHasWrittenAQcow2Image()
+    {
+        // The written cluster's L2 entry may still be in the metadata cache: vdisk closes the
+        // image (qemu-io would die by the signal with it unwritten).
+        using var dir = new TempDir();
+        var img = dir.File("disk.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
+        string end = EndAfterSigterm(img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "write -P 0x5a 0 64k", "-c", "sleep 600000"]);
+        Assert.Equal("exited with 143", end);
+        Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", img, "-c", "read -P 0x5a 0 64k")));
+        Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", img).ExitCode);
+    }
+
+    [Fact]
+    public void SigtermEndsVdiskIoCleanly_WhenItsOpenMarkedBitmapsInUse()
+    {
+        // Opening read-write marks the persistent bitmaps in use; a clean close stores them again.
+        using var dir = new TempDir();
+        var img = dir.File("disk.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
+        Assert.Equal(0, Programs.Run("qemu-img", "bitmap", "--add", img, "b0").ExitCode);
+        string end = EndAfterSigterm(img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "read 0 4k", "-c", "sleep 600000"]);
+        Assert.Equal("exited with 143", end);
+        var info = Programs.Run("qemu-img", "info", img);
+        Assert.Contains("name: b0", info.Stdout);
+        Assert.DoesNotContain("in-use", info.Stdout);
+    }
+
+    /// <summary>
+    /// Runs PROGRAM under a parent that reports how it ended, sends it SIGTERM once it holds
+    /// <paramref name="image"/> and sits idle, and returns the report: "killed by signal N" or
+    /// "exited with N" (a shell's $? cannot tell them apart; waitpid can).
+    /// </summary>
+    private static string EndAfterSigterm(string image, string program, string[] args)
+    {
+        const string reporter =
+            "import os, sys\n" +
+            "pid = os.fork()\n" +
+            "if pid == 0:\n    os.dup2(os.open('/dev/null', os.O_WRONLY), 1)\n    os.execvp(sys.argv[1], sys.argv[1:])\n" +
+            "print(pid, flush=True)\n" +
+            "_, status = os.waitpid(pid, 0)\n" +
+            "print('killed by signal %d' % os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited with %d' % os.WEXITSTATUS(status), flush=True)\n";
+        using var parent = ChildProcess.Start("python3", ["-c", reporter, program, .. args]);
+        parent.WaitFor((stdout, _) => stdout.Contains('\n'), "the child's pid");
+        int pid = int.Parse(parent.Stdout.Split('\n')[0], System.Globalization.CultureInfo.InvariantCulture);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        long lastTicks = -1;
+        int idlePolls = 0;
+        while (idlePolls < 5)
+        {
+            Assert.False(parent.HasExited, $"{program} ended before the signal: {parent.Stdout} {parent.Stderr}");
+            Assert.True(DateTime.UtcNow < deadline, $"{program} never sat idle holding {image}");
+            var cpu = ProcessState.CpuTicks(pid);
+            bool holding = LockBytesHeld.Read(pid, image).Count > 0;
+            idlePolls = holding && cpu is { Idle: true } c && c.Ticks == lastTicks ? idlePolls + 1 : 0;
+            lastTicks = cpu?.Ticks ?? -1;
+            parent.WaitForExit(TimeSpan.FromMilliseconds(40));
+        }
+        Assert.Equal(0, Programs.Run("kill", "-TERM", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        var result = parent.Result(TimeSpan.FromSeconds(10));
+        return result.Stdout.Split('\n')[1];
     }
 
     [Fact]

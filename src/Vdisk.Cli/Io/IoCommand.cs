@@ -123,7 +123,7 @@ internal static class IoCommand
         foreach (var pattern in request.Trace)
             Stdio.Error($"warning: vdisk has no trace events; -T {pattern} is ignored");
         // Waiting for a lock and cluster locks (an etcd lease to revoke) need a clean end from the
-        // start; otherwise the handlers come once the image is open (Signals.Arm).
+        // start; otherwise the handlers come once the session has something to lose (IoSession.CleanEndNeeded).
         using var signals = new Signals(armed: request.Wait is not null || request.Cluster is not null
             || request.File?.Contains("cluster-lock-id", StringComparison.Ordinal) == true);
         await using var session = new IoSession(signals.Token)
@@ -131,6 +131,7 @@ internal static class IoCommand
             OpenWrapper = request.Wait is not { } waitOptions ? null : open => LockWait.Run(open, waitOptions, signals.Token),
             ClusterLocks = request.Cluster,
             ImageOpts = request.ImageOpts,
+            CleanEndNeeded = signals.Arm,
         };
         // A request that will never finish (held at a breakpoint, or another request waiting behind
         // one) cannot be closed cleanly: on SIGTERM/SIGINT end as qemu-io does, killed by the signal,
@@ -170,7 +171,6 @@ internal static class IoCommand
             if (request.Discard is not ("ignore" or "off")) flags |= OpenFlags.Unmap;
             if (!session.OpenImage(source, flags, cacheMode)) return signals.ExitCode(1);
         }
-        signals.Arm();
 
         int lastError = 0;
         string[] lines = request.Commands;

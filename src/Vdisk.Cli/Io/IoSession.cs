@@ -59,6 +59,32 @@ internal sealed class IoSession : IAsyncDisposable
     /// <summary>The command line's --image-opts: the open command then reads its path operand as options, as qemu-io's open_f does.</summary>
     public bool ImageOpts { get; init; }
 
+    /// <summary>
+    /// Called once the session holds what a signal's default action would lose: before a command
+    /// that writes or resizes, and after an open or a command that wrote below the image
+    /// (persistent bitmaps marked in use, a repaired header) or opened it with copy-on-read.
+    /// Until then SIGINT and SIGTERM kill vdisk io as they kill qemu-io and the kernel drops the
+    /// locks, so a run that only reads never starts the runtime's signal handling (its thread
+    /// costs about a tenth of a one-shot read).
+    /// </summary>
+    public Action? CleanEndNeeded { get; init; }
+
+    private bool _cleanEndArmed;
+
+    private void NeedCleanEnd()
+    {
+        if (_cleanEndArmed) return;
+        _cleanEndArmed = true;
+        CleanEndNeeded?.Invoke();
+    }
+
+    /// <summary>Asks for a clean end once the open image has something to lose.</summary>
+    private void NoteImageState()
+    {
+        if (_cleanEndArmed || _image is not { } image) return;
+        if ((image.OpenFlags & OpenFlags.CopyOnRead) != 0 || !image.HasWrittenNothing) NeedCleanEnd();
+    }
+
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
     public bool OpenImage(ImageSource source, OpenFlags flags, IoCacheMode cache)
     {
@@ -75,6 +101,7 @@ internal sealed class IoSession : IAsyncDisposable
             _image = OpenWrapper is null ? Open() : OpenWrapper(Open);
             _writeThrough = cache.WriteThrough;
             _cache = cache;
+            NoteImageState();
             return true;
         }
         catch (OperationCanceledException)
@@ -116,6 +143,7 @@ internal sealed class IoSession : IAsyncDisposable
             return -Errno.EINVAL;
         }
         if (info.Polls) DeliverAioReports();
+        if ((info.Permission & (BlockPermission.Write | BlockPermission.Resize)) != 0) NeedCleanEnd();
         try
         {
             return await info.Run(this, words);

@@ -549,6 +549,9 @@ public sealed class FileNode : BlockNode
 
     private void WriteFinished() => Interlocked.Increment(ref _writeGeneration);
 
+    /// <summary>Whether anything was written, zeroed, discarded or resized since the open.</summary>
+    public bool HasWritten => Interlocked.Read(ref _writeGeneration) != 0;
+
     /// <inheritdoc />
     public override ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
