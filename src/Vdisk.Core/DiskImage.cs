@@ -51,19 +51,14 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     /// children is a file that has not been written (any other protocol counts as written). A
     /// process killed now loses nothing; the kernel drops its locks with its descriptors.
     /// </summary>
-    public bool HasWrittenNothing
+    public bool HasWrittenNothing => WroteNothing(Root);
+
+    private static bool WroteNothing(BlockNode node)
     {
-        get
-        {
-            var pending = new Stack<BlockNode>();
-            pending.Push(Root);
-            while (pending.TryPop(out var node))
-            {
-                if (node.Children.Count == 0 && node is not Drivers.File.FileNode { HasWritten: false }) return false;
-                foreach (var child in node.Children) pending.Push(child.Node);
-            }
-            return true;
-        }
+        if (node.Children.Count == 0) return node is Drivers.File.FileNode { HasWritten: false };
+        foreach (var child in node.Children)
+            if (!WroteNothing(child.Node)) return false;
+        return true;
     }
 
     /// <summary>What this image takes and shares on its top node now (0/ALL while its node is inactive).</summary>

@@ -161,7 +161,10 @@ public static class BlockDrivers
     /// <summary>The drivers that parse filenames with a protocol prefix ("nbd+unix://", "blkdebug:").</summary>
     private static readonly string[] s_filenameProtocolDrivers = ["nbd", "null-co", "null-aio", "blkdebug", "blkverify"];
 
-    private static readonly Dictionary<string, IBlockDriver> s_made = new(StringComparer.Ordinal);
+    /// <summary>The drivers made so far, at their name's index in <see cref="s_names"/>.</summary>
+    /// <remarks>An array searched by name, not a dictionary: a dictionary's first lookup resolves its
+    /// comparer's interface calls, ~1% of a one-shot command, for nineteen names.</remarks>
+    private static readonly IBlockDriver?[] s_made = new IBlockDriver?[s_names.Length];
 
     private static IBlockDriver? Make(string name) => name switch
     {
@@ -199,24 +202,25 @@ public static class BlockDrivers
     }
 
     /// <summary>Whether vdisk has a driver called <paramref name="name"/> (without making it).</summary>
-    public static bool Exists(string name)
+    public static bool Exists(string name) => IndexOf(name) >= 0;
+
+    private static int IndexOf(string name)
     {
-        foreach (string known in s_names)
+        for (int i = 0; i < s_names.Length; i++)
         {
-            if (string.Equals(known, name, StringComparison.Ordinal)) return true;
+            if (string.Equals(s_names[i], name, StringComparison.Ordinal)) return i;
         }
-        return false;
+        return -1;
     }
 
     /// <summary>The driver named <paramref name="name"/>, or null.</summary>
     public static IBlockDriver? Find(string name)
     {
+        int index = IndexOf(name);
+        if (index < 0) return null;
         lock (s_made)
         {
-            if (s_made.TryGetValue(name, out var driver)) return driver;
-            driver = Make(name);
-            if (driver is not null) s_made.Add(name, driver);
-            return driver;
+            return s_made[index] ??= Make(name);
         }
     }
 

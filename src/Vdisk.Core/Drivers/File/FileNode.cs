@@ -157,28 +157,37 @@ public sealed class FileNode : BlockNode
         // on the old one, so that its locks never show in the test.
         bool needWritable = (Flags & NodeFlags.ReadWrite) != 0 && !_handleWritable;
         if (needWritable) _pendingHandle = OpenDescriptor(Filename, LibC.O_RDWR, _direct);
+        // Cleaned up in finally blocks, not catch-and-rethrow: a refused open's lock conflict is
+        // then dispatched once on its way out (a rethrow is a second exception dispatch).
+        bool prepared = false;
         try
         {
-            if (_locks is null || IsInactive) return;
-            _locks.Prepare(cumulative);
-            if (_pendingHandle is not null && LockKind == LockKind.Ofd)
+            if (_locks is not null && !IsInactive)
             {
-                try
+                _locks.Prepare(cumulative);
+                if (_pendingHandle is not null && LockKind == LockKind.Ofd)
                 {
-                    _locks.CopyTo(new OfdLockPrimitive(_pendingHandle), cumulative);
-                }
-                catch
-                {
-                    _locks.Abort();
-                    throw;
+                    bool copied = false;
+                    try
+                    {
+                        _locks.CopyTo(new OfdLockPrimitive(_pendingHandle), cumulative);
+                        copied = true;
+                    }
+                    finally
+                    {
+                        if (!copied) _locks.Abort();
+                    }
                 }
             }
+            prepared = true;
         }
-        catch
+        finally
         {
-            _pendingHandle?.Dispose();
-            _pendingHandle = null;
-            throw;
+            if (!prepared)
+            {
+                _pendingHandle?.Dispose();
+                _pendingHandle = null;
+            }
         }
     }
 
