@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates src/Vdisk.Cli/startup.order, the symbol order ILC lays the binary out in
 # (IlcOrderFile in Vdisk.Cli.csproj; docs/architecture.md, "Start-up"): the managed functions and
-# data a one-shot run touches, found by running the one-shot commands of bench/startup.sh under
-# valgrind's lackey (every instruction and data address) and naming the addresses with the
-# symbols of vdisk.dbg. Laid out together they take a few page faults instead of one per 64 KiB
+# data a one-shot run touches, found by running the one-shot commands of bench/startup.sh (and the
+# daemon until it greets a client) under valgrind's lackey (every instruction and data address)
+# and naming the addresses with the symbols of vdisk.dbg. Laid out together they take a few page
+# faults instead of one per 64 KiB
 # of code they are spread over. Names that no longer exist are ignored by ILC, so a stale file
 # only loses speed; rerun this after large changes on the one-shot paths, then publish again.
 #   scripts/startup-order.sh [BINARY]     (default: artifacts/publish/vdisk, with vdisk.dbg beside it)
@@ -89,5 +90,28 @@ for run in "${runs[@]}"; do
   ((statuses[0] == expected)) || { echo "startup-order.sh: vdisk $run: status ${statuses[0]}, expected $expected" >&2; exit 1; }
   ((statuses[1] == 0)) || { echo "startup-order.sh: naming the addresses of vdisk $run failed" >&2; exit 1; }
 done
+# Last, the daemon (bench/startup.sh's serve row): from its start until it has greeted a client
+# on its NBD socket; then SIGTERM stops it cleanly and lackey's stream ends.
+serve_args=(--blockdev "driver=file,node-name=f,filename=$work/img.qcow2" --blockdev "driver=qcow2,node-name=disk,file=f"
+  --nbd-server "addr.type=unix,addr.path=$work/serve.sock" --export "type=nbd,id=e,node-name=disk")
+valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" serve "${serve_args[@]}" 9>&1 >/dev/null 2>/dev/null \
+  | python3 "$work/touched.py" "$work/symbols" "$binary" > "$work/serve.order" &
+python3 - "$work/serve.sock" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sys.argv[1])
+            if s.recv(8) == b"NBDMAGIC":
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit("startup-order.sh: vdisk serve never greeted a client")
+PY
+pkill -TERM -f "$work/vdisk serve" || { echo "startup-order.sh: vdisk serve was not running" >&2; exit 1; }
+wait $! || { echo "startup-order.sh: naming the addresses of vdisk serve failed" >&2; exit 1; }
+cat "$work/serve.order" >> "$work/order"
 awk '!seen[$0]++' "$work/order" > src/Vdisk.Cli/startup.order
 echo "src/Vdisk.Cli/startup.order: $(wc -l < src/Vdisk.Cli/startup.order) symbols" >&2
