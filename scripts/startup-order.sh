@@ -91,18 +91,28 @@ for run in "${runs[@]}"; do
   ((statuses[1] == 0)) || { echo "startup-order.sh: naming the addresses of vdisk $run failed" >&2; exit 1; }
 done
 # Last, the daemon (bench/startup.sh's serve row): from its start until it has greeted a client
-# on its NBD socket; then SIGTERM stops it cleanly and lackey's stream ends.
+# on its NBD socket; then SIGTERM stops it cleanly and lackey's stream ends. The stream goes
+# through a fifo so that both the daemon and its reader have pids to wait for and to kill.
 serve_args=(--blockdev "driver=file,node-name=f,filename=$work/img.qcow2" --blockdev "driver=qcow2,node-name=disk,file=f"
   --nbd-server "addr.type=unix,addr.path=$work/serve.sock" --export "type=nbd,id=e,node-name=disk")
-valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" serve "${serve_args[@]}" 9>&1 >/dev/null 2>/dev/null \
-  | python3 "$work/touched.py" "$work/symbols" "$binary" > "$work/serve.order" &
-python3 - "$work/serve.sock" <<'PY'
-import socket, sys, time
+mkfifo "$work/serve.trace"
+python3 "$work/touched.py" "$work/symbols" "$binary" < "$work/serve.trace" > "$work/serve.order" &
+reader=$!
+valgrind --tool=lackey --trace-mem=yes --log-fd=9 "$work/vdisk" serve "${serve_args[@]}" 9> "$work/serve.trace" >/dev/null 2>/dev/null &
+serve=$!
+trap 'kill $holder $serve $reader 2>/dev/null; rm -rf "$work"' EXIT
+python3 - "$work/serve.sock" "$serve" <<'PY'
+import os, socket, sys, time
+path, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 300
 while time.monotonic() < deadline:
     try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("startup-order.sh: vdisk serve exited before it greeted a client")
+    try:
         with socket.socket(socket.AF_UNIX) as s:
-            s.connect(sys.argv[1])
+            s.connect(path)
             if s.recv(8) == b"NBDMAGIC":
                 sys.exit(0)
     except OSError:
@@ -110,8 +120,9 @@ while time.monotonic() < deadline:
     time.sleep(0.2)
 sys.exit("startup-order.sh: vdisk serve never greeted a client")
 PY
-pkill -TERM -f "$work/vdisk serve" || { echo "startup-order.sh: vdisk serve was not running" >&2; exit 1; }
-wait $! || { echo "startup-order.sh: naming the addresses of vdisk serve failed" >&2; exit 1; }
+kill -TERM $serve
+wait $serve || { echo "startup-order.sh: vdisk serve did not stop cleanly on SIGTERM" >&2; exit 1; }
+wait $reader || { echo "startup-order.sh: naming the addresses of vdisk serve failed" >&2; exit 1; }
 cat "$work/serve.order" >> "$work/order"
 awk '!seen[$0]++' "$work/order" > src/Vdisk.Cli/startup.order
 echo "src/Vdisk.Cli/startup.order: $(wc -l < src/Vdisk.Cli/startup.order) symbols" >&2

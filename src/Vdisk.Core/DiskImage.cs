@@ -61,6 +61,17 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         return true;
     }
 
+    /// <summary>Whether a read of this image can write below it (<see cref="BlockNode.ReadsMayWrite"/> anywhere in its graph).</summary>
+    public bool ReadsMayWrite => MayWriteOnRead(Root);
+
+    private static bool MayWriteOnRead(BlockNode node)
+    {
+        if (node.ReadsMayWrite) return true;
+        foreach (var child in node.Children)
+            if (MayWriteOnRead(child.Node)) return true;
+        return false;
+    }
+
     /// <summary>What this image takes and shares on its top node now (0/ALL while its node is inactive).</summary>
     public PermissionPair Permissions => _root.Permissions;
 

@@ -48,23 +48,44 @@ public class ProcessLifetimeTests
         using var dir = new TempDir();
         var img = dir.RawImage();
         string[] io = ["-f", "raw", img, "-c", "read 0 4k", "-c", "sleep 600000"];
-        string end = program == "vdisk" ? EndAfterSigterm(img, Programs.Vdisk, ["io", .. io]) : EndAfterSigterm(img, "qemu-io", io);
+        string end = program == "vdisk" ? EndAfterSignal("TERM", img, Programs.Vdisk, ["io", .. io]) : EndAfterSignal("TERM", img, "qemu-io", io);
         Assert.Equal("killed by signal 15", end);
         Assert.Equal("ok", QemuWrite(img));
     }
 
-    [Fact]
-    public void SigtermEndsVdiskIoCleanly_OnceItHasWrittenAQcow2Image()
+    [Theory]
+    [InlineData("TERM", 15)]
+    [InlineData("INT", 2)]
+    public void SignalEndsVdiskIoCleanly_OnceItHasWrittenAQcow2Image(string signal, int number)
     {
         // The written cluster's L2 entry may still be in the metadata cache: vdisk closes the
         // image (qemu-io would die by the signal with it unwritten).
         using var dir = new TempDir();
         var img = dir.File("disk.qcow2");
         Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
-        string end = EndAfterSigterm(img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "write -P 0x5a 0 64k", "-c", "sleep 600000"]);
-        Assert.Equal("exited with 143", end);
+        string end = EndAfterSignal(signal, img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "write -P 0x5a 0 64k", "-c", "sleep 600000"]);
+        Assert.Equal($"exited with {128 + number}", end);
         Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", img, "-c", "read -P 0x5a 0 64k")));
         Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", img).ExitCode);
+    }
+
+    [Fact]
+    public void SigtermEndsVdiskIoCleanly_AfterACopyOnReadFilterCopiedFromTheBackingFile()
+    {
+        // A read through a copy-on-read filter allocates clusters in the overlay: killed by the
+        // signal, the copy's L2 entry would be lost and its cluster leaked.
+        using var dir = new TempDir();
+        var baseImg = dir.File("base.qcow2");
+        var top = dir.File("top.qcow2");
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", baseImg, "1M").ExitCode);
+        Assert.Equal("ok", Outcome.Of(Programs.Run("qemu-io", "-f", "qcow2", baseImg, "-c", "write -P 0x5a 0 64k")));
+        Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", baseImg, "-F", "qcow2", top).ExitCode);
+        string end = EndAfterSignal("TERM", top, Programs.Vdisk,
+            ["io", "--image-opts", $"driver=copy-on-read,file.driver=qcow2,file.file.filename={top}", "-c", "read -P 0x5a 0 64k", "-c", "sleep 600000"]);
+        Assert.Equal("exited with 143", end);
+        Assert.Equal(0, Programs.Run("qemu-img", "check", "-q", top).ExitCode);
+        var map = Programs.Run("qemu-img", "map", "--output=json", top);
+        Assert.Contains("\"start\": 0, \"length\": 65536, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true", map.Stdout);
     }
 
     [Fact]
@@ -75,7 +96,7 @@ public class ProcessLifetimeTests
         var img = dir.File("disk.qcow2");
         Assert.Equal(0, Programs.Run("qemu-img", "create", "-q", "-f", "qcow2", img, "1M").ExitCode);
         Assert.Equal(0, Programs.Run("qemu-img", "bitmap", "--add", img, "b0").ExitCode);
-        string end = EndAfterSigterm(img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "read 0 4k", "-c", "sleep 600000"]);
+        string end = EndAfterSignal("TERM", img, Programs.Vdisk, ["io", "-f", "qcow2", img, "-c", "read 0 4k", "-c", "sleep 600000"]);
         Assert.Equal("exited with 143", end);
         var info = Programs.Run("qemu-img", "info", img);
         Assert.Contains("name: b0", info.Stdout);
@@ -83,11 +104,11 @@ public class ProcessLifetimeTests
     }
 
     /// <summary>
-    /// Runs PROGRAM under a parent that reports how it ended, sends it SIGTERM once it holds
+    /// Runs PROGRAM under a parent that reports how it ended, sends it SIG<paramref name="signal"/> once it holds
     /// <paramref name="image"/> and sits idle, and returns the report: "killed by signal N" or
     /// "exited with N" (a shell's $? cannot tell them apart; waitpid can).
     /// </summary>
-    private static string EndAfterSigterm(string image, string program, string[] args)
+    private static string EndAfterSignal(string signal, string image, string program, string[] args)
     {
         const string reporter =
             "import os, sys\n" +
@@ -112,7 +133,7 @@ public class ProcessLifetimeTests
             lastTicks = cpu?.Ticks ?? -1;
             parent.WaitForExit(TimeSpan.FromMilliseconds(40));
         }
-        Assert.Equal(0, Programs.Run("kill", "-TERM", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
+        Assert.Equal(0, Programs.Run("kill", $"-{signal}", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).ExitCode);
         var result = parent.Result(TimeSpan.FromSeconds(10));
         return result.Stdout.Split('\n')[1];
     }

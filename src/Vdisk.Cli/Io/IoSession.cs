@@ -61,8 +61,9 @@ internal sealed class IoSession : IAsyncDisposable
 
     /// <summary>
     /// Called once the session holds what a signal's default action would lose: before a command
-    /// that writes or resizes, and after an open or a command that wrote below the image
-    /// (persistent bitmaps marked in use, a repaired header) or opened it with copy-on-read.
+    /// that writes or resizes, after an open whose reads can write (copy-on-read, quorum's
+    /// rewrite-corrupted), and after an open or command that wrote below the image (persistent
+    /// bitmaps marked in use, a repaired header).
     /// Until then SIGINT and SIGTERM kill vdisk io as they kill qemu-io and the kernel drops the
     /// locks, so a run that only reads never starts the runtime's signal handling (its thread
     /// costs about a tenth of a one-shot read).
@@ -82,7 +83,7 @@ internal sealed class IoSession : IAsyncDisposable
     private void NoteImageState()
     {
         if (_cleanEndArmed || _image is not { } image) return;
-        if ((image.OpenFlags & OpenFlags.CopyOnRead) != 0 || !image.HasWrittenNothing) NeedCleanEnd();
+        if (image.ReadsMayWrite || !image.HasWrittenNothing) NeedCleanEnd();
     }
 
     /// <summary>Opens the image given on the command line or to the <c>open</c> command.</summary>
@@ -151,6 +152,7 @@ internal sealed class IoSession : IAsyncDisposable
         finally
         {
             Out.Flush();
+            NoteImageState();
         }
     }
 

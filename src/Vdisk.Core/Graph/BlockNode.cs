@@ -116,6 +116,12 @@ public abstract partial class BlockNode
     public bool CopyOnRead { get; internal set; }
 
     /// <summary>
+    /// Whether a read through this node can write below it (copy-on-read copies, quorum's
+    /// rewrite of outvoted children): a reader then has something to lose if killed.
+    /// </summary>
+    public virtual bool ReadsMayWrite => CopyOnRead;
+
+    /// <summary>
     /// bdrv_get_cluster_size: the unit copy-on-read rounds its copies to (qcow2's cluster); 0
     /// when the driver reports none (the request alignment then, one byte for vdisk's nodes).
     /// </summary>

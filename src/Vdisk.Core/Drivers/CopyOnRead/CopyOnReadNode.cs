@@ -21,6 +21,9 @@ public sealed class CopyOnReadNode : FilterNode
     public override IChildPermissionRule PermissionRule => CopyOnReadChildPermissionRule.Instance;
 
     /// <inheritdoc />
+    public override bool ReadsMayWrite => true;
+
+    /// <inheritdoc />
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) =>
         Graph.CopyOnRead.ReadAsync(File, offset, buffer, cancellationToken);
 }

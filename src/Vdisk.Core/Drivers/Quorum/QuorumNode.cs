@@ -39,6 +39,9 @@ public sealed class QuorumNode : BlockNode
     }
 
     /// <inheritdoc />
+    public override bool ReadsMayWrite => _settings.RewriteCorrupted || CopyOnRead;
+
+    /// <inheritdoc />
     /// <remarks>Its children have no one directory: "Cannot generate a base directory for quorum nodes".</remarks>
     protected override bool HasDirname => false;
 
