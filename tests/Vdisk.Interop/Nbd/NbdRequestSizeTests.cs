@@ -1,0 +1,106 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Vdisk.Interop.Support;
+using Xunit;
+
+namespace Vdisk.Interop.Nbd;
+
+/// <summary>
+/// The requests vdisk's NBD client sends, as qemu-nbd's own trace records them: a read or write
+/// longer than 256 KiB goes out as several requests of at most 256 KiB (nbdcopy's size), because
+/// qemu-nbd maps a fresh buffer for every large request and pays for it page by page.
+/// </summary>
+public sealed partial class NbdRequestSizeTests
+{
+    private const int Piece = 256 * 1024;
+    private const int NbdCmdRead = 0;
+    private const int NbdCmdWrite = 1;
+
+    [GeneratedRegex(@"^nbd_receive_request Got request: \{ magic = 0x[0-9a-f]+, \.flags = 0x[0-9a-f]+, \.type = 0x(?<type>[0-9a-f]+), from = (?<from>\d+), len = (?<len>\d+) \}", RegexOptions.Multiline)]
+    private static partial Regex RequestLine();
+
+    private sealed record Request(int Type, long From, long Length);
+
+    /// <summary>qemu-nbd serving <paramref name="image"/> with its request trace on stderr.</summary>
+    private static Daemon TracedQemuNbd(TempDir dir, string image, bool writable)
+    {
+        string socket = dir.File("nbd.sock");
+        return Daemon.Start("qemu-nbd", ["-t", "-f", "raw", "-x", "disk", "-k", socket, "--trace", "nbd_receive_request", .. writable ? Array.Empty<string>() : ["-r"], image], socket);
+    }
+
+    /// <summary>Ends the server and returns the requests it received of <paramref name="type"/>, in order.</summary>
+    private static List<Request> Requests(Daemon server, int type)
+    {
+        server.Signal();
+        var all = RequestLine().Matches(server.Stderr)
+            .Select(m => new Request(int.Parse(m.Groups["type"].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+                long.Parse(m.Groups["from"].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups["len"].Value, CultureInfo.InvariantCulture)))
+            .ToList();
+        Assert.NotEmpty(all);
+        return all.Where(r => r.Type == type).ToList();
+    }
+
+    /// <summary>The requests cover [0, <paramref name="length"/>) exactly once, none longer than a piece.</summary>
+    private static void AssertPieces(List<Request> requests, long length)
+    {
+        Assert.All(requests, r => Assert.InRange(r.Length, 1, Piece));
+        long covered = 0;
+        foreach (var r in requests.OrderBy(r => r.From))
+        {
+            Assert.Equal(covered, r.From);
+            covered += r.Length;
+        }
+        Assert.Equal(length, covered);
+    }
+
+    [Fact]
+    public void ConvertFromQemuNbd_ReadsIn256KiBPieces_AndCopiesEveryByte()
+    {
+        using var dir = new TempDir();
+        var source = dir.RawImage("source.raw", 6 << 20);
+        Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0x3c 0 6M"));
+        string copy = dir.File("copy.qcow2");
+        using var server = TracedQemuNbd(dir, source, writable: false);
+
+        var result = Programs.Run(Programs.Vdisk, "convert", "-O", "qcow2", $"nbd+unix:///disk?socket={dir.File("nbd.sock")}", copy);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var reads = Requests(server, NbdCmdRead).Where(r => r.Length != 512).ToList(); // 512: the format probe
+        AssertPieces(reads, 6 << 20);
+        Assert.Equal("Images are identical.\n", Programs.Run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", source, copy).Stdout);
+    }
+
+    [Fact]
+    public void ConvertToQemuNbd_WritesIn256KiBPieces_AndCopiesEveryByte()
+    {
+        using var dir = new TempDir();
+        var source = dir.RawImage("source.raw", 6 << 20);
+        Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0xc3 0 6M"));
+        var target = dir.RawImage("target.raw", 6 << 20);
+        using var server = TracedQemuNbd(dir, target, writable: true);
+
+        var result = Programs.Run(Programs.Vdisk, "convert", "-n", "-f", "raw", "-O", "raw", source, $"nbd+unix:///disk?socket={dir.File("nbd.sock")}");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        AssertPieces(Requests(server, NbdCmdWrite), 6 << 20);
+        Assert.Equal("Images are identical.\n", Programs.Run("qemu-img", "compare", "-f", "raw", "-F", "raw", source, target).Stdout);
+    }
+
+    [Fact]
+    public void OneLongReadFromQemuIoSyntax_IsSplit_AndReadsThePattern()
+    {
+        using var dir = new TempDir();
+        var source = dir.RawImage("source.raw", 4 << 20);
+        Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0x5e 1M 2M"));
+        using var server = TracedQemuNbd(dir, source, writable: false);
+
+        var result = Programs.Run(Programs.Vdisk, "io", "-r", "-f", "raw", "-c", "read -P 0x5e 1M 2M", $"nbd+unix:///disk?socket={dir.File("nbd.sock")}");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.StartsWith("read 2097152/2097152 bytes at offset 1048576\n", result.Stdout);
+        var reads = Requests(server, NbdCmdRead).Where(r => r.Length != 512).ToList();
+        Assert.Equal(8, reads.Count);
+        Assert.All(reads, r => Assert.Equal(Piece, r.Length));
+        Assert.Equal(Enumerable.Range(0, 8).Select(i => (1L << 20) + (long)i * Piece), reads.Select(r => r.From).Order());
+    }
+}
