@@ -22,11 +22,21 @@ internal static class Stdio
     /// </summary>
     public static TextWriter Out => StandardOutput.Writer;
 
+    /// <summary>stdout as bytes, for writers that produce UTF-8 themselves (large JSON): flushes <see cref="Out"/> first to keep the order.</summary>
+    public static Stream OutBytes
+    {
+        get
+        {
+            Out.Flush();
+            return StandardOutput.Writer.BaseStream;
+        }
+    }
+
     private static class StandardOutput
     {
         // 4 Ki characters, as glibc buffers QEMU's stdout on a pipe (4 KiB): 64 Ki cost a one-shot
         // command ~300 KiB of fresh buffers (chars and their UTF-8 bytes) and their page faults.
-        public static readonly TextWriter Writer = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 12) { AutoFlush = false, NewLine = "\n" };
+        public static readonly StreamWriter Writer = new StreamWriter(new Native.DescriptorWriteStream(1), new System.Text.UTF8Encoding(false), 1 << 12) { AutoFlush = false, NewLine = "\n" };
     }
 
     /// <summary>

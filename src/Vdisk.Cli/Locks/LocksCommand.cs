@@ -103,7 +103,7 @@ internal static class LocksCommand
         var modes = asked is { } one ? [one] : AccessModes.All;
         if (json)
         {
-            Stdio.Out.Write(LockReportJson.ToJson(all, modes, format, FormatOf));
+            LockReportJson.Write(Stdio.OutBytes, all, modes, format, FormatOf);
             Stdio.Out.Write('\n');
         }
         else

@@ -79,7 +79,7 @@ public static class ClusterReportJson
     public static string ToJson(IReadOnlyList<ClusterImageLocks> images, IReadOnlyList<AccessMode> modes, string format, ClusterLockSettings settings)
     {
         using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        using (var w = new Utf8JsonWriter(stream, LockReportJson.WriterOptions))
         {
             w.WriteStartObject();
             w.WriteString("format", format);
