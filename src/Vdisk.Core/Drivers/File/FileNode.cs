@@ -709,9 +709,11 @@ public sealed class FileNode : BlockNode
         // with O_DIRECT the request alignment is a block.
         if (_direct && dataLength % DirectAlignment != 0)
             dataLength = (dataLength + DirectAlignment - 1) / DirectAlignment * DirectAlignment;
-        long answered = Math.Min(length, dataLength);
-        Volatile.Write(ref _knownData, new DataRange(offset, offset + answered));
-        return ValueTask.FromResult(new BlockStatus(answered, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+        // The whole extent up to the hole is remembered, not only the part asked for: QEMU's
+        // file-posix answers with it (@bytes is no limit on *pnum) and bdrv_bsc_fill keeps it,
+        // so a random read on a fully allocated raw image asks lseek once, not twice per request.
+        Volatile.Write(ref _knownData, new DataRange(offset, offset + dataLength));
+        return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataLength), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
 
     /// <summary>A range block status found to be data.</summary>
