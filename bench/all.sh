@@ -20,7 +20,7 @@ RUNS=3 bench/convert-vhdx-vpc.sh
 RUNS=3 bench/convert-luks.sh
 RUNS=3 bench/convert-nbd.sh
 SIZE=512 RUNS=3 bench/serve-nbdcopy.sh
-SIZE=512 SECONDS_PER_JOB=4 ROUNDS=2 bench/serve-fio.sh
+SIZE=512 SECONDS_PER_JOB=4 ROUNDS=3 bench/serve-fio.sh
 COUNTS=1000 bench/serve-memory.sh
 RUNS=5 bench/locks-scan.sh 10000 1000
 end=$(date +%s)

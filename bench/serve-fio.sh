@@ -19,6 +19,9 @@ job() {
   shift 2
   for round in $(seq "$rounds"); do
     for side in v q; do
+      # Each job starts from clean pages: the kernel writing back the set-up's copies or the
+      # previous job's writes would slow whichever daemon runs next.
+      sync
       fio --name=bench --ioengine=nbd --uri="nbd+unix:///disk?socket=$work/$side.sock" \
         --time_based --runtime="$seconds" --ramp_time=1 --output-format=json \
         --output="$work/$side.$round.json" "$@" >/dev/null
