@@ -683,6 +683,7 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        int generation = Volatile.Read(ref _knownDataGeneration);
         if (Volatile.Read(ref _knownData) is { } known && offset >= known.Start && offset < known.End)
             return ValueTask.FromResult(new BlockStatus(Math.Min(length, known.End - offset), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
         long fileLength = Length;
@@ -712,7 +713,7 @@ public sealed class FileNode : BlockNode
         // The whole extent up to the hole is remembered, not only the part asked for: QEMU's
         // file-posix answers with it (@bytes is no limit on *pnum) and bdrv_bsc_fill keeps it,
         // so a random read on a fully allocated raw image asks lseek once, not twice per request.
-        Volatile.Write(ref _knownData, new DataRange(offset, offset + dataLength));
+        RememberData(new DataRange(offset, offset + dataLength), generation);
         return ValueTask.FromResult(new BlockStatus(Math.Min(length, dataLength), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
     }
 
@@ -728,7 +729,23 @@ public sealed class FileNode : BlockNode
     /// </summary>
     private DataRange? _knownData;
 
-    private void ForgetKnownData() => Volatile.Write(ref _knownData, null);
+    /// <summary>Counts forgettings: a query that ran across one (a discard during its lseek) must not store what it found.</summary>
+    private int _knownDataGeneration;
+
+    private void ForgetKnownData()
+    {
+        Interlocked.Increment(ref _knownDataGeneration);
+        Volatile.Write(ref _knownData, null);
+    }
+
+    /// <summary>Stores <paramref name="range"/> unless the cache was forgotten since the query began (<paramref name="generation"/>).</summary>
+    private void RememberData(DataRange range, int generation)
+    {
+        Volatile.Write(ref _knownData, range);
+        // A forgetting between the query's start and this store: take the range back (a
+        // forgetting after this check writes null itself).
+        if (Volatile.Read(ref _knownDataGeneration) != generation) Interlocked.CompareExchange(ref _knownData, null, range);
+    }
 
     /// <summary>
     /// Self-fencing: once this process may have lost its cluster lease, nothing more reaches the

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Vdisk.Graph;
 using Vdisk.Native;
 using Vdisk.Permissions;
@@ -179,8 +180,8 @@ public sealed class NbdNode : BlockNode
             buffer.Span[inside..].Clear();
             buffer = buffer[..inside];
         }
-        await InPiecesAsync(offset, buffer.Length,
-            (at, start, length) => RunAsync(s => s.RequestAsync(NbdWire.CmdRead, 0, (ulong)at, (uint)length, default, buffer.Slice(start, length), cancellationToken), cancellationToken))
+        await InPiecesAsync(offset, buffer.Length, cancellationToken,
+            (at, start, length, connectToken) => RunAsync(s => s.RequestAsync(NbdWire.CmdRead, 0, (ulong)at, (uint)length, default, buffer.Slice(start, length), cancellationToken), cancellationToken, connectToken))
             .ConfigureAwait(false);
     }
 
@@ -194,22 +195,54 @@ public sealed class NbdNode : BlockNode
     private const int PieceSize = 256 * 1024;
 
     /// <summary>
-    /// Runs <paramref name="request"/> (target offset, offset in the caller's buffer, length)
-    /// for each piece of <paramref name="length"/> bytes at <paramref name="offset"/>, all in
-    /// flight at once; the first piece's error in offset order is thrown, the lowest failed
-    /// offset, as from one request.
+    /// Runs <paramref name="request"/> (target offset, offset in the caller's buffer, length,
+    /// token for getting a connection) for each piece of <paramref name="length"/> bytes at
+    /// <paramref name="offset"/>, all in flight at once. Once a piece fails, the pieces still
+    /// waiting for a connection give up instead of each trying to connect in turn (after
+    /// reconnect-delay, one attempt per piece could take minutes each); pieces already sent are
+    /// awaited, so the caller's buffer is never touched after this returns. The error thrown is
+    /// the lowest failed piece's, as from one request.
     /// </summary>
-    private Task InPiecesAsync(long offset, int length, Func<long, int, int, Task<NbdRequestResult>> request)
+    private async Task InPiecesAsync(long offset, int length, CancellationToken cancellationToken, Func<long, int, int, CancellationToken, Task<NbdRequestResult>> request)
     {
         int piece = Math.Min(MaxTransfer, PieceSize);
-        if (length <= piece) return length == 0 ? Task.CompletedTask : request(offset, 0, length);
-        var pieces = new Task[(length + piece - 1) / piece];
+        if (length <= piece)
+        {
+            if (length > 0) await request(offset, 0, length, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var pieces = new Task[(int)(((long)length + piece - 1) / piece)];
         for (int i = 0; i < pieces.Length; i++)
         {
             int start = i * piece;
-            pieces[i] = request(offset + start, start, Math.Min(piece, length - start));
+            pieces[i] = PieceAsync(offset + start, start, Math.Min(piece, length - start));
         }
-        return Task.WhenAll(pieces);
+        try
+        {
+            await Task.WhenAll(pieces).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // In offset order, by hand: the order of Task.WhenAll's exceptions is not a promise.
+            foreach (var p in pieces)
+                if (p.IsFaulted) ExceptionDispatchInfo.Throw(p.Exception!.InnerException!);
+            cancellationToken.ThrowIfCancellationRequested();
+            throw;
+        }
+
+        async Task PieceAsync(long at, int start, int n)
+        {
+            try
+            {
+                await request(at, start, n, failed.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                failed.Cancel();
+                throw;
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -218,8 +251,8 @@ public sealed class NbdNode : BlockNode
         bool fua = (flags & WriteFlags.Fua) != 0;
         bool serverFua = _session.Info.Has(NbdWire.TxSendFua);
         ushort commandFlags = fua && serverFua ? NbdWire.CmdFlagFua : (ushort)0;
-        await InPiecesAsync(offset, data.Length,
-            (at, start, length) => RunAsync(s => s.RequestAsync(NbdWire.CmdWrite, commandFlags, (ulong)at, (uint)length, data.Slice(start, length), default, cancellationToken), cancellationToken))
+        await InPiecesAsync(offset, data.Length, cancellationToken,
+            (at, start, length, connectToken) => RunAsync(s => s.RequestAsync(NbdWire.CmdWrite, commandFlags, (ulong)at, (uint)length, data.Slice(start, length), default, cancellationToken), cancellationToken, connectToken))
             .ConfigureAwait(false);
         // Without FUA on the wire, the block layer emulates it with a flush.
         if (fua && !serverFua) await FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -336,11 +369,11 @@ public sealed class NbdNode : BlockNode
     /// Runs one request, re-running it on a new connection while reconnect-delay allows
     /// (nbd_co_request's loop). A request the server answered with an error fails with that errno.
     /// </summary>
-    private async Task<NbdRequestResult> RunAsync(Func<NbdSession, Task<NbdRequestResult>> request, CancellationToken ct)
+    private async Task<NbdRequestResult> RunAsync(Func<NbdSession, Task<NbdRequestResult>> request, CancellationToken ct, CancellationToken connectToken = default)
     {
         while (true)
         {
-            var session = await GetSessionAsync(ct).ConfigureAwait(false);
+            var session = await GetSessionAsync(connectToken.CanBeCanceled ? connectToken : ct).ConfigureAwait(false);
             NbdRequestResult result;
             try
             {
