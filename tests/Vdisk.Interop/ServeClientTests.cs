@@ -17,10 +17,10 @@ public class ServeClientTests
         using var dir = new TempDir();
         string vsock = dir.File("v.sock"), qsock = dir.File("q.sock");
         string vdisk, qsd;
-        using (Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("vm.sock"))], dir.File("vm.sock")))
-            vdisk = Normalize(client(vsock), vsock);
-        using (Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("qm.sock"))], dir.File("qm.sock")))
-            qsd = Normalize(client(qsock), qsock);
+        using (var d = Daemon.Vdisk([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(vsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("vm.sock"))], dir.File("vm.sock")))
+            vdisk = Normalize(d.WhileRunning(() => client(vsock)), vsock);
+        using (var d = Daemon.Qsd([.. Serve.Blockdevs(image, format), .. Serve.NbdServer(qsock), .. Serve.Export(writable: writable, extra: ",description=test export" + exportOptions), .. Serve.Monitor(dir.File("qm.sock"))], dir.File("qm.sock")))
+            qsd = Normalize(d.WhileRunning(() => client(qsock)), qsock);
         return (vdisk, qsd);
     }
 

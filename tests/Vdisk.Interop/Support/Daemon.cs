@@ -21,14 +21,61 @@ public sealed class Daemon : IDisposable
     public bool HasExited => _process.HasExited;
     public int ExitCode => _process.ExitCode;
 
+    /// <summary>
+    /// Runs <paramref name="client"/> against the daemon; a failure says whether the daemon is
+    /// still running and what it printed (a refused connection alone does not tell which side went away).
+    /// </summary>
+    public T WhileRunning<T>(Func<T> client)
+    {
+        try
+        {
+            return client();
+        }
+        catch (Exception e)
+        {
+            string state = _process.WaitForExit(TimeSpan.FromMilliseconds(100)) ? $"exited with {_process.Result().ExitCode}" : "still running";
+            throw new Xunit.Sdk.XunitException($"{Path.GetFileName(_program)} (pid {Pid}, {state}; stderr: {Stderr}): {e.Message}");
+        }
+    }
+
     /// <summary>What the daemon printed on stderr so far, byte for byte.</summary>
     public string Stderr => _process.Stderr;
 
     /// <summary>vdisk serve ARGS.</summary>
-    public static Daemon Vdisk(IEnumerable<string> args, params string[] readySockets) => Start(Programs.Vdisk, ["serve", .. args], readySockets);
+    public static Daemon Vdisk(IEnumerable<string> args, params string[] readySockets) => Start(Programs.Vdisk, ["serve", .. args], [.. readySockets, .. NbdServerSockets(args)]);
 
     /// <summary>qemu-storage-daemon ARGS.</summary>
-    public static Daemon Qsd(IEnumerable<string> args, params string[] readySockets) => Start("qemu-storage-daemon", args, readySockets);
+    public static Daemon Qsd(IEnumerable<string> args, params string[] readySockets) => Start("qemu-storage-daemon", args, [.. readySockets, .. NbdServerSockets(args)]);
+
+    /// <summary>
+    /// The Unix sockets of the --nbd-server options: a daemon is ready for an NBD client only
+    /// when that socket accepts, whatever else (a QMP monitor) accepted first; which socket a
+    /// daemon opens first is its own business.
+    /// </summary>
+    private static IEnumerable<string> NbdServerSockets(IEnumerable<string> args)
+    {
+        string? previous = null;
+        foreach (var arg in args)
+        {
+            if (previous == "--nbd-server" && arg.Split(',') is var parts && parts.Contains("addr.type=unix"))
+            {
+                // The value up to the first single comma; a path's own commas are doubled (Serve.Escape).
+                int at = arg.IndexOf("addr.path=", StringComparison.Ordinal);
+                if (at >= 0)
+                {
+                    var path = new System.Text.StringBuilder();
+                    for (int i = at + "addr.path=".Length; i < arg.Length; i++)
+                    {
+                        if (arg[i] == ',' && (i + 1 >= arg.Length || arg[i + 1] != ',')) break;
+                        path.Append(arg[i]);
+                        if (arg[i] == ',') i++;
+                    }
+                    yield return path.ToString();
+                }
+            }
+            previous = arg;
+        }
+    }
 
     public static Daemon Start(string program, IEnumerable<string> args, params string[] readySockets)
     {
