@@ -42,40 +42,10 @@ public sealed class Daemon : IDisposable
     public string Stderr => _process.Stderr;
 
     /// <summary>vdisk serve ARGS.</summary>
-    public static Daemon Vdisk(IEnumerable<string> args, params string[] readySockets) => Start(Programs.Vdisk, ["serve", .. args], [.. readySockets, .. NbdServerSockets(args)]);
+    public static Daemon Vdisk(IEnumerable<string> args, params string[] readySockets) => Start(Programs.Vdisk, ["serve", .. args], readySockets);
 
     /// <summary>qemu-storage-daemon ARGS.</summary>
-    public static Daemon Qsd(IEnumerable<string> args, params string[] readySockets) => Start("qemu-storage-daemon", args, [.. readySockets, .. NbdServerSockets(args)]);
-
-    /// <summary>
-    /// The Unix sockets of the --nbd-server options: a daemon is ready for an NBD client only
-    /// when that socket accepts, whatever else (a QMP monitor) accepted first; which socket a
-    /// daemon opens first is its own business.
-    /// </summary>
-    private static IEnumerable<string> NbdServerSockets(IEnumerable<string> args)
-    {
-        string? previous = null;
-        foreach (var arg in args)
-        {
-            if (previous == "--nbd-server" && arg.Split(',') is var parts && parts.Contains("addr.type=unix"))
-            {
-                // The value up to the first single comma; a path's own commas are doubled (Serve.Escape).
-                int at = arg.IndexOf("addr.path=", StringComparison.Ordinal);
-                if (at >= 0)
-                {
-                    var path = new System.Text.StringBuilder();
-                    for (int i = at + "addr.path=".Length; i < arg.Length; i++)
-                    {
-                        if (arg[i] == ',' && (i + 1 >= arg.Length || arg[i + 1] != ',')) break;
-                        path.Append(arg[i]);
-                        if (arg[i] == ',') i++;
-                    }
-                    yield return path.ToString();
-                }
-            }
-            previous = arg;
-        }
-    }
+    public static Daemon Qsd(IEnumerable<string> args, params string[] readySockets) => Start("qemu-storage-daemon", args, readySockets);
 
     public static Daemon Start(string program, IEnumerable<string> args, params string[] readySockets)
     {
