@@ -88,6 +88,18 @@ public sealed class Daemon : IDisposable
         {
             using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             s.Connect(new UnixDomainSocketEndPoint(path));
+            // Hang up only after the first byte of the greeting (QMP and NBD servers speak
+            // first): qemu-storage-daemon 7.2 sometimes died with SIGSEGV, after GLib's
+            // "g_source_unref: assertion 'source != NULL' failed", when a client hung up on its
+            // monitor at once. A server that stays silent is still counted as accepting.
+            s.ReceiveTimeout = 5000;
+            try
+            {
+                s.Receive(new byte[1]);
+            }
+            catch (SocketException)
+            {
+            }
             return true;
         }
         catch (SocketException)
