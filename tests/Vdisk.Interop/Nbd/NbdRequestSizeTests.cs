@@ -56,36 +56,32 @@ public sealed partial class NbdRequestSizeTests
         Assert.Equal(length, covered);
     }
 
-    [Fact]
-    public void ConvertFromQemuNbd_ReadsIn256KiBPieces_AndCopiesEveryByte()
+    /// <summary>
+    /// vdisk convert from a qemu-nbd export into a local qcow2 (<paramref name="toServer"/> false)
+    /// or from a local raw image into a writable export: the requests of the direction that
+    /// crosses the wire are pieces, and every byte arrives.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Convert_MovesDataIn256KiBPieces_AndCopiesEveryByte(bool toServer)
     {
         using var dir = new TempDir();
         var source = dir.RawImage("source.raw", 6 << 20);
         Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0x3c 0 6M"));
-        string copy = dir.File("copy.qcow2");
-        using var server = TracedQemuNbd(dir, source, writable: false);
+        string local = toServer ? source : dir.File("copy.qcow2");
+        string exported = toServer ? dir.RawImage("target.raw", 6 << 20) : source;
+        string uri = $"nbd+unix:///disk?socket={dir.File("nbd.sock")}";
+        using var server = TracedQemuNbd(dir, exported, writable: toServer);
 
-        var result = Programs.Run(Programs.Vdisk, "convert", "-f", "raw", "-O", "qcow2", $"nbd+unix:///disk?socket={dir.File("nbd.sock")}", copy);
-
-        Assert.True(result.ExitCode == 0, result.ToString());
-        AssertPieces(Requests(server, NbdCmdRead), 6 << 20);
-        Assert.Equal("Images are identical.\n", Programs.Run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", source, copy).Stdout);
-    }
-
-    [Fact]
-    public void ConvertToQemuNbd_WritesIn256KiBPieces_AndCopiesEveryByte()
-    {
-        using var dir = new TempDir();
-        var source = dir.RawImage("source.raw", 6 << 20);
-        Serve.Check(Programs.Run("qemu-io", "-f", "raw", source, "-c", "write -P 0xc3 0 6M"));
-        var target = dir.RawImage("target.raw", 6 << 20);
-        using var server = TracedQemuNbd(dir, target, writable: true);
-
-        var result = Programs.Run(Programs.Vdisk, "convert", "-n", "-f", "raw", "-O", "raw", source, $"nbd+unix:///disk?socket={dir.File("nbd.sock")}");
+        var result = toServer
+            ? Programs.Run(Programs.Vdisk, "convert", "-n", "-f", "raw", "-O", "raw", source, uri)
+            : Programs.Run(Programs.Vdisk, "convert", "-f", "raw", "-O", "qcow2", uri, local);
 
         Assert.True(result.ExitCode == 0, result.ToString());
-        AssertPieces(Requests(server, NbdCmdWrite), 6 << 20);
-        Assert.Equal("Images are identical.\n", Programs.Run("qemu-img", "compare", "-f", "raw", "-F", "raw", source, target).Stdout);
+        AssertPieces(Requests(server, toServer ? NbdCmdWrite : NbdCmdRead), 6 << 20);
+        string copy = toServer ? exported : local;
+        Assert.Equal("Images are identical.\n", Programs.Run("qemu-img", "compare", "-f", "raw", "-F", toServer ? "raw" : "qcow2", source, copy).Stdout);
     }
 
     [Fact]

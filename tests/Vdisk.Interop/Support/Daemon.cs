@@ -33,9 +33,15 @@ public sealed class Daemon : IDisposable
         }
         catch (Exception e)
         {
-            string state = _process.WaitForExit(TimeSpan.FromMilliseconds(100)) ? $"exited with {_process.Result().ExitCode}" : "still running";
-            throw new Xunit.Sdk.XunitException($"{Path.GetFileName(_program)} (pid {Pid}, {state}; stderr: {Stderr}): {e.Message}");
+            throw new Xunit.Sdk.XunitException($"{Whereabouts()}: {e.Message}; stderr: {Stderr}");
         }
+    }
+
+    /// <summary>"PROGRAM (pid N, exited with C)" or "(…, still running)", after a client of the daemon failed.</summary>
+    private string Whereabouts()
+    {
+        string state = _process.WaitForExit(TimeSpan.FromSeconds(1)) ? $"exited with {_process.Result().ExitCode}" : "still running";
+        return $"{Path.GetFileName(_program)} (pid {Pid}, {state})";
     }
 
     /// <summary>What the daemon printed on stderr so far, byte for byte.</summary>
@@ -121,8 +127,7 @@ public sealed class Daemon : IDisposable
         }
         catch (Exception e) when (e is SocketException or IOException)
         {
-            string state = _process.WaitForExit(TimeSpan.FromSeconds(1)) ? $"exited with {_process.Result().ExitCode}" : "still running";
-            throw new IOException($"{Path.GetFileName(_program)} (pid {Pid}, {state}): {e.Message}; stderr: {Stderr}", e);
+            throw new IOException($"{Whereabouts()}: {e.Message}; stderr: {Stderr}", e);
         }
     }
 

@@ -683,9 +683,9 @@ public sealed class FileNode : BlockNode
     /// <inheritdoc />
     public override ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
-        int generation = Volatile.Read(ref _knownDataGeneration);
         if (Volatile.Read(ref _knownData) is { } known && offset >= known.Start && offset < known.End)
             return ValueTask.FromResult(new BlockStatus(Math.Min(length, known.End - offset), BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
+        int generation = Volatile.Read(ref _knownDataGeneration);
         long fileLength = Length;
         if (offset >= fileLength || !IsRegularFile)
             return ValueTask.FromResult(new BlockStatus(length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, offset, this));
