@@ -13,6 +13,9 @@
       alternation and output as "time".
   bench.py fio FIO-JSON...
       Prints the median over the files of the read+write IOPS and of the bandwidth in MiB/s.
+  bench.py evict FILE...
+      Writes the files' dirty pages back and drops their pages from the page cache
+      (fsync, posix_fadvise DONTNEED), so that the next writes into them start from fresh pages.
   bench.py qmp-fill SOCKET COUNT IMAGE-DIR
       Adds COUNT raw nodes (IMAGE-DIR/i.raw) and writable NBD exports over QMP.
   bench.py table ROWS-FILE
@@ -129,6 +132,16 @@ def cmd_fio(args):
     print(f"{statistics.median(iops):.0f} {statistics.median(mibs):.1f}")
 
 
+def cmd_evict(args):
+    for name in args:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def cmd_qmp_fill(args):
     path, count, images = args[0], int(args[1]), args[2]
     s = socket.socket(socket.AF_UNIX)
@@ -192,4 +205,4 @@ def fmt(x):
 
 if __name__ == "__main__":
     verb, rest = sys.argv[1], sys.argv[2:]
-    {"time": cmd_time, "ready": cmd_ready, "fio": cmd_fio, "qmp-fill": cmd_qmp_fill, "table": cmd_table}[verb](rest)
+    {"time": cmd_time, "ready": cmd_ready, "fio": cmd_fio, "evict": cmd_evict, "qmp-fill": cmd_qmp_fill, "table": cmd_table}[verb](rest)

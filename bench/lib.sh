@@ -43,12 +43,12 @@ if [[ -z "${BENCH_ROWS:-}" ]]; then
   bench_own_table=1
 fi
 
-# bench_row LABEL VDISK PEER UNIT [FLOOR [RATE [PEER-NAME]]]
+# bench_row LABEL VDISK PEER UNIT [FLOOR [RATE [PEER-NAME]]]   (PEER empty: a row without a peer)
 #   RATE=1 for rates (higher is better: the ratio is then PEER/VDISK, so that below 1 still
 #   means vdisk is better); PEER-NAME names the peer program (default: the QEMU tool).
 bench_row() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-}" "${6:-0}" "${7:-qemu}" >> "$BENCH_ROWS"
-  printf '%-44s vdisk %10s %s   %s %10s %s%s\n' "$1" "$2" "$4" "${7:-qemu}" "$3" "$4" "${5:+   floor $5 $4}" >&2
+  printf '%-44s vdisk %10s %s%s%s\n' "$1" "$2" "$4" "${3:+   ${7:-qemu} $3 $4}" "${5:+   floor $5 $4}" >&2
 }
 
 # bench_table: the table of this script's rows (when run alone).
