@@ -104,6 +104,22 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     /// <summary>Opens an image with an explicit permission request (a device profile, say).</summary>
     public static DiskImage Open(ImageSource source, OpenFlags flags, PermissionPair request, string? name = null, BlockGraph? graph = null)
     {
+        if (TryOpen(source, flags, request, out var image, name, graph) is { } conflict) throw conflict;
+        return image!;
+    }
+
+    /// <summary>
+    /// <see cref="Open(ImageSource, OpenFlags, string?, BlockGraph?)"/>, with a conflict with
+    /// another process's locks returned instead of thrown (<paramref name="image"/> null, nothing
+    /// left open): a refused open is an expected outcome of a one-shot command, and its exception
+    /// dispatch was a tenth of its cost. Every other failure throws.
+    /// </summary>
+    public static Locking.LockConflictException? TryOpen(ImageSource source, OpenFlags flags, out DiskImage? image, string? name = null, BlockGraph? graph = null) =>
+        TryOpen(source, flags, BackendPermissions.FromOpenFlags(flags), out image, name, graph);
+
+    private static Locking.LockConflictException? TryOpen(ImageSource source, OpenFlags flags, PermissionPair request, out DiskImage? image, string? name, BlockGraph? graph)
+    {
+        image = null;
         graph ??= new BlockGraph();
         var opener = new GraphOpener(graph);
         var options = source.BuildOptions();
@@ -114,19 +130,19 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
             options.Set("force-share", "on");
         }
         var top = opener.OpenTop(options, flags);
-        var image = new DiskImage(graph, opener, top, flags, name);
+        var opened = new DiskImage(graph, opener, top, flags, name);
         bool attached = false;
         try
         {
-            image.Attach(request);
+            if (opened.TryAttach(request) is { } conflict) return conflict;
             attached = true;
         }
         finally
         {
-            // Not catch-and-rethrow: a refused open should cost one exception dispatch, not one per layer.
             if (!attached) opener.CloseOpenedAsync().AsTask().GetAwaiter().GetResult();
         }
-        return image;
+        image = opened;
+        return null;
     }
 
     /// <summary>
@@ -138,7 +154,7 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     {
         var flags = (request.Perm & (BlockPermission.Write | BlockPermission.Resize)) != 0 ? OpenFlags.ReadWrite : OpenFlags.None;
         var image = new DiskImage(graph, null, node, flags, name);
-        image.Attach(request);
+        if (image.TryAttach(request) is { } conflict) throw conflict;
         return image;
     }
 
@@ -146,7 +162,8 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
     public static Task<DiskImage> OpenAsync(ImageSource source, OpenFlags flags, CancellationToken cancellationToken = default) =>
         Task.Run(() => Open(source, flags), cancellationToken);
 
-    private void Attach(PermissionPair request)
+    /// <summary>Adds this user's edge and takes its permissions; on a conflict the edge is gone again.</summary>
+    private Locking.LockConflictException? TryAttach(PermissionPair request)
     {
         _requested = request;
         IsSuspended = Root.IsInactive;
@@ -155,8 +172,9 @@ public sealed class DiskImage : IAsyncDisposable, IDisposable
         bool refreshed = false;
         try
         {
-            PermissionRefresh.Refresh([Root]);
+            if (PermissionRefresh.TryRefresh([Root]) is { } conflict) return conflict;
             refreshed = true;
+            return null;
         }
         finally
         {

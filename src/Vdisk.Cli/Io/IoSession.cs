@@ -99,7 +99,13 @@ internal sealed class IoSession : IAsyncDisposable
             if (cache.NoFlush) flags |= OpenFlags.NoFlush;
             if (cache.Direct) flags |= OpenFlags.NoCache;
             DiskImage Open() => DiskImage.Open(source, flags, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks });
-            _image = OpenWrapper is null ? Open() : OpenWrapper(Open);
+            if (OpenWrapper is not null) _image = OpenWrapper(Open);
+            else if (DiskImage.TryOpen(source, flags, out _image, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks }) is { } conflict)
+            {
+                // The usual refusal, reported without throwing it (see DiskImage.TryOpen).
+                ReportOpenFailure(source, Stdio.Describe(conflict) ?? conflict.Message);
+                return false;
+            }
             _writeThrough = cache.WriteThrough;
             _cache = cache;
             NoteImageState();
@@ -111,10 +117,13 @@ internal sealed class IoSession : IAsyncDisposable
         }
         catch (Exception e) when (Stdio.Describe(e) is { } text)
         {
-            Stdio.Error(source.DisplayName is { } name ? $"can't open device {name}: {text}" : $"can't open: {text}");
+            ReportOpenFailure(source, text);
             return false;
         }
     }
+
+    private static void ReportOpenFailure(ImageSource source, string text) =>
+        Stdio.Error(source.DisplayName is { } name ? $"can't open device {name}: {text}" : $"can't open: {text}");
 
     /// <summary>Runs one command line; returns 0 or a negative errno.</summary>
     public async Task<int> RunAsync(string line)

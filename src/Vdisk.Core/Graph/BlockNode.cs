@@ -218,8 +218,12 @@ public abstract partial class BlockNode
 
     internal void RemoveParentEdge(BdrvChild edge) => _parents.Remove(edge);
 
-    /// <summary>PREPARE of a permission change (file nodes lock and test here).</summary>
-    protected internal virtual void PreparePermissions(PermissionPair cumulative) { }
+    /// <summary>
+    /// PREPARE of a permission change (file nodes lock and test here). A conflict with another
+    /// process's locks is returned, not thrown (nothing prepared is left behind); other failures
+    /// throw.
+    /// </summary>
+    protected internal virtual Locking.LockConflictException? PreparePermissions(PermissionPair cumulative) => null;
 
     /// <summary>COMMIT of a permission change.</summary>
     protected internal virtual void CommitPermissions(PermissionPair cumulative) { }

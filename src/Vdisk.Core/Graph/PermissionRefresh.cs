@@ -13,7 +13,17 @@ public sealed class PermissionConflictException(string message) : IOException(me
 public static class PermissionRefresh
 {
     /// <summary>Refreshes everything below <paramref name="starts"/> (the nodes whose parents changed).</summary>
+    /// <exception cref="Locking.LockConflictException">Another process holds or refuses a permission.</exception>
     public static void Refresh(ReadOnlySpan<BlockNode> starts)
+    {
+        if (TryRefresh(starts) is { } conflict) throw conflict;
+    }
+
+    /// <summary>
+    /// <see cref="Refresh"/>, with a conflict with another process's locks returned instead of
+    /// thrown, after everything is rolled back (a refused open costs no exception dispatch).
+    /// </summary>
+    public static Locking.LockConflictException? TryRefresh(ReadOnlySpan<BlockNode> starts)
     {
         var order = TopologicalOrder(starts);
         var savedEdges = new Dictionary<BdrvChild, PermissionPair>();
@@ -49,7 +59,7 @@ public static class PermissionRefresh
         {
             foreach (var node in order)
             {
-                node.PreparePermissions(cumulative[node]);
+                if (node.PreparePermissions(cumulative[node]) is { } conflict) return conflict;
                 prepared.Add(node);
             }
             allPrepared = true;
@@ -68,6 +78,7 @@ public static class PermissionRefresh
             node.CommitPermissions(cumulative[node]);
             node.CumulativePermissions = cumulative[node];
         }
+        return null;
     }
 
     /// <summary>

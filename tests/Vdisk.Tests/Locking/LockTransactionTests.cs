@@ -65,6 +65,21 @@ public class LockTransactionTests
     }
 
     [Fact]
+    public void TryPrepareAgainstRunningGuestDevice_ReturnsTheConflictAndRestoresTheBytes()
+    {
+        var file = new SimulatedFile();
+        Apply(new PermissionLockTransaction(file.NewOwner(), "d.raw"), BackendPermissions.GuestDevice(readOnly: false, resizable: true, shareRw: false));
+        var writerOwner = file.NewOwner();
+        var writer = new PermissionLockTransaction(writerOwner, "d.raw");
+        var conflict = writer.TryPrepare(Req(P.ConsistentRead | P.Write, P.All));
+        Assert.NotNull(conflict);
+        Assert.Equal("Failed to get \"write\" lock", conflict.Message);
+        Assert.True(conflict.FromTest);
+        Assert.Empty(writerOwner.Held);
+        Assert.Null(writer.TryPrepare(Req(P.ConsistentRead, P.All)));
+    }
+
+    [Fact]
     public void ReadOnlyQcow2OpenerAgainstWriter_GetsSharedWriteMessage()
     {
         var file = new SimulatedFile();

@@ -25,10 +25,16 @@ internal sealed class FakeProtocolNode(string name, NodeFlags flags) : NoIoNode(
     public override IChildPermissionRule PermissionRule => LeafChildPermissionRule.Instance;
     public Func<PermissionPair, Exception?>? FailPrepare { get; set; }
 
-    protected internal override void PreparePermissions(PermissionPair cumulative)
+    /// <summary>A lock conflict is returned as a file node returns it; any other failure is thrown.</summary>
+    protected internal override Vdisk.Locking.LockConflictException? PreparePermissions(PermissionPair cumulative)
     {
         Events.Add($"prepare {cumulative}");
-        if (FailPrepare?.Invoke(cumulative) is { } e) throw e;
+        return FailPrepare?.Invoke(cumulative) switch
+        {
+            null => null,
+            Vdisk.Locking.LockConflictException conflict => conflict,
+            var e => throw e,
+        };
     }
 
     protected internal override void CommitPermissions(PermissionPair cumulative) => Events.Add($"commit {cumulative}");

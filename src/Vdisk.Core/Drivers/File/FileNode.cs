@@ -150,21 +150,19 @@ public sealed class FileNode : BlockNode
     }
 
     /// <inheritdoc />
-    protected internal override void PreparePermissions(PermissionPair cumulative)
+    protected internal override LockConflictException? PreparePermissions(PermissionPair cumulative)
     {
         // A node reopened read-write (qemu-img commit's base, say) needs a read-write descriptor:
         // like file-posix's raw_check_perm, open it now and lock it only after the test passed
         // on the old one, so that its locks never show in the test.
         bool needWritable = (Flags & NodeFlags.ReadWrite) != 0 && !_handleWritable;
         if (needWritable) _pendingHandle = OpenDescriptor(Filename, LibC.O_RDWR, _direct);
-        // Cleaned up in finally blocks, not catch-and-rethrow: a refused open's lock conflict is
-        // then dispatched once on its way out (a rethrow is a second exception dispatch).
         bool prepared = false;
         try
         {
             if (_locks is not null && !IsInactive)
             {
-                _locks.Prepare(cumulative);
+                if (_locks.TryPrepare(cumulative) is { } conflict) return conflict;
                 if (_pendingHandle is not null && LockKind == LockKind.Ofd)
                 {
                     bool copied = false;
@@ -180,6 +178,7 @@ public sealed class FileNode : BlockNode
                 }
             }
             prepared = true;
+            return null;
         }
         finally
         {
@@ -665,7 +664,7 @@ public sealed class FileNode : BlockNode
     public void LockForCreate()
     {
         var request = new PermissionPair(BlockPermission.Write | BlockPermission.Resize, BlockPermission.All & ~BlockPermission.Resize);
-        PreparePermissions(request);
+        if (PreparePermissions(request) is { } conflict) throw conflict;
         CommitPermissions(request);
     }
 
