@@ -139,6 +139,7 @@ internal static class ServeCommand
         if (daemonize && !start.IsDetachedChild) return DaemonStart.RunDetached(Environment.ProcessPath!, [Name, .. args], ReadyFdVariable);
 
         ProcessLimits.RaiseOpenFileLimit();
+        ProcessLimits.ShareOneMallocArena();
         using var signals = new Signals();
         var daemon = new StorageDaemon(cluster);
         daemon.BeginStartup();
