@@ -127,4 +127,24 @@ public class PermissionCalculusTests
         Assert.Equal(fileBefore, graph.File.CumulativePermissions);
         Assert.Equal(fileBefore, PermissionRefresh.Cumulative(graph.File));
     }
+
+    [Fact]
+    public void ConflictReturnedByOneNode_AbortsTheOthersAndRestoresEdgesWithoutThrowing()
+    {
+        // The same rollback as a thrown failure, when a file node returns another process's lock conflict.
+        var graph = FakeGraphs.Build("overlay", OpenFlags.ReadWrite);
+        var user = FakeGraphs.AttachUser(graph.Top, BackendPermissions.FromOpenFlags(OpenFlags.None));
+        var fileBefore = graph.File.CumulativePermissions;
+        var conflict = new Vdisk.Locking.LockConflictException("Failed to get \"write\" lock", "overlay.qcow2", 201, fromTest: true);
+        graph.File.FailPrepare = _ => conflict;
+        graph.BackingFile!.Events.Clear();
+        user.Permissions = BackendPermissions.FromOpenFlags(OpenFlags.ReadWrite);
+        Assert.Same(conflict, PermissionRefresh.TryRefresh([graph.Top]));
+        Assert.Equal("abort", graph.BackingFile.Events[^1]);
+        Assert.DoesNotContain(graph.BackingFile.Events, e => e.StartsWith("commit"));
+        Assert.Equal(fileBefore, graph.File.CumulativePermissions);
+        Assert.Equal(fileBefore, PermissionRefresh.Cumulative(graph.File));
+        // The throwing form throws that conflict.
+        Assert.Same(conflict, Assert.Throws<Vdisk.Locking.LockConflictException>(() => PermissionRefresh.Refresh([graph.Top])));
+    }
 }
