@@ -75,12 +75,17 @@ public sealed class NbdClient : IDisposable
         Send(flags);
     }
 
+    /// <summary>
+    /// Sends an option's header and data in one write. Two writes raced the server: on a header
+    /// it acts on alone (ABORT, a length it refuses) it answers and hangs up, and the second
+    /// write, even of no bytes, then failed with EPIPE (seen under load in CI).
+    /// </summary>
     public void SendOption(uint option, ReadOnlySpan<byte> data, uint? lengthOverride = null)
     {
-        var header = new byte[NbdOptionRequest.HeaderLength];
-        new NbdOptionRequest((NbdOption)option, lengthOverride ?? (uint)data.Length).Write(header);
-        Send(header);
-        Send(data);
+        var request = new byte[NbdOptionRequest.HeaderLength + data.Length];
+        new NbdOptionRequest((NbdOption)option, lengthOverride ?? (uint)data.Length).Write(request);
+        data.CopyTo(request.AsSpan(NbdOptionRequest.HeaderLength));
+        Send(request);
     }
 
     public OptionReply ReadOptionReply()
