@@ -98,9 +98,9 @@ internal sealed class IoSession : IAsyncDisposable
         {
             if (cache.NoFlush) flags |= OpenFlags.NoFlush;
             if (cache.Direct) flags |= OpenFlags.NoCache;
-            DiskImage Open() => DiskImage.Open(source, flags, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks });
-            if (OpenWrapper is not null) _image = OpenWrapper(Open);
-            else if (DiskImage.TryOpen(source, flags, out _image, graph: new Graph.BlockGraph { ClusterLocks = ClusterLocks }) is { } conflict)
+            Graph.BlockGraph NewGraph() => new() { ClusterLocks = ClusterLocks };
+            if (OpenWrapper is not null) _image = OpenWrapper(() => DiskImage.Open(source, flags, graph: NewGraph()));
+            else if (DiskImage.TryOpen(source, flags, out _image, graph: NewGraph()) is { } conflict)
             {
                 // The usual refusal, reported without throwing it (see DiskImage.TryOpen).
                 ReportOpenFailure(source, Stdio.Describe(conflict) ?? conflict.Message);

@@ -12,18 +12,11 @@ namespace Vdisk.Tests.Graph;
 public sealed class DriverOperationsTests : IDisposable
 {
     private const int Cluster = 64 * 1024;
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("vdisk-driverops-");
+    private readonly ScratchImages _images = new("vdisk-driverops-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _images.Dispose();
 
-    private async Task<string> CreateAsync(string format)
-    {
-        string path = Path.Combine(_dir.FullName, "disk." + format);
-        var options = new CreateOptions(path, format);
-        options.Options.Set("size", "1M");
-        await ImageCreator.CreateAsync(options);
-        return path;
-    }
+    private Task<string> CreateAsync(string format) => _images.CreateAsync("disk." + format, format, "1M");
 
     private static byte[] Pattern(int length) => Enumerable.Repeat((byte)0xab, length).ToArray();
 

@@ -9,18 +9,11 @@ namespace Vdisk.Tests.Graph;
 /// </summary>
 public sealed class ReadsMayWriteTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("vdisk-readswrite-");
+    private readonly ScratchImages _images = new("vdisk-readswrite-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _images.Dispose();
 
-    private async Task<string> CreateAsync(string name, string format)
-    {
-        string path = Path.Combine(_dir.FullName, name);
-        var options = new CreateOptions(path, format);
-        options.Options.Set("size", "1M");
-        await ImageCreator.CreateAsync(options);
-        return path;
-    }
+    private Task<string> CreateAsync(string name, string format) => _images.CreateAsync(name, format, "1M");
 
     private async Task<string> QuorumOptionsAsync(string rewrite)
     {

@@ -14,9 +14,9 @@ namespace Vdisk.Tests.Qcow2;
 public sealed class Qcow2BitmapTests : IDisposable
 {
     private const int Cluster = 65536;
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("vdisk-bitmaps-");
+    private readonly ScratchImages _images = new("vdisk-bitmaps-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _images.Dispose();
 
     [Fact]
     public void Set_ranges_mark_whole_granules_and_join_into_runs()
@@ -131,14 +131,7 @@ public sealed class Qcow2BitmapTests : IDisposable
     public void New_bitmap_constraints_match_qemu(long granularity, string? expected) =>
         Assert.Equal(expected, Qcow2BitmapDirectory.CheckNewBitmap("b", granularity, 4L << 40, Cluster));
 
-    private async Task<string> CreateAsync(string name = "disk.qcow2")
-    {
-        string path = Path.Combine(_dir.FullName, name);
-        var options = new CreateOptions(path, "qcow2");
-        options.Options.Set("size", "10M");
-        await ImageCreator.CreateAsync(options);
-        return path;
-    }
+    private Task<string> CreateAsync(string name = "disk.qcow2") => _images.CreateAsync(name, "qcow2", "10M");
 
     private static byte[] Pattern(int length) => Enumerable.Repeat((byte)0x5a, length).ToArray();
 

@@ -17,18 +17,15 @@ namespace Vdisk.Tests.Qcow2;
 public sealed class Qcow2CrashOrderTests : IDisposable
 {
     private const int Cluster = 4096;
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("vdisk-crashorder-");
+    private readonly ScratchImages _images = new("vdisk-crashorder-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _images.Dispose();
 
     /// <summary>A fresh 4 MiB image with 4 KiB clusters (two L2 tables), as bytes.</summary>
     private async Task<byte[]> FreshImageAsync()
     {
-        string path = Path.Combine(_dir.FullName, $"t{Guid.NewGuid():N}.qcow2");
-        var options = new CreateOptions(path, "qcow2");
-        options.Options.Set("size", "4M");
-        options.Options.Set("cluster_size", Cluster.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        await ImageCreator.CreateAsync(options);
+        string path = await _images.CreateAsync($"t{Guid.NewGuid():N}.qcow2", "qcow2", "4M",
+            ("cluster_size", Cluster.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         return await File.ReadAllBytesAsync(path);
     }
 
