@@ -54,4 +54,47 @@ public class Qcow2OverlapChecksTests
         Assert.Equal("qcow2_header", Qcow2OverlapCheckNames.Describe(Qcow2OverlapChecks.MainHeader));
         Assert.Equal("refcount block", Qcow2OverlapCheckNames.Describe(Qcow2OverlapChecks.RefcountBlock));
     }
+
+    private const ulong L2OffsetMask = 0x00fffffffffffe00UL;
+
+    /// <summary>QEMU's overlaps_with, one entry at a time: what the vectorised walk must agree with.</summary>
+    private static bool AnyEntryOverlapsReference(ulong[] entries, ulong mask, long entryLength, long start, long length) =>
+        entries.Any(e => (e & mask) != 0 && length > 0 && (long)(e & mask) < start + length && start < (long)(e & mask) + entryLength);
+
+    [Fact]
+    public void The_table_walk_finds_an_entry_that_touches_the_range_and_nothing_else()
+    {
+        const long cluster = 65536, start = 10 * cluster, length = 2 * cluster;
+        // Padding to more than one vector's worth, with the entry in the scalar tail or not.
+        foreach (int padding in new[] { 0, 3, 4, 7 })
+        {
+            bool Hit(ulong entry) => Qcow2OverlapScan.AnyEntryOverlaps([.. new ulong[padding], entry], L2OffsetMask, cluster, start, length);
+            Assert.True(Hit((ulong)start));
+            Assert.True(Hit((ulong)(start + length - cluster)));
+            Assert.True(Hit((ulong)(start - cluster + 512)));  // an unaligned table whose end reaches in
+            Assert.False(Hit((ulong)(start - cluster)));
+            Assert.False(Hit((ulong)(start + length)));
+            Assert.True(Hit((ulong)start | (1UL << 63)));      // flags are not part of the offset
+            Assert.False(Hit(0));
+        }
+        // An unused entry is no table at offset 0, even when the range starts there.
+        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps(new ulong[9], L2OffsetMask, cluster, 0, cluster));
+        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps([(ulong)start], L2OffsetMask, cluster, start, 0));
+    }
+
+    [Fact]
+    public void The_table_walk_agrees_with_one_entry_at_a_time()
+    {
+        const long cluster = 4096;
+        // Offsets from a few clusters around the range, so that hits and misses are both common;
+        // some not cluster-aligned (the mask keeps 512-byte steps).
+        var entries = Gen.Select(Gen.Long[0, 24], Gen.Int[0, 15], Gen.Bool, (c, sector, flagged) =>
+            ((ulong)(c * cluster) + (ulong)(sector < 8 ? 0 : (sector - 8) * 512)) | (flagged ? 1UL << 62 : 0)).Array[0, 40];
+        Gen.Select(entries, Gen.Long[0, 20], Gen.Long[0, 6]).Sample((table, first, clusters) =>
+        {
+            long start = first * cluster, length = clusters * cluster;
+            Assert.Equal(AnyEntryOverlapsReference(table, L2OffsetMask, cluster, start, length),
+                Qcow2OverlapScan.AnyEntryOverlaps(table, L2OffsetMask, cluster, start, length));
+        });
+    }
 }

@@ -711,22 +711,11 @@ public sealed partial class Qcow2Node
             return Qcow2OverlapChecks.SnapshotTable;
         if ((checks & Qcow2OverlapChecks.InactiveL1) != 0 && _snapshots.Any(sn => sn.L1Size > 0 && Hits((long)sn.L1TableOffset, sn.L1Size * 8L)))
             return Qcow2OverlapChecks.InactiveL1;
-        if ((checks & Qcow2OverlapChecks.ActiveL2) != 0)
-        {
-            foreach (ulong entry in _l1)
-            {
-                long l2 = (long)(entry & L2Entry.OffsetMask);
-                if (l2 != 0 && Hits(l2, cs)) return Qcow2OverlapChecks.ActiveL2;
-            }
-        }
-        if ((checks & Qcow2OverlapChecks.RefcountBlock) != 0)
-        {
-            foreach (ulong entry in _refcounts.Table)
-            {
-                long block = (long)(entry & Qcow2Refcounts.TableOffsetMask);
-                if (block != 0 && Hits(block, cs)) return Qcow2OverlapChecks.RefcountBlock;
-            }
-        }
+        if ((checks & Qcow2OverlapChecks.ActiveL2) != 0 && Qcow2OverlapScan.AnyEntryOverlaps(_l1, L2Entry.OffsetMask, cs, start, size))
+            return Qcow2OverlapChecks.ActiveL2;
+        if ((checks & Qcow2OverlapChecks.RefcountBlock) != 0 &&
+            Qcow2OverlapScan.AnyEntryOverlaps(_refcounts.UsedTable, Qcow2Refcounts.TableOffsetMask, cs, start, size))
+            return Qcow2OverlapChecks.RefcountBlock;
         if ((checks & Qcow2OverlapChecks.InactiveL2) != 0)
         {
             foreach (var snapshot in _snapshots)

@@ -92,7 +92,7 @@ public sealed partial class Qcow2Node
             BinaryPrimitives.WriteUInt64BigEndian(entry, (ulong)(2L * cs));
             await File.WriteAsync(cs, entry, WriteFlags.None, ct).ConfigureAwait(false);
             await File.FlushAsync(ct).ConfigureAwait(false);
-            table[0] = (ulong)(2L * cs);
+            _refcounts.EnterBlock(0, 2L * cs);
 
             // The header, the refcount table and block and the L1 table: the first clusters again.
             long offset = await _refcounts.AllocateAsync(3 + l1Clusters).ConfigureAwait(false);

@@ -27,6 +27,7 @@ internal sealed class Qcow2Refcounts
         _g = geometry;
         _sync = sync;
         Table = table;
+        CountUsedEntries();
         TableOffset = tableOffset;
         TableClusters = tableClusters;
         AllocatedEnd = allocatedEnd;
@@ -47,6 +48,29 @@ internal sealed class Qcow2Refcounts
 
     /// <summary>The refcount table entries.</summary>
     public ulong[] Table { get; private set; }
+
+    /// <summary>
+    /// The entries up to the last one in use (QEMU's max_refcount_table_index): the overlap check
+    /// of every write walks these, not the whole table, most of which is unused.
+    /// </summary>
+    public ReadOnlySpan<ulong> UsedTable => Table.AsSpan(0, _usedEntries);
+
+    private int _usedEntries;
+
+    private void CountUsedEntries()
+    {
+        int used = Table.Length;
+        while (used > 0 && Table[used - 1] == 0) used--;
+        _usedEntries = used;
+    }
+
+    /// <summary>Enters the block at <paramref name="blockOffset"/> in the table (the table itself is the caller's to write).</summary>
+    public void EnterBlock(long tableIndex, long blockOffset)
+    {
+        Table[tableIndex] = (ulong)blockOffset;
+        if (blockOffset == 0) CountUsedEntries();
+        else _usedEntries = Math.Max(_usedEntries, (int)tableIndex + 1);
+    }
 
     /// <summary>Where the table lives.</summary>
     public long TableOffset { get; private set; }
@@ -317,6 +341,7 @@ internal sealed class Qcow2Refcounts
     {
         Blocks.Clear();
         Table = table;
+        CountUsedEntries();
         TableOffset = offset;
         TableClusters = clusters;
         AllocatedEnd = Math.Max(AllocatedEnd, allocatedEnd);
@@ -331,6 +356,7 @@ internal sealed class Qcow2Refcounts
     {
         Blocks.Clear();
         Table = table;
+        CountUsedEntries();
         TableOffset = offset;
         TableClusters = clusters;
         AllocatedEnd = 0;
@@ -385,6 +411,7 @@ internal sealed class Qcow2Refcounts
             }
             Table[i] = 0;
         }
+        CountUsedEntries();
         if (failure is not null) throw failure;
         await WriteBackAsync().ConfigureAwait(false);
         await _sync().ConfigureAwait(false);
@@ -535,7 +562,7 @@ internal sealed class Qcow2Refcounts
         AllocatedEnd = Math.Max(AllocatedEnd, b + 1);
         await Blocks.WriteDirtyAsync().ConfigureAwait(false);
         await _sync().ConfigureAwait(false);
-        Table[tableIndex] = (ulong)(b << _g.ClusterBits);
+        EnterBlock(tableIndex, b << _g.ClusterBits);
         var entry = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(entry, Table[tableIndex]);
         await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocHookup).ConfigureAwait(false);
@@ -606,6 +633,7 @@ internal sealed class Qcow2Refcounts
         long oldOffset = TableOffset;
         int oldClusters = TableClusters;
         Table = table;
+        CountUsedEntries();
         TableOffset = tableOffset;
         TableClusters = (int)tableClusters;
         AllocatedEnd = Math.Max(AllocatedEnd, areaEnd2);
