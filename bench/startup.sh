@@ -40,6 +40,6 @@ bench_compare "refused open (io write, VM holds image)" "$runs" "" "$vdisk io -f
 bench_stop_daemons
 
 serve_args="--blockdev driver=file,node-name=f,filename=$work/img.qcow2 --blockdev driver=qcow2,node-name=disk,file=f --nbd-server addr.type=unix,addr.path=$work/ready.sock --export type=nbd,id=e,node-name=disk"
-bench_ready "serve ready (qcow2 export serving)" "$((runs / 2))" "$work/ready.sock" "$vdisk serve $serve_args" "qemu-storage-daemon $serve_args"
+bench_ready "serve ready (qcow2 export serving)" "$runs" "$work/ready.sock" "$vdisk serve $serve_args" "qemu-storage-daemon $serve_args"
 
 bench_table
