@@ -55,8 +55,6 @@ public class Qcow2OverlapChecksTests
         Assert.Equal("refcount block", Qcow2OverlapCheckNames.Describe(Qcow2OverlapChecks.RefcountBlock));
     }
 
-    private const ulong L2OffsetMask = 0x00fffffffffffe00UL;
-
     /// <summary>QEMU's overlaps_with, one entry at a time: what the vectorised walk must agree with.</summary>
     private static bool AnyEntryOverlapsReference(ulong[] entries, ulong mask, long entryLength, long start, long length) =>
         entries.Any(e => (e & mask) != 0 && length > 0 && (long)(e & mask) < start + length && start < (long)(e & mask) + entryLength);
@@ -68,7 +66,7 @@ public class Qcow2OverlapChecksTests
         // Padding to more than one vector's worth, with the entry in the scalar tail or not.
         foreach (int padding in new[] { 0, 3, 4, 7 })
         {
-            bool Hit(ulong entry) => Qcow2OverlapScan.AnyEntryOverlaps([.. new ulong[padding], entry], L2OffsetMask, cluster, start, length);
+            bool Hit(ulong entry) => Qcow2OverlapScan.AnyEntryOverlaps([.. new ulong[padding], entry], L2Entry.OffsetMask, cluster, start, length);
             Assert.True(Hit((ulong)start));
             Assert.True(Hit((ulong)(start + length - cluster)));
             Assert.True(Hit((ulong)(start - cluster + 512)));  // an unaligned table whose end reaches in
@@ -78,8 +76,8 @@ public class Qcow2OverlapChecksTests
             Assert.False(Hit(0));
         }
         // An unused entry is no table at offset 0, even when the range starts there.
-        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps(new ulong[9], L2OffsetMask, cluster, 0, cluster));
-        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps([(ulong)start], L2OffsetMask, cluster, start, 0));
+        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps(new ulong[9], L2Entry.OffsetMask, cluster, 0, cluster));
+        Assert.False(Qcow2OverlapScan.AnyEntryOverlaps([(ulong)start], L2Entry.OffsetMask, cluster, start, 0));
     }
 
     [Fact]
@@ -93,8 +91,8 @@ public class Qcow2OverlapChecksTests
         Gen.Select(entries, Gen.Long[0, 20], Gen.Long[0, 6]).Sample((table, first, clusters) =>
         {
             long start = first * cluster, length = clusters * cluster;
-            Assert.Equal(AnyEntryOverlapsReference(table, L2OffsetMask, cluster, start, length),
-                Qcow2OverlapScan.AnyEntryOverlaps(table, L2OffsetMask, cluster, start, length));
+            Assert.Equal(AnyEntryOverlapsReference(table, L2Entry.OffsetMask, cluster, start, length),
+                Qcow2OverlapScan.AnyEntryOverlaps(table, L2Entry.OffsetMask, cluster, start, length));
         });
     }
 }
