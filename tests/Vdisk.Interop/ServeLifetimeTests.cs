@@ -48,6 +48,24 @@ public class ServeLifetimeTests
     }
 
     [Fact]
+    public void Signal_WhileNoClientIsConnected_StopsCleanly()
+    {
+        // The main thread then waits in accept(2) on the NBD socket; the signal has to wake it
+        // and the socket file must be gone before the process exits. Three rounds: the file
+        // outliving the process was a race between the two threads, lost about half the time.
+        using var dir = new TempDir();
+        var image = dir.RawImage();
+        string socket = dir.File("n.sock");
+        for (int round = 0; round < 3; round++)
+        {
+            using var d = Daemon.Vdisk([.. Serve.Blockdevs(image, "raw"), .. Serve.NbdServer(socket), .. Serve.Export(writable: true)], socket);
+            Assert.Equal(0, d.Signal("TERM"));
+            Assert.False(File.Exists(socket), $"round {round}: the socket file outlived the daemon");
+            Assert.Equal(0, LocksOn(image));
+        }
+    }
+
+    [Fact]
     public void Quit_StopsCleanly()
     {
         using var dir = new TempDir();

@@ -1,4 +1,5 @@
 using Vdisk.Native;
+using Vdisk.Server.Daemon;
 
 namespace Vdisk.Cli.Common;
 
@@ -67,8 +68,19 @@ internal sealed class DaemonStart : IDisposable
         if (_readyFd is { } ready) DaemonProcess.FinishDetaching(ready);
     }
 
-    /// <summary>Serves until <paramref name="stop"/> completes or a terminating signal cancels <paramref name="signals"/>.</summary>
-    public static async Task ServeUntilAsync(Task stop, CancellationToken signals)
+    /// <summary>
+    /// Start-up is done: <paramref name="daemon"/> serves until <paramref name="stop"/> completes
+    /// or a terminating signal cancels <paramref name="signals"/>, with the calling thread as
+    /// its main loop meanwhile (<see cref="StorageDaemon.RunMainLoop"/>).
+    /// </summary>
+    public static async Task ServeUntilAsync(StorageDaemon daemon, Task stop, CancellationToken signals)
+    {
+        var serving = StoppedAsync(stop, signals);
+        daemon.RunMainLoop(serving);
+        await serving.ConfigureAwait(false);
+    }
+
+    private static async Task StoppedAsync(Task stop, CancellationToken signals)
     {
         try
         {

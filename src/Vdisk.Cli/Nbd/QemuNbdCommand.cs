@@ -402,9 +402,8 @@ internal static class QemuNbdCommand
             }
             // Free any busy file system, as qemu-nbd does once it is set up.
             Directory.SetCurrentDirectory("/");
-            daemon.CompleteStartup();
             start.Ready();
-            await DaemonStart.ServeUntilAsync(lastClientGone.Task, signals.Token).ConfigureAwait(false);
+            await DaemonStart.ServeUntilAsync(daemon, lastClientGone.Task, signals.Token).ConfigureAwait(false);
             return 0;
         }
         finally

@@ -173,9 +173,8 @@ internal static class ServeCommand
                     return 1;
                 }
             }
-            daemon.CompleteStartup();
             start.Ready();
-            await DaemonStart.ServeUntilAsync(daemon.QuitRequested, signals.Token).ConfigureAwait(false);
+            await DaemonStart.ServeUntilAsync(daemon, daemon.QuitRequested, signals.Token).ConfigureAwait(false);
             return 0;
         }
         finally

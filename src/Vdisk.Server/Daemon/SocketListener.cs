@@ -13,7 +13,8 @@ namespace Vdisk.Server.Daemon;
 public sealed class SocketListener : IDisposable
 {
     private readonly FileIdentity? _socketFile;
-    private int _disposed;
+    private readonly Lock _disposing = new();
+    private bool _disposed;
 
     private SocketListener(Socket socket, ListenAddress address, FileIdentity? socketFile)
     {
@@ -109,18 +110,26 @@ public sealed class SocketListener : IDisposable
         _ => e.Message,
     };
 
-    /// <summary>Closes the socket and removes its file if it is still ours.</summary>
+    /// <summary>
+    /// Closes the socket and removes its file if it is still ours. A second caller waits until
+    /// the first is done: a daemon stopping on a signal disposes from the signal's thread while
+    /// its main thread, woken from accept(2), goes on to exit.
+    /// </summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        Socket.Dispose();
-        if (Address is UnixListenAddress unix && _socketFile is { } mine && FileSystemEntry.IdentityOf(unix.Path) == mine)
+        lock (_disposing)
         {
-            try
+            if (_disposed) return;
+            _disposed = true;
+            Socket.Dispose();
+            if (Address is UnixListenAddress unix && _socketFile is { } mine && FileSystemEntry.IdentityOf(unix.Path) == mine)
             {
-                File.Delete(unix.Path);
+                try
+                {
+                    File.Delete(unix.Path);
+                }
+                catch (IOException) { }
             }
-            catch (IOException) { }
         }
     }
 }

@@ -29,6 +29,7 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     private NbdServer? _nbd;
     private bool _shutDown;
     private List<Action<bool>>? _acceptAfterStartup;
+    private NbdServer? _nbdOfCommandLine;
 
     /// <summary>The daemon's nodes.</summary>
     public BlockGraph Graph { get; }
@@ -44,21 +45,36 @@ public sealed partial class StorageDaemon : IAsyncDisposable
 
     /// <summary>
     /// The command line is being applied: servers started now listen, but accept nobody until
-    /// <see cref="CompleteStartup"/>. QEMU's accept handlers first run in its main loop, after
+    /// <see cref="RunMainLoop"/>. QEMU's accept handlers first run in its main loop, after
     /// every option, so a client that connects early waits in the backlog rather than finding
     /// the NBD export of a later <c>--export</c> missing.
     /// </summary>
     public void BeginStartup() => _acceptAfterStartup ??= new List<Action<bool>>();
 
-    /// <summary>The command line is applied: the servers it started accept clients from now on.</summary>
-    public void CompleteStartup()
+    /// <summary>
+    /// The command line is applied: the servers it started accept clients from now on, and the
+    /// calling thread serves as the daemon's main loop, as QEMU's main thread does: it accepts
+    /// the clients of the command line's NBD server, blocking, until <paramref name="until"/>
+    /// completes or that server stops (nbd-server-stop). Returns at once when the command line
+    /// started no NBD server, or when called on a thread-pool thread (one that must not block).
+    /// </summary>
+    public void RunMainLoop(Task until)
     {
         var pending = _acceptAfterStartup;
         _acceptAfterStartup = null;
-        // The caller (the main thread, done with the command line) holds no lock and only waits
-        // from now on: the accept loops begin on it, so that the first client does not wait for a
-        // thread-pool thread to be created.
+        // The caller holds no lock: the monitors' accept loops begin on it, until their first
+        // accept waits, so that their first client does not wait for a pool thread either.
         pending?.ForEach(start => start(true));
+        var server = _nbdOfCommandLine;
+        _nbdOfCommandLine = null;
+        if (server is null) return;
+        if (Thread.CurrentThread.IsThreadPoolThread)
+        {
+            server.Start();
+            return;
+        }
+        until.ContinueWith(_ => server.StopAccepting(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        server.AcceptOnCallingThread();
     }
 
     /// <summary>
@@ -232,7 +248,9 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     {
         if (_nbd is not null) throw new DaemonException("NBD server already running");
         _nbd = new NbdServer(request.Address, request.MaxConnections);
-        AcceptClients(_nbd.Start);
+        // The command line's server accepts on the main loop; one that QMP starts, on the pool.
+        if (_acceptAfterStartup is not null) _nbdOfCommandLine = _nbd;
+        else _nbd.Start();
     }
 
     /// <summary>nbd-server-stop: deletes every export (disconnecting clients), then stops listening.</summary>

@@ -68,11 +68,47 @@ public sealed class NbdServer : IAsyncDisposable
     /// </summary>
     public event Action<NbdConnection>? ConnectionClosed;
 
+    /// <summary>Starts accepting clients on the thread pool (nbd-server-start).</summary>
+    public void Start() => _acceptLoop ??= Task.Run(AcceptLoopAsync);
+
     /// <summary>
-    /// Starts accepting clients: on the calling thread until the first accept waits (a caller
-    /// that holds no lock and has nothing else to do), or else on the thread pool.
+    /// Accepts clients on the calling thread, blocking in accept(2), until the server stops
+    /// (<see cref="StopAccepting"/>, <see cref="StopAsync"/>). For a daemon's main thread, which
+    /// has nothing else to do once start-up is done, as QEMU's main loop accepts: the first
+    /// client is greeted straight from accept(2), not after the runtime has created the
+    /// thread-pool threads that an asynchronous accept completes on (about 0.25 ms before
+    /// the first greeting, a tenth of the time a daemon needs to start).
     /// </summary>
-    public void Start(bool onCallingThread = false) => _acceptLoop ??= onCallingThread ? AcceptLoopAsync() : Task.Run(AcceptLoopAsync);
+    /// <exception cref="InvalidOperationException">The server already accepts.</exception>
+    public void AcceptOnCallingThread()
+    {
+        var loopEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Interlocked.CompareExchange(ref _acceptLoop, loopEnded.Task, null) is not null)
+            throw new InvalidOperationException("The NBD server already accepts clients");
+        var token = _stopping.Token;
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                Socket client;
+                try
+                {
+                    _connectionSlots?.Wait(token);
+                    client = _listener.Socket.Accept();
+                }
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
+                {
+                    if (IsStoppedAfter(e, token)) return;
+                    continue;
+                }
+                Admit(client, token);
+            }
+        }
+        finally
+        {
+            loopEnded.SetResult();
+        }
+    }
 
     /// <summary>The export called <paramref name="name"/>, unless it is being deleted.</summary>
     public NbdExport? FindExport(string name)
@@ -117,22 +153,41 @@ public sealed class NbdServer : IAsyncDisposable
             }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
             {
-                if (token.IsCancellationRequested || e is ObjectDisposedException) return;
-                _connectionSlots?.Release();
+                if (IsStoppedAfter(e, token)) return;
                 continue;
             }
-            if (client.AddressFamily != AddressFamily.Unix) client.NoDelay = true;
-            // A unix socket's default send buffer (wmem_default, ~208 KiB) is smaller than one
-            // 256 KiB read reply, so every such reply went out in two sends with a wait for the
-            // client in between. TCP sizes its buffers itself (setting one would stop that).
-            else client.SendBufferSize = UnixSendBufferSize;
-            var connection = new NbdConnection(this, client, token);
-            lock (_lock) _connections.Add(connection);
-            var run = RunConnectionAsync(connection);
-            lock (_lock)
-            {
-                if (!run.IsCompleted) _running.Add(run);
-            }
+            Admit(client, token);
+        }
+    }
+
+    /// <summary>
+    /// After a failed accept (or a wait for a connection slot): whether the server is stopping.
+    /// If not, the slot taken for the failed accept is given back and accepting goes on.
+    /// </summary>
+    private bool IsStoppedAfter(Exception acceptFailure, CancellationToken serverStopping)
+    {
+        if (serverStopping.IsCancellationRequested || acceptFailure is ObjectDisposedException) return true;
+        _connectionSlots?.Release();
+        return false;
+    }
+
+    /// <summary>
+    /// Takes an accepted client on: its connection runs on the calling thread until its first
+    /// wait (the greeting is sent by then), then on the thread pool.
+    /// </summary>
+    private void Admit(Socket client, CancellationToken serverStopping)
+    {
+        if (client.AddressFamily != AddressFamily.Unix) client.NoDelay = true;
+        // A unix socket's default send buffer (wmem_default, ~208 KiB) is smaller than one
+        // 256 KiB read reply, so every such reply went out in two sends with a wait for the
+        // client in between. TCP sizes its buffers itself (setting one would stop that).
+        else client.SendBufferSize = UnixSendBufferSize;
+        var connection = new NbdConnection(this, client, serverStopping);
+        lock (_lock) _connections.Add(connection);
+        var run = RunConnectionAsync(connection);
+        lock (_lock)
+        {
+            if (!run.IsCompleted) _running.Add(run);
         }
     }
 
@@ -161,13 +216,22 @@ public sealed class NbdServer : IAsyncDisposable
     }
 
     /// <summary>
+    /// Stops accepting and removes the socket file; connections go on. A thread blocked in
+    /// <see cref="AcceptOnCallingThread"/> returns.
+    /// </summary>
+    public void StopAccepting()
+    {
+        _stopping.Cancel();
+        _listener.Dispose();
+    }
+
+    /// <summary>
     /// Stops accepting, removes the socket file, ends every connection (requests in flight
     /// finish and answer first) and waits for them.
     /// </summary>
     public async Task StopAsync()
     {
-        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
-        _listener.Dispose();
+        StopAccepting();
         if (_acceptLoop is not null)
         {
             try
