@@ -24,9 +24,7 @@ for variant in xts:cipher-mode=xts cbc-essiv:cipher-mode=cbc,ivgen-alg=essiv,ivg
   qemu-img convert -n --object "$secret" -f raw "$work/src.raw" \
     --target-image-opts "driver=luks,key-secret=s0,file.filename=$work/$name.luks"
   src_opts="driver=luks,key-secret=s0,file.filename=$work/$name.luks"
-  # Each run starts with nothing dirty: the previous run's output still being written back
-  # slowed whichever tool ran next (streamOptimized: 890 ms for both, 466 vs 1441 ms after a sync).
-  bench_compare "convert luks ($name)->qcow2 (1 GiB, half data)" "$runs" "rm -f $work/o.qcow2; sync" \
+  bench_compare "convert luks ($name)->qcow2 (1 GiB, half data)" "$runs" "$(bench_fresh_output "$work/o.qcow2")" \
     "$vdisk convert --object $secret --image-opts $src_opts -O qcow2 $work/o.qcow2" \
     "qemu-img convert --object $secret --image-opts $src_opts -O qcow2 $work/o.qcow2"
   # The copy must be right, or the timing means nothing.

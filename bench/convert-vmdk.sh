@@ -14,9 +14,7 @@ for sub in monolithicSparse streamOptimized monolithicFlat; do
 done
 
 for sub in monolithicSparse streamOptimized monolithicFlat; do
-  # Each run starts with nothing dirty: the previous run's output still being written back
-  # slowed whichever tool ran next (streamOptimized: 890 ms for both, 466 vs 1441 ms after a sync).
-  bench_compare "convert vmdk ($sub)->qcow2 (1 GiB, half data)" "$runs" "rm -f $work/o.qcow2; sync" \
+  bench_compare "convert vmdk ($sub)->qcow2 (1 GiB, half data)" "$runs" "$(bench_fresh_output "$work/o.qcow2")" \
     "$vdisk convert -f vmdk -O qcow2 $work/$sub.vmdk $work/o.qcow2" \
     "qemu-img convert -f vmdk -O qcow2 $work/$sub.vmdk $work/o.qcow2"
   # The copy must be right, or the timing means nothing.

@@ -14,10 +14,10 @@ truncate -s "${size}M" "$work/src.raw"
 qemu-img convert -O qcow2 "$work/src.raw" "$work/src.qcow2"
 cat "$work/src.raw" "$work/src.qcow2" >/dev/null
 
-bench_compare "convert raw->qcow2 ($size MiB, half data)" "$runs" "rm -f $work/out; sync" \
+bench_compare "convert raw->qcow2 ($size MiB, half data)" "$runs" "$(bench_fresh_output "$work/out")" \
   "$vdisk convert -O qcow2 $work/src.raw $work/out" "qemu-img convert -O qcow2 $work/src.raw $work/out" \
   "cp --sparse=always $work/src.raw $work/out"
-bench_compare "convert qcow2->raw ($size MiB, half data)" "$runs" "rm -f $work/out; sync" \
+bench_compare "convert qcow2->raw ($size MiB, half data)" "$runs" "$(bench_fresh_output "$work/out")" \
   "$vdisk convert -O raw $work/src.qcow2 $work/out" "qemu-img convert -O raw $work/src.qcow2 $work/out" \
   "cp --sparse=always $work/src.qcow2 $work/out"
 
