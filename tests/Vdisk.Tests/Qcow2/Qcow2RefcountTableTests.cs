@@ -36,8 +36,8 @@ public class Qcow2RefcountTableTests
         await refcounts.AllocateAsync(600);
         Assert.Equal(3, refcounts.UsedTable.Length);
         Assert.All(refcounts.UsedTable.ToArray(), entry => Assert.NotEqual(0UL, entry));
-        Assert.Equal(refcounts.Table.AsSpan(0, 3).ToArray(), refcounts.UsedTable.ToArray());
-        Assert.All(refcounts.Table.AsSpan(3).ToArray(), entry => Assert.Equal(0UL, entry));
+        Assert.Equal(refcounts.Table[..3].ToArray(), refcounts.UsedTable.ToArray());
+        Assert.All(refcounts.Table[3..].ToArray(), entry => Assert.Equal(0UL, entry));
     }
 
     [Fact]

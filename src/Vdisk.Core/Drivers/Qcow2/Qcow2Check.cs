@@ -218,9 +218,9 @@ public sealed partial class Qcow2Node
         bool rebuild = false;
         long fileClusters = _g.SizeToClusters(File.Length);
         var table = _refcounts.Table;
-        for (long i = 0; i < table.Length; i++)
+        for (int i = 0; i < table.Length; i++)
         {
-            ulong entry = table[i];
+            ulong entry = table.Span[i];
             long offset = (long)(entry & Qcow2Refcounts.TableOffsetMask);
             if ((entry & 0x1ff) != 0)
             {

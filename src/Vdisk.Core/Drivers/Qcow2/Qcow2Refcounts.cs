@@ -26,7 +26,7 @@ internal sealed class Qcow2Refcounts
         _file = file;
         _g = geometry;
         _sync = sync;
-        Table = table;
+        _table = table;
         CountUsedEntries();
         TableOffset = tableOffset;
         TableClusters = tableClusters;
@@ -46,28 +46,33 @@ internal sealed class Qcow2Refcounts
             });
     }
 
-    /// <summary>The refcount table entries.</summary>
-    public ulong[] Table { get; private set; }
+    private ulong[] _table;
+
+    /// <summary>
+    /// The refcount table entries, read-only: every change goes through this class, which keeps
+    /// <see cref="UsedTable"/> in step with them.
+    /// </summary>
+    public ReadOnlyMemory<ulong> Table => _table;
 
     /// <summary>
     /// The entries up to the last one in use (QEMU's max_refcount_table_index): the overlap check
     /// of every write walks these, not the whole table, most of which is unused.
     /// </summary>
-    public ReadOnlySpan<ulong> UsedTable => Table.AsSpan(0, _usedEntries);
+    public ReadOnlySpan<ulong> UsedTable => _table.AsSpan(0, _usedEntries);
 
     private int _usedEntries;
 
     private void CountUsedEntries()
     {
-        int used = Table.Length;
-        while (used > 0 && Table[used - 1] == 0) used--;
+        int used = _table.Length;
+        while (used > 0 && _table[used - 1] == 0) used--;
         _usedEntries = used;
     }
 
     /// <summary>Enters the block at <paramref name="blockOffset"/> in the table (the table itself is the caller's to write).</summary>
     public void EnterBlock(long tableIndex, long blockOffset)
     {
-        Table[tableIndex] = (ulong)blockOffset;
+        _table[tableIndex] = (ulong)blockOffset;
         if (blockOffset == 0) CountUsedEntries();
         else _usedEntries = Math.Max(_usedEntries, (int)tableIndex + 1);
     }
@@ -135,7 +140,7 @@ internal sealed class Qcow2Refcounts
     public ValueTask<ulong> GetAsync(long cluster)
     {
         long ti = _g.RefcountTableIndex(cluster);
-        if (ti >= Table.Length) return ValueTask.FromResult(0UL);
+        if (ti >= _table.Length) return ValueTask.FromResult(0UL);
         long blockOffset = BlockOffset(ti);
         if (blockOffset == 0) return ValueTask.FromResult(0UL);
         var pending = Blocks.GetAsync(blockOffset);
@@ -154,7 +159,7 @@ internal sealed class Qcow2Refcounts
     private async ValueTask<CachedTable?> BlockOfAsync(long cluster)
     {
         long ti = _g.RefcountTableIndex(cluster);
-        if (ti >= Table.Length) return null;
+        if (ti >= _table.Length) return null;
         long blockOffset = BlockOffset(ti);
         if (blockOffset == 0) return null;
         return await Blocks.GetAsync(blockOffset).ConfigureAwait(false);
@@ -166,7 +171,7 @@ internal sealed class Qcow2Refcounts
     private long BlockOffset(long tableIndex)
     {
         // Reserved bits are masked off, as QEMU's qcow2_get_refcount does; only the offset must be aligned.
-        long offset = (long)(Table[tableIndex] & TableOffsetMask);
+        long offset = (long)(_table[tableIndex] & TableOffsetMask);
         // Past any file the block layer can address (bit 63): the read fails, as bdrv_pread does.
         if (offset < 0) throw new NativeIOException(Errno.EIO, NativeIOException.Describe(Errno.EIO), _file.Filename);
         if ((offset & (_g.ClusterSize - 1)) != 0)
@@ -313,7 +318,7 @@ internal sealed class Qcow2Refcounts
                     throw new NativeIOException(Errno.EIO, $"qcow2: refcount of cluster {c} would exceed the maximum", _file.Filename);
                 next = rc + (ulong)addend;
             }
-            if (_g.RefcountTableIndex(c) >= Table.Length || BlockOffset(_g.RefcountTableIndex(c)) == 0)
+            if (_g.RefcountTableIndex(c) >= _table.Length || BlockOffset(_g.RefcountTableIndex(c)) == 0)
             {
                 if (next == 0) continue;
                 throw new NativeIOException(Errno.EIO, $"qcow2: cluster {c} has no refcount block", _file.Filename);
@@ -340,7 +345,7 @@ internal sealed class Qcow2Refcounts
     public void ReplaceTable(ulong[] table, long offset, int clusters, long allocatedEnd)
     {
         Blocks.Clear();
-        Table = table;
+        _table = table;
         CountUsedEntries();
         TableOffset = offset;
         TableClusters = clusters;
@@ -355,7 +360,7 @@ internal sealed class Qcow2Refcounts
     public void StartOver(ulong[] table, long offset, int clusters)
     {
         Blocks.Clear();
-        Table = table;
+        _table = table;
         CountUsedEntries();
         TableOffset = offset;
         TableClusters = clusters;
@@ -373,10 +378,10 @@ internal sealed class Qcow2Refcounts
     /// </summary>
     public async ValueTask ShrinkTableAsync()
     {
-        var kept = new ulong[Table.Length];
-        for (long i = 0; i < Table.Length; i++)
+        var kept = new ulong[_table.Length];
+        for (long i = 0; i < _table.Length; i++)
         {
-            long offset = (long)(Table[i] & TableOffsetMask);
+            long offset = (long)(_table[i] & TableOffsetMask);
             if (offset == 0) continue;
             if (_g.OffsetInCluster(offset) != 0)
                 throw await CorruptAsync($"Cannot get entry from refcount block cache: Offset {Qcow2Node.Hex(offset)} is unaligned").ConfigureAwait(false);
@@ -386,17 +391,17 @@ internal sealed class Qcow2Refcounts
             bool unused = true;
             for (long k = 0; k < _g.RefcountBlockEntries && unused; k++)
                 unused = k == own || RefcountCodec.Get(block.Data, k, _g.RefcountOrder) == 0;
-            kept[i] = unused ? 0 : Table[i];
+            kept[i] = unused ? 0 : _table[i];
         }
         await _file.WriteAsync(TableOffset, Qcow2Node.SerializeTable(kept, kept.Length)).ConfigureAwait(false);
         await _sync().ConfigureAwait(false);
 
         Exception? failure = null;
         var discarded = new List<long>();
-        for (long i = 0; i < Table.Length; i++)
+        for (long i = 0; i < _table.Length; i++)
         {
-            if (Table[i] == 0 || kept[i] != 0) continue;
-            long offset = (long)(Table[i] & TableOffsetMask);
+            if (_table[i] == 0 || kept[i] != 0) continue;
+            long offset = (long)(_table[i] & TableOffsetMask);
             if (failure is null)
             {
                 try
@@ -409,7 +414,7 @@ internal sealed class Qcow2Refcounts
                     failure = e;
                 }
             }
-            Table[i] = 0;
+            _table[i] = 0;
         }
         CountUsedEntries();
         if (failure is not null) throw failure;
@@ -423,7 +428,7 @@ internal sealed class Qcow2Refcounts
     {
         long cluster = blockOffset >> _g.ClusterBits;
         long index = _g.RefcountTableIndex(cluster);
-        long covering = index < Table.Length ? (long)(Table[index] & TableOffsetMask) : 0;
+        long covering = index < _table.Length ? (long)(_table[index] & TableOffsetMask) : 0;
         if (covering == 0)
             throw await CorruptAsync($"Refblock at {Qcow2Node.Hex(blockOffset)} is not covered by the refcount structures").ConfigureAwait(false);
         var block = await Blocks.GetAsync(covering).ConfigureAwait(false);
@@ -518,7 +523,7 @@ internal sealed class Qcow2Refcounts
     {
         for (long ti = _g.RefcountTableIndex(first); ti <= _g.RefcountTableIndex(end - 1); ti++)
         {
-            if (ti >= Table.Length)
+            if (ti >= _table.Length)
             {
                 await GrowTableAsync(ti).ConfigureAwait(false);
                 return true;
@@ -537,7 +542,7 @@ internal sealed class Qcow2Refcounts
         long b = await FindFreeRunAsync(1, from).ConfigureAwait(false);
         if (b == 0) throw await CorruptAsync("Preventing invalid allocation of refcount block at offset 0").ConfigureAwait(false);
         long bti = _g.RefcountTableIndex(b);
-        if (bti >= Table.Length)
+        if (bti >= _table.Length)
         {
             await GrowTableAsync(bti).ConfigureAwait(false);
             return;
@@ -564,7 +569,7 @@ internal sealed class Qcow2Refcounts
         await _sync().ConfigureAwait(false);
         EnterBlock(tableIndex, b << _g.ClusterBits);
         var entry = new byte[8];
-        BinaryPrimitives.WriteUInt64BigEndian(entry, Table[tableIndex]);
+        BinaryPrimitives.WriteUInt64BigEndian(entry, _table[tableIndex]);
         await _file.DebugEventAsync(BlkdebugEvent.RefblockAllocHookup).ConfigureAwait(false);
         await _file.WriteAsync(TableOffset + tableIndex * 8, entry).ConfigureAwait(false);
     }
@@ -578,7 +583,7 @@ internal sealed class Qcow2Refcounts
     {
         long start = AllocatedEnd;
         long perBlock = _g.RefcountBlockEntries;
-        long entries = Math.Max(neededIndex + 1, Table.Length + Table.Length / 2 + 1);
+        long entries = Math.Max(neededIndex + 1, _table.Length + _table.Length / 2 + 1);
         long tableClusters, newBlocks;
         while (true)
         {
@@ -591,7 +596,7 @@ internal sealed class Qcow2Refcounts
                 areaEnd = start + newBlocks + tableClusters;
                 long needed = 0;
                 for (long ti = start / perBlock; ti <= (areaEnd - 1) / perBlock; ti++)
-                    if (ti >= Table.Length || BlockOffset(ti) == 0) needed++;
+                    if (ti >= _table.Length || BlockOffset(ti) == 0) needed++;
                 if (needed == newBlocks) break;
                 newBlocks = needed;
             }
@@ -604,13 +609,13 @@ internal sealed class Qcow2Refcounts
             throw new NativeIOException(Errno.EFBIG, "qcow2: the refcount table would exceed its maximum size", _file.Filename);
 
         var table = new ulong[tableClusters * (_g.ClusterSize / 8)];
-        Array.Copy(Table, table, Table.Length);
+        Array.Copy(_table, table, _table.Length);
         long areaEnd2 = start + newBlocks + tableClusters;
         var created = new Dictionary<long, byte[]>();
         long next = start;
         for (long ti = start / perBlock; ti <= (areaEnd2 - 1) / perBlock; ti++)
         {
-            if (ti < Table.Length && BlockOffset(ti) != 0) continue;
+            if (ti < _table.Length && BlockOffset(ti) != 0) continue;
             table[ti] = (ulong)(next << _g.ClusterBits);
             created[ti] = new byte[_g.ClusterSize];
             next++;
@@ -632,7 +637,7 @@ internal sealed class Qcow2Refcounts
 
         long oldOffset = TableOffset;
         int oldClusters = TableClusters;
-        Table = table;
+        _table = table;
         CountUsedEntries();
         TableOffset = tableOffset;
         TableClusters = (int)tableClusters;
