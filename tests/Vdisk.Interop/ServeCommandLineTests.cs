@@ -136,9 +136,7 @@ public class ServeCommandLineTests
             Assert.Equal($"{pid}\n", File.ReadAllText(pidfile));
             Assert.Equal("{\"return\": {}}", c.Execute("{\"execute\":\"quit\"}"));
         }
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (IsAlive(pid) && DateTime.UtcNow < deadline) Thread.Sleep(20);
-        Assert.False(IsAlive(pid));
+        Poll.Until(() => !IsAlive(pid), () => "the daemon did not exit after quit");
         Assert.False(File.Exists(pidfile));
     }
 

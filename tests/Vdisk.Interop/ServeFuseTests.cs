@@ -270,12 +270,7 @@ public class ServeFuseTests
         {
             Assert.True(IsMounted(mountpoint));
             Programs.Run("kill", "-TERM", File.ReadAllText(pidFile).Trim());
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (File.Exists(pidFile))
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the daemon did not stop after SIGTERM");
-                Thread.Sleep(10);
-            }
+            Poll.Until(() => !File.Exists(pidFile), () => "the daemon did not stop after SIGTERM");
             Assert.False(IsMounted(mountpoint));
         }
         finally

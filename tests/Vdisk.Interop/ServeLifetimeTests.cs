@@ -30,7 +30,7 @@ public class ServeLifetimeTests
         var image = dir.RawImage();
         using var d = Daemon.Vdisk(Args(dir, image), dir.File("n.sock"), dir.File("m.sock"));
         // The pid file is written once every option has been applied, so it signals readiness.
-        SpinWait.SpinUntil(() => File.Exists(dir.File("serve.pid")) && File.ReadAllText(dir.File("serve.pid")).EndsWith('\n'), TimeSpan.FromSeconds(30));
+        Poll.Until(() => File.Exists(dir.File("serve.pid")) && File.ReadAllText(dir.File("serve.pid")).EndsWith('\n'), () => "no complete pid file");
         Assert.Equal(d.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n", File.ReadAllText(dir.File("serve.pid")));
         using var c = new NbdClient(dir.File("n.sock"));
         c.Open("disk");

@@ -68,12 +68,8 @@ public class ServeNegotiationReportTests : IDisposable
             reported++;
             // The report is written once the daemon has seen the client go: wait for it, so that
             // the next scenario's line cannot come first.
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (Lines(daemon.Stderr) < reported)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"{tag}: no report after '{scenario.Name}'; stderr so far:\n{daemon.Stderr}");
-                Thread.Sleep(5);
-            }
+            Poll.Until(() => Lines(daemon.Stderr) >= reported,
+                () => $"{tag}: no report after '{scenario.Name}'; stderr so far:\n{daemon.Stderr}", TimeSpan.FromSeconds(20), TimeSpan.FromMilliseconds(5));
         }
         Assert.Equal(0, daemon.Signal());
         return daemon.Stderr;
