@@ -62,8 +62,8 @@ public sealed partial class StorageDaemon : IAsyncDisposable
     {
         var pending = _acceptAfterStartup;
         _acceptAfterStartup = null;
-        // The caller holds no lock: the monitors' accept loops begin on it, until their first
-        // accept waits, so that their first client does not wait for a pool thread either.
+        // The caller holds no lock: the monitors' accept loops begin on it and post their first
+        // accept without a hop to the pool (a client's accept still completes on the pool).
         pending?.ForEach(start => start(true));
         var server = _nbdOfCommandLine;
         _nbdOfCommandLine = null;

@@ -292,7 +292,7 @@ public partial class NbdClientTests
         string inode = InodeKey(image);
         // While it starts, qemu-nbd holds each lock byte on two descriptors for a moment (seen once
         // in CI: every entry twice before, once after): its holdings are those of one descriptor.
-        var before = LocksOn(inode);
+        List<string> before = [];
         Poll.Until(() => (before = LocksOn(inode)).Count > 0 && before.Distinct().Count() == before.Count,
             () => $"qemu-nbd's lock entries never held each byte once: {string.Join(", ", before)}", TimeSpan.FromSeconds(10));
         using var holder = ChildProcess.Start(Programs.Vdisk, ["io", "-f", "raw", "-c", "write -P 0x11 0 4k", "-c", "sleep 600000", server.Uri]);
