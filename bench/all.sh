@@ -27,5 +27,5 @@ end=$(date +%s)
 
 echo
 bench_header
-echo "start-up rows: median ${BENCH_METRIC:-wall} time of ${RUNS:-40} alternating runs; the others: see bench/*.sh; $((end - start)) s in all"
+echo "start-up rows: median ${BENCH_METRIC:-wall} time of ${RUNS:-150} alternating runs; the others: see bench/*.sh; $((end - start)) s in all"
 python3 "$bench_py" table "$BENCH_ROWS"

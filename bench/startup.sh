@@ -7,10 +7,11 @@
 #                              VM's virtio-blk device holds IMG (both fail with QEMU's lock error)
 #   serve ready                vdisk serve ... until its NBD socket sends the greeting, vs
 #                              qemu-storage-daemon with the same command line
-# Whole-process times, medians of RUNS (default 40) alternating runs. Target: ratio <= 0.6.
-#   RUNS=40  VDISK=bin/vdisk  BENCH_METRIC=wall|cpu
+# Whole-process times, medians of RUNS (default 150) alternating runs: a run takes a few ms, and
+# with 40 the ratios moved by up to ±0.07 between runs; with 150-200 by ±0.02. Target: ratio <= 0.6.
+#   RUNS=150  VDISK=bin/vdisk  BENCH_METRIC=wall|cpu
 source "$(dirname "$0")/lib.sh"
-runs=${RUNS:-40}
+runs=${RUNS:-150}
 
 qemu-img create -q -f raw "$work/img.raw" 64M
 qemu-img create -q -f qcow2 "$work/img.qcow2" 64M
