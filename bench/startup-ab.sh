@@ -2,11 +2,11 @@
 # Before/after for start-up work: bench/startup.sh's rows with two vdisk binaries and the QEMU tool
 # in one alternating run per row (bench.py), so that all three see the same load. Prints
 # bench.py's lines per row: "median-wall-ms median-cpu-ms min-wall-ms" for BEFORE, AFTER, QEMU.
-#   bench/startup-ab.sh BEFORE-BINARY AFTER-BINARY      RUNS=40
+#   bench/startup-ab.sh BEFORE-BINARY AFTER-BINARY      RUNS=150 (as bench/startup.sh)
 source "$(dirname "$0")/lib.sh"
 before=$(realpath "$1")
 after=$(realpath "$2")
-runs=${RUNS:-40}
+runs=${RUNS:-150}
 
 qemu-img create -q -f raw "$work/img.raw" 64M
 qemu-img create -q -f qcow2 "$work/img.qcow2" 64M
