@@ -94,7 +94,7 @@ public class OneShotPathTests
     public void Start_ReadsNoCpuCacheSizesFromSysfs()
     {
         // The runtime derives the GC's first gen0 budget from the CPU caches, nine sysfs files
-        // read before Main (~0.2 ms a run) unless the binary names the budget (Vdisk.Cli.csproj).
+        // read before Main (~0.2 ms a run) unless the binary names the budget (src/NativeStartup.props).
         string log = Path.Combine(Path.GetTempPath(), $"vdisk-start-{Guid.NewGuid():N}.strace");
         try
         {
