@@ -172,10 +172,8 @@ public class LuksAmendTests
             ("state=inactive,keyslot=1", "state=inactive,keyslot=2"),
         })
         {
-            var (qr, qemuCalls) = LockTrace.Capture("qemu-img", Args(qemuOptions));
-            // qemu-img times PBKDF2 for a new slot and fails at random on this VM's clock: retried.
-            for (int attempt = 1; attempt < 20 && qr.ExitCode != 0 && qr.Stderr.Contains("Unable to get accurate CPU usage", StringComparison.Ordinal); attempt++)
-                (qr, qemuCalls) = LockTrace.Capture("qemu-img", Args(qemuOptions));
+            // qemu-img times PBKDF2 for a new slot.
+            var (qr, qemuCalls) = RetryWhileQemuPbkdfTimingFails(() => LockTrace.Capture("qemu-img", Args(qemuOptions)), c => c.Result);
             var (vr, vdiskCalls) = LockTrace.Capture(Programs.Vdisk, Args(vdiskOptions));
             Assert.True(qr.ExitCode == 0, qr.ToString());
             Assert.True(vr.ExitCode == 0, vr.ToString());

@@ -10,10 +10,8 @@ internal static class Qemu
     public static RunResult Vdisk(params string[] args) => Programs.Run(Programs.Vdisk, args);
 
     /// <summary>
-    /// qemu-img create of an image with a LUKS header. QEMU times PBKDF2 on the thread's CPU clock
-    /// and gives up with "Unable to get accurate CPU usage" when a timed round measured 0 ms, which
-    /// the tick-granular thread clock of a VM yields at random: that is QEMU's benchmark failing,
-    /// not the create under test, so such an attempt is made again (at most 20 times; an attempt takes milliseconds).
+    /// qemu-img create (or measure, amend) of an image with a LUKS header, made again while QEMU's
+    /// own PBKDF2 benchmark fails (<see cref="RetryWhileQemuPbkdfTimingFails{T}"/>).
     /// </summary>
     /// <remarks>
     /// Each successful run also costs QEMU's PBKDF2 timing, one to two seconds of CPU whatever the
@@ -42,13 +40,30 @@ internal static class Qemu
         return made.Result;
     }
 
-    private static RunResult ImgCreateEncryptedUncached(string[] args)
+    private static RunResult ImgCreateEncryptedUncached(string[] args) => RetryWhileQemuPbkdfTimingFails(() => Img(args), r => r);
+
+    /// <summary>
+    /// Runs <paramref name="run"/> again while QEMU gave up in its PBKDF2 benchmark. QEMU times its
+    /// first round of 2^15 iterations on the thread's CPU clock and fails with "Unable to get accurate
+    /// CPU usage" when that round measured 0 ms, which a VM's tick-granular thread clock yields at
+    /// random: a third of the time on a 2-core dev VM, and 20 times in a row once under CI on a faster
+    /// CPU. That is QEMU's benchmark failing, not the operation under test, and a failed attempt costs
+    /// milliseconds, so attempts go on for up to a minute rather than a fixed count; a clock that never
+    /// advances still fails the test with QEMU's message.
+    /// </summary>
+    public static T RetryWhileQemuPbkdfTimingFails<T>(Func<T> run, Func<T, RunResult> resultOf)
     {
-        var r = Img(args);
-        for (int attempt = 1; attempt < 20 && r.ExitCode != 0 && r.Stderr.Contains("Unable to get accurate CPU usage", StringComparison.Ordinal); attempt++)
-            r = Img(args);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        T r = run();
+        while (IsQemuPbkdfTimingFailure(resultOf(r)) && System.Diagnostics.Stopwatch.GetElapsedTime(start) < PbkdfRetryBudget)
+            r = run();
         return r;
     }
+
+    private static readonly TimeSpan PbkdfRetryBudget = TimeSpan.FromMinutes(1);
+
+    private static bool IsQemuPbkdfTimingFailure(RunResult r) =>
+        r.ExitCode != 0 && r.Stderr.Contains("Unable to get accurate CPU usage", StringComparison.Ordinal);
 
     private static int _pristineCount;
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<(RunResult Result, string? Pristine)>> MadeOnce = new();
