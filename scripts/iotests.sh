@@ -17,11 +17,12 @@
 # The QEMU source comes from Debian (`apt-get source qemu`, the version of the installed
 # qemu-utils), enabling a deb-src entry for the same suites when none exists; only
 # tests/qemu-iotests and python/ are unpacked, under artifacts/qemu-iotests/. The copy's harness
-# gets two fixes (see "fixes to the harness" below). QEMU_PROG is always the real
+# gets three fixes (see "fixes to the harness" below). QEMU_PROG is always the real
 # qemu-system-x86_64. Tests run in parallel, IOTESTS_JOBS at a time (default: one per core).
 #
-# Prints one line per test and format, then `iotests: P passed, F failed, N not run (FMT)` per
-# format; exits non-zero when any test failed.
+# Prints one line per test and format, then the diff of expected and actual output of each test
+# that failed, then `iotests: P passed, F failed, N not run (FMT)` per format; exits non-zero
+# when any test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -90,10 +91,22 @@ iotests=$cache/qemu/tests/qemu-iotests
 #   (_qemu_wrapper runs it in a subshell of a background job), so `wait` returns at once and the
 #   next command can find the VM's lock bytes still held. A tool that starts fast loses that race
 #   (130 failed one run in three with vdisk): the cleanup also waits until the process is gone.
+# - nbd_server_stop (common.nbd) sends SIGTERM to the qemu-nbd it started and returns at once; a
+#   test that then starts another qemu-nbd on the same image (223: read-only, then read-write)
+#   finds the first one's lock bytes still held if the new one opens the image before the old
+#   one has exited. QEMU's qemu-nbd takes longer to start than to exit and seldom loses that
+#   race; vdisk starts sooner (223 failed 1 run in 95 under load, and once in CI). QEMU's
+#   developers describe the same race ("nbd_server_stop only sends a signal to the nbd process
+#   and immediately returns", qemu-devel, June 2019, "iotests: amend QEMU NBD process
+#   synchronization"). The stop also waits until the process is gone.
 sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
 if ! grep -q 'until the VM is gone' "$iotests/common.qemu"; then
   sed -i 's|^\( *\)wait \${QEMU_PID} 2>/dev/null # silent kill$|&\n\1# vdisk (scripts/iotests.sh): until the VM is gone, as it is no child of this shell\n\1while kill -0 ${QEMU_PID} 2>/dev/null; do sleep 0.01; done|' "$iotests/common.qemu"
   grep -q 'until the VM is gone' "$iotests/common.qemu" || { echo "iotests.sh: could not patch common.qemu" >&2; exit 1; }
+fi
+if ! grep -q 'until the server is gone' "$iotests/common.nbd"; then
+  sed -i 's|^\( *\)kill "\$NBD_PID"$|&\n\1# vdisk (scripts/iotests.sh): until the server is gone, so that its locks are released\n\1while kill -0 "$NBD_PID" 2>/dev/null; do sleep 0.01; done|' "$iotests/common.nbd"
+  grep -q 'until the server is gone' "$iotests/common.nbd" || { echo "iotests.sh: could not patch common.nbd" >&2; exit 1; }
 fi
 
 # --- the programs ---------------------------------------------------------------------------
@@ -139,7 +152,7 @@ run_format() { # $1 = format, $2 = results file
   for t in "${list[@]}"; do
     if [[ " ${alone[*]} " == *" $t "* ]]; then apart+=("$t"); else together+=("$t"); fi
   done
-  : > "$out"; : > "$out.tap"
+  : > "$out"; : > "$out.tap"; : > "$out.diffs"
   rm -rf "$iotests/scratch"
   # The others run in parallel (each in its own scratch directory): IOTESTS_JOBS at a time,
   # default one per core.
@@ -154,10 +167,24 @@ run_check() { # $1 = format, $2 = results file, $3 = jobs, then the tests
   # Parallel workers' result lines can run together ("ok vmdk 005ok vmdk 010"): split them first.
   (cd "$iotests" && python3 ./check -tap -j "$jobs" "-$fmt" "$@" 2>&1 || true) | tee -a "$out.tap" |
     perl -pe "s/(?<=\\S)(?=(?:not )?ok $fmt )/\\n/g" |
-    awk -v fmt="$fmt" '
+    awk -v fmt="$fmt" -v diffs="$out.diffs" '
       /^ok / && /# SKIP/ { print fmt, $3, "not-run"; fflush(); next }
       /^ok /             { print fmt, $3, "pass"; fflush(); next }
-      /^not ok /         { print fmt, $4, "fail"; fflush(); next }' | tee -a "$out"
+      /^not ok /         { print fmt, $4, "fail"; fflush(); next }
+      # For a failed test check prints the diff of expected and actual output on stderr,
+      # right after the result line; nothing else is outside TAP. Kept for print_failures.
+      !/^(#|1\.\.)/     { print > diffs }' | tee -a "$out"
+}
+
+# What a failed test printed differently: shown before the summary, so that a run that only
+# keeps the end of the output (CI) still says why.
+print_failures() { # $1 = results file
+  local fmt
+  for fmt in "${formats[@]}"; do
+    [[ -s $1.$fmt.diffs ]] || continue
+    echo "--- iotests that failed ($fmt): expected against actual output"
+    cat "$1.$fmt.diffs"
+  done
 }
 
 summarise() { # $1 = results file, $2 = label: one line over every format
@@ -185,6 +212,7 @@ case $mode in
   vdisk|reference)
     run_all "$mode"
     label=iotests; [[ $mode == reference ]] && label="iotests (QEMU)"
+    print_failures "artifacts/iotests-$mode.txt"
     printf 'wall time: %.1f s\n' "$(cat artifacts/iotests-$mode.txt.seconds)"
     summarise "artifacts/iotests-$mode.txt" "$label"
     ! grep -q ' fail$' "artifacts/iotests-$mode.txt" ;;
