@@ -95,9 +95,9 @@ iotests=$cache/qemu/tests/qemu-iotests
 #   test that then starts another qemu-nbd on the same image (223: read-only, then read-write)
 #   finds the first one's lock bytes still held if the new one opens the image before the old
 #   one has exited. QEMU's qemu-nbd takes longer to start than to exit and seldom loses that
-#   race; vdisk starts sooner (223 failed 1 run in 95 under load, and once in CI). QEMU's
-#   developers describe the same race ("nbd_server_stop only sends a signal to the nbd process
-#   and immediately returns", qemu-devel, June 2019, "iotests: amend QEMU NBD process
+#   race; vdisk starts sooner (223 failed once in 150 runs under load here, and once in CI).
+#   QEMU's developers describe the same race ("nbd_server_stop only sends a signal to the nbd
+#   process and immediately returns", qemu-devel, June 2019, "iotests: amend QEMU NBD process
 #   synchronization"). The stop also waits until the process is gone.
 sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
 if ! grep -q 'until the VM is gone' "$iotests/common.qemu"; then
@@ -173,7 +173,7 @@ run_check() { # $1 = format, $2 = results file, $3 = jobs, then the tests
       /^not ok /         { print fmt, $4, "fail"; fflush(); next }
       # For a failed test check prints the diff of expected and actual output on stderr,
       # right after the result line; nothing else is outside TAP. Kept for print_failures.
-      !/^(#|1\.\.)/     { print > diffs }' | tee -a "$out"
+      !/^(#|1\.\.)/     { print >> diffs }' | tee -a "$out"
 }
 
 # What a failed test printed differently: shown before the summary, so that a run that only
