@@ -174,17 +174,9 @@ public partial class ToolOutputTests
 
     private static int Fdatasyncs(string program, string[] args)
     {
-        string log = Path.Combine(Path.GetTempPath(), $"vdisk-strace-{Guid.NewGuid():N}.log");
-        try
-        {
-            var r = Programs.Run("strace", ["-f", "-qq", "-e", "trace=fdatasync,fsync", "-o", log, program, .. args], null);
-            Assert.Equal(0, r.ExitCode);
-            return System.IO.File.ReadLines(log).Count(l => l.Contains("sync("));
-        }
-        finally
-        {
-            System.IO.File.Delete(log);
-        }
+        var (r, calls) = Strace.Run("fdatasync,fsync", program, args);
+        Assert.Equal(0, r.ExitCode);
+        return calls.Count(l => l.Contains("sync("));
     }
 
     /// <summary>

@@ -95,21 +95,12 @@ public class OneShotPathTests
     {
         // The runtime derives the GC's first gen0 budget from the CPU caches, nine sysfs files
         // read before Main (~0.2 ms a run) unless the binary names the budget (src/NativeStartup.props).
-        string log = Path.Combine(Path.GetTempPath(), $"vdisk-start-{Guid.NewGuid():N}.strace");
-        try
-        {
-            var r = Programs.Run("strace", ["-f", "-qq", "-e", "trace=openat,open", "-o", log, Programs.Vdisk, "--version"], null);
+        var (r, opened) = Strace.Run("openat,open", Programs.Vdisk, "--version");
 
-            Assert.Equal(0, r.ExitCode);
-            Assert.Matches(@"^\d+\.\d+\.\d+", r.Stdout);
-            var opened = File.ReadAllLines(log);
-            Assert.Contains(opened, l => l.Contains("/sys/fs/cgroup") || l.Contains("/proc/self"));
-            Assert.DoesNotContain(opened, l => l.Contains("/sys/devices/system/cpu/cpu0/cache"));
-        }
-        finally
-        {
-            File.Delete(log);
-        }
+        Assert.Equal(0, r.ExitCode);
+        Assert.Matches(@"^\d+\.\d+\.\d+", r.Stdout);
+        Assert.Contains(opened, l => l.Contains("/sys/fs/cgroup") || l.Contains("/proc/self"));
+        Assert.DoesNotContain(opened, l => l.Contains("/sys/devices/system/cpu/cpu0/cache"));
     }
 
     [Fact]
@@ -118,21 +109,12 @@ public class OneShotPathTests
         using var dir = new TempDir();
         string image = dir.RawImage();
         using var holder = Holder.Start(image, Programs.LockProbe, "hold", image, "read,write", "write");
-        string log = Path.Combine(Path.GetTempPath(), $"vdisk-refused-{Guid.NewGuid():N}.strace");
-        try
-        {
-            var r = Programs.Run("strace", ["-f", "-qq", "-e", "trace=openat,open,readlink,getdents64", "-o", log,
-                Programs.Vdisk, "io", "-f", "raw", image, "-c", "write 0 4k"], null);
+        var (r, calls) = Strace.Run("openat,open,readlink,getdents64", Programs.Vdisk, "io", "-f", "raw", image, "-c", "write 0 4k");
 
-            Assert.Equal(1, r.ExitCode);
-            Assert.Contains("Failed to get \"write\" lock", r.Stderr);
-            var opened = File.ReadAllLines(log).Where(l => l.Contains("open") || l.Contains("getdents")).ToList();
-            Assert.Contains(opened, l => l.Contains(image));
-            Assert.DoesNotContain(opened, l => l.Contains("/proc/locks") || Regex.IsMatch(l, "\"/proc/[0-9]+/(fd|fdinfo|cmdline|comm)"));
-        }
-        finally
-        {
-            File.Delete(log);
-        }
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("Failed to get \"write\" lock", r.Stderr);
+        var opened = calls.Where(l => l.Contains("open") || l.Contains("getdents")).ToList();
+        Assert.Contains(opened, l => l.Contains(image));
+        Assert.DoesNotContain(opened, l => l.Contains("/proc/locks") || Regex.IsMatch(l, "\"/proc/[0-9]+/(fd|fdinfo|cmdline|comm)"));
     }
 }

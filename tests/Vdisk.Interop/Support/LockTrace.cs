@@ -14,26 +14,16 @@ public static partial class LockTrace
 
     public static (RunResult Result, List<string> Calls) Capture(string program, params string[] args)
     {
-        string log = Path.Combine(Path.GetTempPath(), $"vdisk-strace-{Guid.NewGuid():N}.log");
-        try
+        var (result, lines) = Strace.Run("fcntl", program, args);
+        var calls = new List<string>();
+        foreach (var line in lines)
         {
-            var all = new List<string> { "-f", "-qq", "-e", "trace=fcntl", "-o", log, program };
-            all.AddRange(args);
-            var result = Programs.Run("strace", all, null);
-            var calls = new List<string>();
-            foreach (var line in System.IO.File.ReadLines(log))
-            {
-                var m = Call().Match(line);
-                if (!m.Success) continue;
-                int start = int.Parse(m.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture);
-                if (start < 100) continue;
-                calls.Add($"{m.Groups[2].Value} {m.Groups[3].Value} {start}");
-            }
-            return (result, calls);
+            var m = Call().Match(line);
+            if (!m.Success) continue;
+            int start = int.Parse(m.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture);
+            if (start < 100) continue;
+            calls.Add($"{m.Groups[2].Value} {m.Groups[3].Value} {start}");
         }
-        finally
-        {
-            System.IO.File.Delete(log);
-        }
+        return (result, calls);
     }
 }
