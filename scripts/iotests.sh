@@ -100,14 +100,17 @@ iotests=$cache/qemu/tests/qemu-iotests
 #   process and immediately returns", qemu-devel, June 2019, "iotests: amend QEMU NBD process
 #   synchronization"). The stop also waits until the process is gone.
 sed -i 's/-accel qtest/-accel tcg/' "$iotests/testenv.py"
-if ! grep -q 'until the VM is gone' "$iotests/common.qemu"; then
-  sed -i 's|^\( *\)wait \${QEMU_PID} 2>/dev/null # silent kill$|&\n\1# vdisk (scripts/iotests.sh): until the VM is gone, as it is no child of this shell\n\1while kill -0 ${QEMU_PID} 2>/dev/null; do sleep 0.01; done|' "$iotests/common.qemu"
-  grep -q 'until the VM is gone' "$iotests/common.qemu" || { echo "iotests.sh: could not patch common.qemu" >&2; exit 1; }
-fi
-if ! grep -q 'until the server is gone' "$iotests/common.nbd"; then
-  sed -i 's|^\( *\)kill "\$NBD_PID"$|&\n\1# vdisk (scripts/iotests.sh): until the server is gone, so that its locks are released\n\1while kill -0 "$NBD_PID" 2>/dev/null; do sleep 0.01; done|' "$iotests/common.nbd"
-  grep -q 'until the server is gone' "$iotests/common.nbd" || { echo "iotests.sh: could not patch common.nbd" >&2; exit 1; }
-fi
+# Adds the lines SED_EXPRESSION inserts into FILE unless MARKER, a phrase of their comment, is
+# there already; fails when the file no longer has what the expression looks for.
+patch_harness() { # $1 = file, $2 = marker, $3 = sed expression
+  grep -q "$2" "$1" && return 0
+  sed -i "$3" "$1"
+  grep -q "$2" "$1" || { echo "iotests.sh: could not patch ${1##*/}" >&2; exit 1; }
+}
+patch_harness "$iotests/common.qemu" 'until the VM is gone' \
+  's|^\( *\)wait \${QEMU_PID} 2>/dev/null # silent kill$|&\n\1# vdisk (scripts/iotests.sh): until the VM is gone, as it is no child of this shell\n\1while kill -0 ${QEMU_PID} 2>/dev/null; do sleep 0.01; done|'
+patch_harness "$iotests/common.nbd" 'until the server is gone' \
+  's|^\( *\)kill "\$NBD_PID"$|&\n\1# vdisk (scripts/iotests.sh): until the server is gone, so that its locks are released\n\1while kill -0 "$NBD_PID" 2>/dev/null; do sleep 0.01; done|'
 
 # --- the programs ---------------------------------------------------------------------------
 personalities=(qemu-img qemu-io qemu-nbd qemu-storage-daemon)
